@@ -1,0 +1,2 @@
+//! The write-ahead log (placeholder: being written).
+pub mod storage;

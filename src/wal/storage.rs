@@ -1,0 +1,162 @@
+//! The `Storage` trait: every byte the WAL reads or writes, and every
+//! directory change it makes, goes through here.
+//!
+//! Why a trait: crash safety is only testable if a test can decide what
+//! survives a crash. Production uses [`RealFs`] (std::fs, `fdatasync` via
+//! `File::sync_data`); tests use [`crate::wal::sim::SimFs`], which keeps a
+//! live and a durable image and drops the unsynced part on `crash()`.
+//!
+//! Contract (what the WAL relies on, and what `SimFs` enforces):
+//! - Data written with [`StorageFile::append`] is durable only after
+//!   [`StorageFile::sync_data`] on that file returns `Ok`.
+//! - A created, removed or renamed directory entry is durable only after
+//!   [`Storage::sync_dir`] on the parent directory returns `Ok`.
+//! - [`StorageFile::truncate`] shortens the live file at once; the shorter
+//!   length is durable after the next `sync_data`.
+//! - After a failed `sync_data` nothing is known about what reached the disk
+//!   (the kernel may have dropped the dirty pages): callers must not retry as
+//!   if nothing happened.
+//!
+//! This module must never interpret the bytes it moves.
+
+use std::fmt::Debug;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// A file opened through a [`Storage`].
+pub trait StorageFile: Send + Sync + Debug {
+    /// Current (live) length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many were read
+    /// (0 at end of file).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// Appends all of `buf` at the end of the file.
+    fn append(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// Makes the file's data (and its length) durable.
+    fn sync_data(&mut self) -> io::Result<()>;
+    /// Shortens the file to `len` bytes.
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
+
+    /// Fills `buf` from `offset`, failing with `UnexpectedEof` if the file
+    /// ends first.
+    fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            let n = self.read_at(buf, offset)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file ended before the requested range",
+                ));
+            }
+            buf = &mut buf[n..];
+            offset += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// A filesystem as the WAL sees it.
+pub trait Storage: Send + Sync + Debug {
+    /// Creates `dir` and its parents if missing. Directories are treated as
+    /// durable once created (the WAL's parent is created by the operator or
+    /// at first start, before any acknowledged record exists).
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Names (not paths) of the entries in `dir`, in no particular order.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Whether `path` exists (live view).
+    fn exists(&self, path: &Path) -> io::Result<bool>;
+    /// Creates a new empty file; fails with `AlreadyExists` if it exists.
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn StorageFile>>;
+    /// Opens an existing file for reading and appending.
+    fn open(&self, path: &Path) -> io::Result<Box<dyn StorageFile>>;
+    /// Removes a file.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Renames a file (atomic replace of `to` if it exists).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes `dir`'s entries durable (creations, removals, renames).
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// The production [`Storage`]: plain files.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealFs;
+
+#[derive(Debug)]
+struct RealFile {
+    file: File,
+}
+
+impl StorageFile for RealFile {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        loop {
+            match FileExt::read_at(&self.file, buf, offset) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        // The file is opened with O_APPEND, so every write lands at the end.
+        self.file.write_all(buf)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+}
+
+impl Storage for RealFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        fs::create_dir_all(dir)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        Ok(names)
+    }
+
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        path.try_exists()
+    }
+
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .open(path)?;
+        Ok(Box::new(RealFile { file }))
+    }
+
+    fn open(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        let file = OpenOptions::new().read(true).append(true).open(path)?;
+        Ok(Box::new(RealFile { file }))
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
