@@ -1,0 +1,332 @@
+//! `weir wal verify` / `inspect` / `repair`: a full, read-only check of
+//! every frame of every segment, and the explicit repair.
+//!
+//! Verify reads one segment at a time into memory (bounded by the largest
+//! segment, `segment_bytes_max`) and never writes. Repair runs only when an
+//! operator asks: it cuts the log at the first damaged byte and moves
+//! everything from there on into `DIR/quarantine/<time>-lsn<N>/`, fsyncing
+//! the moved files and both directories. It never deletes anything.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::error::{Corruption, WalError};
+use super::format::{self, Decoded, Lsn, ScanEnd, TornReason};
+use super::recover::TornTail;
+use super::storage::Storage;
+use super::writer::new_segment_file;
+use super::{list_segments, read_file, segment_name};
+
+/// One segment as verify saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentReport {
+    pub path: PathBuf,
+    pub first_lsn: Lsn,
+    /// Intact records before any damage.
+    pub records: u64,
+    pub bytes: u64,
+    pub sealed: bool,
+}
+
+/// The first place where the log fails a check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: PathBuf,
+    pub offset: u64,
+    pub detail: Corruption,
+    /// Index of the damaged segment in [`DirReport::segments`] (or, for a
+    /// gap, of the first segment after it).
+    pub segment: usize,
+    /// The record number that should have been at the damage.
+    pub lsn: Lsn,
+}
+
+/// What verify found in a log directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirReport {
+    pub dir: PathBuf,
+    pub segments: Vec<SegmentReport>,
+    /// A torn tail of the last segment: not corruption (open cuts it).
+    pub torn_tail: Option<TornTail>,
+    pub problem: Option<Problem>,
+}
+
+impl DirReport {
+    pub fn first_lsn(&self) -> Option<Lsn> {
+        self.segments.first().map(|s| s.first_lsn)
+    }
+
+    /// One past the last intact record before any problem.
+    pub fn end_lsn(&self) -> Option<Lsn> {
+        self.segments.last().map(|s| s.first_lsn + s.records)
+    }
+
+    pub fn records(&self) -> u64 {
+        self.segments.iter().map(|s| s.records).sum()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.bytes).sum()
+    }
+}
+
+/// Checks every frame of every segment in `dir`. Returns `Err` only when
+/// the directory or a file cannot be read; damage is in the report.
+pub fn verify_dir(storage: &dyn Storage, dir: &Path) -> Result<DirReport, WalError> {
+    let listed = list_segments(storage, dir)?;
+    let mut report = DirReport {
+        dir: dir.to_path_buf(),
+        segments: Vec::with_capacity(listed.len()),
+        torn_tail: None,
+        problem: None,
+    };
+    let mut expected_first: Option<Lsn> = None;
+    for (i, (name_first, path)) in listed.iter().enumerate() {
+        let last = i + 1 == listed.len();
+        let mut problem = |offset: u64, detail: Corruption, lsn: Lsn| {
+            report.problem = Some(Problem {
+                path: path.clone(),
+                offset,
+                detail,
+                segment: i,
+                lsn,
+            });
+        };
+        if let Some(expected) = expected_first {
+            if expected != *name_first {
+                problem(
+                    0,
+                    Corruption::Gap {
+                        expected_first: expected,
+                        found_first: *name_first,
+                    },
+                    expected,
+                );
+                break;
+            }
+        }
+        let buf = read_file(storage, path)?;
+        if last && (buf.len() < format::SEGMENT_HEADER_BYTES || buf.iter().all(|&b| b == 0)) {
+            report.torn_tail = Some(TornTail {
+                path: path.clone(),
+                offset: 0,
+                bytes_cut: buf.len() as u64,
+                reason: "the segment header never reached the disk (crash while creating it)".into(),
+            });
+            report.segments.push(SegmentReport {
+                path: path.clone(),
+                first_lsn: *name_first,
+                records: 0,
+                bytes: buf.len() as u64,
+                sealed: false,
+            });
+            break;
+        }
+        let scan = match format::scan_segment(&buf, u64::MAX) {
+            Ok(scan) => scan,
+            Err(e) => {
+                problem(0, Corruption::Frame(e), *name_first);
+                break;
+            }
+        };
+        if scan.header.first_lsn != *name_first {
+            problem(
+                16,
+                Corruption::NameMismatch {
+                    name_first: *name_first,
+                    header_first: scan.header.first_lsn,
+                },
+                *name_first,
+            );
+            break;
+        }
+        let at_damage = name_first + scan.records;
+        let sealed = matches!(scan.end, ScanEnd::Sealed { .. });
+        report.segments.push(SegmentReport {
+            path: path.clone(),
+            first_lsn: *name_first,
+            records: scan.records,
+            bytes: buf.len() as u64,
+            sealed,
+        });
+        let mut problem = |offset: u64, detail: Corruption, lsn: Lsn| {
+            report.problem = Some(Problem {
+                path: path.clone(),
+                offset,
+                detail,
+                segment: i,
+                lsn,
+            });
+        };
+        match scan.end {
+            ScanEnd::Sealed { .. } => {}
+            ScanEnd::Clean if last => {}
+            ScanEnd::Clean => {
+                problem(buf.len() as u64, Corruption::MissingSeal, at_damage);
+                break;
+            }
+            ScanEnd::Torn { offset, reason } if last => {
+                report.torn_tail = Some(TornTail {
+                    path: path.clone(),
+                    offset: offset as u64,
+                    bytes_cut: (buf.len() - offset) as u64,
+                    reason: reason.to_string(),
+                });
+            }
+            ScanEnd::Torn { offset, reason } => {
+                let error = match reason {
+                    TornReason::Invalid(e) => e,
+                    TornReason::Partial { needed, found } => format::FormatError::Short { needed, found },
+                };
+                problem(offset as u64, Corruption::Frame(error), at_damage);
+                break;
+            }
+            ScanEnd::Corrupt { offset, error, .. } => {
+                problem(offset as u64, Corruption::Frame(error), at_damage);
+                break;
+            }
+            ScanEnd::DataAfterSeal { offset } => {
+                problem(offset as u64, Corruption::DataAfterSeal, at_damage);
+                break;
+            }
+        }
+        expected_first = Some(at_damage);
+    }
+    Ok(report)
+}
+
+/// What a repair did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepairReport {
+    /// The damage that was cut away (None: nothing to repair).
+    pub problem: Option<Problem>,
+    pub quarantine: Option<PathBuf>,
+    /// Files written into the quarantine folder.
+    pub files_moved: Vec<PathBuf>,
+    /// Intact-looking records in the moved bytes (the damaged ones are not
+    /// counted): records that are no longer in the log.
+    pub records_moved: u64,
+    pub bytes_moved: u64,
+    /// The record number the next append gets after the repair.
+    pub next_lsn: Lsn,
+}
+
+/// Cuts the log in `dir` at its first damaged byte, moving the rest aside.
+/// The WAL must not be open while this runs.
+pub fn repair_dir(storage: &dyn Storage, dir: &Path) -> Result<RepairReport, WalError> {
+    let report = verify_dir(storage, dir)?;
+    let Some(problem) = report.problem.clone() else {
+        return Ok(RepairReport {
+            problem: None,
+            quarantine: None,
+            files_moved: Vec::new(),
+            records_moved: 0,
+            bytes_moved: 0,
+            next_lsn: report.end_lsn().unwrap_or(0),
+        });
+    };
+    let listed = list_segments(storage, dir)?;
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let qdir = dir.join("quarantine").join(format!("{secs}-lsn{}", problem.lsn));
+    storage
+        .create_dir_all(&qdir)
+        .map_err(|e| WalError::io("create the quarantine folder", &qdir, e))?;
+
+    let mut files_moved = Vec::new();
+    let mut records_moved = 0u64;
+    let mut bytes_moved = 0u64;
+    for (i, (_, path)) in listed.iter().enumerate().skip(problem.segment) {
+        let name = path
+            .file_name()
+            .map_or_else(|| "segment".into(), |n| n.to_string_lossy().into_owned());
+        let buf = read_file(storage, path)?;
+        let cut = if i == problem.segment && problem.offset as usize >= format::SEGMENT_HEADER_BYTES {
+            problem.offset as usize
+        } else {
+            0
+        };
+        records_moved += count_intact_frames(&buf, cut);
+        bytes_moved += (buf.len() - cut) as u64;
+        if cut == 0 {
+            let to = qdir.join(&name);
+            storage
+                .rename(path, &to)
+                .map_err(|e| WalError::io("move segment into quarantine", path, e))?;
+            files_moved.push(to);
+        } else {
+            let to = qdir.join(format!("{name}.from-{cut}"));
+            let mut out = storage
+                .create_new(&to)
+                .map_err(|e| WalError::io("create quarantine file", &to, e))?;
+            out.append(&buf[cut..])
+                .map_err(|e| WalError::io("write quarantine file", &to, e))?;
+            out.sync_data()
+                .map_err(|e| WalError::io("fsync quarantine file", &to, e))?;
+            // The damaged bytes are safe in quarantine before the log is cut.
+            storage
+                .sync_dir(&qdir)
+                .map_err(|e| WalError::io("fsync directory", &qdir, e))?;
+            let mut f = storage
+                .open(path)
+                .map_err(|e| WalError::io("open segment", path, e))?;
+            f.truncate(cut as u64)
+                .map_err(|e| WalError::io("truncate segment", path, e))?;
+            f.sync_data()
+                .map_err(|e| WalError::io("fsync segment", path, e))?;
+            files_moved.push(to);
+        }
+    }
+    storage
+        .sync_dir(&qdir)
+        .map_err(|e| WalError::io("fsync directory", &qdir, e))?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| WalError::io("fsync directory", dir, e))?;
+    if list_segments(storage, dir)?.is_empty() {
+        // Keep numbering where it was, so nothing downstream sees a record
+        // number reused.
+        let path = dir.join(segment_name(problem.lsn));
+        let limit = super::WalConfig::default().record_bytes_max;
+        new_segment_file(storage, dir, &path, problem.lsn, limit)?;
+    }
+    tracing::warn!(
+        dir = %dir.display(),
+        quarantine = %qdir.display(),
+        records_moved,
+        bytes_moved,
+        next_lsn = problem.lsn,
+        "repaired the WAL: cut at the first damaged byte and moved the rest aside"
+    );
+    Ok(RepairReport {
+        problem: Some(problem.clone()),
+        quarantine: Some(qdir),
+        files_moved,
+        records_moved,
+        bytes_moved,
+        next_lsn: problem.lsn,
+    })
+}
+
+/// Counts frames in `buf[from..]` that check out under the record number
+/// they carry, resynchronising byte by byte over damage. The header's limit
+/// is used when the header is intact, the format's maximum otherwise.
+fn count_intact_frames(buf: &[u8], from: usize) -> u64 {
+    let limit = format::decode_segment_header(buf).map_or(format::SEAL_MARKER - 1, |h| h.record_bytes_max);
+    let mut at = from.max(format::SEGMENT_HEADER_BYTES);
+    let mut n = 0;
+    while at + format::FRAME_HEADER_BYTES <= buf.len() {
+        let mut lsn = [0u8; 8];
+        lsn.copy_from_slice(&buf[at + 8..at + 16]);
+        match format::decode_frame(buf, at, u64::from_le_bytes(lsn), limit) {
+            Decoded::Record { frame_len, .. } => {
+                n += 1;
+                at += frame_len;
+            }
+            Decoded::Seal { .. } => at += format::FRAME_HEADER_BYTES,
+            Decoded::Incomplete { .. } | Decoded::Bad(_) => at += 1,
+        }
+    }
+    n
+}

@@ -1,0 +1,624 @@
+//! The WAL's bytes on disk: segment header, record frame, seal trailer.
+//! Pure functions over byte slices; no I/O. `docs/wal-format.md` is the
+//! byte-by-byte reference and must change with this file.
+//!
+//! Limits: a frame's payload is at most `u32::MAX - 1` bytes by format (the
+//! configured `record_bytes_max` is far lower); `u32::MAX` in the length
+//! field marks the seal trailer.
+//!
+//! Must never: trust a length before bounds-checking it, or return a payload
+//! whose checksum did not match (the fuzz target `segment_decode` checks it).
+
+use std::ops::Range;
+
+/// Record number: dense and monotonic across all segments of one log.
+pub type Lsn = u64;
+
+/// `WEIRWAL` then a NUL: the first 8 bytes of every segment.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"WEIRWAL\0";
+/// The segment format this build writes and reads (see the version log in
+/// `docs/wal-format.md`).
+pub const FORMAT_VERSION: u16 = 1;
+/// Bytes in a segment header.
+pub const SEGMENT_HEADER_BYTES: usize = 32;
+/// Bytes in a frame header (and in the seal trailer, which has its shape).
+pub const FRAME_HEADER_BYTES: usize = 16;
+/// Length-field value that marks the seal trailer of a finished segment.
+pub const SEAL_MARKER: u32 = u32::MAX;
+
+/// What a segment header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub version: u16,
+    pub first_lsn: Lsn,
+    /// The payload limit the segment was written with; every frame in it
+    /// must respect it, so a corrupted length is caught before it is used.
+    pub record_bytes_max: u32,
+}
+
+/// Why a header or frame failed its checks. Offsets are added by callers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormatError {
+    /// Fewer bytes than the structure needs.
+    Short { needed: usize, found: usize },
+    BadMagic { found: [u8; 8] },
+    UnsupportedVersion { found: u16, supported: u16 },
+    BadHeaderLength { found: u16 },
+    HeaderChecksum { expected: u32, actual: u32 },
+    FrameChecksum { lsn: Lsn, expected: u32, actual: u32 },
+    SealChecksum { expected: u32, actual: u32 },
+    LsnMismatch { expected: Lsn, found: Lsn },
+    LengthTooLarge { len: u32, max: u32 },
+    BadRecordLimit { found: u32 },
+}
+
+impl std::fmt::Display for FormatError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FormatError::Short { needed, found } => {
+                write!(f, "needed {needed} bytes, found {found}")
+            }
+            FormatError::BadMagic { found } => {
+                write!(f, "expected magic {SEGMENT_MAGIC:02x?}, found {found:02x?}")
+            }
+            FormatError::UnsupportedVersion { found, supported } => write!(
+                f,
+                "segment format version {found} is not supported (this build reads version {supported})"
+            ),
+            FormatError::BadHeaderLength { found } => write!(
+                f,
+                "expected header length {SEGMENT_HEADER_BYTES}, found {found}"
+            ),
+            FormatError::HeaderChecksum { expected, actual } => write!(
+                f,
+                "header checksum mismatch: stored {expected:#010x}, computed {actual:#010x}"
+            ),
+            FormatError::FrameChecksum {
+                lsn,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "record {lsn}: checksum mismatch: stored {expected:#010x}, computed {actual:#010x}"
+            ),
+            FormatError::SealChecksum { expected, actual } => write!(
+                f,
+                "seal trailer checksum mismatch: stored {expected:#010x}, computed {actual:#010x}"
+            ),
+            FormatError::LsnMismatch { expected, found } => {
+                write!(f, "expected record number {expected}, found {found}")
+            }
+            FormatError::LengthTooLarge { len, max } => {
+                write!(f, "record length {len} exceeds the limit of {max} bytes")
+            }
+            FormatError::BadRecordLimit { found } => {
+                write!(f, "header record limit {found} is not below the seal marker")
+            }
+        }
+    }
+}
+
+fn le_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+/// Encodes a segment header.
+pub fn encode_segment_header(first_lsn: Lsn, record_bytes_max: u32) -> [u8; SEGMENT_HEADER_BYTES] {
+    assert!(record_bytes_max < SEAL_MARKER, "record limit collides with the seal marker");
+    let mut h = [0u8; SEGMENT_HEADER_BYTES];
+    h[0..8].copy_from_slice(&SEGMENT_MAGIC);
+    h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[10..12].copy_from_slice(&(SEGMENT_HEADER_BYTES as u16).to_le_bytes());
+    // 12..16 flags: zero in version 1.
+    h[16..24].copy_from_slice(&first_lsn.to_le_bytes());
+    h[24..28].copy_from_slice(&record_bytes_max.to_le_bytes());
+    let crc = crc32fast::hash(&h[0..28]);
+    h[28..32].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Decodes and checks a segment header from the first bytes of a segment.
+pub fn decode_segment_header(b: &[u8]) -> Result<SegmentHeader, FormatError> {
+    if b.len() < SEGMENT_HEADER_BYTES {
+        return Err(FormatError::Short {
+            needed: SEGMENT_HEADER_BYTES,
+            found: b.len(),
+        });
+    }
+    let mut magic = [0u8; 8];
+    magic.copy_from_slice(&b[0..8]);
+    if magic != SEGMENT_MAGIC {
+        return Err(FormatError::BadMagic { found: magic });
+    }
+    let expected = le_u32(b, 28);
+    let actual = crc32fast::hash(&b[0..28]);
+    if expected != actual {
+        return Err(FormatError::HeaderChecksum { expected, actual });
+    }
+    let version = le_u16(b, 8);
+    if version != FORMAT_VERSION {
+        return Err(FormatError::UnsupportedVersion {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let header_len = le_u16(b, 10);
+    if header_len as usize != SEGMENT_HEADER_BYTES {
+        return Err(FormatError::BadHeaderLength { found: header_len });
+    }
+    let record_bytes_max = le_u32(b, 24);
+    if record_bytes_max >= SEAL_MARKER {
+        return Err(FormatError::BadRecordLimit {
+            found: record_bytes_max,
+        });
+    }
+    Ok(SegmentHeader {
+        version,
+        first_lsn: le_u64(b, 16),
+        record_bytes_max,
+    })
+}
+
+/// The checksum of a frame: CRC-32 (IEEE) over the length field, the LSN
+/// field and the payload, so a frame moved to another position, a zeroed
+/// header or a header/payload mismatch all fail.
+fn frame_crc(len_field: u32, lsn: Lsn, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&len_field.to_le_bytes());
+    h.update(&lsn.to_le_bytes());
+    h.update(payload);
+    h.finalize()
+}
+
+/// Bytes a frame with `payload_bytes` of payload takes on disk.
+pub fn frame_bytes(payload_bytes: usize) -> usize {
+    FRAME_HEADER_BYTES + payload_bytes
+}
+
+/// Appends one encoded frame to `out`. The caller has checked the payload
+/// length against its configured limit; `payload.len()` must be below
+/// [`SEAL_MARKER`].
+pub fn encode_frame(out: &mut Vec<u8>, lsn: Lsn, payload: &[u8]) {
+    assert!(
+        payload.len() < SEAL_MARKER as usize,
+        "payload length {} collides with the seal marker",
+        payload.len()
+    );
+    let len = payload.len() as u32;
+    let crc = frame_crc(len, lsn, payload);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&lsn.to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Appends the seal trailer that closes a finished segment. `end_lsn` is one
+/// past the segment's last record.
+pub fn encode_seal(out: &mut Vec<u8>, end_lsn: Lsn) {
+    let crc = frame_crc(SEAL_MARKER, end_lsn, &[]);
+    out.extend_from_slice(&SEAL_MARKER.to_le_bytes());
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&end_lsn.to_le_bytes());
+}
+
+/// One step of decoding at some offset of a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    /// A valid record: its payload is `buf[payload]`; the next frame starts
+    /// `frame_len` bytes after this one.
+    Record {
+        lsn: Lsn,
+        payload: Range<usize>,
+        frame_len: usize,
+    },
+    /// A valid seal trailer: the segment ends here with `end_lsn`.
+    Seal { end_lsn: Lsn },
+    /// The buffer ends inside a frame: `needed` bytes from the frame start
+    /// would be required to decode it.
+    Incomplete { needed: usize },
+    /// The bytes here are not the expected frame.
+    Bad(FormatError),
+}
+
+/// Decodes the frame that starts at `buf[at..]`, expecting record number
+/// `expected_lsn` and payloads of at most `record_bytes_max`.
+pub fn decode_frame(buf: &[u8], at: usize, expected_lsn: Lsn, record_bytes_max: u32) -> Decoded {
+    let rest = buf.len().saturating_sub(at);
+    if rest < FRAME_HEADER_BYTES {
+        return Decoded::Incomplete {
+            needed: FRAME_HEADER_BYTES,
+        };
+    }
+    let len = le_u32(buf, at);
+    let stored_crc = le_u32(buf, at + 4);
+    let lsn = le_u64(buf, at + 8);
+    if len == SEAL_MARKER {
+        let actual = frame_crc(SEAL_MARKER, lsn, &[]);
+        if actual != stored_crc {
+            return Decoded::Bad(FormatError::SealChecksum {
+                expected: stored_crc,
+                actual,
+            });
+        }
+        if lsn != expected_lsn {
+            return Decoded::Bad(FormatError::LsnMismatch {
+                expected: expected_lsn,
+                found: lsn,
+            });
+        }
+        return Decoded::Seal { end_lsn: lsn };
+    }
+    if len > record_bytes_max {
+        return Decoded::Bad(FormatError::LengthTooLarge {
+            len,
+            max: record_bytes_max,
+        });
+    }
+    let frame_len = FRAME_HEADER_BYTES + len as usize;
+    if rest < frame_len {
+        return Decoded::Incomplete { needed: frame_len };
+    }
+    let payload = at + FRAME_HEADER_BYTES..at + frame_len;
+    let actual = frame_crc(len, lsn, &buf[payload.clone()]);
+    if actual != stored_crc {
+        return Decoded::Bad(FormatError::FrameChecksum {
+            lsn: expected_lsn,
+            expected: stored_crc,
+            actual,
+        });
+    }
+    if lsn != expected_lsn {
+        return Decoded::Bad(FormatError::LsnMismatch {
+            expected: expected_lsn,
+            found: lsn,
+        });
+    }
+    Decoded::Record {
+        lsn,
+        payload,
+        frame_len,
+    }
+}
+
+/// After a bad frame at `bad_at` (which should have been `expected_lsn`),
+/// looks for any later valid frame or seal whose record number could follow
+/// it. Finding one means the damage is not a torn tail but corruption in
+/// the middle of the log. Returns the offset of the first such frame.
+///
+/// Candidates must carry a record number in `expected_lsn..=expected_lsn +
+/// (bytes left / 16)` (each record takes at least 16 bytes), a plausible
+/// length and a matching checksum; random bytes pass with probability about
+/// 2^-32 per offset after the LSN filter.
+pub fn find_valid_frame_after(
+    buf: &[u8],
+    bad_at: usize,
+    expected_lsn: Lsn,
+    record_bytes_max: u32,
+) -> Option<usize> {
+    let mut at = bad_at + 1;
+    while at + FRAME_HEADER_BYTES <= buf.len() {
+        let lsn = le_u64(buf, at + 8);
+        let lsn_max = expected_lsn.saturating_add(((buf.len() - bad_at) / FRAME_HEADER_BYTES) as u64);
+        if lsn >= expected_lsn && lsn <= lsn_max {
+            match decode_frame(buf, at, lsn, record_bytes_max) {
+                Decoded::Record { .. } | Decoded::Seal { .. } => return Some(at),
+                Decoded::Incomplete { .. } | Decoded::Bad(_) => {}
+            }
+        }
+        at += 1;
+    }
+    None
+}
+
+/// How a scan of a whole segment image ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanEnd {
+    /// Every byte after the header is a valid frame; no seal (active segment).
+    Clean,
+    /// A valid seal at `offset`, with nothing after it.
+    Sealed { offset: usize, end_lsn: Lsn },
+    /// Damage at `offset` with nothing valid after it: a torn tail if this is
+    /// the last segment.
+    Torn { offset: usize, reason: TornReason },
+    /// Damage at `offset`, proven not to be a torn write by the valid frame
+    /// at `valid_after` (equal to `offset` for a whole frame that carries the
+    /// wrong record number): corruption.
+    Corrupt {
+        offset: usize,
+        error: FormatError,
+        valid_after: usize,
+    },
+    /// Bytes follow the seal trailer.
+    DataAfterSeal { offset: usize },
+}
+
+/// Why a tail was judged torn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TornReason {
+    /// The last frame is cut short by the end of the file.
+    Partial { needed: usize, found: usize },
+    /// The bytes at the tail fail a check (often zeros from a torn sector).
+    Invalid(FormatError),
+}
+
+impl std::fmt::Display for TornReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TornReason::Partial { needed, found } => write!(
+                f,
+                "partial frame: {found} of {needed} bytes present"
+            ),
+            TornReason::Invalid(e) => write!(f, "invalid frame ({e})"),
+        }
+    }
+}
+
+/// The result of scanning a segment image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentScan {
+    pub header: SegmentHeader,
+    /// Number of valid records found before `end`.
+    pub records: u64,
+    /// Offset just past the last valid record (where a torn tail is cut).
+    pub valid_bytes: usize,
+    /// `(lsn, offset)` of every record whose offset is at least
+    /// `index_interval_bytes` past the previous entry; the first record is
+    /// always an entry.
+    pub index: Vec<(Lsn, u64)>,
+    pub end: ScanEnd,
+}
+
+/// Scans a whole segment image. Fails only if the header is bad; frame
+/// damage is reported in [`SegmentScan::end`].
+pub fn scan_segment(buf: &[u8], index_interval_bytes: u64) -> Result<SegmentScan, FormatError> {
+    let header = decode_segment_header(buf)?;
+    let record_bytes_max = header.record_bytes_max;
+    let mut at = SEGMENT_HEADER_BYTES;
+    let mut lsn = header.first_lsn;
+    let mut index: Vec<(Lsn, u64)> = Vec::new();
+    let end = loop {
+        if at == buf.len() {
+            break ScanEnd::Clean;
+        }
+        match decode_frame(buf, at, lsn, record_bytes_max) {
+            Decoded::Record { frame_len, .. } => {
+                let take = match index.last() {
+                    None => true,
+                    Some(&(_, last)) => at as u64 >= last + index_interval_bytes,
+                };
+                if take {
+                    index.push((lsn, at as u64));
+                }
+                at += frame_len;
+                lsn += 1;
+            }
+            Decoded::Seal { end_lsn } => {
+                let after = at + FRAME_HEADER_BYTES;
+                if after != buf.len() {
+                    break ScanEnd::DataAfterSeal { offset: after };
+                }
+                break ScanEnd::Sealed {
+                    offset: at,
+                    end_lsn,
+                };
+            }
+            Decoded::Incomplete { needed } => {
+                match find_valid_frame_after(buf, at, lsn, record_bytes_max) {
+                    // A corrupted length that points past the end of file,
+                    // with real frames behind it.
+                    Some(valid_after) => {
+                        break ScanEnd::Corrupt {
+                            offset: at,
+                            error: FormatError::Short {
+                                needed,
+                                found: buf.len() - at,
+                            },
+                            valid_after,
+                        }
+                    }
+                    None => {
+                        break ScanEnd::Torn {
+                            offset: at,
+                            reason: TornReason::Partial {
+                                needed,
+                                found: buf.len() - at,
+                            },
+                        }
+                    }
+                }
+            }
+            // A checksummed frame with the wrong record number was written
+            // whole: no crash produces that, so it is corruption.
+            Decoded::Bad(error @ FormatError::LsnMismatch { .. }) => {
+                break ScanEnd::Corrupt {
+                    offset: at,
+                    error,
+                    valid_after: at,
+                }
+            }
+            Decoded::Bad(error) => match find_valid_frame_after(buf, at, lsn, record_bytes_max) {
+                Some(valid_after) => {
+                    break ScanEnd::Corrupt {
+                        offset: at,
+                        error,
+                        valid_after,
+                    }
+                }
+                None => {
+                    break ScanEnd::Torn {
+                        offset: at,
+                        reason: TornReason::Invalid(error),
+                    }
+                }
+            },
+        }
+    };
+    Ok(SegmentScan {
+        header,
+        records: lsn - header.first_lsn,
+        valid_bytes: at,
+        index,
+        end,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(first: Lsn, payloads: &[&[u8]], seal: bool) -> Vec<u8> {
+        let mut b = encode_segment_header(first, 1024).to_vec();
+        for (i, p) in payloads.iter().enumerate() {
+            encode_frame(&mut b, first + i as u64, p);
+        }
+        if seal {
+            encode_seal(&mut b, first + payloads.len() as u64);
+        }
+        b
+    }
+
+    #[test]
+    fn header_round_trip_and_checks() {
+        let h = encode_segment_header(42, 1024);
+        assert_eq!(
+            decode_segment_header(&h),
+            Ok(SegmentHeader {
+                version: 1,
+                first_lsn: 42,
+                record_bytes_max: 1024,
+            })
+        );
+        let mut bad = h;
+        bad[0] ^= 1;
+        assert!(matches!(
+            decode_segment_header(&bad),
+            Err(FormatError::BadMagic { .. })
+        ));
+        let mut bad = h;
+        bad[17] ^= 1;
+        assert!(matches!(
+            decode_segment_header(&bad),
+            Err(FormatError::HeaderChecksum { .. })
+        ));
+        assert!(matches!(
+            decode_segment_header(&h[..31]),
+            Err(FormatError::Short { .. })
+        ));
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let b = segment(7, &[b"a", b"", b"hello world"], true);
+        let s = scan_segment(&b, 0).expect("header");
+        assert_eq!(s.records, 3);
+        assert_eq!(
+            s.end,
+            ScanEnd::Sealed {
+                offset: b.len() - 16,
+                end_lsn: 10
+            }
+        );
+        assert_eq!(s.index.len(), 3);
+        match decode_frame(&b, SEGMENT_HEADER_BYTES + 17 + 16, 9, 1024) {
+            Decoded::Record { payload, .. } => assert_eq!(&b[payload], b"hello world"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn zeroed_tail_is_torn_not_valid() {
+        let mut b = segment(0, &[b"abc", b"def"], false);
+        let good = b.len();
+        b.extend_from_slice(&[0u8; 600]);
+        let s = scan_segment(&b, 4096).expect("header");
+        assert_eq!(s.records, 2);
+        assert_eq!(s.valid_bytes, good);
+        assert!(matches!(s.end, ScanEnd::Torn { .. }));
+    }
+
+    #[test]
+    fn partial_last_frame_is_torn() {
+        let b = segment(0, &[b"abc", b"defghij"], false);
+        let cut = &b[..b.len() - 3];
+        let s = scan_segment(cut, 4096).expect("header");
+        assert_eq!(s.records, 1);
+        assert!(matches!(
+            s.end,
+            ScanEnd::Torn {
+                reason: TornReason::Partial { .. },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn flipped_bit_mid_log_is_corruption() {
+        let mut b = segment(0, &[b"abc", b"def", b"ghi"], false);
+        let second = SEGMENT_HEADER_BYTES + 19;
+        b[second + 17] ^= 0x10;
+        let s = scan_segment(&b, 4096).expect("header");
+        assert_eq!(s.records, 1);
+        match s.end {
+            ScanEnd::Corrupt {
+                offset,
+                error: FormatError::FrameChecksum { lsn: 1, .. },
+                valid_after,
+            } => {
+                assert_eq!(offset, second);
+                assert_eq!(valid_after, second + 19);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn oversized_length_with_frames_after_is_corruption() {
+        let mut b = segment(0, &[b"abc", b"def", b"ghi"], false);
+        let second = SEGMENT_HEADER_BYTES + 19;
+        b[second..second + 4].copy_from_slice(&5000u32.to_le_bytes());
+        let s = scan_segment(&b, 4096).expect("header");
+        assert!(matches!(
+            s.end,
+            ScanEnd::Corrupt {
+                error: FormatError::LengthTooLarge { .. },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn misplaced_frame_fails_lsn_check() {
+        let mut b = segment(0, &[b"abc"], false);
+        encode_frame(&mut b, 5, b"zzz");
+        let s = scan_segment(&b, 4096).expect("header");
+        assert_eq!(s.records, 1);
+        assert!(matches!(
+            s.end,
+            ScanEnd::Corrupt {
+                error: FormatError::LsnMismatch {
+                    expected: 1,
+                    found: 5
+                },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn data_after_seal_is_reported() {
+        let mut b = segment(0, &[b"abc"], true);
+        b.push(1);
+        let s = scan_segment(&b, 4096).expect("header");
+        assert!(matches!(s.end, ScanEnd::DataAfterSeal { .. }));
+    }
+}

@@ -1,0 +1,255 @@
+//! Range reads: records `start..end` in order, every frame checked
+//! (checksum and record number) right after it is read.
+//!
+//! A reader holds one segment open and a buffer of `read_chunk_bytes` (or one
+//! frame, if larger): memory is bounded by `max(read_chunk_bytes,
+//! record_bytes_max + 16)` per reader. It starts at the nearest indexed
+//! position at or before `start` and records index positions it passes, so
+//! later reads of finished segments start close to their target.
+//!
+//! Must never: return a payload that failed its checksum, or read past the
+//! acknowledged end (the range was checked against it when created).
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use super::error::{Corruption, WalError};
+use super::format::{self, Decoded, Lsn};
+use super::storage::StorageFile;
+use super::{SegmentMeta, Shared};
+
+/// An owned record, as the [`Iterator`] impl of [`WalReader`] yields it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub lsn: Lsn,
+    pub payload: Vec<u8>,
+}
+
+struct Cursor {
+    meta: Arc<SegmentMeta>,
+    file: Box<dyn StorageFile>,
+    record_bytes_max: u32,
+    /// `buf` holds the file's bytes `buf_offset..buf_offset + buf.len()`.
+    buf: Vec<u8>,
+    buf_offset: u64,
+    /// Position of the next frame within `buf`.
+    pos: usize,
+    /// Record number of the next frame.
+    lsn: Lsn,
+}
+
+/// Reads a range of records; see the module docs.
+pub struct WalReader {
+    shared: Arc<Shared>,
+    next: Lsn,
+    end: Lsn,
+    cursor: Option<Cursor>,
+    failed: bool,
+}
+
+impl std::fmt::Debug for WalReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WalReader")
+            .field("dir", &self.shared.dir)
+            .field("next", &self.next)
+            .field("end", &self.end)
+            .finish()
+    }
+}
+
+impl WalReader {
+    pub(crate) fn new(shared: Arc<Shared>, range: Range<Lsn>) -> WalReader {
+        WalReader {
+            shared,
+            next: range.start,
+            end: range.end,
+            cursor: None,
+            failed: false,
+        }
+    }
+
+    /// The next record, borrowed from the reader's buffer: no allocation
+    /// per record. `None` once the range is exhausted or after an error.
+    pub fn next_ref(&mut self) -> Option<Result<(Lsn, &[u8]), WalError>> {
+        if self.failed || self.next >= self.end {
+            return None;
+        }
+        match self.advance() {
+            Ok(payload) => {
+                let lsn = self.next;
+                self.next += 1;
+                let cursor = self.cursor.as_ref()?;
+                Some(Ok((lsn, &cursor.buf[payload])))
+            }
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+
+    /// Calls `f` for every remaining record; stops at the first error.
+    pub fn for_each_ref(mut self, mut f: impl FnMut(Lsn, &[u8])) -> Result<(), WalError> {
+        while let Some(r) = self.next_ref() {
+            let (lsn, payload) = r?;
+            f(lsn, payload);
+        }
+        Ok(())
+    }
+
+    /// Positions the cursor on record `self.next`; returns its payload's
+    /// range in the cursor's buffer.
+    fn advance(&mut self) -> Result<Range<usize>, WalError> {
+        // Bounded: at most one switch to the next segment per record.
+        for _ in 0..2 {
+            let needs_segment = match &self.cursor {
+                None => true,
+                Some(c) => c.meta.sealed_end().is_some_and(|end| self.next >= end),
+            };
+            if needs_segment {
+                self.cursor = Some(self.open_segment()?);
+            }
+            match self.scan_to_next()? {
+                Some(payload) => return Ok(payload),
+                // Sealed while we read it: the record is in the next one.
+                None => self.cursor = None,
+            }
+        }
+        Err(WalError::Closed {
+            dir: self.shared.dir.clone(),
+        })
+    }
+
+    /// Decodes forward in the current segment up to record `self.next`.
+    /// `Ok(None)` means the segment's seal came first.
+    fn scan_to_next(&mut self) -> Result<Option<Range<usize>>, WalError> {
+        let interval = self.shared.config.index_interval_bytes;
+        let chunk = self.shared.config.read_chunk_bytes;
+        let dir = &self.shared.dir;
+        let Some(cursor) = self.cursor.as_mut() else {
+            return Err(WalError::Closed { dir: dir.clone() });
+        };
+        let corrupt = |cursor: &Cursor, detail: Corruption| WalError::Corrupt {
+            dir: dir.clone(),
+            path: cursor.meta.path.clone(),
+            offset: cursor.buf_offset + cursor.pos as u64,
+            detail,
+        };
+        loop {
+            match format::decode_frame(&cursor.buf, cursor.pos, cursor.lsn, cursor.record_bytes_max) {
+                Decoded::Record {
+                    lsn,
+                    payload,
+                    frame_len,
+                } => {
+                    let offset = cursor.buf_offset + cursor.pos as u64;
+                    cursor.meta.note_position(lsn, offset, interval);
+                    cursor.pos += frame_len;
+                    cursor.lsn += 1;
+                    if lsn == self.next {
+                        return Ok(Some(payload));
+                    }
+                }
+                Decoded::Incomplete { needed } => {
+                    if cursor.refill(needed.max(chunk))? == 0 {
+                        let found = cursor.buf.len() - cursor.pos;
+                        return Err(corrupt(
+                            cursor,
+                            Corruption::Frame(format::FormatError::Short { needed, found }),
+                        ));
+                    }
+                }
+                Decoded::Seal { end_lsn } if end_lsn == self.next => return Ok(None),
+                Decoded::Seal { end_lsn } => {
+                    return Err(corrupt(
+                        cursor,
+                        Corruption::SealMismatch {
+                            counted_end: self.next + 1,
+                            seal_end: end_lsn,
+                        },
+                    ))
+                }
+                Decoded::Bad(e) => return Err(corrupt(cursor, Corruption::Frame(e))),
+            }
+        }
+    }
+
+    fn open_segment(&self) -> Result<Cursor, WalError> {
+        let meta = {
+            let segments = self.shared.segments.read().expect("segment list lock poisoned");
+            let i = segments.partition_point(|s| s.first_lsn <= self.next);
+            if i == 0 {
+                return Err(WalError::OutOfRange {
+                    dir: self.shared.dir.clone(),
+                    requested: self.next..self.end,
+                    available: segments.first().map_or(0, |s| s.first_lsn)
+                        ..self.shared.acked_end.load(std::sync::atomic::Ordering::Acquire),
+                });
+            }
+            Arc::clone(&segments[i - 1])
+        };
+        let file = self
+            .shared
+            .storage
+            .open(&meta.path)
+            .map_err(|e| WalError::io("open segment", &meta.path, e))?;
+        let mut head = [0u8; format::SEGMENT_HEADER_BYTES];
+        file.read_exact_at(&mut head, 0)
+            .map_err(|e| WalError::io("read the header of segment", &meta.path, e))?;
+        let header = format::decode_segment_header(&head).map_err(|e| WalError::Corrupt {
+            dir: self.shared.dir.clone(),
+            path: meta.path.clone(),
+            offset: 0,
+            detail: Corruption::Frame(e),
+        })?;
+        let (lsn, offset) = meta
+            .seek(self.next)
+            .unwrap_or((meta.first_lsn, format::SEGMENT_HEADER_BYTES as u64));
+        Ok(Cursor {
+            meta,
+            file,
+            record_bytes_max: header.record_bytes_max,
+            buf: Vec::new(),
+            buf_offset: offset,
+            pos: 0,
+            lsn,
+        })
+    }
+}
+
+impl Cursor {
+    /// Drops consumed bytes and reads at least `want` more bytes past `pos`
+    /// if the file has them; returns how many bytes were added.
+    fn refill(&mut self, want: usize) -> Result<usize, WalError> {
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.buf_offset += self.pos as u64;
+            self.pos = 0;
+        }
+        let have = self.buf.len();
+        let target = want.max(have + 1);
+        self.buf.resize(target, 0);
+        let mut filled = have;
+        while filled < target {
+            let n = self
+                .file
+                .read_at(&mut self.buf[filled..], self.buf_offset + filled as u64)
+                .map_err(|e| WalError::io("read segment", &self.meta.path, e))?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        self.buf.truncate(filled);
+        Ok(filled - have)
+    }
+}
+
+impl Iterator for WalReader {
+    type Item = Result<Record, WalError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_ref()
+            .map(|r| r.map(|(lsn, p)| Record { lsn, payload: p.to_vec() }))
+    }
+}

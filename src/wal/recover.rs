@@ -1,0 +1,265 @@
+//! Opening a log: find the segments, check them, cut a torn tail.
+//!
+//! Finished segments are checked by header, seal trailer and continuity of
+//! record numbers only (32 + 16 bytes each), so opening costs O(segments),
+//! not O(bytes): a 1 GiB backlog does not slow a restart. Their frames are
+//! checked when read, and all of them by `weir wal verify`. The last segment
+//! is scanned frame by frame, since only it can hold a torn write.
+//!
+//! Must never: delete or rewrite anything but the torn tail of the last
+//! segment (or a last segment whose header never reached the disk).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::error::{Corruption, WalError};
+use super::format::{self, Decoded, Lsn, ScanEnd};
+use super::storage::{Storage, StorageFile};
+use super::writer::new_segment_file;
+use super::{list_segments, read_file, segment_name, SegmentMeta, WalConfig};
+
+/// What opening a log found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Whether the directory held no log and a new one was started.
+    pub created: bool,
+    pub segments: usize,
+    pub first_lsn: Lsn,
+    /// The record number the next append gets.
+    pub next_lsn: Lsn,
+    /// The torn tail that was cut, if any.
+    pub torn_tail: Option<TornTail>,
+}
+
+/// A torn tail cut at open: bytes of unacknowledged writes that did not
+/// fully reach the disk before a crash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    pub path: PathBuf,
+    pub offset: u64,
+    pub bytes_cut: u64,
+    pub reason: String,
+}
+
+pub(crate) struct Recovered {
+    pub(crate) segments: Vec<Arc<SegmentMeta>>,
+    pub(crate) active_file: Box<dyn StorageFile>,
+    pub(crate) active_bytes: u64,
+    pub(crate) next_lsn: Lsn,
+    pub(crate) report: RecoveryReport,
+}
+
+fn corrupt(dir: &Path, path: &Path, offset: u64, detail: Corruption) -> WalError {
+    WalError::Corrupt {
+        dir: dir.to_path_buf(),
+        path: path.to_path_buf(),
+        offset,
+        detail,
+    }
+}
+
+pub(crate) fn recover(storage: &dyn Storage, dir: &Path, config: &WalConfig) -> Result<Recovered, WalError> {
+    storage
+        .create_dir_all(dir)
+        .map_err(|e| WalError::io("create the WAL directory", dir, e))?;
+    let listed = list_segments(storage, dir)?;
+    let Some((last_first, last_path)) = listed.last().cloned() else {
+        let path = dir.join(segment_name(0));
+        let file = new_segment_file(storage, dir, &path, 0, config.record_bytes_max)?;
+        tracing::info!(dir = %dir.display(), "started a new WAL");
+        return Ok(Recovered {
+            segments: vec![Arc::new(SegmentMeta::new(0, path, None))],
+            active_file: file,
+            active_bytes: format::SEGMENT_HEADER_BYTES as u64,
+            next_lsn: 0,
+            report: RecoveryReport {
+                created: true,
+                segments: 1,
+                first_lsn: 0,
+                next_lsn: 0,
+                torn_tail: None,
+            },
+        });
+    };
+
+    let mut segments = Vec::with_capacity(listed.len() + 1);
+    for (i, (first, path)) in listed[..listed.len() - 1].iter().enumerate() {
+        let next_first = listed[i + 1].0;
+        let end = check_finished_segment(storage, dir, path, *first, next_first)?;
+        segments.push(Arc::new(SegmentMeta::new(*first, path.clone(), Some(end))));
+    }
+
+    let mut buf = read_file(storage, &last_path)?;
+    let mut torn_tail = None;
+    let mut file = storage
+        .open(&last_path)
+        .map_err(|e| WalError::io("open segment", &last_path, e))?;
+    if buf.len() < format::SEGMENT_HEADER_BYTES || buf.iter().all(|&b| b == 0) {
+        // The segment was being created when the process died: its header
+        // never reached the disk, so it cannot hold an acknowledged record.
+        file.truncate(0)
+            .map_err(|e| WalError::io("truncate segment", &last_path, e))?;
+        file.append(&format::encode_segment_header(last_first, config.record_bytes_max))
+            .map_err(|e| WalError::io("rewrite the header of segment", &last_path, e))?;
+        file.sync_data()
+            .map_err(|e| WalError::io("fsync segment", &last_path, e))?;
+        torn_tail = Some(TornTail {
+            path: last_path.clone(),
+            offset: 0,
+            bytes_cut: buf.len() as u64,
+            reason: "the segment header never reached the disk (crash while creating it); header rewritten"
+                .into(),
+        });
+        buf.truncate(0);
+        buf.extend_from_slice(&format::encode_segment_header(last_first, config.record_bytes_max));
+    }
+    let scan = format::scan_segment(&buf, config.index_interval_bytes)
+        .map_err(|e| corrupt(dir, &last_path, 0, Corruption::Frame(e)))?;
+    if scan.header.first_lsn != last_first {
+        return Err(corrupt(
+            dir,
+            &last_path,
+            16,
+            Corruption::NameMismatch {
+                name_first: last_first,
+                header_first: scan.header.first_lsn,
+            },
+        ));
+    }
+    let next_lsn = last_first + scan.records;
+    let meta = Arc::new(SegmentMeta::new(last_first, last_path.clone(), None));
+    for &(lsn, off) in &scan.index {
+        meta.note_position(lsn, off, config.index_interval_bytes);
+    }
+    let mut active_bytes = scan.valid_bytes as u64;
+    let mut sealed = false;
+    match &scan.end {
+        ScanEnd::Clean => {}
+        ScanEnd::Sealed { .. } => sealed = true,
+        ScanEnd::Torn { offset, reason } => {
+            let cut = (buf.len() - offset) as u64;
+            file.truncate(*offset as u64)
+                .map_err(|e| WalError::io("truncate the torn tail of segment", &last_path, e))?;
+            file.sync_data()
+                .map_err(|e| WalError::io("fsync segment", &last_path, e))?;
+            tracing::warn!(
+                segment = %last_path.display(),
+                offset = *offset,
+                bytes_cut = cut,
+                reason = %reason,
+                "cut a torn tail from the WAL: these bytes were never acknowledged (a crash interrupted their write)"
+            );
+            torn_tail = Some(TornTail {
+                path: last_path.clone(),
+                offset: *offset as u64,
+                bytes_cut: cut,
+                reason: reason.to_string(),
+            });
+            active_bytes = *offset as u64;
+        }
+        ScanEnd::Corrupt { offset, error, .. } => {
+            return Err(corrupt(dir, &last_path, *offset as u64, Corruption::Frame(error.clone())))
+        }
+        ScanEnd::DataAfterSeal { offset } => {
+            return Err(corrupt(dir, &last_path, *offset as u64, Corruption::DataAfterSeal))
+        }
+    }
+
+    if sealed {
+        // Crash after sealing, before the next segment was durable.
+        meta.sealed_end
+            .store(next_lsn, std::sync::atomic::Ordering::Release);
+        segments.push(meta);
+        let path = dir.join(segment_name(next_lsn));
+        file = new_segment_file(storage, dir, &path, next_lsn, config.record_bytes_max)?;
+        segments.push(Arc::new(SegmentMeta::new(next_lsn, path, None)));
+        active_bytes = format::SEGMENT_HEADER_BYTES as u64;
+    } else {
+        segments.push(meta);
+    }
+
+    let first_lsn = segments.first().map_or(next_lsn, |s| s.first_lsn);
+    let report = RecoveryReport {
+        created: false,
+        segments: segments.len(),
+        first_lsn,
+        next_lsn,
+        torn_tail,
+    };
+    tracing::info!(
+        dir = %dir.display(),
+        segments = report.segments,
+        first_lsn,
+        next_lsn,
+        "opened WAL"
+    );
+    Ok(Recovered {
+        segments,
+        active_file: file,
+        active_bytes,
+        next_lsn,
+        report,
+    })
+}
+
+/// Checks a finished segment's header and seal; returns its end LSN, which
+/// must equal the next segment's first.
+fn check_finished_segment(
+    storage: &dyn Storage,
+    dir: &Path,
+    path: &Path,
+    name_first: Lsn,
+    next_first: Lsn,
+) -> Result<Lsn, WalError> {
+    let file = storage
+        .open(path)
+        .map_err(|e| WalError::io("open segment", path, e))?;
+    let len = file
+        .len()
+        .map_err(|e| WalError::io("read the length of segment", path, e))?;
+    let mut head = [0u8; format::SEGMENT_HEADER_BYTES];
+    let got = file
+        .read_at(&mut head, 0)
+        .map_err(|e| WalError::io("read the header of segment", path, e))?;
+    let header = format::decode_segment_header(&head[..got])
+        .map_err(|e| corrupt(dir, path, 0, Corruption::Frame(e)))?;
+    if header.first_lsn != name_first {
+        return Err(corrupt(
+            dir,
+            path,
+            16,
+            Corruption::NameMismatch {
+                name_first,
+                header_first: header.first_lsn,
+            },
+        ));
+    }
+    let min = (format::SEGMENT_HEADER_BYTES + format::FRAME_HEADER_BYTES) as u64;
+    if len < min {
+        return Err(corrupt(dir, path, len, Corruption::MissingSeal));
+    }
+    let mut tail = [0u8; format::FRAME_HEADER_BYTES];
+    file.read_exact_at(&mut tail, len - format::FRAME_HEADER_BYTES as u64)
+        .map_err(|e| WalError::io("read the seal of segment", path, e))?;
+    let seal_at = len - format::FRAME_HEADER_BYTES as u64;
+    match format::decode_frame(&tail, 0, next_first, header.record_bytes_max) {
+        Decoded::Seal { end_lsn } if end_lsn >= name_first => Ok(end_lsn),
+        Decoded::Bad(format::FormatError::LsnMismatch { found, .. }) if is_seal(&tail) => {
+            let next_path = dir.join(segment_name(next_first));
+            Err(corrupt(
+                dir,
+                &next_path,
+                0,
+                Corruption::Gap {
+                    expected_first: found,
+                    found_first: next_first,
+                },
+            ))
+        }
+        _ => Err(corrupt(dir, path, seal_at, Corruption::MissingSeal)),
+    }
+}
+
+fn is_seal(tail: &[u8]) -> bool {
+    tail.len() >= 4 && tail[0..4] == format::SEAL_MARKER.to_le_bytes()
+}

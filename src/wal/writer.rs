@@ -1,0 +1,273 @@
+//! The writer thread: the only code that appends to segment files.
+//!
+//! It takes every append waiting in the bounded queue (at most
+//! `pending_appends_max`), encodes their frames into one buffer, writes it,
+//! issues one fdatasync for the whole group, and only then completes each
+//! append. A segment that would exceed `segment_bytes_max` is sealed and
+//! fsynced before the next one is created (file fsynced, directory fsynced).
+//!
+//! After any failed write or fsync it marks the log failed and answers every
+//! later append with that error: after a failed fsync the kernel may have
+//! dropped the dirty pages, so retrying could acknowledge lost data.
+
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::error::WalError;
+use super::format::{self, Lsn};
+use super::storage::StorageFile;
+use super::{segment_name, SegmentMeta, Shared, SyncPolicy};
+
+pub(crate) type Done = tokio::sync::oneshot::Receiver<Result<Range<Lsn>, WalError>>;
+
+/// One append call: its payloads back to back, their lengths, and where to
+/// send the result.
+pub(crate) struct Request {
+    data: Vec<u8>,
+    lens: Vec<u32>,
+    force_sync: bool,
+    done: tokio::sync::oneshot::Sender<Result<Range<Lsn>, WalError>>,
+}
+
+impl Request {
+    pub(crate) fn new(data: Vec<u8>, lens: Vec<u32>, force_sync: bool) -> (Request, Done) {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        (
+            Request {
+                data,
+                lens,
+                force_sync,
+                done,
+            },
+            rx,
+        )
+    }
+}
+
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    file: Box<dyn StorageFile>,
+    segment: Arc<SegmentMeta>,
+    /// Bytes in the active segment file (header and frames written).
+    segment_bytes: u64,
+    next_lsn: Lsn,
+    buf: Vec<u8>,
+    rx: tokio::sync::mpsc::Receiver<Request>,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        file: Box<dyn StorageFile>,
+        segment: Arc<SegmentMeta>,
+        segment_bytes: u64,
+        next_lsn: Lsn,
+        rx: tokio::sync::mpsc::Receiver<Request>,
+    ) -> Writer {
+        Writer {
+            shared,
+            file,
+            segment,
+            segment_bytes,
+            next_lsn,
+            buf: Vec::new(),
+            rx,
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        let group_max = self.shared.config.pending_appends_max;
+        let mut group: Vec<Request> = Vec::with_capacity(group_max);
+        while let Some(first) = self.rx.blocking_recv() {
+            group.push(first);
+            // Everything already waiting joins this fsync; bounded by the
+            // queue's capacity, so a group never grows without limit.
+            while group.len() < group_max {
+                match self.rx.try_recv() {
+                    Ok(r) => group.push(r),
+                    Err(_) => break,
+                }
+            }
+            if self.shared.failure().is_some() {
+                for r in group.drain(..) {
+                    let _ = r.done.send(Err(self.failure()));
+                }
+                continue;
+            }
+            match self.write_group(&group) {
+                Ok(ranges) => {
+                    for (r, range) in group.drain(..).zip(ranges) {
+                        // The appender may have given up waiting; that is fine.
+                        let _ = r.done.send(Ok(range));
+                    }
+                }
+                Err((op, e)) => {
+                    tracing::error!(
+                        dir = %self.shared.dir.display(),
+                        error = %e,
+                        "WAL {op} failed; the log now refuses appends. Restart weir to recover from what is on disk"
+                    );
+                    {
+                        let mut failed = self.shared.failed.lock().expect("WAL failure lock poisoned");
+                        *failed = Some((op, e.to_string()));
+                    }
+                    for r in group.drain(..) {
+                        let _ = r.done.send(Err(self.failure()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn failure(&self) -> WalError {
+        self.shared.failure().unwrap_or_else(|| WalError::Closed {
+            dir: self.shared.dir.clone(),
+        })
+    }
+
+    /// Writes and syncs one group; returns each request's record numbers.
+    fn write_group(&mut self, group: &[Request]) -> Result<Vec<Range<Lsn>>, (&'static str, WalError)> {
+        let shared = Arc::clone(&self.shared);
+        let config = &shared.config;
+        let interval = config.index_interval_bytes;
+        let seal_bytes = format::FRAME_HEADER_BYTES as u64;
+        let mut ranges = Vec::with_capacity(group.len());
+        let mut force_sync = false;
+        let mut records = 0u64;
+        self.buf.clear();
+        for req in group {
+            force_sync |= req.force_sync;
+            let start = self.next_lsn;
+            let mut at = 0usize;
+            for &len in &req.lens {
+                let payload = &req.data[at..at + len as usize];
+                at += len as usize;
+                let frame = format::frame_bytes(payload.len()) as u64;
+                let used = self.segment_bytes + self.buf.len() as u64;
+                let has_records = self.next_lsn > self.segment.first_lsn;
+                if has_records && used + frame + seal_bytes > config.segment_bytes_max {
+                    self.flush_buf()?;
+                    self.roll()?;
+                }
+                let offset = self.segment_bytes + self.buf.len() as u64;
+                self.segment.note_position(self.next_lsn, offset, interval);
+                format::encode_frame(&mut self.buf, self.next_lsn, payload);
+                self.next_lsn += 1;
+                records += 1;
+            }
+            debug_assert_eq!(at, req.data.len());
+            ranges.push(start..self.next_lsn);
+        }
+        self.flush_buf()?;
+        let written_end = self.next_lsn;
+        if config.sync == SyncPolicy::GroupCommit || force_sync {
+            self.sync_active()?;
+            self.shared.durable_end.store(written_end, Ordering::Release);
+        }
+        self.shared.acked_end.store(written_end, Ordering::Release);
+        let stats = &self.shared.stats;
+        stats.appends.fetch_add(group.len() as u64, Ordering::Relaxed);
+        stats.records.fetch_add(records, Ordering::Relaxed);
+        Ok(ranges)
+    }
+
+    fn flush_buf(&mut self) -> Result<(), (&'static str, WalError)> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.file
+            .append(&self.buf)
+            .map_err(|e| ("write", WalError::io("append to segment", &self.segment.path, e)))?;
+        self.segment_bytes += self.buf.len() as u64;
+        self.shared
+            .stats
+            .bytes_written
+            .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn sync_active(&mut self) -> Result<(), (&'static str, WalError)> {
+        let t = Instant::now();
+        self.file
+            .sync_data()
+            .map_err(|e| ("fsync", WalError::io("fsync segment", &self.segment.path, e)))?;
+        let stats = &self.shared.stats;
+        stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        stats
+            .fsync_nanos_total
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Seals the active segment (trailer + fsync) and starts the next one
+    /// (header + fsync, then directory fsync). The order guarantees that a
+    /// torn tail can only ever be in the last segment.
+    fn roll(&mut self) -> Result<(), (&'static str, WalError)> {
+        let end = self.next_lsn;
+        let mut seal = Vec::with_capacity(format::FRAME_HEADER_BYTES);
+        format::encode_seal(&mut seal, end);
+        self.file
+            .append(&seal)
+            .map_err(|e| ("write", WalError::io("seal segment", &self.segment.path, e)))?;
+        self.sync_active()?;
+        self.segment.sealed_end.store(end, Ordering::Release);
+        // Records up to here are durable now, whatever the policy says.
+        self.shared.durable_end.fetch_max(end, Ordering::AcqRel);
+
+        let (file, meta) = create_segment(&self.shared, end).map_err(|e| ("create segment", e))?;
+        self.file = file;
+        self.segment = meta;
+        self.segment_bytes = format::SEGMENT_HEADER_BYTES as u64;
+        Ok(())
+    }
+}
+
+/// Creates the segment starting at `first_lsn`: file, header, fsync, then
+/// the directory fsync; and adds it to the segment list.
+pub(crate) fn create_segment(
+    shared: &Shared,
+    first_lsn: Lsn,
+) -> Result<(Box<dyn StorageFile>, Arc<SegmentMeta>), WalError> {
+    let path = shared.dir.join(segment_name(first_lsn));
+    let file = new_segment_file(
+        shared.storage.as_ref(),
+        &shared.dir,
+        &path,
+        first_lsn,
+        shared.config.record_bytes_max,
+    )?;
+    let meta = Arc::new(SegmentMeta::new(first_lsn, path, None));
+    shared
+        .segments
+        .write()
+        .expect("segment list lock poisoned")
+        .push(Arc::clone(&meta));
+    shared.stats.segments_created.fetch_add(1, Ordering::Relaxed);
+    Ok((file, meta))
+}
+
+/// Writes a new segment file with its header and makes file and directory
+/// entry durable.
+pub(crate) fn new_segment_file(
+    storage: &dyn super::Storage,
+    dir: &std::path::Path,
+    path: &std::path::Path,
+    first_lsn: Lsn,
+    record_bytes_max: u32,
+) -> Result<Box<dyn StorageFile>, WalError> {
+    let mut file = storage
+        .create_new(path)
+        .map_err(|e| WalError::io("create segment", path, e))?;
+    file.append(&format::encode_segment_header(first_lsn, record_bytes_max))
+        .map_err(|e| WalError::io("write the header of segment", path, e))?;
+    file.sync_data()
+        .map_err(|e| WalError::io("fsync segment", path, e))?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| WalError::io("fsync directory", dir, e))?;
+    tracing::debug!(segment = %path.display(), first_lsn, "created WAL segment");
+    Ok(file)
+}
