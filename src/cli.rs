@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use crate::wal::{self, RealFs, Wal, WalConfig};
 
 #[derive(Debug, Parser)]
-#[command(name = "weir", version, about = "A crash-safe micro-batch stream processor")]
+#[command(
+    name = "weir",
+    version,
+    about = "A crash-safe micro-batch stream processor"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -200,7 +204,12 @@ fn repair(dir: &Path) -> Result<ExitCode, crate::Error> {
 /// Appends `w{thread}:{seq}:` records forever (or `appends_max` per thread).
 /// On start it scans the log to continue each thread's sequence after the
 /// highest one present, so sequences stay gap-free across kills.
-fn torture(dir: &Path, threads: usize, segment_bytes_max: u64, appends_max: u64) -> Result<ExitCode, crate::Error> {
+fn torture(
+    dir: &Path,
+    threads: usize,
+    segment_bytes_max: u64,
+    appends_max: u64,
+) -> Result<ExitCode, crate::Error> {
     use std::io::Write;
     let config = WalConfig {
         segment_bytes_max,
@@ -227,12 +236,19 @@ fn torture(dir: &Path, threads: usize, segment_bytes_max: u64, appends_max: u64)
             for _ in 0..appends_max {
                 let n = 1 + (seq % 7) as usize;
                 let recs: Vec<String> = (0..n)
-                    .map(|i| format!("w{t}:{}:{}", seq + i as u64, "x".repeat((seq as usize * 13 + i) % 90)))
+                    .map(|i| {
+                        format!(
+                            "w{t}:{}:{}",
+                            seq + i as u64,
+                            "x".repeat((seq as usize * 13 + i) % 90)
+                        )
+                    })
                     .collect();
                 wal.append(&recs)?;
                 seq += n as u64;
                 let mut o = out.lock().expect("stdout lock poisoned");
-                writeln!(o, "ack {t} {}", seq - 1).map_err(|e| crate::Error::Usage(e.to_string()))?;
+                writeln!(o, "ack {t} {}", seq - 1)
+                    .map_err(|e| crate::Error::Usage(e.to_string()))?;
                 o.flush().map_err(|e| crate::Error::Usage(e.to_string()))?;
             }
             Ok(())

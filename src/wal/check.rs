@@ -111,7 +111,8 @@ pub fn verify_dir(storage: &dyn Storage, dir: &Path) -> Result<DirReport, WalErr
                 path: path.clone(),
                 offset: 0,
                 bytes_cut: buf.len() as u64,
-                reason: "the segment header never reached the disk (crash while creating it)".into(),
+                reason: "the segment header never reached the disk (crash while creating it)"
+                    .into(),
             });
             report.segments.push(SegmentReport {
                 path: path.clone(),
@@ -176,7 +177,9 @@ pub fn verify_dir(storage: &dyn Storage, dir: &Path) -> Result<DirReport, WalErr
             ScanEnd::Torn { offset, reason } => {
                 let error = match reason {
                     TornReason::Invalid(e) => e,
-                    TornReason::Partial { needed, found } => format::FormatError::Short { needed, found },
+                    TornReason::Partial { needed, found } => {
+                        format::FormatError::Short { needed, found }
+                    }
                 };
                 problem(offset as u64, Corruption::Frame(error), at_damage);
                 break;
@@ -229,7 +232,9 @@ pub fn repair_dir(storage: &dyn Storage, dir: &Path) -> Result<RepairReport, Wal
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let qdir = dir.join("quarantine").join(format!("{secs}-lsn{}", problem.lsn));
+    let qdir = dir
+        .join("quarantine")
+        .join(format!("{secs}-lsn{}", problem.lsn));
     storage
         .create_dir_all(&qdir)
         .map_err(|e| WalError::io("create the quarantine folder", &qdir, e))?;
@@ -242,7 +247,8 @@ pub fn repair_dir(storage: &dyn Storage, dir: &Path) -> Result<RepairReport, Wal
             .file_name()
             .map_or_else(|| "segment".into(), |n| n.to_string_lossy().into_owned());
         let buf = read_file(storage, path)?;
-        let cut = if i == problem.segment && problem.offset as usize >= format::SEGMENT_HEADER_BYTES {
+        let cut = if i == problem.segment && problem.offset as usize >= format::SEGMENT_HEADER_BYTES
+        {
             problem.offset as usize
         } else {
             0
@@ -313,7 +319,8 @@ pub fn repair_dir(storage: &dyn Storage, dir: &Path) -> Result<RepairReport, Wal
 /// they carry, resynchronising byte by byte over damage. The header's limit
 /// is used when the header is intact, the format's maximum otherwise.
 fn count_intact_frames(buf: &[u8], from: usize) -> u64 {
-    let limit = format::decode_segment_header(buf).map_or(format::SEAL_MARKER - 1, |h| h.record_bytes_max);
+    let limit =
+        format::decode_segment_header(buf).map_or(format::SEAL_MARKER - 1, |h| h.record_bytes_max);
     let mut at = from.max(format::SEGMENT_HEADER_BYTES);
     let mut n = 0;
     while at + format::FRAME_HEADER_BYTES <= buf.len() {

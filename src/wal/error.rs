@@ -84,7 +84,10 @@ pub enum Corruption {
     /// A sealed segment has bytes after its seal.
     DataAfterSeal,
     /// Record numbers jump between two segments: a segment is missing.
-    Gap { expected_first: Lsn, found_first: Lsn },
+    Gap {
+        expected_first: Lsn,
+        found_first: Lsn,
+    },
     /// A segment's file name and header disagree on its first record.
     NameMismatch { name_first: Lsn, header_first: Lsn },
     /// The seal's end number disagrees with the records counted.

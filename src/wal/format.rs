@@ -40,16 +40,44 @@ pub struct SegmentHeader {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FormatError {
     /// Fewer bytes than the structure needs.
-    Short { needed: usize, found: usize },
-    BadMagic { found: [u8; 8] },
-    UnsupportedVersion { found: u16, supported: u16 },
-    BadHeaderLength { found: u16 },
-    HeaderChecksum { expected: u32, actual: u32 },
-    FrameChecksum { lsn: Lsn, expected: u32, actual: u32 },
-    SealChecksum { expected: u32, actual: u32 },
-    LsnMismatch { expected: Lsn, found: Lsn },
-    LengthTooLarge { len: u32, max: u32 },
-    BadRecordLimit { found: u32 },
+    Short {
+        needed: usize,
+        found: usize,
+    },
+    BadMagic {
+        found: [u8; 8],
+    },
+    UnsupportedVersion {
+        found: u16,
+        supported: u16,
+    },
+    BadHeaderLength {
+        found: u16,
+    },
+    HeaderChecksum {
+        expected: u32,
+        actual: u32,
+    },
+    FrameChecksum {
+        lsn: Lsn,
+        expected: u32,
+        actual: u32,
+    },
+    SealChecksum {
+        expected: u32,
+        actual: u32,
+    },
+    LsnMismatch {
+        expected: Lsn,
+        found: Lsn,
+    },
+    LengthTooLarge {
+        len: u32,
+        max: u32,
+    },
+    BadRecordLimit {
+        found: u32,
+    },
 }
 
 impl std::fmt::Display for FormatError {
@@ -114,7 +142,10 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
 
 /// Encodes a segment header.
 pub fn encode_segment_header(first_lsn: Lsn, record_bytes_max: u32) -> [u8; SEGMENT_HEADER_BYTES] {
-    assert!(record_bytes_max < SEAL_MARKER, "record limit collides with the seal marker");
+    assert!(
+        record_bytes_max < SEAL_MARKER,
+        "record limit collides with the seal marker"
+    );
     let mut h = [0u8; SEGMENT_HEADER_BYTES];
     h[0..8].copy_from_slice(&SEGMENT_MAGIC);
     h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -308,7 +339,8 @@ pub fn find_valid_frame_after(
     let mut at = bad_at + 1;
     while at + FRAME_HEADER_BYTES <= buf.len() {
         let lsn = le_u64(buf, at + 8);
-        let lsn_max = expected_lsn.saturating_add(((buf.len() - bad_at) / FRAME_HEADER_BYTES) as u64);
+        let lsn_max =
+            expected_lsn.saturating_add(((buf.len() - bad_at) / FRAME_HEADER_BYTES) as u64);
         if lsn >= expected_lsn && lsn <= lsn_max {
             match decode_frame(buf, at, lsn, record_bytes_max) {
                 Decoded::Record { .. } | Decoded::Seal { .. } => return Some(at),
@@ -354,10 +386,9 @@ pub enum TornReason {
 impl std::fmt::Display for TornReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            TornReason::Partial { needed, found } => write!(
-                f,
-                "partial frame: {found} of {needed} bytes present"
-            ),
+            TornReason::Partial { needed, found } => {
+                write!(f, "partial frame: {found} of {needed} bytes present")
+            }
             TornReason::Invalid(e) => write!(f, "invalid frame ({e})"),
         }
     }

@@ -30,6 +30,7 @@ pub mod error;
 pub mod format;
 mod reader;
 mod recover;
+pub mod sim;
 pub mod storage;
 mod writer;
 
@@ -255,7 +256,10 @@ pub struct Wal {
 
 impl Wal {
     /// Opens (creating if needed) the log in `dir` on real files.
-    pub fn open(dir: impl AsRef<Path>, config: WalConfig) -> Result<(Wal, RecoveryReport), WalError> {
+    pub fn open(
+        dir: impl AsRef<Path>,
+        config: WalConfig,
+    ) -> Result<(Wal, RecoveryReport), WalError> {
         Wal::open_with(Arc::new(RealFs), dir, config)
     }
 
@@ -322,7 +326,10 @@ impl Wal {
 
     /// The async form of [`Wal::append`]: waits without blocking a runtime
     /// thread, including while the queue of pending appends is full.
-    pub async fn append_async<R: AsRef<[u8]>>(&self, records: &[R]) -> Result<Range<Lsn>, WalError> {
+    pub async fn append_async<R: AsRef<[u8]>>(
+        &self,
+        records: &[R],
+    ) -> Result<Range<Lsn>, WalError> {
         let (request, done) = self.prepare(records, false)?;
         self.sender()?
             .send(request)
@@ -339,7 +346,9 @@ impl Wal {
         self.sender()?
             .blocking_send(request)
             .map_err(|_| self.closed())?;
-        done.blocking_recv().map_err(|_| self.closed())?.map(|r| r.end)
+        done.blocking_recv()
+            .map_err(|_| self.closed())?
+            .map(|r| r.end)
     }
 
     fn prepare<R: AsRef<[u8]>>(
@@ -406,7 +415,11 @@ impl Wal {
     /// segments were removed.
     pub fn remove_segments_below(&self, lsn: Lsn) -> Result<usize, WalError> {
         let removed: Vec<Arc<SegmentMeta>> = {
-            let mut segments = self.shared.segments.write().expect("segment list lock poisoned");
+            let mut segments = self
+                .shared
+                .segments
+                .write()
+                .expect("segment list lock poisoned");
             let mut n = 0;
             while n + 1 < segments.len() {
                 match segments[n].sealed_end() {
@@ -463,7 +476,11 @@ impl Wal {
 
     /// `(first_lsn, path, sealed_end)` of every segment, oldest first.
     pub fn segments(&self) -> Vec<(Lsn, PathBuf, Option<Lsn>)> {
-        let segments = self.shared.segments.read().expect("segment list lock poisoned");
+        let segments = self
+            .shared
+            .segments
+            .read()
+            .expect("segment list lock poisoned");
         segments
             .iter()
             .map(|s| (s.first_lsn, s.path.clone(), s.sealed_end()))
@@ -517,7 +534,10 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<Lsn> {
 }
 
 /// The segment files of `dir`, sorted by first record number.
-pub(crate) fn list_segments(storage: &dyn Storage, dir: &Path) -> Result<Vec<(Lsn, PathBuf)>, WalError> {
+pub(crate) fn list_segments(
+    storage: &dyn Storage,
+    dir: &Path,
+) -> Result<Vec<(Lsn, PathBuf)>, WalError> {
     let names = storage
         .list(dir)
         .map_err(|e| WalError::io("list the WAL directory", dir, e))?;

@@ -136,7 +136,8 @@ impl WalReader {
             detail,
         };
         loop {
-            match format::decode_frame(&cursor.buf, cursor.pos, cursor.lsn, cursor.record_bytes_max) {
+            match format::decode_frame(&cursor.buf, cursor.pos, cursor.lsn, cursor.record_bytes_max)
+            {
                 Decoded::Record {
                     lsn,
                     payload,
@@ -176,14 +177,21 @@ impl WalReader {
 
     fn open_segment(&self) -> Result<Cursor, WalError> {
         let meta = {
-            let segments = self.shared.segments.read().expect("segment list lock poisoned");
+            let segments = self
+                .shared
+                .segments
+                .read()
+                .expect("segment list lock poisoned");
             let i = segments.partition_point(|s| s.first_lsn <= self.next);
             if i == 0 {
                 return Err(WalError::OutOfRange {
                     dir: self.shared.dir.clone(),
                     requested: self.next..self.end,
                     available: segments.first().map_or(0, |s| s.first_lsn)
-                        ..self.shared.acked_end.load(std::sync::atomic::Ordering::Acquire),
+                        ..self
+                            .shared
+                            .acked_end
+                            .load(std::sync::atomic::Ordering::Acquire),
                 });
             }
             Arc::clone(&segments[i - 1])
@@ -249,7 +257,11 @@ impl Iterator for WalReader {
     type Item = Result<Record, WalError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.next_ref()
-            .map(|r| r.map(|(lsn, p)| Record { lsn, payload: p.to_vec() }))
+        self.next_ref().map(|r| {
+            r.map(|(lsn, p)| Record {
+                lsn,
+                payload: p.to_vec(),
+            })
+        })
     }
 }

@@ -58,7 +58,11 @@ fn corrupt(dir: &Path, path: &Path, offset: u64, detail: Corruption) -> WalError
     }
 }
 
-pub(crate) fn recover(storage: &dyn Storage, dir: &Path, config: &WalConfig) -> Result<Recovered, WalError> {
+pub(crate) fn recover(
+    storage: &dyn Storage,
+    dir: &Path,
+    config: &WalConfig,
+) -> Result<Recovered, WalError> {
     storage
         .create_dir_all(dir)
         .map_err(|e| WalError::io("create the WAL directory", dir, e))?;
@@ -99,8 +103,11 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, config: &WalConfig) -> 
         // never reached the disk, so it cannot hold an acknowledged record.
         file.truncate(0)
             .map_err(|e| WalError::io("truncate segment", &last_path, e))?;
-        file.append(&format::encode_segment_header(last_first, config.record_bytes_max))
-            .map_err(|e| WalError::io("rewrite the header of segment", &last_path, e))?;
+        file.append(&format::encode_segment_header(
+            last_first,
+            config.record_bytes_max,
+        ))
+        .map_err(|e| WalError::io("rewrite the header of segment", &last_path, e))?;
         file.sync_data()
             .map_err(|e| WalError::io("fsync segment", &last_path, e))?;
         torn_tail = Some(TornTail {
@@ -111,7 +118,10 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, config: &WalConfig) -> 
                 .into(),
         });
         buf.truncate(0);
-        buf.extend_from_slice(&format::encode_segment_header(last_first, config.record_bytes_max));
+        buf.extend_from_slice(&format::encode_segment_header(
+            last_first,
+            config.record_bytes_max,
+        ));
     }
     let scan = format::scan_segment(&buf, config.index_interval_bytes)
         .map_err(|e| corrupt(dir, &last_path, 0, Corruption::Frame(e)))?;
@@ -158,10 +168,20 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, config: &WalConfig) -> 
             active_bytes = *offset as u64;
         }
         ScanEnd::Corrupt { offset, error, .. } => {
-            return Err(corrupt(dir, &last_path, *offset as u64, Corruption::Frame(error.clone())))
+            return Err(corrupt(
+                dir,
+                &last_path,
+                *offset as u64,
+                Corruption::Frame(error.clone()),
+            ))
         }
         ScanEnd::DataAfterSeal { offset } => {
-            return Err(corrupt(dir, &last_path, *offset as u64, Corruption::DataAfterSeal))
+            return Err(corrupt(
+                dir,
+                &last_path,
+                *offset as u64,
+                Corruption::DataAfterSeal,
+            ))
         }
     }
 

@@ -29,6 +29,10 @@ use std::path::Path;
 pub trait StorageFile: Send + Sync + Debug {
     /// Current (live) length in bytes.
     fn len(&self) -> io::Result<u64>;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
     /// Reads up to `buf.len()` bytes at `offset`; returns how many were read
     /// (0 at end of file).
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;

@@ -110,7 +110,11 @@ impl Writer {
                         "WAL {op} failed; the log now refuses appends. Restart weir to recover from what is on disk"
                     );
                     {
-                        let mut failed = self.shared.failed.lock().expect("WAL failure lock poisoned");
+                        let mut failed = self
+                            .shared
+                            .failed
+                            .lock()
+                            .expect("WAL failure lock poisoned");
                         *failed = Some((op, e.to_string()));
                     }
                     for r in group.drain(..) {
@@ -128,7 +132,10 @@ impl Writer {
     }
 
     /// Writes and syncs one group; returns each request's record numbers.
-    fn write_group(&mut self, group: &[Request]) -> Result<Vec<Range<Lsn>>, (&'static str, WalError)> {
+    fn write_group(
+        &mut self,
+        group: &[Request],
+    ) -> Result<Vec<Range<Lsn>>, (&'static str, WalError)> {
         let shared = Arc::clone(&self.shared);
         let config = &shared.config;
         let interval = config.index_interval_bytes;
@@ -164,11 +171,15 @@ impl Writer {
         let written_end = self.next_lsn;
         if config.sync == SyncPolicy::GroupCommit || force_sync {
             self.sync_active()?;
-            self.shared.durable_end.store(written_end, Ordering::Release);
+            self.shared
+                .durable_end
+                .store(written_end, Ordering::Release);
         }
         self.shared.acked_end.store(written_end, Ordering::Release);
         let stats = &self.shared.stats;
-        stats.appends.fetch_add(group.len() as u64, Ordering::Relaxed);
+        stats
+            .appends
+            .fetch_add(group.len() as u64, Ordering::Relaxed);
         stats.records.fetch_add(records, Ordering::Relaxed);
         Ok(ranges)
     }
@@ -177,9 +188,12 @@ impl Writer {
         if self.buf.is_empty() {
             return Ok(());
         }
-        self.file
-            .append(&self.buf)
-            .map_err(|e| ("write", WalError::io("append to segment", &self.segment.path, e)))?;
+        self.file.append(&self.buf).map_err(|e| {
+            (
+                "write",
+                WalError::io("append to segment", &self.segment.path, e),
+            )
+        })?;
         self.segment_bytes += self.buf.len() as u64;
         self.shared
             .stats
@@ -191,9 +205,12 @@ impl Writer {
 
     fn sync_active(&mut self) -> Result<(), (&'static str, WalError)> {
         let t = Instant::now();
-        self.file
-            .sync_data()
-            .map_err(|e| ("fsync", WalError::io("fsync segment", &self.segment.path, e)))?;
+        self.file.sync_data().map_err(|e| {
+            (
+                "fsync",
+                WalError::io("fsync segment", &self.segment.path, e),
+            )
+        })?;
         let stats = &self.shared.stats;
         stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         stats
@@ -245,7 +262,10 @@ pub(crate) fn create_segment(
         .write()
         .expect("segment list lock poisoned")
         .push(Arc::clone(&meta));
-    shared.stats.segments_created.fetch_add(1, Ordering::Relaxed);
+    shared
+        .stats
+        .segments_created
+        .fetch_add(1, Ordering::Relaxed);
     Ok((file, meta))
 }
 
