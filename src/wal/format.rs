@@ -425,7 +425,7 @@ pub fn scan_segment(buf: &[u8], index_interval_bytes: u64) -> Result<SegmentScan
             Decoded::Record { frame_len, .. } => {
                 let take = match index.last() {
                     None => true,
-                    Some(&(_, last)) => at as u64 >= last + index_interval_bytes,
+                    Some(&(_, last)) => at as u64 >= last.saturating_add(index_interval_bytes),
                 };
                 if take {
                     index.push((lsn, at as u64));

@@ -194,7 +194,7 @@ impl SegmentMeta {
         let mut index = self.index.lock().expect("segment index lock poisoned");
         let take = match index.last() {
             None => true,
-            Some(&(last_lsn, last_off)) => lsn > last_lsn && offset >= last_off + interval,
+            Some(&(last_lsn, last_off)) => lsn > last_lsn && offset >= last_off.saturating_add(interval),
         };
         if take {
             index.push((lsn, offset));
