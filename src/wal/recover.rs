@@ -95,21 +95,9 @@ pub(crate) fn recover(
 
     let mut buf = read_file(storage, &last_path)?;
     let mut torn_tail = None;
-    let mut file = storage
-        .open(&last_path)
-        .map_err(|e| WalError::io("open segment", &last_path, e))?;
     if buf.len() < format::SEGMENT_HEADER_BYTES || buf.iter().all(|&b| b == 0) {
         // The segment was being created when the process died: its header
         // never reached the disk, so it cannot hold an acknowledged record.
-        file.truncate(0)
-            .map_err(|e| WalError::io("truncate segment", &last_path, e))?;
-        file.append(&format::encode_segment_header(
-            last_first,
-            config.record_bytes_max,
-        ))
-        .map_err(|e| WalError::io("rewrite the header of segment", &last_path, e))?;
-        file.sync_data()
-            .map_err(|e| WalError::io("fsync segment", &last_path, e))?;
         torn_tail = Some(TornTail {
             path: last_path.clone(),
             offset: 0,
@@ -117,11 +105,7 @@ pub(crate) fn recover(
             reason: "the segment header never reached the disk (crash while creating it); header rewritten"
                 .into(),
         });
-        buf.truncate(0);
-        buf.extend_from_slice(&format::encode_segment_header(
-            last_first,
-            config.record_bytes_max,
-        ));
+        buf = format::encode_segment_header(last_first, config.record_bytes_max).to_vec();
     }
     let scan = format::scan_segment(&buf, config.index_interval_bytes)
         .map_err(|e| corrupt(dir, &last_path, 0, Corruption::Frame(e)))?;
@@ -141,17 +125,13 @@ pub(crate) fn recover(
     for &(lsn, off) in &scan.index {
         meta.note_position(lsn, off, config.index_interval_bytes);
     }
-    let mut active_bytes = scan.valid_bytes as u64;
+    let mut active_bytes = buf.len() as u64;
     let mut sealed = false;
     match &scan.end {
         ScanEnd::Clean => {}
         ScanEnd::Sealed { .. } => sealed = true,
         ScanEnd::Torn { offset, reason } => {
             let cut = (buf.len() - offset) as u64;
-            file.truncate(*offset as u64)
-                .map_err(|e| WalError::io("truncate the torn tail of segment", &last_path, e))?;
-            file.sync_data()
-                .map_err(|e| WalError::io("fsync segment", &last_path, e))?;
             tracing::warn!(
                 segment = %last_path.display(),
                 offset = *offset,
@@ -168,22 +148,13 @@ pub(crate) fn recover(
             active_bytes = *offset as u64;
         }
         ScanEnd::Corrupt { offset, error, .. } => {
-            return Err(corrupt(
-                dir,
-                &last_path,
-                *offset as u64,
-                Corruption::Frame(error.clone()),
-            ))
+            return Err(corrupt(dir, &last_path, *offset as u64, Corruption::Frame(error.clone())))
         }
         ScanEnd::DataAfterSeal { offset } => {
-            return Err(corrupt(
-                dir,
-                &last_path,
-                *offset as u64,
-                Corruption::DataAfterSeal,
-            ))
+            return Err(corrupt(dir, &last_path, *offset as u64, Corruption::DataAfterSeal))
         }
     }
+    let mut file = rewrite_durably(storage, dir, &last_path, &buf[..active_bytes as usize])?;
 
     if sealed {
         // Crash after sealing, before the next segment was durable.
@@ -220,6 +191,51 @@ pub(crate) fn recover(
         next_lsn,
         report,
     })
+}
+
+/// Replaces the last segment with exactly `bytes`, written to a new file,
+/// fsynced and renamed into place (then the directory fsynced).
+///
+/// Why not trust the file as it is: bytes the previous process wrote but
+/// never synced may be in the page cache only, and after a failed fsync the
+/// kernel may show bytes that will never reach the disk. Everything that
+/// recovery accepts into the log must really be durable before new records
+/// (or a new segment) are built on it. Costs one write of at most
+/// `segment_bytes_max` per open.
+fn rewrite_durably(
+    storage: &dyn Storage,
+    dir: &Path,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Box<dyn StorageFile>, WalError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".rewrite");
+    let tmp = PathBuf::from(tmp);
+    if storage
+        .exists(&tmp)
+        .map_err(|e| WalError::io("check for a stale temporary file", &tmp, e))?
+    {
+        storage
+            .remove(&tmp)
+            .map_err(|e| WalError::io("remove a stale temporary file", &tmp, e))?;
+    }
+    let mut file = storage
+        .create_new(&tmp)
+        .map_err(|e| WalError::io("create", &tmp, e))?;
+    file.append(bytes)
+        .map_err(|e| WalError::io("write", &tmp, e))?;
+    file.sync_data()
+        .map_err(|e| WalError::io("fsync", &tmp, e))?;
+    drop(file);
+    storage
+        .rename(&tmp, path)
+        .map_err(|e| WalError::io("rename the rewritten segment into", path, e))?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| WalError::io("fsync directory", dir, e))?;
+    storage
+        .open(path)
+        .map_err(|e| WalError::io("open segment", path, e))
 }
 
 /// Checks a finished segment's header and seal; returns its end LSN, which
