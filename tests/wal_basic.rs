@@ -40,7 +40,11 @@ fn append_read_round_trip_across_many_segments() {
         let recs: Vec<Vec<u8>> = (chunk * 5..chunk * 5 + 5).map(rec).collect();
         let range = wal.append(&recs).expect("append");
         assert_eq!(range, chunk * 5..chunk * 5 + 5);
-        expected.extend(recs.into_iter().enumerate().map(|(i, r)| (chunk * 5 + i as u64, r)));
+        expected.extend(
+            recs.into_iter()
+                .enumerate()
+                .map(|(i, r)| (chunk * 5 + i as u64, r)),
+        );
     }
     assert!(wal.segments().len() > 10, "tiny segments must roll");
     assert_eq!(read_all(&wal), expected);
@@ -63,7 +67,10 @@ fn append_read_round_trip_across_many_segments() {
     assert_eq!(report.next_lsn, 200);
     assert_eq!(report.torn_tail, None);
     assert_eq!(read_all(&wal), expected);
-    assert_eq!(wal.append(&[b"after".as_slice()]).expect("append"), 200..201);
+    assert_eq!(
+        wal.append(&[b"after".as_slice()]).expect("append"),
+        200..201
+    );
 }
 
 #[test]
@@ -147,8 +154,9 @@ fn concurrent_appenders_get_dense_disjoint_ranges_in_order() {
             std::thread::spawn(move || {
                 let mut ranges = Vec::new();
                 for i in 0..50u64 {
-                    let recs: Vec<Vec<u8>> =
-                        (0..3).map(|j| format!("t{t}-{i}-{j}").into_bytes()).collect();
+                    let recs: Vec<Vec<u8>> = (0..3)
+                        .map(|j| format!("t{t}-{i}-{j}").into_bytes())
+                        .collect();
                     ranges.push(wal.append(&recs).expect("append"));
                 }
                 ranges
@@ -168,7 +176,10 @@ fn concurrent_appenders_get_dense_disjoint_ranges_in_order() {
     }
     assert_eq!(wal.end(), 8 * 50 * 3);
     let stats = wal.stats();
-    assert!(stats.fsyncs <= stats.appends, "one fsync may cover several appends");
+    assert!(
+        stats.fsyncs <= stats.appends,
+        "one fsync may cover several appends"
+    );
     // Within a thread, records keep their order.
     let records = read_all(&wal);
     for t in 0..8 {

@@ -41,7 +41,9 @@ fn open_err(dir: &Path) -> WalError {
 
 fn assert_corrupt_at(err: &WalError, file: &Path, offset: u64) {
     match err {
-        WalError::Corrupt { path, offset: o, .. } => {
+        WalError::Corrupt {
+            path, offset: o, ..
+        } => {
             assert_eq!(path, file, "{err}");
             assert_eq!(*o, offset, "{err}");
         }
@@ -49,7 +51,10 @@ fn assert_corrupt_at(err: &WalError, file: &Path, offset: u64) {
     }
     let msg = err.to_string();
     assert!(msg.contains(&file.display().to_string()), "{msg}");
-    assert!(msg.contains("weir wal repair"), "says what to do next: {msg}");
+    assert!(
+        msg.contains("weir wal repair"),
+        "says what to do next: {msg}"
+    );
 }
 
 fn frame_offset(k: u64) -> u64 {
@@ -85,14 +90,20 @@ fn flipped_crc_bit_mid_log_is_refused_and_repaired() {
 
     let r = wal::repair_dir(&RealFs, dir.path()).expect("repair");
     assert_eq!(r.next_lsn, 2);
-    assert_eq!(r.records_moved, 27, "records 3..30 (27 of them) were intact and moved aside");
+    assert_eq!(
+        r.records_moved, 27,
+        "records 3..30 (27 of them) were intact and moved aside"
+    );
     let q = r.quarantine.expect("quarantine");
     assert!(q.starts_with(dir.path().join("quarantine")));
     assert!(fs::read_dir(&q).expect("quarantine dir").count() >= segs.len());
     let (w, rep) = Wal::open(dir.path(), config()).expect("opens after repair");
     assert_eq!(rep.next_lsn, 2);
     assert_eq!(w.append(&[b"new".as_slice()]).expect("append"), 2..3);
-    assert!(wal::verify_dir(&RealFs, dir.path()).expect("verify").problem.is_none());
+    assert!(wal::verify_dir(&RealFs, dir.path())
+        .expect("verify")
+        .problem
+        .is_none());
 }
 
 #[test]
@@ -100,7 +111,12 @@ fn zeroed_length_in_last_segment_with_frames_after_is_corruption() {
     let dir = tempfile::tempdir().expect("tempdir");
     let segs = build(dir.path(), 12);
     let last = segs.last().expect("segment").clone();
-    let first = wal::verify_dir(&RealFs, dir.path()).expect("v").segments.last().expect("s").first_lsn;
+    let first = wal::verify_dir(&RealFs, dir.path())
+        .expect("v")
+        .segments
+        .last()
+        .expect("s")
+        .first_lsn;
     assert!(12 - first >= 3, "the last segment holds a few records");
     patch(&last, frame_offset(1), &[0, 0, 0, 0]);
     let err = open_err(dir.path());
@@ -182,7 +198,10 @@ fn unsupported_version_is_refused_with_both_versions_named() {
     let err = open_err(dir.path());
     assert_corrupt_at(&err, &segs[0], 0);
     let msg = err.to_string();
-    assert!(msg.contains("version 9") && msg.contains("version 1"), "{msg}");
+    assert!(
+        msg.contains("version 9") && msg.contains("version 1"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -259,7 +278,10 @@ fn the_cli_verify_exits_non_zero_and_names_the_problem() {
         .expect("run");
     assert!(!bad.status.success());
     let out = String::from_utf8_lossy(&bad.stdout);
-    assert!(out.contains("CORRUPT") && out.contains(&format!("at byte {}", frame_offset(1))), "{out}");
+    assert!(
+        out.contains("CORRUPT") && out.contains(&format!("at byte {}", frame_offset(1))),
+        "{out}"
+    );
     let inspect = std::process::Command::new(bin)
         .args(["wal", "inspect"])
         .arg(dir.path())

@@ -37,7 +37,12 @@ fn acknowledged_records_survive_sigkill() {
         let mut child = Command::new(bin)
             .args(["wal", "torture"])
             .arg(dir.path())
-            .args(["--threads", &THREADS.to_string(), "--segment-bytes-max", "2048"])
+            .args([
+                "--threads",
+                &THREADS.to_string(),
+                "--segment-bytes-max",
+                "2048",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -83,8 +88,14 @@ fn acknowledged_records_survive_sigkill() {
         .expect("every record reads back intact");
     for (t, max) in &acked {
         let have = next.get(t).copied().unwrap_or(0);
-        assert!(have > *max, "thread {t}: acknowledged up to {max} but the log holds only 0..{have}");
+        assert!(
+            have > *max,
+            "thread {t}: acknowledged up to {max} but the log holds only 0..{have}"
+        );
     }
-    assert!(wal.segments().len() > 2, "the test must cross segment boundaries");
+    assert!(
+        wal.segments().len() > 2,
+        "the test must cross segment boundaries"
+    );
     assert!(count > 0);
 }

@@ -18,12 +18,20 @@ use weir::wal::{Storage, SyncPolicy, Wal, WalConfig};
 enum Step {
     Append(Vec<usize>),
     Sync,
-    Crash { sector: u64, seed: u64, zero_fill: bool, tear: bool },
+    Crash {
+        sector: u64,
+        seed: u64,
+        zero_fill: bool,
+        tear: bool,
+    },
     Reopen,
     Cleanup(u8),
     Read(u8, u8),
     FailNextSync(u64),
-    FailNextAppend { nth: u64, keep: usize },
+    FailNextAppend {
+        nth: u64,
+        keep: usize,
+    },
     FailNextCreate,
     FailNextDirSync,
 }
@@ -68,12 +76,21 @@ const DIR: &str = "/data/wal";
 impl Harness {
     fn open(&mut self) {
         let storage: Arc<dyn Storage> = Arc::new(self.fs.clone());
-        let (wal, report) = Wal::open_with(storage, Path::new(DIR), self.config.clone()).expect("open after crash");
+        let (wal, report) =
+            Wal::open_with(storage, Path::new(DIR), self.config.clone()).expect("open after crash");
         let end = report.next_lsn as usize;
         // The log holds a prefix of what was written, at least as long as
         // what was durable.
-        assert!(end >= self.durable, "lost acknowledged records: log ends at {end}, {} were durable", self.durable);
-        assert!(end <= self.written.len(), "log ends at {end} but only {} were ever written", self.written.len());
+        assert!(
+            end >= self.durable,
+            "lost acknowledged records: log ends at {end}, {} were durable",
+            self.durable
+        );
+        assert!(
+            end <= self.written.len(),
+            "log ends at {end} but only {} were ever written",
+            self.written.len()
+        );
         self.written.truncate(end);
         self.durable = end;
         self.failed = false;
@@ -98,7 +115,10 @@ impl Harness {
             .collect();
         assert_eq!(got.len() as u64, end - start);
         for (lsn, p) in got {
-            assert_eq!(&p, &self.written[lsn as usize], "record {lsn} differs from what was appended");
+            assert_eq!(
+                &p, &self.written[lsn as usize],
+                "record {lsn} differs from what was appended"
+            );
         }
     }
 
@@ -139,9 +159,18 @@ impl Harness {
                 }
                 Err(_) => self.failed = true,
             },
-            Step::Crash { sector, seed, zero_fill, tear } => {
+            Step::Crash {
+                sector,
+                seed,
+                zero_fill,
+                tear,
+            } => {
                 let t = if *tear {
-                    Tear::Sectors { sector_bytes: *sector, seed: *seed, zero_fill: *zero_fill }
+                    Tear::Sectors {
+                        sector_bytes: *sector,
+                        seed: *seed,
+                        zero_fill: *zero_fill,
+                    }
                 } else {
                     Tear::None
                 };
@@ -163,7 +192,10 @@ impl Harness {
                 // An injected fault may fail the deletion or the directory
                 // fsync; the log must stay readable either way.
                 let _ = wal.remove_segments_below(cut);
-                assert!(wal.first_lsn() <= cut, "cleanup removed a record at or above the cut");
+                assert!(
+                    wal.first_lsn() <= cut,
+                    "cleanup removed a record at or above the cut"
+                );
                 assert!(!wal.segments().is_empty());
                 self.check_contents(None);
             }
@@ -176,7 +208,10 @@ impl Harness {
                 self.check_contents(Some((x.min(y), x.max(y))));
             }
             Step::FailNextSync(n) => self.fs.set_fault(Fault::FailSync(*n)),
-            Step::FailNextAppend { nth, keep } => self.fs.set_fault(Fault::FailAppend { nth: *nth, keep: *keep }),
+            Step::FailNextAppend { nth, keep } => self.fs.set_fault(Fault::FailAppend {
+                nth: *nth,
+                keep: *keep,
+            }),
             Step::FailNextCreate => self.fs.set_fault(Fault::FailCreateNew(1)),
             Step::FailNextDirSync => self.fs.set_fault(Fault::FailSyncDir(1)),
         }
@@ -189,7 +224,11 @@ fn run_case(steps: &[Step], group_commit: bool, segment_bytes_max: u64) {
         record_bytes_max: 128,
         index_interval_bytes: 100,
         read_chunk_bytes: 64,
-        sync: if group_commit { SyncPolicy::GroupCommit } else { SyncPolicy::NoSyncUnsafe },
+        sync: if group_commit {
+            SyncPolicy::GroupCommit
+        } else {
+            SyncPolicy::NoSyncUnsafe
+        },
         ..WalConfig::default()
     };
     let mut h = Harness {
@@ -206,7 +245,11 @@ fn run_case(steps: &[Step], group_commit: bool, segment_bytes_max: u64) {
         h.run(s);
     }
     // A final crash must keep everything durable.
-    h.fs.crash(Tear::Sectors { sector_bytes: 512, seed: 7, zero_fill: true });
+    h.fs.crash(Tear::Sectors {
+        sector_bytes: 512,
+        seed: 7,
+        zero_fill: true,
+    });
     h.wal = None;
     h.open();
 }
@@ -232,7 +275,12 @@ fn crash_during_roll_keeps_the_sealed_prefix() {
         Step::Append(vec![100, 100, 100]),
         Step::FailNextCreate,
         Step::Append(vec![100, 100, 100]),
-        Step::Crash { sector: 512, seed: 1, zero_fill: false, tear: true },
+        Step::Crash {
+            sector: 512,
+            seed: 1,
+            zero_fill: false,
+            tear: true,
+        },
         Step::Append(vec![5]),
     ];
     run_case(&steps, true, 300);

@@ -188,7 +188,7 @@ pub fn decode_segment_header(b: &[u8]) -> Result<SegmentHeader, FormatError> {
         return Err(FormatError::BadHeaderLength { found: header_len });
     }
     let record_bytes_max = le_u32(b, 24);
-    if record_bytes_max >= SEAL_MARKER {
+    if record_bytes_max == SEAL_MARKER {
         return Err(FormatError::BadRecordLimit {
             found: record_bytes_max,
         });

@@ -99,7 +99,7 @@ impl WalConfig {
     /// Checks the limits against each other and the format.
     pub fn validate(&self) -> Result<(), WalError> {
         let overhead = (format::SEGMENT_HEADER_BYTES + 2 * format::FRAME_HEADER_BYTES) as u64;
-        if self.record_bytes_max == 0 || self.record_bytes_max >= format::SEAL_MARKER {
+        if self.record_bytes_max == 0 || self.record_bytes_max == format::SEAL_MARKER {
             return Err(WalError::Config(format!(
                 "record_bytes_max must be between 1 and {}, got {}",
                 format::SEAL_MARKER - 1,
@@ -194,7 +194,9 @@ impl SegmentMeta {
         let mut index = self.index.lock().expect("segment index lock poisoned");
         let take = match index.last() {
             None => true,
-            Some(&(last_lsn, last_off)) => lsn > last_lsn && offset >= last_off.saturating_add(interval),
+            Some(&(last_lsn, last_off)) => {
+                lsn > last_lsn && offset >= last_off.saturating_add(interval)
+            }
         };
         if take {
             index.push((lsn, offset));

@@ -148,10 +148,20 @@ pub(crate) fn recover(
             active_bytes = *offset as u64;
         }
         ScanEnd::Corrupt { offset, error, .. } => {
-            return Err(corrupt(dir, &last_path, *offset as u64, Corruption::Frame(error.clone())))
+            return Err(corrupt(
+                dir,
+                &last_path,
+                *offset as u64,
+                Corruption::Frame(error.clone()),
+            ))
         }
         ScanEnd::DataAfterSeal { offset } => {
-            return Err(corrupt(dir, &last_path, *offset as u64, Corruption::DataAfterSeal))
+            return Err(corrupt(
+                dir,
+                &last_path,
+                *offset as u64,
+                Corruption::DataAfterSeal,
+            ))
         }
     }
     let mut file = rewrite_durably(storage, dir, &last_path, &buf[..active_bytes as usize])?;

@@ -53,6 +53,10 @@ pub(crate) struct Writer {
     /// Bytes in the active segment file (header and frames written).
     segment_bytes: u64,
     next_lsn: Lsn,
+    /// The next file offset at which the segment's index takes an entry:
+    /// the index lock is taken once per `index_interval_bytes`, not per
+    /// record.
+    index_next_offset: u64,
     buf: Vec<u8>,
     rx: tokio::sync::mpsc::Receiver<Request>,
 }
@@ -72,6 +76,7 @@ impl Writer {
             segment,
             segment_bytes,
             next_lsn,
+            index_next_offset: 0,
             buf: Vec::new(),
             rx,
         }
@@ -159,7 +164,10 @@ impl Writer {
                     self.roll()?;
                 }
                 let offset = self.segment_bytes + self.buf.len() as u64;
-                self.segment.note_position(self.next_lsn, offset, interval);
+                if offset >= self.index_next_offset {
+                    self.segment.note_position(self.next_lsn, offset, interval);
+                    self.index_next_offset = offset.saturating_add(interval);
+                }
                 format::encode_frame(&mut self.buf, self.next_lsn, payload);
                 self.next_lsn += 1;
                 records += 1;
@@ -238,6 +246,7 @@ impl Writer {
         self.file = file;
         self.segment = meta;
         self.segment_bytes = format::SEGMENT_HEADER_BYTES as u64;
+        self.index_next_offset = 0;
         Ok(())
     }
 }
