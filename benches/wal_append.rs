@@ -172,7 +172,7 @@ fn raw_run(dir: &Path, durable: bool, group_records: usize, records: u64) -> Mea
     let payloads = batch(0);
     let mut group = Vec::new();
     for i in 0..group_records {
-        encode_frame(&mut group, i as u64, &payloads[i % BATCH_RECORDS]);
+        encode_frame(&mut group, 0x5A17, i as u64, &payloads[i % BATCH_RECORDS]);
     }
     let groups = records.div_ceil(group_records as u64);
     let mut latencies = Vec::with_capacity(groups as usize);

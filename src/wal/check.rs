@@ -319,14 +319,16 @@ pub fn repair_dir(storage: &dyn Storage, dir: &Path) -> Result<RepairReport, Wal
 /// they carry, resynchronising byte by byte over damage. The header's limit
 /// is used when the header is intact, the format's maximum otherwise.
 fn count_intact_frames(buf: &[u8], from: usize) -> u64 {
-    let limit =
-        format::decode_segment_header(buf).map_or(format::SEAL_MARKER - 1, |h| h.record_bytes_max);
+    // Without an intact header (salt, limit) no frame can be checked.
+    let Ok(header) = format::decode_segment_header(buf) else {
+        return 0;
+    };
     let mut at = from.max(format::SEGMENT_HEADER_BYTES);
     let mut n = 0;
     while at + format::FRAME_HEADER_BYTES <= buf.len() {
         let mut lsn = [0u8; 8];
         lsn.copy_from_slice(&buf[at + 8..at + 16]);
-        match format::decode_frame(buf, at, u64::from_le_bytes(lsn), limit) {
+        match format::decode_frame(buf, at, u64::from_le_bytes(lsn), &header) {
             Decoded::Record { frame_len, .. } => {
                 n += 1;
                 at += frame_len;

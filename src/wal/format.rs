@@ -25,11 +25,18 @@ pub const SEGMENT_HEADER_BYTES: usize = 32;
 pub const FRAME_HEADER_BYTES: usize = 16;
 /// Length-field value that marks the seal trailer of a finished segment.
 pub const SEAL_MARKER: u32 = u32::MAX;
+/// The highest first LSN a header may carry: record numbers stay far from
+/// `u64::MAX`, so no arithmetic on them can overflow.
+pub const LSN_MAX: Lsn = 1 << 62;
 
 /// What a segment header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
     pub version: u16,
+    /// Random per segment and mixed into every frame checksum, so that a
+    /// record whose payload embeds bytes shaped like a frame can never pass
+    /// as one (which would turn a torn tail into "corruption").
+    pub salt: u32,
     pub first_lsn: Lsn,
     /// The payload limit the segment was written with; every frame in it
     /// must respect it, so a corrupted length is caught before it is used.
@@ -78,6 +85,9 @@ pub enum FormatError {
     BadRecordLimit {
         found: u32,
     },
+    LsnTooLarge {
+        found: Lsn,
+    },
 }
 
 impl std::fmt::Display for FormatError {
@@ -119,6 +129,9 @@ impl std::fmt::Display for FormatError {
             FormatError::LengthTooLarge { len, max } => {
                 write!(f, "record length {len} exceeds the limit of {max} bytes")
             }
+            FormatError::LsnTooLarge { found } => {
+                write!(f, "first record number {found} exceeds the limit {LSN_MAX}")
+            }
             FormatError::BadRecordLimit { found } => {
                 write!(f, "header record limit {found} is not below the seal marker")
             }
@@ -140,8 +153,29 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(x)
 }
 
+/// A fresh random salt for a new segment (std's per-process random keys,
+/// so no extra dependency).
+pub fn new_salt() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    );
+    h.finish() as u32
+}
+
 /// Encodes a segment header.
-pub fn encode_segment_header(first_lsn: Lsn, record_bytes_max: u32) -> [u8; SEGMENT_HEADER_BYTES] {
+pub fn encode_segment_header(
+    first_lsn: Lsn,
+    record_bytes_max: u32,
+    salt: u32,
+) -> [u8; SEGMENT_HEADER_BYTES] {
+    assert!(
+        first_lsn <= LSN_MAX,
+        "first LSN {first_lsn} exceeds LSN_MAX"
+    );
     assert!(
         record_bytes_max < SEAL_MARKER,
         "record limit collides with the seal marker"
@@ -150,7 +184,7 @@ pub fn encode_segment_header(first_lsn: Lsn, record_bytes_max: u32) -> [u8; SEGM
     h[0..8].copy_from_slice(&SEGMENT_MAGIC);
     h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     h[10..12].copy_from_slice(&(SEGMENT_HEADER_BYTES as u16).to_le_bytes());
-    // 12..16 flags: zero in version 1.
+    h[12..16].copy_from_slice(&salt.to_le_bytes());
     h[16..24].copy_from_slice(&first_lsn.to_le_bytes());
     h[24..28].copy_from_slice(&record_bytes_max.to_le_bytes());
     let crc = crc32fast::hash(&h[0..28]);
@@ -187,6 +221,10 @@ pub fn decode_segment_header(b: &[u8]) -> Result<SegmentHeader, FormatError> {
     if header_len as usize != SEGMENT_HEADER_BYTES {
         return Err(FormatError::BadHeaderLength { found: header_len });
     }
+    let first_lsn = le_u64(b, 16);
+    if first_lsn > LSN_MAX {
+        return Err(FormatError::LsnTooLarge { found: first_lsn });
+    }
     let record_bytes_max = le_u32(b, 24);
     if record_bytes_max == SEAL_MARKER {
         return Err(FormatError::BadRecordLimit {
@@ -195,7 +233,8 @@ pub fn decode_segment_header(b: &[u8]) -> Result<SegmentHeader, FormatError> {
     }
     Ok(SegmentHeader {
         version,
-        first_lsn: le_u64(b, 16),
+        salt: le_u32(b, 12),
+        first_lsn,
         record_bytes_max,
     })
 }
@@ -203,8 +242,9 @@ pub fn decode_segment_header(b: &[u8]) -> Result<SegmentHeader, FormatError> {
 /// The checksum of a frame: CRC-32 (IEEE) over the length field, the LSN
 /// field and the payload, so a frame moved to another position, a zeroed
 /// header or a header/payload mismatch all fail.
-fn frame_crc(len_field: u32, lsn: Lsn, payload: &[u8]) -> u32 {
+pub fn frame_crc(salt: u32, len_field: u32, lsn: Lsn, payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
+    h.update(&salt.to_le_bytes());
     h.update(&len_field.to_le_bytes());
     h.update(&lsn.to_le_bytes());
     h.update(payload);
@@ -219,14 +259,14 @@ pub fn frame_bytes(payload_bytes: usize) -> usize {
 /// Appends one encoded frame to `out`. The caller has checked the payload
 /// length against its configured limit; `payload.len()` must be below
 /// [`SEAL_MARKER`].
-pub fn encode_frame(out: &mut Vec<u8>, lsn: Lsn, payload: &[u8]) {
+pub fn encode_frame(out: &mut Vec<u8>, salt: u32, lsn: Lsn, payload: &[u8]) {
     assert!(
         payload.len() < SEAL_MARKER as usize,
         "payload length {} collides with the seal marker",
         payload.len()
     );
     let len = payload.len() as u32;
-    let crc = frame_crc(len, lsn, payload);
+    let crc = frame_crc(salt, len, lsn, payload);
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(&lsn.to_le_bytes());
@@ -235,8 +275,8 @@ pub fn encode_frame(out: &mut Vec<u8>, lsn: Lsn, payload: &[u8]) {
 
 /// Appends the seal trailer that closes a finished segment. `end_lsn` is one
 /// past the segment's last record.
-pub fn encode_seal(out: &mut Vec<u8>, end_lsn: Lsn) {
-    let crc = frame_crc(SEAL_MARKER, end_lsn, &[]);
+pub fn encode_seal(out: &mut Vec<u8>, salt: u32, end_lsn: Lsn) {
+    let crc = frame_crc(salt, SEAL_MARKER, end_lsn, &[]);
     out.extend_from_slice(&SEAL_MARKER.to_le_bytes());
     out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(&end_lsn.to_le_bytes());
@@ -263,7 +303,8 @@ pub enum Decoded {
 
 /// Decodes the frame that starts at `buf[at..]`, expecting record number
 /// `expected_lsn` and payloads of at most `record_bytes_max`.
-pub fn decode_frame(buf: &[u8], at: usize, expected_lsn: Lsn, record_bytes_max: u32) -> Decoded {
+pub fn decode_frame(buf: &[u8], at: usize, expected_lsn: Lsn, h: &SegmentHeader) -> Decoded {
+    let record_bytes_max = h.record_bytes_max;
     let rest = buf.len().saturating_sub(at);
     if rest < FRAME_HEADER_BYTES {
         return Decoded::Incomplete {
@@ -274,7 +315,7 @@ pub fn decode_frame(buf: &[u8], at: usize, expected_lsn: Lsn, record_bytes_max: 
     let stored_crc = le_u32(buf, at + 4);
     let lsn = le_u64(buf, at + 8);
     if len == SEAL_MARKER {
-        let actual = frame_crc(SEAL_MARKER, lsn, &[]);
+        let actual = frame_crc(h.salt, SEAL_MARKER, lsn, &[]);
         if actual != stored_crc {
             return Decoded::Bad(FormatError::SealChecksum {
                 expected: stored_crc,
@@ -300,7 +341,7 @@ pub fn decode_frame(buf: &[u8], at: usize, expected_lsn: Lsn, record_bytes_max: 
         return Decoded::Incomplete { needed: frame_len };
     }
     let payload = at + FRAME_HEADER_BYTES..at + frame_len;
-    let actual = frame_crc(len, lsn, &buf[payload.clone()]);
+    let actual = frame_crc(h.salt, len, lsn, &buf[payload.clone()]);
     if actual != stored_crc {
         return Decoded::Bad(FormatError::FrameChecksum {
             lsn: expected_lsn,
@@ -334,7 +375,7 @@ pub fn find_valid_frame_after(
     buf: &[u8],
     bad_at: usize,
     expected_lsn: Lsn,
-    record_bytes_max: u32,
+    h: &SegmentHeader,
 ) -> Option<usize> {
     let mut at = bad_at + 1;
     while at + FRAME_HEADER_BYTES <= buf.len() {
@@ -342,7 +383,7 @@ pub fn find_valid_frame_after(
         let lsn_max =
             expected_lsn.saturating_add(((buf.len() - bad_at) / FRAME_HEADER_BYTES) as u64);
         if lsn >= expected_lsn && lsn <= lsn_max {
-            match decode_frame(buf, at, lsn, record_bytes_max) {
+            match decode_frame(buf, at, lsn, h) {
                 Decoded::Record { .. } | Decoded::Seal { .. } => return Some(at),
                 Decoded::Incomplete { .. } | Decoded::Bad(_) => {}
             }
@@ -413,7 +454,6 @@ pub struct SegmentScan {
 /// damage is reported in [`SegmentScan::end`].
 pub fn scan_segment(buf: &[u8], index_interval_bytes: u64) -> Result<SegmentScan, FormatError> {
     let header = decode_segment_header(buf)?;
-    let record_bytes_max = header.record_bytes_max;
     let mut at = SEGMENT_HEADER_BYTES;
     let mut lsn = header.first_lsn;
     let mut index: Vec<(Lsn, u64)> = Vec::new();
@@ -421,7 +461,7 @@ pub fn scan_segment(buf: &[u8], index_interval_bytes: u64) -> Result<SegmentScan
         if at == buf.len() {
             break ScanEnd::Clean;
         }
-        match decode_frame(buf, at, lsn, record_bytes_max) {
+        match decode_frame(buf, at, lsn, &header) {
             Decoded::Record { frame_len, .. } => {
                 let take = match index.last() {
                     None => true,
@@ -444,7 +484,7 @@ pub fn scan_segment(buf: &[u8], index_interval_bytes: u64) -> Result<SegmentScan
                 };
             }
             Decoded::Incomplete { needed } => {
-                match find_valid_frame_after(buf, at, lsn, record_bytes_max) {
+                match find_valid_frame_after(buf, at, lsn, &header) {
                     // A corrupted length that points past the end of file,
                     // with real frames behind it.
                     Some(valid_after) => {
@@ -477,7 +517,7 @@ pub fn scan_segment(buf: &[u8], index_interval_bytes: u64) -> Result<SegmentScan
                     valid_after: at,
                 }
             }
-            Decoded::Bad(error) => match find_valid_frame_after(buf, at, lsn, record_bytes_max) {
+            Decoded::Bad(error) => match find_valid_frame_after(buf, at, lsn, &header) {
                 Some(valid_after) => {
                     break ScanEnd::Corrupt {
                         offset: at,
@@ -507,24 +547,27 @@ pub fn scan_segment(buf: &[u8], index_interval_bytes: u64) -> Result<SegmentScan
 mod tests {
     use super::*;
 
+    const SALT: u32 = 0x5A17_5A17;
+
     fn segment(first: Lsn, payloads: &[&[u8]], seal: bool) -> Vec<u8> {
-        let mut b = encode_segment_header(first, 1024).to_vec();
+        let mut b = encode_segment_header(first, 1024, SALT).to_vec();
         for (i, p) in payloads.iter().enumerate() {
-            encode_frame(&mut b, first + i as u64, p);
+            encode_frame(&mut b, SALT, first + i as u64, p);
         }
         if seal {
-            encode_seal(&mut b, first + payloads.len() as u64);
+            encode_seal(&mut b, SALT, first + payloads.len() as u64);
         }
         b
     }
 
     #[test]
     fn header_round_trip_and_checks() {
-        let h = encode_segment_header(42, 1024);
+        let h = encode_segment_header(42, 1024, SALT);
         assert_eq!(
             decode_segment_header(&h),
             Ok(SegmentHeader {
                 version: 1,
+                salt: SALT,
                 first_lsn: 42,
                 record_bytes_max: 1024,
             })
@@ -560,7 +603,8 @@ mod tests {
             }
         );
         assert_eq!(s.index.len(), 3);
-        match decode_frame(&b, SEGMENT_HEADER_BYTES + 17 + 16, 9, 1024) {
+        let h = decode_segment_header(&b).expect("header");
+        match decode_frame(&b, SEGMENT_HEADER_BYTES + 17 + 16, 9, &h) {
             Decoded::Record { payload, .. } => assert_eq!(&b[payload], b"hello world"),
             other => panic!("unexpected {other:?}"),
         }
@@ -630,7 +674,7 @@ mod tests {
     #[test]
     fn misplaced_frame_fails_lsn_check() {
         let mut b = segment(0, &[b"abc"], false);
-        encode_frame(&mut b, 5, b"zzz");
+        encode_frame(&mut b, SALT, 5, b"zzz");
         let s = scan_segment(&b, 4096).expect("header");
         assert_eq!(s.records, 1);
         assert!(matches!(
@@ -642,6 +686,32 @@ mod tests {
                 },
                 ..
             }
+        ));
+    }
+
+    #[test]
+    fn frame_look_alike_inside_a_torn_payload_is_not_corruption() {
+        // A user's payload embeds a perfectly encoded frame, but without
+        // the segment's salt; tearing the record must read as a torn tail.
+        let mut fake = Vec::new();
+        encode_frame(&mut fake, 0, 2, b"x");
+        fake.extend_from_slice(b"tail");
+        let mut b = segment(0, &[b"a", &fake], false);
+        b.truncate(b.len() - 4);
+        let s = scan_segment(&b, 4096).expect("header");
+        assert_eq!(s.records, 1);
+        assert!(matches!(s.end, ScanEnd::Torn { .. }), "{:?}", s.end);
+    }
+
+    #[test]
+    fn header_refuses_record_numbers_near_overflow() {
+        let mut h = encode_segment_header(0, 1024, SALT);
+        h[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+        let crc = crc32fast::hash(&h[0..28]);
+        h[28..32].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            decode_segment_header(&h),
+            Err(FormatError::LsnTooLarge { .. })
         ));
     }
 

@@ -297,6 +297,7 @@ impl Wal {
             Arc::clone(&shared),
             recovered.active_file,
             active,
+            recovered.active_salt,
             recovered.active_bytes,
             end,
             rx,

@@ -28,7 +28,7 @@ pub struct Record {
 struct Cursor {
     meta: Arc<SegmentMeta>,
     file: Box<dyn StorageFile>,
-    record_bytes_max: u32,
+    header: format::SegmentHeader,
     /// `buf` holds the file's bytes `buf_offset..buf_offset + buf.len()`.
     buf: Vec<u8>,
     buf_offset: u64,
@@ -136,8 +136,7 @@ impl WalReader {
             detail,
         };
         loop {
-            match format::decode_frame(&cursor.buf, cursor.pos, cursor.lsn, cursor.record_bytes_max)
-            {
+            match format::decode_frame(&cursor.buf, cursor.pos, cursor.lsn, &cursor.header) {
                 Decoded::Record {
                     lsn,
                     payload,
@@ -165,7 +164,7 @@ impl WalReader {
                     return Err(corrupt(
                         cursor,
                         Corruption::SealMismatch {
-                            counted_end: self.next + 1,
+                            counted_end: cursor.lsn,
                             seal_end: end_lsn,
                         },
                     ))
@@ -216,7 +215,7 @@ impl WalReader {
         Ok(Cursor {
             meta,
             file,
-            record_bytes_max: header.record_bytes_max,
+            header,
             buf: Vec::new(),
             buf_offset: offset,
             pos: 0,

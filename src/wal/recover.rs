@@ -45,6 +45,7 @@ pub(crate) struct Recovered {
     pub(crate) segments: Vec<Arc<SegmentMeta>>,
     pub(crate) active_file: Box<dyn StorageFile>,
     pub(crate) active_bytes: u64,
+    pub(crate) active_salt: u32,
     pub(crate) next_lsn: Lsn,
     pub(crate) report: RecoveryReport,
 }
@@ -69,12 +70,13 @@ pub(crate) fn recover(
     let listed = list_segments(storage, dir)?;
     let Some((last_first, last_path)) = listed.last().cloned() else {
         let path = dir.join(segment_name(0));
-        let file = new_segment_file(storage, dir, &path, 0, config.record_bytes_max)?;
+        let (file, salt) = new_segment_file(storage, dir, &path, 0, config.record_bytes_max)?;
         tracing::info!(dir = %dir.display(), "started a new WAL");
         return Ok(Recovered {
             segments: vec![Arc::new(SegmentMeta::new(0, path, None))],
             active_file: file,
             active_bytes: format::SEGMENT_HEADER_BYTES as u64,
+            active_salt: salt,
             next_lsn: 0,
             report: RecoveryReport {
                 created: true,
@@ -105,7 +107,9 @@ pub(crate) fn recover(
             reason: "the segment header never reached the disk (crash while creating it); header rewritten"
                 .into(),
         });
-        buf = format::encode_segment_header(last_first, config.record_bytes_max).to_vec();
+        buf =
+            format::encode_segment_header(last_first, config.record_bytes_max, format::new_salt())
+                .to_vec();
     }
     let scan = format::scan_segment(&buf, config.index_interval_bytes)
         .map_err(|e| corrupt(dir, &last_path, 0, Corruption::Frame(e)))?;
@@ -126,6 +130,7 @@ pub(crate) fn recover(
         meta.note_position(lsn, off, config.index_interval_bytes);
     }
     let mut active_bytes = buf.len() as u64;
+    let mut active_salt = scan.header.salt;
     let mut sealed = false;
     match &scan.end {
         ScanEnd::Clean => {}
@@ -172,7 +177,10 @@ pub(crate) fn recover(
             .store(next_lsn, std::sync::atomic::Ordering::Release);
         segments.push(meta);
         let path = dir.join(segment_name(next_lsn));
-        file = new_segment_file(storage, dir, &path, next_lsn, config.record_bytes_max)?;
+        let (new_file, salt) =
+            new_segment_file(storage, dir, &path, next_lsn, config.record_bytes_max)?;
+        file = new_file;
+        active_salt = salt;
         segments.push(Arc::new(SegmentMeta::new(next_lsn, path, None)));
         active_bytes = format::SEGMENT_HEADER_BYTES as u64;
     } else {
@@ -198,6 +206,7 @@ pub(crate) fn recover(
         segments,
         active_file: file,
         active_bytes,
+        active_salt,
         next_lsn,
         report,
     })
@@ -288,7 +297,7 @@ fn check_finished_segment(
     file.read_exact_at(&mut tail, len - format::FRAME_HEADER_BYTES as u64)
         .map_err(|e| WalError::io("read the seal of segment", path, e))?;
     let seal_at = len - format::FRAME_HEADER_BYTES as u64;
-    match format::decode_frame(&tail, 0, next_first, header.record_bytes_max) {
+    match format::decode_frame(&tail, 0, next_first, &header) {
         Decoded::Seal { end_lsn } if end_lsn >= name_first => Ok(end_lsn),
         Decoded::Bad(format::FormatError::LsnMismatch { found, .. }) if is_seal(&tail) => {
             let next_path = dir.join(segment_name(next_first));

@@ -50,6 +50,8 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     file: Box<dyn StorageFile>,
     segment: Arc<SegmentMeta>,
+    /// The active segment's checksum salt (from its header).
+    salt: u32,
     /// Bytes in the active segment file (header and frames written).
     segment_bytes: u64,
     next_lsn: Lsn,
@@ -66,6 +68,7 @@ impl Writer {
         shared: Arc<Shared>,
         file: Box<dyn StorageFile>,
         segment: Arc<SegmentMeta>,
+        salt: u32,
         segment_bytes: u64,
         next_lsn: Lsn,
         rx: tokio::sync::mpsc::Receiver<Request>,
@@ -74,6 +77,7 @@ impl Writer {
             shared,
             file,
             segment,
+            salt,
             segment_bytes,
             next_lsn,
             index_next_offset: 0,
@@ -168,7 +172,7 @@ impl Writer {
                     self.segment.note_position(self.next_lsn, offset, interval);
                     self.index_next_offset = offset.saturating_add(interval);
                 }
-                format::encode_frame(&mut self.buf, self.next_lsn, payload);
+                format::encode_frame(&mut self.buf, self.salt, self.next_lsn, payload);
                 self.next_lsn += 1;
                 records += 1;
             }
@@ -233,7 +237,7 @@ impl Writer {
     fn roll(&mut self) -> Result<(), (&'static str, WalError)> {
         let end = self.next_lsn;
         let mut seal = Vec::with_capacity(format::FRAME_HEADER_BYTES);
-        format::encode_seal(&mut seal, end);
+        format::encode_seal(&mut seal, self.salt, end);
         self.file
             .append(&seal)
             .map_err(|e| ("write", WalError::io("seal segment", &self.segment.path, e)))?;
@@ -242,23 +246,28 @@ impl Writer {
         // Records up to here are durable now, whatever the policy says.
         self.shared.durable_end.fetch_max(end, Ordering::AcqRel);
 
-        let (file, meta) = create_segment(&self.shared, end).map_err(|e| ("create segment", e))?;
-        self.file = file;
-        self.segment = meta;
+        let next = create_segment(&self.shared, end).map_err(|e| ("create segment", e))?;
+        self.file = next.file;
+        self.segment = next.meta;
+        self.salt = next.salt;
         self.segment_bytes = format::SEGMENT_HEADER_BYTES as u64;
         self.index_next_offset = 0;
         Ok(())
     }
 }
 
+/// A segment just created by [`create_segment`].
+pub(crate) struct NewSegment {
+    file: Box<dyn StorageFile>,
+    meta: Arc<SegmentMeta>,
+    salt: u32,
+}
+
 /// Creates the segment starting at `first_lsn`: file, header, fsync, then
 /// the directory fsync; and adds it to the segment list.
-pub(crate) fn create_segment(
-    shared: &Shared,
-    first_lsn: Lsn,
-) -> Result<(Box<dyn StorageFile>, Arc<SegmentMeta>), WalError> {
+pub(crate) fn create_segment(shared: &Shared, first_lsn: Lsn) -> Result<NewSegment, WalError> {
     let path = shared.dir.join(segment_name(first_lsn));
-    let file = new_segment_file(
+    let (file, salt) = new_segment_file(
         shared.storage.as_ref(),
         &shared.dir,
         &path,
@@ -275,28 +284,33 @@ pub(crate) fn create_segment(
         .stats
         .segments_created
         .fetch_add(1, Ordering::Relaxed);
-    Ok((file, meta))
+    Ok(NewSegment { file, meta, salt })
 }
 
-/// Writes a new segment file with its header and makes file and directory
-/// entry durable.
+/// Writes a new segment file with its header (and a fresh salt) and makes
+/// file and directory entry durable. Returns the file and its salt.
 pub(crate) fn new_segment_file(
     storage: &dyn super::Storage,
     dir: &std::path::Path,
     path: &std::path::Path,
     first_lsn: Lsn,
     record_bytes_max: u32,
-) -> Result<Box<dyn StorageFile>, WalError> {
+) -> Result<(Box<dyn StorageFile>, u32), WalError> {
+    let salt = format::new_salt();
     let mut file = storage
         .create_new(path)
         .map_err(|e| WalError::io("create segment", path, e))?;
-    file.append(&format::encode_segment_header(first_lsn, record_bytes_max))
-        .map_err(|e| WalError::io("write the header of segment", path, e))?;
+    file.append(&format::encode_segment_header(
+        first_lsn,
+        record_bytes_max,
+        salt,
+    ))
+    .map_err(|e| WalError::io("write the header of segment", path, e))?;
     file.sync_data()
         .map_err(|e| WalError::io("fsync segment", path, e))?;
     storage
         .sync_dir(dir)
         .map_err(|e| WalError::io("fsync directory", dir, e))?;
     tracing::debug!(segment = %path.display(), first_lsn, "created WAL segment");
-    Ok(file)
+    Ok((file, salt))
 }
