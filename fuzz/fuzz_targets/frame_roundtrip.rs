@@ -1,13 +1,19 @@
 //! Encode/decode round trip of a whole segment, then truncation.
 //!
-//! From the input: a first LSN, a record limit, a list of payloads, whether
-//! to seal, and a cut point. The segment is encoded with the crate's
+//! From the input: a salt, a first LSN (at most `LSN_MAX`), a record limit,
+//! a list of payloads, whether to seal, and a cut point. The segment is encoded with the crate's
 //! encoders and scanned back: every payload must come back identical under
 //! the right record number, and the scan must end `Clean` (or `Sealed` with
 //! the right end). Then the image is cut at the chosen point, as a crash
 //! during the write would leave it: the scan must report exactly the
 //! records wholly before the cut and end `Clean` (cut on a frame boundary)
 //! or `Torn`, never `Corrupt`. A truncated log is always a torn tail.
+//!
+//! Then the salt's purpose: a second segment whose payloads embed
+//! byte-perfect frames (and a seal) encoded with a *different* salt, numbered
+//! as the record being torn and the ones after it, is cut inside a record:
+//! the scan must still report the records before it and a `Torn` (or
+//! `Clean`) end, never `Corrupt`.
 
 #![no_main]
 
@@ -15,11 +21,22 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use weir::wal::format::{
     decode_frame, encode_frame, encode_seal, encode_segment_header, frame_bytes, scan_segment,
-    Decoded, FormatError, ScanEnd, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    Decoded, FormatError, ScanEnd, SegmentHeader, FORMAT_VERSION, FRAME_HEADER_BYTES, LSN_MAX,
+    SEGMENT_HEADER_BYTES,
 };
 
 #[derive(Arbitrary, Debug)]
 struct Input {
+    /// The segment's salt.
+    salt: u32,
+    /// The salt of the look-alike frames embedded in payloads (made to
+    /// differ from `salt`).
+    other_salt: u32,
+    /// Where the look-alikes go inside each payload, and whether a
+    /// look-alike seal follows them.
+    embed: u16,
+    /// Which record the look-alike segment is cut inside, and where.
+    tear: u32,
     first_lsn: u64,
     /// Added to the longest payload to get the segment's record limit.
     slack: u16,
@@ -34,28 +51,30 @@ struct Input {
 fuzz_target!(|input: Input| {
     let payloads = &input.payloads;
     let n = payloads.len() as u64;
-    // Keep the record numbers (and the seal's end) representable.
-    let first = input.first_lsn.min(u64::MAX - n);
+    // The header refuses first LSNs above LSN_MAX.
+    let first = input.first_lsn.min(LSN_MAX);
+    let salt = input.salt;
     let longest = payloads.iter().map(Vec::len).max().unwrap_or(0) as u32;
     let record_bytes_max = longest + u32::from(input.slack);
     let interval = u64::from(input.index_interval);
 
-    let mut img = encode_segment_header(first, record_bytes_max).to_vec();
+    let mut img = encode_segment_header(first, record_bytes_max, salt).to_vec();
     // Frame boundaries: boundaries[i] is where frame i starts.
     let mut boundaries = vec![img.len()];
     for (i, p) in payloads.iter().enumerate() {
-        encode_frame(&mut img, first + i as u64, p);
+        encode_frame(&mut img, salt, first + i as u64, p);
         boundaries.push(img.len());
         assert_eq!(img.len() - boundaries[i], frame_bytes(p.len()));
     }
     let frames_end = img.len();
     if input.seal {
-        encode_seal(&mut img, first + n);
+        encode_seal(&mut img, salt, first + n);
     }
 
     // Whole image: everything comes back.
     let scan = scan_segment(&img, interval).expect("a freshly encoded header decodes");
     assert_eq!(scan.header.first_lsn, first);
+    assert_eq!(scan.header.salt, salt);
     assert_eq!(scan.header.record_bytes_max, record_bytes_max);
     assert_eq!(scan.records, n);
     assert_eq!(scan.valid_bytes, frames_end);
@@ -68,7 +87,7 @@ fuzz_target!(|input: Input| {
         ScanEnd::Clean
     };
     assert_eq!(scan.end, want_end);
-    check_records(&img, first, record_bytes_max, &payloads[..], &boundaries);
+    check_records(&img, &scan.header, &payloads[..], &boundaries);
     if n > 0 {
         assert_eq!(
             scan.index.first(),
@@ -101,13 +120,7 @@ fuzz_target!(|input: Input| {
         "cut at {cut}: wrong record count"
     );
     assert_eq!(scan.valid_bytes, boundaries[whole]);
-    check_records(
-        part,
-        first,
-        record_bytes_max,
-        &payloads[..whole],
-        &boundaries,
-    );
+    check_records(part, &scan.header, &payloads[..whole], &boundaries);
     match &scan.end {
         ScanEnd::Clean => assert_eq!(cut, boundaries[whole], "clean end off a boundary"),
         ScanEnd::Torn { offset, .. } => {
@@ -123,21 +136,117 @@ fuzz_target!(|input: Input| {
             img.len()
         ),
     }
+
+    check_foreign_lookalikes(&input, first);
 });
 
+/// `p` with frames encoded under `other` embedded at an input-chosen point:
+/// a record numbered `lsn` (carrying `p` itself), one numbered `lsn + 1`,
+/// and optionally a seal ending at `lsn + 2`. Returns the payload and the
+/// offsets (inside it) of the embedded frames.
+fn with_lookalikes(p: &[u8], other: u32, lsn: u64, embed: u16) -> (Vec<u8>, Vec<usize>) {
+    let split = usize::from(embed >> 1) % (p.len() + 1);
+    let mut out = p[..split].to_vec();
+    let mut at = Vec::new();
+    at.push(out.len());
+    encode_frame(&mut out, other, lsn, p);
+    at.push(out.len());
+    encode_frame(&mut out, other, lsn + 1, &p[split..]);
+    if embed & 1 != 0 {
+        at.push(out.len());
+        encode_seal(&mut out, other, lsn + 2);
+    }
+    out.extend_from_slice(&p[split..]);
+    (out, at)
+}
+
+/// Encodes a segment under `input.salt` whose record `i` embeds byte-perfect
+/// frames under another salt numbered `first + i` and on, cuts it inside
+/// one record, and checks the scan calls that a torn tail.
+fn check_foreign_lookalikes(input: &Input, first: u64) {
+    if input.payloads.is_empty() {
+        return;
+    }
+    let salt = input.salt;
+    let other = if input.other_salt == salt {
+        !salt
+    } else {
+        input.other_salt
+    };
+    let n = input.payloads.len();
+    let mut outer = Vec::with_capacity(n);
+    let mut embedded = Vec::with_capacity(n);
+    for (i, p) in input.payloads.iter().enumerate() {
+        let (q, at) = with_lookalikes(p, other, first + i as u64, input.embed);
+        outer.push(q);
+        embedded.push(at);
+    }
+    let longest = outer.iter().map(Vec::len).max().unwrap_or(0) as u32;
+    let record_bytes_max = longest + u32::from(input.slack);
+    let mut img = encode_segment_header(first, record_bytes_max, salt).to_vec();
+    let mut boundaries = vec![img.len()];
+    for (i, q) in outer.iter().enumerate() {
+        encode_frame(&mut img, salt, first + i as u64, q);
+        boundaries.push(img.len());
+    }
+    if input.seal {
+        encode_seal(&mut img, salt, first + n as u64);
+    }
+
+    // The look-alikes are real frames under their own salt (so the property
+    // below is not vacuous), and the whole image still scans back intact.
+    let foreign = SegmentHeader {
+        version: FORMAT_VERSION,
+        salt: other,
+        first_lsn: first,
+        record_bytes_max,
+    };
+    for (i, offsets) in embedded.iter().enumerate() {
+        let base = boundaries[i] + FRAME_HEADER_BYTES;
+        for (k, &off) in offsets.iter().enumerate() {
+            let lsn = first + (i + k) as u64;
+            match decode_frame(&img, base + off, lsn, &foreign) {
+                Decoded::Record { .. } if k < 2 => {}
+                Decoded::Seal { end_lsn } if k == 2 && end_lsn == lsn => {}
+                other => panic!("look-alike {k} in record {i} decodes as {other:?}"),
+            }
+        }
+    }
+    let scan = scan_segment(&img, u64::from(input.index_interval))
+        .expect("a freshly encoded header decodes");
+    assert_eq!(scan.records, n as u64);
+    check_records(&img, &scan.header, &outer, &boundaries);
+
+    // Cut strictly inside record `j` (frame header included).
+    let j = input.tear as usize % n;
+    let frame_len = boundaries[j + 1] - boundaries[j];
+    let cut = boundaries[j] + 1 + (input.tear as usize / n) % (frame_len - 1);
+    let part = &img[..cut];
+    let scan =
+        scan_segment(part, u64::from(input.index_interval)).expect("the header survived the cut");
+    match &scan.end {
+        ScanEnd::Torn { offset, .. } => assert_eq!(*offset, boundaries[j]),
+        ScanEnd::Clean => assert_eq!(cut, boundaries[j], "clean end off a boundary"),
+        other => panic!(
+            "cut at {cut} inside record {} (frame {}..{}): foreign-salt look-alikes made a \
+             torn tail scan as {other:?}",
+            first + j as u64,
+            boundaries[j],
+            boundaries[j + 1]
+        ),
+    }
+    assert_eq!(scan.records, j as u64, "cut at {cut}: wrong record count");
+    assert_eq!(scan.valid_bytes, boundaries[j]);
+    check_records(part, &scan.header, &outer[..j], &boundaries);
+}
+
 /// Decodes frame by frame and compares with the payloads that were encoded.
-fn check_records(
-    img: &[u8],
-    first: u64,
-    record_bytes_max: u32,
-    payloads: &[Vec<u8>],
-    boundaries: &[usize],
-) {
+fn check_records(img: &[u8], h: &SegmentHeader, payloads: &[Vec<u8>], boundaries: &[usize]) {
     let mut at = SEGMENT_HEADER_BYTES;
     for (i, p) in payloads.iter().enumerate() {
         assert_eq!(at, boundaries[i]);
-        let lsn = first + i as u64;
-        match decode_frame(img, at, lsn, record_bytes_max) {
+        let lsn = h.first_lsn + i as u64;
+        match decode_frame(img, at, lsn, h) {
             Decoded::Record {
                 lsn: got,
                 payload,
