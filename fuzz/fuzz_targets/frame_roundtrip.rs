@@ -20,7 +20,8 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use weir::wal::format::{
-    decode_frame, encode_frame, encode_seal, encode_segment_header, frame_bytes, scan_segment,
+    decode_frame, encode_frame, encode_seal, encode_segment_header, find_valid_frame_after,
+    frame_bytes, scan_segment,
     Decoded, FormatError, ScanEnd, SegmentHeader, FORMAT_VERSION, FRAME_HEADER_BYTES, LSN_MAX,
     SEGMENT_HEADER_BYTES,
 };
@@ -131,6 +132,14 @@ fuzz_target!(|input: Input| {
             assert!(input.seal && cut == img.len());
             assert_eq!((*offset, *end_lsn), (frames_end, first + n));
         }
+        // The fuzzer sees the salt and can learn 4-byte comparisons, so it
+        // may plant a frame valid under the segment's *own* salt inside a
+        // payload. Truncating that record then honestly reads as
+        // corruption: that is the documented limit of the salt (it only
+        // works while producers cannot know it), not a decoder bug.
+        ScanEnd::Corrupt { valid_after, .. }
+            if find_valid_frame_after(part, boundaries[whole], first + whole as u64, &scan.header)
+                == Some(*valid_after) => {}
         other => panic!(
             "cut at {cut} of {}: a truncated log scanned as {other:?}",
             img.len()
