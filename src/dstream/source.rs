@@ -1,0 +1,238 @@
+//! The interface input streams plug into, and the in-memory queue source.
+//!
+//! A source's records are addressed by dense `u64` positions starting at 0
+//! (for a WAL-backed source: record numbers). A batch reads the range
+//! `[previous cut, this cut)`; the same range must read back the same
+//! records until it is released, so a batch can be replayed.
+//!
+//! Limits: a [`Queue`] holds at most `queue_records_max` unreleased records
+//! (default [`QUEUE_RECORDS_MAX_DEFAULT`]); `push` past it returns an error
+//! instead of growing.
+//! Must never: decide batch boundaries on its own beyond `next_cut`, or do
+//! I/O (a WAL-backed source lives with the receivers).
+
+use std::collections::VecDeque;
+use std::fmt::Debug;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use super::graph::SourceControl;
+
+/// Boxed error type for source failures.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A replayable input of records of type `T`.
+pub trait Source<T>: Send + Sync {
+    /// End (exclusive) of the records that are available (durable) now.
+    fn available_end(&self) -> u64;
+    /// Where the batch starting at `start` ends: at most `max_end` (the
+    /// generator's cap) and at most [`Source::available_end`]. Called once
+    /// per batch, when the batch is cut. Default: everything available.
+    fn next_cut(&self, start: u64, max_end: u64) -> u64 {
+        let _ = start;
+        self.available_end().min(max_end)
+    }
+    /// The records of exactly `range`, re-readable until released.
+    fn read(&self, range: Range<u64>) -> Result<Vec<T>, BoxError>;
+    /// Records before `end` will never be read again and may be dropped.
+    fn release(&self, end: u64) {
+        let _ = end;
+    }
+}
+
+pub(crate) struct Control<T>(pub Arc<dyn Source<T>>);
+
+impl<T> SourceControl for Control<T> {
+    fn available_end(&self) -> u64 {
+        self.0.available_end()
+    }
+    fn next_cut(&self, start: u64, max_end: u64) -> u64 {
+        self.0
+            .next_cut(start, max_end)
+            .min(self.0.available_end())
+            .min(max_end)
+            .max(start)
+    }
+    fn release(&self, end: u64) {
+        self.0.release(end)
+    }
+}
+
+/// Default bound of a [`Queue`], in records.
+pub const QUEUE_RECORDS_MAX_DEFAULT: usize = 10_000_000;
+
+/// How a queue stream cuts batches (Spark's `oneAtATime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueMode {
+    /// Each pushed `Vec` is exactly one batch (an empty push is an empty
+    /// batch); a tick with nothing queued gives an empty batch.
+    #[default]
+    OneAtATime,
+    /// A batch takes everything queued at its tick.
+    All,
+}
+
+#[derive(Debug)]
+struct QueueInner<T> {
+    /// Position of `records[0]`.
+    base: u64,
+    records: VecDeque<T>,
+    /// End positions of pushes not yet fully cut, ascending.
+    push_ends: VecDeque<u64>,
+}
+
+/// An in-memory queue of batches, for tests and examples (like Spark's
+/// `queueStream`). Cloning shares the queue.
+#[derive(Debug)]
+pub struct Queue<T> {
+    inner: Arc<Mutex<QueueInner<T>>>,
+    mode: QueueMode,
+    records_max: usize,
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue {
+            inner: self.inner.clone(),
+            mode: self.mode,
+            records_max: self.records_max,
+        }
+    }
+}
+
+/// Returned when a push would exceed the queue's bound.
+#[derive(Debug, thiserror::Error)]
+#[error("queue full: {held} records held, push of {pushed} would exceed queue_records_max {max}")]
+pub struct QueueFull {
+    /// Records held now.
+    pub held: usize,
+    /// Records in the refused push.
+    pub pushed: usize,
+    /// The bound.
+    pub max: usize,
+}
+
+impl<T> Queue<T> {
+    /// An empty queue, one batch per push.
+    pub fn new() -> Self {
+        Self::with_mode(QueueMode::OneAtATime)
+    }
+
+    /// An empty queue with the given mode.
+    pub fn with_mode(mode: QueueMode) -> Self {
+        Queue {
+            inner: Arc::new(Mutex::new(QueueInner {
+                base: 0,
+                records: VecDeque::new(),
+                push_ends: VecDeque::new(),
+            })),
+            mode,
+            records_max: QUEUE_RECORDS_MAX_DEFAULT,
+        }
+    }
+
+    /// Sets the bound (`queue_records_max`), in records.
+    pub fn with_records_max(mut self, queue_records_max: usize) -> Self {
+        self.records_max = queue_records_max;
+        self
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueInner<T>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues one batch of records.
+    pub fn push(&self, batch: Vec<T>) -> Result<(), QueueFull> {
+        let mut q = self.lock();
+        if q.records.len() + batch.len() > self.records_max {
+            return Err(QueueFull {
+                held: q.records.len(),
+                pushed: batch.len(),
+                max: self.records_max,
+            });
+        }
+        q.records.extend(batch);
+        let end = q.base + q.records.len() as u64;
+        q.push_ends.push_back(end);
+        Ok(())
+    }
+
+    /// Records held (not yet released).
+    pub fn len(&self) -> usize {
+        self.lock().records.len()
+    }
+
+    /// Whether no records are held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T> Default for Queue<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Clone + Send + Sync> Source<T> for Queue<T> {
+    fn available_end(&self) -> u64 {
+        let q = self.lock();
+        q.base + q.records.len() as u64
+    }
+
+    fn next_cut(&self, start: u64, max_end: u64) -> u64 {
+        let mut q = self.lock();
+        let end = q.base + q.records.len() as u64;
+        match self.mode {
+            QueueMode::All => {
+                while q.push_ends.front().is_some_and(|&e| e <= max_end) {
+                    q.push_ends.pop_front();
+                }
+                end.min(max_end)
+            }
+            QueueMode::OneAtATime => {
+                // Drop push boundaries already passed (`<= start` except an
+                // empty push exactly at `start`, which is its own batch).
+                while let Some(&e) = q.push_ends.front() {
+                    if e < start {
+                        q.push_ends.pop_front();
+                    } else {
+                        break;
+                    }
+                }
+                match q.push_ends.front().copied() {
+                    Some(e) if e <= max_end => {
+                        q.push_ends.pop_front();
+                        e
+                    }
+                    // The cap splits this push; the rest comes next batch.
+                    Some(_) => max_end,
+                    None => start,
+                }
+            }
+        }
+    }
+
+    fn read(&self, range: Range<u64>) -> Result<Vec<T>, BoxError> {
+        let q = self.lock();
+        let end = q.base + q.records.len() as u64;
+        if range.start < q.base || range.end > end || range.start > range.end {
+            return Err(format!(
+                "queue range {}..{} not held (held {}..{})",
+                range.start, range.end, q.base, end
+            )
+            .into());
+        }
+        let a = (range.start - q.base) as usize;
+        let b = (range.end - q.base) as usize;
+        Ok(q.records.range(a..b).cloned().collect())
+    }
+
+    fn release(&self, end: u64) {
+        let mut q = self.lock();
+        while q.base < end && !q.records.is_empty() {
+            q.records.pop_front();
+            q.base += 1;
+        }
+    }
+}

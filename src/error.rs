@@ -1,0 +1,31 @@
+//! The crate's top-level error: one variant per module error.
+//!
+//! Owns: [`Error`] and [`Result`]. Must never: hold logic; each module
+//! defines (and documents) its own error enum.
+
+/// Any weir error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Graph building or batch evaluation.
+    #[error(transparent)]
+    Engine(#[from] crate::dstream::EngineError),
+    /// Batch scheduling and bookkeeping.
+    #[error(transparent)]
+    Scheduler(#[from] crate::scheduler::SchedulerError),
+    /// Output sinks.
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+    /// Encoding or decoding persisted values.
+    #[error(transparent)]
+    Codec(#[from] crate::codec::CodecError),
+    /// Streaming context life cycle and configuration.
+    #[error(transparent)]
+    Context(#[from] crate::context::ContextError),
+    // The WAL adds its variant here when it merges:
+    // #[error(transparent)]
+    // Wal(#[from] crate::wal::WalError),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
