@@ -12,6 +12,7 @@ pub mod dstream;
 pub mod error;
 pub mod scheduler;
 pub mod sink;
+pub mod testdata;
 pub mod wal;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -7,11 +7,12 @@
 //! records in order), and grouped values keep input order. Hashing never
 //! decides an order.
 
+use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use super::eval::{BatchCtx, PartFn};
-use super::hash::{partition_of, OrderedMap};
+use super::hash::{partition_of, FxBuild, OrderedMap};
 use super::{meta, DStream, Data};
 
 /// A key type: hashable, comparable for equality, shareable.
@@ -29,18 +30,25 @@ pub(crate) fn shuffle_combine<K: Key, V: Data, C: Data>(
 ) -> Vec<Vec<(K, C)>> {
     let r = ctx.partitions();
     let mapped: Vec<Vec<Vec<(K, C)>>> = ctx.par_map(d.parts(), |p| {
-        let mut m: OrderedMap<K, C> = OrderedMap::default();
+        // Map-side combine. A plain hash map (entries inline: one probe per
+        // record) remembers each key's first-appearance rank, so the output
+        // order is restored by a sort over distinct keys, not by hashing.
+        let mut m: HashMap<K, (C, u32), FxBuild> = HashMap::default();
+        let mut rank = 0u32;
         d.run(p, &mut |(k, v)| match m.entry(k) {
-            indexmap::map::Entry::Occupied(e) => merge_value(e.into_mut(), v),
-            indexmap::map::Entry::Vacant(e) => {
-                e.insert(create(v));
+            std::collections::hash_map::Entry::Occupied(e) => merge_value(&mut e.into_mut().0, v),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert((create(v), rank));
+                rank += 1;
             }
         });
+        let mut entries: Vec<(K, (C, u32))> = m.into_iter().collect();
+        entries.sort_unstable_by_key(|(_, (_, r))| *r);
         let mut out: Vec<Vec<(K, C)>> = (0..r).map(|_| Vec::new()).collect();
         if r == 1 {
-            out[0] = m.into_iter().collect();
+            out[0] = entries.into_iter().map(|(k, (c, _))| (k, c)).collect();
         } else {
-            for (k, c) in m {
+            for (k, (c, _)) in entries {
                 out[partition_of(&k, r)].push((k, c));
             }
         }

@@ -7,7 +7,6 @@
 //! unless a word is longer than 22 bytes. It hashes, compares and orders
 //! exactly like `str`, so it can be looked up by `&str`.
 
-use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -31,6 +30,8 @@ enum Repr {
 /// An immutable, cheaply clonable string (see the module docs).
 #[derive(Clone)]
 pub struct Text(Repr);
+
+const _: () = assert!(std::mem::size_of::<Text>() == 24);
 
 impl Text {
     /// A text holding `s`.
@@ -65,10 +66,95 @@ impl Text {
         }
     }
 
+    /// Calls `f` with every word of `s` (split on Unicode whitespace, like
+    /// `str::split_whitespace`), lowercased (like [`Text::lowercase`]).
+    /// ASCII lines take a single fused pass over the bytes: no allocation
+    /// for words up to 22 bytes.
+    #[inline]
+    pub fn for_each_lowercase_word(s: &str, mut f: impl FnMut(Text)) {
+        if !s.is_ascii() {
+            for w in s.split_whitespace() {
+                f(Text::lowercase(w))
+            }
+            return;
+        }
+        let b = s.as_bytes();
+        let n = b.len();
+        let mut i = 0;
+        // ASCII whitespace as `char::is_whitespace` defines it.
+        let ws = |c: u8| c == b' ' || (b'\t'..=b'\r').contains(&c);
+        while i < n {
+            while i < n && ws(b[i]) {
+                i += 1;
+            }
+            let start = i;
+            while i < n && !ws(b[i]) {
+                i += 1;
+            }
+            let w = &b[start..i];
+            if w.is_empty() {
+                break;
+            }
+            let len = w.len();
+            if len <= INLINE_BYTES_MAX {
+                // Load the word as three little-endian words (straight from
+                // the line when 24 bytes are readable, else via a copy),
+                // zero the bytes past its end, lowercase 8 bytes at a time.
+                let mut ws = [0u64; 3];
+                if start + 24 <= n {
+                    for (k, x) in ws.iter_mut().enumerate() {
+                        let mut c = [0u8; 8];
+                        c.copy_from_slice(&b[start + 8 * k..start + 8 * k + 8]);
+                        *x = u64::from_le_bytes(c);
+                    }
+                } else {
+                    let mut tmp = [0u8; 24];
+                    tmp[..len].copy_from_slice(w);
+                    for (k, x) in ws.iter_mut().enumerate() {
+                        let mut c = [0u8; 8];
+                        c.copy_from_slice(&tmp[8 * k..8 * k + 8]);
+                        *x = u64::from_le_bytes(c);
+                    }
+                }
+                for (k, x) in ws.iter_mut().enumerate() {
+                    let keep = len.saturating_sub(8 * k).min(8);
+                    let mask = if keep == 8 {
+                        u64::MAX
+                    } else {
+                        (1u64 << (8 * keep)) - 1
+                    };
+                    *x = ascii_lower_word(*x & mask);
+                }
+                let mut buf = [0u8; INLINE_BYTES_MAX];
+                buf[0..8].copy_from_slice(&ws[0].to_le_bytes());
+                buf[8..16].copy_from_slice(&ws[1].to_le_bytes());
+                buf[16..22].copy_from_slice(&ws[2].to_le_bytes()[..6]);
+                f(Text(Repr::Inline {
+                    len: len as u8,
+                    buf,
+                }))
+            } else {
+                f(Text::lowercase(&s[start..i]))
+            }
+        }
+    }
+
     /// This text in lowercase.
     #[inline]
     pub fn to_lowercase(&self) -> Text {
         Text::lowercase(self.as_str())
+    }
+
+    /// The 24 bytes of an inline text as three words. Two inline texts
+    /// holding the same string have the same bytes: same tag, same length,
+    /// zero-padded buffer.
+    #[inline]
+    fn raw_words(&self) -> [u64; 3] {
+        debug_assert!(matches!(self.0, Repr::Inline { .. }));
+        // SAFETY: `Text` is 24 bytes (asserted at compile time below) and
+        // its inline variant is a tag byte, a length byte and a fully
+        // initialized 22-byte buffer: 24 initialized bytes, no padding.
+        unsafe { std::ptr::read_unaligned(self as *const Text as *const [u64; 3]) }
     }
 
     /// The string.
@@ -93,12 +179,6 @@ impl Deref for Text {
     }
 }
 
-impl Borrow<str> for Text {
-    fn borrow(&self) -> &str {
-        self.as_str()
-    }
-}
-
 impl AsRef<str> for Text {
     fn as_ref(&self) -> &str {
         self.as_str()
@@ -108,7 +188,11 @@ impl AsRef<str> for Text {
 impl PartialEq for Text {
     #[inline]
     fn eq(&self, o: &Text) -> bool {
-        self.as_str() == o.as_str()
+        match (&self.0, &o.0) {
+            // Inline buffers are zero-padded: equal strings, equal bytes.
+            (Repr::Inline { .. }, Repr::Inline { .. }) => self.raw_words() == o.raw_words(),
+            _ => self.as_str() == o.as_str(),
+        }
     }
 }
 impl Eq for Text {}
@@ -135,10 +219,33 @@ impl Ord for Text {
     }
 }
 
+/// Lowercases the ASCII letters of 8 ASCII bytes at once.
+#[inline]
+fn ascii_lower_word(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // For ASCII bytes (< 0x80) these additions never carry across bytes.
+    let ge_a = x + ONES * (0x80 - b'A' as u64);
+    let gt_z = x + ONES * (0x80 - b'Z' as u64 - 1);
+    let upper = ge_a & !gt_z & HIGH;
+    x | (upper >> 2)
+}
+
+/// Hashes by words for inline texts (every string of at most 22 bytes is
+/// inline, so equal texts always hash equally). Not the same hash as
+/// `str`'s, which is why `Text` does not implement `Borrow<str>`.
 impl Hash for Text {
     #[inline]
     fn hash<H: Hasher>(&self, h: &mut H) {
-        self.as_str().hash(h)
+        match &self.0 {
+            Repr::Inline { .. } => {
+                let [a, b, c] = self.raw_words();
+                h.write_u64(a);
+                h.write_u64(b);
+                h.write_u64(c);
+            }
+            Repr::Shared(s) => s.hash(h),
+        }
     }
 }
 
@@ -202,9 +309,25 @@ mod tests {
         assert_eq!(Text::lowercase("ÉCOLE"), "école");
         assert_eq!(long.to_lowercase(), long);
         assert!(Text::new("a") < Text::new("b"));
+        for line in [
+            "  A bC\tdé\u{3000}x ",
+            "one\x0btwo  THREE\n",
+            "",
+            "   ",
+            "aVeryLongWordThatExceedsTheInlineLimit x",
+        ] {
+            let mut got = Vec::new();
+            Text::for_each_lowercase_word(line, |t| got.push(t));
+            let want: Vec<Text> = line.split_whitespace().map(Text::lowercase).collect();
+            assert_eq!(got, want, "{line:?}");
+        }
         let mut m = std::collections::HashMap::new();
         m.insert(Text::new("k"), 1);
-        assert_eq!(m.get("k"), Some(&1));
+        assert_eq!(m.get(&Text::from(String::from("k"))), Some(&1));
+        assert_eq!(
+            Text::from("x".repeat(30)).to_lowercase(),
+            Text::new(&"x".repeat(30))
+        );
         let bytes = crate::codec::encode(&long).unwrap();
         assert_eq!(crate::codec::decode::<Text>(&bytes).unwrap(), long);
     }
