@@ -256,7 +256,7 @@ impl<T: Data + Persist> Stream<T> for WindowStream<T> {
             let from = ctx.time_ms.saturating_sub(self.window_ms);
             let n = panes.values().map(|p| p.len()).max().unwrap_or(0);
             let mut out: Vec<Vec<T>> = (0..n).map(|_| Vec::new()).collect();
-            for (_, pane) in panes.range(from + 1..=ctx.time_ms) {
+            for (_, pane) in panes_between(&panes, from, ctx.time_ms) {
                 for (i, part) in pane.iter().enumerate() {
                     out[i].extend(part.iter().cloned());
                 }
@@ -374,6 +374,20 @@ impl<K: Key + Persist + Ord, V: Data + Persist> DStream<(K, V)> {
     }
 }
 
+/// Panes with times in `(after, until]`.
+fn panes_between<T>(
+    panes: &PaneMap<T>,
+    after: u64,
+    until: u64,
+) -> impl Iterator<Item = (&u64, &Parts<T>)> {
+    let r = if after < until {
+        Some(panes.range(after + 1..=until))
+    } else {
+        None
+    };
+    r.into_iter().flatten()
+}
+
 #[allow(clippy::too_many_arguments)]
 fn inverse_window<K, V, F>(
     ctx: &BatchCtx,
@@ -411,7 +425,7 @@ where
         };
         match prev {
             None => {
-                for (_, pane) in panes.range(win_from + 1..=t) {
+                for (_, pane) in panes_between(&panes, win_from, t) {
                     for (k, v) in &pane[i] {
                         merge(&mut cur, k, v);
                         touched.insert(k.clone());
@@ -421,7 +435,7 @@ where
             Some(p) => {
                 cur = p.parts[i].clone();
                 let old_from = t.saturating_sub(w + s);
-                for (_, pane) in panes.range(old_from + 1..=win_from) {
+                for (_, pane) in panes_between(&panes, old_from, win_from) {
                     for (k, v) in &pane[i] {
                         if let Some(old) = cur.remove(k) {
                             cur.insert(k.clone(), inv(old, v.clone()));
@@ -429,7 +443,7 @@ where
                         }
                     }
                 }
-                for (_, pane) in panes.range(t.saturating_sub(s) + 1..=t) {
+                for (_, pane) in panes_between(&panes, t.saturating_sub(s), t) {
                     for (k, v) in &pane[i] {
                         merge(&mut cur, k, v);
                         touched.insert(k.clone());
