@@ -59,7 +59,11 @@ fn vocabulary(n: usize) -> Vec<String> {
 /// a given `seed`.
 pub fn tweet_lines(count: usize, seed: u64) -> Vec<String> {
     let vocab = vocabulary(20_000);
-    let mut rng = Rng(seed | 1);
+    // SplitMix64 of the seed: nearby seeds give unrelated streams.
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    let mut rng = Rng((z ^ (z >> 31)) | 1);
     let mut by_len: Vec<Vec<String>> = vec![Vec::new(); LINE_BYTES];
     for w in vocab.iter().take(2_000) {
         if w.len() < LINE_BYTES {
@@ -102,5 +106,6 @@ mod tests {
             assert_eq!(l.split_whitespace().count(), super::LINE_WORDS);
         }
         assert_eq!(super::tweet_lines(3, 1), super::tweet_lines(3, 1));
+        assert_ne!(super::tweet_lines(3, 1000), super::tweet_lines(3, 1001));
     }
 }

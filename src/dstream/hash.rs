@@ -2,10 +2,10 @@
 //!
 //! [`WeirHasher`] has no random seed: the same key lands in the same
 //! partition in every run and on every replay. It combines words the FxHash
-//! way (rotate, xor, multiply: a few cycles a word) and finishes with
-//! MurmurHash3's 64-bit mixer, so both the low bits (hash-table buckets)
-//! and the high bits (partitions) are well distributed; plain FxHash's low
-//! bits are poor for keys whose last word is mostly zeros.
+//! way (rotate, xor, multiply: a few cycles a word) and finishes by folding
+//! the high half into the low half, so both the low bits (hash-table
+//! buckets) and the high bits (partitions) are well distributed; plain
+//! FxHash's low bits are poor for keys whose last word is mostly zeros.
 
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
@@ -61,12 +61,8 @@ impl Hasher for WeirHasher {
     }
     #[inline]
     fn finish(&self) -> u64 {
-        let mut h = self.h;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^ (h >> 33)
+        // Fold the well-mixed high half into the low bits.
+        self.h ^ (self.h >> 32)
     }
 }
 

@@ -21,34 +21,41 @@ impl<T: Data + Hash + Eq> Key for T {}
 
 /// Combines values per key: map side per input partition, then shuffles
 /// the partial combiners into `ctx.partitions()` partitions and merges them.
-pub(crate) fn shuffle_combine<K: Key, V: Data, C: Data>(
+pub(crate) fn shuffle_combine<K, V, C, FC, FV, FM>(
     ctx: &BatchCtx,
     d: &dyn PartFn<(K, V)>,
-    create: &(dyn Fn(V) -> C + Sync),
-    merge_value: &(dyn Fn(&mut C, V) + Sync),
-    merge_combiners: &(dyn Fn(&mut C, C) + Sync),
-) -> Vec<Vec<(K, C)>> {
+    create: &FC,
+    merge_value: &FV,
+    merge_combiners: &FM,
+) -> Vec<Vec<(K, C)>>
+where
+    K: Key,
+    V: Data,
+    C: Data,
+    FC: Fn(V) -> C + Sync,
+    FV: Fn(&mut C, V) + Sync,
+    FM: Fn(&mut C, C) + Sync,
+{
     let r = ctx.partitions();
     let mapped: Vec<Vec<Vec<(K, C)>>> = ctx.par_map(d.parts(), |p| {
-        // Map-side combine. A plain hash map (entries inline: one probe per
-        // record) remembers each key's first-appearance rank, so the output
-        // order is restored by a sort over distinct keys, not by hashing.
-        let mut m: HashMap<K, (C, u32), FxBuild> = HashMap::default();
-        let mut rank = 0u32;
-        d.run(p, &mut |(k, v)| match m.entry(k) {
-            std::collections::hash_map::Entry::Occupied(e) => merge_value(&mut e.into_mut().0, v),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert((create(v), rank));
-                rank += 1;
+        // Map-side combine into a plain hash map (entries inline: one probe
+        // per record); `order` remembers keys in order of first appearance
+        // so the output order never depends on hashing.
+        let mut m: HashMap<K, C, FxBuild> = HashMap::default();
+        let mut order: Vec<K> = Vec::new();
+        d.run(p, &mut |(k, v)| match m.get_mut(&k) {
+            Some(c) => merge_value(c, v),
+            None => {
+                order.push(k.clone());
+                m.insert(k, create(v));
             }
         });
-        let mut entries: Vec<(K, (C, u32))> = m.into_iter().collect();
-        entries.sort_unstable_by_key(|(_, (_, r))| *r);
+        let entries = order.into_iter().filter_map(|k| m.remove_entry(&k));
         let mut out: Vec<Vec<(K, C)>> = (0..r).map(|_| Vec::new()).collect();
         if r == 1 {
-            out[0] = entries.into_iter().map(|(k, (c, _))| (k, c)).collect();
+            out[0] = entries.collect();
         } else {
-            for (k, (c, _)) in entries {
+            for (k, c) in entries {
                 out[partition_of(&k, r)].push((k, c));
             }
         }
@@ -192,7 +199,13 @@ impl<K: Key, V: Data> DStream<(K, V)> {
                             *c = Some(f(a, b));
                         }
                     };
-                    let parts = shuffle_combine(ctx, &*d, &Some, &|c, v| merge(c, Some(v)), &merge);
+                    let parts = shuffle_combine(
+                        ctx,
+                        &*d,
+                        &Some,
+                        &|c: &mut Option<V>, v: V| merge(c, Some(v)),
+                        &merge,
+                    );
                     Ok(parts
                         .into_iter()
                         .map(|p| {

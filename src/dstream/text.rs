@@ -18,35 +18,78 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// Longest string stored inline, in bytes.
 pub const INLINE_BYTES_MAX: usize = 22;
 
-#[derive(Clone)]
-enum Repr {
-    Inline {
-        len: u8,
-        buf: [u8; INLINE_BYTES_MAX],
-    },
-    Shared(Arc<str>),
-}
+/// Byte 23 of a shared text; an inline text keeps its length there.
+const SHARED: u8 = 0xFF;
 
 /// An immutable, cheaply clonable string (see the module docs).
-#[derive(Clone)]
-pub struct Text(Repr);
+///
+/// Layout (24 bytes, 8-aligned): inline, bytes `0..22` hold the string
+/// zero-padded and byte 23 its length; shared, bytes `0..8` hold the
+/// `Arc<str>` data pointer, `8..16` its length, byte 23 is `0xFF`. Every
+/// string of at most 22 bytes is inline and every longer one shared, so
+/// equal strings always have the same representation. Inline texts are
+/// built with three 8-byte stores and read back with three 8-byte loads
+/// (hash, equality), which keeps store-to-load forwarding cheap.
+#[repr(C, align(8))]
+pub struct Text {
+    b: [u8; 24],
+}
 
 const _: () = assert!(std::mem::size_of::<Text>() == 24);
+const _: () = assert!(
+    std::mem::size_of::<usize>() == 8,
+    "Text needs 64-bit pointers"
+);
+
+// SAFETY: a `Text` is either plain bytes or an owned strong reference to an
+// `Arc<str>`, which is `Send + Sync`.
+unsafe impl Send for Text {}
+unsafe impl Sync for Text {}
 
 impl Text {
     /// A text holding `s`.
     #[inline]
     pub fn new(s: &str) -> Text {
         if s.len() <= INLINE_BYTES_MAX {
-            let mut buf = [0u8; INLINE_BYTES_MAX];
-            buf[..s.len()].copy_from_slice(s.as_bytes());
-            Text(Repr::Inline {
-                len: s.len() as u8,
-                buf,
-            })
+            let mut b = [0u8; 24];
+            b[..s.len()].copy_from_slice(s.as_bytes());
+            b[23] = s.len() as u8;
+            Text::from_words(words_of(&b))
         } else {
-            Text(Repr::Shared(Arc::from(s)))
+            Text::shared(Arc::from(s))
         }
+    }
+
+    #[inline]
+    fn from_words(w: [u64; 3]) -> Text {
+        let mut b = [0u8; 24];
+        b[0..8].copy_from_slice(&w[0].to_le_bytes());
+        b[8..16].copy_from_slice(&w[1].to_le_bytes());
+        b[16..24].copy_from_slice(&w[2].to_le_bytes());
+        Text { b }
+    }
+
+    #[inline]
+    fn words(&self) -> [u64; 3] {
+        words_of(&self.b)
+    }
+
+    fn shared(a: Arc<str>) -> Text {
+        let len = a.len() as u64;
+        let ptr = Arc::into_raw(a) as *const u8 as usize as u64;
+        Text::from_words([ptr, len, (SHARED as u64) << 56])
+    }
+
+    #[inline]
+    fn is_inline(&self) -> bool {
+        self.b[23] != SHARED
+    }
+
+    /// The `Arc<str>` pointer of a shared text.
+    #[inline]
+    fn shared_ptr(&self) -> *const str {
+        let [p, len, _] = self.words();
+        std::ptr::slice_from_raw_parts(p as usize as *const u8, len as usize) as *const str
     }
 
     /// `s` in lowercase (Unicode rules, like `str::to_lowercase`); ASCII
@@ -57,10 +100,10 @@ impl Text {
             let mut buf = [0u8; INLINE_BYTES_MAX];
             buf[..s.len()].copy_from_slice(s.as_bytes());
             buf[..s.len()].make_ascii_lowercase();
-            Text(Repr::Inline {
-                len: s.len() as u8,
-                buf,
-            })
+            let mut b = [0u8; 24];
+            b[..22].copy_from_slice(&buf);
+            b[23] = s.len() as u8;
+            Text::from_words(words_of(&b))
         } else {
             Text::from(s.to_lowercase())
         }
@@ -72,70 +115,32 @@ impl Text {
     /// for words up to 22 bytes.
     #[inline]
     pub fn for_each_lowercase_word(s: &str, mut f: impl FnMut(Text)) {
-        if !s.is_ascii() {
+        let b = s.as_bytes();
+        let n = b.len();
+        if n > MASK_BYTES_MAX || !s.is_ascii() {
             for w in s.split_whitespace() {
                 f(Text::lowercase(w))
             }
             return;
         }
-        let b = s.as_bytes();
-        let n = b.len();
-        let mut i = 0;
-        // ASCII whitespace as `char::is_whitespace` defines it.
-        let ws = |c: u8| c == b' ' || (b'\t'..=b'\r').contains(&c);
-        while i < n {
-            while i < n && ws(b[i]) {
-                i += 1;
-            }
-            let start = i;
-            while i < n && !ws(b[i]) {
-                i += 1;
-            }
-            let w = &b[start..i];
-            if w.is_empty() {
+        // One bit per byte, set for whitespace and for every position past
+        // the end, so each word is a run of zero bits: finding word bounds
+        // costs a few bit operations per word, not a branch per byte.
+        let mut masks = [u64::MAX; MASK_WORDS];
+        whitespace_masks(b, &mut masks);
+        let mut pos = 0;
+        while let Some(start) = next_bit(&masks, pos, false) {
+            let end = next_bit(&masks, start, true).unwrap_or(n).min(n);
+            if start >= n {
                 break;
             }
-            let len = w.len();
+            let len = end - start;
             if len <= INLINE_BYTES_MAX {
-                // Load the word as three little-endian words (straight from
-                // the line when 24 bytes are readable, else via a copy),
-                // zero the bytes past its end, lowercase 8 bytes at a time.
-                let mut ws = [0u64; 3];
-                if start + 24 <= n {
-                    for (k, x) in ws.iter_mut().enumerate() {
-                        let mut c = [0u8; 8];
-                        c.copy_from_slice(&b[start + 8 * k..start + 8 * k + 8]);
-                        *x = u64::from_le_bytes(c);
-                    }
-                } else {
-                    let mut tmp = [0u8; 24];
-                    tmp[..len].copy_from_slice(w);
-                    for (k, x) in ws.iter_mut().enumerate() {
-                        let mut c = [0u8; 8];
-                        c.copy_from_slice(&tmp[8 * k..8 * k + 8]);
-                        *x = u64::from_le_bytes(c);
-                    }
-                }
-                for (k, x) in ws.iter_mut().enumerate() {
-                    let keep = len.saturating_sub(8 * k).min(8);
-                    let mask = if keep == 8 {
-                        u64::MAX
-                    } else {
-                        (1u64 << (8 * keep)) - 1
-                    };
-                    *x = ascii_lower_word(*x & mask);
-                }
-                let mut buf = [0u8; INLINE_BYTES_MAX];
-                buf[0..8].copy_from_slice(&ws[0].to_le_bytes());
-                buf[8..16].copy_from_slice(&ws[1].to_le_bytes());
-                buf[16..22].copy_from_slice(&ws[2].to_le_bytes()[..6]);
-                f(Text(Repr::Inline {
-                    len: len as u8,
-                    buf,
-                }))
+                f(inline_lower(b, start, len))
             } else {
-                f(Text::lowercase(&s[start..i]))
+                f(Text::lowercase(&s[start..end]))
             }
+            pos = end;
         }
     }
 
@@ -145,28 +150,47 @@ impl Text {
         Text::lowercase(self.as_str())
     }
 
-    /// The 24 bytes of an inline text as three words. Two inline texts
-    /// holding the same string have the same bytes: same tag, same length,
-    /// zero-padded buffer.
-    #[inline]
-    fn raw_words(&self) -> [u64; 3] {
-        debug_assert!(matches!(self.0, Repr::Inline { .. }));
-        // SAFETY: `Text` is 24 bytes (asserted at compile time below) and
-        // its inline variant is a tag byte, a length byte and a fully
-        // initialized 22-byte buffer: 24 initialized bytes, no padding.
-        unsafe { std::ptr::read_unaligned(self as *const Text as *const [u64; 3]) }
-    }
-
     /// The string.
     #[inline]
     pub fn as_str(&self) -> &str {
-        match &self.0 {
-            // SAFETY: `buf[..len]` was copied from a `&str` (or ASCII-
-            // lowercased, which keeps UTF-8 valid) and is never mutated.
-            Repr::Inline { len, buf } => unsafe {
-                std::str::from_utf8_unchecked(&buf[..*len as usize])
-            },
-            Repr::Shared(s) => s,
+        if self.is_inline() {
+            // SAFETY: inline bytes `..len` were copied from a `&str` (or
+            // ASCII-lowercased, which keeps UTF-8 valid) and never change.
+            unsafe { std::str::from_utf8_unchecked(&self.b[..self.b[23] as usize]) }
+        } else {
+            // SAFETY: a shared text owns one strong count of this Arc.
+            unsafe { &*self.shared_ptr() }
+        }
+    }
+}
+
+#[inline]
+fn words_of(b: &[u8; 24]) -> [u64; 3] {
+    let w = |k: usize| {
+        let mut c = [0u8; 8];
+        c.copy_from_slice(&b[8 * k..8 * k + 8]);
+        u64::from_le_bytes(c)
+    };
+    [w(0), w(1), w(2)]
+}
+
+impl Clone for Text {
+    #[inline]
+    fn clone(&self) -> Text {
+        if !self.is_inline() {
+            // SAFETY: `self` owns a strong count, so the Arc is alive.
+            unsafe { Arc::increment_strong_count(self.shared_ptr()) }
+        }
+        Text { b: self.b }
+    }
+}
+
+impl Drop for Text {
+    #[inline]
+    fn drop(&mut self) {
+        if !self.is_inline() {
+            // SAFETY: gives back the strong count this text owns.
+            unsafe { drop(Arc::from_raw(self.shared_ptr())) }
         }
     }
 }
@@ -188,10 +212,15 @@ impl AsRef<str> for Text {
 impl PartialEq for Text {
     #[inline]
     fn eq(&self, o: &Text) -> bool {
-        match (&self.0, &o.0) {
-            // Inline buffers are zero-padded: equal strings, equal bytes.
-            (Repr::Inline { .. }, Repr::Inline { .. }) => self.raw_words() == o.raw_words(),
-            _ => self.as_str() == o.as_str(),
+        // Inline texts are zero-padded: equal strings, equal words. An
+        // inline text never equals a shared one (different lengths).
+        if self.is_inline() {
+            // Word by word in registers (an array compare goes through
+            // the stack and stalls store-to-load forwarding).
+            let (a, b) = (self.words(), o.words());
+            ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2])) == 0
+        } else {
+            !o.is_inline() && self.as_str() == o.as_str()
         }
     }
 }
@@ -219,6 +248,114 @@ impl Ord for Text {
     }
 }
 
+/// Longest line (in bytes) split with whitespace bitmasks; longer lines
+/// use `str::split_whitespace`.
+const MASK_BYTES_MAX: usize = 256;
+const MASK_WORDS: usize = MASK_BYTES_MAX / 64;
+
+/// Sets bit `i % 64` of `masks[i / 64]` to whether `b[i]` is ASCII
+/// whitespace (`char::is_whitespace`: space and `\t`..=`\r`); bits past
+/// `b.len()` keep their value. `b.len() <= MASK_BYTES_MAX`.
+#[inline]
+fn whitespace_masks(b: &[u8], masks: &mut [u64; MASK_WORDS]) {
+    let n = b.len();
+    let mut i = 0;
+    while i < n {
+        let take = (n - i).min(16);
+        let mut chunk = [0u8; 16];
+        chunk[..take].copy_from_slice(&b[i..i + take]);
+        let bits = whitespace16(&chunk) as u64 & ((1u64 << take) - 1);
+        let (w, sh) = (i / 64, i % 64);
+        // Clear the `take` bits at `sh`, then set the whitespace ones.
+        masks[w] &= !(((1u64 << take) - 1) << sh);
+        masks[w] |= bits << sh;
+        i += take;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn whitespace16(chunk: &[u8; 16]) -> u32 {
+    use std::arch::x86_64::*;
+    // SAFETY: SSE2 is part of the x86_64 baseline; the load reads exactly
+    // the 16 bytes of `chunk` (unaligned load).
+    unsafe {
+        let v = _mm_loadu_si128(chunk.as_ptr() as *const __m128i);
+        let space = _mm_cmpeq_epi8(v, _mm_set1_epi8(b' ' as i8));
+        // `\t`..=`\r` is 9..=13: (v - 9) <= 4 as unsigned bytes.
+        let t = _mm_sub_epi8(v, _mm_set1_epi8(9));
+        let ctrl = _mm_cmpeq_epi8(_mm_min_epu8(t, _mm_set1_epi8(4)), t);
+        _mm_movemask_epi8(_mm_or_si128(space, ctrl)) as u32
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn whitespace16(chunk: &[u8; 16]) -> u32 {
+    let mut m = 0u32;
+    for (j, &c) in chunk.iter().enumerate() {
+        m |= ((c == b' ' || (b'\t'..=b'\r').contains(&c)) as u32) << j;
+    }
+    m
+}
+
+/// Position of the first bit at or after `from` that is set (`set`) or
+/// clear (`!set`), if any.
+#[inline]
+fn next_bit(masks: &[u64; MASK_WORDS], from: usize, set: bool) -> Option<usize> {
+    let mut w = from / 64;
+    if w >= MASK_WORDS {
+        return None;
+    }
+    let flip = if set { 0 } else { u64::MAX };
+    let mut m = (masks[w] ^ flip) & (u64::MAX << (from % 64));
+    loop {
+        if m != 0 {
+            return Some(w * 64 + m.trailing_zeros() as usize);
+        }
+        w += 1;
+        if w >= MASK_WORDS {
+            return None;
+        }
+        m = masks[w] ^ flip;
+    }
+}
+
+/// The ASCII word `b[start..start + len]` (`len <= 22`), lowercased, as an
+/// inline text: loaded as three words (straight from the line when 24 bytes
+/// are readable, else via a copy), bytes past its end zeroed, lowercased
+/// 8 bytes at a time.
+#[inline]
+fn inline_lower(b: &[u8], start: usize, len: usize) -> Text {
+    let mut ws = [0u64; 3];
+    if start + 24 <= b.len() {
+        for (k, x) in ws.iter_mut().enumerate() {
+            let mut c = [0u8; 8];
+            c.copy_from_slice(&b[start + 8 * k..start + 8 * k + 8]);
+            *x = u64::from_le_bytes(c);
+        }
+    } else {
+        let mut tmp = [0u8; 24];
+        tmp[..len].copy_from_slice(&b[start..start + len]);
+        for (k, x) in ws.iter_mut().enumerate() {
+            let mut c = [0u8; 8];
+            c.copy_from_slice(&tmp[8 * k..8 * k + 8]);
+            *x = u64::from_le_bytes(c);
+        }
+    }
+    for (k, x) in ws.iter_mut().enumerate() {
+        let keep = len.saturating_sub(8 * k).min(8);
+        let mask = if keep == 8 {
+            u64::MAX
+        } else {
+            (1u64 << (8 * keep)) - 1
+        };
+        *x = ascii_lower_word(*x & mask);
+    }
+    ws[2] |= (len as u64) << 56;
+    Text::from_words(ws)
+}
+
 /// Lowercases the ASCII letters of 8 ASCII bytes at once.
 #[inline]
 fn ascii_lower_word(x: u64) -> u64 {
@@ -237,14 +374,16 @@ fn ascii_lower_word(x: u64) -> u64 {
 impl Hash for Text {
     #[inline]
     fn hash<H: Hasher>(&self, h: &mut H) {
-        match &self.0 {
-            Repr::Inline { .. } => {
-                let [a, b, c] = self.raw_words();
-                h.write_u64(a);
-                h.write_u64(b);
-                h.write_u64(c);
-            }
-            Repr::Shared(s) => s.hash(h),
+        if self.is_inline() {
+            // Three independent multiplies (no dependency chain).
+            let [a, b, c] = self.words();
+            h.write_u64(
+                a.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                    ^ b.wrapping_mul(0xc2b2_ae3d_27d4_eb4f)
+                    ^ c.wrapping_mul(0x1656_67b1_9e37_79f9),
+            );
+        } else {
+            self.as_str().hash(h)
         }
     }
 }
@@ -270,7 +409,7 @@ impl From<String> for Text {
         if s.len() <= INLINE_BYTES_MAX {
             Text::new(&s)
         } else {
-            Text(Repr::Shared(Arc::from(s)))
+            Text::shared(Arc::from(s))
         }
     }
 }
