@@ -248,3 +248,49 @@ fn union_of_streams_with_different_slides_is_refused() {
         "{err}"
     );
 }
+
+/// A window rebuilt after a restart: its panes come back from the
+/// checkpoint store (the source is not re-read for past batches).
+#[test]
+fn window_contents_survive_a_restart_through_their_panes() {
+    use std::sync::Arc;
+    use weir::scheduler::MemoryCheckpointStore;
+    use weir::{ManualClock, StreamingContext};
+
+    let store = MemoryCheckpointStore::new();
+    let q = queue(vec![one(&[1]), one(&[2]), one(&[3]), one(&[4])]);
+    let build = |start: u64| {
+        let clock = Arc::new(ManualClock::new(start));
+        let ssc = StreamingContext::builder()
+            .batch_interval(S(1))
+            .parallelism(2)
+            .partitions(2)
+            .clock(clock.clone())
+            .checkpoint_store(Box::new(store.clone()))
+            .build()
+            .unwrap();
+        let out = collect(&ssc.queue_stream(&q).window(S(3), S(1)).name("last3"));
+        (ssc, clock, out)
+    };
+    let (ssc, clock, out) = build(0);
+    ssc.start().unwrap();
+    for t in [1000, 2000] {
+        clock.advance(1000);
+        ssc.await_batch(t, WAIT).unwrap();
+    }
+    ssc.stop(false).unwrap();
+    assert_eq!(get(&out), vec![(1000, one(&[1])), (2000, one(&[1, 2]))]);
+    assert!(store.operators().contains(&"last3.panes".to_string()));
+
+    let (ssc, clock, out) = build(2000);
+    ssc.start().unwrap();
+    for t in [3000, 4000] {
+        clock.advance(1000);
+        ssc.await_batch(t, WAIT).unwrap();
+    }
+    ssc.stop(false).unwrap();
+    assert_eq!(
+        sorted(&out),
+        vec![(3000, one(&[1, 2, 3])), (4000, one(&[2, 3, 4]))]
+    );
+}

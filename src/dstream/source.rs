@@ -236,3 +236,34 @@ impl<T: Clone + Send + Sync> Source<T> for Queue<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_at_a_time_cuts_at_push_boundaries_and_respects_the_cap() {
+        let q: Queue<u32> = Queue::new();
+        q.push(vec![1, 2, 3]).unwrap();
+        q.push(vec![]).unwrap();
+        q.push(vec![4]).unwrap();
+        assert_eq!(q.next_cut(0, 2), 2); // capped inside the first push
+        assert_eq!(q.next_cut(2, 100), 3); // rest of the first push
+        assert_eq!(q.next_cut(3, 100), 3); // the empty push
+        assert_eq!(q.next_cut(3, 100), 4);
+        assert_eq!(q.next_cut(4, 100), 4); // nothing queued: empty batch
+        assert_eq!(q.read(1..4).unwrap(), vec![2, 3, 4]);
+        q.release(3);
+        assert!(q.read(0..2).is_err());
+        assert_eq!(q.read(3..4).unwrap(), vec![4]);
+    }
+
+    #[test]
+    fn queue_is_bounded() {
+        let q: Queue<u8> = Queue::new().with_records_max(3);
+        q.push(vec![1, 2]).unwrap();
+        let e = q.push(vec![3, 4]).unwrap_err();
+        assert_eq!(e.max, 3);
+        assert_eq!(q.len(), 2);
+    }
+}
