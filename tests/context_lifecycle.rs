@@ -62,6 +62,7 @@ fn auto_names_are_stable_and_duplicates_are_refused() {
     let b = h.ssc.queue_stream(&queue::<(String, i64)>(vec![]));
     let counts = a.map(|x| x).reduce_by_key(|x, y| x + y);
     let _second_map = a.map(|x| x);
+    let _cbv = a.count_by_value();
     let totals = a
         .union(&b)
         .update_state_by_key(|v: &[i64], s: Option<&i64>| {
@@ -88,6 +89,8 @@ fn auto_names_are_stable_and_duplicates_are_refused() {
             "queue/map",
             "queue/map/reduce_by_key",
             "queue/map#2",
+            "queue/count_by_value.pairs",
+            "queue/count_by_value",
             "queue+queue#2/union",
             "totals",
             "queue/reduce_by_key_and_window.batch",

@@ -667,7 +667,15 @@ impl<T: Data> DStream<T> {
 impl<T: Data + std::hash::Hash + Eq> DStream<T> {
     /// Each distinct record with its number of occurrences in the batch.
     pub fn count_by_value(&self) -> DStream<(T, u64)> {
-        self.map(|x| (x, 1u64))
-            .reduce_by_key_kind("count_by_value", |a, b| a + b)
+        let pairs = self.map(|x| (x, 1u64));
+        let out = pairs.reduce_by_key_kind("count_by_value", |a, b| a + b);
+        self.g.compose(
+            out.id,
+            "count_by_value",
+            vec![],
+            vec![self.id],
+            &[(pairs.id, "pairs")],
+        );
+        out
     }
 }

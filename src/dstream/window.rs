@@ -183,7 +183,8 @@ impl<T: Data + Persist> DStream<T> {
         out
     }
 
-    /// All records of each window combined with the associative `f`.
+    /// All records of each window combined with the associative `f`
+    /// (each batch is reduced first; the window keeps one value per batch).
     pub fn reduce_by_window(
         &self,
         f: impl Fn(T, T) -> T + Send + Sync + 'static,
@@ -191,10 +192,18 @@ impl<T: Data + Persist> DStream<T> {
         slide: Duration,
     ) -> DStream<T> {
         let f = Arc::new(f);
-        let f2 = f.clone();
-        let win = self.window(window, slide);
+        let (f1, f2) = (f.clone(), f.clone());
+        let batch = self.reduce(move |a, b| f1(a, b));
+        let win = batch.window(window, slide);
         let out = win.reduce(move |a, b| f2(a, b));
-        self.compose_over(&out, "reduce_by_window", &win, "window");
+        let params = self.g.lock().nodes[win.id].params.clone();
+        self.g.compose(
+            out.id,
+            "reduce_by_window",
+            params,
+            vec![self.id],
+            &[(batch.id, "batch"), (win.id, "window")],
+        );
         out
     }
 
