@@ -67,9 +67,20 @@ fn main() -> weir::Result<()> {
     let q: Queue<Text> = Queue::new();
     let distinct = Arc::new(AtomicU64::new(0));
     let d2 = distinct.clone();
-    ssc.queue_stream(&q)
-        .flat_map_with(|line: Text, out| Text::for_each_lowercase_word(&line, &mut *out))
-        .map(|w| (w, 1u64))
+    let lines_stream = ssc.queue_stream(&q);
+    // WEIR_ONE_STAGE=1: emit (word, 1) straight from flat_map_with (one
+    // closure stage instead of flat_map_with + map), to measure the cost
+    // of a stage boundary.
+    let pairs = if std::env::var_os("WEIR_ONE_STAGE").is_some() {
+        lines_stream.flat_map_with(|line: Text, out| {
+            Text::for_each_lowercase_word(&line, |w| out((w, 1u64)))
+        })
+    } else {
+        lines_stream
+            .flat_map_with(|line: Text, out| Text::for_each_lowercase_word(&line, &mut *out))
+            .map(|w| (w, 1u64))
+    };
+    pairs
         .reduce_by_key(|a, b| a + b)
         .name("counts")
         .foreach_batch(move |_, counts| {

@@ -192,8 +192,23 @@ impl<K: Key, V: Data> DStream<(K, V)> {
             move |_| {
                 move |ctx: &BatchCtx| {
                     let d = parent.prepare(ctx)?;
-                    // The combiner is an always-`Some` Option so `f` can take
-                    // both values by value without requiring `V: Default`.
+                    if !std::mem::needs_drop::<V>() {
+                        // Plain-data values (counts, sums): combine in place,
+                        // keeping hash-map entries small.
+                        let merge = |c: &mut V, v: V| {
+                            // SAFETY: `V` has no drop glue, so the bitwise
+                            // copy read here and the bits left in `c` never
+                            // cause a double drop, even if `f` panics (the
+                            // slot then keeps its old, valid value).
+                            unsafe {
+                                let old = std::ptr::read(c);
+                                std::ptr::write(c, f(old, v));
+                            }
+                        };
+                        return Ok(shuffle_combine(ctx, &*d, &|v| v, &merge, &merge));
+                    }
+                    // Otherwise the combiner is an always-`Some` Option so
+                    // `f` can take both values by value without `V: Default`.
                     let merge = |c: &mut Option<V>, v: Option<V>| {
                         if let (Some(a), Some(b)) = (c.take(), v) {
                             *c = Some(f(a, b));

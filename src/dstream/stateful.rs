@@ -268,10 +268,10 @@ where
             Some(st)
         }
     };
-    let base: &KvState<K, (S, u64)> = match (prev, &init) {
-        (Some(p), _) => p,
-        (None, Some(i)) => i,
-        (None, None) => unreachable!("init is built when prev is None"),
+    let Some(base) = prev.or(init.as_ref()) else {
+        return Err(EngineError::StateType {
+            op: name.to_string(),
+        });
     };
     let d = parent.prepare(ctx)?;
     let groups: Vec<Mutex<Vec<(K, Vec<V>)>>> =
