@@ -191,13 +191,29 @@ impl<T: Data> Stream<T> for SourceStream<T> {
     fn prepare(&self, ctx: &BatchCtx) -> Result<Arc<dyn PartFn<T>>, EngineError> {
         let parts = ctx.memo(self.id, || {
             let r = ctx.ranges.get(self.index).cloned().unwrap_or(0..0);
-            let recs = self.src.read(r.clone()).map_err(|e| EngineError::Source {
-                source_name: ctx.name(self.id).to_string(),
-                start: r.start,
-                end: r.end,
-                reason: e,
-            })?;
-            Ok(Arc::new(split_even(recs, ctx.partitions())))
+            // Read `partitions` contiguous sub-ranges in parallel.
+            let n = ctx.partitions() as u64;
+            let len = r.end - r.start;
+            let bound = |i: u64| r.start + len / n * i + (len % n).min(i);
+            let reads = ctx.par_map(n as usize, |i| {
+                let sub = bound(i as u64)..bound(i as u64 + 1);
+                self.src.read(sub.clone()).map_err(|e| (sub, e))
+            });
+            let mut parts = Vec::with_capacity(reads.len());
+            for res in reads {
+                match res {
+                    Ok(v) => parts.push(v),
+                    Err((sub, e)) => {
+                        return Err(EngineError::Source {
+                            source_name: ctx.name(self.id).to_string(),
+                            start: sub.start,
+                            end: sub.end,
+                            reason: e,
+                        })
+                    }
+                }
+            }
+            Ok(Arc::new(parts))
         })?;
         Ok(Arc::new(MatParts((*parts).clone())))
     }

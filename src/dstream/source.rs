@@ -5,7 +5,7 @@
 //! `[previous cut, this cut)`; the same range must read back the same
 //! records until it is released, so a batch can be replayed.
 //!
-//! Limits: a [`Queue`] holds at most `queue_records_max` unreleased records
+//! Limits: a [`Queue`] holds at most `queue_records_max` records
 //! (default [`QUEUE_RECORDS_MAX_DEFAULT`]); `push` past it returns an error
 //! instead of growing.
 //! Must never: decide batch boundaries on its own beyond `next_cut`, or do
@@ -74,11 +74,22 @@ pub enum QueueMode {
 
 #[derive(Debug)]
 struct QueueInner<T> {
-    /// Position of `records[0]`.
-    base: u64,
-    records: VecDeque<T>,
+    /// One segment per non-empty push: (position of its first record,
+    /// records), ascending. Shared so reads clone outside the lock.
+    segments: VecDeque<(u64, Arc<Vec<T>>)>,
+    /// Positions below this were released and can no longer be read.
+    released: u64,
+    /// End (exclusive) of all pushed records.
+    end: u64,
     /// End positions of pushes not yet fully cut, ascending.
     push_ends: VecDeque<u64>,
+}
+
+impl<T> QueueInner<T> {
+    /// Records held in memory (whole segments, released or not).
+    fn held(&self) -> usize {
+        self.segments.iter().map(|(_, s)| s.len()).sum()
+    }
 }
 
 /// An in-memory queue of batches, for tests and examples (like Spark's
@@ -122,8 +133,9 @@ impl<T> Queue<T> {
     pub fn with_mode(mode: QueueMode) -> Self {
         Queue {
             inner: Arc::new(Mutex::new(QueueInner {
-                base: 0,
-                records: VecDeque::new(),
+                segments: VecDeque::new(),
+                released: 0,
+                end: 0,
                 push_ends: VecDeque::new(),
             })),
             mode,
@@ -144,22 +156,27 @@ impl<T> Queue<T> {
     /// Queues one batch of records.
     pub fn push(&self, batch: Vec<T>) -> Result<(), QueueFull> {
         let mut q = self.lock();
-        if q.records.len() + batch.len() > self.records_max {
+        let held = q.held();
+        if held + batch.len() > self.records_max {
             return Err(QueueFull {
-                held: q.records.len(),
+                held,
                 pushed: batch.len(),
                 max: self.records_max,
             });
         }
-        q.records.extend(batch);
-        let end = q.base + q.records.len() as u64;
+        let start = q.end;
+        q.end += batch.len() as u64;
+        if !batch.is_empty() {
+            q.segments.push_back((start, Arc::new(batch)));
+        }
+        let end = q.end;
         q.push_ends.push_back(end);
         Ok(())
     }
 
-    /// Records held (not yet released).
+    /// Records held in memory (a push is freed once wholly released).
     pub fn len(&self) -> usize {
-        self.lock().records.len()
+        self.lock().held()
     }
 
     /// Whether no records are held.
@@ -176,13 +193,12 @@ impl<T> Default for Queue<T> {
 
 impl<T: Clone + Send + Sync> Source<T> for Queue<T> {
     fn available_end(&self) -> u64 {
-        let q = self.lock();
-        q.base + q.records.len() as u64
+        self.lock().end
     }
 
     fn next_cut(&self, start: u64, max_end: u64) -> u64 {
         let mut q = self.lock();
-        let end = q.base + q.records.len() as u64;
+        let end = q.end;
         match self.mode {
             QueueMode::All => {
                 while q.push_ends.front().is_some_and(|&e| e <= max_end) {
@@ -214,25 +230,40 @@ impl<T: Clone + Send + Sync> Source<T> for Queue<T> {
     }
 
     fn read(&self, range: Range<u64>) -> Result<Vec<T>, BoxError> {
-        let q = self.lock();
-        let end = q.base + q.records.len() as u64;
-        if range.start < q.base || range.end > end || range.start > range.end {
-            return Err(format!(
-                "queue range {}..{} not held (held {}..{})",
-                range.start, range.end, q.base, end
-            )
-            .into());
+        let parts: Vec<(u64, Arc<Vec<T>>)> = {
+            let q = self.lock();
+            if range.start < q.released || range.end > q.end || range.start > range.end {
+                return Err(format!(
+                    "queue range {}..{} not held (held {}..{})",
+                    range.start, range.end, q.released, q.end
+                )
+                .into());
+            }
+            q.segments
+                .iter()
+                .filter(|(s, seg)| *s < range.end && s + seg.len() as u64 > range.start)
+                .cloned()
+                .collect()
+        };
+        // Clone outside the lock, so parallel reads of sub-ranges scale.
+        let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        for (s, seg) in parts {
+            let a = range.start.saturating_sub(s) as usize;
+            let b = ((range.end - s) as usize).min(seg.len());
+            out.extend_from_slice(&seg[a..b]);
         }
-        let a = (range.start - q.base) as usize;
-        let b = (range.end - q.base) as usize;
-        Ok(q.records.range(a..b).cloned().collect())
+        Ok(out)
     }
 
     fn release(&self, end: u64) {
         let mut q = self.lock();
-        while q.base < end && !q.records.is_empty() {
-            q.records.pop_front();
-            q.base += 1;
+        q.released = q.released.max(end.min(q.end));
+        while let Some((s, seg)) = q.segments.front() {
+            if s + seg.len() as u64 <= q.released {
+                q.segments.pop_front();
+            } else {
+                break;
+            }
         }
     }
 }
@@ -256,6 +287,9 @@ mod tests {
         q.release(3);
         assert!(q.read(0..2).is_err());
         assert_eq!(q.read(3..4).unwrap(), vec![4]);
+        assert_eq!(q.len(), 1);
+        q.release(2); // never goes back
+        assert!(q.read(2..3).is_err());
     }
 
     #[test]
