@@ -2,9 +2,14 @@
 //! `Runner` seam through which the scheduler supplies parallelism.
 //!
 //! Narrow transformations never materialize: a stream hands out a
-//! [`PartFn`] that pushes one partition's records through the whole fused
+//! `PartFn` that pushes one partition's records through the whole fused
 //! chain into a sink closure. Only sources, shuffles, windows and stateful
 //! operators materialize (and are memoized for the batch).
+//!
+//! Limits: one memo entry per node per batch; at most one batch's
+//! materialized partitions are alive at a time (the scheduler runs one
+//! batch). Must never: spawn threads (parallelism comes through
+//! [`Runner`]) or mutate committed state (changes go to state deltas).
 
 use std::any::Any;
 use std::collections::HashMap;

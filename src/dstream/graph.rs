@@ -9,6 +9,10 @@
 //! - otherwise `<input names joined by '+'>/<kind>`, or just `<kind>` for a
 //!   source; the `k`-th (k ≥ 2) sibling with the same inputs and kind gets
 //!   `#k` appended. Siblings are numbered in declaration order.
+//!
+//! Limits: names 1 to [`NAME_BYTES_MAX`] (200) bytes. Must never: derive a
+//! name from a memory address or a global counter, or change once `build`
+//! has frozen the graph into a [`Plan`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

@@ -6,6 +6,9 @@
 //! the high half into the low half, so both the low bits (hash-table
 //! buckets) and the high bits (partitions) are well distributed; plain
 //! FxHash's low bits are poor for keys whose last word is mostly zeros.
+//!
+//! Limits: results are identical across runs on 64-bit targets. Must
+//! never: take a random seed (that would make replays write other bytes).
 
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 

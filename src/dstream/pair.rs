@@ -6,6 +6,10 @@
 //! of their first occurrence in the input (input partitions in order,
 //! records in order), and grouped values keep input order. Hashing never
 //! decides an order.
+//!
+//! Limits: a shuffle holds one batch's partial combiners (at most one per
+//! distinct key per input partition). Must never: iterate a hash map to
+//! produce output.
 
 use std::collections::HashMap;
 use std::hash::Hash;

@@ -32,7 +32,9 @@ pub trait Source<T>: Send + Sync {
         let _ = start;
         self.available_end().min(max_end)
     }
-    /// The records of exactly `range`, re-readable until released.
+    /// The records of exactly `range`, re-readable until released. The
+    /// engine reads a batch's range as `partitions` contiguous sub-ranges,
+    /// concurrently from worker threads.
     fn read(&self, range: Range<u64>) -> Result<Vec<T>, BoxError>;
     /// Records before `end` will never be read again and may be dropped.
     fn release(&self, end: u64) {

@@ -11,8 +11,11 @@
 //! untouched.
 //!
 //! Persistence goes through [`StateDelta::encode`] (key and value bytes via
-//! `crate::codec`) and back through [`StateDecoder`]. This module never does
-//! I/O.
+//! `crate::codec`) and back through [`StateDecoder`].
+//!
+//! Limits: one encoded key or value at most `codec::DECODE_BYTES_MAX`
+//! (64 MiB). Must never: do I/O, or let a batch change committed state
+//! before its commit.
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};

@@ -6,6 +6,9 @@
 //! key order; `map_with_state` emits, per partition, the mapped values of
 //! the batch's records (keys in order of first appearance, records in input
 //! order), then the values returned by timing-out keys in key order.
+//!
+//! Limits: state is bounded only by the user's keys (`None`/`remove`/
+//! timeouts drop keys). Must never: mutate committed state during a batch.
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;

@@ -4,8 +4,14 @@
 //! inline (no heap allocation, cloning is a 24-byte copy) and longer strings
 //! in a shared `Arc<str>` (cloning is a reference-count increment). Words
 //! split out of a line and lowercased therefore cost no allocation per word
-//! unless a word is longer than 22 bytes. It hashes, compares and orders
-//! exactly like `str`, so it can be looked up by `&str`.
+//! unless a word is longer than 22 bytes. It compares and orders exactly
+//! like `str`; it hashes inline strings as three words.
+//!
+//! Limits: inline up to [`INLINE_BYTES_MAX`] (22) bytes; the bitmask word
+//! splitter handles lines up to 256 bytes (longer lines use
+//! `str::split_whitespace`). Must never: hold a string of at most 22 bytes
+//! in shared form (hash and equality rely on one representation per
+//! string); requires 64-bit pointers.
 
 use std::cmp::Ordering;
 use std::fmt;

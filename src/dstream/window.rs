@@ -8,6 +8,11 @@
 //! never re-read for past batches. `reduce_by_key_and_window` keeps per-batch
 //! *reduced* panes, so its state is one value per key per batch, not the raw
 //! records.
+//!
+//! Limits: a window holds `window / parent slide` panes (plus
+//! `slide / parent slide` for inverse reduces). Must never: accept a window
+//! or slide that is not a positive multiple of the batch interval and of
+//! its input's slide.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::marker::PhantomData;
