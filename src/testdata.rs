@@ -2,8 +2,9 @@
 //!
 //! Owns: a deterministic generator (xorshift, fixed seed) of lines of
 //! exactly [`LINE_BYTES`] (82) bytes and [`LINE_WORDS`] (13) words drawn
-//! from a Zipf-like vocabulary of mixed-case words, `@mentions` and
-//! `#hashtags`. Must never: do I/O.
+//! with Zipf's law (s = 1, like natural language) from a 20 000-word
+//! vocabulary of mixed-case words, `@mentions` and `#hashtags`.
+//! Must never: do I/O.
 
 /// Bytes per generated line.
 pub const LINE_BYTES: usize = 82;
@@ -74,9 +75,11 @@ pub fn tweet_lines(count: usize, seed: u64) -> Vec<String> {
     while out.len() < count {
         let mut words: Vec<String> = (0..LINE_WORDS)
             .map(|_| {
-                // Zipf-like: square a uniform number to favour small ranks.
-                let u = (rng.next() % 10_000) as f64 / 10_000.0;
-                vocab[((u * u * u) * vocab.len() as f64) as usize].clone()
+                // Zipf's law (s = 1, as in natural language): rank
+                // N^u - 1 for uniform u has P(rank < r) = ln(r + 1) / ln(N).
+                let u = (rng.next() % 1_000_000) as f64 / 1_000_000.0;
+                let rank = (vocab.len() as f64).powf(u) as usize - 1;
+                vocab[rank.min(vocab.len() - 1)].clone()
             })
             .collect();
         let len: usize = words.iter().map(String::len).sum::<usize>() + LINE_WORDS - 1;
