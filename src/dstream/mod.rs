@@ -187,35 +187,53 @@ struct SourceStream<T> {
     src: Arc<dyn Source<T>>,
 }
 
+/// A source batch read for one consumer: each partition's records are
+/// moved (not cloned) into the fused chain.
+struct TakeParts<T>(Vec<std::sync::Mutex<Vec<T>>>);
+
+impl<T: Data> PartFn<T> for TakeParts<T> {
+    fn parts(&self) -> usize {
+        self.0.len()
+    }
+    fn run(&self, p: usize, sink: &mut dyn FnMut(T)) {
+        // Each driver runs each partition once; a second run sees nothing.
+        let recs = std::mem::take(&mut *self.0[p].lock().unwrap_or_else(|e| e.into_inner()));
+        for x in recs {
+            sink(x)
+        }
+    }
+}
+
 impl<T: Data> Stream<T> for SourceStream<T> {
+    /// Not memoized: every consumer reads the batch's range again (the
+    /// range is fixed, so it reads the same records) and owns what it
+    /// read, so no record is cloned twice and nothing is dropped serially
+    /// at the end of the batch.
     fn prepare(&self, ctx: &BatchCtx) -> Result<Arc<dyn PartFn<T>>, EngineError> {
-        let parts = ctx.memo(self.id, || {
-            let r = ctx.ranges.get(self.index).cloned().unwrap_or(0..0);
-            // Read `partitions` contiguous sub-ranges in parallel.
-            let n = ctx.partitions() as u64;
-            let len = r.end - r.start;
-            let bound = |i: u64| r.start + len / n * i + (len % n).min(i);
-            let reads = ctx.par_map(n as usize, |i| {
-                let sub = bound(i as u64)..bound(i as u64 + 1);
-                self.src.read(sub.clone()).map_err(|e| (sub, e))
-            });
-            let mut parts = Vec::with_capacity(reads.len());
-            for res in reads {
-                match res {
-                    Ok(v) => parts.push(v),
-                    Err((sub, e)) => {
-                        return Err(EngineError::Source {
-                            source_name: ctx.name(self.id).to_string(),
-                            start: sub.start,
-                            end: sub.end,
-                            reason: e,
-                        })
-                    }
+        let r = ctx.ranges.get(self.index).cloned().unwrap_or(0..0);
+        // Read `partitions` contiguous sub-ranges in parallel.
+        let n = ctx.partitions() as u64;
+        let len = r.end - r.start;
+        let bound = |i: u64| r.start + len / n * i + (len % n).min(i);
+        let reads = ctx.par_map(n as usize, |i| {
+            let sub = bound(i as u64)..bound(i as u64 + 1);
+            self.src.read(sub.clone()).map_err(|e| (sub, e))
+        });
+        let mut parts = Vec::with_capacity(reads.len());
+        for res in reads {
+            match res {
+                Ok(v) => parts.push(std::sync::Mutex::new(v)),
+                Err((sub, e)) => {
+                    return Err(EngineError::Source {
+                        source_name: ctx.name(self.id).to_string(),
+                        start: sub.start,
+                        end: sub.end,
+                        reason: e,
+                    })
                 }
             }
-            Ok(Arc::new(parts))
-        })?;
-        Ok(Arc::new(MatParts((*parts).clone())))
+        }
+        Ok(Arc::new(TakeParts(parts)))
     }
 }
 
