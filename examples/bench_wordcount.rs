@@ -12,6 +12,19 @@ use std::time::{Duration, Instant};
 use weir::testdata::tweet_lines;
 use weir::{ManualClock, Queue, StreamingContext, Text};
 
+/// User + system CPU time of this process (all threads), from
+/// `/proc/self/stat`, in seconds (Linux only).
+fn process_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesized command name; utime and stime are the
+    // 14th and 15th fields overall, in clock ticks (100 per second).
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 fn main() -> weir::Result<()> {
     let args: Vec<usize> = std::env::args()
         .skip(1)
@@ -88,6 +101,7 @@ fn main() -> weir::Result<()> {
             Ok(())
         })?;
     ssc.start()?;
+    let cpu0 = process_cpu_secs();
     let mut engine_ms = 0u64;
     let wall = Instant::now();
     for _ in 0..batches {
@@ -98,6 +112,7 @@ fn main() -> weir::Result<()> {
         engine_ms += st.processing_time_ms;
     }
     let wall_secs = wall.elapsed().as_secs_f64();
+    let cpu_secs = process_cpu_secs().zip(cpu0).map(|(b, a)| b - a);
     ssc.stop(false)?;
     let engine_rate = (per_batch * batches) as f64 / (engine_ms as f64 / 1000.0);
     println!(
@@ -111,5 +126,14 @@ fn main() -> weir::Result<()> {
         base.len()
     );
     println!("ratio engine/baseline: {:.2}", engine_rate / base_rate);
+    if let Some(cpu) = cpu_secs {
+        // Contention-independent view: lines per CPU-second the process
+        // used (queue pushes included), times the parallelism asked for.
+        let per_cpu = (per_batch * batches) as f64 / cpu;
+        println!(
+            "cpu: {cpu:.2} s process CPU time, {per_cpu:.0} lines per CPU-second, x{parallelism} = {:.0} lines/s if {parallelism} cores were ours",
+            per_cpu * parallelism as f64
+        );
+    }
     Ok(())
 }
