@@ -105,8 +105,7 @@ fn main() -> weir::Result<()> {
     let mut engine_ms = 0u64;
     let wall = Instant::now();
     for _ in 0..batches {
-        q.push(lines.clone())
-            .map_err(|e| weir::context::ContextError::Config(e.to_string()))?;
+        q.push(lines.clone())?;
         let t = clock.advance(1000);
         let st = ssc.await_batch(t, Duration::from_secs(600))?;
         engine_ms += st.processing_time_ms;

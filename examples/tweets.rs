@@ -85,9 +85,7 @@ fn main() -> weir::Result<()> {
             .chunks(TWEETS_PER_CHUNK)
             .map(|c| c.iter().map(|t| format!("{t} __end ")).collect())
             .collect();
-        queue
-            .push(batch)
-            .map_err(|e| weir::context::ContextError::Config(e.to_string()))?;
+        queue.push(batch)?;
         let t = clock.advance(1000);
         let stats = ssc.await_batch(t, Duration::from_secs(60))?;
         eprintln!(

@@ -27,5 +27,11 @@ pub enum Error {
     // Wal(#[from] crate::wal::WalError),
 }
 
+impl From<crate::dstream::QueueFull> for Error {
+    fn from(e: crate::dstream::QueueFull) -> Self {
+        Error::Engine(e.into())
+    }
+}
+
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

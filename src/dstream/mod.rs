@@ -115,6 +115,9 @@ pub enum EngineError {
     /// State could not be encoded.
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// A queue refused a push (it is full).
+    #[error(transparent)]
+    QueueFull(#[from] QueueFull),
     /// A user function misused the state API (e.g. updated a timing-out state).
     #[error("operator `{op}`: {msg}")]
     StateMisuse {
