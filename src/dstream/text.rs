@@ -441,6 +441,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn shared_texts_own_exactly_one_reference_count() {
+        let arc: Arc<str> = Arc::from("a string that is longer than twenty-two bytes");
+        let t = Text::shared(arc.clone());
+        assert_eq!(Arc::strong_count(&arc), 2);
+        let copies: Vec<Text> = (0..10).map(|_| t.clone()).collect();
+        assert_eq!(Arc::strong_count(&arc), 12);
+        assert!(copies.iter().all(|c| *c == t && c.as_str() == &*arc));
+        drop(copies);
+        drop(t);
+        assert_eq!(Arc::strong_count(&arc), 1);
+        // Moving through a thread and a Vec keeps the count right.
+        let t = Text::shared(arc.clone());
+        let back = std::thread::spawn(move || vec![t.clone(), t]).join().unwrap();
+        assert_eq!(Arc::strong_count(&arc), 3);
+        drop(back);
+        assert_eq!(Arc::strong_count(&arc), 1);
+    }
+
+    #[test]
+    fn representation_is_canonical() {
+        let short = "x".repeat(22);
+        let long = "x".repeat(23);
+        assert!(Text::new(&short).is_inline());
+        assert!(Text::from(short.clone()).is_inline());
+        assert!(!Text::new(&long).is_inline());
+        assert!(Text::lowercase(&"X".repeat(22)).is_inline());
+        assert_eq!(Text::lowercase(&"X".repeat(22)), Text::new(&short));
+        assert_ne!(Text::new(&short), Text::new(&long));
+        let de: Text = crate::codec::decode(&crate::codec::encode(&Text::new(&short)).unwrap()).unwrap();
+        assert!(de.is_inline());
+    }
+
+    #[test]
     fn inline_and_shared_behave_like_str() {
         assert_eq!(std::mem::size_of::<Text>(), 24);
         let short = Text::new("Hello");
