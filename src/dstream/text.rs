@@ -453,7 +453,9 @@ mod tests {
         assert_eq!(Arc::strong_count(&arc), 1);
         // Moving through a thread and a Vec keeps the count right.
         let t = Text::shared(arc.clone());
-        let back = std::thread::spawn(move || vec![t.clone(), t]).join().unwrap();
+        let back = std::thread::spawn(move || vec![t.clone(), t])
+            .join()
+            .unwrap();
         assert_eq!(Arc::strong_count(&arc), 3);
         drop(back);
         assert_eq!(Arc::strong_count(&arc), 1);
@@ -469,7 +471,8 @@ mod tests {
         assert!(Text::lowercase(&"X".repeat(22)).is_inline());
         assert_eq!(Text::lowercase(&"X".repeat(22)), Text::new(&short));
         assert_ne!(Text::new(&short), Text::new(&long));
-        let de: Text = crate::codec::decode(&crate::codec::encode(&Text::new(&short)).unwrap()).unwrap();
+        let de: Text =
+            crate::codec::decode(&crate::codec::encode(&Text::new(&short)).unwrap()).unwrap();
         assert!(de.is_inline());
     }
 
