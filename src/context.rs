@@ -268,10 +268,20 @@ impl StreamingContext {
             .store
             .take()
             .unwrap_or_else(|| Box::new(MemoryCheckpointStore::new()));
-        let sched = Scheduler::start(plan, self.cfg.clone(), store)?;
-        inner.scheduler = Some(Arc::new(sched));
-        inner.phase = Phase::Active;
-        Ok(())
+        match Scheduler::start(plan, self.cfg.clone(), store) {
+            Ok(sched) => {
+                inner.scheduler = Some(Arc::new(sched));
+                inner.phase = Phase::Active;
+                Ok(())
+            }
+            Err(e) => {
+                // The graph is frozen and the store consumed: this context
+                // is done (as after a stop); the error says why.
+                inner.phase = Phase::Stopped;
+                self.graph.mark_stopped();
+                Err(e)
+            }
+        }
     }
 
     fn scheduler(&self) -> Result<Arc<Scheduler>> {
