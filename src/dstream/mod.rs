@@ -674,6 +674,44 @@ impl<T: Data> DStream<T> {
         d
     }
 
+    /// Registers an output operation that needs only the first `limit`
+    /// records: partitions run one after another on the calling thread and
+    /// stop once `limit` records are in hand (Spark's `take`), so memory
+    /// stays O(limit) whatever the batch size.
+    pub(crate) fn add_output_take(
+        &self,
+        kind: &'static str,
+        limit: usize,
+        f: impl Fn(u64, Vec<T>) -> Result<(), BoxError> + Send + Sync + 'static,
+    ) -> Result<(), EngineError> {
+        let s = self.s.clone();
+        let id = self.id;
+        self.g.add_output(OutputEntry {
+            node: id,
+            kind,
+            slide_ms: self.slide_ms(),
+            run: Arc::new(move |ctx: &BatchCtx| {
+                let d = s.prepare(ctx)?;
+                let mut first = Vec::new();
+                for p in 0..d.parts() {
+                    if first.len() >= limit {
+                        break;
+                    }
+                    d.run(p, &mut |x| {
+                        if first.len() < limit {
+                            first.push(x)
+                        }
+                    });
+                }
+                f(ctx.time_ms, first).map_err(|e| EngineError::Output {
+                    kind,
+                    input: ctx.name(id).to_string(),
+                    reason: e,
+                })
+            }),
+        })
+    }
+
     /// Registers an output operation: `f(batch_time_ms, partitions)` runs
     /// at every batch this stream produces, in declaration order with the
     /// other output operations.

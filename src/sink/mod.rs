@@ -4,7 +4,8 @@
 //! atomically (temp file, fsync, rename, fsync of the directory), named
 //! `prefix-<batch_time_ms>.suffix`, so a replayed batch rewrites the same
 //! name with the same bytes.
-//! Limits: `print` renders at most `n + 1` records of a batch; a text file
+//! Limits: `print` takes at most `n + 1` records of a batch (partitions
+//! are evaluated in order until it has them); a text file
 //! holds one whole batch (the caller bounds batches with
 //! `batch_records_max`).
 //! Must never: keep state across batches (that belongs to checkpoints).
@@ -196,12 +197,7 @@ impl<T: Data + Show> DStream<T> {
 
     /// Like [`DStream::print`], writing to `out`.
     pub fn print_to(&self, n: usize, out: SharedWriter) -> Result<(), EngineError> {
-        self.add_output("print", move |t, parts| {
-            let first: Vec<T> = parts
-                .into_iter()
-                .flatten()
-                .take(n.saturating_add(1))
-                .collect();
+        self.add_output_take("print", n.saturating_add(1), move |t, first| {
             let text = format_print(t, &first, n);
             let mut w = out.lock().unwrap_or_else(|e| e.into_inner());
             w.write_all(text.as_bytes())?;
