@@ -1,15 +1,40 @@
-//! The top-level error: one variant per module's own error enum, so callers
-//! can match on the part that failed while `?` still works across parts.
+//! The crate's top-level error: one variant per module error.
+//!
+//! Owns: [`Error`] and [`Result`]. Must never: hold logic; each module
+//! defines (and documents) its own error enum.
 
-use crate::wal::WalError;
-
+/// Any weir error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// Graph building or batch evaluation.
     #[error(transparent)]
-    Wal(#[from] WalError),
-
+    Engine(#[from] crate::dstream::EngineError),
+    /// Batch scheduling and bookkeeping.
+    #[error(transparent)]
+    Scheduler(#[from] crate::scheduler::SchedulerError),
+    /// Output sinks.
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+    /// Encoding or decoding persisted values.
+    #[error(transparent)]
+    Codec(#[from] crate::codec::CodecError),
+    /// Streaming context life cycle and configuration.
+    #[error(transparent)]
+    Context(#[from] crate::context::ContextError),
+    /// The write-ahead log.
+    #[error(transparent)]
+    Wal(#[from] crate::wal::WalError),
     /// A command-line or configuration mistake, with what to do instead.
     #[error("{0}")]
     Usage(String),
 }
+
+impl From<crate::dstream::QueueFull> for Error {
+    fn from(e: crate::dstream::QueueFull) -> Self {
+        Error::Engine(e.into())
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

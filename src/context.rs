@@ -1,0 +1,339 @@
+//! [`StreamingContext`]: the entry point. Holds the operator graph, creates
+//! sources, and starts/stops the scheduler.
+//!
+//! Life cycle (as in Spark): *initialized* (build the graph) → `start()` →
+//! *active* → `stop()` → *stopped*. Output operations cannot be added once
+//! started; a stopped context cannot be started again.
+//! Limits: batch interval at least 1 ms; `parallelism` 1 to
+//! [`PARALLELISM_MAX`] threads; `partitions` 1 to [`PARTITIONS_MAX`].
+//! Must never: hold engine logic (graph semantics live in `dstream`,
+//! execution in `scheduler`).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
+use crate::dstream::{DStream, Data, Graph, PipelineDescription, Queue, Source};
+use crate::scheduler::{
+    BatchStats, CheckpointStore, MemoryCheckpointStore, Scheduler, SchedulerConfig,
+    BATCH_RECORDS_MAX_DEFAULT, STATS_BATCHES_MAX_DEFAULT,
+};
+use crate::Result;
+
+/// Largest accepted `parallelism`, in threads.
+pub const PARALLELISM_MAX: usize = 1024;
+/// Largest accepted `partitions`.
+pub const PARTITIONS_MAX: usize = 65_536;
+/// Default number of shuffle partitions.
+pub const PARTITIONS_DEFAULT: usize = 4;
+/// Default bound on a graceful stop's draining.
+pub const GRACEFUL_STOP_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+
+/// Errors of the context's life cycle and configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ContextError {
+    /// A builder setting is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// `start()` on an active context.
+    #[error("the streaming context has already been started")]
+    AlreadyStarted,
+    /// `start()` on a stopped context.
+    #[error("the streaming context has been stopped and cannot be restarted; create a new one")]
+    Stopped,
+    /// An operation that needs a started context.
+    #[error("the streaming context has not been started")]
+    NotStarted,
+}
+
+/// Builds a [`StreamingContext`].
+pub struct StreamingContextBuilder {
+    batch_interval: Option<Duration>,
+    parallelism: usize,
+    partitions: usize,
+    clock: Arc<dyn Clock>,
+    data_dir: Option<PathBuf>,
+    batch_records_max: u64,
+    stats_batches_max: usize,
+    graceful_stop_timeout: Duration,
+    store: Option<Box<dyn CheckpointStore>>,
+}
+
+impl std::fmt::Debug for StreamingContextBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamingContextBuilder")
+            .field("batch_interval", &self.batch_interval)
+            .field("parallelism", &self.parallelism)
+            .field("partitions", &self.partitions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamingContextBuilder {
+    /// The batch interval (required; a whole number of milliseconds).
+    pub fn batch_interval(mut self, d: Duration) -> Self {
+        self.batch_interval = Some(d);
+        self
+    }
+    /// Worker threads evaluating a batch (default: available cores).
+    pub fn parallelism(mut self, threads: usize) -> Self {
+        self.parallelism = threads;
+        self
+    }
+    /// Shuffle partitions of keyed operators (default
+    /// [`PARTITIONS_DEFAULT`]). Part of the pipeline: it fixes keyed output
+    /// order and state layout, independently of `parallelism`.
+    pub fn partitions(mut self, n: usize) -> Self {
+        self.partitions = n;
+        self
+    }
+    /// The clock (default: [`SystemClock`]; tests use `ManualClock`).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+    /// Directory for durable data (WAL, checkpoints) once those are wired.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+    /// Cap of records per source per batch.
+    pub fn batch_records_max(mut self, n: u64) -> Self {
+        self.batch_records_max = n;
+        self
+    }
+    /// Number of batches whose statistics are kept.
+    pub fn stats_batches_max(mut self, n: usize) -> Self {
+        self.stats_batches_max = n;
+        self
+    }
+    /// Longest a graceful stop keeps draining sources.
+    pub fn graceful_stop_timeout(mut self, d: Duration) -> Self {
+        self.graceful_stop_timeout = d;
+        self
+    }
+    /// Where batch lineage and state are kept (default: in memory).
+    pub fn checkpoint_store(mut self, store: Box<dyn CheckpointStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Validates the settings and creates the context.
+    pub fn build(self) -> Result<StreamingContext> {
+        let interval = self
+            .batch_interval
+            .ok_or_else(|| ContextError::Config("batch_interval is required".into()))?;
+        let interval_ms = interval.as_millis() as u64;
+        if interval_ms == 0 || interval.subsec_nanos() % 1_000_000 != 0 {
+            return Err(ContextError::Config(format!(
+                "batch_interval {interval:?} must be a positive whole number of milliseconds"
+            ))
+            .into());
+        }
+        if !(1..=PARALLELISM_MAX).contains(&self.parallelism) {
+            return Err(ContextError::Config(format!(
+                "parallelism {} must be 1..={PARALLELISM_MAX}",
+                self.parallelism
+            ))
+            .into());
+        }
+        if !(1..=PARTITIONS_MAX).contains(&self.partitions) {
+            return Err(ContextError::Config(format!(
+                "partitions {} must be 1..={PARTITIONS_MAX}",
+                self.partitions
+            ))
+            .into());
+        }
+        if self.batch_records_max == 0 {
+            return Err(ContextError::Config("batch_records_max must be positive".into()).into());
+        }
+        Ok(StreamingContext {
+            graph: Graph::new(interval_ms, self.partitions),
+            cfg: SchedulerConfig {
+                clock: self.clock,
+                parallelism: self.parallelism,
+                batch_records_max: self.batch_records_max,
+                stats_batches_max: self.stats_batches_max,
+                graceful_stop_timeout: self.graceful_stop_timeout,
+            },
+            data_dir: self.data_dir,
+            inner: Mutex::new(Inner {
+                phase: Phase::Initialized,
+                store: Some(
+                    self.store
+                        .unwrap_or_else(|| Box::new(MemoryCheckpointStore::new())),
+                ),
+                scheduler: None,
+            }),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Initialized,
+    Active,
+    Stopped,
+}
+
+struct Inner {
+    phase: Phase,
+    store: Option<Box<dyn CheckpointStore>>,
+    scheduler: Option<Arc<Scheduler>>,
+}
+
+/// The entry point of a streaming pipeline (Spark's `StreamingContext`).
+pub struct StreamingContext {
+    graph: Arc<Graph>,
+    cfg: SchedulerConfig,
+    data_dir: Option<PathBuf>,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for StreamingContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamingContext")
+            .field("batch_interval_ms", &self.graph.interval_ms())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamingContext {
+    /// A builder with defaults: system clock, `parallelism` = available
+    /// cores, [`PARTITIONS_DEFAULT`] partitions, in-memory checkpoints.
+    pub fn builder() -> StreamingContextBuilder {
+        StreamingContextBuilder {
+            batch_interval: None,
+            parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            partitions: PARTITIONS_DEFAULT,
+            clock: Arc::new(SystemClock),
+            data_dir: None,
+            batch_records_max: BATCH_RECORDS_MAX_DEFAULT,
+            stats_batches_max: STATS_BATCHES_MAX_DEFAULT,
+            graceful_stop_timeout: GRACEFUL_STOP_TIMEOUT_DEFAULT,
+            store: None,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The batch interval in milliseconds.
+    pub fn batch_interval_ms(&self) -> u64 {
+        self.graph.interval_ms()
+    }
+
+    /// The clock driving batches.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.cfg.clock.clone()
+    }
+
+    /// The configured data directory, if any.
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.data_dir.as_deref()
+    }
+
+    /// A stream of the batches pushed to `queue` (Spark's `queueStream`).
+    pub fn queue_stream<T: Data>(&self, queue: &Queue<T>) -> DStream<T> {
+        DStream::from_source(&self.graph, "queue", Arc::new(queue.clone()))
+    }
+
+    /// A stream over any [`Source`]; `kind` is its auto-name base.
+    pub fn source_stream<T: Data>(
+        &self,
+        kind: &'static str,
+        src: Arc<dyn Source<T>>,
+    ) -> DStream<T> {
+        DStream::from_source(&self.graph, kind, src)
+    }
+
+    /// The pipeline description (names, kinds, parameters).
+    pub fn describe(&self) -> PipelineDescription {
+        self.graph.describe()
+    }
+
+    /// Validates the graph and starts processing. Nothing runs before.
+    pub fn start(&self) -> Result<()> {
+        let mut inner = self.lock();
+        match inner.phase {
+            Phase::Active => return Err(ContextError::AlreadyStarted.into()),
+            Phase::Stopped => return Err(ContextError::Stopped.into()),
+            Phase::Initialized => {}
+        }
+        let plan = self.graph.build()?;
+        let store = inner
+            .store
+            .take()
+            .unwrap_or_else(|| Box::new(MemoryCheckpointStore::new()));
+        match Scheduler::start(plan, self.cfg.clone(), store) {
+            Ok(sched) => {
+                inner.scheduler = Some(Arc::new(sched));
+                inner.phase = Phase::Active;
+                Ok(())
+            }
+            Err(e) => {
+                // The graph is frozen and the store consumed: this context
+                // is done (as after a stop); the error says why.
+                inner.phase = Phase::Stopped;
+                self.graph.mark_stopped();
+                Err(e)
+            }
+        }
+    }
+
+    fn scheduler(&self) -> Result<Arc<Scheduler>> {
+        self.lock()
+            .scheduler
+            .clone()
+            .ok_or_else(|| ContextError::NotStarted.into())
+    }
+
+    /// Stops processing. `graceful`: first drain what the sources hold
+    /// (bounded by `graceful_stop_timeout`); otherwise stop after the batch
+    /// in flight. Idempotent; returns the error processing stopped with.
+    pub fn stop(&self, graceful: bool) -> Result<()> {
+        let sched = {
+            let mut inner = self.lock();
+            inner.phase = Phase::Stopped;
+            self.graph.mark_stopped();
+            inner.scheduler.clone()
+        };
+        match sched {
+            Some(s) => s.stop(graceful),
+            None => Ok(()),
+        }
+    }
+
+    /// Blocks until processing stops (by `stop` or an error).
+    pub fn await_termination(&self) -> Result<()> {
+        self.scheduler()?.await_termination(None).map(|_| ())
+    }
+
+    /// Like `await_termination`, at most `timeout`; whether it stopped.
+    pub fn await_termination_or_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.scheduler()?.await_termination(Some(timeout))
+    }
+
+    /// Blocks (at most `timeout`) until the batch at `time_ms` completed.
+    pub fn await_batch(&self, time_ms: u64, timeout: Duration) -> Result<BatchStats> {
+        self.scheduler()?.await_batch(time_ms, timeout)
+    }
+
+    /// Statistics of recent batches, oldest first.
+    pub fn statistics(&self) -> Vec<BatchStats> {
+        self.lock()
+            .scheduler
+            .as_ref()
+            .map(|s| s.statistics())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for StreamingContext {
+    fn drop(&mut self) {
+        let _ = self.stop(false);
+    }
+}

@@ -1,0 +1,181 @@
+//! Per-batch evaluation: the batch context, partition drivers and the
+//! `Runner` seam through which the scheduler supplies parallelism.
+//!
+//! Narrow transformations never materialize: a stream hands out a
+//! `PartFn` that pushes one partition's records through the whole fused
+//! chain into a sink closure. Only sources, shuffles, windows and stateful
+//! operators materialize (and are memoized for the batch).
+//!
+//! Limits: one memo entry per node per batch; at most one batch's
+//! materialized partitions are alive at a time (the scheduler runs one
+//! batch). Must never: spawn threads (parallelism comes through
+//! [`Runner`]) or mutate committed state (changes go to state deltas).
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use super::graph::{NodeId, Plan};
+use super::state::{StateDelta, StateStore};
+use super::EngineError;
+
+/// Materialized partitions of one stream in one batch.
+pub type Parts<T> = Arc<Vec<Vec<T>>>;
+
+/// Runs independent per-partition tasks, possibly in parallel. The scheduler
+/// implements it over its bounded worker pool; [`SequentialRunner`] runs
+/// them one after another.
+pub trait Runner: Sync {
+    /// Calls `f(i)` once for every `i` in `0..n`, in any order, and returns
+    /// when all calls have returned. A panic in `f` propagates to the caller.
+    fn for_each_index(&self, n: usize, f: &(dyn Fn(usize) + Sync));
+}
+
+/// Runs tasks one by one on the calling thread.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SequentialRunner;
+
+impl Runner for SequentialRunner {
+    fn for_each_index(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
+        (0..n).for_each(f)
+    }
+}
+
+/// Pushes one partition's records to a sink.
+pub(crate) trait PartFn<T>: Send + Sync {
+    fn parts(&self) -> usize;
+    fn run(&self, p: usize, sink: &mut dyn FnMut(T));
+}
+
+/// A stream's way of producing a batch.
+pub(crate) trait Stream<T>: Send + Sync {
+    fn prepare(&self, ctx: &BatchCtx) -> Result<Arc<dyn PartFn<T>>, EngineError>;
+}
+
+/// Drives already-materialized partitions (clones each record out).
+pub(crate) struct MatParts<T>(pub Parts<T>);
+
+impl<T: Clone + Send + Sync> PartFn<T> for MatParts<T> {
+    fn parts(&self) -> usize {
+        self.0.len()
+    }
+    fn run(&self, p: usize, sink: &mut dyn FnMut(T)) {
+        for x in &self.0[p] {
+            sink(x.clone())
+        }
+    }
+}
+
+/// Everything one batch evaluation sees. Built by the scheduler per batch.
+pub struct BatchCtx<'a> {
+    pub(crate) time_ms: u64,
+    pub(crate) zero_ms: u64,
+    pub(crate) plan: &'a Plan,
+    pub(crate) ranges: Vec<Range<u64>>,
+    pub(crate) runner: &'a dyn Runner,
+    pub(crate) state: &'a StateStore,
+    memo: Mutex<HashMap<NodeId, Arc<dyn Any + Send + Sync>>>,
+    deltas: Mutex<Vec<Box<dyn StateDelta>>>,
+}
+
+impl<'a> BatchCtx<'a> {
+    /// A context for the batch at `time_ms`. `ranges[i]` is the record range
+    /// of source `i` (in [`Plan::source_names`] order); `state` is the last
+    /// committed operator state, which evaluation never modifies.
+    pub fn new(
+        plan: &'a Plan,
+        time_ms: u64,
+        zero_ms: u64,
+        ranges: Vec<Range<u64>>,
+        runner: &'a dyn Runner,
+        state: &'a StateStore,
+    ) -> Self {
+        BatchCtx {
+            time_ms,
+            zero_ms,
+            plan,
+            ranges,
+            runner,
+            state,
+            memo: Mutex::new(HashMap::new()),
+            deltas: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The batch time in milliseconds.
+    pub fn time_ms(&self) -> u64 {
+        self.time_ms
+    }
+
+    /// Whether a stream sliding every `slide_ms` produces a batch now.
+    pub(crate) fn valid(&self, slide_ms: u64) -> bool {
+        self.time_ms >= self.zero_ms && (self.time_ms - self.zero_ms) % slide_ms == 0
+    }
+
+    pub(crate) fn partitions(&self) -> usize {
+        self.plan.partitions
+    }
+
+    pub(crate) fn name(&self, id: NodeId) -> &str {
+        &self.plan.names[id]
+    }
+
+    /// State changes produced so far by this batch (taken once, at commit).
+    pub fn take_deltas(&self) -> Vec<Box<dyn StateDelta>> {
+        std::mem::take(&mut *self.deltas.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub(crate) fn push_delta(&self, d: Box<dyn StateDelta>) {
+        self.deltas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(d)
+    }
+
+    /// Computes `f` once per batch for node `id`, returning the cached value
+    /// afterwards.
+    pub(crate) fn memo<V: Send + Sync + 'static>(
+        &self,
+        id: NodeId,
+        f: impl FnOnce() -> Result<V, EngineError>,
+    ) -> Result<Arc<V>, EngineError> {
+        if let Some(v) = self.memo.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
+            if let Ok(v) = v.clone().downcast::<V>() {
+                return Ok(v);
+            }
+        }
+        let v = Arc::new(f()?);
+        self.memo
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, v.clone());
+        Ok(v)
+    }
+
+    /// Runs `f` for each index in `0..n` on the runner; results in order.
+    pub(crate) fn par_map<R: Send>(&self, n: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
+        let slots: Vec<Mutex<Option<R>>> = (0..n).map(|_| Mutex::new(None)).collect();
+        self.runner.for_each_index(n, &|i| {
+            let r = f(i);
+            *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+        });
+        slots
+            .into_iter()
+            .map(|m| {
+                m.into_inner()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .expect("runner called every index")
+            })
+            .collect()
+    }
+
+    /// Materializes all partitions of a driver.
+    pub(crate) fn collect<T: Send>(&self, d: &dyn PartFn<T>) -> Vec<Vec<T>> {
+        self.par_map(d.parts(), |p| {
+            let mut v = Vec::new();
+            d.run(p, &mut |x| v.push(x));
+            v
+        })
+    }
+}

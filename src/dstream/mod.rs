@@ -1,0 +1,756 @@
+//! The DStream engine: typed, lazy streams of micro-batches.
+//!
+//! Owns: [`DStream<T>`] and its transformations (narrow, pair, window,
+//! stateful), the operator graph with stable names ([`graph`]), per-batch
+//! evaluation ([`eval`]), the source interface ([`source`]) and the
+//! state-store interface ([`state`]).
+//!
+//! Execution model: narrow transformations (map, filter, flat_map, ...)
+//! are fused per partition — records are pushed through the whole chain of
+//! closures, no `Vec` in between. Sources, shuffles (keyed operators, with a
+//! map-side combine per partition), windows and stateful operators
+//! materialize their partitions once per batch.
+//!
+//! Limits: names at most [`graph::NAME_BYTES_MAX`] (200) bytes; the number
+//! of shuffle partitions is fixed per pipeline (builder `partitions`).
+//! Must never: do I/O, spawn threads, or know the scheduler, the WAL or the
+//! checkpoint store. It is pure: parallelism comes in through
+//! [`eval::Runner`], committed state through [`state::StateStore`], input
+//! through [`source::Source`].
+
+pub mod eval;
+pub mod graph;
+pub mod hash;
+mod pair;
+pub mod source;
+pub mod state;
+mod stateful;
+pub mod text;
+mod window;
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+pub use eval::{BatchCtx, Parts, Runner, SequentialRunner};
+pub use graph::{Graph, OperatorDesc, OutputDesc, PipelineDescription, Plan};
+pub use source::{BoxError, Queue, QueueFull, QueueMode, Source};
+pub use state::{StateChange, StateDecoder, StateDelta, StateStore};
+pub use stateful::{State, StateSpec};
+pub use text::Text;
+
+use eval::{MatParts, PartFn, Stream};
+use graph::{NodeId, NodeMeta, OutputEntry, SourceEntry};
+
+use crate::codec::CodecError;
+
+/// What a record type must be: cloneable and shareable across workers.
+pub trait Data: Clone + Send + Sync + 'static {}
+impl<T: Clone + Send + Sync + 'static> Data for T {}
+
+/// Errors of graph building and batch evaluation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The graph is invalid (bad window, mismatched slides, bad name...).
+    #[error("invalid pipeline: {}", problems.join("; "))]
+    InvalidGraph {
+        /// One message per problem, each naming its operator.
+        problems: Vec<String>,
+    },
+    /// Two operators resolve to the same name.
+    #[error("duplicate operator name `{name}` (used by a {} and a {}); give one of them another .name(...)", kinds.0, kinds.1)]
+    DuplicateName {
+        /// The name.
+        name: String,
+        /// Kinds of the two operators.
+        kinds: (&'static str, &'static str),
+    },
+    /// `start()` without any output operation.
+    #[error("no output operations registered: nothing to execute")]
+    NoOutputs,
+    /// Operators cannot be added once the context has started.
+    #[error("cannot add output operations after the streaming context has started")]
+    AlreadyStarted,
+    /// The context was stopped; it cannot be used again.
+    #[error("the streaming context has been stopped and cannot be restarted or changed")]
+    Stopped,
+    /// A source failed to read a batch's range.
+    #[error("source `{source_name}` failed to read records {start}..{end}: {reason}")]
+    Source {
+        /// Stable name of the source.
+        source_name: String,
+        /// Range start.
+        start: u64,
+        /// Range end.
+        end: u64,
+        /// The source's error.
+        reason: BoxError,
+    },
+    /// An output operation failed.
+    #[error("output operation {kind} on `{input}` failed: {reason}")]
+    Output {
+        /// Output kind.
+        kind: &'static str,
+        /// Name of the stream it outputs.
+        input: String,
+        /// The sink's error.
+        reason: BoxError,
+    },
+    /// Committed state of an operator has an unexpected type or layout.
+    #[error(
+        "state of operator `{op}` does not have the type or partitioning this pipeline expects"
+    )]
+    StateType {
+        /// Operator name.
+        op: String,
+    },
+    /// Committed state of an operator could not be decoded.
+    #[error("cannot decode state of operator `{op}`: {source}")]
+    StateDecode {
+        /// Operator name.
+        op: String,
+        /// Codec error.
+        source: CodecError,
+    },
+    /// State could not be encoded.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// A queue refused a push (it is full).
+    #[error(transparent)]
+    QueueFull(#[from] QueueFull),
+    /// A user function misused the state API (e.g. updated a timing-out state).
+    #[error("operator `{op}`: {msg}")]
+    StateMisuse {
+        /// Operator name.
+        op: String,
+        /// What went wrong.
+        msg: String,
+    },
+}
+
+/// A typed, lazily evaluated stream of micro-batches.
+pub struct DStream<T> {
+    pub(crate) g: Arc<Graph>,
+    pub(crate) id: NodeId,
+    pub(crate) s: Arc<dyn Stream<T>>,
+}
+
+impl<T> Clone for DStream<T> {
+    fn clone(&self) -> Self {
+        DStream {
+            g: self.g.clone(),
+            id: self.id,
+            s: self.s.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for DStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DStream").field("id", &self.id).finish()
+    }
+}
+
+pub(crate) fn meta(
+    kind: &'static str,
+    inputs: Vec<NodeId>,
+    slide_ms: u64,
+    params: Vec<(&'static str, String)>,
+) -> NodeMeta {
+    NodeMeta {
+        kind,
+        name_inputs: inputs.clone(),
+        inputs,
+        owner: None,
+        explicit: None,
+        params,
+        slide_ms,
+        stateful: false,
+    }
+}
+
+/// Splits `v` into `n` contiguous chunks of near-equal length, in order.
+pub(crate) fn split_even<T>(v: Vec<T>, n: usize) -> Vec<Vec<T>> {
+    let n = n.max(1);
+    let len = v.len();
+    let mut out = Vec::with_capacity(n);
+    let mut it = v.into_iter();
+    for i in 0..n {
+        let take = len / n + usize::from(i < len % n);
+        out.push(it.by_ref().take(take).collect());
+    }
+    out
+}
+
+// ---------------------------------------------------------------- sources
+
+struct SourceStream<T> {
+    id: NodeId,
+    index: usize,
+    src: Arc<dyn Source<T>>,
+}
+
+/// A source batch read for one consumer: each partition's records are
+/// moved (not cloned) into the fused chain.
+struct TakeParts<T>(Vec<std::sync::Mutex<Vec<T>>>);
+
+impl<T: Data> PartFn<T> for TakeParts<T> {
+    fn parts(&self) -> usize {
+        self.0.len()
+    }
+    fn run(&self, p: usize, sink: &mut dyn FnMut(T)) {
+        // Each driver runs each partition once; a second run sees nothing.
+        let recs = std::mem::take(&mut *self.0[p].lock().unwrap_or_else(|e| e.into_inner()));
+        for x in recs {
+            sink(x)
+        }
+    }
+}
+
+impl<T: Data> Stream<T> for SourceStream<T> {
+    /// Not memoized: every consumer reads the batch's range again (the
+    /// range is fixed, so it reads the same records) and owns what it
+    /// read, so no record is cloned twice and nothing is dropped serially
+    /// at the end of the batch.
+    fn prepare(&self, ctx: &BatchCtx) -> Result<Arc<dyn PartFn<T>>, EngineError> {
+        let r = ctx.ranges.get(self.index).cloned().unwrap_or(0..0);
+        // Read `partitions` contiguous sub-ranges in parallel.
+        let n = ctx.partitions() as u64;
+        let len = r.end - r.start;
+        let bound = |i: u64| r.start + len / n * i + (len % n).min(i);
+        let reads = ctx.par_map(n as usize, |i| {
+            let sub = bound(i as u64)..bound(i as u64 + 1);
+            self.src.read(sub.clone()).map_err(|e| (sub, e))
+        });
+        let mut parts = Vec::with_capacity(reads.len());
+        for res in reads {
+            match res {
+                Ok(v) => parts.push(std::sync::Mutex::new(v)),
+                Err((sub, e)) => {
+                    return Err(EngineError::Source {
+                        source_name: ctx.name(self.id).to_string(),
+                        start: sub.start,
+                        end: sub.end,
+                        reason: e,
+                    })
+                }
+            }
+        }
+        Ok(Arc::new(TakeParts(parts)))
+    }
+}
+
+impl<T: Data> DStream<T> {
+    /// A stream reading from `src`; `kind` names it (e.g. `queue`).
+    pub(crate) fn from_source(g: &Arc<Graph>, kind: &'static str, src: Arc<dyn Source<T>>) -> Self {
+        let interval = g.interval_ms();
+        let id = g.add_node(meta(kind, vec![], interval, vec![]));
+        let index = {
+            let inner = g.lock();
+            inner.sources.len()
+        };
+        g.add_source(SourceEntry {
+            node: id,
+            control: Arc::new(source::Control(src.clone())),
+        });
+        DStream {
+            g: g.clone(),
+            id,
+            s: Arc::new(SourceStream { id, index, src }),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- narrow
+
+struct Narrow<T, U, F> {
+    parent: Arc<dyn Stream<T>>,
+    f: Arc<F>,
+    _u: PhantomData<fn() -> U>,
+}
+
+struct NarrowPart<T, U, F> {
+    parent: Arc<dyn PartFn<T>>,
+    f: Arc<F>,
+    _u: PhantomData<fn() -> U>,
+}
+
+impl<T, U, F> Stream<U> for Narrow<T, U, F>
+where
+    T: Data,
+    U: Data,
+    F: Fn(T, &mut dyn FnMut(U)) + Send + Sync + 'static,
+{
+    fn prepare(&self, ctx: &BatchCtx) -> Result<Arc<dyn PartFn<U>>, EngineError> {
+        Ok(Arc::new(NarrowPart {
+            parent: self.parent.prepare(ctx)?,
+            f: self.f.clone(),
+            _u: PhantomData,
+        }))
+    }
+}
+
+impl<T, U, F> PartFn<U> for NarrowPart<T, U, F>
+where
+    T: Data,
+    U: Data,
+    F: Fn(T, &mut dyn FnMut(U)) + Send + Sync + 'static,
+{
+    fn parts(&self) -> usize {
+        self.parent.parts()
+    }
+    #[inline]
+    fn run(&self, p: usize, sink: &mut dyn FnMut(U)) {
+        let f = &*self.f;
+        self.parent.run(p, &mut |x| f(x, sink))
+    }
+}
+
+struct PerPartition<T, U, F> {
+    parent: Arc<dyn Stream<T>>,
+    f: Arc<F>,
+    _u: PhantomData<fn() -> U>,
+}
+
+impl<T, U, F> Stream<U> for PerPartition<T, U, F>
+where
+    T: Data,
+    U: Data,
+    F: Fn(Vec<T>, &mut dyn FnMut(U)) + Send + Sync + 'static,
+{
+    fn prepare(&self, ctx: &BatchCtx) -> Result<Arc<dyn PartFn<U>>, EngineError> {
+        Ok(Arc::new(PerPartitionPart {
+            parent: self.parent.prepare(ctx)?,
+            f: self.f.clone(),
+            _u: PhantomData,
+        }))
+    }
+}
+
+struct PerPartitionPart<T, U, F> {
+    parent: Arc<dyn PartFn<T>>,
+    f: Arc<F>,
+    _u: PhantomData<fn() -> U>,
+}
+
+impl<T, U, F> PartFn<U> for PerPartitionPart<T, U, F>
+where
+    T: Data,
+    U: Data,
+    F: Fn(Vec<T>, &mut dyn FnMut(U)) + Send + Sync + 'static,
+{
+    fn parts(&self) -> usize {
+        self.parent.parts()
+    }
+    fn run(&self, p: usize, sink: &mut dyn FnMut(U)) {
+        let mut v = Vec::new();
+        self.parent.run(p, &mut |x| v.push(x));
+        (self.f)(v, sink)
+    }
+}
+
+/// A stream computed once per batch by a function of the context.
+pub(crate) struct Materialized<T, F> {
+    pub id: NodeId,
+    pub f: F,
+    pub _t: PhantomData<fn() -> T>,
+}
+
+impl<T, F> Stream<T> for Materialized<T, F>
+where
+    T: Data,
+    F: Fn(&BatchCtx) -> Result<Vec<Vec<T>>, EngineError> + Send + Sync + 'static,
+{
+    fn prepare(&self, ctx: &BatchCtx) -> Result<Arc<dyn PartFn<T>>, EngineError> {
+        let parts = ctx.memo(self.id, || Ok(Arc::new((self.f)(ctx)?)))?;
+        Ok(Arc::new(MatParts((*parts).clone())))
+    }
+}
+
+struct UnionStream<T> {
+    a: Arc<dyn Stream<T>>,
+    b: Arc<dyn Stream<T>>,
+}
+
+struct UnionPart<T> {
+    a: Arc<dyn PartFn<T>>,
+    b: Arc<dyn PartFn<T>>,
+}
+
+impl<T: Data> Stream<T> for UnionStream<T> {
+    fn prepare(&self, ctx: &BatchCtx) -> Result<Arc<dyn PartFn<T>>, EngineError> {
+        Ok(Arc::new(UnionPart {
+            a: self.a.prepare(ctx)?,
+            b: self.b.prepare(ctx)?,
+        }))
+    }
+}
+
+impl<T: Data> PartFn<T> for UnionPart<T> {
+    fn parts(&self) -> usize {
+        self.a.parts() + self.b.parts()
+    }
+    fn run(&self, p: usize, sink: &mut dyn FnMut(T)) {
+        let na = self.a.parts();
+        if p < na {
+            self.a.run(p, sink)
+        } else {
+            self.b.run(p - na, sink)
+        }
+    }
+}
+
+impl<T: Data> DStream<T> {
+    /// Gives this operator a stable name (what checkpoints key its state
+    /// by). Names must be unique in the pipeline.
+    pub fn name(self, name: &str) -> Self {
+        self.g.set_name(self.id, name);
+        self
+    }
+
+    /// How often this stream produces a batch, in milliseconds.
+    pub fn slide_ms(&self) -> u64 {
+        self.g.slide_of(self.id)
+    }
+
+    pub(crate) fn new_node<U: Data>(
+        &self,
+        m: NodeMeta,
+        make: impl FnOnce(NodeId) -> Arc<dyn Stream<U>>,
+    ) -> DStream<U> {
+        let id = self.g.add_node(m);
+        DStream {
+            g: self.g.clone(),
+            id,
+            s: make(id),
+        }
+    }
+
+    /// A fused narrow step: `f` gets each record and an emitter.
+    pub(crate) fn narrow<U: Data, F>(&self, kind: &'static str, f: F) -> DStream<U>
+    where
+        F: Fn(T, &mut dyn FnMut(U)) + Send + Sync + 'static,
+    {
+        let parent = self.s.clone();
+        self.new_node(
+            meta(kind, vec![self.id], self.slide_ms(), vec![]),
+            move |_| {
+                Arc::new(Narrow {
+                    parent,
+                    f: Arc::new(f),
+                    _u: PhantomData,
+                })
+            },
+        )
+    }
+
+    /// A stream computed once per batch by `f` (materialized).
+    pub(crate) fn materialized<U: Data, F>(
+        &self,
+        m: NodeMeta,
+        f: impl FnOnce(NodeId) -> F,
+    ) -> DStream<U>
+    where
+        F: Fn(&BatchCtx) -> Result<Vec<Vec<U>>, EngineError> + Send + Sync + 'static,
+    {
+        self.new_node(m, move |id| {
+            Arc::new(Materialized {
+                id,
+                f: f(id),
+                _t: PhantomData,
+            })
+        })
+    }
+
+    /// Applies `f` to every record.
+    pub fn map<U: Data>(&self, f: impl Fn(T) -> U + Send + Sync + 'static) -> DStream<U> {
+        self.narrow("map", move |x, out| out(f(x)))
+    }
+
+    /// Keeps the records for which `f` is true.
+    pub fn filter(&self, f: impl Fn(&T) -> bool + Send + Sync + 'static) -> DStream<T> {
+        self.narrow("filter", move |x, out| {
+            if f(&x) {
+                out(x)
+            }
+        })
+    }
+
+    /// Replaces every record by the records of the iterator `f` returns.
+    pub fn flat_map<U: Data, I>(&self, f: impl Fn(T) -> I + Send + Sync + 'static) -> DStream<U>
+    where
+        I: IntoIterator<Item = U>,
+    {
+        self.narrow("flat_map", move |x, out| {
+            for y in f(x) {
+                out(y)
+            }
+        })
+    }
+
+    /// Like [`DStream::flat_map`], but `f` pushes its outputs into an
+    /// emitter, so it can borrow from the input record while producing them
+    /// (e.g. split a line into words without collecting an iterator).
+    pub fn flat_map_with<U: Data>(
+        &self,
+        f: impl Fn(T, &mut dyn FnMut(U)) + Send + Sync + 'static,
+    ) -> DStream<U> {
+        self.narrow("flat_map", f)
+    }
+
+    /// Applies `f` to each whole partition.
+    pub fn map_partitions<U: Data, I>(
+        &self,
+        f: impl Fn(Vec<T>) -> I + Send + Sync + 'static,
+    ) -> DStream<U>
+    where
+        I: IntoIterator<Item = U>,
+    {
+        let parent = self.s.clone();
+        let f = move |v: Vec<T>, out: &mut dyn FnMut(U)| {
+            for y in f(v) {
+                out(y)
+            }
+        };
+        self.new_node(
+            meta("map_partitions", vec![self.id], self.slide_ms(), vec![]),
+            move |_| {
+                Arc::new(PerPartition {
+                    parent,
+                    f: Arc::new(f),
+                    _u: PhantomData,
+                })
+            },
+        )
+    }
+
+    /// Turns each partition into one record holding all its records.
+    pub fn glom(&self) -> DStream<Vec<T>> {
+        let parent = self.s.clone();
+        self.new_node(
+            meta("glom", vec![self.id], self.slide_ms(), vec![]),
+            move |_| {
+                Arc::new(PerPartition {
+                    parent,
+                    f: Arc::new(|v: Vec<T>, out: &mut dyn FnMut(Vec<T>)| out(v)),
+                    _u: PhantomData,
+                })
+            },
+        )
+    }
+
+    /// Redistributes the records into `partitions` partitions of
+    /// near-equal size, keeping their order.
+    pub fn repartition(&self, partitions: usize) -> DStream<T> {
+        let parent = self.s.clone();
+        let n = partitions.max(1);
+        self.materialized(
+            meta(
+                "repartition",
+                vec![self.id],
+                self.slide_ms(),
+                vec![("partitions", n.to_string())],
+            ),
+            move |_| {
+                move |ctx: &BatchCtx| {
+                    let d = parent.prepare(ctx)?;
+                    let all: Vec<T> = ctx.collect(&*d).into_iter().flatten().collect();
+                    Ok(split_even(all, n))
+                }
+            },
+        )
+    }
+
+    /// The records of both streams (this one's first). Both must slide at
+    /// the same interval.
+    pub fn union(&self, other: &DStream<T>) -> DStream<T> {
+        let (a, b) = (self.s.clone(), other.s.clone());
+        let d = self.new_node(
+            meta("union", vec![self.id, other.id], self.slide_ms(), vec![]),
+            move |_| Arc::new(UnionStream { a, b }),
+        );
+        d.check_same_slide(other);
+        d
+    }
+
+    pub(crate) fn check_same_slide<U>(&self, other: &DStream<U>) {
+        let (a, b) = (self.slide_ms(), other.g.slide_of(other.id));
+        if a != b {
+            self.g.problem(
+                self.id,
+                format!("inputs slide at different intervals ({a} ms and {b} ms)"),
+            );
+        }
+    }
+
+    /// One record per batch: the number of records.
+    pub fn count(&self) -> DStream<u64> {
+        let parent = self.s.clone();
+        self.materialized(
+            meta("count", vec![self.id], self.slide_ms(), vec![]),
+            move |_| {
+                move |ctx: &BatchCtx| {
+                    let d = parent.prepare(ctx)?;
+                    let counts = ctx.par_map(d.parts(), |p| {
+                        let mut n = 0u64;
+                        d.run(p, &mut |_| n += 1);
+                        n
+                    });
+                    Ok(vec![vec![counts.iter().sum()]])
+                }
+            },
+        )
+    }
+
+    /// One record per non-empty batch: all records combined with `f`
+    /// (associative), in partition order.
+    pub fn reduce(&self, f: impl Fn(T, T) -> T + Send + Sync + 'static) -> DStream<T> {
+        let parent = self.s.clone();
+        self.materialized(
+            meta("reduce", vec![self.id], self.slide_ms(), vec![]),
+            move |_| {
+                move |ctx: &BatchCtx| {
+                    let d = parent.prepare(ctx)?;
+                    let partials = ctx.par_map(d.parts(), |p| {
+                        let mut acc: Option<T> = None;
+                        d.run(p, &mut |x| {
+                            acc = Some(match acc.take() {
+                                Some(a) => f(a, x),
+                                None => x,
+                            })
+                        });
+                        acc
+                    });
+                    let total = partials.into_iter().flatten().reduce(&f);
+                    Ok(vec![total.into_iter().collect()])
+                }
+            },
+        )
+    }
+
+    /// The whole batch, transformed by `f(batch_time_ms, records)`.
+    pub fn transform<U: Data>(
+        &self,
+        f: impl Fn(u64, Vec<T>) -> Vec<U> + Send + Sync + 'static,
+    ) -> DStream<U> {
+        let parent = self.s.clone();
+        self.materialized(
+            meta("transform", vec![self.id], self.slide_ms(), vec![]),
+            move |_| {
+                move |ctx: &BatchCtx| {
+                    let d = parent.prepare(ctx)?;
+                    let all: Vec<T> = ctx.collect(&*d).into_iter().flatten().collect();
+                    Ok(split_even(f(ctx.time_ms, all), ctx.partitions()))
+                }
+            },
+        )
+    }
+
+    /// The batches of two streams, combined by `f(batch_time_ms, a, b)`.
+    pub fn transform_with<U: Data, V: Data>(
+        &self,
+        other: &DStream<U>,
+        f: impl Fn(u64, Vec<T>, Vec<U>) -> Vec<V> + Send + Sync + 'static,
+    ) -> DStream<V> {
+        let (a, b) = (self.s.clone(), other.s.clone());
+        let d = self.materialized(
+            meta(
+                "transform_with",
+                vec![self.id, other.id],
+                self.slide_ms(),
+                vec![],
+            ),
+            move |_| {
+                move |ctx: &BatchCtx| {
+                    let da = a.prepare(ctx)?;
+                    let db = b.prepare(ctx)?;
+                    let va: Vec<T> = ctx.collect(&*da).into_iter().flatten().collect();
+                    let vb: Vec<U> = ctx.collect(&*db).into_iter().flatten().collect();
+                    Ok(split_even(f(ctx.time_ms, va, vb), ctx.partitions()))
+                }
+            },
+        );
+        d.check_same_slide(other);
+        d
+    }
+
+    /// Registers an output operation that needs only the first `limit`
+    /// records: partitions run one after another on the calling thread and
+    /// stop once `limit` records are in hand (Spark's `take`), so memory
+    /// stays O(limit) whatever the batch size.
+    pub(crate) fn add_output_take(
+        &self,
+        kind: &'static str,
+        limit: usize,
+        f: impl Fn(u64, Vec<T>) -> Result<(), BoxError> + Send + Sync + 'static,
+    ) -> Result<(), EngineError> {
+        let s = self.s.clone();
+        let id = self.id;
+        self.g.add_output(OutputEntry {
+            node: id,
+            kind,
+            slide_ms: self.slide_ms(),
+            run: Arc::new(move |ctx: &BatchCtx| {
+                let d = s.prepare(ctx)?;
+                let mut first = Vec::new();
+                for p in 0..d.parts() {
+                    if first.len() >= limit {
+                        break;
+                    }
+                    d.run(p, &mut |x| {
+                        if first.len() < limit {
+                            first.push(x)
+                        }
+                    });
+                }
+                f(ctx.time_ms, first).map_err(|e| EngineError::Output {
+                    kind,
+                    input: ctx.name(id).to_string(),
+                    reason: e,
+                })
+            }),
+        })
+    }
+
+    /// Registers an output operation: `f(batch_time_ms, partitions)` runs
+    /// at every batch this stream produces, in declaration order with the
+    /// other output operations.
+    pub(crate) fn add_output(
+        &self,
+        kind: &'static str,
+        f: impl Fn(u64, Vec<Vec<T>>) -> Result<(), BoxError> + Send + Sync + 'static,
+    ) -> Result<(), EngineError> {
+        let s = self.s.clone();
+        let id = self.id;
+        self.g.add_output(OutputEntry {
+            node: id,
+            kind,
+            slide_ms: self.slide_ms(),
+            run: Arc::new(move |ctx: &BatchCtx| {
+                let d = s.prepare(ctx)?;
+                let parts = ctx.collect(&*d);
+                f(ctx.time_ms, parts).map_err(|e| EngineError::Output {
+                    kind,
+                    input: ctx.name(id).to_string(),
+                    reason: e,
+                })
+            }),
+        })
+    }
+}
+
+impl<T: Data + std::hash::Hash + Eq> DStream<T> {
+    /// Each distinct record with its number of occurrences in the batch.
+    pub fn count_by_value(&self) -> DStream<(T, u64)> {
+        let pairs = self.map(|x| (x, 1u64));
+        let out = pairs.reduce_by_key_kind("count_by_value", |a, b| a + b);
+        self.g.compose(
+            out.id,
+            "count_by_value",
+            vec![],
+            vec![self.id],
+            &[(pairs.id, "pairs")],
+        );
+        out
+    }
+}

@@ -1,0 +1,305 @@
+//! The interface input streams plug into, and the in-memory queue source.
+//!
+//! A source's records are addressed by dense `u64` positions starting at 0
+//! (for a WAL-backed source: record numbers). A batch reads the range
+//! `[previous cut, this cut)`; the same range must read back the same
+//! records until it is released, so a batch can be replayed.
+//!
+//! Limits: a [`Queue`] holds at most `queue_records_max` records
+//! (default [`QUEUE_RECORDS_MAX_DEFAULT`]); `push` past it returns an error
+//! instead of growing.
+//! Must never: decide batch boundaries on its own beyond `next_cut`, or do
+//! I/O (a WAL-backed source lives with the receivers).
+
+use std::collections::VecDeque;
+use std::fmt::Debug;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use super::graph::SourceControl;
+
+/// Boxed error type for source failures.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A replayable input of records of type `T`.
+pub trait Source<T>: Send + Sync {
+    /// End (exclusive) of the records that are available (durable) now.
+    fn available_end(&self) -> u64;
+    /// Where the batch starting at `start` ends: at most `max_end` (the
+    /// generator's cap) and at most [`Source::available_end`]. Called once
+    /// per batch, when the batch is cut. Default: everything available.
+    fn next_cut(&self, start: u64, max_end: u64) -> u64 {
+        let _ = start;
+        self.available_end().min(max_end)
+    }
+    /// The records of exactly `range`, re-readable until released. The
+    /// engine reads a batch's range as `partitions` contiguous sub-ranges,
+    /// concurrently from worker threads.
+    fn read(&self, range: Range<u64>) -> Result<Vec<T>, BoxError>;
+    /// Records before `end` will never be read again and may be dropped.
+    fn release(&self, end: u64) {
+        let _ = end;
+    }
+}
+
+pub(crate) struct Control<T>(pub Arc<dyn Source<T>>);
+
+impl<T> SourceControl for Control<T> {
+    fn available_end(&self) -> u64 {
+        self.0.available_end()
+    }
+    fn next_cut(&self, start: u64, max_end: u64) -> u64 {
+        self.0
+            .next_cut(start, max_end)
+            .min(self.0.available_end())
+            .min(max_end)
+            .max(start)
+    }
+    fn release(&self, end: u64) {
+        self.0.release(end)
+    }
+}
+
+/// Default bound of a [`Queue`], in records.
+pub const QUEUE_RECORDS_MAX_DEFAULT: usize = 10_000_000;
+
+/// How a queue stream cuts batches (Spark's `oneAtATime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueMode {
+    /// Each pushed `Vec` is exactly one batch (an empty push is an empty
+    /// batch); a tick with nothing queued gives an empty batch.
+    #[default]
+    OneAtATime,
+    /// A batch takes everything queued at its tick.
+    All,
+}
+
+#[derive(Debug)]
+struct QueueInner<T> {
+    /// One segment per non-empty push: (position of its first record,
+    /// records), ascending. Shared so reads clone outside the lock.
+    segments: VecDeque<(u64, Arc<Vec<T>>)>,
+    /// Positions below this were released and can no longer be read.
+    released: u64,
+    /// End (exclusive) of all pushed records.
+    end: u64,
+    /// End positions of pushes not yet fully cut, ascending.
+    push_ends: VecDeque<u64>,
+}
+
+impl<T> QueueInner<T> {
+    /// Records held in memory (whole segments, released or not).
+    fn held(&self) -> usize {
+        self.segments.iter().map(|(_, s)| s.len()).sum()
+    }
+}
+
+/// An in-memory queue of batches, for tests and examples (like Spark's
+/// `queueStream`). Cloning shares the queue.
+#[derive(Debug)]
+pub struct Queue<T> {
+    inner: Arc<Mutex<QueueInner<T>>>,
+    mode: QueueMode,
+    records_max: usize,
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue {
+            inner: self.inner.clone(),
+            mode: self.mode,
+            records_max: self.records_max,
+        }
+    }
+}
+
+/// Returned when a push would exceed the queue's bound.
+#[derive(Debug, thiserror::Error)]
+#[error("queue full: {held} records held, push of {pushed} would exceed queue_records_max {max}")]
+pub struct QueueFull {
+    /// Records held now.
+    pub held: usize,
+    /// Records in the refused push.
+    pub pushed: usize,
+    /// The bound.
+    pub max: usize,
+}
+
+impl<T> Queue<T> {
+    /// An empty queue, one batch per push.
+    pub fn new() -> Self {
+        Self::with_mode(QueueMode::OneAtATime)
+    }
+
+    /// An empty queue with the given mode.
+    pub fn with_mode(mode: QueueMode) -> Self {
+        Queue {
+            inner: Arc::new(Mutex::new(QueueInner {
+                segments: VecDeque::new(),
+                released: 0,
+                end: 0,
+                push_ends: VecDeque::new(),
+            })),
+            mode,
+            records_max: QUEUE_RECORDS_MAX_DEFAULT,
+        }
+    }
+
+    /// Sets the bound (`queue_records_max`), in records.
+    pub fn with_records_max(mut self, queue_records_max: usize) -> Self {
+        self.records_max = queue_records_max;
+        self
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueInner<T>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues one batch of records.
+    pub fn push(&self, batch: Vec<T>) -> Result<(), QueueFull> {
+        let mut q = self.lock();
+        let held = q.held();
+        if held + batch.len() > self.records_max {
+            return Err(QueueFull {
+                held,
+                pushed: batch.len(),
+                max: self.records_max,
+            });
+        }
+        let start = q.end;
+        q.end += batch.len() as u64;
+        if !batch.is_empty() {
+            q.segments.push_back((start, Arc::new(batch)));
+        }
+        let end = q.end;
+        q.push_ends.push_back(end);
+        Ok(())
+    }
+
+    /// Records held in memory (a push is freed once wholly released).
+    pub fn len(&self) -> usize {
+        self.lock().held()
+    }
+
+    /// Whether no records are held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T> Default for Queue<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Clone + Send + Sync> Source<T> for Queue<T> {
+    fn available_end(&self) -> u64 {
+        self.lock().end
+    }
+
+    fn next_cut(&self, start: u64, max_end: u64) -> u64 {
+        let mut q = self.lock();
+        let end = q.end;
+        match self.mode {
+            QueueMode::All => {
+                while q.push_ends.front().is_some_and(|&e| e <= max_end) {
+                    q.push_ends.pop_front();
+                }
+                end.min(max_end)
+            }
+            QueueMode::OneAtATime => {
+                // Drop push boundaries already passed (`<= start` except an
+                // empty push exactly at `start`, which is its own batch).
+                while let Some(&e) = q.push_ends.front() {
+                    if e < start {
+                        q.push_ends.pop_front();
+                    } else {
+                        break;
+                    }
+                }
+                match q.push_ends.front().copied() {
+                    Some(e) if e <= max_end => {
+                        q.push_ends.pop_front();
+                        e
+                    }
+                    // The cap splits this push; the rest comes next batch.
+                    Some(_) => max_end,
+                    None => start,
+                }
+            }
+        }
+    }
+
+    fn read(&self, range: Range<u64>) -> Result<Vec<T>, BoxError> {
+        let parts: Vec<(u64, Arc<Vec<T>>)> = {
+            let q = self.lock();
+            if range.start < q.released || range.end > q.end || range.start > range.end {
+                return Err(format!(
+                    "queue range {}..{} not held (held {}..{})",
+                    range.start, range.end, q.released, q.end
+                )
+                .into());
+            }
+            q.segments
+                .iter()
+                .filter(|(s, seg)| *s < range.end && s + seg.len() as u64 > range.start)
+                .cloned()
+                .collect()
+        };
+        // Clone outside the lock, so parallel reads of sub-ranges scale.
+        let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        for (s, seg) in parts {
+            let a = range.start.saturating_sub(s) as usize;
+            let b = ((range.end - s) as usize).min(seg.len());
+            out.extend_from_slice(&seg[a..b]);
+        }
+        Ok(out)
+    }
+
+    fn release(&self, end: u64) {
+        let mut q = self.lock();
+        q.released = q.released.max(end.min(q.end));
+        while let Some((s, seg)) = q.segments.front() {
+            if s + seg.len() as u64 <= q.released {
+                q.segments.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_at_a_time_cuts_at_push_boundaries_and_respects_the_cap() {
+        let q: Queue<u32> = Queue::new();
+        q.push(vec![1, 2, 3]).unwrap();
+        q.push(vec![]).unwrap();
+        q.push(vec![4]).unwrap();
+        assert_eq!(q.next_cut(0, 2), 2); // capped inside the first push
+        assert_eq!(q.next_cut(2, 100), 3); // rest of the first push
+        assert_eq!(q.next_cut(3, 100), 3); // the empty push
+        assert_eq!(q.next_cut(3, 100), 4);
+        assert_eq!(q.next_cut(4, 100), 4); // nothing queued: empty batch
+        assert_eq!(q.read(1..4).unwrap(), vec![2, 3, 4]);
+        q.release(3);
+        assert!(q.read(0..2).is_err());
+        assert_eq!(q.read(3..4).unwrap(), vec![4]);
+        assert_eq!(q.len(), 1);
+        q.release(2); // never goes back
+        assert!(q.read(2..3).is_err());
+    }
+
+    #[test]
+    fn queue_is_bounded() {
+        let q: Queue<u8> = Queue::new().with_records_max(3);
+        q.push(vec![1, 2]).unwrap();
+        let e = q.push(vec![3, 4]).unwrap_err();
+        assert_eq!(e.max, 3);
+        assert_eq!(q.len(), 2);
+    }
+}

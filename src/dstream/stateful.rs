@@ -1,0 +1,339 @@
+//! Stateful operators: `update_state_by_key` and `map_with_state`.
+//!
+//! Both keep a [`KvState`] under their stable operator name, partitioned by
+//! key hash like the shuffle, each partition in key order. Output order:
+//! `update_state_by_key` emits every key of the new state, per partition in
+//! key order; `map_with_state` emits, per partition, the mapped values of
+//! the batch's records (keys in order of first appearance, records in input
+//! order), then the values returned by timing-out keys in key order.
+//!
+//! Limits: state is bounded only by the user's keys (`None`/`remove`/
+//! timeouts drop keys). Must never: mutate committed state during a batch.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::eval::BatchCtx;
+use super::graph::StatefulEntry;
+use super::pair::{group, Key};
+use super::state::{KvDecoder, KvDelta, KvState};
+use super::window::Persist;
+use super::{meta, DStream, Data, EngineError};
+
+/// The state of one key, as seen by a `map_with_state` function.
+#[derive(Debug)]
+pub struct State<S> {
+    value: Option<S>,
+    updated: bool,
+    removed: bool,
+    timing_out: bool,
+    misuse: Option<String>,
+}
+
+impl<S> State<S> {
+    fn new(value: Option<S>, timing_out: bool) -> Self {
+        State {
+            value,
+            updated: false,
+            removed: false,
+            timing_out,
+            misuse: None,
+        }
+    }
+
+    /// The current state, if the key has one.
+    pub fn get(&self) -> Option<&S> {
+        self.value.as_ref()
+    }
+
+    /// Whether the key has a state.
+    pub fn exists(&self) -> bool {
+        self.value.is_some()
+    }
+
+    /// Sets the key's state. Not allowed while the key is timing out (the
+    /// batch then fails, like Spark's exception).
+    pub fn update(&mut self, s: S) {
+        if self.timing_out {
+            self.misuse = Some("cannot update the state of a key that is timing out".into());
+            return;
+        }
+        self.value = Some(s);
+        self.updated = true;
+        self.removed = false;
+    }
+
+    /// Removes the key's state. Not allowed while timing out (the state is
+    /// removed anyway after the call).
+    pub fn remove(&mut self) {
+        if self.timing_out {
+            self.misuse = Some("cannot remove the state of a key that is timing out".into());
+            return;
+        }
+        self.value = None;
+        self.removed = true;
+        self.updated = false;
+    }
+
+    /// Whether this call is the key's timeout (no new value, last call).
+    pub fn is_timing_out(&self) -> bool {
+        self.timing_out
+    }
+}
+
+type MapFn<K, V, S, U> = dyn Fn(&K, Option<V>, &mut State<S>) -> U + Send + Sync;
+
+/// What `map_with_state` does: the mapping function, an optional initial
+/// state and an optional idle timeout (Spark's `StateSpec`).
+pub struct StateSpec<K, V, S, U> {
+    func: Arc<MapFn<K, V, S, U>>,
+    initial: Vec<(K, S)>,
+    timeout_ms: Option<u64>,
+}
+
+impl<K, V, S, U> StateSpec<K, V, S, U> {
+    /// A spec calling `f(key, value, state)` once per record; with `value`
+    /// `None` when the key times out.
+    pub fn function(f: impl Fn(&K, Option<V>, &mut State<S>) -> U + Send + Sync + 'static) -> Self {
+        StateSpec {
+            func: Arc::new(f),
+            initial: Vec::new(),
+            timeout_ms: None,
+        }
+    }
+
+    /// State the operator starts from when it has no committed state.
+    pub fn initial_state(mut self, initial: Vec<(K, S)>) -> Self {
+        self.initial = initial;
+        self
+    }
+
+    /// Keys that receive no data for longer than `idle` time out: checked
+    /// at every batch, a key last updated at `u` times out at the first
+    /// batch time `t` with `u < t - idle`.
+    pub fn timeout(mut self, idle: Duration) -> Self {
+        self.timeout_ms = Some(idle.as_millis() as u64);
+        self
+    }
+}
+
+impl<K: Key + Ord + Persist, V: Data> DStream<(K, V)> {
+    /// Keeps a state per key, updated at every batch for **every** key:
+    /// `f(new_values, old_state)`; returning `None` removes the key. The
+    /// output is the whole new state.
+    pub fn update_state_by_key<S: Data + Persist>(
+        &self,
+        f: impl Fn(&[V], Option<&S>) -> Option<S> + Send + Sync + 'static,
+    ) -> DStream<(K, S)> {
+        let parent = self.s.clone();
+        let out: DStream<(K, S)> = self.materialized(
+            meta(
+                "update_state_by_key",
+                vec![self.id],
+                self.slide_ms(),
+                vec![],
+            ),
+            move |id| {
+                move |ctx: &BatchCtx| {
+                    let name = ctx.name(id).to_string();
+                    let prev = ctx.state.get::<KvState<K, S>>(&name)?;
+                    let r = ctx.partitions();
+                    if prev.is_some_and(|p| p.parts.len() != r) {
+                        return Err(EngineError::StateType { op: name });
+                    }
+                    let d = parent.prepare(ctx)?;
+                    let groups: Vec<Mutex<Vec<(K, Vec<V>)>>> =
+                        group(ctx, &*d).into_iter().map(Mutex::new).collect();
+                    let results = ctx.par_map(r, |i| {
+                        let g = std::mem::take(
+                            &mut *groups[i].lock().unwrap_or_else(|e| e.into_inner()),
+                        );
+                        let mut new_vals: BTreeMap<K, Vec<V>> = g.into_iter().collect();
+                        let mut next: BTreeMap<K, S> = BTreeMap::new();
+                        let mut changes = Vec::new();
+                        if let Some(p) = prev {
+                            for (k, old) in &p.parts[i] {
+                                let vals = new_vals.remove(k).unwrap_or_default();
+                                match f(&vals, Some(old)) {
+                                    Some(s) => {
+                                        changes.push((k.clone(), Some(s.clone())));
+                                        next.insert(k.clone(), s);
+                                    }
+                                    None => changes.push((k.clone(), None)),
+                                }
+                            }
+                        }
+                        for (k, vals) in new_vals {
+                            if let Some(s) = f(&vals, None) {
+                                changes.push((k.clone(), Some(s.clone())));
+                                next.insert(k, s);
+                            }
+                        }
+                        (next.into_iter().collect::<Vec<_>>(), changes)
+                    });
+                    let mut out = Vec::with_capacity(r);
+                    let mut changes = Vec::new();
+                    for (o, c) in results {
+                        out.push(o);
+                        changes.extend(c);
+                    }
+                    ctx.push_delta(Box::new(KvDelta {
+                        op: name,
+                        partitions: r,
+                        changes,
+                    }));
+                    Ok(out)
+                }
+            },
+        );
+        out.register_stateful::<K, S>(self.slide_ms());
+        out
+    }
+
+    /// Keeps a state per key, called only for keys with new data (once per
+    /// record) and for keys timing out (every batch). Emits what the
+    /// function returns.
+    pub fn map_with_state<S: Data + Persist, U: Data>(
+        &self,
+        spec: StateSpec<K, V, S, U>,
+    ) -> DStream<U> {
+        let parent = self.s.clone();
+        let params = vec![(
+            "timeout_ms",
+            spec.timeout_ms
+                .map_or("none".to_string(), |t| t.to_string()),
+        )];
+        let StateSpec {
+            func,
+            initial,
+            timeout_ms,
+        } = spec;
+        let out: DStream<U> = self.materialized(
+            meta("map_with_state", vec![self.id], self.slide_ms(), params),
+            move |id| {
+                move |ctx: &BatchCtx| {
+                    map_with_state_batch(ctx, ctx.name(id), &parent, &*func, &initial, timeout_ms)
+                }
+            },
+        );
+        out.register_stateful::<K, (S, u64)>(self.slide_ms());
+        out
+    }
+}
+
+impl<T: Data> DStream<T> {
+    fn register_stateful<K: Key + Ord + Persist, S: Data + Persist>(&self, input_slide_ms: u64) {
+        self.g.set_stateful(self.id);
+        let st = self.s.clone();
+        self.g.add_stateful(StatefulEntry {
+            node: self.id,
+            input_slide_ms,
+            force: Arc::new(move |ctx: &BatchCtx| st.prepare(ctx).map(|_| ())),
+            decoder: Arc::new(KvDecoder::<K, S>(PhantomData)),
+        });
+    }
+}
+
+type Changes<K, S> = Vec<(K, Option<(S, u64)>)>;
+
+fn map_with_state_batch<K, V, S, U>(
+    ctx: &BatchCtx,
+    name: &str,
+    parent: &Arc<dyn super::eval::Stream<(K, V)>>,
+    func: &MapFn<K, V, S, U>,
+    initial: &[(K, S)],
+    timeout_ms: Option<u64>,
+) -> Result<Vec<Vec<U>>, EngineError>
+where
+    K: Key + Ord + Persist,
+    V: Data,
+    S: Data + Persist,
+    U: Data,
+{
+    let t = ctx.time_ms;
+    let r = ctx.partitions();
+    let prev = ctx.state.get::<KvState<K, (S, u64)>>(name)?;
+    if prev.is_some_and(|p| p.parts.len() != r) {
+        return Err(EngineError::StateType {
+            op: name.to_string(),
+        });
+    }
+    // First batch of this operator: start from the initial state.
+    let init: Option<KvState<K, (S, u64)>> = match prev {
+        Some(_) => None,
+        None => {
+            let mut st = KvState::new(r);
+            for (k, s) in initial {
+                st.insert(k.clone(), (s.clone(), t));
+            }
+            Some(st)
+        }
+    };
+    let Some(base) = prev.or(init.as_ref()) else {
+        return Err(EngineError::StateType {
+            op: name.to_string(),
+        });
+    };
+    let d = parent.prepare(ctx)?;
+    let groups: Vec<Mutex<Vec<(K, Vec<V>)>>> =
+        group(ctx, &*d).into_iter().map(Mutex::new).collect();
+    let results = ctx.par_map(r, |i| -> Result<(Vec<U>, Changes<K, S>), String> {
+        let g = std::mem::take(&mut *groups[i].lock().unwrap_or_else(|e| e.into_inner()));
+        let mut out = Vec::new();
+        let mut overlay: BTreeMap<K, Option<(S, u64)>> = BTreeMap::new();
+        if init.is_some() {
+            for (k, v) in &base.parts[i] {
+                overlay.insert(k.clone(), Some(v.clone()));
+            }
+        }
+        for (k, vals) in g {
+            let mut cur: Option<S> = match overlay.get(&k) {
+                Some(v) => v.as_ref().map(|(s, _)| s.clone()),
+                None => base.parts[i].get(&k).map(|(s, _)| s.clone()),
+            };
+            let mut changed = false;
+            for v in vals {
+                let mut st = State::new(cur.take(), false);
+                out.push(func(&k, Some(v), &mut st));
+                changed |= st.updated || st.removed;
+                cur = st.value;
+            }
+            if changed || (cur.is_some() && timeout_ms.is_some()) {
+                overlay.insert(k, cur.map(|s| (s, t)));
+            }
+        }
+        if let Some(to) = timeout_ms {
+            if let Some(threshold) = t.checked_sub(to) {
+                for (k, (s, last)) in &base.parts[i] {
+                    if *last < threshold && !overlay.contains_key(k) {
+                        let mut st = State::new(Some(s.clone()), true);
+                        out.push(func(k, None, &mut st));
+                        if let Some(m) = st.misuse {
+                            return Err(m);
+                        }
+                        overlay.insert(k.clone(), None);
+                    }
+                }
+            }
+        }
+        Ok((out, overlay.into_iter().collect()))
+    });
+    let mut outs = Vec::with_capacity(r);
+    let mut changes = Vec::new();
+    for res in results {
+        let (o, c) = res.map_err(|msg| EngineError::StateMisuse {
+            op: name.to_string(),
+            msg,
+        })?;
+        outs.push(o);
+        changes.extend(c);
+    }
+    ctx.push_delta(Box::new(KvDelta {
+        op: name.to_string(),
+        partitions: r,
+        changes,
+    }));
+    Ok(outs)
+}

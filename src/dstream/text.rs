@@ -1,0 +1,515 @@
+//! [`Text`]: the string record type of the engine.
+//!
+//! An immutable string that stores up to [`INLINE_BYTES_MAX`] (22) bytes
+//! inline (no heap allocation, cloning is a 24-byte copy) and longer strings
+//! in a shared `Arc<str>` (cloning is a reference-count increment). Words
+//! split out of a line and lowercased therefore cost no allocation per word
+//! unless a word is longer than 22 bytes. It compares and orders exactly
+//! like `str`; it hashes inline strings as three words.
+//!
+//! Limits: inline up to [`INLINE_BYTES_MAX`] (22) bytes; the bitmask word
+//! splitter handles lines up to 256 bytes (longer lines use
+//! `str::split_whitespace`). Must never: hold a string of at most 22 bytes
+//! in shared form (hash and equality rely on one representation per
+//! string); requires 64-bit pointers.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::ops::Deref;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Longest string stored inline, in bytes.
+pub const INLINE_BYTES_MAX: usize = 22;
+
+/// Byte 23 of a shared text; an inline text keeps its length there.
+const SHARED: u8 = 0xFF;
+
+/// An immutable, cheaply clonable string (see the module docs).
+///
+/// Layout (24 bytes, 8-aligned): inline, bytes `0..22` hold the string
+/// zero-padded and byte 23 its length; shared, bytes `0..8` hold the
+/// `Arc<str>` data pointer, `8..16` its length, byte 23 is `0xFF`. Every
+/// string of at most 22 bytes is inline and every longer one shared, so
+/// equal strings always have the same representation. Inline texts are
+/// built with three 8-byte stores and read back with three 8-byte loads
+/// (hash, equality), which keeps store-to-load forwarding cheap.
+#[repr(C, align(8))]
+pub struct Text {
+    b: [u8; 24],
+}
+
+const _: () = assert!(std::mem::size_of::<Text>() == 24);
+const _: () = assert!(
+    std::mem::size_of::<usize>() == 8,
+    "Text needs 64-bit pointers"
+);
+
+// SAFETY: a `Text` is either plain bytes or an owned strong reference to an
+// `Arc<str>`, which is `Send + Sync`.
+unsafe impl Send for Text {}
+unsafe impl Sync for Text {}
+
+impl Text {
+    /// A text holding `s`.
+    #[inline]
+    pub fn new(s: &str) -> Text {
+        if s.len() <= INLINE_BYTES_MAX {
+            let mut b = [0u8; 24];
+            b[..s.len()].copy_from_slice(s.as_bytes());
+            b[23] = s.len() as u8;
+            Text::from_words(words_of(&b))
+        } else {
+            Text::shared(Arc::from(s))
+        }
+    }
+
+    #[inline]
+    fn from_words(w: [u64; 3]) -> Text {
+        let mut b = [0u8; 24];
+        b[0..8].copy_from_slice(&w[0].to_le_bytes());
+        b[8..16].copy_from_slice(&w[1].to_le_bytes());
+        b[16..24].copy_from_slice(&w[2].to_le_bytes());
+        Text { b }
+    }
+
+    #[inline]
+    fn words(&self) -> [u64; 3] {
+        words_of(&self.b)
+    }
+
+    fn shared(a: Arc<str>) -> Text {
+        let len = a.len() as u64;
+        let ptr = Arc::into_raw(a) as *const u8 as usize as u64;
+        Text::from_words([ptr, len, (SHARED as u64) << 56])
+    }
+
+    #[inline]
+    fn is_inline(&self) -> bool {
+        self.b[23] != SHARED
+    }
+
+    /// The `Arc<str>` pointer of a shared text.
+    #[inline]
+    fn shared_ptr(&self) -> *const str {
+        let [p, len, _] = self.words();
+        std::ptr::slice_from_raw_parts(p as usize as *const u8, len as usize) as *const str
+    }
+
+    /// `s` in lowercase (Unicode rules, like `str::to_lowercase`); ASCII
+    /// words up to 22 bytes are lowercased without allocating.
+    #[inline]
+    pub fn lowercase(s: &str) -> Text {
+        if s.len() <= INLINE_BYTES_MAX && s.is_ascii() {
+            let mut buf = [0u8; INLINE_BYTES_MAX];
+            buf[..s.len()].copy_from_slice(s.as_bytes());
+            buf[..s.len()].make_ascii_lowercase();
+            let mut b = [0u8; 24];
+            b[..22].copy_from_slice(&buf);
+            b[23] = s.len() as u8;
+            Text::from_words(words_of(&b))
+        } else {
+            Text::from(s.to_lowercase())
+        }
+    }
+
+    /// Calls `f` with every word of `s` (split on Unicode whitespace, like
+    /// `str::split_whitespace`), lowercased (like [`Text::lowercase`]).
+    /// ASCII lines take a single fused pass over the bytes: no allocation
+    /// for words up to 22 bytes.
+    #[inline]
+    pub fn for_each_lowercase_word(s: &str, mut f: impl FnMut(Text)) {
+        let b = s.as_bytes();
+        let n = b.len();
+        if n > MASK_BYTES_MAX || !s.is_ascii() {
+            for w in s.split_whitespace() {
+                f(Text::lowercase(w))
+            }
+            return;
+        }
+        // One bit per byte, set for whitespace and for every position past
+        // the end, so each word is a run of zero bits: finding word bounds
+        // costs a few bit operations per word, not a branch per byte.
+        let mut masks = [u64::MAX; MASK_WORDS];
+        whitespace_masks(b, &mut masks);
+        let mut pos = 0;
+        while let Some(start) = next_bit(&masks, pos, false) {
+            let end = next_bit(&masks, start, true).unwrap_or(n).min(n);
+            if start >= n {
+                break;
+            }
+            let len = end - start;
+            if len <= INLINE_BYTES_MAX {
+                f(inline_lower(b, start, len))
+            } else {
+                f(Text::lowercase(&s[start..end]))
+            }
+            pos = end;
+        }
+    }
+
+    /// This text in lowercase.
+    #[inline]
+    pub fn to_lowercase(&self) -> Text {
+        Text::lowercase(self.as_str())
+    }
+
+    /// The string.
+    #[inline]
+    pub fn as_str(&self) -> &str {
+        if self.is_inline() {
+            // SAFETY: inline bytes `..len` were copied from a `&str` (or
+            // ASCII-lowercased, which keeps UTF-8 valid) and never change.
+            unsafe { std::str::from_utf8_unchecked(&self.b[..self.b[23] as usize]) }
+        } else {
+            // SAFETY: a shared text owns one strong count of this Arc.
+            unsafe { &*self.shared_ptr() }
+        }
+    }
+}
+
+#[inline]
+fn words_of(b: &[u8; 24]) -> [u64; 3] {
+    let w = |k: usize| {
+        let mut c = [0u8; 8];
+        c.copy_from_slice(&b[8 * k..8 * k + 8]);
+        u64::from_le_bytes(c)
+    };
+    [w(0), w(1), w(2)]
+}
+
+impl Clone for Text {
+    #[inline]
+    fn clone(&self) -> Text {
+        if !self.is_inline() {
+            // SAFETY: `self` owns a strong count, so the Arc is alive.
+            unsafe { Arc::increment_strong_count(self.shared_ptr()) }
+        }
+        Text { b: self.b }
+    }
+}
+
+impl Drop for Text {
+    #[inline]
+    fn drop(&mut self) {
+        if !self.is_inline() {
+            // SAFETY: gives back the strong count this text owns.
+            unsafe { drop(Arc::from_raw(self.shared_ptr())) }
+        }
+    }
+}
+
+impl Deref for Text {
+    type Target = str;
+    #[inline]
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Text {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Text {
+    #[inline]
+    fn eq(&self, o: &Text) -> bool {
+        // Inline texts are zero-padded: equal strings, equal words. An
+        // inline text never equals a shared one (different lengths).
+        if self.is_inline() {
+            // Word by word in registers (an array compare goes through
+            // the stack and stalls store-to-load forwarding).
+            let (a, b) = (self.words(), o.words());
+            ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2])) == 0
+        } else {
+            !o.is_inline() && self.as_str() == o.as_str()
+        }
+    }
+}
+impl Eq for Text {}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, o: &str) -> bool {
+        self.as_str() == o
+    }
+}
+impl PartialEq<&str> for Text {
+    fn eq(&self, o: &&str) -> bool {
+        self.as_str() == *o
+    }
+}
+
+impl PartialOrd for Text {
+    fn partial_cmp(&self, o: &Text) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Text {
+    fn cmp(&self, o: &Text) -> Ordering {
+        self.as_str().cmp(o.as_str())
+    }
+}
+
+/// Longest line (in bytes) split with whitespace bitmasks; longer lines
+/// use `str::split_whitespace`.
+const MASK_BYTES_MAX: usize = 256;
+const MASK_WORDS: usize = MASK_BYTES_MAX / 64;
+
+/// Sets bit `i % 64` of `masks[i / 64]` to whether `b[i]` is ASCII
+/// whitespace (`char::is_whitespace`: space and `\t`..=`\r`); bits past
+/// `b.len()` keep their value. `b.len() <= MASK_BYTES_MAX`.
+#[inline]
+fn whitespace_masks(b: &[u8], masks: &mut [u64; MASK_WORDS]) {
+    let n = b.len();
+    let mut i = 0;
+    while i < n {
+        let take = (n - i).min(16);
+        let mut chunk = [0u8; 16];
+        chunk[..take].copy_from_slice(&b[i..i + take]);
+        let bits = whitespace16(&chunk) as u64 & ((1u64 << take) - 1);
+        let (w, sh) = (i / 64, i % 64);
+        // Clear the `take` bits at `sh`, then set the whitespace ones.
+        masks[w] &= !(((1u64 << take) - 1) << sh);
+        masks[w] |= bits << sh;
+        i += take;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn whitespace16(chunk: &[u8; 16]) -> u32 {
+    use std::arch::x86_64::*;
+    // SAFETY: SSE2 is part of the x86_64 baseline; the load reads exactly
+    // the 16 bytes of `chunk` (unaligned load).
+    unsafe {
+        let v = _mm_loadu_si128(chunk.as_ptr() as *const __m128i);
+        let space = _mm_cmpeq_epi8(v, _mm_set1_epi8(b' ' as i8));
+        // `\t`..=`\r` is 9..=13: (v - 9) <= 4 as unsigned bytes.
+        let t = _mm_sub_epi8(v, _mm_set1_epi8(9));
+        let ctrl = _mm_cmpeq_epi8(_mm_min_epu8(t, _mm_set1_epi8(4)), t);
+        _mm_movemask_epi8(_mm_or_si128(space, ctrl)) as u32
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn whitespace16(chunk: &[u8; 16]) -> u32 {
+    let mut m = 0u32;
+    for (j, &c) in chunk.iter().enumerate() {
+        m |= ((c == b' ' || (b'\t'..=b'\r').contains(&c)) as u32) << j;
+    }
+    m
+}
+
+/// Position of the first bit at or after `from` that is set (`set`) or
+/// clear (`!set`), if any.
+#[inline]
+fn next_bit(masks: &[u64; MASK_WORDS], from: usize, set: bool) -> Option<usize> {
+    let mut w = from / 64;
+    if w >= MASK_WORDS {
+        return None;
+    }
+    let flip = if set { 0 } else { u64::MAX };
+    let mut m = (masks[w] ^ flip) & (u64::MAX << (from % 64));
+    loop {
+        if m != 0 {
+            return Some(w * 64 + m.trailing_zeros() as usize);
+        }
+        w += 1;
+        if w >= MASK_WORDS {
+            return None;
+        }
+        m = masks[w] ^ flip;
+    }
+}
+
+/// The ASCII word `b[start..start + len]` (`len <= 22`), lowercased, as an
+/// inline text: loaded as three words (straight from the line when 24 bytes
+/// are readable, else via a copy), bytes past its end zeroed, lowercased
+/// 8 bytes at a time.
+#[inline]
+fn inline_lower(b: &[u8], start: usize, len: usize) -> Text {
+    let mut ws = [0u64; 3];
+    if start + 24 <= b.len() {
+        for (k, x) in ws.iter_mut().enumerate() {
+            let mut c = [0u8; 8];
+            c.copy_from_slice(&b[start + 8 * k..start + 8 * k + 8]);
+            *x = u64::from_le_bytes(c);
+        }
+    } else {
+        let mut tmp = [0u8; 24];
+        tmp[..len].copy_from_slice(&b[start..start + len]);
+        for (k, x) in ws.iter_mut().enumerate() {
+            let mut c = [0u8; 8];
+            c.copy_from_slice(&tmp[8 * k..8 * k + 8]);
+            *x = u64::from_le_bytes(c);
+        }
+    }
+    for (k, x) in ws.iter_mut().enumerate() {
+        let keep = len.saturating_sub(8 * k).min(8);
+        let mask = if keep == 8 {
+            u64::MAX
+        } else {
+            (1u64 << (8 * keep)) - 1
+        };
+        *x = ascii_lower_word(*x & mask);
+    }
+    ws[2] |= (len as u64) << 56;
+    Text::from_words(ws)
+}
+
+/// Lowercases the ASCII letters of 8 ASCII bytes at once.
+#[inline]
+fn ascii_lower_word(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // For ASCII bytes (< 0x80) these additions never carry across bytes.
+    let ge_a = x + ONES * (0x80 - b'A' as u64);
+    let gt_z = x + ONES * (0x80 - b'Z' as u64 - 1);
+    let upper = ge_a & !gt_z & HIGH;
+    x | (upper >> 2)
+}
+
+/// Hashes by words for inline texts (every string of at most 22 bytes is
+/// inline, so equal texts always hash equally). Not the same hash as
+/// `str`'s, which is why `Text` does not implement `Borrow<str>`.
+impl Hash for Text {
+    #[inline]
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        if self.is_inline() {
+            // Three independent multiplies (no dependency chain).
+            let [a, b, c] = self.words();
+            h.write_u64(
+                a.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                    ^ b.wrapping_mul(0xc2b2_ae3d_27d4_eb4f)
+                    ^ c.wrapping_mul(0x1656_67b1_9e37_79f9),
+            );
+        } else {
+            self.as_str().hash(h)
+        }
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Text {
+        Text::new(s)
+    }
+}
+impl From<String> for Text {
+    fn from(s: String) -> Text {
+        if s.len() <= INLINE_BYTES_MAX {
+            Text::new(&s)
+        } else {
+            Text::shared(Arc::from(s))
+        }
+    }
+}
+impl From<Text> for String {
+    fn from(t: Text) -> String {
+        t.as_str().to_string()
+    }
+}
+
+impl Serialize for Text {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Text, D::Error> {
+        String::deserialize(d).map(Text::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_texts_own_exactly_one_reference_count() {
+        let arc: Arc<str> = Arc::from("a string that is longer than twenty-two bytes");
+        let t = Text::shared(arc.clone());
+        assert_eq!(Arc::strong_count(&arc), 2);
+        let copies: Vec<Text> = (0..10).map(|_| t.clone()).collect();
+        assert_eq!(Arc::strong_count(&arc), 12);
+        assert!(copies.iter().all(|c| *c == t && c.as_str() == &*arc));
+        drop(copies);
+        drop(t);
+        assert_eq!(Arc::strong_count(&arc), 1);
+        // Moving through a thread and a Vec keeps the count right.
+        let t = Text::shared(arc.clone());
+        let back = std::thread::spawn(move || vec![t.clone(), t])
+            .join()
+            .unwrap();
+        assert_eq!(Arc::strong_count(&arc), 3);
+        drop(back);
+        assert_eq!(Arc::strong_count(&arc), 1);
+    }
+
+    #[test]
+    fn representation_is_canonical() {
+        let short = "x".repeat(22);
+        let long = "x".repeat(23);
+        assert!(Text::new(&short).is_inline());
+        assert!(Text::from(short.clone()).is_inline());
+        assert!(!Text::new(&long).is_inline());
+        assert!(Text::lowercase(&"X".repeat(22)).is_inline());
+        assert_eq!(Text::lowercase(&"X".repeat(22)), Text::new(&short));
+        assert_ne!(Text::new(&short), Text::new(&long));
+        let de: Text =
+            crate::codec::decode(&crate::codec::encode(&Text::new(&short)).unwrap()).unwrap();
+        assert!(de.is_inline());
+    }
+
+    #[test]
+    fn inline_and_shared_behave_like_str() {
+        assert_eq!(std::mem::size_of::<Text>(), 24);
+        let short = Text::new("Hello");
+        let long = Text::new("a string that is longer than twenty-two bytes");
+        assert_eq!(short, "Hello");
+        assert_eq!(
+            long.as_str(),
+            "a string that is longer than twenty-two bytes"
+        );
+        assert_eq!(Text::lowercase("HeLLo"), "hello");
+        assert_eq!(Text::lowercase("ÉCOLE"), "école");
+        assert_eq!(long.to_lowercase(), long);
+        assert!(Text::new("a") < Text::new("b"));
+        for line in [
+            "  A bC\tdé\u{3000}x ",
+            "one\x0btwo  THREE\n",
+            "",
+            "   ",
+            "aVeryLongWordThatExceedsTheInlineLimit x",
+        ] {
+            let mut got = Vec::new();
+            Text::for_each_lowercase_word(line, |t| got.push(t));
+            let want: Vec<Text> = line.split_whitespace().map(Text::lowercase).collect();
+            assert_eq!(got, want, "{line:?}");
+        }
+        let mut m = std::collections::HashMap::new();
+        m.insert(Text::new("k"), 1);
+        assert_eq!(m.get(&Text::from(String::from("k"))), Some(&1));
+        assert_eq!(
+            Text::from("x".repeat(30)).to_lowercase(),
+            Text::new(&"x".repeat(30))
+        );
+        let bytes = crate::codec::encode(&long).unwrap();
+        assert_eq!(crate::codec::decode::<Text>(&bytes).unwrap(), long);
+    }
+}

@@ -1,0 +1,493 @@
+//! Batch scheduling: the batch generator (driven by a [`Clock`]), the
+//! executor (a bounded rayon pool of `parallelism` threads), commit through
+//! a [`CheckpointStore`], recovery, and per-batch statistics.
+//!
+//! One scheduler thread runs the loop: wait for the next tick → cut each
+//! source at `min(available, start + batch_records_max)` → allocate the
+//! batch → evaluate it on the pool → commit state deltas → apply them to the
+//! in-memory committed state → release consumed source records. Only one
+//! batch is in flight, so at most one batch of input is held in memory; a
+//! slow batch delays the next tick's cut instead of queueing batches.
+//!
+//! Limits: `batch_records_max` records per source per batch (default
+//! [`BATCH_RECORDS_MAX_DEFAULT`]); statistics of the last
+//! `stats_batches_max` batches (default [`STATS_BATCHES_MAX_DEFAULT`]);
+//! a graceful stop drains for at most `graceful_stop_timeout`.
+//! Must never: parse configuration, or evaluate operators itself (that is
+//! `dstream::Plan::run_batch`).
+
+pub mod checkpoint;
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+
+use crate::clock::Clock;
+use crate::dstream::graph::SourceControl;
+use crate::dstream::{BatchCtx, Plan, Runner, StateStore};
+use crate::Error;
+pub use checkpoint::{
+    BatchSpec, CheckpointError, CheckpointStore, MemoryCheckpointStore, StreamRange,
+};
+
+/// Default cap of records per source per batch.
+pub const BATCH_RECORDS_MAX_DEFAULT: u64 = 10_000_000;
+/// Default number of batches whose statistics are kept.
+pub const STATS_BATCHES_MAX_DEFAULT: usize = 1000;
+/// How long one clock wait may block before the stop flag is checked.
+const STOP_POLL: Duration = Duration::from_millis(20);
+
+/// Errors of the scheduler.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchedulerError {
+    /// A user function panicked while the batch ran; committed state is
+    /// unchanged and the batch stays pending.
+    #[error("batch {time_ms} ms failed: a user function panicked: {message}")]
+    Panicked {
+        /// Batch time.
+        time_ms: u64,
+        /// The panic message.
+        message: String,
+    },
+    /// Batch bookkeeping failed.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The worker pool could not be built.
+    #[error("cannot build worker pool: {0}")]
+    Pool(String),
+    /// The scheduler thread could not be started.
+    #[error("cannot start scheduler thread: {0}")]
+    Thread(std::io::Error),
+    /// The scheduler stopped with an error reported earlier.
+    #[error("streaming stopped after an error: {0}")]
+    Failed(String),
+    /// Waiting for a batch timed out.
+    #[error("timed out after {waited:?} waiting for batch {time_ms} ms")]
+    Timeout {
+        /// Batch time awaited.
+        time_ms: u64,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The scheduler stopped before the awaited batch completed.
+    #[error("scheduler stopped before batch {time_ms} ms completed")]
+    StoppedBefore {
+        /// Batch time awaited.
+        time_ms: u64,
+    },
+}
+
+/// Statistics of one completed batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Batch time in milliseconds.
+    pub batch_time_ms: u64,
+    /// Input records over all sources.
+    pub input_records: u64,
+    /// Clock time from the batch time to the start of processing, ms.
+    pub scheduling_delay_ms: u64,
+    /// Real time spent processing and committing, ms.
+    pub processing_time_ms: u64,
+    /// `scheduling_delay_ms + processing_time_ms`.
+    pub total_delay_ms: u64,
+    /// Whether this was a replay of a batch pending at start.
+    pub replayed: bool,
+}
+
+/// Scheduler settings.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// The clock driving batches.
+    pub clock: Arc<dyn Clock>,
+    /// Worker threads.
+    pub parallelism: usize,
+    /// Cap of records per source per batch.
+    pub batch_records_max: u64,
+    /// Statistics kept, in batches.
+    pub stats_batches_max: usize,
+    /// Longest a graceful stop keeps draining sources.
+    pub graceful_stop_timeout: Duration,
+}
+
+#[derive(Default)]
+struct Progress {
+    stop: Option<bool>,
+    finished: bool,
+    error: Option<Error>,
+    error_msg: Option<String>,
+    last_completed: Option<u64>,
+    stats: VecDeque<BatchStats>,
+}
+
+struct Shared {
+    m: Mutex<Progress>,
+    cv: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+struct PoolRunner(rayon::ThreadPool);
+
+impl Runner for PoolRunner {
+    fn for_each_index(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
+        if n <= 1 {
+            (0..n).for_each(f)
+        } else {
+            self.0.install(|| (0..n).into_par_iter().for_each(f))
+        }
+    }
+}
+
+/// A running scheduler.
+pub struct Scheduler {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler").finish_non_exhaustive()
+    }
+}
+
+struct Engine {
+    plan: Arc<Plan>,
+    cfg: SchedulerConfig,
+    store: Box<dyn CheckpointStore>,
+    state: StateStore,
+    runner: PoolRunner,
+    sources: Vec<Arc<dyn SourceControl>>,
+    source_names: Vec<String>,
+    positions: Vec<u64>,
+    zero_ms: u64,
+    next_ms: u64,
+    shared: Arc<Shared>,
+}
+
+impl Scheduler {
+    /// Recovers from `store` (loads committed state, prepares to replay
+    /// pending batches) and starts the scheduler thread.
+    pub fn start(
+        plan: Arc<Plan>,
+        cfg: SchedulerConfig,
+        store: Box<dyn CheckpointStore>,
+    ) -> Result<Scheduler, Error> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(cfg.parallelism.max(1))
+            .thread_name(|i| format!("weir-worker-{i}"))
+            .build()
+            .map_err(|e| SchedulerError::Pool(e.to_string()))?;
+        let mut state = StateStore::new();
+        for (name, decoder) in plan.stateful_operators() {
+            if let Some(pairs) = store.load_state(&name).map_err(SchedulerError::from)? {
+                let st = decoder.decode(&name, &mut pairs.into_iter(), plan_partitions(&plan))?;
+                state.insert(name, st);
+            }
+        }
+        let interval = plan.interval_ms();
+        let source_names = plan.source_names();
+        let mut positions = vec![0u64; source_names.len()];
+        let (zero_ms, next_ms) = match store.last_allocated().map_err(SchedulerError::from)? {
+            Some(last) => {
+                for r in &last.ranges {
+                    if let Some(i) = source_names.iter().position(|n| *n == r.source) {
+                        positions[i] = r.end;
+                    }
+                }
+                (last.zero_ms, last.time_ms + interval)
+            }
+            None => {
+                let zero = cfg.clock.now_ms() / interval * interval;
+                (zero, zero + interval)
+            }
+        };
+        let shared = Arc::new(Shared {
+            m: Mutex::new(Progress::default()),
+            cv: Condvar::new(),
+        });
+        let engine = Engine {
+            sources: plan.source_controls(),
+            plan,
+            cfg,
+            store,
+            state,
+            runner: PoolRunner(pool),
+            source_names,
+            positions,
+            zero_ms,
+            next_ms,
+            shared: shared.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("weir-scheduler".into())
+            .spawn(move || engine.run())
+            .map_err(SchedulerError::Thread)?;
+        Ok(Scheduler {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Asks the scheduler to stop and waits for it. `graceful`: keep
+    /// cutting batches at the clock's ticks until every source is drained
+    /// (at most `graceful_stop_timeout`); otherwise stop after the batch in
+    /// flight. Returns the error the scheduler stopped with, if any.
+    pub fn stop(&self, graceful: bool) -> Result<(), Error> {
+        {
+            let mut p = self.shared.lock();
+            if p.stop.is_none() {
+                p.stop = Some(graceful);
+            }
+            self.shared.cv.notify_all();
+        }
+        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = handle {
+            let _ = t.join();
+        }
+        self.take_error()
+    }
+
+    fn take_error(&self) -> Result<(), Error> {
+        let mut p = self.shared.lock();
+        match p.error.take() {
+            Some(e) => Err(e),
+            None => match &p.error_msg {
+                Some(m) => Err(SchedulerError::Failed(m.clone()).into()),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// Waits until the scheduler has finished (stopped or failed), or for
+    /// `timeout`. Returns whether it finished.
+    pub fn await_termination(&self, timeout: Option<Duration>) -> Result<bool, Error> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut p = self.shared.lock();
+        while !p.finished {
+            match deadline {
+                None => p = self.shared.cv.wait(p).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Ok(false);
+                    }
+                    p = self
+                        .shared
+                        .cv
+                        .wait_timeout(p, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+        drop(p);
+        self.take_error().map(|_| true)
+    }
+
+    /// Waits (at most `timeout`) until the batch at `time_ms` has completed;
+    /// returns its statistics.
+    pub fn await_batch(&self, time_ms: u64, timeout: Duration) -> Result<BatchStats, Error> {
+        let start = Instant::now();
+        let mut p = self.shared.lock();
+        loop {
+            if p.last_completed.is_some_and(|t| t >= time_ms) {
+                return p
+                    .stats
+                    .iter()
+                    .rev()
+                    .find(|s| s.batch_time_ms == time_ms)
+                    .cloned()
+                    .ok_or_else(|| SchedulerError::StoppedBefore { time_ms }.into());
+            }
+            if let Some(m) = &p.error_msg {
+                return Err(SchedulerError::Failed(m.clone()).into());
+            }
+            if p.finished {
+                return Err(SchedulerError::StoppedBefore { time_ms }.into());
+            }
+            let waited = start.elapsed();
+            if waited >= timeout {
+                return Err(SchedulerError::Timeout { time_ms, waited }.into());
+            }
+            p = self
+                .shared
+                .cv
+                .wait_timeout(p, timeout - waited)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Statistics of the most recent batches, oldest first.
+    pub fn statistics(&self) -> Vec<BatchStats> {
+        self.shared.lock().stats.iter().cloned().collect()
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        let running = self.thread.lock().map(|t| t.is_some()).unwrap_or(false);
+        if running {
+            let _ = self.stop(false);
+        }
+    }
+}
+
+fn plan_partitions(plan: &Plan) -> usize {
+    plan.description().partitions
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+impl Engine {
+    fn run(mut self) {
+        let result = self.run_inner();
+        let mut p = self.shared.lock();
+        if let Err(e) = result {
+            tracing::error!(error = %e, "streaming stopped");
+            p.error_msg = Some(e.to_string());
+            p.error = Some(e);
+        }
+        p.finished = true;
+        self.shared.cv.notify_all();
+    }
+
+    fn stop_requested(&self) -> Option<bool> {
+        self.shared.lock().stop
+    }
+
+    fn run_inner(&mut self) -> Result<(), Error> {
+        for spec in self.store.pending().map_err(SchedulerError::from)? {
+            tracing::info!(time_ms = spec.time_ms, "replaying pending batch");
+            self.execute(&spec, true)?;
+        }
+        let mut drain_deadline: Option<Instant> = None;
+        loop {
+            match self.stop_requested() {
+                Some(false) => return Ok(()),
+                Some(true) => {
+                    let deadline = *drain_deadline
+                        .get_or_insert_with(|| Instant::now() + self.cfg.graceful_stop_timeout);
+                    let drained = self
+                        .sources
+                        .iter()
+                        .zip(&self.positions)
+                        .all(|(s, &p)| s.available_end() <= p);
+                    if drained || Instant::now() >= deadline {
+                        return Ok(());
+                    }
+                }
+                None => {}
+            }
+            let now = self.cfg.clock.wait_until(self.next_ms, STOP_POLL);
+            if now < self.next_ms {
+                continue;
+            }
+            let spec = self.cut(self.next_ms);
+            self.store.allocate(&spec).map_err(SchedulerError::from)?;
+            self.execute(&spec, false)?;
+            self.next_ms += self.plan.interval_ms();
+        }
+    }
+
+    fn cut(&mut self, time_ms: u64) -> BatchSpec {
+        let mut ranges = Vec::with_capacity(self.sources.len());
+        for (i, s) in self.sources.iter().enumerate() {
+            let start = self.positions[i];
+            let max_end = start.saturating_add(self.cfg.batch_records_max);
+            let end = s.next_cut(start, max_end);
+            self.positions[i] = end;
+            ranges.push(StreamRange {
+                source: self.source_names[i].clone(),
+                start,
+                end,
+            });
+        }
+        BatchSpec {
+            time_ms,
+            zero_ms: self.zero_ms,
+            ranges,
+        }
+    }
+
+    fn execute(&mut self, spec: &BatchSpec, replayed: bool) -> Result<(), Error> {
+        let started = Instant::now();
+        let scheduling_delay_ms = self.cfg.clock.now_ms().saturating_sub(spec.time_ms);
+        let ranges: Vec<Range<u64>> = self
+            .source_names
+            .iter()
+            .map(|n| {
+                spec.ranges
+                    .iter()
+                    .find(|r| &r.source == n)
+                    .map_or(0..0, |r| r.start..r.end)
+            })
+            .collect();
+        let input_records = ranges.iter().map(|r| r.end - r.start).sum();
+        let deltas = {
+            let ctx = BatchCtx::new(
+                &self.plan,
+                spec.time_ms,
+                spec.zero_ms,
+                ranges.clone(),
+                &self.runner,
+                &self.state,
+            );
+            match catch_unwind(AssertUnwindSafe(|| self.plan.run_batch(&ctx))) {
+                Err(p) => {
+                    return Err(SchedulerError::Panicked {
+                        time_ms: spec.time_ms,
+                        message: panic_message(&*p),
+                    }
+                    .into())
+                }
+                Ok(r) => r?,
+            }
+            ctx.take_deltas()
+        };
+        self.store
+            .commit(spec.time_ms, &deltas)
+            .map_err(SchedulerError::from)?;
+        for d in &deltas {
+            d.apply(&mut self.state)?;
+        }
+        for (s, r) in self.sources.iter().zip(&ranges) {
+            s.release(r.end);
+        }
+        let processing_time_ms = started.elapsed().as_millis() as u64;
+        let stats = BatchStats {
+            batch_time_ms: spec.time_ms,
+            input_records,
+            scheduling_delay_ms,
+            processing_time_ms,
+            total_delay_ms: scheduling_delay_ms + processing_time_ms,
+            replayed,
+        };
+        let mut p = self.shared.lock();
+        p.stats.push_back(stats);
+        while p.stats.len() > self.cfg.stats_batches_max.max(1) {
+            p.stats.pop_front();
+        }
+        p.last_completed = Some(spec.time_ms);
+        self.shared.cv.notify_all();
+        Ok(())
+    }
+}

@@ -1,0 +1,86 @@
+//! Shared test harness: a context on a manual clock (interval 1000 ms,
+//! first batch at 1000), queue inputs, and per-batch collectors.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use weir::dstream::Data;
+use weir::{DStream, ManualClock, Queue, StreamingContext};
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub struct H {
+    pub ssc: StreamingContext,
+    pub clock: Arc<ManualClock>,
+}
+
+pub fn ctx(partitions: usize) -> H {
+    let clock = Arc::new(ManualClock::new(0));
+    let ssc = StreamingContext::builder()
+        .batch_interval(Duration::from_secs(1))
+        .parallelism(2)
+        .partitions(partitions)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    H { ssc, clock }
+}
+
+pub type Out<T> = Arc<Mutex<Vec<(u64, Vec<T>)>>>;
+
+/// Collects every batch the stream produces, as (time, records).
+pub fn collect<T: Data>(s: &DStream<T>) -> Out<T> {
+    let out: Out<T> = Arc::default();
+    let o = out.clone();
+    s.foreach_batch(move |t, recs| {
+        o.lock().unwrap().push((t, recs));
+        Ok(())
+    })
+    .unwrap();
+    out
+}
+
+/// A queue pre-filled with one batch per element of `batches`.
+pub fn queue<T: Clone + Send + Sync + 'static>(batches: Vec<Vec<T>>) -> Queue<T> {
+    let q = Queue::new();
+    for b in batches {
+        q.push(b).unwrap();
+    }
+    q
+}
+
+impl H {
+    /// Starts, runs `n` batches (1000 .. n*1000), stops.
+    pub fn run(&self, n: u64) {
+        self.ssc.start().unwrap();
+        self.advance(n);
+        self.ssc.stop(false).unwrap();
+    }
+
+    /// Advances the clock batch by batch, waiting for each.
+    pub fn advance(&self, n: u64) {
+        for _ in 0..n {
+            let t = self.clock.advance(1000);
+            self.ssc.await_batch(t, WAIT).unwrap();
+        }
+    }
+}
+
+/// The output with each batch sorted (for keyed outputs whose order
+/// depends on partitioning).
+pub fn sorted<T: Ord + Clone>(out: &Out<T>) -> Vec<(u64, Vec<T>)> {
+    out.lock()
+        .unwrap()
+        .iter()
+        .map(|(t, v)| {
+            let mut v = v.clone();
+            v.sort();
+            (*t, v)
+        })
+        .collect()
+}
+
+pub fn get<T: Clone>(out: &Out<T>) -> Vec<(u64, Vec<T>)> {
+    out.lock().unwrap().clone()
+}

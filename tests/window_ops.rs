@@ -1,0 +1,296 @@
+//! Window operations over more batches than a window spans, with slides
+//! of several batches, empty batches, and refusal of bad lengths.
+
+mod common;
+use common::*;
+
+use std::time::Duration;
+
+const S: fn(u64) -> Duration = Duration::from_secs;
+
+fn one(xs: &[i32]) -> Vec<i32> {
+    xs.to_vec()
+}
+
+#[test]
+fn window_slides_over_more_batches_than_it_spans() {
+    let h = ctx(2);
+    let q = queue(vec![one(&[1]), one(&[2]), one(&[3]), one(&[4]), vec![]]);
+    let s = h.ssc.queue_stream(&q);
+    let w31 = collect(&s.window(S(3), S(1)));
+    let w22 = collect(&s.window(S(2), S(2)));
+    let w13 = collect(&s.window(S(1), S(3)));
+    h.run(7);
+    let sorted31: Vec<(u64, Vec<i32>)> = sorted(&w31);
+    assert_eq!(
+        sorted31,
+        vec![
+            (1000, one(&[1])),
+            (2000, one(&[1, 2])),
+            (3000, one(&[1, 2, 3])),
+            (4000, one(&[2, 3, 4])),
+            (5000, one(&[3, 4])),
+            (6000, one(&[4])),
+            (7000, vec![]),
+        ]
+    );
+    // Slide of two batches: output only at 2000, 4000, 6000.
+    assert_eq!(
+        sorted(&w22),
+        vec![(2000, one(&[1, 2])), (4000, one(&[3, 4])), (6000, vec![])]
+    );
+    // Slide longer than the window: batches in between are skipped.
+    assert_eq!(sorted(&w13), vec![(3000, one(&[3])), (6000, vec![])]);
+}
+
+#[test]
+fn count_and_reduce_by_window() {
+    let h = ctx(2);
+    let q = queue(vec![one(&[1, 1]), one(&[5]), vec![], one(&[2])]);
+    let s = h.ssc.queue_stream(&q);
+    let c = collect(&s.count_by_window(S(2), S(1)));
+    let r = collect(&s.reduce_by_window(|a, b| a + b, S(3), S(2)));
+    h.run(5);
+    assert_eq!(
+        get(&c),
+        vec![
+            (1000, vec![2]),
+            (2000, vec![3]),
+            (3000, vec![1]),
+            (4000, vec![1]),
+            (5000, vec![1]),
+        ]
+    );
+    // Windows (t-3s, t] at t = 2000 and 4000.
+    assert_eq!(get(&r), vec![(2000, vec![7]), (4000, vec![7])]);
+}
+
+fn pairs(words: &[&str]) -> Vec<(String, i64)> {
+    words.iter().map(|w| (w.to_string(), 1)).collect()
+}
+
+/// Window state must be persistable, so keys are owned `String`s; this
+/// turns hand-written `&str` expectations into owned ones.
+fn owned<V: Clone>(v: Vec<(u64, Vec<(&str, V)>)>) -> Vec<(u64, Vec<(String, V)>)> {
+    v.into_iter()
+        .map(|(t, xs)| (t, xs.into_iter().map(|(k, x)| (k.to_string(), x)).collect()))
+        .collect()
+}
+
+#[test]
+fn reduce_by_key_and_window_with_and_without_inverse() {
+    let h = ctx(2);
+    let q = queue(vec![
+        pairs(&["a", "a", "b"]),
+        pairs(&["b"]),
+        vec![],
+        pairs(&["a"]),
+        vec![],
+    ]);
+    let s = h.ssc.queue_stream(&q);
+    let plain = collect(&s.reduce_by_key_and_window(|a, b| a + b, S(3), S(1)));
+    let inv = collect(
+        &s.reduce_by_key_and_window_inv(
+            |a, b| a + b,
+            |a, b| a - b,
+            S(3),
+            S(1),
+            None::<fn(&(String, i64)) -> bool>,
+        )
+        .name("inv"),
+    );
+    let filtered = collect(
+        &s.reduce_by_key_and_window_inv(
+            |a, b| a + b,
+            |a, b| a - b,
+            S(3),
+            S(1),
+            Some(|kv: &(String, i64)| kv.1 > 0),
+        )
+        .name("inv_filtered"),
+    );
+    let words = h.ssc.queue_stream(&queue(vec![
+        vec!["a".to_string(), "a".into(), "b".into()],
+        vec!["b".into()],
+        vec![],
+        vec!["a".into()],
+        vec![],
+    ]));
+    let cbv = collect(&words.count_by_value_and_window(S(3), S(1)));
+    h.run(7);
+    let expected_plain = vec![
+        (1000, vec![("a", 2), ("b", 1)]),
+        (2000, vec![("a", 2), ("b", 2)]),
+        (3000, vec![("a", 2), ("b", 2)]),
+        (4000, vec![("a", 1), ("b", 1)]),
+        (5000, vec![("a", 1)]),
+        (6000, vec![("a", 1)]),
+        (7000, vec![]),
+    ];
+    let expected_plain = owned(expected_plain);
+    assert_eq!(sorted(&plain), expected_plain);
+    // With an inverse and no filter, keys stay with value 0 (as in Spark).
+    assert_eq!(
+        sorted(&inv),
+        owned(vec![
+            (1000, vec![("a", 2), ("b", 1)]),
+            (2000, vec![("a", 2), ("b", 2)]),
+            (3000, vec![("a", 2), ("b", 2)]),
+            (4000, vec![("a", 1), ("b", 1)]),
+            (5000, vec![("a", 1), ("b", 0)]),
+            (6000, vec![("a", 1), ("b", 0)]),
+            (7000, vec![("a", 0), ("b", 0)]),
+        ])
+    );
+    assert_eq!(sorted(&filtered), expected_plain);
+    let cbv: Vec<(u64, Vec<(String, u64)>)> = sorted(&cbv);
+    let want: Vec<(u64, Vec<(String, u64)>)> = expected_plain
+        .iter()
+        .map(|(t, v)| (*t, v.iter().map(|(k, c)| (k.clone(), *c as u64)).collect()))
+        .collect();
+    assert_eq!(cbv, want);
+}
+
+#[test]
+fn inverse_window_with_a_slide_of_two_batches() {
+    let h = ctx(1);
+    let q = queue(vec![
+        pairs(&["a"]),
+        pairs(&["a", "b"]),
+        pairs(&["b"]),
+        vec![],
+        pairs(&["c"]),
+        vec![],
+    ]);
+    let s = h.ssc.queue_stream(&q);
+    let out = collect(&s.reduce_by_key_and_window_inv(
+        |a, b| a + b,
+        |a, b| a - b,
+        S(4),
+        S(2),
+        Some(|kv: &(String, i64)| kv.1 != 0),
+    ));
+    h.run(8);
+    assert_eq!(
+        get(&out),
+        owned(vec![
+            (2000, vec![("a", 2), ("b", 1)]),
+            (4000, vec![("a", 2), ("b", 2)]),
+            (6000, vec![("b", 1), ("c", 1)]),
+            (8000, vec![("c", 1)]),
+        ])
+    );
+}
+
+#[test]
+fn group_by_key_and_window_keeps_values_in_order() {
+    let h = ctx(1);
+    let q = queue(vec![
+        vec![("k".to_string(), 1)],
+        vec![("k".to_string(), 2)],
+        vec![("j".to_string(), 3)],
+    ]);
+    let out = collect(&h.ssc.queue_stream(&q).group_by_key_and_window(S(2), S(1)));
+    h.run(3);
+    assert_eq!(
+        get(&out),
+        owned(vec![
+            (1000, vec![("k", vec![1])]),
+            (2000, vec![("k", vec![1, 2])]),
+            (3000, vec![("k", vec![2]), ("j", vec![3])]),
+        ])
+    );
+}
+
+#[test]
+fn bad_window_and_slide_lengths_are_refused_at_start() {
+    let h = ctx(1);
+    let s = h.ssc.queue_stream(&queue::<i32>(vec![]));
+    s.window(Duration::from_millis(1500), S(1))
+        .print(1)
+        .unwrap();
+    s.map(|x| x)
+        .window(S(2), Duration::from_millis(500))
+        .name("halfslide")
+        .print(1)
+        .unwrap();
+    let err = h.ssc.start().unwrap_err().to_string();
+    assert!(
+        err.contains("operator `queue/window` (window): window length 1500 ms is not a multiple of the batch interval 1000 ms"),
+        "{err}"
+    );
+    assert!(
+        err.contains("operator `halfslide` (window): slide length 500 ms is not a multiple of the batch interval 1000 ms"),
+        "{err}"
+    );
+}
+
+#[test]
+fn window_of_a_windowed_stream_must_align_with_its_slide() {
+    let h = ctx(1);
+    let s = h.ssc.queue_stream(&queue::<i32>(vec![]));
+    s.window(S(2), S(2)).window(S(3), S(2)).print(1).unwrap();
+    let err = h.ssc.start().unwrap_err().to_string();
+    assert!(
+        err.contains("window length 3000 ms is not a multiple of its input's slide 2000 ms"),
+        "{err}"
+    );
+}
+
+#[test]
+fn union_of_streams_with_different_slides_is_refused() {
+    let h = ctx(1);
+    let s = h.ssc.queue_stream(&queue::<i32>(vec![]));
+    s.union(&s.window(S(2), S(2))).print(1).unwrap();
+    let err = h.ssc.start().unwrap_err().to_string();
+    assert!(
+        err.contains("inputs slide at different intervals (1000 ms and 2000 ms)"),
+        "{err}"
+    );
+}
+
+/// A window rebuilt after a restart: its panes come back from the
+/// checkpoint store (the source is not re-read for past batches).
+#[test]
+fn window_contents_survive_a_restart_through_their_panes() {
+    use std::sync::Arc;
+    use weir::scheduler::MemoryCheckpointStore;
+    use weir::{ManualClock, StreamingContext};
+
+    let store = MemoryCheckpointStore::new();
+    let q = queue(vec![one(&[1]), one(&[2]), one(&[3]), one(&[4])]);
+    let build = |start: u64| {
+        let clock = Arc::new(ManualClock::new(start));
+        let ssc = StreamingContext::builder()
+            .batch_interval(S(1))
+            .parallelism(2)
+            .partitions(2)
+            .clock(clock.clone())
+            .checkpoint_store(Box::new(store.clone()))
+            .build()
+            .unwrap();
+        let out = collect(&ssc.queue_stream(&q).window(S(3), S(1)).name("last3"));
+        (ssc, clock, out)
+    };
+    let (ssc, clock, out) = build(0);
+    ssc.start().unwrap();
+    for t in [1000, 2000] {
+        clock.advance(1000);
+        ssc.await_batch(t, WAIT).unwrap();
+    }
+    ssc.stop(false).unwrap();
+    assert_eq!(get(&out), vec![(1000, one(&[1])), (2000, one(&[1, 2]))]);
+    assert!(store.operators().contains(&"last3.panes".to_string()));
+
+    let (ssc, clock, out) = build(2000);
+    ssc.start().unwrap();
+    for t in [3000, 4000] {
+        clock.advance(1000);
+        ssc.await_batch(t, WAIT).unwrap();
+    }
+    ssc.stop(false).unwrap();
+    assert_eq!(
+        sorted(&out),
+        vec![(3000, one(&[1, 2, 3])), (4000, one(&[2, 3, 4]))]
+    );
+}
