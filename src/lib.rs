@@ -5,6 +5,7 @@
 // API; naming every such type would hide it.
 #![allow(clippy::type_complexity)]
 
+pub mod checkpoint;
 pub mod clock;
 pub mod codec;
 pub mod context;
