@@ -34,6 +34,7 @@
 // API; naming every such type would hide it.
 #![allow(clippy::type_complexity)]
 
+pub mod checkpoint;
 pub mod cli;
 pub mod clock;
 pub mod codec;

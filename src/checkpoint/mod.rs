@@ -1,0 +1,572 @@
+//! The durable checkpoint store: batch lineage and operator state in sled.
+//!
+//! Owns one sled database (a directory) holding, in one keyspace so that a
+//! commit is one atomic `apply_batch`:
+//!
+//! | key | value |
+//! |---|---|
+//! | `m/format` | [`StoreMeta`]: the store's format version |
+//! | `b/` + batch time (u64 BE) | [`BatchRecord`]: the batch's lineage (per-source ranges) and whether it completed |
+//! | `s/` + op name length (u16 BE) + op name + encoded key | encoded state value |
+//!
+//! Every value is a versioned enum encoded through [`crate::codec`], distinct
+//! from the in-memory types (`docs/checkpoint-format.md`).
+//!
+//! Durable means flushed: sled 0.34 only fsyncs on `flush()`, so `allocate`
+//! and `commit` end with `flush()`; the background flusher is off, so
+//! nothing is half-written behind our back. The cache is small
+//! (`cache_bytes_max`, 16 MiB by default).
+//!
+//! Limits: at most `completed_batches_max` completed batch records are kept
+//! (older ones are pruned inside the commit that completes a newer one); an
+//! operator name is at most 65,535 bytes.
+//!
+//! Must never: read or write the WAL; decide what a batch contains (the
+//! scheduler does); skip a record it cannot decode (it fails naming the key).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::dstream::StateDelta;
+use crate::scheduler::{BatchSpec, CheckpointError, CheckpointStore, StreamRange};
+
+/// The store format this build writes (see `docs/checkpoint-format.md`).
+pub const STORE_FORMAT_VERSION: u32 = 1;
+/// Default sled page cache.
+pub const CACHE_BYTES_MAX_DEFAULT: u64 = 16 << 20;
+/// Default number of completed batch records kept.
+pub const COMPLETED_BATCHES_MAX_DEFAULT: usize = 1000;
+
+const META_FORMAT: &[u8] = b"m/format";
+const BATCH_PREFIX: &[u8] = b"b/";
+const STATE_PREFIX: &[u8] = b"s/";
+
+/// Store metadata, versioned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoreMeta {
+    V1 { format_version: u32 },
+}
+
+/// A batch as persisted, versioned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BatchRecord {
+    V1(BatchRecordV1),
+}
+
+/// Version 1 of a persisted batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRecordV1 {
+    pub time_ms: u64,
+    pub zero_ms: u64,
+    /// `(source name, start, end)` per input stream.
+    pub ranges: Vec<(String, u64, u64)>,
+    pub completed: bool,
+}
+
+impl BatchRecordV1 {
+    fn from_spec(spec: &BatchSpec, completed: bool) -> Self {
+        BatchRecordV1 {
+            time_ms: spec.time_ms,
+            zero_ms: spec.zero_ms,
+            ranges: spec
+                .ranges
+                .iter()
+                .map(|r| (r.source.clone(), r.start, r.end))
+                .collect(),
+            completed,
+        }
+    }
+
+    fn to_spec(&self) -> BatchSpec {
+        BatchSpec {
+            time_ms: self.time_ms,
+            zero_ms: self.zero_ms,
+            ranges: self
+                .ranges
+                .iter()
+                .map(|(source, start, end)| StreamRange {
+                    source: source.clone(),
+                    start: *start,
+                    end: *end,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Configuration of a [`SledCheckpointStore`].
+#[derive(Debug, Clone)]
+pub struct SledConfig {
+    pub cache_bytes_max: u64,
+    pub completed_batches_max: usize,
+}
+
+impl Default for SledConfig {
+    fn default() -> Self {
+        SledConfig {
+            cache_bytes_max: CACHE_BYTES_MAX_DEFAULT,
+            completed_batches_max: COMPLETED_BATCHES_MAX_DEFAULT,
+        }
+    }
+}
+
+/// Batch lineage and operator state in a sled database.
+#[derive(Debug)]
+pub struct SledCheckpointStore {
+    db: sled::Db,
+    path: PathBuf,
+    config: SledConfig,
+}
+
+fn batch_key(time_ms: u64) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    k[..2].copy_from_slice(BATCH_PREFIX);
+    k[2..].copy_from_slice(&time_ms.to_be_bytes());
+    k
+}
+
+fn state_prefix(op: &str) -> Result<Vec<u8>, CheckpointError> {
+    let len = u16::try_from(op.len()).map_err(|_| {
+        CheckpointError::Store(format!(
+            "operator name of {} bytes exceeds the limit of 65535: `{}...`",
+            op.len(),
+            &op[..op.len().min(40)]
+        ))
+    })?;
+    let mut p = Vec::with_capacity(2 + 2 + op.len());
+    p.extend_from_slice(STATE_PREFIX);
+    p.extend_from_slice(&len.to_be_bytes());
+    p.extend_from_slice(op.as_bytes());
+    Ok(p)
+}
+
+impl SledCheckpointStore {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: impl AsRef<Path>, config: SledConfig) -> Result<Self, CheckpointError> {
+        let path = dir.as_ref().to_path_buf();
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(config.cache_bytes_max)
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| sled_err("open the checkpoint store in", &path, e))?;
+        let store = SledCheckpointStore { db, path, config };
+        match store.get(META_FORMAT)? {
+            None => {
+                let meta = codec::encode(&StoreMeta::V1 {
+                    format_version: STORE_FORMAT_VERSION,
+                })
+                .map_err(|e| CheckpointError::Store(e.to_string()))?;
+                store
+                    .db
+                    .insert(META_FORMAT, meta)
+                    .map_err(|e| sled_err("initialise", &store.path, e))?;
+                store.flush()?;
+            }
+            Some(bytes) => {
+                let meta: StoreMeta = store.decode(META_FORMAT, &bytes)?;
+                let StoreMeta::V1 { format_version } = meta;
+                if format_version != STORE_FORMAT_VERSION {
+                    return Err(CheckpointError::Store(format!(
+                        "checkpoint store {} has format version {format_version}; this build reads version {STORE_FORMAT_VERSION}",
+                        store.path.display()
+                    )));
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, CheckpointError> {
+        self.db
+            .get(key)
+            .map_err(|e| sled_err("read from", &self.path, e))
+    }
+
+    fn flush(&self) -> Result<(), CheckpointError> {
+        self.db
+            .flush()
+            .map_err(|e| sled_err("flush (fsync)", &self.path, e))?;
+        Ok(())
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+    ) -> Result<T, CheckpointError> {
+        codec::decode(bytes).map_err(|e| {
+            CheckpointError::Store(format!(
+                "checkpoint store {}: the value under key {} does not decode ({e}); the store is damaged or from another version",
+                self.path.display(),
+                show_key(key)
+            ))
+        })
+    }
+
+    fn batch(&self, key: &[u8], bytes: &[u8]) -> Result<BatchRecordV1, CheckpointError> {
+        let BatchRecord::V1(b) = self.decode(key, bytes)?;
+        Ok(b)
+    }
+
+    /// All batch records, oldest first.
+    fn batches(
+        &self,
+    ) -> impl DoubleEndedIterator<Item = Result<BatchRecordV1, CheckpointError>> + '_ {
+        self.db.scan_prefix(BATCH_PREFIX).map(move |kv| {
+            let (k, v) = kv.map_err(|e| sled_err("scan", &self.path, e))?;
+            self.batch(&k, &v)
+        })
+    }
+
+    /// Completed batch records still kept, oldest first.
+    pub fn completed(&self) -> Result<Vec<BatchSpec>, CheckpointError> {
+        let mut out = Vec::new();
+        for b in self.batches() {
+            let b = b?;
+            if b.completed {
+                out.push(b.to_spec());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Operators with committed state and how many keys each holds.
+    pub fn state_sizes(&self) -> Result<Vec<(String, u64)>, CheckpointError> {
+        let mut out: Vec<(String, u64)> = Vec::new();
+        for kv in self.db.scan_prefix(STATE_PREFIX) {
+            let (k, _) = kv.map_err(|e| sled_err("scan", &self.path, e))?;
+            let Some(op) = op_of_state_key(&k) else {
+                return Err(CheckpointError::Store(format!(
+                    "checkpoint store {}: malformed state key {}",
+                    self.path.display(),
+                    show_key(&k)
+                )));
+            };
+            match out.last_mut() {
+                Some((last, n)) if *last == op => *n += 1,
+                _ => out.push((op, 1)),
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn op_of_state_key(k: &[u8]) -> Option<String> {
+    let rest = k.strip_prefix(STATE_PREFIX)?;
+    let len = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]) as usize;
+    let name = rest.get(2..2 + len)?;
+    String::from_utf8(name.to_vec()).ok()
+}
+
+fn show_key(k: &[u8]) -> String {
+    let printable: String = k
+        .iter()
+        .take(64)
+        .map(|&b| if b.is_ascii_graphic() { b as char } else { '.' })
+        .collect();
+    format!("`{printable}` ({} bytes)", k.len())
+}
+
+fn sled_err(op: &str, path: &Path, e: sled::Error) -> CheckpointError {
+    CheckpointError::Store(format!(
+        "could not {op} {}: {e}; check the disk and permissions, then restart",
+        path.display()
+    ))
+}
+
+impl CheckpointStore for SledCheckpointStore {
+    fn allocate(&mut self, spec: &BatchSpec) -> Result<(), CheckpointError> {
+        if let Some(last) = self.last_allocated()? {
+            if spec.time_ms <= last.time_ms {
+                return Err(CheckpointError::OutOfOrder {
+                    time_ms: spec.time_ms,
+                    last_ms: last.time_ms,
+                });
+            }
+        }
+        let record = codec::encode(&BatchRecord::V1(BatchRecordV1::from_spec(spec, false)))
+            .map_err(|e| CheckpointError::Store(e.to_string()))?;
+        self.db
+            .insert(batch_key(spec.time_ms), record)
+            .map_err(|e| sled_err("record a batch in", &self.path, e))?;
+        // The batch's lineage is durable before any of it runs.
+        self.flush()
+    }
+
+    fn commit(
+        &mut self,
+        time_ms: u64,
+        deltas: &[Box<dyn StateDelta>],
+    ) -> Result<(), CheckpointError> {
+        let key = batch_key(time_ms);
+        let record = match self.get(&key)? {
+            Some(v) => self.batch(&key, &v)?,
+            None => return Err(CheckpointError::NotPending { time_ms }),
+        };
+        if record.completed {
+            return Err(CheckpointError::NotPending { time_ms });
+        }
+        let mut batch = sled::Batch::default();
+        for d in deltas {
+            let changes = d.encode().map_err(|source| CheckpointError::Encode {
+                op: d.op().to_string(),
+                source,
+            })?;
+            let prefix = state_prefix(d.op())?;
+            for c in changes {
+                let mut k = Vec::with_capacity(prefix.len() + c.key.len());
+                k.extend_from_slice(&prefix);
+                k.extend_from_slice(&c.key);
+                match c.value {
+                    Some(v) => batch.insert(k, v),
+                    None => batch.remove(k),
+                }
+            }
+        }
+        let done = BatchRecordV1 {
+            completed: true,
+            ..record
+        };
+        let done = codec::encode(&BatchRecord::V1(done))
+            .map_err(|e| CheckpointError::Store(e.to_string()))?;
+        batch.insert(&key[..], done);
+        // Prune the oldest completed records beyond the limit, in the same
+        // atomic batch. Bounded: at most one pass over the kept records.
+        let mut completed = Vec::new();
+        for b in self.batches() {
+            let b = b?;
+            if b.completed {
+                completed.push(b.time_ms);
+            }
+        }
+        let keep = self.config.completed_batches_max.saturating_sub(1);
+        if completed.len() > keep {
+            for t in &completed[..completed.len() - keep] {
+                batch.remove(&batch_key(*t)[..]);
+            }
+        }
+        self.db
+            .apply_batch(batch)
+            .map_err(|e| sled_err("commit a batch to", &self.path, e))?;
+        self.flush()
+    }
+
+    fn pending(&self) -> Result<Vec<BatchSpec>, CheckpointError> {
+        let mut out = Vec::new();
+        for b in self.batches() {
+            let b = b?;
+            if !b.completed {
+                out.push(b.to_spec());
+            }
+        }
+        Ok(out)
+    }
+
+    fn last_allocated(&self) -> Result<Option<BatchSpec>, CheckpointError> {
+        match self.batches().next_back() {
+            None => Ok(None),
+            Some(b) => Ok(Some(b?.to_spec())),
+        }
+    }
+
+    fn load_state(&self, op: &str) -> Result<Option<Vec<(Vec<u8>, Vec<u8>)>>, CheckpointError> {
+        let prefix = state_prefix(op)?;
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(&prefix) {
+            let (k, v) = kv.map_err(|e| sled_err("load state from", &self.path, e))?;
+            out.push((k[prefix.len()..].to_vec(), v.to_vec()));
+        }
+        Ok(if out.is_empty() { None } else { Some(out) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dstream::{EngineError, StateChange, StateStore};
+
+    /// A delta with fixed encoded changes.
+    struct Fixed {
+        op: String,
+        changes: Vec<StateChange>,
+    }
+
+    impl StateDelta for Fixed {
+        fn op(&self) -> &str {
+            &self.op
+        }
+        fn len(&self) -> usize {
+            self.changes.len()
+        }
+        fn encode(&self) -> Result<Vec<StateChange>, codec::CodecError> {
+            Ok(self.changes.clone())
+        }
+        fn apply(&self, _store: &mut StateStore) -> Result<(), EngineError> {
+            Ok(())
+        }
+    }
+
+    fn delta(op: &str, changes: &[(&str, Option<&str>)]) -> Box<dyn StateDelta> {
+        Box::new(Fixed {
+            op: op.into(),
+            changes: changes
+                .iter()
+                .map(|(k, v)| StateChange {
+                    key: k.as_bytes().to_vec(),
+                    value: v.map(|v| v.as_bytes().to_vec()),
+                })
+                .collect(),
+        })
+    }
+
+    fn spec(t: u64, start: u64, end: u64) -> BatchSpec {
+        BatchSpec {
+            time_ms: t,
+            zero_ms: 0,
+            ranges: vec![StreamRange {
+                source: "in".into(),
+                start,
+                end,
+            }],
+        }
+    }
+
+    fn pairs(v: Option<Vec<(Vec<u8>, Vec<u8>)>>) -> Vec<(String, String)> {
+        v.unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    String::from_utf8(k).expect("k"),
+                    String::from_utf8(v).expect("v"),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lineage_and_state_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut s = SledCheckpointStore::open(dir.path(), SledConfig::default()).expect("open");
+            assert_eq!(s.last_allocated().expect("last"), None);
+            s.allocate(&spec(1000, 0, 10)).expect("allocate");
+            s.commit(
+                1000,
+                &[delta("counts", &[("a", Some("1")), ("b", Some("2"))])],
+            )
+            .expect("commit");
+            s.allocate(&spec(2000, 10, 25)).expect("allocate");
+        }
+        let mut s = SledCheckpointStore::open(dir.path(), SledConfig::default()).expect("reopen");
+        assert_eq!(s.pending().expect("pending"), vec![spec(2000, 10, 25)]);
+        assert_eq!(s.last_allocated().expect("last"), Some(spec(2000, 10, 25)));
+        assert_eq!(
+            pairs(s.load_state("counts").expect("load")),
+            vec![("a".into(), "1".into()), ("b".into(), "2".into())]
+        );
+        s.commit(2000, &[delta("counts", &[("a", None), ("c", Some("3"))])])
+            .expect("commit");
+        assert_eq!(
+            pairs(s.load_state("counts").expect("load")),
+            vec![("b".into(), "2".into()), ("c".into(), "3".into())]
+        );
+        assert!(s.pending().expect("pending").is_empty());
+        assert_eq!(s.state_sizes().expect("sizes"), vec![("counts".into(), 2)]);
+    }
+
+    #[test]
+    fn operators_do_not_see_each_others_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = SledCheckpointStore::open(dir.path(), SledConfig::default()).expect("open");
+        s.allocate(&spec(1000, 0, 1)).expect("allocate");
+        // "ab" + key "c" must not collide with "a" + key "bc".
+        s.commit(
+            1000,
+            &[
+                delta("ab", &[("c", Some("1"))]),
+                delta("a", &[("bc", Some("2"))]),
+            ],
+        )
+        .expect("commit");
+        assert_eq!(
+            pairs(s.load_state("ab").expect("load")),
+            vec![("c".into(), "1".into())]
+        );
+        assert_eq!(
+            pairs(s.load_state("a").expect("load")),
+            vec![("bc".into(), "2".into())]
+        );
+        assert_eq!(s.load_state("zz").expect("load"), None);
+    }
+
+    #[test]
+    fn refuses_out_of_order_and_unknown_or_repeated_commits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = SledCheckpointStore::open(dir.path(), SledConfig::default()).expect("open");
+        s.allocate(&spec(2000, 0, 1)).expect("allocate");
+        assert!(matches!(
+            s.allocate(&spec(2000, 1, 2)),
+            Err(CheckpointError::OutOfOrder { .. })
+        ));
+        assert!(matches!(
+            s.commit(3000, &[]),
+            Err(CheckpointError::NotPending { time_ms: 3000 })
+        ));
+        s.commit(2000, &[]).expect("commit");
+        assert!(matches!(
+            s.commit(2000, &[]),
+            Err(CheckpointError::NotPending { time_ms: 2000 })
+        ));
+    }
+
+    #[test]
+    fn completed_records_are_pruned_to_the_limit_but_the_last_is_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = SledConfig {
+            completed_batches_max: 3,
+            ..SledConfig::default()
+        };
+        let mut s = SledCheckpointStore::open(dir.path(), config).expect("open");
+        for i in 1..=10u64 {
+            s.allocate(&spec(i * 1000, i, i + 1)).expect("allocate");
+            s.commit(i * 1000, &[]).expect("commit");
+        }
+        let kept: Vec<u64> = s
+            .completed()
+            .expect("completed")
+            .iter()
+            .map(|b| b.time_ms)
+            .collect();
+        assert_eq!(kept, vec![8000, 9000, 10000]);
+        assert_eq!(
+            s.last_allocated().expect("last").map(|b| b.time_ms),
+            Some(10000)
+        );
+    }
+
+    #[test]
+    fn a_damaged_value_is_named_not_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let s = SledCheckpointStore::open(dir.path(), SledConfig::default()).expect("open");
+            s.db.insert(batch_key(5000), &b"\xff\xff garbage"[..])
+                .expect("insert");
+            s.flush().expect("flush");
+        }
+        let s = SledCheckpointStore::open(dir.path(), SledConfig::default()).expect("open");
+        let e = s.pending().expect_err("must fail");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("does not decode") && msg.contains("b/"),
+            "{msg}"
+        );
+    }
+}
