@@ -58,6 +58,8 @@ pub struct StreamingContextBuilder {
     batch_records_max: u64,
     stats_batches_max: usize,
     graceful_stop_timeout: Duration,
+    batch_attempts_max: u32,
+    retry_backoff: Duration,
     store: Option<Box<dyn CheckpointStore>>,
 }
 
@@ -114,6 +116,15 @@ impl StreamingContextBuilder {
         self.graceful_stop_timeout = d;
         self
     }
+    /// How often a failing batch is tried before the context stops with
+    /// an error naming the batch (default 3), and the first retry's wait
+    /// (default 100 ms, doubling).
+    pub fn batch_retries(mut self, attempts_max: u32, backoff: Duration) -> Self {
+        self.batch_attempts_max = attempts_max.max(1);
+        self.retry_backoff = backoff;
+        self
+    }
+
     /// Where batch lineage and state are kept (default: in memory).
     pub fn checkpoint_store(mut self, store: Box<dyn CheckpointStore>) -> Self {
         self.store = Some(store);
@@ -157,6 +168,8 @@ impl StreamingContextBuilder {
                 batch_records_max: self.batch_records_max,
                 stats_batches_max: self.stats_batches_max,
                 graceful_stop_timeout: self.graceful_stop_timeout,
+                batch_attempts_max: self.batch_attempts_max,
+                retry_backoff: self.retry_backoff,
             },
             data_dir: self.data_dir,
             inner: Mutex::new(Inner {
@@ -213,6 +226,8 @@ impl StreamingContext {
             batch_records_max: BATCH_RECORDS_MAX_DEFAULT,
             stats_batches_max: STATS_BATCHES_MAX_DEFAULT,
             graceful_stop_timeout: GRACEFUL_STOP_TIMEOUT_DEFAULT,
+            batch_attempts_max: crate::scheduler::BATCH_ATTEMPTS_MAX_DEFAULT,
+            retry_backoff: crate::scheduler::RETRY_BACKOFF_DEFAULT,
             store: None,
         }
     }

@@ -41,6 +41,7 @@ pub mod codec;
 pub mod context;
 pub mod dstream;
 pub mod error;
+pub mod failpoint;
 pub mod scheduler;
 pub mod sink;
 pub mod testdata;

@@ -100,16 +100,28 @@ fn output_operations_run_in_declaration_order() {
 fn a_failing_output_stops_the_context_with_a_named_error() {
     let h = ctx(1);
     let q = queue(vec![vec![1]]);
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = calls.clone();
     h.ssc
         .queue_stream(&q)
         .name("numbers")
-        .foreach_batch(|_, _| Err("disk full".into()))
+        .foreach_batch(move |_, _| {
+            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err("disk full".into())
+        })
         .unwrap();
     h.ssc.start().unwrap();
     h.clock.advance(1000);
     let err = h.ssc.await_termination().unwrap_err().to_string();
-    assert_eq!(
-        err,
-        "output operation foreach_batch on `numbers` failed: disk full"
+    // Retried (default: 3 attempts with backoff), then stopped, naming the
+    // batch, the operator and the cause.
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert!(
+        err.starts_with("batch 1000 ms failed 3 times and was not committed"),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("Last error: output operation foreach_batch on `numbers` failed: disk full"),
+        "{err}"
     );
 }

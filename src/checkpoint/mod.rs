@@ -6,6 +6,7 @@
 //! | key | value |
 //! |---|---|
 //! | `m/format` | [`StoreMeta`]: the store's format version |
+//! | `m/pipeline` | [`PipelineRecord`]: the description (fingerprint) of the pipeline the state belongs to |
 //! | `b/` + batch time (u64 BE) | [`BatchRecord`]: the batch's lineage (per-source ranges) and whether it completed |
 //! | `s/` + op name length (u16 BE) + op name + encoded key | encoded state value |
 //!
@@ -24,12 +25,14 @@
 //! Must never: read or write the WAL; decide what a batch contains (the
 //! scheduler does); skip a record it cannot decode (it fails naming the key).
 
+pub mod compat;
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
-use crate::dstream::StateDelta;
+use crate::dstream::{OperatorDesc, PipelineDescription, StateDelta};
 use crate::scheduler::{BatchSpec, CheckpointError, CheckpointStore, StreamRange};
 
 /// The store format this build writes (see `docs/checkpoint-format.md`).
@@ -40,6 +43,7 @@ pub const CACHE_BYTES_MAX_DEFAULT: u64 = 16 << 20;
 pub const COMPLETED_BATCHES_MAX_DEFAULT: usize = 1000;
 
 const META_FORMAT: &[u8] = b"m/format";
+const META_PIPELINE: &[u8] = b"m/pipeline";
 const BATCH_PREFIX: &[u8] = b"b/";
 const STATE_PREFIX: &[u8] = b"s/";
 
@@ -92,6 +96,76 @@ impl BatchRecordV1 {
                     end: *end,
                 })
                 .collect(),
+        }
+    }
+}
+
+/// The pipeline a checkpoint belongs to, versioned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PipelineRecord {
+    V1(PipelineRecordV1),
+}
+
+/// Version 1 of the persisted pipeline description.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineRecordV1 {
+    pub batch_interval_ms: u64,
+    pub partitions: u64,
+    pub operators: Vec<OperatorRecordV1>,
+}
+
+/// Version 1 of one persisted operator description.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorRecordV1 {
+    pub name: String,
+    pub kind: String,
+    pub inputs: Vec<String>,
+    pub params: Vec<(String, String)>,
+    pub slide_ms: u64,
+    pub stateful: bool,
+}
+
+impl PipelineRecordV1 {
+    fn from_desc(d: &PipelineDescription) -> Self {
+        PipelineRecordV1 {
+            batch_interval_ms: d.batch_interval_ms,
+            partitions: d.partitions as u64,
+            operators: d
+                .operators
+                .iter()
+                .map(|o| OperatorRecordV1 {
+                    name: o.name.clone(),
+                    kind: o.kind.clone(),
+                    inputs: o.inputs.clone(),
+                    params: o
+                        .params
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    slide_ms: o.slide_ms,
+                    stateful: o.stateful,
+                })
+                .collect(),
+        }
+    }
+
+    fn to_desc(&self) -> PipelineDescription {
+        PipelineDescription {
+            batch_interval_ms: self.batch_interval_ms,
+            partitions: self.partitions as usize,
+            operators: self
+                .operators
+                .iter()
+                .map(|o| OperatorDesc {
+                    name: o.name.clone(),
+                    kind: o.kind.clone(),
+                    inputs: o.inputs.clone(),
+                    params: o.params.iter().cloned().collect(),
+                    slide_ms: o.slide_ms,
+                    stateful: o.stateful,
+                })
+                .collect(),
+            outputs: Vec::new(),
         }
     }
 }
@@ -236,6 +310,44 @@ impl SledCheckpointStore {
             }
         }
         Ok(out)
+    }
+
+    /// The stored pipeline description, if a pipeline ever started here.
+    pub fn pipeline(&self) -> Result<Option<PipelineDescription>, CheckpointError> {
+        match self.get(META_PIPELINE)? {
+            None => Ok(None),
+            Some(v) => {
+                let PipelineRecord::V1(p) = self.decode(META_PIPELINE, &v)?;
+                Ok(Some(p.to_desc()))
+            }
+        }
+    }
+
+    /// Drops one operator's committed state and forgets the operator in the
+    /// stored pipeline description, so that a changed or removed operator
+    /// no longer blocks the start. The explicit way out of an incompatible
+    /// change; returns how many state keys were removed.
+    pub fn reset_operator(&mut self, op: &str) -> Result<u64, CheckpointError> {
+        let prefix = state_prefix(op)?;
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for kv in self.db.scan_prefix(&prefix) {
+            let (k, _) = kv.map_err(|e| sled_err("scan", &self.path, e))?;
+            batch.remove(k);
+            n += 1;
+        }
+        if let Some(mut desc) = self.pipeline()? {
+            desc.operators.retain(|o| o.name != op);
+            let rec = codec::encode(&PipelineRecord::V1(PipelineRecordV1::from_desc(&desc)))
+                .map_err(|e| CheckpointError::Store(e.to_string()))?;
+            batch.insert(META_PIPELINE, rec);
+        }
+        self.db
+            .apply_batch(batch)
+            .map_err(|e| sled_err("reset an operator in", &self.path, e))?;
+        self.flush()?;
+        tracing::warn!(store = %self.path.display(), operator = op, keys = n, "reset the state of an operator");
+        Ok(n)
     }
 
     /// Operators with committed state and how many keys each holds.
@@ -385,6 +497,24 @@ impl CheckpointStore for SledCheckpointStore {
             out.push((k[prefix.len()..].to_vec(), v.to_vec()));
         }
         Ok(if out.is_empty() { None } else { Some(out) })
+    }
+
+    fn check_pipeline(&mut self, desc: &PipelineDescription) -> Result<(), CheckpointError> {
+        if let Some(old) = self.pipeline()? {
+            let changes = compat::incompatibilities(&old, desc);
+            if !changes.is_empty() {
+                return Err(CheckpointError::Incompatible {
+                    store: self.path.display().to_string(),
+                    changes,
+                });
+            }
+        }
+        let rec = codec::encode(&PipelineRecord::V1(PipelineRecordV1::from_desc(desc)))
+            .map_err(|e| CheckpointError::Store(e.to_string()))?;
+        self.db
+            .insert(META_PIPELINE, rec)
+            .map_err(|e| sled_err("record the pipeline in", &self.path, e))?;
+        self.flush()
     }
 }
 

@@ -397,8 +397,15 @@ impl Plan {
     /// every stateful operator has advanced. State changes are left in
     /// `ctx` ([`BatchCtx::take_deltas`]); committed state is not touched.
     pub fn run_batch(&self, ctx: &BatchCtx) -> Result<(), EngineError> {
-        for o in &self.outputs {
+        for (i, o) in self.outputs.iter().enumerate() {
             if ctx.valid(o.slide_ms) {
+                if i > 0 {
+                    crate::failpoint::hit("between_outputs").map_err(|c| EngineError::Output {
+                        kind: "failpoint",
+                        input: String::new(),
+                        reason: Box::new(c),
+                    })?;
+                }
                 (o.run)(ctx)?;
             }
         }

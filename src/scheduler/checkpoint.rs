@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::dstream::StateDelta;
+use crate::dstream::{PipelineDescription, StateDelta};
 
 /// The record range one source contributes to a batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +72,19 @@ pub enum CheckpointError {
     /// The store failed (I/O, corruption...).
     #[error("checkpoint store: {0}")]
     Store(String),
+    /// The rebuilt pipeline cannot use the checkpoint's state.
+    #[error(
+        "the pipeline no longer matches its checkpoint in {store}: {}. Ways out: undo the change; \
+         or start from an empty data directory; or, to drop one operator's state and keep the rest, \
+         run `weir checkpoint reset-operator DIR NAME` (library: `SledCheckpointStore::reset_operator`)",
+        changes.join("; ")
+    )]
+    Incompatible {
+        /// Where the checkpoint is.
+        store: String,
+        /// One sentence per change, naming the operator.
+        changes: Vec<String>,
+    },
 }
 
 /// Where batch lineage and operator state are kept.
@@ -91,6 +104,11 @@ pub trait CheckpointStore: Send {
     /// Committed state of `op` as encoded pairs; `None` if `op` never
     /// committed any state.
     fn load_state(&self, op: &str) -> Result<Option<Vec<(Vec<u8>, Vec<u8>)>>, CheckpointError>;
+    /// Checks that `desc` can use the stored state (see
+    /// [`crate::checkpoint::compat`]), then records `desc` as the
+    /// pipeline's description. Called once at start, before any state is
+    /// loaded.
+    fn check_pipeline(&mut self, desc: &PipelineDescription) -> Result<(), CheckpointError>;
 }
 
 /// Default of `completed_batches_max` for [`MemoryCheckpointStore`].
@@ -102,6 +120,7 @@ struct MemInner {
     completed: VecDeque<BatchSpec>,
     last: Option<BatchSpec>,
     state: BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>,
+    pipeline: Option<PipelineDescription>,
 }
 
 /// A checkpoint store in memory. State goes through the same encoding as
@@ -211,5 +230,20 @@ impl CheckpointStore for MemoryCheckpointStore {
             .state
             .get(op)
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()))
+    }
+
+    fn check_pipeline(&mut self, desc: &PipelineDescription) -> Result<(), CheckpointError> {
+        let mut m = self.lock();
+        if let Some(old) = &m.pipeline {
+            let changes = crate::checkpoint::compat::incompatibilities(old, desc);
+            if !changes.is_empty() {
+                return Err(CheckpointError::Incompatible {
+                    store: "memory".into(),
+                    changes,
+                });
+            }
+        }
+        m.pipeline = Some(desc.clone());
+        Ok(())
     }
 }

@@ -64,6 +64,22 @@ pub enum SchedulerError {
     /// The scheduler thread could not be started.
     #[error("cannot start scheduler thread: {0}")]
     Thread(std::io::Error),
+    /// A crash test's failpoint fired: the simulated process died here.
+    #[error(transparent)]
+    Crashed(#[from] crate::failpoint::Crash),
+    /// A batch kept failing; its records stay in the WAL for the next start.
+    #[error(
+        "batch {time_ms} ms failed {attempts} times and was not committed; its input stays in the log \
+         for the next start, nothing was skipped. Last error: {cause}"
+    )]
+    BatchFailed {
+        /// Batch time.
+        time_ms: u64,
+        /// How often it was tried.
+        attempts: u32,
+        /// The last attempt's error.
+        cause: Box<Error>,
+    },
     /// The scheduler stopped with an error reported earlier.
     #[error("streaming stopped after an error: {0}")]
     Failed(String),
@@ -113,7 +129,16 @@ pub struct SchedulerConfig {
     pub stats_batches_max: usize,
     /// Longest a graceful stop keeps draining sources.
     pub graceful_stop_timeout: Duration,
+    /// How often a failing batch is tried before the context stops.
+    pub batch_attempts_max: u32,
+    /// Wait before the first retry; doubles with every retry.
+    pub retry_backoff: Duration,
 }
+
+/// Default of [`SchedulerConfig::batch_attempts_max`].
+pub const BATCH_ATTEMPTS_MAX_DEFAULT: u32 = 3;
+/// Default of [`SchedulerConfig::retry_backoff`].
+pub const RETRY_BACKOFF_DEFAULT: Duration = Duration::from_millis(100);
 
 #[derive(Default)]
 struct Progress {
@@ -187,6 +212,10 @@ impl Scheduler {
             .thread_name(|i| format!("weir-worker-{i}"))
             .build()
             .map_err(|e| SchedulerError::Pool(e.to_string()))?;
+        let mut store = store;
+        store
+            .check_pipeline(&plan.description())
+            .map_err(SchedulerError::from)?;
         let mut state = StateStore::new();
         for (name, decoder) in plan.stateful_operators() {
             if let Some(pairs) = store.load_state(&name).map_err(SchedulerError::from)? {
@@ -204,7 +233,12 @@ impl Scheduler {
                         positions[i] = r.end;
                     }
                 }
-                (last.zero_ms, last.time_ms + interval)
+                // No downtime storm: after a long stop, continue at the
+                // current tick instead of running every missed one. The
+                // first batch takes what is available, capped by
+                // `batch_records_max`; the rest follows batch by batch.
+                let now_tick = cfg.clock.now_ms() / interval * interval;
+                (last.zero_ms, (last.time_ms + interval).max(now_tick))
             }
             None => {
                 let zero = cfg.clock.now_ms() / interval * interval;
@@ -403,6 +437,7 @@ impl Engine {
             }
             let spec = self.cut(self.next_ms);
             self.store.allocate(&spec).map_err(SchedulerError::from)?;
+            crate::failpoint::hit("after_allocate").map_err(SchedulerError::from)?;
             self.execute(&spec, false)?;
             self.next_ms += self.plan.interval_ms();
         }
@@ -428,7 +463,49 @@ impl Engine {
         }
     }
 
+    /// Runs a batch until it commits, at most `batch_attempts_max` times
+    /// with doubling backoff. A simulated crash is never retried.
     fn execute(&mut self, spec: &BatchSpec, replayed: bool) -> Result<(), Error> {
+        let attempts_max = self.cfg.batch_attempts_max.max(1);
+        let mut backoff = self.cfg.retry_backoff;
+        let mut attempt = 1;
+        loop {
+            match self.execute_once(spec, replayed) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    if let Some(point) = crate::failpoint::fired() {
+                        return Err(
+                            SchedulerError::Crashed(crate::failpoint::Crash { point }).into()
+                        );
+                    }
+                    if attempt >= attempts_max {
+                        return Err(SchedulerError::BatchFailed {
+                            time_ms: spec.time_ms,
+                            attempts: attempt,
+                            cause: Box::new(e),
+                        }
+                        .into());
+                    }
+                    tracing::warn!(
+                        batch_time_ms = spec.time_ms,
+                        attempt,
+                        attempts_max,
+                        error = %e,
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "batch failed; nothing was committed, retrying with the same input"
+                    );
+                    if self.stop_requested() == Some(false) {
+                        return Err(e);
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = backoff.saturating_mul(2);
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    fn execute_once(&mut self, spec: &BatchSpec, replayed: bool) -> Result<(), Error> {
         let started = Instant::now();
         let scheduling_delay_ms = self.cfg.clock.now_ms().saturating_sub(spec.time_ms);
         let ranges: Vec<Range<u64>> = self
@@ -463,12 +540,14 @@ impl Engine {
             }
             ctx.take_deltas()
         };
+        crate::failpoint::hit("before_commit").map_err(SchedulerError::from)?;
         self.store
             .commit(spec.time_ms, &deltas)
             .map_err(SchedulerError::from)?;
         for d in &deltas {
             d.apply(&mut self.state)?;
         }
+        crate::failpoint::hit("after_commit").map_err(SchedulerError::from)?;
         for (s, r) in self.sources.iter().zip(&ranges) {
             s.release(r.end);
         }

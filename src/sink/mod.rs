@@ -32,6 +32,9 @@ pub enum SinkError {
         /// The OS error.
         source: io::Error,
     },
+    /// A crash test's failpoint fired inside the write.
+    #[error(transparent)]
+    Crashed(#[from] crate::failpoint::Crash),
 }
 
 /// How records are rendered by `print` and `save_as_text_files` (like
@@ -158,6 +161,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
         f.write_all(bytes).map_err(io("write", &tmp))?;
         f.sync_all().map_err(io("fsync", &tmp))?;
     }
+    crate::failpoint::hit("sink_write")?;
     fs::rename(&tmp, path).map_err(io("rename into", path))?;
     File::open(&dir)
         .and_then(|d| d.sync_all())
