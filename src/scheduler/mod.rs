@@ -214,7 +214,7 @@ impl Scheduler {
             .map_err(|e| SchedulerError::Pool(e.to_string()))?;
         let mut store = store;
         store
-            .check_pipeline(&plan.description())
+            .check_pipeline(plan.description())
             .map_err(SchedulerError::from)?;
         let mut state = StateStore::new();
         for (name, decoder) in plan.stateful_operators() {
