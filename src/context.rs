@@ -60,6 +60,7 @@ pub struct StreamingContextBuilder {
     graceful_stop_timeout: Duration,
     batch_attempts_max: u32,
     retry_backoff: Duration,
+    wal_config: crate::wal::WalConfig,
     store: Option<Box<dyn CheckpointStore>>,
 }
 
@@ -125,6 +126,13 @@ impl StreamingContextBuilder {
         self
     }
 
+    /// Limits of the input logs opened by `wal_stream` (segment size,
+    /// record size, queue bounds).
+    pub fn wal_config(mut self, config: crate::wal::WalConfig) -> Self {
+        self.wal_config = config;
+        self
+    }
+
     /// Where batch lineage and state are kept (default: in memory).
     pub fn checkpoint_store(mut self, store: Box<dyn CheckpointStore>) -> Self {
         self.store = Some(store);
@@ -172,6 +180,7 @@ impl StreamingContextBuilder {
                 retry_backoff: self.retry_backoff,
             },
             data_dir: self.data_dir,
+            wal_config: self.wal_config,
             inner: Mutex::new(Inner {
                 phase: Phase::Initialized,
                 store: Some(
@@ -202,6 +211,7 @@ pub struct StreamingContext {
     graph: Arc<Graph>,
     cfg: SchedulerConfig,
     data_dir: Option<PathBuf>,
+    wal_config: crate::wal::WalConfig,
     inner: Mutex<Inner>,
 }
 
@@ -228,6 +238,7 @@ impl StreamingContext {
             graceful_stop_timeout: GRACEFUL_STOP_TIMEOUT_DEFAULT,
             batch_attempts_max: crate::scheduler::BATCH_ATTEMPTS_MAX_DEFAULT,
             retry_backoff: crate::scheduler::RETRY_BACKOFF_DEFAULT,
+            wal_config: crate::wal::WalConfig::default(),
             store: None,
         }
     }
@@ -263,6 +274,76 @@ impl StreamingContext {
         src: Arc<dyn Source<T>>,
     ) -> DStream<T> {
         DStream::from_source(&self.graph, kind, src)
+    }
+
+    /// A stream whose input is the write-ahead log `name` under the data
+    /// directory (`DATA_DIR/wal/<name>`), opened (and recovered) now.
+    /// Returns the stream, named `name`, and the log, to which receivers or
+    /// user code append; an append is acknowledged once durable, and each
+    /// acknowledged record lands in exactly one batch.
+    pub fn wal_stream<T: Data>(
+        &self,
+        name: &str,
+        decode: impl Fn(&[u8]) -> std::result::Result<T, crate::dstream::BoxError>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Result<(DStream<T>, Arc<crate::wal::Wal>)> {
+        let dir = self.data_dir.as_ref().ok_or_else(|| {
+            ContextError::Config(format!(
+                "wal_stream(\"{name}\") needs a data directory: set .data_dir(..) or use StreamingContext::get_or_create"
+            ))
+        })?;
+        if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+            return Err(ContextError::Config(format!(
+                "stream name `{name}` must be a plain file name (it names the directory of its log)"
+            ))
+            .into());
+        }
+        let (wal, report) =
+            crate::wal::Wal::open(dir.join("wal").join(name), self.wal_config.clone())?;
+        if let Some(t) = &report.torn_tail {
+            tracing::warn!(stream = name, segment = %t.path.display(), bytes = t.bytes_cut, "recovered the input log: cut a torn tail of never-acknowledged bytes");
+        }
+        let wal = Arc::new(wal);
+        let src = crate::receiver::WalSource::new(wal.clone(), Arc::new(decode));
+        let stream = DStream::from_source(&self.graph, "wal", Arc::new(src)).name(name);
+        Ok((stream, wal))
+    }
+
+    /// [`StreamingContext::wal_stream`] of UTF-8 text records.
+    pub fn wal_text_stream(&self, name: &str) -> Result<(DStream<String>, Arc<crate::wal::Wal>)> {
+        self.wal_stream(name, crate::receiver::utf8)
+    }
+
+    /// Spark's `getOrCreate`: the context for data directory `dir`, with its
+    /// checkpoint store (`dir/checkpoint`, sled) attached. `build` gets a
+    /// builder already set to `dir` and builds the pipeline, the same code
+    /// on a first start and after a restart; at `start()` the pipeline is
+    /// checked against the checkpoint, committed state is loaded, every
+    /// allocated but uncommitted batch is re-run with exactly its recorded
+    /// input, and new batches continue where the last one ended.
+    pub fn get_or_create(
+        dir: impl AsRef<std::path::Path>,
+        build: impl FnOnce(StreamingContextBuilder) -> Result<StreamingContext>,
+    ) -> Result<StreamingContext> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| {
+            ContextError::Config(format!(
+                "cannot create the data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let store = crate::checkpoint::SledCheckpointStore::open(
+            dir.join("checkpoint"),
+            crate::checkpoint::SledConfig::default(),
+        )
+        .map_err(crate::scheduler::SchedulerError::from)?;
+        build(
+            StreamingContext::builder()
+                .data_dir(dir)
+                .checkpoint_store(Box::new(store)),
+        )
     }
 
     /// The pipeline description (names, kinds, parameters).

@@ -328,16 +328,20 @@ impl SledCheckpointStore {
     /// no longer blocks the start. The explicit way out of an incompatible
     /// change; returns how many state keys were removed.
     pub fn reset_operator(&mut self, op: &str) -> Result<u64, CheckpointError> {
-        let prefix = state_prefix(op)?;
+        // An operator and its internal nodes (`op.panes`, ...).
+        let inner = format!("{op}.");
+        let belongs = |name: &str| name == op || name.starts_with(&inner);
         let mut batch = sled::Batch::default();
         let mut n = 0;
-        for kv in self.db.scan_prefix(&prefix) {
+        for kv in self.db.scan_prefix(STATE_PREFIX) {
             let (k, _) = kv.map_err(|e| sled_err("scan", &self.path, e))?;
-            batch.remove(k);
-            n += 1;
+            if op_of_state_key(&k).is_some_and(|name| belongs(&name)) {
+                batch.remove(k);
+                n += 1;
+            }
         }
         if let Some(mut desc) = self.pipeline()? {
-            desc.operators.retain(|o| o.name != op);
+            desc.operators.retain(|o| !belongs(&o.name));
             let rec = codec::encode(&PipelineRecord::V1(PipelineRecordV1::from_desc(&desc)))
                 .map_err(|e| CheckpointError::Store(e.to_string()))?;
             batch.insert(META_PIPELINE, rec);
