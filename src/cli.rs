@@ -25,6 +25,38 @@ pub enum Command {
     /// Inspect, verify or repair a write-ahead log directory.
     #[command(subcommand)]
     Wal(WalCommand),
+    /// Inspect or repair the checkpoint (batch lineage and operator state)
+    /// of a data directory.
+    #[command(subcommand)]
+    Checkpoint(CheckpointCommand),
+    /// Test helper: runs the crash tests' stateful word count on DATA_DIR
+    /// (input log `DATA_DIR/wal/input`, outputs in `DATA_DIR/out`) until
+    /// killed, or with --drain until every logged record is processed.
+    #[command(hide = true)]
+    TestPipeline {
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 37)]
+        batch_records_max: u64,
+        #[arg(long)]
+        drain: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckpointCommand {
+    /// Show the pipeline a checkpoint belongs to, pending batches and the
+    /// number of state keys per operator (read-only).
+    ///
+    /// Example: weir checkpoint show /var/lib/weir
+    Show { data_dir: PathBuf },
+    /// Drop one operator's committed state (and its internal parts) so
+    /// that a changed pipeline can start; the operator starts empty. Stop
+    /// weir first.
+    ///
+    /// Example: weir checkpoint reset-operator /var/lib/weir counts
+    ResetOperator { data_dir: PathBuf, operator: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,6 +97,16 @@ pub fn main() -> ExitCode {
         Command::Wal(WalCommand::Inspect { dir }) => inspect(&dir),
         Command::Wal(WalCommand::Verify { dir }) => verify(&dir),
         Command::Wal(WalCommand::Repair { dir }) => repair(&dir),
+        Command::TestPipeline {
+            data_dir,
+            interval_ms,
+            batch_records_max,
+            drain,
+        } => test_pipeline(&data_dir, interval_ms, batch_records_max, drain),
+        Command::Checkpoint(CheckpointCommand::Show { data_dir }) => checkpoint_show(&data_dir),
+        Command::Checkpoint(CheckpointCommand::ResetOperator { data_dir, operator }) => {
+            checkpoint_reset(&data_dir, &operator)
+        }
         Command::Wal(WalCommand::Torture {
             dir,
             threads,
@@ -198,6 +240,93 @@ fn repair(dir: &Path) -> Result<ExitCode, crate::Error> {
         }
         _ => println!("nothing to repair: every frame checked (a torn tail, if any, is cut when weir opens the log)"),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn test_pipeline(
+    data_dir: &Path,
+    interval_ms: u64,
+    batch_records_max: u64,
+    drain: bool,
+) -> Result<ExitCode, crate::Error> {
+    let out = data_dir.join("out");
+    let ssc = crate::StreamingContext::get_or_create(data_dir, |b| {
+        let ssc = b
+            .batch_interval(std::time::Duration::from_millis(interval_ms))
+            .batch_records_max(batch_records_max)
+            .parallelism(2)
+            .build()?;
+        crate::pipelines::stateful_wordcount(&ssc, &out)?;
+        Ok(ssc)
+    })?;
+    ssc.start()?;
+    if drain {
+        // Graceful: keep cutting batches until every source is drained.
+        ssc.stop(true)?;
+    } else {
+        ssc.await_termination()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open_checkpoint(
+    data_dir: &Path,
+) -> Result<crate::checkpoint::SledCheckpointStore, crate::Error> {
+    let dir = data_dir.join("checkpoint");
+    if !dir.is_dir() {
+        return Err(crate::Error::Usage(format!(
+            "{} has no checkpoint (expected {}); give the data directory weir runs with",
+            data_dir.display(),
+            dir.display()
+        )));
+    }
+    crate::checkpoint::SledCheckpointStore::open(&dir, crate::checkpoint::SledConfig::default())
+        .map_err(|e| crate::scheduler::SchedulerError::from(e).into())
+}
+
+fn checkpoint_show(data_dir: &Path) -> Result<ExitCode, crate::Error> {
+    use crate::scheduler::CheckpointStore;
+    let store = open_checkpoint(data_dir)?;
+    let ck = |e| crate::Error::from(crate::scheduler::SchedulerError::from(e));
+    match store.pipeline().map_err(ck)? {
+        None => println!("pipeline: none recorded yet"),
+        Some(p) => {
+            println!(
+                "pipeline: batch interval {} ms, {} partitions",
+                p.batch_interval_ms, p.partitions
+            );
+            for o in p.operators.iter().filter(|o| o.stateful) {
+                println!(
+                    "  stateful operator `{}` ({}) {:?}",
+                    o.name, o.kind, o.params
+                );
+            }
+        }
+    }
+    match store.last_allocated().map_err(ck)? {
+        None => println!("batches: none yet"),
+        Some(b) => println!("last allocated batch: {} ms {:?}", b.time_ms, b.ranges),
+    }
+    for b in store.pending().map_err(ck)? {
+        println!(
+            "pending (re-run at next start): {} ms {:?}",
+            b.time_ms, b.ranges
+        );
+    }
+    for (op, n) in store.state_sizes().map_err(ck)? {
+        println!("state `{op}`: {n} keys");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn checkpoint_reset(data_dir: &Path, operator: &str) -> Result<ExitCode, crate::Error> {
+    let mut store = open_checkpoint(data_dir)?;
+    let n = store
+        .reset_operator(operator)
+        .map_err(|e| crate::Error::from(crate::scheduler::SchedulerError::from(e)))?;
+    println!(
+        "reset operator `{operator}`: removed {n} state keys; it starts empty at the next start"
+    );
     Ok(ExitCode::SUCCESS)
 }
 

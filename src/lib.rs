@@ -42,6 +42,7 @@ pub mod context;
 pub mod dstream;
 pub mod error;
 pub mod failpoint;
+pub mod pipelines;
 pub mod receiver;
 pub mod scheduler;
 pub mod sink;

@@ -40,25 +40,7 @@ fn build(dir: &Path, clock: Arc<ManualClock>) -> weir::Result<(StreamingContext,
             .clock(clock)
             .batch_retries(1, Duration::from_millis(1))
             .build()?;
-        let (lines, w) = ssc.wal_text_stream("input")?;
-        wal = Some(w);
-        let words = lines
-            .flat_map(|l: String| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
-            .map(|w| (w, 1u64));
-        words
-            .reduce_by_key(|a, b| a + b)
-            .name("counts")
-            .save_as_text_files(&out.join("counts").display().to_string(), "txt")?;
-        words
-            .update_state_by_key(|new: &[u64], old: Option<&u64>| {
-                Some(old.copied().unwrap_or(0) + new.iter().sum::<u64>())
-            })
-            .name("totals")
-            .save_as_text_files(&out.join("totals").display().to_string(), "txt")?;
-        words
-            .reduce_by_key_and_window(|a, b| a + b, Duration::from_secs(3), Duration::from_secs(2))
-            .name("window")
-            .save_as_text_files(&out.join("window").display().to_string(), "txt")?;
+        wal = Some(weir::pipelines::stateful_wordcount(&ssc, &out)?);
         Ok(ssc)
     })?;
     let wal = wal.expect("the build function opened the input log");
