@@ -48,7 +48,10 @@ fn build(
 fn main() -> weir::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let backlog_mib: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1024);
-    let keys: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let keys: u64 = args
+        .get(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let tmp = tempfile::tempdir().map_err(|e| weir::Error::Usage(e.to_string()))?;
     let dir = tmp.path();
     let clock = Arc::new(ManualClock::new(0));
@@ -63,14 +66,23 @@ fn main() -> weir::Result<()> {
         }
         ssc.start()?;
         let mut t_ms = 1000;
-        while ssc.statistics().iter().map(|s| s.input_records).sum::<u64>() < keys {
+        while ssc
+            .statistics()
+            .iter()
+            .map(|s| s.input_records)
+            .sum::<u64>()
+            < keys
+        {
             clock.set(t_ms);
             ssc.await_batch(t_ms, Duration::from_secs(600))?;
             t_ms += 1000;
         }
         ssc.stop(false)?;
     }
-    println!("setup: {keys} keys of state committed in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "setup: {keys} keys of state committed in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     // 2. Backlog: records that arrived while weir was down.
     let t = Instant::now();

@@ -158,7 +158,13 @@ impl<K: Key + Ord + Persist, V: Data> DStream<(K, V)> {
                                 let vals = new_vals.remove(k).unwrap_or_default();
                                 match f(&vals, Some(old)) {
                                     Some(s) => {
-                                        changes.push((k.clone(), Some(s.clone())));
+                                        // Keys without new data usually keep
+                                        // their value: persist only real
+                                        // changes, so a commit costs what
+                                        // changed, not the whole state.
+                                        if !(vals.is_empty() && same_encoding(&s, old)) {
+                                            changes.push((k.clone(), Some(s.clone())));
+                                        }
                                         next.insert(k.clone(), s);
                                     }
                                     None => changes.push((k.clone(), None)),
@@ -336,4 +342,13 @@ where
         changes,
     }));
     Ok(outs)
+}
+
+/// Whether two values encode to the same bytes (so persisting `a` over `b`
+/// would change nothing).
+fn same_encoding<S: serde::Serialize>(a: &S, b: &S) -> bool {
+    matches!(
+        (crate::codec::encode(a), crate::codec::encode(b)),
+        (Ok(x), Ok(y)) if x == y
+    )
 }
