@@ -7,6 +7,8 @@
 //!
 //! Kill moments are random (seeded); correctness never depends on timing.
 
+mod common;
+use common::next_rand;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -49,14 +51,6 @@ fn parse(path: &Path) -> BTreeMap<String, u64> {
             (w.to_string(), n.parse().expect("count"))
         })
         .collect()
-}
-
-fn next_rand(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[test]

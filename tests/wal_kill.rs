@@ -7,6 +7,8 @@
 //! The kill moments are random (a seeded generator picks how many acks to
 //! wait for); correctness never depends on timing.
 
+mod common;
+use common::next_rand;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -16,15 +18,6 @@ use weir::wal::{Wal, WalConfig};
 
 const THREADS: usize = 3;
 const ROUNDS: usize = 8;
-
-fn next_rand(state: &mut u64) -> u64 {
-    // splitmix64: deterministic, no dependency.
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 #[test]
 fn acknowledged_records_survive_sigkill() {

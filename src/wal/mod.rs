@@ -552,14 +552,23 @@ pub(crate) fn list_segments(
     Ok(segments)
 }
 
-/// Reads a whole file into memory.
-pub(crate) fn read_file(storage: &dyn Storage, path: &Path) -> Result<Vec<u8>, WalError> {
+/// Opens a segment and reads its length.
+pub(crate) fn open_segment(
+    storage: &dyn Storage,
+    path: &Path,
+) -> Result<(Box<dyn StorageFile>, u64), WalError> {
     let file = storage
         .open(path)
         .map_err(|e| WalError::io("open segment", path, e))?;
     let len = file
         .len()
         .map_err(|e| WalError::io("read the length of segment", path, e))?;
+    Ok((file, len))
+}
+
+/// Reads a whole file into memory.
+pub(crate) fn read_file(storage: &dyn Storage, path: &Path) -> Result<Vec<u8>, WalError> {
+    let (file, len) = open_segment(storage, path)?;
     let mut buf = vec![0u8; len as usize];
     file.read_exact_at(&mut buf, 0)
         .map_err(|e| WalError::io("read segment", path, e))?;

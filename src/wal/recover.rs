@@ -16,7 +16,7 @@ use super::error::{Corruption, WalError};
 use super::format::{self, Decoded, Lsn, ScanEnd};
 use super::storage::{Storage, StorageFile};
 use super::writer::new_segment_file;
-use super::{list_segments, read_file, segment_name, SegmentMeta, WalConfig};
+use super::{list_segments, open_segment, read_file, segment_name, SegmentMeta, WalConfig};
 
 /// What opening a log found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,12 +266,7 @@ fn check_finished_segment(
     name_first: Lsn,
     next_first: Lsn,
 ) -> Result<Lsn, WalError> {
-    let file = storage
-        .open(path)
-        .map_err(|e| WalError::io("open segment", path, e))?;
-    let len = file
-        .len()
-        .map_err(|e| WalError::io("read the length of segment", path, e))?;
+    let (file, len) = open_segment(storage, path)?;
     let mut head = [0u8; format::SEGMENT_HEADER_BYTES];
     let got = file
         .read_at(&mut head, 0)

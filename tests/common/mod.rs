@@ -84,3 +84,13 @@ pub fn sorted<T: Ord + Clone>(out: &Out<T>) -> Vec<(u64, Vec<T>)> {
 pub fn get<T: Clone>(out: &Out<T>) -> Vec<(u64, Vec<T>)> {
     out.lock().unwrap().clone()
 }
+
+/// splitmix64: a deterministic pseudo-random sequence (kill moments in the
+/// real-process tests), with no dependency.
+pub fn next_rand(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
