@@ -208,3 +208,69 @@ fn keyed_output_is_identical_across_runs_and_thread_counts() {
     assert_eq!(a, run(2));
     assert_eq!(a, run(3));
 }
+
+/// Text keys on both sides of the inline limit (22 bytes inline, 23 shared)
+/// through the map-side combine, with plain-data values (combined in place)
+/// and owned values (combined through an `Option`).
+#[test]
+fn reduce_by_key_over_inline_and_shared_text_keys() {
+    use weir::Text;
+    let k22 = "k".repeat(22);
+    let k23 = "k".repeat(23);
+    let long = "a fairly long key that is stored in shared form".to_string();
+    let keys = [k22.as_str(), k23.as_str(), long.as_str(), "s", k22.as_str()];
+    let batch = |n: usize| -> Vec<Text> {
+        (0..n)
+            .flat_map(|_| keys.iter().map(|k| Text::new(k)))
+            .collect()
+    };
+    let h = ctx(3);
+    let q = queue(vec![batch(50), vec![], batch(7)]);
+    let s = h.ssc.queue_stream(&q);
+    let counts = collect(&s.map(|k| (k, 1u64)).reduce_by_key(|a, b| a + b));
+    let strings = collect(
+        &s.map(|k: Text| (k.clone(), k.as_str()[..1].to_string()))
+            .reduce_by_key(|a, b| a + &b),
+    );
+    h.run(3);
+    let want = |n: u64| {
+        let mut v = vec![
+            (Text::new(&k22), 2 * n),
+            (Text::new(&k23), n),
+            (Text::new(&long), n),
+            (Text::new("s"), n),
+        ];
+        v.sort();
+        v
+    };
+    assert_eq!(
+        sorted(&counts),
+        vec![(1000, want(50)), (2000, vec![]), (3000, want(7))]
+    );
+    let got = sorted(&strings);
+    assert_eq!(got[0].1.len(), 4);
+    for (k, v) in &got[2].1 {
+        let n = if *k == Text::new(&k22) { 14 } else { 7 };
+        assert_eq!(*v, k.as_str()[..1].repeat(n), "{k}");
+    }
+}
+
+/// A reduce function that panics fails the batch (the in-place combine of
+/// plain-data values leaves every slot valid); nothing is committed.
+#[test]
+fn a_panicking_reduce_function_fails_the_batch() {
+    let h = ctx(2);
+    let q = queue(vec![kv(&[("a", 1), ("a", 2), ("b", 1)])]);
+    let out = collect(&h.ssc.queue_stream(&q).reduce_by_key(|x, y| {
+        if x + y > 2 {
+            panic!("injected reduce failure");
+        }
+        x + y
+    }));
+    h.ssc.start().unwrap();
+    let t = h.clock.advance(1000);
+    let err = h.ssc.await_batch(t, WAIT).unwrap_err().to_string();
+    assert!(err.contains("injected reduce failure"), "{err}");
+    assert!(h.ssc.stop(false).is_err());
+    assert!(get(&out).is_empty());
+}

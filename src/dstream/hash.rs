@@ -76,13 +76,26 @@ pub type FxBuild = BuildHasherDefault<WeirHasher>;
 /// keys were first inserted, whatever their hashes.
 pub type OrderedMap<K, V> = indexmap::IndexMap<K, V, FxBuild>;
 
+/// The [`WeirHasher`] hash of `key` (what [`FxBuild`] maps compute).
+#[inline]
+pub fn hash_of<K: Hash + ?Sized>(key: &K) -> u64 {
+    let mut h = WeirHasher::default();
+    key.hash(&mut h);
+    h.finish()
+}
+
 /// The partition (in `0..partitions`) that `key` belongs to.
 #[inline]
 pub fn partition_of<K: Hash + ?Sized>(key: &K, partitions: usize) -> usize {
-    let mut h = WeirHasher::default();
-    key.hash(&mut h);
+    partition_of_hash(hash_of(key), partitions)
+}
+
+/// The partition of a key whose [`hash_of`] is `hash` (so a hash computed
+/// once can be carried through a shuffle instead of hashing the key again).
+#[inline]
+pub fn partition_of_hash(hash: u64, partitions: usize) -> usize {
     // Multiply-shift uses the well-mixed high bits of the hash.
-    ((h.finish() as u128 * partitions as u128) >> 64) as usize
+    ((hash as u128 * partitions as u128) >> 64) as usize
 }
 
 #[cfg(test)]
@@ -95,5 +108,10 @@ mod tests {
             assert_eq!(p, super::partition_of(&k, 7));
         }
         assert_eq!(super::partition_of("a", 1), 0);
+        let t = crate::Text::new("word");
+        assert_eq!(
+            super::partition_of_hash(super::hash_of(&t), 5),
+            super::partition_of(&t, 5)
+        );
     }
 }

@@ -11,17 +11,143 @@
 //! distinct key per input partition). Must never: iterate a hash map to
 //! produce output.
 
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use super::eval::{BatchCtx, PartFn};
-use super::hash::{partition_of, FxBuild, OrderedMap};
+use super::hash::{hash_of, partition_of_hash, OrderedMap};
 use super::{meta, DStream, Data};
 
 /// A key type: hashable, comparable for equality, shareable.
 pub trait Key: Data + Hash + Eq {}
 impl<T: Data + Hash + Eq> Key for T {}
+
+/// A per-key combine table that remembers the order of first appearance.
+///
+/// Entries live in a dense vector in order of first appearance (so output
+/// order never depends on hashing, and the frequent keys of a skewed input,
+/// inserted early, share a few cache lines); an open-addressing index
+/// (linear probing, power-of-two size, at most 3/4 full) maps a hash to
+/// the entry. A slot is one `u64`: the top half of the key's hash and the
+/// entry's index + 1 (0 = empty), so most probes of other keys are
+/// rejected without touching the entry. Every entry keeps its full hash:
+/// growing the index never rehashes a key, and the shuffle partitions by
+/// the stored hash instead of hashing each key again.
+///
+/// Limits: fewer than `u32::MAX` entries. Must never: reorder entries.
+pub(crate) struct Combiner<K, C> {
+    slots: Vec<u64>,
+    entries: Vec<(K, C)>,
+    hashes: Vec<u64>,
+}
+
+impl<K: Eq, C> Combiner<K, C> {
+    /// A table for about `n` keys before it first grows.
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        let slots = (n.max(8) * 4 / 3 + 1).next_power_of_two();
+        Combiner {
+            slots: vec![0; slots],
+            entries: Vec::with_capacity(n),
+            hashes: Vec::with_capacity(n),
+        }
+    }
+
+    /// Hints the CPU to fetch the slot where a key with hash `h` starts
+    /// probing (a few records ahead of [`Combiner::upsert`]).
+    #[inline]
+    pub(crate) fn prefetch(&self, h: u64) {
+        let i = h as usize & (self.slots.len() - 1);
+        prefetch_read(&self.slots[i]);
+    }
+
+    /// Merges `v` into the entry of `k` (hash `h`, from [`hash_of`]), or
+    /// appends a new entry `create(v)`.
+    #[inline(always)]
+    pub(crate) fn upsert<V>(
+        &mut self,
+        h: u64,
+        k: K,
+        v: V,
+        create: impl FnOnce(V) -> C,
+        merge: impl FnOnce(&mut C, V),
+    ) {
+        let mask = self.slots.len() - 1;
+        let tag = h & 0xFFFF_FFFF_0000_0000;
+        let mut i = h as usize & mask;
+        loop {
+            let s = self.slots[i];
+            if s == 0 {
+                break;
+            }
+            if s & 0xFFFF_FFFF_0000_0000 == tag {
+                let e = &mut self.entries[(s as u32 - 1) as usize];
+                if e.0 == k {
+                    merge(&mut e.1, v);
+                    return;
+                }
+            }
+            i = (i + 1) & mask;
+        }
+        let n = self.entries.len();
+        assert!(
+            n < u32::MAX as usize - 1,
+            "more than 2^32 keys in one table"
+        );
+        self.slots[i] = tag | (n as u64 + 1);
+        self.entries.push((k, create(v)));
+        self.hashes.push(h);
+        if (n + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
+    }
+
+    /// Doubles the index, re-placing entries by their stored hashes.
+    #[cold]
+    fn grow(&mut self) {
+        let len = self.slots.len() * 2;
+        let mask = len - 1;
+        self.slots.clear();
+        self.slots.resize(len, 0);
+        for (n, &h) in self.hashes.iter().enumerate() {
+            let mut i = h as usize & mask;
+            while self.slots[i] != 0 {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = (h & 0xFFFF_FFFF_0000_0000) | (n as u64 + 1);
+        }
+    }
+
+    /// Number of keys.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The entries with their hashes, in order of first appearance.
+    pub(crate) fn into_entries(self) -> impl Iterator<Item = (u64, K, C)> {
+        self.hashes
+            .into_iter()
+            .zip(self.entries)
+            .map(|(h, (k, c))| (h, k, c))
+    }
+}
+
+/// Asks the CPU to bring `x`'s cache line closer; no effect on results.
+#[inline(always)]
+fn prefetch_read<T>(x: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: a prefetch is only a hint: it never faults, reads nothing
+        // into the program and writes nothing; `x` is a valid reference.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>((x as *const T).cast::<i8>()) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
+}
+
+/// How many records the map-side combine hashes ahead of inserting them,
+/// so the index slot of each is (being) fetched by the time it is probed.
+const PREFETCH_LAG: usize = 16;
 
 /// Combines values per key: map side per input partition, then shuffles
 /// the partial combiners into `ctx.partitions()` partitions and merges them.
@@ -41,55 +167,63 @@ where
     FM: Fn(&mut C, C) + Sync,
 {
     let r = ctx.partitions();
-    let mapped: Vec<Vec<Vec<(K, C)>>> = ctx.par_map(d.parts(), |p| {
-        // Map-side combine into a plain hash map (entries inline: one probe
-        // per record); `order` remembers keys in order of first appearance
-        // so the output order never depends on hashing.
-        let mut m: HashMap<K, C, FxBuild> = HashMap::default();
-        let mut order: Vec<K> = Vec::new();
-        d.run(p, &mut |(k, v)| match m.get_mut(&k) {
-            Some(c) => merge_value(c, v),
-            None => {
-                order.push(k.clone());
-                m.insert(k, create(v));
+    type Bucket<K, C> = Vec<(u64, K, C)>;
+    let mapped: Vec<Vec<Bucket<K, C>>> = ctx.par_map(d.parts(), |p| {
+        // Map-side combine, in order of first appearance. Records wait in a
+        // short FIFO between hashing and inserting while their slot is
+        // prefetched; FIFO keeps the order of first appearance.
+        let mut m: Combiner<K, C> = Combiner::with_capacity(1024);
+        let mut ring: [Option<(u64, K, V)>; PREFETCH_LAG] = std::array::from_fn(|_| None);
+        let mut pos = 0usize;
+        d.run(p, &mut |(k, v)| {
+            let h = hash_of(&k);
+            m.prefetch(h);
+            let slot = &mut ring[pos % PREFETCH_LAG];
+            pos = pos.wrapping_add(1);
+            if let Some((h0, k0, v0)) = slot.replace((h, k, v)) {
+                m.upsert(h0, k0, v0, create, merge_value);
             }
         });
-        let entries = order.into_iter().filter_map(|k| m.remove_entry(&k));
-        let mut out: Vec<Vec<(K, C)>> = (0..r).map(|_| Vec::new()).collect();
+        // The oldest waiting record is at `pos`.
+        for i in 0..PREFETCH_LAG {
+            if let Some((h, k, v)) = ring[(pos + i) % PREFETCH_LAG].take() {
+                m.upsert(h, k, v, create, merge_value);
+            }
+        }
+        let mut out: Vec<Bucket<K, C>> = (0..r).map(|_| Vec::new()).collect();
         if r == 1 {
-            out[0] = entries.collect();
+            out[0] = m.into_entries().collect();
         } else {
-            for (k, c) in entries {
-                out[partition_of(&k, r)].push((k, c));
+            for (h, k, c) in m.into_entries() {
+                out[partition_of_hash(h, r)].push((h, k, c));
             }
         }
         out
     });
-    let mut by_reducer: Vec<Vec<Vec<(K, C)>>> = (0..r).map(|_| Vec::new()).collect();
+    let mut by_reducer: Vec<Vec<Bucket<K, C>>> = (0..r).map(|_| Vec::new()).collect();
     for buckets in mapped {
         for (i, b) in buckets.into_iter().enumerate() {
             by_reducer[i].push(b);
         }
     }
-    let slots: Vec<Mutex<Vec<Vec<(K, C)>>>> = by_reducer.into_iter().map(Mutex::new).collect();
+    let slots: Vec<Mutex<Vec<Bucket<K, C>>>> = by_reducer.into_iter().map(Mutex::new).collect();
     ctx.par_map(r, |i| {
         let buckets = std::mem::take(&mut *slots[i].lock().unwrap_or_else(|e| e.into_inner()));
-        let mut it = buckets.into_iter().filter(|b| !b.is_empty());
-        let Some(first) = it.next() else {
+        let mut buckets = buckets.into_iter().filter(|b| !b.is_empty());
+        let Some(first) = buckets.next() else {
             return Vec::new();
         };
-        let mut m: OrderedMap<K, C> = first.into_iter().collect();
-        for b in it {
-            for (k, c) in b {
-                match m.entry(k) {
-                    indexmap::map::Entry::Occupied(e) => merge_combiners(e.into_mut(), c),
-                    indexmap::map::Entry::Vacant(e) => {
-                        e.insert(c);
-                    }
-                }
-            }
+        let rest: Vec<Bucket<K, C>> = buckets.collect();
+        if rest.is_empty() {
+            return first.into_iter().map(|(_, k, c)| (k, c)).collect();
         }
-        m.into_iter().collect()
+        // Reduce side: merge by the hashes carried from the map side.
+        let mut m: Combiner<K, C> = Combiner::with_capacity(first.len() * 2);
+        for (h, k, c) in first.into_iter().chain(rest.into_iter().flatten()) {
+            m.upsert(h, k, c, |c| c, merge_combiners);
+        }
+        debug_assert!(m.len() > 0);
+        m.into_entries().map(|(_, k, c)| (k, c)).collect()
     })
 }
 
@@ -356,5 +490,46 @@ impl<K: Key, V: Data> DStream<(K, V)> {
         );
         d.check_same_slide(other);
         d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Text;
+
+    #[test]
+    fn combiner_keeps_first_appearance_order_through_growth_and_collisions() {
+        let mut m: Combiner<Text, u64> = Combiner::with_capacity(0);
+        let keys: Vec<Text> = (0..5000)
+            .map(|i| Text::new(&format!("k{i}{}", "x".repeat(i % 30))))
+            .collect();
+        for round in 0..3u64 {
+            for (i, k) in keys.iter().enumerate() {
+                // Every fourth key gets the same (colliding) hash, so probe
+                // chains, equal tags and growth all get exercised.
+                let h = if i % 4 == 0 {
+                    0xABCD_0000_0000_0007
+                } else {
+                    hash_of(k)
+                };
+                m.prefetch(h);
+                m.upsert(h, k.clone(), round + 1, |v| v, |c, v| *c += v);
+            }
+        }
+        assert_eq!(m.len(), keys.len());
+        let got: Vec<(u64, Text, u64)> = m.into_entries().collect();
+        for (i, (h, k, c)) in got.iter().enumerate() {
+            assert_eq!(*k, keys[i]);
+            assert_eq!(*c, 6);
+            assert_eq!(
+                *h,
+                if i % 4 == 0 {
+                    0xABCD_0000_0000_0007
+                } else {
+                    hash_of(k)
+                }
+            );
+        }
     }
 }

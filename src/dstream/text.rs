@@ -29,22 +29,36 @@ const SHARED: u8 = 0xFF;
 
 /// An immutable, cheaply clonable string (see the module docs).
 ///
-/// Layout (24 bytes, 8-aligned): inline, bytes `0..22` hold the string
-/// zero-padded and byte 23 its length; shared, bytes `0..8` hold the
-/// `Arc<str>` data pointer, `8..16` its length, byte 23 is `0xFF`. Every
-/// string of at most 22 bytes is inline and every longer one shared, so
-/// equal strings always have the same representation. Inline texts are
+/// Layout (24 bytes, 8-aligned, little-endian): inline, bytes `0..22`
+/// hold the string zero-padded and byte 23 its length; shared, bytes `0..8`
+/// hold the `Arc<str>` data pointer, `8..16` its length, byte 23 is `0xFF`.
+/// Every string of at most 22 bytes is inline and every longer one shared,
+/// so equal strings always have the same representation. Inline texts are
 /// built with three 8-byte stores and read back with three 8-byte loads
 /// (hash, equality), which keeps store-to-load forwarding cheap.
+///
+/// The first word is a pointer field so that a shared text keeps the
+/// provenance of its `Arc` (no integer-to-pointer cast; Miri checks it
+/// with `-Zmiri-strict-provenance`); an inline text stores its first 8
+/// bytes there as an address without provenance.
 #[repr(C, align(8))]
 pub struct Text {
-    b: [u8; 24],
+    /// Inline: bytes `0..8` as an address. Shared: the `Arc<str>` data.
+    p: *const u8,
+    /// Inline: bytes `8..16`. Shared: the string's length.
+    m: u64,
+    /// Inline: bytes `16..22`, a zero, the length. Shared: `0xFF << 56`.
+    t: u64,
 }
 
 const _: () = assert!(std::mem::size_of::<Text>() == 24);
 const _: () = assert!(
     std::mem::size_of::<usize>() == 8,
     "Text needs 64-bit pointers"
+);
+const _: () = assert!(
+    cfg!(target_endian = "little"),
+    "Text's inline bytes are its words in little-endian order"
 );
 
 // SAFETY: a `Text` is either plain bytes or an owned strong reference to an
@@ -66,36 +80,42 @@ impl Text {
         }
     }
 
+    /// An inline text from its three words (`w[2] >> 56` is the length,
+    /// at most 22; the bytes past it are zero).
     #[inline]
     fn from_words(w: [u64; 3]) -> Text {
-        let mut b = [0u8; 24];
-        b[0..8].copy_from_slice(&w[0].to_le_bytes());
-        b[8..16].copy_from_slice(&w[1].to_le_bytes());
-        b[16..24].copy_from_slice(&w[2].to_le_bytes());
-        Text { b }
+        Text {
+            p: std::ptr::null::<u8>().wrapping_add(w[0] as usize),
+            m: w[1],
+            t: w[2],
+        }
     }
 
+    /// The three words (inline: the bytes; shared: address, length, tag).
     #[inline]
     fn words(&self) -> [u64; 3] {
-        words_of(&self.b)
+        [self.p as usize as u64, self.m, self.t]
     }
 
     fn shared(a: Arc<str>) -> Text {
+        debug_assert!(a.len() > INLINE_BYTES_MAX);
         let len = a.len() as u64;
-        let ptr = Arc::into_raw(a) as *const u8 as usize as u64;
-        Text::from_words([ptr, len, (SHARED as u64) << 56])
+        Text {
+            p: Arc::into_raw(a) as *const u8,
+            m: len,
+            t: (SHARED as u64) << 56,
+        }
     }
 
     #[inline]
     fn is_inline(&self) -> bool {
-        self.b[23] != SHARED
+        (self.t >> 56) as u8 != SHARED
     }
 
     /// The `Arc<str>` pointer of a shared text.
     #[inline]
     fn shared_ptr(&self) -> *const str {
-        let [p, len, _] = self.words();
-        std::ptr::slice_from_raw_parts(p as usize as *const u8, len as usize) as *const str
+        std::ptr::slice_from_raw_parts(self.p, self.m as usize) as *const str
     }
 
     /// `s` in lowercase (Unicode rules, like `str::to_lowercase`); ASCII
@@ -160,9 +180,16 @@ impl Text {
     #[inline]
     pub fn as_str(&self) -> &str {
         if self.is_inline() {
-            // SAFETY: inline bytes `..len` were copied from a `&str` (or
-            // ASCII-lowercased, which keeps UTF-8 valid) and never change.
-            unsafe { std::str::from_utf8_unchecked(&self.b[..self.b[23] as usize]) }
+            let len = (self.t >> 56) as usize;
+            // SAFETY: `Text` is `repr(C)`, 24 initialized bytes, and on
+            // little-endian targets its bytes `..len` (`len <= 22`) are the
+            // inline string; they were copied from a `&str` (or
+            // ASCII-lowercased, which keeps UTF-8 valid) and never change
+            // while `self` is borrowed.
+            unsafe {
+                let bytes = std::slice::from_raw_parts((self as *const Text).cast::<u8>(), len);
+                std::str::from_utf8_unchecked(bytes)
+            }
         } else {
             // SAFETY: a shared text owns one strong count of this Arc.
             unsafe { &*self.shared_ptr() }
@@ -187,7 +214,11 @@ impl Clone for Text {
             // SAFETY: `self` owns a strong count, so the Arc is alive.
             unsafe { Arc::increment_strong_count(self.shared_ptr()) }
         }
-        Text { b: self.b }
+        Text {
+            p: self.p,
+            m: self.m,
+            t: self.t,
+        }
     }
 }
 
@@ -459,6 +490,160 @@ mod tests {
         assert_eq!(Arc::strong_count(&arc), 3);
         drop(back);
         assert_eq!(Arc::strong_count(&arc), 1);
+    }
+
+    /// Every way of building a text, for the boundary tests below.
+    fn built_ways(s: &str) -> Vec<Text> {
+        let mut v = vec![
+            Text::new(s),
+            Text::from(s),
+            Text::from(s.to_string()),
+            Text::new(s).clone(),
+            crate::codec::decode(&crate::codec::encode(&Text::new(s)).unwrap()).unwrap(),
+        ];
+        if s == s.to_lowercase() {
+            v.push(Text::lowercase(s));
+            v.push(Text::new(s).to_lowercase());
+            if !s.is_empty() && !s.contains(char::is_whitespace) {
+                // At the start, in the middle and at the end of a line
+                // (the last takes the copy path of `inline_lower`).
+                for line in [
+                    format!("{s} tail words here to pad the line out"),
+                    format!("x {s} y"),
+                    format!("head {s}"),
+                ] {
+                    let mut got = Vec::new();
+                    Text::for_each_lowercase_word(&line, |t| got.push(t));
+                    v.push(got.into_iter().find(|t| t.as_str() == s).unwrap());
+                }
+            }
+        }
+        v
+    }
+
+    fn hash_with<H: Hasher + Default>(t: &Text) -> u64 {
+        let mut h = H::default();
+        t.hash(&mut h);
+        h.finish()
+    }
+
+    #[test]
+    fn hash_and_eq_agree_across_constructors_at_the_inline_boundary() {
+        use std::collections::hash_map::DefaultHasher;
+        let mut all: Vec<(String, Text)> = Vec::new();
+        for n in [
+            0, 1, 7, 8, 9, 15, 16, 17, 21, 22, 23, 24, 25, 31, 32, 33, 64,
+        ] {
+            for s in ["a".repeat(n), "ab".repeat(n).chars().take(n).collect()] {
+                let ways = built_ways(&s);
+                assert!(ways.len() >= 7, "{n}");
+                for t in &ways {
+                    assert_eq!(t.as_str(), s);
+                    assert_eq!(t.len(), n);
+                    assert_eq!(t.is_inline(), n <= INLINE_BYTES_MAX, "{n}");
+                    assert_eq!(*t, ways[0]);
+                    assert_eq!(t.cmp(&ways[0]), Ordering::Equal);
+                    assert_eq!(
+                        hash_with::<crate::dstream::hash::WeirHasher>(t),
+                        hash_with::<crate::dstream::hash::WeirHasher>(&ways[0])
+                    );
+                    assert_eq!(
+                        hash_with::<DefaultHasher>(t),
+                        hash_with::<DefaultHasher>(&ways[0])
+                    );
+                }
+                all.push((s, ways[0].clone()));
+            }
+        }
+        // Equality and order of texts are those of their strings, across
+        // inline and shared forms (22 vs 23 bytes, prefixes).
+        for (a, ta) in &all {
+            for (b, tb) in &all {
+                assert_eq!(ta == tb, a == b, "{a:?} {b:?}");
+                assert_eq!(ta.cmp(tb), a.cmp(b), "{a:?} {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn lowercasing_that_changes_length_keeps_the_representation_canonical() {
+        // 'İ' (2 bytes) lowercases to 3 bytes: 11 of them = 22 bytes inline
+        // become 33 bytes shared. 'ẞ' (3 bytes) lowercases to 'ß' (2 bytes):
+        // 8 of them = 24 bytes shared become 16 bytes inline.
+        let up = "İ".repeat(11);
+        assert!(Text::new(&up).is_inline());
+        let low = Text::lowercase(&up);
+        assert!(!low.is_inline());
+        assert_eq!(low, Text::new(&up.to_lowercase()));
+        let up = "ẞ".repeat(8);
+        assert!(!Text::new(&up).is_inline());
+        let low = Text::new(&up).to_lowercase();
+        assert!(low.is_inline());
+        assert_eq!(low, Text::new(&"ß".repeat(8)));
+        let mut got = Vec::new();
+        Text::for_each_lowercase_word(&format!("{up} İİ"), |t| got.push(t));
+        assert_eq!(got, vec![low, Text::new("i\u{307}i\u{307}")]);
+    }
+
+    #[test]
+    fn shared_texts_survive_many_clones_across_threads_and_any_drop_order() {
+        let arc: Arc<str> = Arc::from("x".repeat(100).as_str());
+        let t = Text::shared(arc.clone());
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    let mut v: Vec<Text> = (0..1000).map(|_| t.clone()).collect();
+                    // Drop in an order that depends on the thread.
+                    if i % 2 == 0 {
+                        v.reverse();
+                    }
+                    let kept: Vec<Text> = v.drain(..).step_by(100).collect();
+                    assert!(kept.iter().all(|k| k.as_str() == t.as_str()));
+                    kept
+                })
+            })
+            .collect();
+        // The original goes first; the clones stay valid.
+        drop(t);
+        let kept: Vec<Text> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        assert_eq!(Arc::strong_count(&arc), 1 + kept.len());
+        assert!(kept.iter().all(|k| k.as_str() == &*arc));
+        // Shared texts as map keys, cloned and replaced.
+        let mut m = std::collections::HashMap::new();
+        for k in &kept {
+            *m.entry(k.clone()).or_insert(0) += 1;
+        }
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[&kept[0]], kept.len());
+        m.insert(kept[0].clone(), 0);
+        drop(kept);
+        assert_eq!(Arc::strong_count(&arc), 2);
+        drop(m);
+        assert_eq!(Arc::strong_count(&arc), 1);
+    }
+
+    #[test]
+    fn serde_round_trips_shared_texts_without_leaking_or_sharing() {
+        let long = Text::new(&"long text! ".repeat(5));
+        let short = Text::new("short");
+        let v = vec![long.clone(), short.clone(), long.clone()];
+        let bytes = crate::codec::encode(&v).unwrap();
+        let back: Vec<Text> = crate::codec::decode(&bytes).unwrap();
+        assert_eq!(back, v);
+        // Decoded texts own their own allocation.
+        assert_ne!(back[0].as_ptr(), long.as_ptr());
+        let clones: Vec<Text> = back.iter().cycle().take(30).cloned().collect();
+        drop(back);
+        drop(v);
+        assert!(clones.iter().step_by(3).all(|t| *t == long));
+        let s: String = clones[0].clone().into();
+        assert_eq!(s, long.as_str());
+        // A broken encoding is an error, not a text.
+        assert!(crate::codec::decode::<Vec<Text>>(&bytes[..bytes.len() / 2]).is_err());
     }
 
     #[test]
