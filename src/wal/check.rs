@@ -83,25 +83,24 @@ pub fn verify_dir(storage: &dyn Storage, dir: &Path) -> Result<DirReport, WalErr
     let mut expected_first: Option<Lsn> = None;
     for (i, (name_first, path)) in listed.iter().enumerate() {
         let last = i + 1 == listed.len();
-        let mut problem = |offset: u64, detail: Corruption, lsn: Lsn| {
-            report.problem = Some(Problem {
-                path: path.clone(),
-                offset,
-                detail,
-                segment: i,
-                lsn,
-            });
+        // Builds the report's problem for this segment.
+        let problem = |offset: u64, detail: Corruption, lsn: Lsn| Problem {
+            path: path.clone(),
+            offset,
+            detail,
+            segment: i,
+            lsn,
         };
         if let Some(expected) = expected_first {
             if expected != *name_first {
-                problem(
+                report.problem = Some(problem(
                     0,
                     Corruption::Gap {
                         expected_first: expected,
                         found_first: *name_first,
                     },
                     expected,
-                );
+                ));
                 break;
             }
         }
@@ -126,19 +125,19 @@ pub fn verify_dir(storage: &dyn Storage, dir: &Path) -> Result<DirReport, WalErr
         let scan = match format::scan_segment(&buf, u64::MAX) {
             Ok(scan) => scan,
             Err(e) => {
-                problem(0, Corruption::Frame(e), *name_first);
+                report.problem = Some(problem(0, Corruption::Frame(e), *name_first));
                 break;
             }
         };
         if scan.header.first_lsn != *name_first {
-            problem(
+            report.problem = Some(problem(
                 16,
                 Corruption::NameMismatch {
                     name_first: *name_first,
                     header_first: scan.header.first_lsn,
                 },
                 *name_first,
-            );
+            ));
             break;
         }
         let at_damage = name_first + scan.records;
@@ -150,20 +149,15 @@ pub fn verify_dir(storage: &dyn Storage, dir: &Path) -> Result<DirReport, WalErr
             bytes: buf.len() as u64,
             sealed,
         });
-        let mut problem = |offset: u64, detail: Corruption, lsn: Lsn| {
-            report.problem = Some(Problem {
-                path: path.clone(),
-                offset,
-                detail,
-                segment: i,
-                lsn,
-            });
-        };
         match scan.end {
             ScanEnd::Sealed { .. } => {}
             ScanEnd::Clean if last => {}
             ScanEnd::Clean => {
-                problem(buf.len() as u64, Corruption::MissingSeal, at_damage);
+                report.problem = Some(problem(
+                    buf.len() as u64,
+                    Corruption::MissingSeal,
+                    at_damage,
+                ));
                 break;
             }
             ScanEnd::Torn { offset, reason } if last => {
@@ -181,15 +175,15 @@ pub fn verify_dir(storage: &dyn Storage, dir: &Path) -> Result<DirReport, WalErr
                         format::FormatError::Short { needed, found }
                     }
                 };
-                problem(offset as u64, Corruption::Frame(error), at_damage);
+                report.problem = Some(problem(offset as u64, Corruption::Frame(error), at_damage));
                 break;
             }
             ScanEnd::Corrupt { offset, error, .. } => {
-                problem(offset as u64, Corruption::Frame(error), at_damage);
+                report.problem = Some(problem(offset as u64, Corruption::Frame(error), at_damage));
                 break;
             }
             ScanEnd::DataAfterSeal { offset } => {
-                problem(offset as u64, Corruption::DataAfterSeal, at_damage);
+                report.problem = Some(problem(offset as u64, Corruption::DataAfterSeal, at_damage));
                 break;
             }
         }
