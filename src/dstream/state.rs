@@ -230,3 +230,30 @@ where
         Ok(Box::new(st))
     }
 }
+
+/// Finishes a keyed stateful operator's batch: takes each partition's
+/// `(output, changes)`, pushes one [`KvDelta`] for `op` with all changes, and
+/// returns the outputs in partition order.
+pub(crate) fn push_partition_changes<K, V, O>(
+    ctx: &super::eval::BatchCtx,
+    op: String,
+    results: Vec<(O, Vec<(K, Option<V>)>)>,
+) -> Vec<O>
+where
+    K: Ord + Hash + Clone + Serialize + Send + Sync + 'static,
+    V: Clone + Serialize + Send + Sync + 'static,
+{
+    let partitions = results.len();
+    let mut out = Vec::with_capacity(partitions);
+    let mut changes = Vec::new();
+    for (o, c) in results {
+        out.push(o);
+        changes.extend(c);
+    }
+    ctx.push_delta(Box::new(KvDelta {
+        op,
+        partitions,
+        changes,
+    }));
+    out
+}

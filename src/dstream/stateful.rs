@@ -18,7 +18,7 @@ use std::time::Duration;
 use super::eval::BatchCtx;
 use super::graph::StatefulEntry;
 use super::pair::{group, Key};
-use super::state::{KvDecoder, KvDelta, KvState};
+use super::state::{push_partition_changes, KvDecoder, KvDelta, KvState};
 use super::window::Persist;
 use super::{meta, DStream, Data, EngineError};
 
@@ -179,18 +179,7 @@ impl<K: Key + Ord + Persist, V: Data> DStream<(K, V)> {
                         }
                         (next.into_iter().collect::<Vec<_>>(), changes)
                     });
-                    let mut out = Vec::with_capacity(r);
-                    let mut changes = Vec::new();
-                    for (o, c) in results {
-                        out.push(o);
-                        changes.extend(c);
-                    }
-                    ctx.push_delta(Box::new(KvDelta {
-                        op: name,
-                        partitions: r,
-                        changes,
-                    }));
-                    Ok(out)
+                    Ok(push_partition_changes(ctx, name, results))
                 }
             },
         );

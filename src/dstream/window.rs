@@ -25,7 +25,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::eval::{BatchCtx, MatParts, PartFn, Parts, Stream};
 use super::graph::{NodeId, StatefulEntry};
 use super::pair::Key;
-use super::state::{KvDecoder, KvDelta, KvState};
+use super::state::{push_partition_changes, KvDecoder, KvDelta, KvState};
 use super::{meta, DStream, Data, EngineError};
 
 /// A type that can be persisted in operator state.
@@ -481,16 +481,5 @@ where
         }
         (cur.into_iter().collect::<Vec<_>>(), changes)
     });
-    let mut out = Vec::with_capacity(r);
-    let mut changes = Vec::new();
-    for (o, c) in results {
-        out.push(o);
-        changes.extend(c);
-    }
-    ctx.push_delta(Box::new(KvDelta {
-        op: name,
-        partitions: r,
-        changes,
-    }));
-    Ok(out)
+    Ok(push_partition_changes(ctx, name, results))
 }
