@@ -32,6 +32,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+pub(crate) mod lines;
+pub mod socket;
+
+pub use socket::{SocketConfig, SocketStats};
+
 use crate::dstream::{BoxError, Source};
 use crate::scheduler::Scheduler;
 use crate::wal::{Wal, WalError};
