@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{collect, get, Out, WAIT};
+use common::{collect, get, wait_for, Out, WAIT};
 use weir::receiver::{SocketConfig, SocketStats};
 use weir::{ManualClock, StreamingContext};
 
@@ -65,14 +65,6 @@ fn fast() -> SocketConfig {
         backoff_initial: Duration::from_millis(5),
         backoff_max: Duration::from_millis(50),
         ..SocketConfig::default()
-    }
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

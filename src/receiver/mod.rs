@@ -32,9 +32,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+pub mod dir;
 pub(crate) mod lines;
 pub mod socket;
 
+pub use dir::{DirConfig, DirStats};
 pub use socket::{SocketConfig, SocketStats};
 
 use crate::dstream::{BoxError, Source};
@@ -483,6 +485,21 @@ impl<T: Send + 'static> Source<T> for WalSource<T> {
                 "could not delete WAL segments below the committed position; will retry after the next batch"
             );
         }
+    }
+}
+
+/// Sleeps `d` in slices; true if the context stops meanwhile.
+pub(crate) fn sleep_unless_stopping(ctx: &ReceiverContext, d: Duration) -> bool {
+    let deadline = std::time::Instant::now() + d;
+    loop {
+        if ctx.is_stopping() {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep((deadline - now).min(STOP_POLL));
     }
 }
 

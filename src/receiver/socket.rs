@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::lines::{log_nth, to_text, Line, LineSplitter};
-use super::{Receiver, ReceiverContext, ReceiverError, STOP_POLL};
+use super::{sleep_unless_stopping, Receiver, ReceiverContext, ReceiverError, STOP_POLL};
 use crate::dstream::{BoxError, DStream};
 use crate::StreamingContext;
 
@@ -318,21 +318,6 @@ impl SocketReceiver {
         Err(last.unwrap_or_else(|| {
             std::io::Error::new(ErrorKind::NotFound, "the address resolved to nothing")
         }))
-    }
-}
-
-/// Sleeps `d` in slices, returning early (true) when the context stops.
-fn sleep_unless_stopping(ctx: &ReceiverContext, d: Duration) -> bool {
-    let deadline = std::time::Instant::now() + d;
-    loop {
-        if ctx.is_stopping() {
-            return true;
-        }
-        let now = std::time::Instant::now();
-        if now >= deadline {
-            return false;
-        }
-        std::thread::sleep((deadline - now).min(STOP_POLL));
     }
 }
 
