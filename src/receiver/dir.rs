@@ -46,7 +46,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use super::lines::{log_nth, to_text, Line, LineSplitter};
@@ -531,12 +531,23 @@ struct DirReceiver {
     dir: PathBuf,
     progress_path: PathBuf,
     config: DirConfig,
-    known: Arc<Mutex<Known>>,
+    known: Arc<KnownCell>,
     stats: Arc<DirStats>,
 }
 
-fn lock(k: &Mutex<Known>) -> std::sync::MutexGuard<'_, Known> {
-    k.lock().unwrap_or_else(|e| e.into_inner())
+/// [`Known`] and the signal that more chunks were learned.
+#[derive(Default)]
+struct KnownCell {
+    known: Mutex<Known>,
+    learned: Condvar,
+}
+
+/// How long the release hook waits for a chunk whose `store` returned to
+/// be recorded before it refuses cleanup for this batch.
+const LEARN_WAIT: Duration = Duration::from_secs(1);
+
+fn lock(k: &KnownCell) -> std::sync::MutexGuard<'_, Known> {
+    k.known.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl DirReceiver {
@@ -589,6 +600,8 @@ impl DirReceiver {
             k.learn(p);
         }
         k.learned_end = k.learned_end.max(wal.end());
+        drop(k);
+        self.known.learned.notify_all();
         Ok(())
     }
 }
@@ -773,6 +786,7 @@ impl DirReceiver {
                 lsn: range.end,
                 ..p
             });
+            self.known.learned.notify_all();
             chunk.text.clear();
             chunk.ends.clear();
             if complete {
@@ -834,9 +848,23 @@ impl DirReceiver {
 
     /// The release hook: remembers what released chunks said, durably,
     /// before their WAL segments may go.
-    fn persist(known: &Mutex<Known>, path: &Path, end: u64) -> Result<(), BoxError> {
+    fn persist(known: &KnownCell, path: &Path, end: u64) -> Result<(), BoxError> {
         let bytes = {
             let mut k = lock(known);
+            // A chunk the batch consumed may have been acknowledged a moment
+            // ago, its receiver not yet past recording it: wait briefly.
+            let deadline = std::time::Instant::now() + LEARN_WAIT;
+            while k.learned_end < end {
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                k = known
+                    .learned
+                    .wait_timeout(k, deadline - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
             k.release(end);
             if k.learned_end < end {
                 return Err(format!(
@@ -936,7 +964,7 @@ impl StreamingContext {
             source: e,
         })?;
         let stats = Arc::new(DirStats::default());
-        let known: Arc<Mutex<Known>> = Arc::default();
+        let known: Arc<KnownCell> = Arc::default();
         let progress_path = receivers.join(format!("{name}.progress"));
         let receiver = DirReceiver {
             dir: dir.as_ref().to_path_buf(),
@@ -1053,6 +1081,40 @@ mod tests {
             canonical(&img);
             canonical(&img[..cut.min(img.len())]);
         }
+    }
+
+    #[test]
+    fn the_release_hook_persists_released_chunks_and_refuses_cleanup_past_unrecorded_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.progress");
+        let cell = Arc::new(KnownCell::default());
+        lock(&cell).learn(progress("a", 3));
+        DirReceiver::persist(&cell, &path, 3).unwrap();
+        let on_disk = decode_progress(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(on_disk, vec![progress("a", 3)]);
+        // Record 3 is consumed but not recorded yet: a receiver records it
+        // while the hook waits, and the hook succeeds.
+        let c = cell.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            lock(&c).learn(progress("b", 4));
+            c.learned.notify_all();
+        });
+        DirReceiver::persist(&cell, &path, 4).unwrap();
+        t.join().unwrap();
+        let on_disk = decode_progress(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(on_disk, vec![progress("a", 3), progress("b", 4)]);
+        // Never recorded: cleanup is refused, the file stays as it was.
+        let e = DirReceiver::persist(&cell, &path, 9)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not all recorded"), "{e}");
+        assert_eq!(
+            decode_progress(&std::fs::read(&path).unwrap())
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]
