@@ -271,6 +271,36 @@ fn a_full_backlog_stops_reading_until_batches_commit() {
 }
 
 #[test]
+fn the_receivers_own_rate_limit_spaces_lines() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let p = pipe(
+        &addr,
+        1 << 20,
+        SocketConfig {
+            records_per_second_max: Some(1000),
+            ..fast()
+        },
+    );
+    p.ssc.start().unwrap();
+    let (mut s, _) = listener.accept().unwrap();
+    let text: String = (0..1000).map(|i| format!("{i}\n")).collect();
+    let t0 = Instant::now();
+    s.write_all(text.as_bytes()).unwrap();
+    wait_for("1000 lines", || stored(&p) == 1000);
+    let took = t0.elapsed();
+    // A burst of 100 is free; the other 900 take at least 0.9 s at 1000/s.
+    assert!(
+        took >= Duration::from_millis(850),
+        "1000 lines at 1000/s took only {took:?}"
+    );
+    let got = p.batch();
+    assert_eq!(got.len(), 1000);
+    assert_eq!(got[999], "999");
+    p.ssc.stop(false).unwrap();
+}
+
+#[test]
 fn stop_is_prompt_while_connected_or_refused() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();

@@ -55,7 +55,8 @@ pub struct SocketConfig {
     pub backoff_max: Duration,
     /// Longest a connection attempt may take.
     pub connect_timeout: Duration,
-    /// This receiver's rate limit (records/s), overriding the context's.
+    /// This receiver's rate limit (lines/s), overriding the context's; a
+    /// store then holds at most a tenth of a second's worth of lines.
     pub records_per_second_max: Option<u64>,
 }
 
@@ -380,6 +381,13 @@ impl StreamingContext {
         config: SocketConfig,
     ) -> crate::Result<(DStream<String>, Arc<SocketStats>)> {
         config.validate(name, self.wal_config())?;
+        let mut config = config;
+        if let Some(r) = config.records_per_second_max {
+            // Stores no larger than the rate limit's burst, so the limit
+            // spaces lines evenly instead of admitting one huge store.
+            let burst = usize::try_from((r / 10).max(1)).unwrap_or(usize::MAX);
+            config.lines_per_store_max = config.lines_per_store_max.min(burst);
+        }
         let stats = Arc::new(SocketStats::default());
         let receiver = SocketReceiver {
             addr: addr.to_string(),
