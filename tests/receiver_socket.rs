@@ -244,6 +244,7 @@ fn a_full_backlog_stops_reading_until_batches_commit() {
         s_lines * 99 < backlog + (16 << 10),
         "stored {s_lines} lines past the backlog"
     );
+    eprintln!("pushed back: {s_lines} lines stored, {w_lines} of {LINES} written");
     assert!(
         w_lines < LINES / 2,
         "the server was never pushed back ({w_lines} lines written)"
