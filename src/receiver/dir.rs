@@ -429,6 +429,28 @@ pub fn decode_progress(bytes: &[u8]) -> Result<Vec<FileProgress>, DirFormatError
     Ok(out)
 }
 
+/// The decoders' property, for the `dir_records` fuzz target and tests:
+/// on any input they return a value or an error, and what decodes
+/// re-encodes to exactly `data` (the formats are canonical). Panics if not.
+pub fn check_canonical(data: &[u8]) {
+    if let Ok((p, lines)) = decode_chunk(data) {
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert_eq!(
+            encode_chunk(&p, &refs),
+            data,
+            "chunk re-encodes differently"
+        );
+    }
+    if let Ok(entries) = decode_progress(data) {
+        let refs: Vec<_> = entries.iter().collect();
+        assert_eq!(
+            encode_progress(&refs),
+            data,
+            "progress re-encodes differently"
+        );
+    }
+}
+
 /// The stream's decoder: a chunk's lines, header stripped.
 fn decode_lines(bytes: &[u8]) -> Result<Vec<String>, BoxError> {
     Ok(decode_chunk(bytes)?.1)
@@ -1042,20 +1064,7 @@ mod tests {
         assert!(decode_progress(&bytes[..bytes.len() - 1]).is_err());
     }
 
-    /// The fuzz target's property (`fuzz/fuzz_targets/dir_records.rs`) on
-    /// mutated valid images: never a panic; whatever decodes re-encodes to
-    /// the same bytes.
-    fn canonical(data: &[u8]) {
-        if let Ok((p, lines)) = decode_chunk(data) {
-            let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-            assert_eq!(encode_chunk(&p, &refs), data);
-        }
-        if let Ok(entries) = decode_progress(data) {
-            let refs: Vec<_> = entries.iter().collect();
-            assert_eq!(encode_progress(&refs), data);
-        }
-    }
-
+    // The fuzz target's property, on mutated valid images.
     proptest::proptest! {
         #[test]
         fn damaged_records_never_panic_and_decode_canonically(
@@ -1071,15 +1080,15 @@ mod tests {
                 let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
                 encode_chunk(&p, &refs)
             };
-            canonical(&img);
+            check_canonical(&img);
             for (at, b) in flips {
                 if !img.is_empty() {
                     let i = at % img.len();
                     img[i] = b;
                 }
             }
-            canonical(&img);
-            canonical(&img[..cut.min(img.len())]);
+            check_canonical(&img);
+            check_canonical(&img[..cut.min(img.len())]);
         }
     }
 
