@@ -543,6 +543,8 @@ pub struct DirStats {
     pub lines_too_long: std::sync::atomic::AtomicU64,
     /// Lines kept with invalid UTF-8 replaced by U+FFFD.
     pub lines_repaired: std::sync::atomic::AtomicU64,
+    /// Failed attempts to open, stat, seek or read a file (retried).
+    pub read_errors: std::sync::atomic::AtomicU64,
 }
 
 fn bump(c: &std::sync::atomic::AtomicU64, n: u64) -> u64 {
@@ -698,12 +700,16 @@ impl DirReceiver {
     /// Returns Err only for errors that must stop the context.
     fn read_file(&self, ctx: &ReceiverContext, c: &Candidate) -> Result<(), ReceiverError> {
         let warn = |action: &str, e: &std::io::Error| {
-            tracing::warn!(
-                stream = ctx.stream_name(),
-                file = %c.path.display(),
-                error = %e,
-                "cannot {action} the file; it is retried at the next scan"
-            );
+            let n = bump(&self.stats.read_errors, 1);
+            if log_nth(n) {
+                tracing::warn!(
+                    stream = ctx.stream_name(),
+                    file = %c.path.display(),
+                    error = %e,
+                    errors_total = n,
+                    "cannot {action} the file; it is retried at the next scan (check its permissions)"
+                );
+            }
         };
         let file = match File::open(&c.path) {
             Ok(f) => f,
@@ -933,7 +939,12 @@ impl Receiver for DirReceiver {
                     Vec::new()
                 }
             };
-            let idle = files.is_empty();
+            // Idle unless a chunk was stored: an unreadable file must not
+            // make the loop spin.
+            let before = self
+                .stats
+                .chunks_stored
+                .load(std::sync::atomic::Ordering::Relaxed);
             for c in &files {
                 match self.read_file(&ctx, c) {
                     Ok(()) => {}
@@ -941,6 +952,11 @@ impl Receiver for DirReceiver {
                     Err(e) => return Err(e.into()),
                 }
             }
+            let idle = self
+                .stats
+                .chunks_stored
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == before;
             if idle && sleep_unless_stopping(&ctx, self.config.scan_interval) {
                 return Ok(());
             }
