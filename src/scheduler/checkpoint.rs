@@ -87,6 +87,16 @@ pub enum CheckpointError {
     },
 }
 
+/// Reads committed operator state (and key-value tables, which are state
+/// too) by encoded key, from any thread, while the scheduler owns the
+/// store.
+pub trait StateReader: Send + Sync {
+    /// The committed encoded value of `key` in `op`'s state.
+    fn get(&self, op: &str, key: &[u8]) -> Result<Option<Vec<u8>>, CheckpointError>;
+    /// Every committed `(key, value)` of `op`, in no particular order.
+    fn scan(&self, op: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, CheckpointError>;
+}
+
 /// Where batch lineage and operator state are kept.
 pub trait CheckpointStore: Send {
     /// Records a batch before it executes.
@@ -109,6 +119,8 @@ pub trait CheckpointStore: Send {
     /// pipeline's description. Called once at start, before any state is
     /// loaded.
     fn check_pipeline(&mut self, desc: &PipelineDescription) -> Result<(), CheckpointError>;
+    /// A reader of this store's committed state for other threads.
+    fn state_reader(&self) -> Arc<dyn StateReader>;
 }
 
 /// Default of `completed_batches_max` for [`MemoryCheckpointStore`].
@@ -245,5 +257,24 @@ impl CheckpointStore for MemoryCheckpointStore {
         }
         m.pipeline = Some(desc.clone());
         Ok(())
+    }
+
+    fn state_reader(&self) -> Arc<dyn StateReader> {
+        Arc::new(self.clone())
+    }
+}
+
+impl StateReader for MemoryCheckpointStore {
+    fn get(&self, op: &str, key: &[u8]) -> Result<Option<Vec<u8>>, CheckpointError> {
+        Ok(self.lock().state.get(op).and_then(|m| m.get(key).cloned()))
+    }
+
+    fn scan(&self, op: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, CheckpointError> {
+        Ok(self
+            .lock()
+            .state
+            .get(op)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default())
     }
 }

@@ -32,7 +32,7 @@ use crate::dstream::graph::SourceControl;
 use crate::dstream::{BatchCtx, Plan, Runner, StateStore};
 use crate::Error;
 pub use checkpoint::{
-    BatchSpec, CheckpointError, CheckpointStore, MemoryCheckpointStore, StreamRange,
+    BatchSpec, CheckpointError, CheckpointStore, MemoryCheckpointStore, StateReader, StreamRange,
 };
 
 /// Default cap of records per source per batch.
