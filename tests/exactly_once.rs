@@ -68,13 +68,24 @@ fn outputs(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     m
 }
 
-fn final_state(dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let store = SledCheckpointStore::open(dir.join("checkpoint"), SledConfig::default())
-        .expect("open checkpoint");
-    store
-        .load_state("totals")
-        .expect("load")
-        .unwrap_or_default()
+type Encoded = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The running totals' state and the key-value table `totals`, sorted.
+fn final_state(dir: &Path) -> (Encoded, Vec<(String, u64)>) {
+    let mut state = {
+        let store = SledCheckpointStore::open(dir.join("checkpoint"), SledConfig::default())
+            .expect("open checkpoint");
+        store
+            .load_state("totals")
+            .expect("load")
+            .unwrap_or_default()
+    };
+    state.sort();
+    let table = weir::sink::KvTable::<String, u64>::open(dir, "totals")
+        .expect("open table")
+        .scan()
+        .expect("scan");
+    (state, table)
 }
 
 const BATCHES: u64 = 7;
@@ -113,13 +124,27 @@ fn run(dir: &Path, crash: Option<(&str, u64)>) -> usize {
                 failpoint::reset();
                 // A crash after the commit leaves the batch done: the
                 // restarted context continues with the next one.
-                let committed =
+                let store =
                     SledCheckpointStore::open(dir.join("checkpoint"), SledConfig::default())
-                        .expect("open checkpoint")
-                        .completed()
-                        .expect("completed")
-                        .iter()
-                        .any(|b| b.time_ms == batch * 1000);
+                        .expect("open checkpoint");
+                let committed = store
+                    .completed()
+                    .expect("completed")
+                    .iter()
+                    .any(|b| b.time_ms == batch * 1000);
+                // At the crash, the table shows exactly the last committed
+                // batch: the running totals' committed state, no more.
+                let sorted = |op: &str| {
+                    let mut v = store.load_state(op).expect("load").unwrap_or_default();
+                    v.sort();
+                    v
+                };
+                assert_eq!(
+                    sorted("kv:totals"),
+                    sorted("totals"),
+                    "table and state disagree after a crash at {crash:?}"
+                );
+                drop(store);
                 if committed {
                     batch += 1;
                 }
@@ -154,11 +179,27 @@ fn check_point(point: &str, skip: u64) {
         BATCHES * 2 + BATCHES / 2,
         "one file per batch per output"
     );
+    let (state, table) = final_state(reference.path());
     assert_eq!(
-        final_state(reference.path()),
+        (state.clone(), table.clone()),
         final_state(crashed.path()),
-        "{point}: state differs"
+        "{point}: state or key-value table differs"
     );
+    // The table holds the running totals: every word of the input, counted.
+    let mut truth: BTreeMap<String, u64> = BTreeMap::new();
+    for b in 1..=BATCHES {
+        for l in input(b) {
+            for w in l.split_whitespace() {
+                *truth.entry(w.to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+    assert_eq!(
+        table,
+        truth.into_iter().collect::<Vec<_>>(),
+        "{point}: table"
+    );
+    assert_eq!(state.len(), table.len());
     failpoint::reset();
 }
 
@@ -208,12 +249,13 @@ fn an_incompatible_change_is_refused_and_a_compatible_one_recovers() {
                 .filter(|l: &String| !l.is_empty())
                 .flat_map(|l: String| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
                 .map(|w| (w, 1u64));
-            words
+            let totals = words
                 .update_state_by_key(|new: &[u64], old: Option<&u64>| {
                     Some(old.copied().unwrap_or(0) + new.iter().sum::<u64>())
                 })
-                .name("totals")
-                .foreach_batch(|_, _| Ok(()))?;
+                .name("totals");
+            totals.foreach_batch(|_, _| Ok(()))?;
+            totals.save_to_kv("totals")?;
             words
                 .reduce_by_key_and_window(
                     |a, b| a + b,
@@ -258,6 +300,10 @@ fn an_incompatible_change_is_refused_and_a_compatible_one_recovers() {
         err.contains("`totals`") && err.contains("orphaned"),
         "{err}"
     );
+    assert!(
+        err.contains("`kv:totals` (kv_table) is gone"),
+        "a dropped table is named: {err}"
+    );
     assert!(err.contains("reset-operator"), "names the way out: {err}");
     drop(ssc);
     // The explicit way out: reset the changed operators' state.
@@ -265,6 +311,7 @@ fn an_incompatible_change_is_refused_and_a_compatible_one_recovers() {
         .expect("open");
     assert!(store.reset_operator("window").expect("reset") > 0);
     store.reset_operator("totals").expect("reset");
+    assert!(store.reset_operator("kv:totals").expect("reset") > 0);
     assert!(store.pending().expect("pending").is_empty());
 }
 
