@@ -41,6 +41,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
+use crate::dstream::state::EncodedState;
 use crate::dstream::{OperatorDesc, PipelineDescription, StateDelta};
 use crate::scheduler::{BatchSpec, CheckpointError, CheckpointStore, StateReader, StreamRange};
 use buckets::{Bucket, LinearHash};
@@ -610,6 +611,18 @@ impl StateReader for SledStateReader {
     }
 }
 
+/// Bucket values that decoded once already.
+struct CheckedBuckets(Vec<sled::IVec>);
+
+impl EncodedState for CheckedBuckets {
+    fn for_each_pair(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+        for b in &self.0 {
+            // Cannot fail: `load_encoded` checked every bucket.
+            let _ = buckets::decode_bucket(b, &mut *f);
+        }
+    }
+}
+
 /// Every entry of `op`'s buckets, bucket by bucket.
 fn load_buckets(
     db: &sled::Db,
@@ -750,6 +763,22 @@ impl CheckpointStore for SledCheckpointStore {
     fn load_state(&self, op: &str) -> Result<Option<Vec<(Vec<u8>, Vec<u8>)>>, CheckpointError> {
         let out = load_buckets(&self.db, &self.path, op)?;
         Ok(if out.is_empty() { None } else { Some(out) })
+    }
+
+    fn load_encoded(&self, op: &str) -> Result<Option<Box<dyn EncodedState>>, CheckpointError> {
+        // Checked once here, so that lending the pairs cannot fail.
+        let prefix = state_prefix(op)?;
+        let mut buckets = Vec::new();
+        for kv in self.db.scan_prefix(&prefix) {
+            let (k, v) = kv.map_err(|e| sled_err("load state from", &self.path, e))?;
+            buckets::decode_bucket(&v, |_, _| {}).map_err(|e| damaged(&self.path, &k, e))?;
+            buckets.push(v);
+        }
+        Ok(if buckets.is_empty() {
+            None
+        } else {
+            Some(Box::new(CheckedBuckets(buckets)))
+        })
     }
 
     fn state_reader(&self) -> Arc<dyn StateReader> {

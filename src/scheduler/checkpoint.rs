@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use crate::dstream::state::EncodedState;
 use crate::dstream::{PipelineDescription, StateDelta};
 
 /// The record range one source contributes to a batch.
@@ -114,6 +115,13 @@ pub trait CheckpointStore: Send {
     /// Committed state of `op` as encoded pairs; `None` if `op` never
     /// committed any state.
     fn load_state(&self, op: &str) -> Result<Option<Vec<(Vec<u8>, Vec<u8>)>>, CheckpointError>;
+    /// [`CheckpointStore::load_state`] for recovery: the pairs lent without
+    /// a copy per pair where the store can (the default copies).
+    fn load_encoded(&self, op: &str) -> Result<Option<Box<dyn EncodedState>>, CheckpointError> {
+        Ok(self
+            .load_state(op)?
+            .map(|p| Box::new(p) as Box<dyn EncodedState>))
+    }
     /// Checks that `desc` can use the stored state (see
     /// [`crate::checkpoint::compat`]), then records `desc` as the
     /// pipeline's description. Called once at start, before any state is
