@@ -11,8 +11,10 @@
 //! | `o/` + op name length (u16 BE) + op name | [`OpRecord`]: the operator's bucket addressing and key count |
 //! | `s/` + op name length (u16 BE) + op name + bucket (u32 BE) | one bucket of the operator's state ([`buckets`]) |
 //!
-//! Every value is a versioned enum encoded through [`crate::codec`], distinct
-//! from the in-memory types (`docs/checkpoint-format.md`).
+//! Every value is a versioned enum encoded through [`crate::codec`] (state
+//! buckets have their own versioned layout, [`buckets`]), distinct from the
+//! in-memory types (`docs/checkpoint-format.md`). A format 1 store (one
+//! value per state key) is migrated to format 2 at open, atomically.
 //!
 //! Durable means flushed: sled 0.34 only fsyncs on `flush()`, so `allocate`
 //! and `commit` end with `flush()`; the background flusher is off, so
@@ -311,18 +313,13 @@ impl SledCheckpointStore {
             Some(bytes) => {
                 let meta: StoreMeta = store.decode(META_FORMAT, &bytes)?;
                 let StoreMeta::V1 { format_version } = meta;
-                if format_version != STORE_FORMAT_VERSION {
+                if format_version == 1 {
+                    store.migrate_v1()?;
+                } else if format_version != STORE_FORMAT_VERSION {
                     return Err(CheckpointError::Store(format!(
-                        "checkpoint store {} has format version {format_version}; this build reads version {STORE_FORMAT_VERSION}{}",
+                        "checkpoint store {} has format version {format_version}; this build reads versions 1 and {STORE_FORMAT_VERSION} \
+                         (it was written by a newer weir): run that weir, or start on a new data directory",
                         store.path.display(),
-                        if format_version < STORE_FORMAT_VERSION {
-                            " (version 1 kept one sled value per state key; version 2 keeps buckets). \
-                             To go on: let the weir that wrote it finish its pending batches, then start \
-                             this build on a new data directory (or move the old `checkpoint` aside; its \
-                             state then starts empty)"
-                        } else {
-                            " (written by a newer weir): run that weir, or a new data directory"
-                        }
                     )));
                 }
             }
@@ -336,6 +333,60 @@ impl SledCheckpointStore {
         }
         store.completed = completed;
         Ok(store)
+    }
+
+    /// Rewrites a format 1 store (one sled value per state key) into
+    /// format 2 (buckets) in one atomic `apply_batch` + flush: a crash
+    /// midway leaves the version 1 store as it was. Batch records and the
+    /// pipeline are unchanged. Holds the whole state in memory once.
+    fn migrate_v1(&mut self) -> Result<(), CheckpointError> {
+        let mut by_op: std::collections::BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>> =
+            std::collections::BTreeMap::new();
+        let mut batch = sled::Batch::default();
+        for entry in self.named_entries(STATE_PREFIX) {
+            let (op, k, v) = entry?;
+            let key = k[STATE_PREFIX.len() + 2 + op.len()..].to_vec();
+            by_op.entry(op).or_default().push((key, v.to_vec()));
+            // A sled batch is a map (last write per key wins), and bucket
+            // inserts come after: an old key equal to a bucket key (key
+            // bytes = 4 bytes of bucket number) ends up as the bucket.
+            batch.remove(k);
+        }
+        let mut keys = 0;
+        for (op, pairs) in by_op {
+            let prefix = state_prefix(&op)?;
+            let r = buckets::rebucket(
+                LinearHash::default(),
+                0,
+                pairs.into_iter().map(|(k, v)| (k, Some(v))),
+                self.config.bucket_keys_target,
+                |_| Ok::<_, CheckpointError>(Bucket::new()),
+            )?;
+            for (b, bucket) in &r.buckets {
+                if !bucket.is_empty() {
+                    batch.insert(state_key(&prefix, *b), buckets::encode_bucket(bucket));
+                }
+            }
+            let rec = OpRecord::V1(OpRecordV1 {
+                level: r.lh.level,
+                split: r.lh.split,
+                keys: r.keys,
+            });
+            let enc = codec::encode(&rec).map_err(|e| CheckpointError::Store(e.to_string()))?;
+            batch.insert(named_prefix(OP_PREFIX, &op)?, enc);
+            keys += r.keys;
+        }
+        let meta = codec::encode(&StoreMeta::V1 {
+            format_version: STORE_FORMAT_VERSION,
+        })
+        .map_err(|e| CheckpointError::Store(e.to_string()))?;
+        batch.insert(META_FORMAT, meta);
+        self.db
+            .apply_batch(batch)
+            .map_err(|e| sled_err("migrate", &self.path, e))?;
+        self.flush()?;
+        tracing::warn!(store = %self.path.display(), keys, "migrated the checkpoint from format 1 to format 2 (state in buckets)");
+        Ok(())
     }
 
     /// The database directory.
@@ -440,18 +491,30 @@ impl SledCheckpointStore {
         Ok(n)
     }
 
+    /// Every `(operator name, key, value)` under `kind` (`s/` or `o/`); a
+    /// key whose name part is malformed is an error naming it.
+    fn named_entries(
+        &self,
+        kind: &'static [u8],
+    ) -> impl Iterator<Item = Result<(String, sled::IVec, sled::IVec), CheckpointError>> + '_ {
+        self.db.scan_prefix(kind).map(move |kv| {
+            let (k, v) = kv.map_err(|e| sled_err("scan", &self.path, e))?;
+            match op_of_key(kind, &k) {
+                Some(op) => Ok((op, k, v)),
+                None => Err(CheckpointError::Store(format!(
+                    "checkpoint store {}: malformed key {} (no operator name after its prefix)",
+                    self.path.display(),
+                    show_key(&k)
+                ))),
+            }
+        })
+    }
+
     /// Operators with committed state and how many keys each holds.
     pub fn state_sizes(&self) -> Result<Vec<(String, u64)>, CheckpointError> {
         let mut out = Vec::new();
-        for kv in self.db.scan_prefix(OP_PREFIX) {
-            let (k, v) = kv.map_err(|e| sled_err("scan", &self.path, e))?;
-            let Some(op) = op_of_key(OP_PREFIX, &k) else {
-                return Err(CheckpointError::Store(format!(
-                    "checkpoint store {}: malformed operator key {}",
-                    self.path.display(),
-                    show_key(&k)
-                )));
-            };
+        for entry in self.named_entries(OP_PREFIX) {
+            let (op, k, v) = entry?;
             let rec = self.op_record_from(&k, &v)?;
             if rec.keys > 0 {
                 out.push((op, rec.keys));
@@ -1004,19 +1067,61 @@ mod tests {
     }
 
     #[test]
-    fn a_version_1_store_is_refused_with_the_way_out() {
+    fn a_version_1_store_is_migrated_and_a_newer_one_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let s = SledCheckpointStore::open(dir.path(), SledConfig::default()).expect("open");
+            // A format 1 store: one value per key under `s/` + name + key.
+            let mut s = SledCheckpointStore::open(dir.path(), SledConfig::default()).expect("open");
+            s.allocate(&spec(1000, 0, 5)).expect("allocate");
+            s.commit(1000, &[]).expect("commit");
+            s.allocate(&spec(2000, 5, 9)).expect("allocate");
             let v1 = codec::encode(&StoreMeta::V1 { format_version: 1 }).expect("encode");
             s.db.insert(META_FORMAT, v1).expect("insert");
+            // "\0\0\0\0" under `c` has the very key of `c`'s bucket 0.
+            for (op, k, v) in [
+                ("counts", "a", "1"),
+                ("counts", "b", "2"),
+                ("c", "x", "9"),
+                ("c", "\0\0\0\0", "0"),
+            ] {
+                let mut key = state_prefix(op).expect("prefix");
+                key.extend_from_slice(k.as_bytes());
+                s.db.insert(key, v.as_bytes()).expect("insert");
+            }
             s.flush().expect("flush");
         }
+        let s = SledCheckpointStore::open(dir.path(), SledConfig::default()).expect("migrates");
+        let mut counts = pairs(s.load_state("counts").expect("load"));
+        counts.sort();
+        assert_eq!(
+            counts,
+            vec![("a".into(), "1".into()), ("b".into(), "2".into())]
+        );
+        assert_eq!(
+            pairs(s.load_state("c").expect("load")),
+            vec![("\0\0\0\0".into(), "0".into()), ("x".into(), "9".into())]
+        );
+        assert_eq!(
+            s.state_sizes().expect("sizes"),
+            vec![("c".into(), 2), ("counts".into(), 2)]
+        );
+        assert_eq!(s.pending().expect("pending"), vec![spec(2000, 5, 9)]);
+        let meta: StoreMeta = s
+            .decode(
+                META_FORMAT,
+                &s.get(META_FORMAT).expect("get").expect("meta"),
+            )
+            .expect("decode");
+        assert_eq!(meta, StoreMeta::V1 { format_version: 2 });
+        let v3 = codec::encode(&StoreMeta::V1 { format_version: 3 }).expect("encode");
+        s.db.insert(META_FORMAT, v3).expect("insert");
+        s.flush().expect("flush");
+        drop(s);
         let msg = SledCheckpointStore::open(dir.path(), SledConfig::default())
             .expect_err("refused")
             .to_string();
         assert!(
-            msg.contains("format version 1; this build reads version 2")
+            msg.contains("format version 3; this build reads versions 1 and 2")
                 && msg.contains("new data directory"),
             "{msg}"
         );
