@@ -13,6 +13,7 @@
 //! Must never: fsync on its own (appends go through the WAL's group commit),
 //! or skip a record it cannot decode (the batch fails, naming the LSN).
 
+pub mod feed;
 pub mod ingest_proto;
 
 use std::ops::Range;
