@@ -25,6 +25,9 @@ pub enum Error {
     /// The write-ahead log.
     #[error(transparent)]
     Wal(#[from] crate::wal::WalError),
+    /// Receivers (socket, directory, ingest, custom).
+    #[error(transparent)]
+    Receiver(#[from] crate::receiver::ReceiverError),
     /// A command-line or configuration mistake, with what to do instead.
     #[error("{0}")]
     Usage(String),
