@@ -27,6 +27,7 @@
 //! hook succeeded.
 
 pub mod feed;
+pub mod ingest;
 pub mod ingest_proto;
 
 use std::collections::VecDeque;
