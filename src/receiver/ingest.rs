@@ -627,8 +627,9 @@ impl Conn {
 
     /// Decodes every complete frame in the buffer: DATA frames become
     /// pending frames (their records copied, with the stored header, into
-    /// one batch buffer); a HELLO is answered at once. Stops at the first
-    /// bad frame and returns it as the problem, after the good frames.
+    /// one batch buffer); a HELLO's WELCOME is put in `self.out` (sent
+    /// before the batch is stored). Stops at the first bad frame and
+    /// returns it as the problem, after the good frames.
     #[allow(clippy::type_complexity)]
     fn decode_ready(
         &mut self,
@@ -677,11 +678,6 @@ impl Conn {
                 }
             }
             self.buf.consume(n);
-            if !self.out.is_empty() {
-                // A WELCOME to send before anything else: return to the
-                // caller, which sends it on the next store/ack step.
-                return Ok((frames, batch, None));
-            }
         }
     }
 
