@@ -138,8 +138,30 @@ pub struct IngestStream<T> {
 /// One producer's entry: the next sequence number expected and which
 /// connection owns it (the newest HELLO wins).
 struct Producer {
+    /// Held while a connection checks and stores this producer's frames
+    /// (possibly waiting on backpressure): the critical section that makes
+    /// each sequence number stored at most once.
     next: Mutex<u64>,
+    /// The value of `next`, readable without waiting for that section (for
+    /// WELCOME and the snapshot; a stale value is safe, see `save_before_release`).
+    published: AtomicU64,
     generation: AtomicU64,
+}
+
+impl Producer {
+    fn new(next: u64) -> Arc<Producer> {
+        Arc::new(Producer {
+            next: Mutex::new(next),
+            published: AtomicU64::new(next),
+            generation: AtomicU64::new(0),
+        })
+    }
+
+    /// Raises `next` (held by the caller) to `v` and publishes it.
+    fn advance(&self, next: &mut u64, v: u64) {
+        *next = (*next).max(v);
+        self.published.store(*next, Ordering::Release);
+    }
 }
 
 /// The producer table and its snapshot.
@@ -220,15 +242,7 @@ impl ProducerTable {
         );
         let map = map
             .into_iter()
-            .map(|(k, next)| {
-                (
-                    k,
-                    Arc::new(Producer {
-                        next: Mutex::new(next),
-                        generation: AtomicU64::new(0),
-                    }),
-                )
-            })
+            .map(|(k, next)| (k, Producer::new(next)))
             .collect();
         Ok(ProducerTable {
             stream: stream.into(),
@@ -249,17 +263,17 @@ impl ProducerTable {
         if map.len() >= self.producers_max {
             return None;
         }
-        let p = Arc::new(Producer {
-            next: Mutex::new(0),
-            generation: AtomicU64::new(0),
-        });
+        let p = Producer::new(0);
         map.insert(id.into(), p.clone());
         Some(p)
     }
 
     /// The release hook: before WAL segments below `end` are deleted, saves
-    /// the table merged with a scan of the records since the last snapshot
-    /// (covering appends whose table update had not run yet).
+    /// the table merged with a scan of the records since the last snapshot.
+    /// The scan covers appends whose table update had not run yet (and
+    /// published values that are stale), so every record below `end` is
+    /// reflected. It never waits for a producer's lock: a store holding it
+    /// may be waiting for this very release (backpressure).
     fn save_before_release(&self, end: u64) -> Result<(), IngestError> {
         let mut covered = lock(&self.covered);
         let segs = self.wal.segments();
@@ -269,7 +283,7 @@ impl ProducerTable {
         }
         let mut map: HashMap<Box<[u8]>, u64> = lock(&self.map)
             .iter()
-            .map(|(k, p)| (k.clone(), *lock(&p.next)))
+            .map(|(k, p)| (k.clone(), p.published.load(Ordering::Acquire)))
             .collect();
         let from = (*covered).max(self.wal.first_lsn());
         let to = end.min(self.wal.end());
@@ -657,7 +671,9 @@ impl Conn {
                         ));
                     };
                     self.generation = p.generation.fetch_add(1, Ordering::AcqRel) + 1;
-                    let next = *lock(&p.next);
+                    // A store of an older connection may be in flight: its
+                    // records are dropped as duplicates if re-sent.
+                    let next = p.published.load(Ordering::Acquire);
                     self.acked = next;
                     self.out.clear();
                     encode_welcome(&mut self.out, next, &server.cfg.limits);
@@ -786,14 +802,14 @@ fn store_frames(
             Ok(_) => {}
             Err(ReceiverError::Stopping) => {
                 // What was stored so far stays; the table says so.
-                *next = (*next).max(expected - (slices.len() - stored) as u64);
+                p.advance(&mut next, expected - (slices.len() - stored) as u64);
                 return Err(Close::new(
                     ErrorCode::Stopping,
                     "the server is stopping; reconnect later",
                 ));
             }
             Err(e) => {
-                *next = (*next).max(expected - (slices.len() - stored) as u64);
+                p.advance(&mut next, expected - (slices.len() - stored) as u64);
                 let msg = format!("storing records failed: {e}");
                 *lock(&server.fatal) = Some(msg.clone());
                 return Err(Close::new(ErrorCode::Storage, msg));
@@ -801,9 +817,9 @@ fn store_frames(
         }
         stored = end;
         // Durable now: later frames' checks see it at once.
-        *next = (*next).max(expected - (slices.len() - stored) as u64);
+        p.advance(&mut next, expected - (slices.len() - stored) as u64);
     }
-    *next = (*next).max(expected);
+    p.advance(&mut next, expected);
     Ok((*next, gap))
 }
 
