@@ -520,3 +520,53 @@ fn feed_sends_every_line_and_resumes() {
     assert_eq!(all, want);
     s.ssc.stop(false).unwrap();
 }
+
+#[test]
+fn producers_max_refuses_a_new_producer_but_not_a_known_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_with(dir.path(), 0, |c| c.producers_max = 1);
+    let (mut a, _) = Client::hello(s.addr, "a");
+    a.data(0, &["x"]);
+    a.ack_until(1);
+    let mut b = Client::connect(s.addr);
+    let mut hello = Vec::new();
+    encode_preamble(&mut hello);
+    encode_hello(&mut hello, b"b");
+    b.send(&hello);
+    let (code, msg) = b.error();
+    assert_eq!(code, ErrorCode::ProducersFull);
+    assert!(msg.contains("producers_max = 1"), "{msg}");
+    assert_eq!(Client::hello(s.addr, "a").1, 1);
+    s.ssc.stop(false).unwrap();
+}
+
+#[test]
+fn feed_refuses_a_line_over_the_record_limit_and_gives_up_without_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path());
+    let input = format!("short\n{}\nnever sent\n", "y".repeat(33));
+    let e = feed(s.addr, input.as_bytes(), FeedConfig::new("f")).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            weir::receiver::feed::FeedError::LineTooLong { line: 1, max: 32 }
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        s.batch(),
+        strs(&["short"]),
+        "lines before it were acknowledged"
+    );
+    s.ssc.stop(false).unwrap();
+    // Nothing listens on the port any more: bounded retrying, then an error.
+    let mut cfg = FeedConfig::new("f");
+    cfg.retry_time_max = Duration::from_millis(300);
+    let t = Instant::now();
+    let e = feed(s.addr, "a\n".as_bytes(), cfg).unwrap_err();
+    assert!(
+        matches!(e, weir::receiver::feed::FeedError::GaveUp { acked: 0, .. }),
+        "{e}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(10));
+}

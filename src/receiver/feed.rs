@@ -13,7 +13,8 @@
 //! in memory, the only copy kept (a reconnect re-sends them from there, so
 //! standard input works too); a line is at most `line_bytes_max` (default
 //! 64 KiB, lowered to the server's `record_bytes_max`), read with a bounded
-//! buffer. After a failure it reconnects with doubling backoff
+//! buffer; a longer line fails the feed once the lines before it are
+//! acknowledged. After a failure it reconnects with doubling backoff
 //! (`backoff_initial` 50 ms to `backoff_max` 2 s) and gives up when
 //! `retry_time_max` (default 120 s) passes with no new acknowledgement.
 //!
@@ -366,6 +367,9 @@ struct Feed<R> {
     last_progress: Instant,
     started: Instant,
     last_drawn: Option<Instant>,
+    /// The input's failure, reported once the lines before it are
+    /// acknowledged.
+    input_error: Option<FeedError>,
 }
 
 impl<R: Read> Feed<R> {
@@ -422,8 +426,8 @@ impl<R: Read> Feed<R> {
         self.input.eof && self.window.is_empty()
     }
 
-    /// Reads lines into the window (while there is room) and returns the
-    /// range of window indexes to send next as one frame.
+    /// Reads lines into the window (while there is room); the next frame is
+    /// window entries `from..` the returned index.
     fn fill(&mut self, from: usize, limits: &ServerLimits) -> Result<usize, FeedError> {
         let frame_records = self
             .cfg
@@ -449,8 +453,16 @@ impl<R: Read> Feed<R> {
             if to > from && !self.input.has_buffered() {
                 break;
             }
-            if !self.input.next_line(&mut line, max)? {
-                break;
+            match self.input.next_line(&mut line, max) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    // Bad input: what was read before it is still sent and
+                    // acknowledged, then the feed fails with this.
+                    self.input_error = Some(e);
+                    self.input.eof = true;
+                    break;
+                }
             }
             let b = 4 + line.len();
             let seq = self.input.next_seq - 1;
@@ -643,6 +655,7 @@ pub fn feed<R: Read>(addr: SocketAddr, input: R, cfg: FeedConfig) -> Result<Feed
         last_progress: now,
         started: now,
         last_drawn: None,
+        input_error: None,
     };
     let mut backoff = f.cfg.backoff_initial;
     loop {
@@ -669,6 +682,9 @@ pub fn feed<R: Read>(addr: SocketAddr, input: R, cfg: FeedConfig) -> Result<Feed
         }
     }
     f.show_progress(true);
+    if let Some(e) = f.input_error.take() {
+        return Err(e);
+    }
     f.report.records = f.input.next_seq;
     f.report.records_sent = f.acked - f.first_sent.unwrap_or(f.acked).min(f.acked);
     Ok(f.report)
