@@ -304,6 +304,11 @@ impl StreamingContext {
         self.cfg.clock.clone()
     }
 
+    /// The limits of the input logs this context opens.
+    pub(crate) fn wal_config(&self) -> &crate::wal::WalConfig {
+        &self.wal_config
+    }
+
     /// The configured data directory, if any.
     pub fn data_dir(&self) -> Option<&std::path::Path> {
         self.data_dir.as_deref()

@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{collect, get, WAIT};
+use common::{collect, get, wait_for, WAIT};
 use weir::dstream::BoxError;
 use weir::receiver::{Receiver, ReceiverContext, ReceiverError};
 use weir::wal::WalConfig;
@@ -33,15 +33,6 @@ fn ctx(dir: &std::path::Path, clock: Arc<ManualClock>, backlog: u64) -> Streamin
         })
         .build()
         .unwrap()
-}
-
-/// Polls `cond` until it holds or `WAIT` passes.
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 /// Stores the given records one `store` per entry, reporting each result,

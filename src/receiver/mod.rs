@@ -36,6 +36,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+pub mod dir;
+pub(crate) mod lines;
+pub mod socket;
+
+pub use dir::{DirConfig, DirStats};
+pub use socket::{SocketConfig, SocketStats};
+
 use crate::dstream::{BoxError, Source};
 use crate::scheduler::Scheduler;
 use crate::wal::{Wal, WalError};
@@ -172,19 +179,22 @@ impl RateLimit {
     fn burst(per_second: f64) -> f64 {
         (per_second / 10.0).max(1.0)
     }
-    /// Takes `n` records if at least one token is there (going into debt
-    /// for large `n`, which later calls pay), else how long to wait.
+    /// Takes `n` records once `min(n, burst)` tokens are there (a store
+    /// larger than the burst goes into debt, which later calls pay), else
+    /// says how long to wait.
     fn take(&mut self, n: u64) -> Option<Duration> {
         let now = Instant::now();
         let dt = now.duration_since(self.last).as_secs_f64();
         self.last = now;
-        self.tokens = (self.tokens + dt * self.per_second).min(Self::burst(self.per_second));
-        if self.tokens >= 1.0 || n == 0 {
+        let burst = Self::burst(self.per_second);
+        self.tokens = (self.tokens + dt * self.per_second).min(burst);
+        let need = (n as f64).min(burst);
+        if self.tokens >= need {
             self.tokens -= n as f64;
             None
         } else {
             Some(Duration::from_secs_f64(
-                (1.0 - self.tokens) / self.per_second,
+                (need - self.tokens) / self.per_second,
             ))
         }
     }
@@ -482,6 +492,21 @@ impl<T: Send + 'static> Source<T> for WalSource<T> {
                 "could not delete WAL segments below the committed position; will retry after the next batch"
             );
         }
+    }
+}
+
+/// Sleeps `d` in slices; true if the context stops meanwhile.
+pub(crate) fn sleep_unless_stopping(ctx: &ReceiverContext, d: Duration) -> bool {
+    let deadline = std::time::Instant::now() + d;
+    loop {
+        if ctx.is_stopping() {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep((deadline - now).min(STOP_POLL));
     }
 }
 
