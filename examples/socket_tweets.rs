@@ -13,7 +13,7 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use weir::testdata::tweet_lines;
+use weir::testdata::{split_tweets, tweet_lines, with_end_markers};
 use weir::StreamingContext;
 
 const TWEETS_PER_LINE: usize = 4;
@@ -45,10 +45,7 @@ fn main() -> weir::Result<()> {
             let Ok(mut conn) = conn else { continue };
             loop {
                 seed += 1;
-                let line: String = tweet_lines(TWEETS_PER_LINE, seed)
-                    .iter()
-                    .map(|t| format!("{t} __end "))
-                    .collect();
+                let line = with_end_markers(&tweet_lines(TWEETS_PER_LINE, seed));
                 if writeln!(conn, "{line}").is_err() {
                     break; // the client went away; wait for the next one
                 }
@@ -67,13 +64,7 @@ fn main() -> weir::Result<()> {
         .build()?;
     let tweets = ssc
         .socket_text_stream("tweets", &addr)?
-        .flat_map(|line: String| {
-            line.split("__end")
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_lowercase)
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|line: String| split_tweets(&line))
         .name("lowercased");
     tweets.print(10)?;
     ssc.start()?;

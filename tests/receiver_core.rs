@@ -174,6 +174,10 @@ struct Prober {
 impl Receiver for Prober {
     fn run(self: Box<Self>, ctx: ReceiverContext) -> Result<(), BoxError> {
         ctx.store(&[b"0123456789"])?;
+        // Storing nothing returns at once, even with the backlog full.
+        if ctx.store(&[])? != (1..1) {
+            return Err("an empty store must return the empty range at the end".into());
+        }
         let full = ctx.backlog_full();
         let below = ctx.wait_backlog_below(Duration::from_millis(50));
         self.seen.lock().unwrap().push((full, below));

@@ -145,6 +145,7 @@ fn line_rules_for_files() {
     text.extend_from_slice(&[b'x'; 200]);
     text.extend_from_slice(b"\n");
     text.extend_from_slice(b"bad \xff utf8\n");
+    text.extend_from_slice(b"\0\x07\n");
     text.extend_from_slice(b"\n");
     text.extend_from_slice(b"no newline at the end");
     move_in(&input, "a.txt", &text);
@@ -154,7 +155,13 @@ fn line_rules_for_files() {
     wait_for("2 files", || get_stat(&p.stats.files_done) == 2);
     assert_eq!(
         p.batch(),
-        vec!["crlf", "bad \u{fffd} utf8", "", "no newline at the end"]
+        vec![
+            "crlf",
+            "bad \u{fffd} utf8",
+            "\0\u{7}",
+            "",
+            "no newline at the end"
+        ]
     );
     assert_eq!(get_stat(&p.stats.lines_too_long), 1);
     assert_eq!(get_stat(&p.stats.lines_repaired), 1);

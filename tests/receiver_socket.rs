@@ -60,6 +60,14 @@ fn pipe(addr: &str, backlog: u64, config: SocketConfig) -> Pipe {
     }
 }
 
+/// A listening loopback server and a started pipeline connecting to it.
+fn started(backlog: u64, config: SocketConfig) -> (Pipe, TcpListener) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let p = pipe(&listener.local_addr().unwrap().to_string(), backlog, config);
+    p.ssc.start().unwrap();
+    (p, listener)
+}
+
 fn fast() -> SocketConfig {
     SocketConfig {
         backoff_initial: Duration::from_millis(5),
@@ -83,10 +91,7 @@ impl Pipe {
 
 #[test]
 fn lines_arrive_in_order_and_reconnects_follow_a_closing_server() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let p = pipe(&addr, 1 << 20, fast());
-    p.ssc.start().unwrap();
+    let (p, listener) = started(1 << 20, fast());
     let server = std::thread::spawn(move || {
         for conn in 0..3 {
             let (mut s, _) = listener.accept().unwrap();
@@ -131,10 +136,7 @@ fn the_receiver_retries_a_refusing_server_until_it_listens() {
 
 #[test]
 fn overlong_lines_garbage_and_invalid_utf8_follow_the_rules() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let p = pipe(
-        &addr,
+    let (p, listener) = started(
         1 << 20,
         SocketConfig {
             line_bytes_max: 8,
@@ -142,7 +144,6 @@ fn overlong_lines_garbage_and_invalid_utf8_follow_the_rules() {
             ..fast()
         },
     );
-    p.ssc.start().unwrap();
     let (mut s, _) = listener.accept().unwrap();
     let mut input = Vec::new();
     input.extend_from_slice(b"short\r\n");
@@ -175,10 +176,7 @@ fn overlong_lines_garbage_and_invalid_utf8_follow_the_rules() {
 
 #[test]
 fn a_reset_connection_discards_only_the_unterminated_line() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let p = pipe(&addr, 1 << 20, fast());
-    p.ssc.start().unwrap();
+    let (p, listener) = started(1 << 20, fast());
     let (mut s, _) = listener.accept().unwrap();
     s.set_nodelay(true).unwrap();
     s.write_all(b"one\ntwo\nhalf").unwrap();
@@ -197,11 +195,8 @@ fn a_reset_connection_discards_only_the_unterminated_line() {
 
 #[test]
 fn a_full_backlog_stops_reading_until_batches_commit() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let backlog = 64 << 10;
-    let p = pipe(
-        &addr,
+    let (p, listener) = started(
         backlog,
         SocketConfig {
             store_bytes_max: 16 << 10,
@@ -209,7 +204,6 @@ fn a_full_backlog_stops_reading_until_batches_commit() {
             ..fast()
         },
     );
-    p.ssc.start().unwrap();
     const LINES: u64 = 200_000; // 20 MB: far more than backlog + socket buffers
     let written = Arc::new(AtomicU64::new(0));
     let w = written.clone();
@@ -273,17 +267,13 @@ fn a_full_backlog_stops_reading_until_batches_commit() {
 
 #[test]
 fn the_receivers_own_rate_limit_spaces_lines() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let p = pipe(
-        &addr,
+    let (p, listener) = started(
         1 << 20,
         SocketConfig {
             records_per_second_max: Some(1000),
             ..fast()
         },
     );
-    p.ssc.start().unwrap();
     let (mut s, _) = listener.accept().unwrap();
     let text: String = (0..1000).map(|i| format!("{i}\n")).collect();
     let t0 = Instant::now();
@@ -303,14 +293,12 @@ fn the_receivers_own_rate_limit_spaces_lines() {
 
 #[test]
 fn stop_is_prompt_while_connected_or_refused() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let p = pipe(&addr, 1 << 20, SocketConfig::default());
-    p.ssc.start().unwrap();
+    let (p, listener) = started(1 << 20, SocketConfig::default());
     let (_s, _) = listener.accept().unwrap();
     let t0 = Instant::now();
     p.ssc.stop(false).unwrap();
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    let addr = listener.local_addr().unwrap().to_string();
     drop(listener);
     let p = pipe(&addr, 1 << 20, SocketConfig::default());
     p.ssc.start().unwrap();

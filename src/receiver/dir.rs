@@ -429,6 +429,28 @@ pub fn decode_progress(bytes: &[u8]) -> Result<Vec<FileProgress>, DirFormatError
     Ok(out)
 }
 
+/// The decoders' property, for the `dir_records` fuzz target and tests:
+/// on any input they return a value or an error, and what decodes
+/// re-encodes to exactly `data` (the formats are canonical). Panics if not.
+pub fn check_canonical(data: &[u8]) {
+    if let Ok((p, lines)) = decode_chunk(data) {
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert_eq!(
+            encode_chunk(&p, &refs),
+            data,
+            "chunk re-encodes differently"
+        );
+    }
+    if let Ok(entries) = decode_progress(data) {
+        let refs: Vec<_> = entries.iter().collect();
+        assert_eq!(
+            encode_progress(&refs),
+            data,
+            "progress re-encodes differently"
+        );
+    }
+}
+
 /// The stream's decoder: a chunk's lines, header stripped.
 fn decode_lines(bytes: &[u8]) -> Result<Vec<String>, BoxError> {
     Ok(decode_chunk(bytes)?.1)
@@ -521,6 +543,8 @@ pub struct DirStats {
     pub lines_too_long: std::sync::atomic::AtomicU64,
     /// Lines kept with invalid UTF-8 replaced by U+FFFD.
     pub lines_repaired: std::sync::atomic::AtomicU64,
+    /// Failed attempts to open, stat, seek or read a file (retried).
+    pub read_errors: std::sync::atomic::AtomicU64,
 }
 
 fn bump(c: &std::sync::atomic::AtomicU64, n: u64) -> u64 {
@@ -676,12 +700,16 @@ impl DirReceiver {
     /// Returns Err only for errors that must stop the context.
     fn read_file(&self, ctx: &ReceiverContext, c: &Candidate) -> Result<(), ReceiverError> {
         let warn = |action: &str, e: &std::io::Error| {
-            tracing::warn!(
-                stream = ctx.stream_name(),
-                file = %c.path.display(),
-                error = %e,
-                "cannot {action} the file; it is retried at the next scan"
-            );
+            let n = bump(&self.stats.read_errors, 1);
+            if log_nth(n) {
+                tracing::warn!(
+                    stream = ctx.stream_name(),
+                    file = %c.path.display(),
+                    error = %e,
+                    errors_total = n,
+                    "cannot {action} the file; it is retried at the next scan (check its permissions)"
+                );
+            }
         };
         let file = match File::open(&c.path) {
             Ok(f) => f,
@@ -911,7 +939,12 @@ impl Receiver for DirReceiver {
                     Vec::new()
                 }
             };
-            let idle = files.is_empty();
+            // Idle unless a chunk was stored: an unreadable file must not
+            // make the loop spin.
+            let before = self
+                .stats
+                .chunks_stored
+                .load(std::sync::atomic::Ordering::Relaxed);
             for c in &files {
                 match self.read_file(&ctx, c) {
                     Ok(()) => {}
@@ -919,6 +952,11 @@ impl Receiver for DirReceiver {
                     Err(e) => return Err(e.into()),
                 }
             }
+            let idle = self
+                .stats
+                .chunks_stored
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == before;
             if idle && sleep_unless_stopping(&ctx, self.config.scan_interval) {
                 return Ok(());
             }
@@ -1042,20 +1080,7 @@ mod tests {
         assert!(decode_progress(&bytes[..bytes.len() - 1]).is_err());
     }
 
-    /// The fuzz target's property (`fuzz/fuzz_targets/dir_records.rs`) on
-    /// mutated valid images: never a panic; whatever decodes re-encodes to
-    /// the same bytes.
-    fn canonical(data: &[u8]) {
-        if let Ok((p, lines)) = decode_chunk(data) {
-            let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-            assert_eq!(encode_chunk(&p, &refs), data);
-        }
-        if let Ok(entries) = decode_progress(data) {
-            let refs: Vec<_> = entries.iter().collect();
-            assert_eq!(encode_progress(&refs), data);
-        }
-    }
-
+    // The fuzz target's property, on mutated valid images.
     proptest::proptest! {
         #[test]
         fn damaged_records_never_panic_and_decode_canonically(
@@ -1071,15 +1096,15 @@ mod tests {
                 let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
                 encode_chunk(&p, &refs)
             };
-            canonical(&img);
+            check_canonical(&img);
             for (at, b) in flips {
                 if !img.is_empty() {
                     let i = at % img.len();
                     img[i] = b;
                 }
             }
-            canonical(&img);
-            canonical(&img[..cut.min(img.len())]);
+            check_canonical(&img);
+            check_canonical(&img[..cut.min(img.len())]);
         }
     }
 

@@ -293,10 +293,15 @@ impl ReceiverContext {
     /// Appends `records` to the stream's WAL as one append. First waits
     /// while the backlog is at or above `backlog_bytes_max` and for the rate
     /// limit; returns only after the records are durable (fsynced), with
-    /// the LSN range they got. Returns [`ReceiverError::Stopping`] if the
-    /// context stops while waiting (nothing of this call was stored).
+    /// the LSN range they got (empty for no records, without waiting).
+    /// Returns [`ReceiverError::Stopping`] if the context stops while
+    /// waiting (nothing of this call was stored).
     pub fn store(&self, records: &[&[u8]]) -> Result<Range<u64>, ReceiverError> {
         let s = &self.shared;
+        if records.is_empty() {
+            let end = s.wal.end();
+            return Ok(end..end);
+        }
         loop {
             if s.is_stopping() {
                 return Err(ReceiverError::Stopping);
