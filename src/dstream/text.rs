@@ -296,17 +296,29 @@ const MASK_WORDS: usize = MASK_BYTES_MAX / 64;
 #[inline]
 fn whitespace_masks(b: &[u8], masks: &mut [u64; MASK_WORDS]) {
     let n = b.len();
-    let mut i = 0;
-    while i < n {
-        let take = (n - i).min(16);
-        let mut chunk = [0u8; 16];
-        chunk[..take].copy_from_slice(&b[i..i + take]);
-        let bits = whitespace16(&chunk) as u64 & ((1u64 << take) - 1);
+    // Sets the `take` bits at `i` (a multiple of 16, so one word holds them).
+    let mut put = |i: usize, take: usize, bits: u64| {
         let (w, sh) = (i / 64, i % 64);
-        // Clear the `take` bits at `sh`, then set the whitespace ones.
-        masks[w] &= !(((1u64 << take) - 1) << sh);
-        masks[w] |= bits << sh;
-        i += take;
+        let keep = (1u64 << take) - 1;
+        masks[w] = (masks[w] & !(keep << sh)) | ((bits & keep) << sh);
+    };
+    if n < 16 {
+        let mut chunk = [0u8; 16];
+        chunk[..n].copy_from_slice(b);
+        put(0, n, whitespace16(&chunk) as u64);
+        return;
+    }
+    // Whole chunks are loaded in place; the tail re-reads the line's last
+    // 16 bytes and keeps the bits of the bytes not covered yet, so no
+    // chunk is copied (a variable-length copy is a `memcpy` call).
+    let mut i = 0;
+    while let Some(chunk) = b[i..].first_chunk::<16>() {
+        put(i, 16, whitespace16(chunk) as u64);
+        i += 16;
+    }
+    if let (true, Some(last)) = (i < n, b.last_chunk::<16>()) {
+        let take = n - i;
+        put(i, take, (whitespace16(last) >> (16 - take)) as u64);
     }
 }
 
@@ -360,38 +372,66 @@ fn next_bit(masks: &[u64; MASK_WORDS], from: usize, set: bool) -> Option<usize> 
 
 /// The ASCII word `b[start..start + len]` (`len <= 22`), lowercased, as an
 /// inline text: loaded as three words (straight from the line when 24 bytes
-/// are readable, else via a copy), bytes past its end zeroed, lowercased
-/// 8 bytes at a time.
-#[inline]
+/// are readable from `start`, else shifted out of the line's last 24 bytes,
+/// else — lines under 24 bytes — via a copy), bytes past its end zeroed,
+/// lowercased 8 bytes at a time.
+#[inline(always)]
 fn inline_lower(b: &[u8], start: usize, len: usize) -> Text {
-    let mut ws = [0u64; 3];
-    if start + 24 <= b.len() {
-        for (k, x) in ws.iter_mut().enumerate() {
-            let mut c = [0u8; 8];
-            c.copy_from_slice(&b[start + 8 * k..start + 8 * k + 8]);
-            *x = u64::from_le_bytes(c);
+    let word = |c: &[u8]| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&c[..8]);
+        u64::from_le_bytes(w)
+    };
+    let ws = if let Some(c) = b[start..].first_chunk::<24>() {
+        [word(&c[..]), word(&c[8..]), word(&c[16..])]
+    } else if let Some(c) = b.last_chunk::<24>() {
+        // Near the end of the line: take its last 24 bytes and shift them
+        // down by `d` bytes (a variable-length copy would be a `memcpy`
+        // call for each of the line's last few words).
+        let (w0, w1, w2) = (word(&c[..]), word(&c[8..]), word(&c[16..]));
+        let d = start + 24 - b.len(); // 1..=23; the word fits in 24 - d
+        let funnel = |lo: u64, hi: u64, bytes: usize| {
+            ((lo as u128 | (hi as u128) << 64) >> (8 * bytes)) as u64
+        };
+        if d >= 16 {
+            [w2 >> (8 * (d - 16)), 0, 0]
+        } else if d >= 8 {
+            [funnel(w1, w2, d - 8), w2 >> (8 * (d - 8)), 0]
+        } else {
+            [funnel(w0, w1, d), funnel(w1, w2, d), w2 >> (8 * d)]
         }
     } else {
         let mut tmp = [0u8; 24];
         tmp[..len].copy_from_slice(&b[start..start + len]);
-        for (k, x) in ws.iter_mut().enumerate() {
-            let mut c = [0u8; 8];
-            c.copy_from_slice(&tmp[8 * k..8 * k + 8]);
-            *x = u64::from_le_bytes(c);
-        }
-    }
-    for (k, x) in ws.iter_mut().enumerate() {
-        let keep = len.saturating_sub(8 * k).min(8);
-        let mask = if keep == 8 {
-            u64::MAX
-        } else {
-            (1u64 << (8 * keep)) - 1
-        };
-        *x = ascii_lower_word(*x & mask);
-    }
-    ws[2] |= (len as u64) << 56;
-    Text::from_words(ws)
+        [word(&tmp[..]), word(&tmp[8..]), word(&tmp[16..])]
+    };
+    let m = &LEN_MASKS[len.min(INLINE_BYTES_MAX)];
+    Text::from_words([
+        ascii_lower_word(ws[0] & m[0]),
+        ascii_lower_word(ws[1] & m[1]),
+        ascii_lower_word(ws[2] & m[2]) | (len as u64) << 56,
+    ])
 }
+
+/// `LEN_MASKS[n]`: the three words that keep the first `n` bytes of 24.
+static LEN_MASKS: [[u64; 3]; INLINE_BYTES_MAX + 1] = {
+    let mut t = [[0u64; 3]; INLINE_BYTES_MAX + 1];
+    let mut n = 0;
+    while n <= INLINE_BYTES_MAX {
+        let mut k = 0;
+        while k < 3 {
+            let keep = n.saturating_sub(8 * k);
+            t[n][k] = if keep >= 8 {
+                u64::MAX
+            } else {
+                (1u64 << (8 * keep)) - 1
+            };
+            k += 1;
+        }
+        n += 1;
+    }
+    t
+};
 
 /// Lowercases the ASCII letters of 8 ASCII bytes at once.
 #[inline]
@@ -696,5 +736,20 @@ mod tests {
         );
         let bytes = crate::codec::encode(&long).unwrap();
         assert_eq!(crate::codec::decode::<Text>(&bytes).unwrap(), long);
+    }
+
+    proptest::proptest! {
+        /// The bitmask splitter against the model: whitespace splitting
+        /// and lowercasing, at every line length up to past the bitmask
+        /// limit and every word position (short lines, tails, long words).
+        #[test]
+        fn splitter_matches_split_whitespace(
+            line in "[a-zA-Z0-9#@ \t\n\x0b\x0c\r]{0,300}",
+        ) {
+            let mut got = Vec::new();
+            Text::for_each_lowercase_word(&line, |t| got.push(t));
+            let want: Vec<Text> = line.split_whitespace().map(Text::lowercase).collect();
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 }
