@@ -143,17 +143,17 @@ impl Text {
     pub fn for_each_lowercase_word(s: &str, mut f: impl FnMut(Text)) {
         let b = s.as_bytes();
         let n = b.len();
-        if n > MASK_BYTES_MAX || !s.is_ascii() {
+        // One bit per byte, set for whitespace and for every position past
+        // the end, so each word is a run of zero bits: finding word bounds
+        // costs a few bit operations per word, not a branch per byte. The
+        // same pass checks that the line is ASCII.
+        let mut masks = [u64::MAX; MASK_WORDS];
+        if n > MASK_BYTES_MAX || !whitespace_masks(b, &mut masks) {
             for w in s.split_whitespace() {
                 f(Text::lowercase(w))
             }
             return;
         }
-        // One bit per byte, set for whitespace and for every position past
-        // the end, so each word is a run of zero bits: finding word bounds
-        // costs a few bit operations per word, not a branch per byte.
-        let mut masks = [u64::MAX; MASK_WORDS];
-        whitespace_masks(b, &mut masks);
         let mut pos = 0;
         while let Some(start) = next_bit(&masks, pos, false) {
             let end = next_bit(&masks, start, true).unwrap_or(n).min(n);
@@ -293,9 +293,12 @@ const MASK_WORDS: usize = MASK_BYTES_MAX / 64;
 /// Sets bit `i % 64` of `masks[i / 64]` to whether `b[i]` is ASCII
 /// whitespace (`char::is_whitespace`: space and `\t`..=`\r`); bits past
 /// `b.len()` keep their value. `b.len() <= MASK_BYTES_MAX`.
+///
+/// Returns whether `b` is ASCII (when not, the masks are meaningless).
 #[inline]
-fn whitespace_masks(b: &[u8], masks: &mut [u64; MASK_WORDS]) {
+fn whitespace_masks(b: &[u8], masks: &mut [u64; MASK_WORDS]) -> bool {
     let n = b.len();
+    let mut high = 0u32;
     // Sets the `take` bits at `i` (a multiple of 16, so one word holds them).
     let mut put = |i: usize, take: usize, bits: u64| {
         let (w, sh) = (i / 64, i % 64);
@@ -305,26 +308,34 @@ fn whitespace_masks(b: &[u8], masks: &mut [u64; MASK_WORDS]) {
     if n < 16 {
         let mut chunk = [0u8; 16];
         chunk[..n].copy_from_slice(b);
-        put(0, n, whitespace16(&chunk) as u64);
-        return;
+        let (ws, hi) = whitespace16(&chunk);
+        put(0, n, ws as u64);
+        return hi == 0;
     }
     // Whole chunks are loaded in place; the tail re-reads the line's last
     // 16 bytes and keeps the bits of the bytes not covered yet, so no
     // chunk is copied (a variable-length copy is a `memcpy` call).
     let mut i = 0;
     while let Some(chunk) = b[i..].first_chunk::<16>() {
-        put(i, 16, whitespace16(chunk) as u64);
+        let (ws, hi) = whitespace16(chunk);
+        put(i, 16, ws as u64);
+        high |= hi;
         i += 16;
     }
     if let (true, Some(last)) = (i < n, b.last_chunk::<16>()) {
         let take = n - i;
-        put(i, take, (whitespace16(last) >> (16 - take)) as u64);
+        let (ws, hi) = whitespace16(last);
+        put(i, take, (ws >> (16 - take)) as u64);
+        high |= hi;
     }
+    high == 0
 }
 
+/// Bit `j` of `.0`: whether `chunk[j]` is ASCII whitespace; of `.1`:
+/// whether it is not ASCII.
 #[cfg(target_arch = "x86_64")]
 #[inline]
-fn whitespace16(chunk: &[u8; 16]) -> u32 {
+fn whitespace16(chunk: &[u8; 16]) -> (u32, u32) {
     use std::arch::x86_64::*;
     // SAFETY: SSE2 is part of the x86_64 baseline; the load reads exactly
     // the 16 bytes of `chunk` (unaligned load).
@@ -334,18 +345,22 @@ fn whitespace16(chunk: &[u8; 16]) -> u32 {
         // `\t`..=`\r` is 9..=13: (v - 9) <= 4 as unsigned bytes.
         let t = _mm_sub_epi8(v, _mm_set1_epi8(9));
         let ctrl = _mm_cmpeq_epi8(_mm_min_epu8(t, _mm_set1_epi8(4)), t);
-        _mm_movemask_epi8(_mm_or_si128(space, ctrl)) as u32
+        (
+            _mm_movemask_epi8(_mm_or_si128(space, ctrl)) as u32,
+            _mm_movemask_epi8(v) as u32,
+        )
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 #[inline]
-fn whitespace16(chunk: &[u8; 16]) -> u32 {
-    let mut m = 0u32;
+fn whitespace16(chunk: &[u8; 16]) -> (u32, u32) {
+    let (mut m, mut high) = (0u32, 0u32);
     for (j, &c) in chunk.iter().enumerate() {
         m |= ((c == b' ' || (b'\t'..=b'\r').contains(&c)) as u32) << j;
+        high |= ((c >= 0x80) as u32) << j;
     }
-    m
+    (m, high)
 }
 
 /// Position of the first bit at or after `from` that is set (`set`) or
@@ -433,7 +448,8 @@ fn emit_inline(w: [u64; 3], f: &mut impl FnMut(Text)) {
         // it; an inline text never dereferences it), `m` = `w[1]`, `t` =
         // `w[2]`, whose top byte (the length, <= 22) marks it inline, so
         // dropping it frees nothing. SSE2 is part of the x86_64 baseline.
-        // Checked by `emitted_texts_equal_built_texts` (and under Miri).
+        // Checked by `emitted_texts_equal_built_texts` (also run under
+        // valgrind memcheck: no uninitialized byte is read).
         unsafe {
             _mm_storeu_si128(
                 p.cast::<__m128i>(),
@@ -789,6 +805,14 @@ mod tests {
         }
     }
 
+    fn check_splitter(line: &str) -> Result<(), proptest::test_runner::TestCaseError> {
+        let mut got = Vec::new();
+        Text::for_each_lowercase_word(line, |t| got.push(t));
+        let want: Vec<Text> = line.split_whitespace().map(Text::lowercase).collect();
+        proptest::prop_assert_eq!(got, want);
+        Ok(())
+    }
+
     proptest::proptest! {
         /// The bitmask splitter against the model: whitespace splitting
         /// and lowercasing, at every line length up to past the bitmask
@@ -797,10 +821,18 @@ mod tests {
         fn splitter_matches_split_whitespace(
             line in "[a-zA-Z0-9#@ \t\n\x0b\x0c\r]{0,300}",
         ) {
-            let mut got = Vec::new();
-            Text::for_each_lowercase_word(&line, |t| got.push(t));
-            let want: Vec<Text> = line.split_whitespace().map(Text::lowercase).collect();
-            proptest::prop_assert_eq!(got, want);
+            check_splitter(&line)?;
+        }
+
+        /// Lines with a non-ASCII character anywhere (the ASCII check is
+        /// part of the bitmask pass) take the `str` path and agree too.
+        #[test]
+        fn splitter_matches_split_whitespace_on_non_ascii_lines(
+            head in "[a-zA-Z #]{0,150}",
+            c in "[\u{e9}\u{3000}\u{c9}]",
+            tail in "[a-zA-Z #]{0,150}",
+        ) {
+            check_splitter(&format!("{head}{c}{tail}"))?;
         }
     }
 }
