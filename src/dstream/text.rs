@@ -154,19 +154,31 @@ impl Text {
             }
             return;
         }
-        let mut pos = 0;
-        while let Some(start) = next_bit(&masks, pos, false) {
-            let end = next_bit(&masks, start, true).unwrap_or(n).min(n);
-            if start >= n {
-                break;
+        // Word starts are the non-whitespace bits whose previous bit is
+        // whitespace (position -1 counts as whitespace); each word ends at
+        // the next whitespace bit, almost always in the same mask word.
+        let mut carry = 1u64;
+        for (wi, &m) in masks.iter().enumerate().take(n.div_ceil(64)) {
+            let mut starts = !m & ((m << 1) | carry);
+            carry = m >> 63;
+            while starts != 0 {
+                let bit = starts.trailing_zeros() as usize;
+                starts &= starts - 1;
+                let start = wi * 64 + bit;
+                let rest = m & (u64::MAX << bit);
+                let end = if rest != 0 {
+                    wi * 64 + rest.trailing_zeros() as usize
+                } else {
+                    next_bit(&masks, (wi + 1) * 64, true).unwrap_or(n)
+                }
+                .min(n);
+                let len = end - start;
+                if len <= INLINE_BYTES_MAX {
+                    emit_inline(inline_lower(b, start, len), &mut f)
+                } else {
+                    f(Text::lowercase(&s[start..end]))
+                }
             }
-            let len = end - start;
-            if len <= INLINE_BYTES_MAX {
-                emit_inline(inline_lower(b, start, len), &mut f)
-            } else {
-                f(Text::lowercase(&s[start..end]))
-            }
-            pos = end;
         }
     }
 
