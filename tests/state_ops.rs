@@ -204,14 +204,9 @@ fn state_snapshots_hold_every_key_after_each_batch() {
         ])
     );
     assert_eq!(out.lock().unwrap().len(), 6);
-    let names: Vec<String> = h
-        .ssc
-        .describe()
-        .operators
-        .iter()
-        .map(|o| o.name.clone())
-        .collect();
-    assert_eq!(names, vec!["queue", "sums", "sums/state_snapshots"]);
+    let d = h.ssc.describe();
+    let names: Vec<&str> = d.operators.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["queue", "sums", "sums/state_snapshots"]);
 }
 
 #[test]
