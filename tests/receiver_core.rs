@@ -365,7 +365,7 @@ impl Receiver for Hooked {
             if fail.load(Ordering::SeqCst) {
                 Err("progress file not writable".into())
             } else {
-                Ok(())
+                Ok(end)
             }
         }));
         while !ctx.is_stopping() {

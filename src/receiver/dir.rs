@@ -1016,7 +1016,7 @@ impl StreamingContext {
         // Set before start: a batch may be released before the receiver
         // thread runs.
         ReceiverContext::new(shared).set_release_hook(Box::new(move |end| {
-            DirReceiver::persist(&known, &progress_path, end)
+            DirReceiver::persist(&known, &progress_path, end).map(|()| end)
         }));
         Ok((chunks.flat_map(|lines: Vec<String>| lines), stats))
     }
