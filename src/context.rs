@@ -29,6 +29,9 @@ pub const PARALLELISM_MAX: usize = 1024;
 pub const PARTITIONS_MAX: usize = 65_536;
 /// Default number of shuffle partitions.
 pub const PARTITIONS_DEFAULT: usize = 4;
+/// Longest `stop()` waits for the receiver threads together; a receiver
+/// still running then is named in the log and left behind.
+pub const RECEIVER_STOP_WAIT_MAX: Duration = Duration::from_secs(5);
 /// Default bound on a graceful stop's draining.
 pub const GRACEFUL_STOP_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 
@@ -539,8 +542,21 @@ impl StreamingContext {
         for (shared, _) in &receivers {
             shared.request_stop();
         }
+        // Bounded: a custom receiver that ignores `is_stopping` must not
+        // hold the stop past systemd's stop timeout. It is left running
+        // (its stores fail with `Stopping` from here on) and named.
+        let deadline = std::time::Instant::now() + RECEIVER_STOP_WAIT_MAX;
         for (shared, t) in receivers {
-            if t.join().is_err() {
+            while !t.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if !t.is_finished() {
+                tracing::error!(
+                    stream = %shared.name(),
+                    waited_ms = RECEIVER_STOP_WAIT_MAX.as_millis() as u64,
+                    "receiver did not stop in time; stopping without it (its Receiver::run must return once ctx.is_stopping() is true)"
+                );
+            } else if t.join().is_err() {
                 tracing::error!(stream = %shared.name(), "receiver thread panicked while stopping");
             }
         }
