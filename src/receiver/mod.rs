@@ -17,8 +17,9 @@
 //!
 //! Limits: the backlog bookkeeping holds at most [`BACKLOG_ENTRIES_MAX`]
 //! entries (older appends are merged into the newest entry, which only ever
-//! over-counts); one `store` may overshoot the backlog maximum by one append
-//! (at most the WAL's `append_bytes_max`); a blocked `store` notices a stop
+//! over-counts); each concurrent `store` that passed the backlog check may
+//! overshoot the maximum by its append (at most the WAL's
+//! `append_bytes_max`; `docs/receivers.md`); a blocked `store` notices a stop
 //! within [`STOP_POLL`]; the rate limit allows a burst of a tenth of a
 //! second's worth of records (at least one).
 //! Must never: acknowledge before the WAL's fsync, fsync on its own (appends
