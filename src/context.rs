@@ -426,6 +426,16 @@ impl StreamingContext {
             .map(|s| s.statistics())
             .unwrap_or_default()
     }
+
+    /// `(source, position)` after the last batch this process committed
+    /// (empty before the first commit); the service's backlog metric.
+    pub fn committed_positions(&self) -> Vec<(String, u64)> {
+        self.lock()
+            .scheduler
+            .as_ref()
+            .map(|s| s.committed_positions())
+            .unwrap_or_default()
+    }
 }
 
 impl Drop for StreamingContext {

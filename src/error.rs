@@ -25,6 +25,9 @@ pub enum Error {
     /// The write-ahead log.
     #[error(transparent)]
     Wal(#[from] crate::wal::WalError),
+    /// The service: pipeline files, the daemon, the status endpoint.
+    #[error(transparent)]
+    Service(#[from] crate::service::ServiceError),
     /// A command-line or configuration mistake, with what to do instead.
     #[error("{0}")]
     Usage(String),
