@@ -515,7 +515,7 @@ fn service_run(args: RunArgs) -> Result<ExitCode, crate::Error> {
         })?),
     };
     tracing::info!(pipeline = %p.file, data_dir = %data_dir.display(), "starting");
-    let (ssc, compiled) = service::build(&p, &data_dir)?;
+    let (ssc, compiled) = service::build(&p, &data_dir, Arc::new(crate::SystemClock))?;
     let report = service::run_service(
         ssc,
         ServiceOptions {

@@ -72,7 +72,10 @@ impl Src<'_> {
         found: Option<String>,
         hint: impl Into<String>,
     ) -> ConfigError {
-        let start = span.start.min(self.text.len());
+        let mut start = span.start.min(self.text.len());
+        while !self.text.is_char_boundary(start) {
+            start -= 1;
+        }
         let before = &self.text[..start];
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
@@ -100,6 +103,16 @@ impl Src<'_> {
 }
 
 // ---- the raw file, as serde reads it ---------------------------------
+
+/// The keys set in a raw table, with their spans (to refuse keys that do
+/// not apply to the table's kind or op).
+macro_rules! set_keys {
+    ($s:expr; $($f:ident),*) => {{
+        let mut v: Vec<(&'static str, Range<usize>)> = Vec::new();
+        $( if let Some(x) = &$s.$f { v.push((stringify!($f), x.span())); } )*
+        v
+    }};
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -148,26 +161,20 @@ struct RawSource {
     seed: Option<Spanned<i64>>,
     lines_per_record: Option<Spanned<i64>>,
     separator: Option<Spanned<String>>,
+    format: Option<Spanned<String>>,
     address: Option<Spanned<String>>,
     path: Option<Spanned<String>>,
 }
 
 impl RawSource {
     fn set_keys(&self) -> Vec<(&'static str, Range<usize>)> {
-        let mut v = Vec::new();
-        macro_rules! k {
-            ($($f:ident),*) => {$( if let Some(x) = &self.$f { v.push((stringify!($f), x.span())); } )*};
-        }
-        k!(
-            rate,
+        set_keys!(self; rate,
             count,
             seed,
             lines_per_record,
             separator,
             address,
-            path
-        );
-        v
+            path)
     }
 }
 
@@ -203,12 +210,7 @@ struct RawStep {
 
 impl RawStep {
     fn set_keys(&self) -> Vec<(&'static str, Range<usize>)> {
-        let mut v = Vec::new();
-        macro_rules! k {
-            ($($f:ident),*) => {$( if let Some(x) = &self.$f { v.push((stringify!($f), x.span())); } )*};
-        }
-        k!(
-            separator,
+        set_keys!(self; separator,
             keep_empty,
             contains,
             starts_with,
@@ -221,9 +223,7 @@ impl RawStep {
             on_error,
             window,
             slide,
-            n
-        );
-        v
+            n)
     }
 }
 
@@ -239,12 +239,7 @@ struct RawSink {
 
 impl RawSink {
     fn set_keys(&self) -> Vec<(&'static str, Range<usize>)> {
-        let mut v = Vec::new();
-        macro_rules! k {
-            ($($f:ident),*) => {$( if let Some(x) = &self.$f { v.push((stringify!($f), x.span())); } )*};
-        }
-        k!(count, prefix, suffix);
-        v
+        set_keys!(self; count, prefix, suffix)
     }
 }
 
@@ -769,6 +764,7 @@ impl Validator<'_> {
             self.unique_id(&mut ids, &item, &src.id, s.get_ref().id.as_ref(), s.span())?;
             nodes.push(Node::Source(src));
         }
+        let step_starts: Vec<usize> = raw.step.iter().map(|s| s.span().start).collect();
         for (i, s) in raw.step.iter().enumerate() {
             let item = format!("step[{i}]");
             let step = self.step(&item, i, s, &nodes)?;
@@ -790,7 +786,13 @@ impl Validator<'_> {
         }
         let mut sinks = Vec::new();
         for (i, s) in raw.sink.iter().enumerate() {
-            sinks.push(self.sink(&format!("sink[{i}]"), s, &nodes)?);
+            sinks.push(self.sink(
+                &format!("sink[{i}]"),
+                s,
+                &nodes,
+                raw.source.len(),
+                &step_starts,
+            )?);
         }
         Ok(Pipeline {
             file: self.src.file.to_string(),
@@ -970,7 +972,7 @@ impl Validator<'_> {
                     item,
                     "kind = \"generator\"",
                     &set,
-                    &["rate", "count", "seed", "lines_per_record", "separator"],
+                    &["rate", "count", "seed", "lines_per_record", "separator", "format"],
                 )?;
                 let mut g = super::generator::GeneratorConfig::default();
                 if let Some(v) = &r.rate {
@@ -1003,6 +1005,21 @@ impl Validator<'_> {
                 if let Some(v) = &r.separator {
                     g.separator = v.get_ref().clone();
                 }
+                if let Some(v) = &r.format {
+                    g.json = match v.get_ref().as_str() {
+                        "text" => false,
+                        "json" => true,
+                        other => {
+                            return Err(self.src.err(
+                                v.span(),
+                                format!("{item}.format"),
+                                "\"text\" or \"json\"",
+                                Some(format!("\"{other}\"")),
+                                "\"json\" makes one JSON object per record (id, user, text, hashtags)",
+                            ))
+                        }
+                    };
+                }
                 Ok(SourceDef {
                     id: id.get_ref().clone(),
                     kind: SourceKind::Generator(g),
@@ -1032,7 +1049,7 @@ impl Validator<'_> {
         from: Option<&Spanned<String>>,
         whole: Range<usize>,
         nodes: &[Node],
-        default_prev: bool,
+        default: Option<usize>,
     ) -> Result<usize, ConfigError> {
         match from {
             Some(f) => nodes
@@ -1051,16 +1068,13 @@ impl Validator<'_> {
                         ),
                     )
                 }),
-            None if default_prev && nodes.len() == 1 => Ok(0),
-            None if default_prev && matches!(nodes.last(), Some(Node::Step(_))) => {
-                Ok(nodes.len() - 1)
-            }
+            None if default.is_some() => Ok(default.unwrap_or(0)),
             None => Err(self.src.err(
                 whole,
                 format!("{item}.from"),
                 "`from`, the id of the stream it reads",
                 Some("nothing".into()),
-                "add from = \"<id>\" (it defaults to the step just above, or the only source)",
+                "add from = \"<id>\" (it defaults to the [[step]] just above, or to the only source)",
             )),
         }
     }
@@ -1081,7 +1095,12 @@ impl Validator<'_> {
             "an `op`",
             &format!("add op = \"...\", one of {}", OPS.join(", ")),
         )?;
-        let input = self.input_of(item, r.from.as_ref(), s.span(), nodes, true)?;
+        let default = match nodes.last() {
+            Some(Node::Step(_)) => Some(nodes.len() - 1),
+            _ if nodes.len() == 1 => Some(0),
+            _ => None,
+        };
+        let input = self.input_of(item, r.from.as_ref(), s.span(), nodes, default)?;
         let in_kind = nodes[input].kind();
         let set = r.set_keys();
         let op_name = op_s.get_ref().as_str();
@@ -1465,6 +1484,8 @@ impl Validator<'_> {
         item: &str,
         s: &Spanned<RawSink>,
         nodes: &[Node],
+        sources: usize,
+        step_starts: &[usize],
     ) -> Result<SinkDef, ConfigError> {
         let r = s.get_ref();
         let kind = self.required(
@@ -1475,7 +1496,14 @@ impl Validator<'_> {
             "a `kind`",
             &format!("add kind = \"...\", one of {}", SINK_KINDS.join(", ")),
         )?;
-        let input = self.input_of(item, r.from.as_ref(), s.span(), nodes, false)?;
+        // The step just above in the file (steps and sinks are separate
+        // arrays in TOML; their positions tell the order).
+        let above = step_starts
+            .iter()
+            .rposition(|&start| start < s.span().start)
+            .map(|i| sources + i);
+        let default = above.or((sources == 1).then_some(0));
+        let input = self.input_of(item, r.from.as_ref(), s.span(), nodes, default)?;
         let set = r.set_keys();
         let k = kind.get_ref().as_str();
         let what = format!("kind = \"{k}\"");

@@ -39,6 +39,8 @@ pub struct GeneratorConfig {
     pub lines_per_record: u64,
     /// Appended after every line of a record (e.g. `" __end "`).
     pub separator: String,
+    /// Records as JSON objects instead of text (see [`GeneratorSource::record`]).
+    pub json: bool,
 }
 
 impl Default for GeneratorConfig {
@@ -49,6 +51,7 @@ impl Default for GeneratorConfig {
             seed: 1,
             lines_per_record: 1,
             separator: String::new(),
+            json: false,
         }
     }
 }
@@ -136,16 +139,32 @@ impl GeneratorSource {
         lines
     }
 
-    /// The text of record `pos`.
+    /// The text of record `pos`: its lines, each followed by the
+    /// separator; with `json`, one object per record
+    /// `{"id": pos, "user": <first @mention or "anonymous">, "text": <line>,
+    /// "hashtags": <number of #words>}` (of its first line).
     pub fn record(&self, pos: u64) -> String {
+        if self.cfg.json {
+            let line = self.line(pos.saturating_mul(self.cfg.lines_per_record.max(1)));
+            let user = line
+                .split(' ')
+                .find(|w| w.starts_with('@'))
+                .unwrap_or("anonymous");
+            let tags = line.split(' ').filter(|w| w.starts_with('#')).count();
+            return serde_json::json!({"id": pos, "user": user, "text": line, "hashtags": tags})
+                .to_string();
+        }
         let per = self.cfg.lines_per_record.max(1);
         let mut s = String::with_capacity((per as usize) * (83 + self.cfg.separator.len()));
         for line in pos.saturating_mul(per)..pos.saturating_mul(per).saturating_add(per) {
-            let chunk = self.chunk(line / CHUNK_LINES);
-            s.push_str(&chunk[(line % CHUNK_LINES) as usize]);
+            s.push_str(&self.line(line));
             s.push_str(&self.cfg.separator);
         }
         s
+    }
+
+    fn line(&self, line: u64) -> String {
+        self.chunk(line / CHUNK_LINES)[(line % CHUNK_LINES) as usize].clone()
     }
 }
 
@@ -200,6 +219,16 @@ mod tests {
         assert_eq!(g.next_cut(120, u64::MAX), 250, "capped by count");
         let r = g.read(10..12).expect("read");
         assert_eq!(r[1].as_str(), g2.record(11));
+        let j = GeneratorSource::new(
+            GeneratorConfig {
+                json: true,
+                ..GeneratorConfig::default()
+            },
+            clock,
+        );
+        let v: serde_json::Value = serde_json::from_str(&j.record(5)).expect("json");
+        assert_eq!(v["id"], 5);
+        assert_eq!(v["text"].as_str().map(str::len), Some(82));
     }
 
     #[test]

@@ -10,8 +10,10 @@
 //! 2. `READY=1` once the first new batch after recovery has committed (so
 //!    recovery is done and the batch loop and receivers are live);
 //! 3. `WATCHDOG=1` every quarter watchdog period while a batch completed
-//!    within the last half period — a stuck batch loop stops the pings
-//!    and systemd restarts the service;
+//!    within the last three quarters of it — a batch loop stuck that long
+//!    stops the pings and systemd restarts the service (so `WatchdogSec`
+//!    must exceed the batch interval plus the slowest batch; a period
+//!    under twice the interval is refused with a warning and ignored);
 //! 4. first SIGTERM/SIGINT: `STOPPING=1`, stop accepting input, finish the
 //!    batch in flight and keep cutting batches until the durable backlog
 //!    is processed or `stop_timeout` (default 20 s) has passed, commit,
@@ -110,8 +112,6 @@ pub struct ServiceOptions {
     pub wals: Vec<(String, Arc<Wal>)>,
     /// Extra figures (the TOML front door's generators and drop counts).
     pub compiled: Option<Compiled>,
-    /// Stateful operator names (for `/status`).
-    pub stateful_operators: Vec<String>,
 }
 
 impl Default for ServiceOptions {
@@ -124,7 +124,6 @@ impl Default for ServiceOptions {
             on_stop: Vec::new(),
             wals: Vec::new(),
             compiled: None,
-            stateful_operators: Vec::new(),
         }
     }
 }
@@ -243,7 +242,7 @@ async fn serve(
     }
     let live = Live::new(
         ssc.batch_interval_ms(),
-        std::mem::take(&mut opts.stateful_operators),
+        stateful_operators(&ssc),
         Box::new(ContextProbe {
             ssc: ssc.clone(),
             wals: std::mem::take(&mut opts.wals),
@@ -284,10 +283,21 @@ async fn serve(
     let mut last_seen: Option<u64> = None;
     let mut new_batches = 0u64;
     let mut last_progress = Instant::now();
-    let mut watchdog = opts.watchdog.map(|period| Watchdog {
-        period,
-        last_ping: Instant::now(),
-    });
+    let interval = Duration::from_millis(ssc.batch_interval_ms());
+    let mut watchdog = match opts.watchdog {
+        Some(period) if period < interval * 2 => {
+            tracing::warn!(
+                watchdog_ms = period.as_millis() as u64,
+                batch_interval_ms = interval.as_millis() as u64,
+                "the watchdog period is under twice the batch interval: healthy batches would look stuck; not pinging (raise WatchdogSec)"
+            );
+            None
+        }
+        p => p.map(|period| Watchdog {
+            period,
+            last_ping: Instant::now(),
+        }),
+    };
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stop_hooks = std::mem::take(&mut opts.on_stop);
@@ -348,8 +358,13 @@ async fn serve(
                         tracing::info!("ready: recovery finished, batches running");
                     }
                 }
-                if let Some(w) = &mut watchdog {
-                    if w.last_ping.elapsed() >= w.period / 4 && last_progress.elapsed() < w.period / 2 {
+                if let Some(w) = watchdog.as_mut().filter(|_| live.phase() != Phase::Starting) {
+                    // Healthy: a batch completed within 3/4 of the period.
+                    // A loop stuck for longer stops the pings, and systemd
+                    // restarts the service about one period later.
+                    if w.last_ping.elapsed() >= w.period / 4
+                        && last_progress.elapsed() < w.period * 3 / 4
+                    {
                         notify("WATCHDOG=1");
                         w.last_ping = Instant::now();
                     }
@@ -455,11 +470,18 @@ pub fn data_dir_for(p: &Pipeline, flag: Option<&Path>) -> PathBuf {
 
 /// Builds the context for a TOML pipeline on `data_dir` (checkpoint
 /// attached, recovered at start) and compiles the pipeline onto it.
-pub fn build(p: &Pipeline, data_dir: &Path) -> crate::Result<(StreamingContext, Compiled)> {
+/// `clock` drives batches (`SystemClock` in production, `ManualClock` in
+/// tests).
+pub fn build(
+    p: &Pipeline,
+    data_dir: &Path,
+    clock: Arc<dyn crate::Clock>,
+) -> crate::Result<(StreamingContext, Compiled)> {
     let mut compiled = None;
     let ssc = StreamingContext::get_or_create(data_dir, |b| {
         let s = &p.settings;
         let mut b = b
+            .clock(clock)
             .batch_interval(s.batch_interval)
             .graceful_stop_timeout(s.stop_timeout);
         if let Some(n) = s.partitions {
@@ -507,11 +529,15 @@ pub fn describe(p: &Pipeline) -> String {
                 let SourceKind::Generator(g) = &src.kind;
                 let _ = writeln!(
                     o,
-                    "  source {:<16} generator, {} records/s{}, {} line(s) per record -> {}",
+                    "  source {:<16} generator, {} records/s{}, {} -> {}",
                     src.id,
                     g.records_per_second,
                     g.count.map_or(String::new(), |c| format!(", {c} in all")),
-                    g.lines_per_record,
+                    if g.json {
+                        "one JSON object per record".to_string()
+                    } else {
+                        format!("{} line(s) per record", g.lines_per_record)
+                    },
                     n.kind().label()
                 );
             }
