@@ -391,3 +391,86 @@ fn help_has_an_example_for_every_service_subcommand() {
         serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first}"));
     assert_eq!(v["level"], "INFO");
 }
+
+/// `weir status` on a data directory with an input log: segments, bytes,
+/// record range and backlog (records logged but not in a committed batch).
+#[test]
+fn status_reports_logs_and_backlog() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let wal = data.join("wal").join("input");
+    let torture = |n: &str| {
+        let out = weir()
+            .args(["wal", "torture"])
+            .arg(&wal)
+            .args(["--threads", "1", "--appends-max", n])
+            .output()
+            .expect("torture");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let status = || {
+        let out = weir().arg("status").arg(&data).output().expect("status");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    torture("10");
+    let (code, _, err) = status();
+    assert_eq!(code, Some(1));
+    assert!(err.contains("has no checkpoint"), "{err}");
+    let out = weir()
+        .arg("test-pipeline")
+        .arg(&data)
+        .arg("--drain")
+        .output()
+        .expect("drain");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, text, _) = status();
+    assert_eq!(code, Some(0), "{text}");
+    let log_line = |text: &str| -> (u64, u64) {
+        let l = text
+            .lines()
+            .find(|l| l.starts_with("log `input`: "))
+            .unwrap_or_else(|| panic!("{text}"));
+        let range = l
+            .split("records ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .expect("range");
+        let end: u64 = range
+            .split("..")
+            .nth(1)
+            .and_then(|e| e.parse().ok())
+            .expect("end");
+        let backlog: u64 = l
+            .split("backlog ")
+            .nth(1)
+            .and_then(|b| b.split(' ').next())
+            .and_then(|b| b.parse().ok())
+            .expect("backlog");
+        (end, backlog)
+    };
+    let (end1, backlog1) = log_line(&text);
+    assert!(end1 > 10, "{text}");
+    assert_eq!(backlog1, 0, "{text}");
+    assert!(text.contains("state `totals`: "), "{text}");
+    assert!(
+        text.contains("clean: every allocated batch is committed"),
+        "{text}"
+    );
+    torture("5");
+    let (_, text, _) = status();
+    let (end2, backlog2) = log_line(&text);
+    assert!(end2 > end1);
+    assert_eq!(backlog2, end2 - end1, "{text}");
+}
