@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir::testdata::tweet_lines;
+use weir::testdata::{split_tweets, tweet_lines, with_end_markers};
 use weir::{ManualClock, Queue, StreamingContext, Text};
 
 const BATCHES: u64 = 6;
@@ -33,14 +33,7 @@ fn main() -> weir::Result<()> {
     let chunks = ssc.queue_stream(&queue).name("tweets_in");
 
     let tweets = chunks
-        .flat_map(|chunk: String| {
-            chunk
-                .split("__end")
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_lowercase)
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|chunk: String| split_tweets(&chunk))
         .name("tweets");
     tweets.print(10)?;
 
@@ -83,7 +76,7 @@ fn main() -> weir::Result<()> {
         let tweets = tweet_lines(TWEETS_PER_BATCH, 1000 + b);
         let batch: Vec<String> = tweets
             .chunks(TWEETS_PER_CHUNK)
-            .map(|c| c.iter().map(|t| format!("{t} __end ")).collect())
+            .map(with_end_markers)
             .collect();
         queue.push(batch)?;
         let t = clock.advance(1000);

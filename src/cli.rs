@@ -87,6 +87,21 @@ pub enum Command {
         #[arg(long)]
         drain: bool,
     },
+    /// Test helper: text_file_stream("files", IN_DIR) → save_as_text_files
+    /// (OUT_DIR/lines-<ms>.txt) on DATA_DIR, until killed (the crash test
+    /// of directory streams).
+    #[command(hide = true)]
+    TestDirPipeline {
+        data_dir: PathBuf,
+        in_dir: PathBuf,
+        out_dir: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 100)]
+        lines_per_chunk: usize,
+        #[arg(long, default_value_t = 20)]
+        scan_interval_ms: u64,
+    },
 }
 
 /// Arguments of `weir run`.
@@ -177,6 +192,21 @@ pub fn main() -> ExitCode {
             batch_records_max,
             drain,
         } => test_pipeline(&data_dir, interval_ms, batch_records_max, drain),
+        Command::TestDirPipeline {
+            data_dir,
+            in_dir,
+            out_dir,
+            interval_ms,
+            lines_per_chunk,
+            scan_interval_ms,
+        } => test_dir_pipeline(
+            &data_dir,
+            &in_dir,
+            &out_dir,
+            interval_ms,
+            lines_per_chunk,
+            scan_interval_ms,
+        ),
         Command::Checkpoint(CheckpointCommand::Show { data_dir }) => checkpoint_show(&data_dir),
         Command::Checkpoint(CheckpointCommand::ResetOperator { data_dir, operator }) => {
             checkpoint_reset(&data_dir, &operator)
@@ -318,6 +348,33 @@ fn repair(dir: &Path) -> Result<ExitCode, crate::Error> {
         }
         _ => println!("nothing to repair: every frame checked (a torn tail, if any, is cut when weir opens the log)"),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn test_dir_pipeline(
+    data_dir: &Path,
+    in_dir: &Path,
+    out_dir: &Path,
+    interval_ms: u64,
+    lines_per_chunk: usize,
+    scan_interval_ms: u64,
+) -> Result<ExitCode, crate::Error> {
+    let ssc = crate::StreamingContext::get_or_create(data_dir, |b| {
+        let ssc = b
+            .batch_interval(std::time::Duration::from_millis(interval_ms))
+            .parallelism(2)
+            .build()?;
+        let config = crate::receiver::DirConfig {
+            lines_per_chunk_max: lines_per_chunk,
+            scan_interval: std::time::Duration::from_millis(scan_interval_ms),
+            ..crate::receiver::DirConfig::default()
+        };
+        let (lines, _) = ssc.text_file_stream_with("files", in_dir, config)?;
+        lines.save_as_text_files(&out_dir.join("lines").display().to_string(), "txt")?;
+        Ok(ssc)
+    })?;
+    ssc.start()?;
+    ssc.await_termination()?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -11,10 +11,12 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
 use crate::dstream::{DStream, Data, Graph, PipelineDescription, Queue, Source};
+use crate::receiver::{Receiver, StreamShared};
 use crate::scheduler::{
     BatchStats, CheckpointStore, MemoryCheckpointStore, Scheduler, SchedulerConfig,
     BATCH_RECORDS_MAX_DEFAULT, STATS_BATCHES_MAX_DEFAULT,
@@ -62,6 +64,8 @@ pub struct StreamingContextBuilder {
     retry_backoff: Duration,
     wal_config: crate::wal::WalConfig,
     store: Option<Box<dyn CheckpointStore>>,
+    backlog_bytes_max: u64,
+    records_per_second_max: Option<u64>,
 }
 
 impl std::fmt::Debug for StreamingContextBuilder {
@@ -133,6 +137,22 @@ impl StreamingContextBuilder {
         self
     }
 
+    /// Most record bytes a receiver-fed stream may have in its WAL that no
+    /// committed batch has consumed yet (default
+    /// [`crate::receiver::BACKLOG_BYTES_MAX_DEFAULT`], 256 MiB). At the
+    /// maximum, `store` waits and socket receivers stop reading.
+    pub fn backlog_bytes_max(mut self, bytes: u64) -> Self {
+        self.backlog_bytes_max = bytes;
+        self
+    }
+
+    /// Default rate limit of every receiver, in records per second
+    /// (default: none). A receiver's own configuration overrides it.
+    pub fn records_per_second_max(mut self, max: Option<u64>) -> Self {
+        self.records_per_second_max = max;
+        self
+    }
+
     /// Where batch lineage and state are kept (default: in memory).
     pub fn checkpoint_store(mut self, store: Box<dyn CheckpointStore>) -> Self {
         self.store = Some(store);
@@ -165,6 +185,15 @@ impl StreamingContextBuilder {
             ))
             .into());
         }
+        if self.backlog_bytes_max == 0 {
+            return Err(ContextError::Config("backlog_bytes_max must be positive".into()).into());
+        }
+        if self.records_per_second_max == Some(0) {
+            return Err(ContextError::Config(
+                "records_per_second_max must be positive (None for no limit)".into(),
+            )
+            .into());
+        }
         if self.batch_records_max == 0 {
             return Err(ContextError::Config("batch_records_max must be positive".into()).into());
         }
@@ -181,7 +210,11 @@ impl StreamingContextBuilder {
             },
             data_dir: self.data_dir,
             wal_config: self.wal_config,
+            backlog_bytes_max: self.backlog_bytes_max,
+            records_per_second_max: self.records_per_second_max,
             inner: Mutex::new(Inner {
+                receivers: Vec::new(),
+                receiver_threads: Vec::new(),
                 phase: Phase::Initialized,
                 store: Some(
                     self.store
@@ -200,7 +233,17 @@ enum Phase {
     Stopped,
 }
 
+/// A receiver waiting for `start()`.
+struct PendingReceiver {
+    receiver: Box<dyn Receiver>,
+    shared: Arc<StreamShared>,
+}
+
 struct Inner {
+    /// Receivers registered before `start()`; their threads start with it.
+    receivers: Vec<PendingReceiver>,
+    /// Running receiver threads, stopped first at `stop()`.
+    receiver_threads: Vec<(Arc<StreamShared>, JoinHandle<()>)>,
     phase: Phase,
     store: Option<Box<dyn CheckpointStore>>,
     scheduler: Option<Arc<Scheduler>>,
@@ -212,6 +255,8 @@ pub struct StreamingContext {
     cfg: SchedulerConfig,
     data_dir: Option<PathBuf>,
     wal_config: crate::wal::WalConfig,
+    backlog_bytes_max: u64,
+    records_per_second_max: Option<u64>,
     inner: Mutex<Inner>,
 }
 
@@ -240,6 +285,8 @@ impl StreamingContext {
             retry_backoff: crate::scheduler::RETRY_BACKOFF_DEFAULT,
             wal_config: crate::wal::WalConfig::default(),
             store: None,
+            backlog_bytes_max: crate::receiver::BACKLOG_BYTES_MAX_DEFAULT,
+            records_per_second_max: None,
         }
     }
 
@@ -255,6 +302,11 @@ impl StreamingContext {
     /// The clock driving batches.
     pub fn clock(&self) -> Arc<dyn Clock> {
         self.cfg.clock.clone()
+    }
+
+    /// The limits of the input logs this context opens.
+    pub(crate) fn wal_config(&self) -> &crate::wal::WalConfig {
+        &self.wal_config
     }
 
     /// The configured data directory, if any.
@@ -289,9 +341,17 @@ impl StreamingContext {
             + Sync
             + 'static,
     ) -> Result<(DStream<T>, Arc<crate::wal::Wal>)> {
+        let wal = self.open_stream_wal("wal_stream", name)?;
+        let src = crate::receiver::WalSource::new(wal.clone(), Arc::new(decode));
+        let stream = DStream::from_source(&self.graph, "wal", Arc::new(src)).name(name);
+        Ok((stream, wal))
+    }
+
+    /// Opens (and recovers) `DATA_DIR/wal/<name>` for a stream.
+    fn open_stream_wal(&self, what: &str, name: &str) -> Result<Arc<crate::wal::Wal>> {
         let dir = self.data_dir.as_ref().ok_or_else(|| {
             ContextError::Config(format!(
-                "wal_stream(\"{name}\") needs a data directory: set .data_dir(..) or use StreamingContext::get_or_create"
+                "{what}(\"{name}\") needs a data directory: set .data_dir(..) or use StreamingContext::get_or_create"
             ))
         })?;
         if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
@@ -305,10 +365,54 @@ impl StreamingContext {
         if let Some(t) = &report.torn_tail {
             tracing::warn!(stream = name, segment = %t.path.display(), bytes = t.bytes_cut, "recovered the input log: cut a torn tail of never-acknowledged bytes");
         }
-        let wal = Arc::new(wal);
-        let src = crate::receiver::WalSource::new(wal.clone(), Arc::new(decode));
-        let stream = DStream::from_source(&self.graph, "wal", Arc::new(src)).name(name);
-        Ok((stream, wal))
+        Ok(Arc::new(wal))
+    }
+
+    /// A stream fed by `receiver`, through the WAL `DATA_DIR/wal/<name>`
+    /// (opened and recovered now); `decode` maps a stored record to `T`.
+    /// The receiver's thread starts at `start()` and is stopped first at
+    /// `stop()` (it stops storing, then batches drain what was logged). An
+    /// error of the receiver stops the context with
+    /// [`crate::receiver::ReceiverError::Failed`] naming the stream.
+    pub fn receiver_stream<T: Data>(
+        &self,
+        name: &str,
+        receiver: impl Receiver,
+        decode: impl Fn(&[u8]) -> std::result::Result<T, crate::dstream::BoxError>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Result<DStream<T>> {
+        Ok(self
+            .receiver_stream_shared(name, Box::new(receiver), Arc::new(decode))?
+            .0)
+    }
+
+    /// [`StreamingContext::receiver_stream`], also returning the stream's
+    /// shared state (built-in receivers that need it before `start()`).
+    pub(crate) fn receiver_stream_shared<T: Data>(
+        &self,
+        name: &str,
+        receiver: Box<dyn Receiver>,
+        decode: crate::receiver::Decoder<T>,
+    ) -> Result<(DStream<T>, Arc<StreamShared>)> {
+        if self.lock().phase != Phase::Initialized {
+            return Err(ContextError::AlreadyStarted.into());
+        }
+        let wal = self.open_stream_wal("receiver_stream", name)?;
+        let shared = StreamShared::new(
+            name,
+            wal,
+            self.backlog_bytes_max,
+            self.records_per_second_max,
+        );
+        let src = crate::receiver::WalSource::for_receiver(shared.clone(), decode);
+        let stream = DStream::from_source(&self.graph, "receiver", Arc::new(src)).name(name);
+        self.lock().receivers.push(PendingReceiver {
+            receiver,
+            shared: shared.clone(),
+        });
+        Ok((stream, shared))
     }
 
     /// [`StreamingContext::wal_stream`] of UTF-8 text records.
@@ -366,8 +470,33 @@ impl StreamingContext {
             .unwrap_or_else(|| Box::new(MemoryCheckpointStore::new()));
         match Scheduler::start(plan, self.cfg.clone(), store) {
             Ok(sched) => {
-                inner.scheduler = Some(Arc::new(sched));
+                let sched = Arc::new(sched);
+                inner.scheduler = Some(sched.clone());
                 inner.phase = Phase::Active;
+                for r in std::mem::take(&mut inner.receivers) {
+                    r.shared.attach(&sched);
+                    let weak = Arc::downgrade(&sched);
+                    let spawned = crate::receiver::spawn(r.receiver, r.shared.clone(), move |e| {
+                        if let Some(s) = weak.upgrade() {
+                            s.fail(e.into());
+                        }
+                    });
+                    match spawned {
+                        Ok(t) => inner.receiver_threads.push((r.shared, t)),
+                        Err(e) => {
+                            sched.fail(
+                                crate::receiver::ReceiverError::Io {
+                                    stream: r.shared.name().to_string(),
+                                    action: "start the receiver thread for",
+                                    path: "the stream".into(),
+                                    source: e,
+                                }
+                                .into(),
+                            );
+                            break;
+                        }
+                    }
+                }
                 Ok(())
             }
             Err(e) => {
@@ -391,12 +520,26 @@ impl StreamingContext {
     /// (bounded by `graceful_stop_timeout`); otherwise stop after the batch
     /// in flight. Idempotent; returns the error processing stopped with.
     pub fn stop(&self, graceful: bool) -> Result<()> {
-        let sched = {
+        let (sched, receivers) = {
             let mut inner = self.lock();
             inner.phase = Phase::Stopped;
             self.graph.mark_stopped();
-            inner.scheduler.clone()
+            inner.receivers.clear();
+            (
+                inner.scheduler.clone(),
+                std::mem::take(&mut inner.receiver_threads),
+            )
         };
+        // Receivers first: once they stopped storing, a graceful stop can
+        // drain everything that was logged.
+        for (shared, _) in &receivers {
+            shared.request_stop();
+        }
+        for (shared, t) in receivers {
+            if t.join().is_err() {
+                tracing::error!(stream = %shared.name(), "receiver thread panicked while stopping");
+            }
+        }
         match sched {
             Some(s) => s.stop(graceful),
             None => Ok(()),

@@ -28,6 +28,9 @@ pub enum Error {
     /// The service: pipeline files, the daemon, the status endpoint.
     #[error(transparent)]
     Service(#[from] crate::service::ServiceError),
+    /// Receivers (socket, directory, ingest, custom).
+    #[error(transparent)]
+    Receiver(#[from] crate::receiver::ReceiverError),
     /// A command-line or configuration mistake, with what to do instead.
     #[error("{0}")]
     Usage(String),

@@ -126,8 +126,31 @@ impl TweetGenerator {
     }
 }
 
+/// The seed's wire shape: each tweet followed by ` __end `.
+pub fn with_end_markers(tweets: &[String]) -> String {
+    tweets.iter().map(|t| format!("{t} __end ")).collect()
+}
+
+/// The seed's first step: split text on `__end`, trim, drop empty pieces,
+/// lowercase.
+pub fn split_tweets(text: &str) -> Vec<String> {
+    text.split("__end")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn end_markers_round_trip() {
+        let t = vec!["Hello World".to_string(), "#Rust".into()];
+        let wire = super::with_end_markers(&t);
+        assert_eq!(wire, "Hello World __end #Rust __end ");
+        assert_eq!(super::split_tweets(&wire), vec!["hello world", "#rust"]);
+    }
+
     #[test]
     fn lines_have_the_promised_shape() {
         for l in super::tweet_lines(100, 7) {

@@ -1,36 +1,437 @@
-//! Sources whose records come from a write-ahead log.
+//! Receivers: where records enter weir, and where "acknowledged" gets its
+//! meaning. A record is acknowledged (its [`ReceiverContext::store`]
+//! returns) only after it is durable in the stream's write-ahead log.
 //!
-//! [`WalSource`] exposes one [`Wal`] to the engine as a [`Source`]:
-//! positions are the log's record numbers (LSNs), a batch is cut at the
-//! log's acknowledged end, and a batch's range is re-read from the log
-//! exactly on replay. When the scheduler releases a position (after the
-//! batch's commit is durable), the source lets the log delete every finished
-//! segment below it: windows keep their panes in the checkpoint, so no
-//! committed record is needed again.
+//! Owns: the [`Receiver`] trait (user code may implement it, like Spark's
+//! custom receivers), the [`ReceiverContext`] handed to it (store with
+//! backpressure and rate limit, backlog tracking, the release hook), and
+//! [`WalSource`], the engine's view of a WAL. Built-in receivers live in
+//! the submodules.
 //!
-//! Limits: one read holds the decoded records of one batch partition in
-//! memory (bounded by the scheduler's `batch_records_max`).
-//! Must never: fsync on its own (appends go through the WAL's group commit),
-//! or skip a record it cannot decode (the batch fails, naming the LSN).
+//! Backpressure: the *backlog* of a stream is the number of record bytes
+//! appended to its WAL but not yet released by a committed batch. While it is
+//! at or above `backlog_bytes_max`, `store` waits and `backlog_full()` is
+//! true (socket receivers stop reading, so TCP flow control pushes back on
+//! the producer). Records already in the log when it is opened are not
+//! counted (they are at most the previous run's backlog).
+//!
+//! Limits: the backlog bookkeeping holds at most [`BACKLOG_ENTRIES_MAX`]
+//! entries (older appends are merged into the newest entry, which only ever
+//! over-counts); one `store` may overshoot the backlog maximum by one append
+//! (at most the WAL's `append_bytes_max`); a blocked `store` notices a stop
+//! within [`STOP_POLL`]; the rate limit allows a burst of a tenth of a
+//! second's worth of records (at least one).
+//! Must never: acknowledge before the WAL's fsync, fsync on its own (appends
+//! go through the WAL's group commit), skip a record it cannot decode (the
+//! batch fails, naming the LSN), or delete WAL segments before the release
+//! hook succeeded.
 
+use std::collections::VecDeque;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+pub mod dir;
+pub(crate) mod lines;
+pub mod socket;
+
+pub use dir::{DirConfig, DirStats};
+pub use socket::{SocketConfig, SocketStats};
 
 use crate::dstream::{BoxError, Source};
-use crate::wal::Wal;
+use crate::scheduler::Scheduler;
+use crate::wal::{Wal, WalError};
+
+/// Default maximum backlog of a stream: 256 MiB of record bytes.
+pub const BACKLOG_BYTES_MAX_DEFAULT: u64 = 256 << 20;
+/// Most backlog bookkeeping entries kept per stream.
+pub const BACKLOG_ENTRIES_MAX: usize = 4096;
+/// Longest a blocked `store` or wait goes without checking for a stop.
+pub const STOP_POLL: Duration = Duration::from_millis(20);
 
 /// Turns a record's bytes into a typed record.
 pub type Decoder<T> = Arc<dyn Fn(&[u8]) -> Result<T, BoxError> + Send + Sync>;
 
-/// A [`Source`] reading from a [`Wal`]; see the module docs.
+/// The release hook: see [`ReceiverContext::set_release_hook`].
+pub type ReleaseHook = Box<dyn Fn(u64) -> Result<(), BoxError> + Send + Sync>;
+
+/// Errors of receivers.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiverError {
+    /// The context is stopping; the records of this call were not stored.
+    #[error("the streaming context is stopping; the records were not stored")]
+    Stopping,
+    /// The stream's WAL refused the append.
+    #[error("stream `{stream}`: could not log the records: {source}")]
+    Wal {
+        /// Stream name.
+        stream: String,
+        /// The WAL's error.
+        source: WalError,
+    },
+    /// A receiver's `run` returned an error or panicked; the context stopped.
+    #[error(
+        "the receiver of stream `{stream}` failed: {message}. Records it stored are safe in the \
+         stream's WAL and are processed after a restart; fix the cause and restart"
+    )]
+    Failed {
+        /// Stream name.
+        stream: String,
+        /// What the receiver reported.
+        message: String,
+    },
+    /// A receiver's configuration is invalid.
+    #[error("stream `{stream}`: invalid receiver configuration: {message}")]
+    Config {
+        /// Stream name.
+        stream: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// A receiver's own I/O failed where it cannot retry.
+    #[error("stream `{stream}`: cannot {action} {path}: {source}")]
+    Io {
+        /// Stream name.
+        stream: String,
+        /// What was attempted.
+        action: &'static str,
+        /// The file, directory or address.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A source of records that runs on its own thread (Spark's custom
+/// receiver).
+pub trait Receiver: Send + 'static {
+    /// Runs from `StreamingContext::start()` until `ctx.is_stopping()`;
+    /// must notice a stop within 100 ms (poll with timeouts, never block
+    /// unbounded). Returning `Err` (other than [`ReceiverError::Stopping`]
+    /// while stopping) is logged with the stream name and stops the context
+    /// with [`ReceiverError::Failed`]. Returning `Ok` early just ends this
+    /// receiver; the stream keeps what it stored.
+    fn run(self: Box<Self>, ctx: ReceiverContext) -> Result<(), BoxError>;
+}
+
+/// Backlog bookkeeping: `(end LSN, bytes)` per append, oldest first.
+#[derive(Default)]
+struct Backlog {
+    bytes: u64,
+    entries: VecDeque<(u64, u64)>,
+    released: u64,
+}
+
+impl Backlog {
+    fn add(&mut self, end: u64, bytes: u64) {
+        // A batch may have committed (and released) this append before we
+        // got here: it is no longer backlog.
+        if end <= self.released {
+            return;
+        }
+        self.bytes += bytes;
+        let full = self.entries.len() >= BACKLOG_ENTRIES_MAX;
+        match self.entries.back_mut() {
+            Some(last) if full || last.0 >= end => {
+                // Merging into the newest entry keeps the bookkeeping bounded;
+                // it can only delay the release of these bytes.
+                last.0 = last.0.max(end);
+                last.1 += bytes;
+            }
+            _ => self.entries.push_back((end, bytes)),
+        }
+    }
+
+    fn release(&mut self, end: u64) {
+        self.released = self.released.max(end);
+        while let Some(&(e, b)) = self.entries.front() {
+            if e > end {
+                break;
+            }
+            self.bytes -= b;
+            self.entries.pop_front();
+        }
+    }
+}
+
+/// Token bucket over real time.
+struct RateLimit {
+    per_second: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(per_second: u64) -> Self {
+        let per_second = per_second.max(1) as f64;
+        RateLimit {
+            per_second,
+            tokens: Self::burst(per_second),
+            last: Instant::now(),
+        }
+    }
+    fn burst(per_second: f64) -> f64 {
+        (per_second / 10.0).max(1.0)
+    }
+    /// Takes `n` records once `min(n, burst)` tokens are there (a store
+    /// larger than the burst goes into debt, which later calls pay), else
+    /// says how long to wait.
+    fn take(&mut self, n: u64) -> Option<Duration> {
+        let now = Instant::now();
+        let dt = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        let burst = Self::burst(self.per_second);
+        self.tokens = (self.tokens + dt * self.per_second).min(burst);
+        let need = (n as f64).min(burst);
+        if self.tokens >= need {
+            self.tokens -= n as f64;
+            None
+        } else {
+            Some(Duration::from_secs_f64(
+                (need - self.tokens) / self.per_second,
+            ))
+        }
+    }
+}
+
+/// What one receiver-fed stream shares between its receiver, the engine's
+/// [`WalSource`] and the context.
+pub(crate) struct StreamShared {
+    name: String,
+    wal: Arc<Wal>,
+    backlog_bytes_max: u64,
+    backlog: Mutex<Backlog>,
+    changed: Condvar,
+    stopping: AtomicBool,
+    scheduler: OnceLock<Weak<Scheduler>>,
+    hook: Mutex<Option<Arc<ReleaseHook>>>,
+    rate: Mutex<Option<RateLimit>>,
+    stored_records: AtomicU64,
+}
+
+impl StreamShared {
+    pub(crate) fn new(
+        name: &str,
+        wal: Arc<Wal>,
+        backlog_bytes_max: u64,
+        records_per_second_max: Option<u64>,
+    ) -> Arc<Self> {
+        Arc::new(StreamShared {
+            name: name.to_string(),
+            wal,
+            backlog_bytes_max,
+            backlog: Mutex::new(Backlog::default()),
+            changed: Condvar::new(),
+            stopping: AtomicBool::new(false),
+            scheduler: OnceLock::new(),
+            hook: Mutex::new(None),
+            rate: Mutex::new(records_per_second_max.map(RateLimit::new)),
+            stored_records: AtomicU64::new(0),
+        })
+    }
+
+    fn backlog(&self) -> std::sync::MutexGuard<'_, Backlog> {
+        self.backlog.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Called by the context at `start()`.
+    pub(crate) fn attach(&self, scheduler: &Arc<Scheduler>) {
+        let _ = self.scheduler.set(Arc::downgrade(scheduler));
+    }
+
+    /// Asks the receiver to stop and wakes every waiting `store`.
+    pub(crate) fn request_stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        let _g = self.backlog();
+        self.changed.notify_all();
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+            || self
+                .scheduler
+                .get()
+                .is_some_and(|w| w.upgrade().map_or(true, |s| s.is_finished()))
+    }
+
+    fn release(&self, end: u64) {
+        let mut b = self.backlog();
+        b.release(end);
+        self.changed.notify_all();
+    }
+}
+
+/// Handed to a receiver: where its records go. Cheap to clone.
+#[derive(Clone)]
+pub struct ReceiverContext {
+    shared: Arc<StreamShared>,
+}
+
+impl std::fmt::Debug for ReceiverContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiverContext")
+            .field("stream", &self.shared.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReceiverContext {
+    pub(crate) fn new(shared: Arc<StreamShared>) -> Self {
+        ReceiverContext { shared }
+    }
+
+    /// Appends `records` to the stream's WAL as one append. First waits
+    /// while the backlog is at or above `backlog_bytes_max` and for the rate
+    /// limit; returns only after the records are durable (fsynced), with
+    /// the LSN range they got (empty for no records, without waiting).
+    /// Returns [`ReceiverError::Stopping`] if the context stops while
+    /// waiting (nothing of this call was stored).
+    pub fn store(&self, records: &[&[u8]]) -> Result<Range<u64>, ReceiverError> {
+        let s = &self.shared;
+        if records.is_empty() {
+            let end = s.wal.end();
+            return Ok(end..end);
+        }
+        loop {
+            if s.is_stopping() {
+                return Err(ReceiverError::Stopping);
+            }
+            if self.wait_backlog_below(STOP_POLL) {
+                break;
+            }
+        }
+        loop {
+            let wait = match s.rate.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                Some(r) => r.take(records.len() as u64),
+                None => None,
+            };
+            match wait {
+                None => break,
+                Some(d) => {
+                    if s.is_stopping() {
+                        return Err(ReceiverError::Stopping);
+                    }
+                    std::thread::sleep(d.min(STOP_POLL));
+                }
+            }
+        }
+        let range = s.wal.append(records).map_err(|e| ReceiverError::Wal {
+            stream: s.name.clone(),
+            source: e,
+        })?;
+        let bytes: u64 = records.iter().map(|r| r.len() as u64).sum();
+        s.backlog().add(range.end, bytes);
+        s.stored_records
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        Ok(range)
+    }
+
+    /// True while the backlog (record bytes not yet in a committed batch) is
+    /// at or above the maximum: socket receivers stop reading until it drops.
+    pub fn backlog_full(&self) -> bool {
+        self.shared.backlog().bytes >= self.shared.backlog_bytes_max
+    }
+
+    /// The current backlog in record bytes.
+    pub fn backlog_bytes(&self) -> u64 {
+        self.shared.backlog().bytes
+    }
+
+    /// Waits (at most `timeout`, less if the context stops) until the
+    /// backlog is below the maximum; returns whether it is.
+    pub fn wait_backlog_below(&self, timeout: Duration) -> bool {
+        let s = &self.shared;
+        let deadline = Instant::now() + timeout;
+        let mut b = s.backlog();
+        loop {
+            if b.bytes < s.backlog_bytes_max {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline || s.is_stopping() {
+                return false;
+            }
+            b = s
+                .changed
+                .wait_timeout(b, (deadline - now).min(STOP_POLL))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Whether the context is stopping (or processing stopped on an error):
+    /// the receiver should return from `run`.
+    pub fn is_stopping(&self) -> bool {
+        self.shared.is_stopping()
+    }
+
+    /// The stream's name.
+    pub fn stream_name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The stream's WAL (e.g. to scan it at start to rebuild what a
+    /// receiver already logged).
+    pub fn wal(&self) -> &Arc<Wal> {
+        &self.shared.wal
+    }
+
+    /// Records stored through this stream's contexts since it was created.
+    pub fn stored_records(&self) -> u64 {
+        self.shared.stored_records.load(Ordering::Relaxed)
+    }
+
+    /// Replaces the rate limit of this stream (records per second; `None`:
+    /// unlimited). A receiver applies its own configuration with it.
+    pub fn set_records_per_second_max(&self, max: Option<u64>) {
+        *self.shared.rate.lock().unwrap_or_else(|e| e.into_inner()) = max.map(RateLimit::new);
+    }
+
+    /// Registers a hook called by the source's `release(end)` after the
+    /// batch commit is durable and before WAL segments below `end` are
+    /// deleted. If it returns `Err`, no segments are deleted this time
+    /// (retried at the next release). Replaces an earlier hook.
+    pub fn set_release_hook(&self, hook: ReleaseHook) {
+        *self.shared.hook.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
+    }
+}
+
+/// A [`Source`] reading from a [`Wal`]:
+/// positions are the log's record numbers (LSNs), a batch is cut at the
+/// log's acknowledged end, and a batch's range is re-read from the log
+/// exactly on replay. When the scheduler releases a position (after the
+/// batch's commit is durable), the source releases the stream's backlog,
+/// runs the release hook, and lets the log delete every finished segment
+/// below it: windows keep their panes in the checkpoint, so no committed
+/// record is needed again. One read holds the decoded records of one batch
+/// partition in memory (bounded by the scheduler's `batch_records_max`).
 pub struct WalSource<T> {
     wal: Arc<Wal>,
     decode: Decoder<T>,
+    stream: Option<Arc<StreamShared>>,
 }
 
 impl<T> WalSource<T> {
     pub fn new(wal: Arc<Wal>, decode: Decoder<T>) -> Self {
-        WalSource { wal, decode }
+        WalSource {
+            wal,
+            decode,
+            stream: None,
+        }
+    }
+
+    pub(crate) fn for_receiver(shared: Arc<StreamShared>, decode: Decoder<T>) -> Self {
+        WalSource {
+            wal: shared.wal.clone(),
+            decode,
+            stream: Some(shared),
+        }
     }
 
     /// The log this source reads.
@@ -71,6 +472,20 @@ impl<T: Send + 'static> Source<T> for WalSource<T> {
         // Only called after the batch's commit is durable (checkpoint
         // before cleanup). A failed cleanup loses nothing: it is retried at
         // the next release.
+        if let Some(s) = &self.stream {
+            s.release(end);
+            let hook = s.hook.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(hook) = hook {
+                if let Err(e) = hook(end) {
+                    tracing::warn!(
+                        stream = %s.name,
+                        error = %e,
+                        "the receiver's release hook failed; WAL segments are kept and cleanup is retried after the next batch"
+                    );
+                    return;
+                }
+            }
+        }
         if let Err(e) = self.wal.remove_segments_below(end) {
             tracing::warn!(
                 dir = %self.wal.dir().display(),
@@ -79,4 +494,56 @@ impl<T: Send + 'static> Source<T> for WalSource<T> {
             );
         }
     }
+}
+
+/// Sleeps `d` in slices; true if the context stops meanwhile.
+pub(crate) fn sleep_unless_stopping(ctx: &ReceiverContext, d: Duration) -> bool {
+    let deadline = std::time::Instant::now() + d;
+    loop {
+        if ctx.is_stopping() {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep((deadline - now).min(STOP_POLL));
+    }
+}
+
+/// Runs `receiver` on its own thread; an error stops the context through
+/// `fail`.
+pub(crate) fn spawn(
+    receiver: Box<dyn Receiver>,
+    shared: Arc<StreamShared>,
+    fail: impl Fn(ReceiverError) + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let name = shared.name.clone();
+    std::thread::Builder::new()
+        .name(format!("weir-recv-{name}"))
+        .spawn(move || {
+            let ctx = ReceiverContext::new(shared);
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                receiver.run(ctx.clone())
+            }));
+            let message = match result {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => {
+                    let stopping = matches!(
+                        e.downcast_ref::<ReceiverError>(),
+                        Some(ReceiverError::Stopping)
+                    );
+                    if stopping && ctx.is_stopping() {
+                        return;
+                    }
+                    e.to_string()
+                }
+                Err(p) => format!("panicked: {}", crate::scheduler::panic_message(&*p)),
+            };
+            tracing::error!(stream = %name, error = %message, "receiver failed; stopping the streaming context");
+            fail(ReceiverError::Failed {
+                stream: name,
+                message,
+            });
+        })
 }

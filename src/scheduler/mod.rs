@@ -293,6 +293,25 @@ impl Scheduler {
         self.take_error()
     }
 
+    /// Stops processing with `error` (from outside the scheduler thread,
+    /// e.g. a failed receiver) without waiting: the batch in flight
+    /// finishes, no new one starts, and `stop`/`await_termination` return
+    /// this error. The first error wins.
+    pub fn fail(&self, error: Error) {
+        let mut p = self.shared.lock();
+        if p.error_msg.is_none() {
+            p.error_msg = Some(error.to_string());
+            p.error = Some(error);
+        }
+        p.stop = Some(false);
+        self.shared.cv.notify_all();
+    }
+
+    /// Whether the scheduler thread has finished (stopped or failed).
+    pub fn is_finished(&self) -> bool {
+        self.shared.lock().finished
+    }
+
     fn take_error(&self) -> Result<(), Error> {
         let mut p = self.shared.lock();
         match p.error.take() {
@@ -389,7 +408,7 @@ fn plan_partitions(plan: &Plan) -> usize {
     plan.description().partitions
 }
 
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         s.to_string()
     } else if let Some(s) = p.downcast_ref::<String>() {
@@ -405,8 +424,11 @@ impl Engine {
         let mut p = self.shared.lock();
         if let Err(e) = result {
             tracing::error!(error = %e, "streaming stopped");
-            p.error_msg = Some(e.to_string());
-            p.error = Some(e);
+            // The first error wins (a receiver's `fail` may have come first).
+            if p.error_msg.is_none() {
+                p.error_msg = Some(e.to_string());
+                p.error = Some(e);
+            }
         }
         p.finished = true;
         self.shared.cv.notify_all();

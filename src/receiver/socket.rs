@@ -1,0 +1,401 @@
+//! `socket_text_stream`: weir connects as a TCP client to a server that
+//! writes newline-terminated text (Spark's `socketTextStream`), and stores
+//! its lines in the stream's WAL.
+//!
+//! Guarantee (honest): a line is safe once `store` returned, i.e. once it is
+//! fsynced in the WAL; from there it is processed exactly once. Lines the
+//! server sent that weir had not yet logged when it died or stopped (at most
+//! one store of `store_bytes_max`, plus what sat in the kernel's socket
+//! buffers) are lost: a plain socket server cannot replay them. Use the
+//! ingest server or a directory stream where that matters.
+//!
+//! Behaviour: the connection is retried with exponential backoff
+//! (`backoff_initial` doubling to `backoff_max`) when the server refuses,
+//! closes or breaks the connection; the backoff resets after a successful
+//! connect. Line rules are those of [`super::lines`]: over-long lines are
+//! dropped whole, counted and logged; invalid UTF-8 is replaced by U+FFFD.
+//! While the stream's backlog is full the receiver stops reading, so TCP
+//! flow control pushes back on the server.
+//!
+//! Limits: `line_bytes_max` (default 64 KiB, at most the WAL's
+//! `record_bytes_max`), one store holds at most `lines_per_store_max` lines
+//! (default 16,384) and `store_bytes_max` bytes (default 1 MiB); reads are
+//! 64 KiB; so the receiver holds at most about `store_bytes_max +
+//! line_bytes_max + 64 KiB` of its own. A read waits at most 50 ms, so a stop
+//! is noticed within about 100 ms.
+//! Must never: grow a buffer past those limits, or read while the backlog is
+//! full.
+
+use std::io::{ErrorKind, Read};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::lines::{log_nth, to_text, Line, LineSplitter};
+use super::{sleep_unless_stopping, Receiver, ReceiverContext, ReceiverError, STOP_POLL};
+use crate::dstream::{BoxError, DStream};
+use crate::StreamingContext;
+
+const READ_BYTES: usize = 64 << 10;
+const READ_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// Settings of a socket text stream.
+#[derive(Debug, Clone)]
+pub struct SocketConfig {
+    /// Longest accepted line in bytes, without its `\n`.
+    pub line_bytes_max: usize,
+    /// Most lines in one WAL append.
+    pub lines_per_store_max: usize,
+    /// Most line bytes in one WAL append (at least `line_bytes_max`).
+    pub store_bytes_max: usize,
+    /// First wait before reconnecting.
+    pub backoff_initial: Duration,
+    /// Longest wait between reconnects.
+    pub backoff_max: Duration,
+    /// Longest a connection attempt may take.
+    pub connect_timeout: Duration,
+    /// This receiver's rate limit (lines/s), overriding the context's; a
+    /// store then holds at most a tenth of a second's worth of lines.
+    pub records_per_second_max: Option<u64>,
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        SocketConfig {
+            line_bytes_max: 64 << 10,
+            lines_per_store_max: 16_384,
+            store_bytes_max: 1 << 20,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+            records_per_second_max: None,
+        }
+    }
+}
+
+/// Counters of a socket stream (monotonic).
+#[derive(Debug, Default)]
+pub struct SocketStats {
+    /// Successful connections.
+    pub connects: AtomicU64,
+    /// Failed connection attempts.
+    pub connect_failures: AtomicU64,
+    /// Lines durably stored.
+    pub lines_stored: AtomicU64,
+    /// Lines dropped for exceeding `line_bytes_max`.
+    pub lines_too_long: AtomicU64,
+    /// Lines kept with invalid UTF-8 replaced by U+FFFD.
+    pub lines_repaired: AtomicU64,
+    /// Partial lines discarded because the connection broke.
+    pub partial_lines_discarded: AtomicU64,
+    /// Bytes read from the server.
+    pub bytes_read: AtomicU64,
+}
+
+impl SocketStats {
+    fn add(c: &AtomicU64, n: u64) -> u64 {
+        c.fetch_add(n, Ordering::Relaxed) + n
+    }
+    /// A counter's current value.
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+impl SocketConfig {
+    fn validate(&self, stream: &str, wal: &crate::wal::WalConfig) -> Result<(), ReceiverError> {
+        let bad = |m: String| {
+            Err(ReceiverError::Config {
+                stream: stream.to_string(),
+                message: m,
+            })
+        };
+        if self.line_bytes_max == 0 || self.line_bytes_max > wal.record_bytes_max as usize {
+            return bad(format!(
+                "line_bytes_max {} must be 1..={} (the WAL's record_bytes_max)",
+                self.line_bytes_max, wal.record_bytes_max
+            ));
+        }
+        if self.lines_per_store_max == 0 || self.lines_per_store_max > wal.append_records_max {
+            return bad(format!(
+                "lines_per_store_max {} must be 1..={} (the WAL's append_records_max)",
+                self.lines_per_store_max, wal.append_records_max
+            ));
+        }
+        if self.store_bytes_max < self.line_bytes_max || self.store_bytes_max > wal.append_bytes_max
+        {
+            return bad(format!(
+                "store_bytes_max {} must be between line_bytes_max ({}) and the WAL's append_bytes_max ({})",
+                self.store_bytes_max, self.line_bytes_max, wal.append_bytes_max
+            ));
+        }
+        if self.backoff_initial.is_zero() || self.backoff_max < self.backoff_initial {
+            return bad("backoff_initial must be positive and at most backoff_max".into());
+        }
+        if self.records_per_second_max == Some(0) {
+            return bad("records_per_second_max must be positive (None for no limit)".into());
+        }
+        Ok(())
+    }
+}
+
+struct SocketReceiver {
+    addr: String,
+    config: SocketConfig,
+    stats: Arc<SocketStats>,
+}
+
+/// Complete lines waiting for one store.
+struct Pending {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Pending {
+    fn push(&mut self, line: &[u8]) {
+        self.data.extend_from_slice(line);
+        self.ends.push(self.data.len());
+    }
+
+    /// Stores the pending lines as one append.
+    fn flush(&mut self, ctx: &ReceiverContext, stats: &SocketStats) -> Result<(), ReceiverError> {
+        if self.ends.is_empty() {
+            return Ok(());
+        }
+        let mut start = 0;
+        let records: Vec<&[u8]> = self
+            .ends
+            .iter()
+            .map(|&e| {
+                let r = &self.data[start..e];
+                start = e;
+                r
+            })
+            .collect();
+        ctx.store(&records)?;
+        SocketStats::add(&stats.lines_stored, records.len() as u64);
+        self.data.clear();
+        self.ends.clear();
+        Ok(())
+    }
+}
+
+enum Ended {
+    /// The server closed or broke the connection: reconnect.
+    Reconnect,
+    /// The context is stopping.
+    Stop,
+}
+
+impl SocketReceiver {
+    /// Handles one line event; false when the pending store is full.
+    fn on_line(&self, ctx: &ReceiverContext, pending: &mut Pending, line: Line<'_>) -> bool {
+        match line {
+            Line::TooLong => {
+                let n = SocketStats::add(&self.stats.lines_too_long, 1);
+                if log_nth(n) {
+                    tracing::warn!(
+                        stream = ctx.stream_name(),
+                        server = %self.addr,
+                        line_bytes_max = self.config.line_bytes_max,
+                        dropped_total = n,
+                        "dropped a line longer than line_bytes_max; raise line_bytes_max or make the server send shorter lines"
+                    );
+                }
+            }
+            Line::Text(t) => {
+                let text = to_text(t);
+                if let std::borrow::Cow::Owned(_) = text {
+                    let n = SocketStats::add(&self.stats.lines_repaired, 1);
+                    if log_nth(n) {
+                        tracing::warn!(
+                            stream = ctx.stream_name(),
+                            server = %self.addr,
+                            repaired_total = n,
+                            "a line was not valid UTF-8; invalid bytes were replaced by U+FFFD and the line kept"
+                        );
+                    }
+                }
+                pending.push(text.as_bytes());
+            }
+        }
+        self.has_room(pending)
+    }
+
+    fn serve(&self, mut conn: TcpStream, ctx: &ReceiverContext) -> Result<Ended, ReceiverError> {
+        let stream = ctx.stream_name().to_string();
+        let io = |action, e| ReceiverError::Io {
+            stream: stream.clone(),
+            action,
+            path: self.addr.clone(),
+            source: e,
+        };
+        conn.set_read_timeout(Some(READ_TIMEOUT))
+            .map_err(|e| io("set a read timeout on the connection to", e))?;
+        let mut splitter = LineSplitter::new(self.config.line_bytes_max);
+        let mut pending = Pending {
+            data: Vec::with_capacity(self.config.store_bytes_max),
+            ends: Vec::new(),
+        };
+        let mut buf = vec![0u8; READ_BYTES];
+        let stopping = |r: Result<(), ReceiverError>| match r {
+            Err(ReceiverError::Stopping) => Ok(true),
+            Err(e) => Err(e),
+            Ok(()) => Ok(false),
+        };
+        loop {
+            if ctx.is_stopping() {
+                return Ok(Ended::Stop);
+            }
+            if ctx.backlog_full() {
+                // Stop reading: the kernel buffers fill and TCP flow control
+                // stops the server.
+                if stopping(pending.flush(ctx, &self.stats))? {
+                    return Ok(Ended::Stop);
+                }
+                ctx.wait_backlog_below(STOP_POLL);
+                continue;
+            }
+            let n = match conn.read(&mut buf) {
+                Ok(0) => {
+                    splitter.finish(|l| {
+                        self.on_line(ctx, &mut pending, l);
+                        true
+                    });
+                    if stopping(pending.flush(ctx, &self.stats))? {
+                        return Ok(Ended::Stop);
+                    }
+                    tracing::info!(stream = %stream, server = %self.addr, "the server closed the connection; reconnecting");
+                    return Ok(Ended::Reconnect);
+                }
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    // Nothing more right now: log what is complete.
+                    if stopping(pending.flush(ctx, &self.stats))? {
+                        return Ok(Ended::Stop);
+                    }
+                    continue;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    if splitter.reset() {
+                        SocketStats::add(&self.stats.partial_lines_discarded, 1);
+                    }
+                    if stopping(pending.flush(ctx, &self.stats))? {
+                        return Ok(Ended::Stop);
+                    }
+                    tracing::warn!(stream = %stream, server = %self.addr, error = %e, "the connection broke; an unterminated last line was discarded; reconnecting");
+                    return Ok(Ended::Reconnect);
+                }
+            };
+            SocketStats::add(&self.stats.bytes_read, n as u64);
+            let mut data = &buf[..n];
+            while !data.is_empty() {
+                let used = splitter.feed(data, |l| self.on_line(ctx, &mut pending, l));
+                data = &data[used..];
+                if (!data.is_empty() || !self.has_room(&pending))
+                    && stopping(pending.flush(ctx, &self.stats))?
+                {
+                    return Ok(Ended::Stop);
+                }
+            }
+        }
+    }
+
+    fn has_room(&self, p: &Pending) -> bool {
+        p.ends.len() < self.config.lines_per_store_max
+            && p.data.len() + self.config.line_bytes_max <= self.config.store_bytes_max
+    }
+
+    fn connect(&self) -> std::io::Result<TcpStream> {
+        let mut last = None;
+        for a in self.addr.to_socket_addrs()? {
+            match TcpStream::connect_timeout(&a, self.config.connect_timeout) {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            std::io::Error::new(ErrorKind::NotFound, "the address resolved to nothing")
+        }))
+    }
+}
+
+impl Receiver for SocketReceiver {
+    fn run(self: Box<Self>, ctx: ReceiverContext) -> Result<(), BoxError> {
+        if self.config.records_per_second_max.is_some() {
+            ctx.set_records_per_second_max(self.config.records_per_second_max);
+        }
+        let mut backoff = self.config.backoff_initial;
+        while !ctx.is_stopping() {
+            match self.connect() {
+                Ok(conn) => {
+                    SocketStats::add(&self.stats.connects, 1);
+                    tracing::info!(stream = ctx.stream_name(), server = %self.addr, "connected");
+                    backoff = self.config.backoff_initial;
+                    if let Ended::Stop = self.serve(conn, &ctx)? {
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    let n = SocketStats::add(&self.stats.connect_failures, 1);
+                    if log_nth(n) {
+                        tracing::warn!(
+                            stream = ctx.stream_name(),
+                            server = %self.addr,
+                            error = %e,
+                            retry_in_ms = backoff.as_millis() as u64,
+                            failures_total = n,
+                            "cannot connect to the text server; retrying (is it running and listening on that address?)"
+                        );
+                    }
+                    if sleep_unless_stopping(&ctx, backoff) {
+                        return Ok(());
+                    }
+                    backoff = (backoff * 2).min(self.config.backoff_max);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StreamingContext {
+    /// Spark's `socketTextStream`: lines of text read from the TCP server at
+    /// `addr` ("host:port"), through the WAL `DATA_DIR/wal/<name>`, with
+    /// default [`SocketConfig`]. See [`crate::receiver::socket`] for the
+    /// guarantee (safe once logged; in-flight lines are lost if weir dies).
+    pub fn socket_text_stream(&self, name: &str, addr: &str) -> crate::Result<DStream<String>> {
+        Ok(self
+            .socket_text_stream_with(name, addr, SocketConfig::default())?
+            .0)
+    }
+
+    /// [`StreamingContext::socket_text_stream`] with explicit settings;
+    /// also returns the stream's counters.
+    pub fn socket_text_stream_with(
+        &self,
+        name: &str,
+        addr: &str,
+        config: SocketConfig,
+    ) -> crate::Result<(DStream<String>, Arc<SocketStats>)> {
+        config.validate(name, self.wal_config())?;
+        let mut config = config;
+        if let Some(r) = config.records_per_second_max {
+            // Stores no larger than the rate limit's burst, so the limit
+            // spaces lines evenly instead of admitting one huge store.
+            let burst = usize::try_from((r / 10).max(1)).unwrap_or(usize::MAX);
+            config.lines_per_store_max = config.lines_per_store_max.min(burst);
+        }
+        let stats = Arc::new(SocketStats::default());
+        let receiver = SocketReceiver {
+            addr: addr.to_string(),
+            config,
+            stats: stats.clone(),
+        };
+        let (stream, _) =
+            self.receiver_stream_shared(name, Box::new(receiver), Arc::new(super::utf8))?;
+        Ok((stream, stats))
+    }
+}

@@ -1,0 +1,160 @@
+//! Exactly-once of `text_file_stream` across real SIGKILLs: while a mover
+//! thread moves files (some large, so kills land mid-file) into the input
+//! directory, the `weir` binary (`weir test-dir-pipeline`, text_file_stream
+//! → save_as_text_files) is killed with SIGKILL at random moments twelve
+//! times and restarted; a last run finishes. Every line of every moved file
+//! must be in the output exactly once, no temp file's line may appear, and
+//! no output file may be partial.
+//!
+//! Kill moments are random (seeded); correctness never depends on timing.
+
+mod common;
+use common::next_rand;
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const FILES: u64 = 40;
+const KILLS: usize = 12;
+const KILLS_MAX: usize = 40;
+
+fn lines_of(f: u64) -> u64 {
+    if f % 5 == 0 {
+        12_000 // large: a few hundred chunks of 100 lines
+    } else {
+        f * 37 % 400
+    }
+}
+
+fn line(f: u64, i: u64) -> String {
+    format!("file{f:03} line{i:06} {}", "x".repeat((i % 17) as usize))
+}
+
+/// Starts a run; its log goes to `root/log-<run>` (info level).
+fn spawn(bin: &str, root: &Path, run: usize) -> Child {
+    let log = std::fs::File::create(root.join(format!("log-{run}"))).expect("log file");
+    Command::new(bin)
+        .env("WEIR_LOG", "info")
+        .stderr(log)
+        .arg("test-dir-pipeline")
+        .arg(root.join("data"))
+        .arg(root.join("in"))
+        .arg(root.join("out"))
+        .args(["--interval-ms", "50"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn weir")
+}
+
+/// Every output line with its count; panics on a partial file.
+fn outputs(out: &Path) -> HashMap<String, u64> {
+    let mut m = HashMap::new();
+    for e in std::fs::read_dir(out).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue; // the temp file of a write a kill interrupted
+        }
+        let text = std::fs::read_to_string(e.path()).expect("read output");
+        assert!(text.is_empty() || text.ends_with('\n'), "{name} is partial");
+        for l in text.lines() {
+            *m.entry(l.to_string()).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+#[test]
+fn every_line_of_every_file_is_output_exactly_once_across_sigkills() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (input, staging) = (root.path().join("in"), root.path().join("staging"));
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::create_dir_all(root.path().join("out")).unwrap();
+    // Temp names in the input directory: never read.
+    for n in [".hidden", "part.tmp", "big._COPYING_", "_SUCCESS"] {
+        std::fs::write(input.join(n), "TEMP LINE\n").unwrap();
+    }
+    let mover = {
+        let (input, staging) = (input.clone(), staging.clone());
+        std::thread::spawn(move || {
+            let mut rng = 0xD1A5u64;
+            for f in 0..FILES {
+                let mut text = String::new();
+                for i in 0..lines_of(f) {
+                    text.push_str(&line(f, i));
+                    text.push('\n');
+                }
+                let tmp = staging.join(format!("f{f}"));
+                std::fs::write(&tmp, text).unwrap();
+                std::fs::rename(&tmp, input.join(format!("f{f:03}.txt"))).unwrap();
+                // Spread the moves over the kills (pacing, not correctness).
+                std::thread::sleep(Duration::from_millis(next_rand(&mut rng) % 150));
+            }
+        })
+    };
+    let bin = env!("CARGO_BIN_EXE_weir");
+    let mut rng = 0xF11E5 ^ u64::from(std::process::id());
+    let resumed = |runs: usize| {
+        (0..runs)
+            .map(|r| {
+                std::fs::read_to_string(root.path().join(format!("log-{r}"))).unwrap_or_default()
+            })
+            .filter(|log| log.contains("continuing a partly logged file"))
+            .count()
+    };
+    // At least KILLS kills, and more (up to KILLS_MAX) until two of them
+    // are known to have landed mid-file.
+    let mut runs = 0;
+    while runs < KILLS || (resumed(runs) < 2 && runs < KILLS_MAX) {
+        let mut child = spawn(bin, root.path(), runs);
+        std::thread::sleep(Duration::from_millis(80 + next_rand(&mut rng) % 500));
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        runs += 1;
+    }
+    mover.join().unwrap();
+
+    let total: u64 = (0..FILES).map(lines_of).sum();
+    let out = root.path().join("out");
+    let mut child = spawn(bin, root.path(), runs);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let count = |m: &HashMap<String, u64>| m.values().sum::<u64>();
+    while count(&outputs(&out)) < total {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("only {} of {total} lines arrived", count(&outputs(&out)));
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the last run exited: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Let a few more batches run: a late duplicate would show up in them.
+    let files_now = std::fs::read_dir(&out).unwrap().count();
+    let settle = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_dir(&out).unwrap().count() < files_now + 10 {
+        assert!(Instant::now() < settle, "batches stopped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+
+    let got = outputs(&out);
+    let dups: Vec<_> = got.iter().filter(|(_, &n)| n > 1).take(5).collect();
+    assert!(dups.is_empty(), "lines output more than once: {dups:?}");
+    assert!(!got.contains_key("TEMP LINE"), "a temp file was read");
+    for f in 0..FILES {
+        for i in 0..lines_of(f) {
+            assert_eq!(got.get(&line(f, i)), Some(&1), "file {f} line {i}");
+        }
+    }
+    assert_eq!(count(&got), total);
+    // The kills did land in the middle of files: later runs continued them.
+    let resumed = resumed(runs + 1);
+    assert!(resumed >= 1, "no run continued a partly logged file");
+    eprintln!(
+        "{runs} kills; {resumed} of {} runs continued a partly logged file",
+        runs + 1
+    );
+}
