@@ -1,6 +1,7 @@
 //! The `weir` command line: parses arguments and calls into the library.
 //! It holds no engine logic; every subcommand is a thin wrapper.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -74,6 +75,52 @@ pub enum Command {
     /// of a data directory.
     #[command(subcommand)]
     Checkpoint(CheckpointCommand),
+    /// Send the lines of FILE (or standard input) to an ingest server as one
+    /// producer. Line N (from 0) is record N, so running it again with the
+    /// same input and producer resumes where the server is. Reconnects after
+    /// failures; exits 0 only when every line is acknowledged (durable).
+    ///
+    /// Example: weir feed 127.0.0.1:7070 events.log --producer host-a
+    Feed {
+        /// The ingest server's address (host:port).
+        addr: String,
+        /// The input file; `-` or nothing for standard input.
+        file: Option<PathBuf>,
+        /// This producer's id (1..=64 bytes by default); the server keeps
+        /// its position per id.
+        #[arg(long)]
+        producer: String,
+        /// Give up after this many seconds without a new acknowledgement.
+        #[arg(long, default_value_t = 120)]
+        retry_secs: u64,
+        /// Most unacknowledged records held in memory.
+        #[arg(long, default_value_t = 65_536)]
+        window_records: usize,
+        /// Progress display: auto (a bar on a terminal, plain lines
+        /// otherwise), bar, lines or none.
+        #[arg(long, default_value = "auto")]
+        progress: String,
+    },
+    /// Test helper: an ingest stream `input` listening on LISTEN_ADDR, each
+    /// batch's records saved as OUT_DIR/records-<ms>.txt, run on DATA_DIR
+    /// until killed, or with --drain until every logged record is processed
+    /// (receiving stops at once). Writes the bound address to
+    /// DATA_DIR/ingest.addr.
+    #[command(hide = true)]
+    TestIngestPipeline {
+        data_dir: PathBuf,
+        listen_addr: SocketAddr,
+        out_dir: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 97)]
+        batch_records_max: u64,
+        /// The stream's rate limit (records/s).
+        #[arg(long)]
+        records_per_second: Option<u64>,
+        #[arg(long)]
+        drain: bool,
+    },
     /// Test helper: runs the crash tests' stateful word count on DATA_DIR
     /// (input log `DATA_DIR/wal/input`, outputs in `DATA_DIR/out`) until
     /// killed, or with --drain until every logged record is processed.
@@ -192,6 +239,36 @@ pub fn main() -> ExitCode {
             batch_records_max,
             drain,
         } => test_pipeline(&data_dir, interval_ms, batch_records_max, drain),
+        Command::Feed {
+            addr,
+            file,
+            producer,
+            retry_secs,
+            window_records,
+            progress,
+        } => feed(
+            &addr,
+            file.as_deref(),
+            producer,
+            retry_secs,
+            window_records,
+            &progress,
+        ),
+        Command::TestIngestPipeline {
+            data_dir,
+            listen_addr,
+            out_dir,
+            interval_ms,
+            batch_records_max,
+            records_per_second,
+            drain,
+        } => test_ingest_pipeline(
+            &data_dir,
+            listen_addr,
+            &out_dir,
+            (interval_ms, batch_records_max, records_per_second),
+            drain,
+        ),
         Command::TestDirPipeline {
             data_dir,
             in_dir,
@@ -394,14 +471,112 @@ fn test_pipeline(
         crate::pipelines::stateful_wordcount(&ssc, &out)?;
         Ok(ssc)
     })?;
+    run_until_killed_or_drained(&ssc, drain)
+}
+
+/// Starts a test pipeline; with `drain`, stops gracefully at once (receivers
+/// first, then batches until every source is drained), else runs until
+/// killed.
+fn run_until_killed_or_drained(
+    ssc: &crate::StreamingContext,
+    drain: bool,
+) -> Result<ExitCode, crate::Error> {
     ssc.start()?;
     if drain {
-        // Graceful: keep cutting batches until every source is drained.
         ssc.stop(true)?;
     } else {
         ssc.await_termination()?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn feed(
+    addr: &str,
+    file: Option<&Path>,
+    producer: String,
+    retry_secs: u64,
+    window_records: usize,
+    progress: &str,
+) -> Result<ExitCode, crate::Error> {
+    use crate::receiver::feed::{FeedConfig, Progress};
+    use std::io::IsTerminal;
+    use std::net::ToSocketAddrs;
+    let sock = addr
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| {
+            crate::Error::Usage(format!(
+                "`{addr}` is not an address: give host:port, e.g. 127.0.0.1:7070"
+            ))
+        })?;
+    let mut cfg = FeedConfig::new(producer);
+    cfg.retry_time_max = std::time::Duration::from_secs(retry_secs);
+    cfg.window_records_max = window_records.max(1);
+    cfg.progress = match progress {
+        "auto" if std::io::stderr().is_terminal() => Progress::Bar,
+        "auto" | "lines" => Progress::Lines,
+        "bar" => Progress::Bar,
+        "none" => Progress::Quiet,
+        other => {
+            return Err(crate::Error::Usage(format!(
+                "--progress {other}: use auto, bar, lines or none"
+            )))
+        }
+    };
+    let report = match file {
+        None => crate::receiver::feed::feed(sock, std::io::stdin().lock(), cfg)?,
+        Some(p) if p.as_os_str() == "-" => {
+            crate::receiver::feed::feed(sock, std::io::stdin().lock(), cfg)?
+        }
+        Some(p) => {
+            let f = std::fs::File::open(p)
+                .map_err(|e| crate::Error::Usage(format!("cannot open {}: {e}", p.display())))?;
+            cfg.input_bytes = f.metadata().ok().map(|m| m.len());
+            crate::receiver::feed::feed(sock, f, cfg)?
+        }
+    };
+    println!(
+        "done: {} records acknowledged ({} sent now, {} the server already had), {} connections",
+        report.records, report.records_sent, report.records_skipped, report.connections
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn test_ingest_pipeline(
+    data_dir: &Path,
+    listen_addr: SocketAddr,
+    out_dir: &Path,
+    (interval_ms, batch_records_max, records_per_second): (u64, u64, Option<u64>),
+    drain: bool,
+) -> Result<ExitCode, crate::Error> {
+    let mut addr = None;
+    let ssc = crate::StreamingContext::get_or_create(data_dir, |b| {
+        let ssc = b
+            .batch_interval(std::time::Duration::from_millis(interval_ms))
+            .batch_records_max(batch_records_max)
+            .parallelism(2)
+            // Small segments, so cleanup (and the producer table
+            // snapshot before it) runs often; records fit the ingest limit
+            // plus its stored header.
+            .wal_config(WalConfig {
+                segment_bytes_max: 128 << 10,
+                record_bytes_max: 70_000,
+                ..WalConfig::default()
+            })
+            .build()?;
+        let mut cfg = crate::receiver::ingest::IngestConfig::new(listen_addr);
+        cfg.records_per_second_max = records_per_second;
+        let s = ssc.ingest_stream_with("input", cfg, crate::receiver::ingest::payload_utf8)?;
+        addr = Some(s.local_addr);
+        s.stream
+            .save_as_text_files(&out_dir.join("records").display().to_string(), "txt")?;
+        Ok(ssc)
+    })?;
+    if let Some(a) = addr {
+        crate::sink::write_atomic(&data_dir.join("ingest.addr"), format!("{a}\n").as_bytes())?;
+    }
+    run_until_killed_or_drained(&ssc, drain)
 }
 
 fn open_checkpoint(

@@ -31,6 +31,12 @@ pub enum Error {
     /// Receivers (socket, directory, ingest, custom).
     #[error(transparent)]
     Receiver(#[from] crate::receiver::ReceiverError),
+    /// The ingest server (setup, producer table recovery and snapshot).
+    #[error(transparent)]
+    Ingest(#[from] crate::receiver::ingest::IngestError),
+    /// The `weir feed` client.
+    #[error(transparent)]
+    Feed(#[from] crate::receiver::feed::FeedError),
     /// A command-line or configuration mistake, with what to do instead.
     #[error("{0}")]
     Usage(String),

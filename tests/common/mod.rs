@@ -106,3 +106,94 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(2));
     }
 }
+
+/// The process's peak resident memory (VmHWM) in KiB, from /proc.
+pub fn vm_hwm_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/self/status")
+}
+
+/// The flood tests' slow consumer of numbered text records: it sleeps per
+/// batch and tallies records, their sum and the largest batch.
+pub struct SlowTally {
+    count: Arc<std::sync::atomic::AtomicU64>,
+    sum: Arc<std::sync::atomic::AtomicU64>,
+    max_batch: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SlowTally {
+    /// Attaches the consumer to `s`, sleeping `sleep` per batch.
+    pub fn attach(s: &DStream<String>, sleep: Duration) -> SlowTally {
+        use std::sync::atomic::Ordering::SeqCst;
+        let t = SlowTally {
+            count: Arc::default(),
+            sum: Arc::default(),
+            max_batch: Arc::default(),
+        };
+        let (count, sum, max_batch) = (t.count.clone(), t.sum.clone(), t.max_batch.clone());
+        s.foreach_batch(move |_, recs| {
+            std::thread::sleep(sleep); // the slow consumer
+            max_batch.fetch_max(recs.len() as u64, SeqCst);
+            count.fetch_add(recs.len() as u64, SeqCst);
+            let s: u64 = recs.iter().map(|r| r.parse::<u64>().unwrap()).sum();
+            sum.fetch_add(s, SeqCst);
+            Ok(())
+        })
+        .unwrap();
+        t
+    }
+
+    /// Waits (at most 240 s from `t0`) until `n` records were consumed.
+    pub fn wait_for(&self, n: u64, t0: std::time::Instant) -> Duration {
+        use std::sync::atomic::Ordering::SeqCst;
+        while self.count.load(SeqCst) < n {
+            assert!(
+                t0.elapsed() < Duration::from_secs(240),
+                "only {} of {n} records in 240 s",
+                self.count.load(SeqCst)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        t0.elapsed()
+    }
+
+    /// Checks records `0..n` each arrived exactly once, no batch held more
+    /// than `batch_bytes_max` of `record_bytes`-byte records, and the peak
+    /// memory stayed under `peak_mib_max`; prints the figures.
+    pub fn check(
+        &self,
+        n: u64,
+        record_bytes: u64,
+        batch_bytes_max: u64,
+        peak_mib_max: u64,
+        (before_kib, took): (u64, Duration),
+    ) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let peak_kib = vm_hwm_kib();
+        let max_batch = self.max_batch.load(SeqCst);
+        eprintln!(
+            "{n} records in {took:?}; largest batch {max_batch} records; VmHWM {} MiB (before start {} MiB)",
+            peak_kib / 1024,
+            before_kib / 1024
+        );
+        assert_eq!(self.count.load(SeqCst), n);
+        assert_eq!(
+            self.sum.load(SeqCst),
+            n * (n - 1) / 2,
+            "every record exactly once"
+        );
+        assert!(
+            max_batch * record_bytes <= batch_bytes_max,
+            "a batch of {max_batch} records exceeds the backlog bound"
+        );
+        assert!(
+            peak_kib < peak_mib_max * 1024,
+            "peak memory {} MiB exceeds {peak_mib_max} MiB",
+            peak_kib / 1024
+        );
+    }
+}
