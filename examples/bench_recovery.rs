@@ -10,12 +10,19 @@
 //! batch is capped by `batch_records_max`, so a backlog never makes it slow
 //! (no downtime storm).
 //!
+//! Then, the price of bucketed state: the time of one checkpoint commit
+//! changing K scattered keys of a `KEYS`-key operator, for K from 1 to
+//! 100,000 (the store alone, no pipeline).
+//!
 //! Run: `cargo run --release --example bench_recovery [BACKLOG_MIB] [KEYS]`
 //! (defaults 1024 and 1000000).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use weir::checkpoint::{SledCheckpointStore, SledConfig};
+use weir::dstream::{EngineError, StateChange, StateDelta, StateStore};
+use weir::scheduler::{BatchSpec, CheckpointStore};
 use weir::wal::{SyncPolicy, Wal, WalConfig};
 use weir::{ManualClock, StreamingContext};
 
@@ -43,6 +50,75 @@ fn build(
         Ok(ssc)
     })?;
     Ok((ssc, wal.expect("input log")))
+}
+
+/// A batch's encoded changes, as an operator would hand them over.
+struct Changes(Vec<StateChange>);
+
+impl StateDelta for Changes {
+    fn op(&self) -> &str {
+        "totals"
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn encode(&self) -> Result<Vec<StateChange>, weir::codec::CodecError> {
+        Ok(self.0.clone())
+    }
+    fn apply(&self, _: &mut StateStore) -> Result<(), EngineError> {
+        Ok(())
+    }
+}
+
+fn commit_cost(keys: u64) -> weir::Result<()> {
+    let tmp = tempfile::tempdir().map_err(|e| weir::Error::Usage(e.to_string()))?;
+    let mut store = SledCheckpointStore::open(tmp.path(), SledConfig::default())
+        .map_err(weir::scheduler::SchedulerError::from)?;
+    let change = |i: u64, v: u64| -> weir::Result<StateChange> {
+        Ok(StateChange {
+            key: weir::codec::encode(&format!("key{i:09}"))?,
+            value: Some(weir::codec::encode(&v)?),
+        })
+    };
+    let mut t_ms = 0;
+    let mut commit = |changes: Vec<StateChange>| -> weir::Result<Duration> {
+        t_ms += 1000;
+        let spec = BatchSpec {
+            time_ms: t_ms,
+            zero_ms: 0,
+            ranges: vec![],
+        };
+        store
+            .allocate(&spec)
+            .map_err(weir::scheduler::SchedulerError::from)?;
+        let t = Instant::now();
+        store
+            .commit(t_ms, &[Box::new(Changes(changes)) as Box<dyn StateDelta>])
+            .map_err(weir::scheduler::SchedulerError::from)?;
+        Ok(t.elapsed())
+    };
+    let all = (0..keys)
+        .map(|i| change(i, 1))
+        .collect::<weir::Result<Vec<_>>>()?;
+    let first = commit(all)?;
+    println!(
+        "commit of {keys} new keys into an empty operator: {:.3} s",
+        first.as_secs_f64()
+    );
+    for k in [1u64, 100, 10_000, 100_000] {
+        // Scattered: every (keys / k)-th key, so each falls in its own bucket
+        // as long as k is below the bucket count.
+        let step = (keys / k).max(1);
+        let changes = (0..k.min(keys))
+            .map(|j| change(j * step, 2))
+            .collect::<weir::Result<Vec<_>>>()?;
+        let d = commit(changes)?;
+        println!(
+            "commit of {k} scattered changed keys (of {keys}): {:.1} ms",
+            d.as_secs_f64() * 1000.0
+        );
+    }
+    Ok(())
 }
 
 fn main() -> weir::Result<()> {
@@ -126,5 +202,6 @@ fn main() -> weir::Result<()> {
         stats.input_records,
         total.as_secs_f64()
     );
-    Ok(())
+    drop((ssc, _wal, tmp));
+    commit_cost(keys)
 }

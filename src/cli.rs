@@ -121,6 +121,10 @@ pub enum Command {
         #[arg(long)]
         drain: bool,
     },
+    /// Read a key-value table (written by `save_to_kv`) of a stopped data
+    /// directory.
+    #[command(subcommand)]
+    Kv(KvCommand),
     /// Test helper: runs the crash tests' stateful word count on DATA_DIR
     /// (input log `DATA_DIR/wal/input`, outputs in `DATA_DIR/out`) until
     /// killed, or with --drain until every logged record is processed.
@@ -185,6 +189,37 @@ pub enum CheckpointCommand {
     ///
     /// Example: weir checkpoint reset-operator /var/lib/weir counts
     ResetOperator { data_dir: PathBuf, operator: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KvCommand {
+    /// Print the value of KEY in TABLE (exit 1 if absent).
+    ///
+    /// Example: weir kv get /var/lib/weir totals hello
+    Get {
+        data_dir: PathBuf,
+        table: String,
+        key: String,
+        /// How KEY is typed: string, u64, i64, f64 or hex (encoded bytes).
+        #[arg(long, default_value = "string")]
+        key_as: crate::sink::kv::Shape,
+        /// How values are shown: auto, string, u64, i64, f64 or hex.
+        #[arg(long, default_value = "auto")]
+        value_as: crate::sink::kv::Shape,
+    },
+    /// Print every entry of TABLE, one `key<TAB>value` line each, sorted.
+    ///
+    /// Example: weir kv scan /var/lib/weir totals --value-as u64
+    Scan {
+        data_dir: PathBuf,
+        table: String,
+        /// How keys are shown: string, u64, i64, f64 or hex.
+        #[arg(long, default_value = "string")]
+        key_as: crate::sink::kv::Shape,
+        /// How values are shown: auto, string, u64, i64, f64 or hex.
+        #[arg(long, default_value = "auto")]
+        value_as: crate::sink::kv::Shape,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -288,6 +323,19 @@ pub fn main() -> ExitCode {
         Command::Checkpoint(CheckpointCommand::ResetOperator { data_dir, operator }) => {
             checkpoint_reset(&data_dir, &operator)
         }
+        Command::Kv(KvCommand::Get {
+            data_dir,
+            table,
+            key,
+            key_as,
+            value_as,
+        }) => kv_get(&data_dir, &table, &key, key_as, value_as),
+        Command::Kv(KvCommand::Scan {
+            data_dir,
+            table,
+            key_as,
+            value_as,
+        }) => kv_scan(&data_dir, &table, key_as, value_as),
         Command::Wal(WalCommand::Torture {
             dir,
             threads,
@@ -637,6 +685,41 @@ fn checkpoint_reset(data_dir: &Path, operator: &str) -> Result<ExitCode, crate::
     println!(
         "reset operator `{operator}`: removed {n} state keys; it starts empty at the next start"
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn kv_get(
+    data_dir: &Path,
+    table: &str,
+    key: &str,
+    key_as: crate::sink::kv::Shape,
+    value_as: crate::sink::kv::Shape,
+) -> Result<ExitCode, crate::Error> {
+    use crate::sink::kv;
+    let t = kv::RawTable::open(data_dir, table)?;
+    match t.get(&kv::encode_key(key, key_as)?)? {
+        Some(v) => {
+            println!("{}", kv::show_bytes(&v, value_as));
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            eprintln!("no key `{key}` in table `{table}`");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn kv_scan(
+    data_dir: &Path,
+    table: &str,
+    key_as: crate::sink::kv::Shape,
+    value_as: crate::sink::kv::Shape,
+) -> Result<ExitCode, crate::Error> {
+    use crate::sink::kv;
+    let t = kv::RawTable::open(data_dir, table)?;
+    for (k, v) in kv::show_sorted(t.scan()?, key_as, value_as) {
+        println!("{k}\t{v}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -197,8 +197,12 @@ impl StreamingContextBuilder {
         if self.batch_records_max == 0 {
             return Err(ContextError::Config("batch_records_max must be positive".into()).into());
         }
+        let store = self
+            .store
+            .unwrap_or_else(|| Box::new(MemoryCheckpointStore::new()));
         Ok(StreamingContext {
             graph: Graph::new(interval_ms, self.partitions),
+            state_reader: store.state_reader(),
             cfg: SchedulerConfig {
                 clock: self.clock,
                 parallelism: self.parallelism,
@@ -216,10 +220,7 @@ impl StreamingContextBuilder {
                 receivers: Vec::new(),
                 receiver_threads: Vec::new(),
                 phase: Phase::Initialized,
-                store: Some(
-                    self.store
-                        .unwrap_or_else(|| Box::new(MemoryCheckpointStore::new())),
-                ),
+                store: Some(store),
                 scheduler: None,
             }),
         })
@@ -252,6 +253,9 @@ struct Inner {
 /// The entry point of a streaming pipeline (Spark's `StreamingContext`).
 pub struct StreamingContext {
     graph: Arc<Graph>,
+    /// Reads committed state (key-value tables) while the scheduler owns
+    /// the store.
+    state_reader: Arc<dyn crate::scheduler::StateReader>,
     cfg: SchedulerConfig,
     data_dir: Option<PathBuf>,
     wal_config: crate::wal::WalConfig,
@@ -559,6 +563,34 @@ impl StreamingContext {
     /// Blocks (at most `timeout`) until the batch at `time_ms` completed.
     pub fn await_batch(&self, time_ms: u64, timeout: Duration) -> Result<BatchStats> {
         self.scheduler()?.await_batch(time_ms, timeout)
+    }
+
+    /// A reader of the key-value table `table` (written by
+    /// `save_to_kv(table)`): what the last committed batch left in it.
+    pub fn kv_table<K, V>(&self, table: &str) -> crate::sink::KvTable<K, V>
+    where
+        K: serde::Serialize + serde::de::DeserializeOwned + Ord,
+        V: serde::de::DeserializeOwned,
+    {
+        crate::sink::KvTable::new(self.state_reader.clone(), table)
+    }
+
+    /// The committed value of `key` in the key-value table `table`.
+    pub fn kv_get<K, V>(&self, table: &str, key: &K) -> Result<Option<V>>
+    where
+        K: serde::Serialize + serde::de::DeserializeOwned + Ord,
+        V: serde::de::DeserializeOwned,
+    {
+        self.kv_table::<K, V>(table).get(key)
+    }
+
+    /// Every committed entry of the key-value table `table`, in key order.
+    pub fn kv_scan<K, V>(&self, table: &str) -> Result<Vec<(K, V)>>
+    where
+        K: serde::Serialize + serde::de::DeserializeOwned + Ord,
+        V: serde::de::DeserializeOwned,
+    {
+        self.kv_table::<K, V>(table).scan()
     }
 
     /// Statistics of recent batches, oldest first.

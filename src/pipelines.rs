@@ -9,7 +9,8 @@
 /// split on whitespace, then three outputs saved as text files under `out`:
 /// `counts-<ms>.txt` (per-batch reduce_by_key), `totals-<ms>.txt` (running
 /// totals, update_state_by_key) and `window-<ms>.txt` (a 3-batch window
-/// sliding by 2 batches). Returns the input log.
+/// sliding by 2 batches); the running totals also go to the key-value
+/// table `totals` (`save_to_kv`). Returns the input log.
 pub fn stateful_wordcount(
     ssc: &crate::StreamingContext,
     out: &std::path::Path,
@@ -24,12 +25,13 @@ pub fn stateful_wordcount(
         .reduce_by_key(|a, b| a + b)
         .name("counts")
         .save_as_text_files(&path("counts"), "txt")?;
-    words
+    let totals = words
         .update_state_by_key(|new: &[u64], old: Option<&u64>| {
             Some(old.copied().unwrap_or(0) + new.iter().sum::<u64>())
         })
-        .name("totals")
-        .save_as_text_files(&path("totals"), "txt")?;
+        .name("totals");
+    totals.save_as_text_files(&path("totals"), "txt")?;
+    totals.save_to_kv("totals")?;
     words
         .reduce_by_key_and_window(|a, b| a + b, interval * 3, interval * 2)
         .name("window")

