@@ -163,13 +163,24 @@ fn mistakes_are_located_with_key_expected_and_hint() {
     assert_eq!((e.line, e.column, e.key.as_str()), (5, 8, "step[0].from"));
     assert_eq!(e.hint, "did you mean \"in\"?");
 
-    // Receivers are not in this build: refused when checked, not at run time.
-    let e = err("[[source]]\nid = \"s\"\nkind = \"socket\"\n");
-    assert_eq!((e.line, e.column, e.key.as_str()), (3, 8, "source[0].kind"));
+    // Receivers talk to this machine only.
+    let e = err("[[source]]\nid = \"s\"\nkind = \"socket\"\naddress = \"10.0.0.1:9999\"\n");
     assert_eq!(
-        e.found.as_deref(),
-        Some("\"socket\", which is not available in this build")
+        (e.line, e.column, e.key.as_str()),
+        (4, 11, "source[0].address")
     );
+    assert_eq!(e.found.as_deref(), Some("\"10.0.0.1:9999\""));
+    let e = err("[[source]]\nid = \"s\"\nkind = \"ingest\"\npath = \"x\"\n");
+    assert_eq!((e.line, e.key.as_str()), (4, "source[0].path"));
+    assert_eq!(
+        e.expected,
+        "only keys that apply to kind = \"ingest\" (address, rate_max)"
+    );
+
+    // A key-value table maps keys to values: not from text lines.
+    let e = err(&format!("{HEAD}[[sink]]\nkind = \"kv\"\ntable = \"t\"\n"));
+    assert_eq!((e.line, e.column, e.key.as_str()), (5, 8, "sink[0].kind"));
+    assert_eq!(e.found.as_deref(), Some("text lines from `in`"));
 
     // The status endpoint stays on loopback.
     let e = err(&format!(

@@ -137,12 +137,47 @@ impl Dropped {
     }
 }
 
+/// A receiver's counters, for the metrics.
+#[derive(Debug, Clone)]
+pub enum ReceiverCounters {
+    /// A socket source.
+    Socket(Arc<crate::receiver::socket::SocketStats>),
+    /// A directory source.
+    Directory(Arc<crate::receiver::dir::DirStats>),
+}
+
+impl ReceiverCounters {
+    /// `(records stored, [(rejection reason, count)])`.
+    pub fn sample(&self) -> (u64, Vec<(&'static str, u64)>) {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        match self {
+            ReceiverCounters::Socket(s) => (
+                l(&s.lines_stored),
+                vec![
+                    ("line_too_long", l(&s.lines_too_long)),
+                    ("partial_line_discarded", l(&s.partial_lines_discarded)),
+                    ("connect_failed", l(&s.connect_failures)),
+                ],
+            ),
+            ReceiverCounters::Directory(d) => (
+                l(&d.lines_stored),
+                vec![("line_too_long", l(&d.lines_too_long))],
+            ),
+        }
+    }
+}
+
 /// What compiling left for the service: the generators (to stop them at
-/// a graceful stop) and the drop counters (for the metrics).
+/// a graceful stop), receivers' counters and ingest addresses, and the
+/// drop counters (for the metrics).
 #[derive(Debug, Default)]
 pub struct Compiled {
     /// Generator sources by id.
     pub generators: Vec<(String, Arc<GeneratorSource>)>,
+    /// Receiver counters by source id.
+    pub receivers: Vec<(String, ReceiverCounters)>,
+    /// Where each ingest source listens (port 0 resolved).
+    pub ingest_addrs: Vec<(String, std::net::SocketAddr)>,
     /// Per-step dropped records.
     pub dropped: Arc<Dropped>,
 }
@@ -176,6 +211,40 @@ pub fn compile(p: &Pipeline, ssc: &StreamingContext, data_dir: &Path) -> crate::
                     compiled.generators.push((src.id.clone(), gen.clone()));
                     S::Lines(ssc.source_stream("generator", gen).name(&src.id))
                 }
+                SourceKind::Socket { address, rate_max } => {
+                    let cfg = crate::receiver::socket::SocketConfig {
+                        records_per_second_max: *rate_max,
+                        ..Default::default()
+                    };
+                    let (d, stats) = ssc.socket_text_stream_with(&src.id, address, cfg)?;
+                    compiled
+                        .receivers
+                        .push((src.id.clone(), ReceiverCounters::Socket(stats)));
+                    lines(d, &src.id)
+                }
+                SourceKind::Ingest { address, rate_max } => {
+                    let mut cfg = crate::receiver::ingest::IngestConfig::new(*address);
+                    cfg.records_per_second_max = *rate_max;
+                    let s = ssc.ingest_stream_with(
+                        &src.id,
+                        cfg,
+                        crate::receiver::ingest::payload_utf8,
+                    )?;
+                    tracing::info!(source = %src.id, address = %s.local_addr, "ingest server listening");
+                    compiled.ingest_addrs.push((src.id.clone(), s.local_addr));
+                    lines(s.stream, &src.id)
+                }
+                SourceKind::Directory { path } => {
+                    let (d, stats) = ssc.text_file_stream_with(
+                        &src.id,
+                        path,
+                        crate::receiver::dir::DirConfig::default(),
+                    )?;
+                    compiled
+                        .receivers
+                        .push((src.id.clone(), ReceiverCounters::Directory(stats)));
+                    lines(d, &src.id)
+                }
             },
             Node::Step(step) => {
                 let input = streams[step.input].clone();
@@ -192,6 +261,23 @@ pub fn compile(p: &Pipeline, ssc: &StreamingContext, data_dir: &Path) -> crate::
         streams.push(s);
     }
     for sink in &p.sinks {
+        if let SinkKind::Kv { table } = &sink.kind {
+            // Values are stored as text so `weir kv get|scan` shows them as
+            // they print (numbers in decimal, JSON compact).
+            let pre = format!("kv.{table}.in");
+            match &streams[sink.input] {
+                S::Counts(d) => d
+                    .map(|(k, n)| (k, crate::sink::show(&n)))
+                    .name(&pre)
+                    .save_to_kv(table)?,
+                S::Keyed(d) => d
+                    .map(|(k, v)| (k, v.to_string()))
+                    .name(&pre)
+                    .save_to_kv(table)?,
+                _ => unreachable!("validated: a kv sink reads pairs or keyed records"),
+            }
+            continue;
+        }
         match &streams[sink.input] {
             S::Lines(d) => add_sink(d, &sink.kind, data_dir)?,
             S::Records(d) => add_sink(d, &sink.kind, data_dir)?,
@@ -202,12 +288,18 @@ pub fn compile(p: &Pipeline, ssc: &StreamingContext, data_dir: &Path) -> crate::
     Ok(compiled)
 }
 
+/// A receiver's `String` lines as `Text` (named after the source).
+fn lines(d: DStream<String>, id: &str) -> S {
+    S::Lines(d.map(Text::from).name(&format!("{id}.text")))
+}
+
 fn add_sink<T: Data + Show + ToJson>(
     d: &DStream<T>,
     kind: &SinkKind,
     data_dir: &Path,
 ) -> crate::Result<()> {
     match kind {
+        SinkKind::Kv { .. } => unreachable!("kv sinks are added by compile"),
         SinkKind::Print { count } => d.print(*count)?,
         SinkKind::TextFiles { prefix, suffix } => {
             let prefix = resolve(data_dir, prefix);

@@ -162,19 +162,14 @@ struct RawSource {
     lines_per_record: Option<Spanned<i64>>,
     separator: Option<Spanned<String>>,
     format: Option<Spanned<String>>,
+    rate_max: Option<Spanned<i64>>,
     address: Option<Spanned<String>>,
     path: Option<Spanned<String>>,
 }
 
 impl RawSource {
     fn set_keys(&self) -> Vec<(&'static str, Range<usize>)> {
-        set_keys!(self; rate,
-            count,
-            seed,
-            lines_per_record,
-            separator,
-            address,
-            path)
+        set_keys!(self; rate, count, seed, lines_per_record, separator, format, rate_max, address, path)
     }
 }
 
@@ -235,11 +230,12 @@ struct RawSink {
     count: Option<Spanned<i64>>,
     prefix: Option<Spanned<String>>,
     suffix: Option<Spanned<String>>,
+    table: Option<Spanned<String>>,
 }
 
 impl RawSink {
     fn set_keys(&self) -> Vec<(&'static str, Range<usize>)> {
-        set_keys!(self; count, prefix, suffix)
+        set_keys!(self; count, prefix, suffix, table)
     }
 }
 
@@ -309,6 +305,25 @@ pub struct SourceDef {
 pub enum SourceKind {
     /// Built-in tweet-like lines (see `generator.rs`).
     Generator(super::generator::GeneratorConfig),
+    /// Lines read from a TCP server (`socket_text_stream`).
+    Socket {
+        /// `host:port` of the server (loopback).
+        address: String,
+        /// Most lines per second stored.
+        rate_max: Option<u64>,
+    },
+    /// The ingest server (`ingest_stream`, fed by `weir feed`).
+    Ingest {
+        /// Where it listens (loopback; port 0: any free port).
+        address: std::net::SocketAddr,
+        /// Most records per second stored.
+        rate_max: Option<u64>,
+    },
+    /// Lines of the files appearing in a directory (`text_file_stream`).
+    Directory {
+        /// The directory (resolved against the pipeline file's directory).
+        path: PathBuf,
+    },
 }
 
 /// A transformation step.
@@ -471,6 +486,12 @@ pub enum SinkKind {
         /// File suffix.
         suffix: String,
     },
+    /// Upserts `(key, value)` into a transactional key-value table
+    /// (values stored as text: numbers in decimal, JSON compact).
+    Kv {
+        /// The table's name.
+        table: String,
+    },
     /// One JSON-lines file per batch.
     JsonFiles {
         /// Path prefix (resolved against the data directory).
@@ -521,8 +542,7 @@ pub struct Pipeline {
 }
 
 /// Kinds of source this build knows, and the ones it refuses.
-const SOURCE_KINDS: &[&str] = &["generator"];
-const SOURCE_KINDS_NOT_BUILT: &[&str] = &["socket", "ingest", "directory"];
+const SOURCE_KINDS: &[&str] = &["generator", "socket", "ingest", "directory"];
 const OPS: &[&str] = &[
     "split",
     "lowercase",
@@ -540,7 +560,7 @@ const OPS: &[&str] = &[
     "running_total",
     "top",
 ];
-const SINK_KINDS: &[&str] = &["print", "text_files", "json_files"];
+const SINK_KINDS: &[&str] = &["print", "text_files", "json_files", "kv"];
 
 /// Reads and validates the pipeline file at `path`.
 pub fn load(path: &Path) -> Result<Pipeline, super::ServiceError> {
@@ -972,7 +992,14 @@ impl Validator<'_> {
                     item,
                     "kind = \"generator\"",
                     &set,
-                    &["rate", "count", "seed", "lines_per_record", "separator", "format"],
+                    &[
+                        "rate",
+                        "count",
+                        "seed",
+                        "lines_per_record",
+                        "separator",
+                        "format",
+                    ],
                 )?;
                 let mut g = super::generator::GeneratorConfig::default();
                 if let Some(v) = &r.rate {
@@ -1009,15 +1036,13 @@ impl Validator<'_> {
                     g.json = match v.get_ref().as_str() {
                         "text" => false,
                         "json" => true,
-                        other => {
-                            return Err(self.src.err(
-                                v.span(),
-                                format!("{item}.format"),
-                                "\"text\" or \"json\"",
-                                Some(format!("\"{other}\"")),
-                                "\"json\" makes one JSON object per record (id, user, text, hashtags)",
-                            ))
-                        }
+                        other => return Err(self.src.err(
+                            v.span(),
+                            format!("{item}.format"),
+                            "\"text\" or \"json\"",
+                            Some(format!("\"{other}\"")),
+                            "\"json\" makes one JSON object per record (id, user, text, hashtags)",
+                        )),
                     };
                 }
                 Ok(SourceDef {
@@ -1025,20 +1050,115 @@ impl Validator<'_> {
                     kind: SourceKind::Generator(g),
                 })
             }
-            k if SOURCE_KINDS_NOT_BUILT.contains(&k) => Err(self.src.err(
-                kind.span(),
-                format!("{item}.kind"),
-                format!("a source kind of this build ({})", SOURCE_KINDS.join(", ")),
-                Some(format!("\"{k}\", which is not available in this build")),
-                "the receivers (socket, ingest, directory) are not part of this build yet; use kind = \"generator\"",
-            )),
+            k @ ("socket" | "ingest") => {
+                self.only_keys(
+                    item,
+                    &format!("kind = \"{k}\""),
+                    &set,
+                    &["address", "rate_max"],
+                )?;
+                let rate_max = match &r.rate_max {
+                    Some(v) => Some(self.positive(
+                        &format!("{item}.rate_max"),
+                        v,
+                        GENERATOR_RATE_MAX,
+                        "the most records per second stored; producers are slowed beyond it",
+                    )?),
+                    None => None,
+                };
+                let a = self.required(
+                    &r.address,
+                    item,
+                    "address",
+                    s.span(),
+                    if k == "socket" {
+                        "the server's address, e.g. \"127.0.0.1:9999\""
+                    } else {
+                        "where to listen, e.g. \"127.0.0.1:7070\""
+                    },
+                    "add address = \"127.0.0.1:PORT\"",
+                )?;
+                let text = a.get_ref().trim();
+                let addr = text
+                    .strip_prefix("localhost:")
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p)))
+                    .or_else(|| text.parse::<std::net::SocketAddr>().ok());
+                let addr = match addr {
+                    Some(x) if x.ip().is_loopback() => x,
+                    other => {
+                        return Err(self.src.err(
+                            a.span(),
+                            format!("{item}.address"),
+                            "a loopback address with a port: \"127.0.0.1:PORT\", \"[::1]:PORT\" or \"localhost:PORT\"",
+                            Some(format!("\"{text}\"")),
+                            if other.is_some() {
+                                "weir talks only to this machine; reach others through a local relay"
+                            } else {
+                                "give an IP address (or localhost) and a port"
+                            },
+                        ))
+                    }
+                };
+                if k == "socket" && addr.port() == 0 {
+                    return Err(self.src.err(
+                        a.span(),
+                        format!("{item}.address"),
+                        "the server's port (not 0)",
+                        Some(format!("\"{text}\"")),
+                        "a socket source connects to a server that listens on that port",
+                    ));
+                }
+                let kind = if k == "socket" {
+                    SourceKind::Socket {
+                        address: addr.to_string(),
+                        rate_max,
+                    }
+                } else {
+                    SourceKind::Ingest {
+                        address: addr,
+                        rate_max,
+                    }
+                };
+                Ok(SourceDef {
+                    id: id.get_ref().clone(),
+                    kind,
+                })
+            }
+            "directory" => {
+                self.only_keys(item, "kind = \"directory\"", &set, &["path"])?;
+                let p = self.required(
+                    &r.path,
+                    item,
+                    "path",
+                    s.span(),
+                    "the directory to watch",
+                    "add path = \"/var/spool/weir/in\" (relative paths are from this file's directory)",
+                )?;
+                if p.get_ref().trim().is_empty() {
+                    return Err(self.src.err(
+                        p.span(),
+                        format!("{item}.path"),
+                        "a directory path",
+                        Some("\"\"".into()),
+                        "give the directory new files appear in",
+                    ));
+                }
+                Ok(SourceDef {
+                    id: id.get_ref().clone(),
+                    kind: SourceKind::Directory {
+                        path: self.base.join(p.get_ref()),
+                    },
+                })
+            }
             k => Err(self.src.err(
                 kind.span(),
                 format!("{item}.kind"),
                 format!("one of {}", SOURCE_KINDS.join(", ")),
                 Some(format!("\"{k}\"")),
-                nearest(k, SOURCE_KINDS)
-                    .map_or("see docs/pipeline.md".into(), |n| format!("did you mean \"{n}\"?")),
+                nearest(k, SOURCE_KINDS).map_or("see docs/pipeline.md".into(), |n| {
+                    format!("did you mean \"{n}\"?")
+                }),
             )),
         }
     }
@@ -1511,7 +1631,12 @@ impl Validator<'_> {
             "print" => {
                 self.only_keys(item, &what, &set, &["count"])?;
                 let count = match &r.count {
-                    Some(v) => self.positive(&format!("{item}.count"), v, 1_000_000, "records printed per batch")? as usize,
+                    Some(v) => self.positive(
+                        &format!("{item}.count"),
+                        v,
+                        1_000_000,
+                        "records printed per batch",
+                    )? as usize,
                     None => 10,
                 };
                 SinkKind::Print { count }
@@ -1520,10 +1645,22 @@ impl Validator<'_> {
                 self.only_keys(item, &what, &set, &["prefix", "suffix"])?;
                 let p = self.required(&r.prefix, item, "prefix", s.span(), "a path prefix such as \"out/counts\"", "files are named <prefix>-<batch ms>.<suffix>; relative prefixes are under the data directory")?;
                 if p.get_ref().trim().is_empty() || p.get_ref().ends_with('/') {
-                    return Err(self.src.err(p.span(), format!("{item}.prefix"), "a path prefix ending in a file name part, such as \"out/counts\"", Some(format!("\"{}\"", p.get_ref())), "files are named <prefix>-<batch ms>.<suffix>"));
+                    return Err(self.src.err(
+                        p.span(),
+                        format!("{item}.prefix"),
+                        "a path prefix ending in a file name part, such as \"out/counts\"",
+                        Some(format!("\"{}\"", p.get_ref())),
+                        "files are named <prefix>-<batch ms>.<suffix>",
+                    ));
                 }
                 let suffix = r.suffix.as_ref().map_or_else(
-                    || if k == "text_files" { "txt".to_string() } else { "jsonl".to_string() },
+                    || {
+                        if k == "text_files" {
+                            "txt".to_string()
+                        } else {
+                            "jsonl".to_string()
+                        }
+                    },
                     |x| x.get_ref().clone(),
                 );
                 let prefix = PathBuf::from(p.get_ref());
@@ -1534,13 +1671,42 @@ impl Validator<'_> {
                 }
             }
             "kv" => {
-                return Err(self.src.err(
-                    kind.span(),
-                    format!("{item}.kind"),
-                    format!("a sink kind of this build ({})", SINK_KINDS.join(", ")),
-                    Some("\"kv\", which is not available in this build".into()),
-                    "the transactional key-value sink is not part of this build yet; use text_files or json_files",
-                ))
+                self.only_keys(item, &what, &set, &["table"])?;
+                let t = self.required(
+                    &r.table,
+                    item,
+                    "table",
+                    s.span(),
+                    "the table's name",
+                    "add table = \"totals\"; read it with `weir kv get|scan DATA_DIR TABLE`",
+                )?;
+                let name = t.get_ref();
+                if name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                {
+                    return Err(self.src.err(
+                        t.span(),
+                        format!("{item}.table"),
+                        "a plain name: letters, digits, `_` or `-`",
+                        Some(format!("\"{name}\"")),
+                        "the table is kept in the checkpoint under this name",
+                    ));
+                }
+                let k = nodes[input].kind();
+                if !matches!(k, Kind::Counts | Kind::Keyed) {
+                    return Err(self.src.err(
+                        kind.span(),
+                        format!("{item}.kind"),
+                        "an input of (key, number) pairs or keyed JSON records for kind = \"kv\"",
+                        Some(format!("{} from `{}`", k.label(), nodes[input].id())),
+                        "a table maps keys to values: count, sum or key_by first",
+                    ));
+                }
+                SinkKind::Kv {
+                    table: name.clone(),
+                }
             }
             other => {
                 return Err(self.src.err(
@@ -1548,7 +1714,9 @@ impl Validator<'_> {
                     format!("{item}.kind"),
                     format!("one of {}", SINK_KINDS.join(", ")),
                     Some(format!("\"{other}\"")),
-                    nearest(other, SINK_KINDS).map_or("see docs/pipeline.md".into(), |n| format!("did you mean \"{n}\"?")),
+                    nearest(other, SINK_KINDS).map_or("see docs/pipeline.md".into(), |n| {
+                        format!("did you mean \"{n}\"?")
+                    }),
                 ))
             }
         };

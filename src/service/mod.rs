@@ -26,6 +26,7 @@
 //! Must never: contain engine logic (it drives the public
 //! `StreamingContext` API only), or listen on a non-loopback address.
 
+pub mod chaos;
 pub mod compile;
 pub mod config;
 pub mod generator;
@@ -43,7 +44,7 @@ pub use config::{ConfigError, Pipeline};
 
 use crate::wal::Wal;
 use crate::StreamingContext;
-use status::{Live, Phase, Probe, SourceRow, WalRow};
+use status::{Live, Phase, Probe, ReceiverRow, Sample, SourceRow, WalRow};
 
 /// How often the service loop looks at the batch loop.
 pub const POLL: Duration = Duration::from_millis(50);
@@ -108,7 +109,8 @@ pub struct ServiceOptions {
     pub watchdog: Option<Duration>,
     /// Run at the first stop signal, before draining.
     pub on_stop: Vec<StopHook>,
-    /// Logs whose figures `/metrics` shows: `(stream name, log)`.
+    /// More logs whose figures `/metrics` shows, `(stream name, log)`
+    /// (those the context opened are always shown).
     pub wals: Vec<(String, Arc<Wal>)>,
     /// Extra figures (the TOML front door's generators and drop counts).
     pub compiled: Option<Compiled>,
@@ -155,11 +157,12 @@ struct ContextProbe {
     ssc: Arc<StreamingContext>,
     wals: Vec<(String, Arc<Wal>)>,
     generators: Vec<(String, Arc<generator::GeneratorSource>)>,
+    receivers: Vec<(String, compile::ReceiverCounters)>,
     dropped: Option<Arc<compile::Dropped>>,
 }
 
 impl Probe for ContextProbe {
-    fn sample(&self) -> (Vec<SourceRow>, Vec<WalRow>, Vec<(String, u64)>) {
+    fn sample(&self) -> Sample {
         use crate::dstream::Source;
         let committed = self.ssc.committed_positions();
         let pos = |n: &str| committed.iter().find(|(s, _)| s == n).map(|(_, p)| *p);
@@ -196,7 +199,27 @@ impl Probe for ContextProbe {
             .as_ref()
             .map(|d| d.snapshot())
             .unwrap_or_default();
-        (sources, wal, dropped)
+        let receivers = self
+            .receivers
+            .iter()
+            .map(|(name, c)| {
+                let (records, rejected) = c.sample();
+                ReceiverRow {
+                    name: name.clone(),
+                    records,
+                    rejected: rejected
+                        .into_iter()
+                        .map(|(w, n)| (w.to_string(), n))
+                        .collect(),
+                }
+            })
+            .collect();
+        Sample {
+            sources,
+            wal,
+            dropped,
+            receivers,
+        }
     }
 }
 
@@ -205,12 +228,55 @@ impl Probe for ContextProbe {
 /// thread (it runs its own tokio runtime), after building the pipeline
 /// and before `start()` (it starts the context itself).
 pub fn run_service(ssc: StreamingContext, opts: ServiceOptions) -> crate::Result<ServiceReport> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .thread_name("weir-service")
-        .build()
-        .map_err(ServiceError::Runtime)?;
-    rt.block_on(serve(Arc::new(ssc), opts))
+    Service::new()?.run(ssc, opts)
+}
+
+/// The service's runtime with SIGTERM/SIGINT already caught: create it
+/// first, then build the pipeline (which may take a while: opening logs
+/// and the checkpoint), then [`Service::run`]. A signal that arrives while
+/// the pipeline is built is not lost: the service stops right after the
+/// start instead of being killed by the signal's default action.
+pub struct Service {
+    rt: tokio::runtime::Runtime,
+    sigterm: tokio::signal::unix::Signal,
+    sigint: tokio::signal::unix::Signal,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// Starts the runtime and catches the stop signals.
+    pub fn new() -> crate::Result<Service> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("weir-service")
+            .build()
+            .map_err(ServiceError::Runtime)?;
+        let _guard = rt.enter();
+        let sigterm = signal(SignalKind::terminate()).map_err(ServiceError::Runtime)?;
+        let sigint = signal(SignalKind::interrupt()).map_err(ServiceError::Runtime)?;
+        drop(_guard);
+        Ok(Service {
+            rt,
+            sigterm,
+            sigint,
+        })
+    }
+
+    /// Runs `ssc` as [`run_service`] describes.
+    pub fn run(self, ssc: StreamingContext, opts: ServiceOptions) -> crate::Result<ServiceReport> {
+        let Service {
+            rt,
+            sigterm,
+            sigint,
+        } = self;
+        rt.block_on(serve(Arc::new(ssc), opts, sigterm, sigint))
+    }
 }
 
 struct Watchdog {
@@ -221,8 +287,9 @@ struct Watchdog {
 async fn serve(
     ssc: Arc<StreamingContext>,
     mut opts: ServiceOptions,
+    mut sigterm: tokio::signal::unix::Signal,
+    mut sigint: tokio::signal::unix::Signal,
 ) -> crate::Result<ServiceReport> {
-    use tokio::signal::unix::{signal, SignalKind};
     if let Some(a) = opts.http_address {
         if !a.ip().is_loopback() {
             return Err(ServiceError::Usage(format!(
@@ -232,10 +299,17 @@ async fn serve(
         }
     }
     let compiled = opts.compiled.take();
-    let (generators, dropped) = match compiled {
-        Some(c) => (c.generators, Some(c.dropped)),
-        None => (Vec::new(), None),
+    let (generators, receivers, dropped) = match compiled {
+        Some(c) => (c.generators, c.receivers, Some(c.dropped)),
+        None => (Vec::new(), Vec::new(), None),
     };
+    // Every input log the context opened, plus any the caller named.
+    let mut wals = std::mem::take(&mut opts.wals);
+    for (name, w) in ssc.input_logs() {
+        if !wals.iter().any(|(n, _)| *n == name) {
+            wals.push((name, w));
+        }
+    }
     for (_, g) in &generators {
         let g = g.clone();
         opts.on_stop.push(Box::new(move || g.stop_accepting()));
@@ -245,8 +319,9 @@ async fn serve(
         stateful_operators(&ssc),
         Box::new(ContextProbe {
             ssc: ssc.clone(),
-            wals: std::mem::take(&mut opts.wals),
+            wals,
             generators,
+            receivers,
             dropped,
         }),
     );
@@ -269,8 +344,6 @@ async fn serve(
         }
         None => None,
     };
-    let mut sigterm = signal(SignalKind::terminate()).map_err(ServiceError::Runtime)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(ServiceError::Runtime)?;
 
     notify("STATUS=recovering");
     let start = {
@@ -526,20 +599,39 @@ pub fn describe(p: &Pipeline) -> String {
     for n in &p.nodes {
         match n {
             Node::Source(src) => {
-                let SourceKind::Generator(g) = &src.kind;
-                let _ = writeln!(
-                    o,
-                    "  source {:<16} generator, {} records/s{}, {} -> {}",
-                    src.id,
-                    g.records_per_second,
-                    g.count.map_or(String::new(), |c| format!(", {c} in all")),
-                    if g.json {
-                        "one JSON object per record".to_string()
-                    } else {
-                        format!("{} line(s) per record", g.lines_per_record)
-                    },
-                    n.kind().label()
-                );
+                let rate = |r: &Option<u64>| {
+                    r.map_or(String::new(), |r| format!(", at most {r} records/s"))
+                };
+                let what = match &src.kind {
+                    SourceKind::Generator(g) => format!(
+                        "generator, {} records/s{}, {}",
+                        g.records_per_second,
+                        g.count.map_or(String::new(), |c| format!(", {c} in all")),
+                        if g.json {
+                            "one JSON object per record".to_string()
+                        } else {
+                            format!("{} line(s) per record", g.lines_per_record)
+                        }
+                    ),
+                    SourceKind::Socket { address, rate_max } => {
+                        format!(
+                            "socket client of {address}{} (log wal/{})",
+                            rate(rate_max),
+                            src.id
+                        )
+                    }
+                    SourceKind::Ingest { address, rate_max } => {
+                        format!(
+                            "ingest server on {address}{} (log wal/{})",
+                            rate(rate_max),
+                            src.id
+                        )
+                    }
+                    SourceKind::Directory { path } => {
+                        format!("new files in {} (log wal/{})", path.display(), src.id)
+                    }
+                };
+                let _ = writeln!(o, "  source {:<16} {what} -> {}", src.id, n.kind().label());
             }
             Node::Step(st) => {
                 let input = p.nodes[st.input].id();
@@ -600,6 +692,9 @@ pub fn describe(p: &Pipeline) -> String {
             SinkKind::Print { count } => format!("print the first {count} of each batch"),
             SinkKind::TextFiles { prefix, suffix } => {
                 format!("text files {}-<batch ms>.{suffix}", prefix.display())
+            }
+            SinkKind::Kv { table } => {
+                format!("key-value table `{table}` (weir kv scan DATA_DIR {table})")
             }
             SinkKind::JsonFiles { prefix, suffix } => {
                 format!("JSON-lines files {}-<batch ms>.{suffix}", prefix.display())

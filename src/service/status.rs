@@ -97,6 +97,30 @@ pub struct WalRow {
     pub fsync_seconds_total: f64,
 }
 
+/// One receiver's counters.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReceiverRow {
+    /// The source.
+    pub name: String,
+    /// Records (lines) stored durably.
+    pub records: u64,
+    /// `(reason, count)` of what it refused or lost before storing.
+    pub rejected: Vec<(String, u64)>,
+}
+
+/// What a [`Probe`] reads at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    /// Sources.
+    pub sources: Vec<SourceRow>,
+    /// Logs.
+    pub wal: Vec<WalRow>,
+    /// `(step, records dropped)`.
+    pub dropped: Vec<(String, u64)>,
+    /// Receivers.
+    pub receivers: Vec<ReceiverRow>,
+}
+
 /// A snapshot for `/status` (and the figures of `/metrics`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -122,14 +146,16 @@ pub struct Status {
     pub wal: Vec<WalRow>,
     /// `(step, records dropped)`.
     pub dropped: Vec<(String, u64)>,
+    /// Receivers' counters.
+    pub receivers: Vec<ReceiverRow>,
     /// Stateful operators (their state lives in the checkpoint).
     pub stateful_operators: Vec<String>,
 }
 
 /// Reads the live figures the status derives from (sources, logs).
 pub trait Probe: Send + Sync {
-    /// Sources and logs now.
-    fn sample(&self) -> (Vec<SourceRow>, Vec<WalRow>, Vec<(String, u64)>);
+    /// Sources, logs, receivers now.
+    fn sample(&self) -> Sample;
 }
 
 /// Shared between the service loop (writer) and the HTTP endpoint.
@@ -200,7 +226,12 @@ impl Live {
 
     /// A snapshot.
     pub fn status(&self) -> Status {
-        let (sources, wal, dropped) = self.probe.sample();
+        let Sample {
+            sources,
+            wal,
+            dropped,
+            receivers,
+        } = self.probe.sample();
         let c = self.lock();
         Status {
             phase: c.phase,
@@ -214,6 +245,7 @@ impl Live {
             sources,
             wal,
             dropped,
+            receivers,
             stateful_operators: self.operators.clone(),
         }
     }
@@ -416,6 +448,39 @@ pub fn metrics_text(s: &Status) -> String {
         "Records a step dropped by its on_error = \"drop\".",
         &by(&s.dropped, "step"),
     );
+    let recs: Vec<(String, u64)> = s
+        .receivers
+        .iter()
+        .map(|r| (r.name.clone(), r.records))
+        .collect();
+    metric(
+        "weir_receiver_records_total",
+        "counter",
+        "Records a receiver stored durably (rate: rate() of this).",
+        &by(&recs, "source"),
+    );
+    let rej: Vec<(String, String)> = s
+        .receivers
+        .iter()
+        .flat_map(|r| {
+            r.rejected.iter().map(move |(why, n)| {
+                (
+                    format!(
+                        "{{source=\"{}\",reason=\"{}\"}}",
+                        label(&r.name),
+                        label(why)
+                    ),
+                    n.to_string(),
+                )
+            })
+        })
+        .collect();
+    metric(
+        "weir_receiver_rejected_total",
+        "counter",
+        "What a receiver refused or lost before storing, by reason.",
+        &rej,
+    );
     o
 }
 
@@ -425,14 +490,14 @@ mod tests {
 
     struct Fixed;
     impl Probe for Fixed {
-        fn sample(&self) -> (Vec<SourceRow>, Vec<WalRow>, Vec<(String, u64)>) {
-            (
-                vec![SourceRow {
+        fn sample(&self) -> Sample {
+            Sample {
+                sources: vec![SourceRow {
                     name: "in".into(),
                     committed: 10,
                     backlog_records: 5,
                 }],
-                vec![WalRow {
+                wal: vec![WalRow {
                     name: "in".into(),
                     segments: 2,
                     end_lsn: 15,
@@ -441,8 +506,13 @@ mod tests {
                     fsyncs: 3,
                     fsync_seconds_total: 0.25,
                 }],
-                vec![("parse".into(), 1)],
-            )
+                dropped: vec![("parse".into(), 1)],
+                receivers: vec![ReceiverRow {
+                    name: "in".into(),
+                    records: 15,
+                    rejected: vec![("line_too_long".into(), 2)],
+                }],
+            }
         }
     }
 
@@ -468,6 +538,8 @@ mod tests {
             "weir_wal_fsync_seconds_total{stream=\"in\"} 0.25",
             "weir_records_dropped_total{step=\"parse\"} 1",
             "weir_phase{phase=\"starting\"} 1",
+            "weir_receiver_records_total{source=\"in\"} 15",
+            "weir_receiver_rejected_total{source=\"in\",reason=\"line_too_long\"} 2",
         ] {
             assert!(m.lines().any(|l| l == line), "missing {line} in\n{m}");
         }
