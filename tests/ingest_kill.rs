@@ -4,7 +4,7 @@
 //! feed` process sends numbered records as one producer. The server is
 //! killed with SIGKILL at random moments, ten times, and restarted on the
 //! same port each time; the feed reconnects and resumes (and is itself
-//! killed and restarted twice, resuming from the server's expected
+//! killed and restarted three times, resuming from the server's expected
 //! sequence, which is a line number of the same file). Then the feed
 //! must exit 0 (every record acknowledged), a draining run processes what
 //! was logged, and every record must be in the output exactly once.
