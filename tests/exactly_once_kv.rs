@@ -102,6 +102,10 @@ fn a_table_survives_restarts_and_reads_offline_and_from_the_command_line() {
                 .expect("get"),
             Some(5)
         );
+        let busy = weir::sink::KvTable::<String, u64>::open(dir.path(), "scores")
+            .expect_err("sled lets one opener at a time")
+            .to_string();
+        assert!(busy.contains("stop it first"), "{busy}");
         ssc.stop(false).expect("stop");
     }
     {

@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::dstream::state::EncodedState;
-use crate::dstream::{OperatorDesc, PipelineDescription, StateDelta};
+use crate::dstream::{OperatorDesc, PipelineDescription, StateChange, StateDelta};
 use crate::scheduler::{BatchSpec, CheckpointError, CheckpointStore, StateReader, StreamRange};
 use buckets::{Bucket, LinearHash};
 
@@ -564,7 +564,10 @@ impl SledCheckpointStore {
         deltas: &[Box<dyn StateDelta>],
         batch: &mut sled::Batch,
     ) -> Result<Vec<(String, OpRecordV1)>, CheckpointError> {
-        let mut records = Vec::new();
+        // One rebucketing per operator: two deltas of one operator in a
+        // batch would otherwise each start from the stored buckets, and the
+        // second would overwrite the first's. Later changes win.
+        let mut per_op: Vec<(String, Vec<StateChange>)> = Vec::new();
         for d in deltas {
             let changes = d.encode().map_err(|source| CheckpointError::Encode {
                 op: d.op().to_string(),
@@ -573,11 +576,15 @@ impl SledCheckpointStore {
             if changes.is_empty() {
                 continue;
             }
-            let op = d.op();
-            let rec = match records.iter().find(|(name, _)| name == op) {
-                Some((_, r)) => *r,
-                None => self.op_record(op)?,
-            };
+            match per_op.iter_mut().find(|(name, _)| name == d.op()) {
+                Some((_, all)) => all.extend(changes),
+                None => per_op.push((d.op().to_string(), changes)),
+            }
+        }
+        let mut records = Vec::new();
+        for (op, changes) in per_op {
+            let op = op.as_str();
+            let rec = self.op_record(op)?;
             let prefix = state_prefix(op)?;
             let r = buckets::rebucket(
                 rec.lh(),
@@ -602,7 +609,6 @@ impl SledCheckpointStore {
             let enc = codec::encode(&OpRecord::V1(new))
                 .map_err(|e| CheckpointError::Store(e.to_string()))?;
             batch.insert(named_prefix(OP_PREFIX, op)?, enc);
-            records.retain(|(name, _)| name != op);
             records.push((op.to_string(), new));
         }
         Ok(records)
@@ -961,11 +967,41 @@ mod tests {
         assert_eq!(s.state_sizes().expect("sizes"), vec![("counts".into(), 2)]);
     }
 
-    #[test]
-    fn operators_do_not_see_each_others_state() {
+    /// A fresh store with batch 1000 allocated.
+    fn with_batch_1000() -> (tempfile::TempDir, SledCheckpointStore) {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut s = SledCheckpointStore::open(dir.path(), SledConfig::default()).expect("open");
         s.allocate(&spec(1000, 0, 1)).expect("allocate");
+        (dir, s)
+    }
+
+    #[test]
+    fn two_deltas_of_one_operator_in_a_batch_both_land() {
+        let (_dir, mut s) = with_batch_1000();
+        s.commit(
+            1000,
+            &[
+                delta("c", &[("a", Some("1")), ("b", Some("1"))]),
+                delta("c", &[("b", Some("2")), ("d", Some("3"))]),
+            ],
+        )
+        .expect("commit");
+        let mut got = pairs(s.load_state("c").expect("load"));
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "2".into()),
+                ("d".into(), "3".into())
+            ]
+        );
+        assert_eq!(s.state_sizes().expect("sizes"), vec![("c".into(), 3)]);
+    }
+
+    #[test]
+    fn operators_do_not_see_each_others_state() {
+        let (_dir, mut s) = with_batch_1000();
         // "ab" + key "c" must not collide with "a" + key "bc".
         s.commit(
             1000,

@@ -196,7 +196,13 @@ fn open_table(data_dir: &Path, table: &str) -> crate::Result<crate::checkpoint::
         &dir,
         crate::checkpoint::SledConfig::default(),
     )
-    .map_err(SchedulerError::from)?;
+    .map_err(|e| {
+        crate::Error::Usage(format!(
+            "{e}. If weir is running on {}, stop it first (sled lets one process open a \
+             checkpoint) or read through the running context (`StreamingContext::kv_table`)",
+            data_dir.display()
+        ))
+    })?;
     let tables: Vec<String> = store
         .pipeline()
         .map_err(SchedulerError::from)?
