@@ -4,111 +4,27 @@
 //! backlog after `stop_timeout` (exit 0, processed after the restart) and
 //! a second signal that exits at once (recovered exactly once).
 
+mod service_common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const DEADLINE: Duration = Duration::from_secs(90);
-
-fn weir() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
-    c.env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("STATE_DIRECTORY")
-        .env("WEIR_LOG", "info");
-    c
-}
-
-struct Guard(Option<Child>);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+use service_common::{line_with, spawn_logged, wait_for, weir, Guard};
 
 /// Starts `weir run PIPELINE --data-dir DATA`; returns it and the ingest
 /// address it logged.
 fn start(pipeline: &Path, data: &Path) -> (Guard, String, mpsc::Receiver<String>) {
-    let mut child = weir()
-        .arg("run")
-        .arg(pipeline)
-        .arg("--data-dir")
-        .arg(data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let err = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    let start = Instant::now();
-    let addr = loop {
-        let l = rx
-            .recv_timeout(DEADLINE.saturating_sub(start.elapsed()))
-            .expect("an `ingest server listening` log line");
-        if l.contains("ingest server listening") {
-            break l
-                .split("address=")
-                .nth(1)
-                .and_then(|a| a.split_whitespace().next())
-                .expect("address")
-                .to_string();
-        }
-    };
-    (Guard(Some(child)), addr, rx)
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn wait_line(rx: &mpsc::Receiver<String>, needle: &str) {
-    let start = Instant::now();
-    loop {
-        match rx.recv_timeout(DEADLINE.saturating_sub(start.elapsed())) {
-            Ok(l) if l.contains(needle) => return,
-            Ok(_) => {}
-            Err(e) => panic!("no log line with {needle:?}: {e}"),
-        }
-    }
-}
-
-fn signal(child: &Child, sig: &str) {
-    assert!(Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(child.id().to_string())
-        .status()
-        .expect("kill")
-        .success());
-}
-
-fn wait_exit(g: &mut Guard, within: Duration) -> std::process::ExitStatus {
-    let c = g.0.as_mut().expect("child");
-    let start = Instant::now();
-    loop {
-        if let Some(s) = c.try_wait().expect("try_wait") {
-            g.0 = None;
-            return s;
-        }
-        assert!(start.elapsed() < within, "no exit within {within:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (g, rx) = spawn_logged(weir().arg("run").arg(pipeline).arg("--data-dir").arg(data));
+    let l = line_with(&rx, "ingest server listening");
+    let addr = l
+        .split("address=")
+        .nth(1)
+        .and_then(|a| a.split_whitespace().next())
+        .expect("address")
+        .to_string();
+    (g, addr, rx)
 }
 
 fn feed(addr: &str, file: &Path) {
@@ -195,11 +111,11 @@ table = "user_totals"
     std::fs::write(&input, text).expect("write");
     let data = dir.path().join("data");
     let (mut g, addr, rx) = start(&p, &data);
-    wait_line(&rx, "ready");
+    line_with(&rx, "ready");
     feed(&addr, &input);
     // Acknowledged means durable; a graceful stop processes all of it.
-    signal(g.0.as_ref().expect("child"), "TERM");
-    assert_eq!(wait_exit(&mut g, Duration::from_secs(30)).code(), Some(0));
+    g.signal("TERM");
+    assert_eq!(g.wait_exit(Duration::from_secs(30)).code(), Some(0));
     let out = weir()
         .args(["kv", "scan"])
         .arg(&data)
@@ -291,11 +207,11 @@ fn a_stop_leaves_the_rest_of_the_backlog_for_the_next_start() {
     let data = dir.path().join("data");
     let out = data.join("out");
     let (mut g, addr, rx) = start(&p, &data);
-    wait_line(&rx, "ready");
+    line_with(&rx, "ready");
     feed(&addr, &input);
     let asked = Instant::now();
-    signal(g.0.as_ref().expect("child"), "TERM");
-    assert_eq!(wait_exit(&mut g, Duration::from_secs(30)).code(), Some(0));
+    g.signal("TERM");
+    assert_eq!(g.wait_exit(Duration::from_secs(30)).code(), Some(0));
     let took = asked.elapsed();
     assert!(
         took < Duration::from_secs(5),
@@ -322,16 +238,15 @@ fn a_stop_leaves_the_rest_of_the_backlog_for_the_next_start() {
     // The next start processes the rest; a second signal exits at once
     // (exit 143) and the start after that recovers exactly once.
     let (mut g, _, rx) = start(&p, &data);
-    wait_line(&rx, "ready");
-    let c = g.0.as_ref().expect("child");
-    signal(c, "TERM");
-    signal(c, "TERM");
-    let st = wait_exit(&mut g, Duration::from_secs(5));
+    line_with(&rx, "ready");
+    g.signal("TERM");
+    g.signal("TERM");
+    let st = g.wait_exit(Duration::from_secs(5));
     assert_eq!(st.code(), Some(143), "{st:?}");
     let (mut g, _, _rx) = start(&p, &data);
     wait_for("every record", || counts(&out).len() == 6000);
-    signal(g.0.as_ref().expect("child"), "TERM");
-    assert_eq!(wait_exit(&mut g, Duration::from_secs(30)).code(), Some(0));
+    g.signal("TERM");
+    assert_eq!(g.wait_exit(Duration::from_secs(30)).code(), Some(0));
     let c = counts(&out);
     assert_eq!(c.len(), 6000);
     assert!(c.values().all(|&n| n == 1), "duplicates");

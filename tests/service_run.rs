@@ -4,99 +4,25 @@
 //! status page, /status and /metrics with live (increasing) figures.
 //! Every wait polls a condition with a deadline.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod service_common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const DEADLINE: Duration = Duration::from_secs(60);
+use service_common::{line_with, spawn_logged, wait_for, weir, Guard, DEADLINE};
 
-fn weir() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
-    c.env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("STATE_DIRECTORY")
-        .env("WEIR_LOG", "info");
-    c
-}
-
-/// Kills the child if a test fails half-way.
-struct Guard(Option<Child>);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            return s;
-        }
-        assert!(
-            start.elapsed() < within,
-            "the service did not exit within {within:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(child.id().to_string())
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok, "kill -{sig} failed");
-}
-
-/// Spawns the service; a thread forwards stderr lines to the receiver.
-fn spawn(args: &[&str], envs: &[(&str, &str)]) -> (Guard, mpsc::Receiver<String>) {
+/// Spawns `weir ARGS` with extra environment; stderr lines come through
+/// the receiver.
+fn spawn(args: &[&str], envs: &[(&str, &str)]) -> (Guard, std::sync::mpsc::Receiver<String>) {
     let mut cmd = weir();
-    cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.args(args);
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("spawn weir");
-    let err = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (Guard(Some(child)), rx)
-}
-
-/// Waits for a stderr line containing `needle`; returns it.
-fn line_with(rx: &mpsc::Receiver<String>, needle: &str) -> String {
-    let start = Instant::now();
-    loop {
-        let left = DEADLINE.saturating_sub(start.elapsed());
-        match rx.recv_timeout(left) {
-            Ok(l) if l.contains(needle) => return l,
-            Ok(_) => {}
-            Err(e) => panic!("no log line with {needle:?}: {e}"),
-        }
-    }
+    spawn_logged(&mut cmd)
 }
 
 fn http_get(addr: &str, path: &str) -> (String, String) {
@@ -151,14 +77,12 @@ fn sigterm_drains_commits_and_exits_zero() {
     // Windowed output every 2 s: wait for two files.
     wait_for("two output files", || out_files(&out).len() >= 2);
     line_with(&rx, "ready");
-    let child = g.0.as_mut().expect("child");
     let asked = Instant::now();
-    signal(child, "TERM");
-    let status = wait_exit(child, Duration::from_secs(30));
+    g.signal("TERM");
+    let status = g.wait_exit(Duration::from_secs(30));
     let took = asked.elapsed();
     assert_eq!(status.code(), Some(0), "exit status {status:?}");
     assert!(took < Duration::from_secs(10), "stop took {took:?}");
-    g.0 = None;
     let stopped = line_with(&rx, "stopped cleanly");
     assert!(stopped.contains("batches="), "{stopped}");
     // The last committed batch is on disk, and nothing is pending.
@@ -346,15 +270,13 @@ fn the_status_page_metrics_and_status_show_live_data() {
     let (head, _) = http_get(&addr, "/nope");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
 
-    let child = g.0.as_mut().expect("child");
-    signal(child, "INT");
-    assert_eq!(wait_exit(child, Duration::from_secs(30)).code(), Some(0));
-    g.0 = None;
+    g.signal("INT");
+    assert_eq!(g.wait_exit(Duration::from_secs(30)).code(), Some(0));
 }
 
 #[test]
 fn help_has_an_example_for_every_service_subcommand() {
-    for sub in ["run", "check", "status"] {
+    for sub in ["run", "check", "status", "chaos"] {
         let out = weir().args([sub, "--help"]).output().expect("help");
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success());
