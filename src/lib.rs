@@ -52,5 +52,5 @@ pub mod wal;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{StreamingContext, StreamingContextBuilder};
-pub use dstream::{DStream, Queue, QueueMode, State, StateSpec, Text};
+pub use dstream::{DStream, MapWithStateDStream, Queue, QueueMode, State, StateSpec, Text};
 pub use error::{Error, Result};

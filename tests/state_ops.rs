@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use weir::scheduler::MemoryCheckpointStore;
-use weir::{ManualClock, State, StateSpec, StreamingContext};
+use weir::{ManualClock, Queue, State, StateSpec, StreamingContext};
 
 fn words(ws: &[&str]) -> Vec<(String, i64)> {
     ws.iter().map(|w| (w.to_string(), 1)).collect()
@@ -94,9 +94,11 @@ fn running_sum(k: &String, v: Option<i64>, st: &mut State<i64>) -> String {
     }
 }
 
-#[test]
-fn map_with_state_touches_only_keys_with_data_and_times_out_every_batch() {
-    let h = ctx(1);
+type RunningSum = StateSpec<String, i64, i64, String>;
+
+/// Six batches (a and b, then a, two empty, b, empty) and a running sum
+/// with a 2 s timeout.
+fn running_sums_with_timeout() -> (Queue<(String, i64)>, RunningSum) {
     let q = queue(vec![
         vec![("a".to_string(), 1), ("b".to_string(), 2)],
         vec![("a".to_string(), 3)],
@@ -106,6 +108,13 @@ fn map_with_state_touches_only_keys_with_data_and_times_out_every_batch() {
         vec![],
     ]);
     let spec = StateSpec::function(running_sum).timeout(Duration::from_secs(2));
+    (q, spec)
+}
+
+#[test]
+fn map_with_state_touches_only_keys_with_data_and_times_out_every_batch() {
+    let h = ctx(1);
+    let (q, spec) = running_sums_with_timeout();
     let out = collect(&h.ssc.queue_stream(&q).map_with_state(spec));
     h.run(6);
     let s = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
@@ -169,6 +178,71 @@ fn map_with_state_removes_state_on_request() {
             (2000, vec!["a removed".to_string()]),
             (3000, vec!["a=7".to_string()]),
         ]
+    );
+}
+
+/// Spark's `stateSnapshots()`: every (key, state) after each batch's
+/// update, including keys without new data, without timed-out keys.
+#[test]
+fn state_snapshots_hold_every_key_after_each_batch() {
+    let h = ctx(2);
+    let (q, spec) = running_sums_with_timeout();
+    let mapped = h.ssc.queue_stream(&q).map_with_state(spec).name("sums");
+    let out = collect(&mapped);
+    let snaps = collect(&mapped.state_snapshots());
+    h.run(6);
+    assert_eq!(
+        sorted(&snaps),
+        owned(vec![
+            (1000, vec![("a", 1), ("b", 2)]),
+            (2000, vec![("a", 4), ("b", 2)]),
+            (3000, vec![("a", 4), ("b", 2)]),
+            // b times out at 4000, a at 5000; b comes back fresh at 5000.
+            (4000, vec![("a", 4)]),
+            (5000, vec![("b", 5)]),
+            (6000, vec![("b", 5)]),
+        ])
+    );
+    assert_eq!(out.lock().unwrap().len(), 6);
+    let d = h.ssc.describe();
+    let names: Vec<&str> = d.operators.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["queue", "sums", "sums/state_snapshots"]);
+}
+
+#[test]
+fn state_snapshots_alone_start_from_the_initial_state_and_drop_removed_keys() {
+    let h = ctx(2);
+    let q = queue(vec![
+        vec![("a".to_string(), 1)],
+        vec![("z".to_string(), -1)],
+        vec![("z".to_string(), 7)],
+        vec![],
+    ]);
+    let spec = StateSpec::function(|_: &String, v: Option<i64>, st: &mut State<i64>| {
+        let v = v.unwrap_or(0);
+        if v < 0 {
+            st.remove();
+        } else {
+            st.update(st.get().copied().unwrap_or(0) + v);
+        }
+    })
+    .initial_state(vec![("a".to_string(), 10), ("z".to_string(), 100)]);
+    // Only the snapshots are output: the operator still advances.
+    let snaps = collect(
+        &h.ssc
+            .queue_stream(&q)
+            .map_with_state(spec)
+            .state_snapshots(),
+    );
+    h.run(4);
+    assert_eq!(
+        sorted(&snaps),
+        owned(vec![
+            (1000, vec![("a", 11), ("z", 100)]),
+            (2000, vec![("a", 11)]),
+            (3000, vec![("a", 11), ("z", 7)]),
+            (4000, vec![("a", 11), ("z", 7)]),
+        ])
     );
 }
 

@@ -4,9 +4,38 @@
 mod common;
 use common::*;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use weir::scheduler::MemoryCheckpointStore;
+use weir::{ManualClock, StreamingContext};
+
 const S: fn(u64) -> Duration = Duration::from_secs;
+
+/// A context on `store` (partitions 2) whose manual clock starts at
+/// `start_ms`, as a restarted process would build it.
+fn on_store(store: &MemoryCheckpointStore, start_ms: u64) -> (StreamingContext, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(start_ms));
+    let ssc = StreamingContext::builder()
+        .batch_interval(S(1))
+        .parallelism(2)
+        .partitions(2)
+        .clock(clock.clone())
+        .checkpoint_store(Box::new(store.clone()))
+        .build()
+        .unwrap();
+    (ssc, clock)
+}
+
+/// Starts `ssc`, runs `n` batches one by one, stops.
+fn run_batches(ssc: &StreamingContext, clock: &ManualClock, n: u64) {
+    ssc.start().unwrap();
+    for _ in 0..n {
+        let t = clock.advance(1000);
+        ssc.await_batch(t, WAIT).unwrap();
+    }
+    ssc.stop(false).unwrap();
+}
 
 fn one(xs: &[i32]) -> Vec<i32> {
     xs.to_vec()
@@ -63,6 +92,119 @@ fn count_and_reduce_by_window() {
     );
     // Windows (t-3s, t] at t = 2000 and 4000.
     assert_eq!(get(&r), vec![(2000, vec![7]), (4000, vec![7])]);
+}
+
+/// Spark's `reduceByWindow(reduce, invReduce, w, s)`: the same values as
+/// the plain reduce while the window holds records, then the "zero" the
+/// inverse leaves (the plain reduce emits nothing for an empty window);
+/// nothing before the first record.
+#[test]
+fn reduce_by_window_with_inverse() {
+    let h = ctx(2);
+    let q = queue(vec![vec![], one(&[1, 1]), one(&[5]), vec![], one(&[2])]);
+    let s = h.ssc.queue_stream(&q);
+    let inv31 = collect(&s.reduce_by_window_inv(|a, b| a + b, |a, b| a - b, S(3), S(1)));
+    let plain31 = collect(&s.reduce_by_window(|a, b| a + b, S(3), S(1)));
+    let inv42 = collect(&s.reduce_by_window_inv(|a, b| a + b, |a, b| a - b, S(4), S(2)));
+    h.run(10);
+    assert_eq!(
+        get(&inv31),
+        vec![
+            (1000, vec![]),
+            (2000, vec![2]),
+            (3000, vec![7]),
+            (4000, vec![7]),
+            (5000, vec![7]),
+            (6000, vec![2]),
+            (7000, vec![2]),
+            (8000, vec![0]),
+            (9000, vec![0]),
+            (10000, vec![0]),
+        ]
+    );
+    assert_eq!(
+        get(&plain31),
+        vec![
+            (1000, vec![]),
+            (2000, vec![2]),
+            (3000, vec![7]),
+            (4000, vec![7]),
+            (5000, vec![7]),
+            (6000, vec![2]),
+            (7000, vec![2]),
+            (8000, vec![]),
+            (9000, vec![]),
+            (10000, vec![]),
+        ]
+    );
+    // Slide of two batches: at 4000 the batches 3000 and 4000 enter; at
+    // 6000 1000..2000 leave (7 - 2) and 5000..6000 enter (+ 2); at 8000
+    // 3000..4000 leave (7 - 5); at 10000 5000..6000 leave (2 - 2).
+    assert_eq!(
+        get(&inv42),
+        vec![
+            (2000, vec![2]),
+            (4000, vec![7]),
+            (6000, vec![7]),
+            (8000, vec![2]),
+            (10000, vec![0]),
+        ]
+    );
+    let d = h.ssc.describe();
+    let op = |name: &str| {
+        d.operators
+            .iter()
+            .find(|o| o.name == name)
+            .unwrap_or_else(|| panic!("no operator {name}"))
+            .clone()
+    };
+    let w = op("queue/reduce_by_window");
+    assert_eq!(w.kind, "reduce_by_window");
+    assert_eq!(w.params.get("window_ms").map(String::as_str), Some("3000"));
+    assert_eq!(w.params.get("slide_ms").map(String::as_str), Some("1000"));
+    assert_eq!(w.params.get("inverse").map(String::as_str), Some("true"));
+    assert_eq!(w.params.get("filter"), None);
+    assert!(!w.stateful);
+    assert!(op("queue/reduce_by_window.reduced").stateful);
+    assert!(op("queue/reduce_by_window.reduced.panes").stateful);
+    assert_eq!(op("queue/reduce_by_window#2").params.get("inverse"), None);
+    assert_eq!(
+        op("queue/reduce_by_window#3")
+            .params
+            .get("window_ms")
+            .map(String::as_str),
+        Some("4000")
+    );
+}
+
+/// The inverse window's value survives a restart (a new context on the
+/// same checkpoint store) and keeps being updated incrementally.
+#[test]
+fn reduce_by_window_with_inverse_survives_a_restart() {
+    let store = MemoryCheckpointStore::new();
+    let q = queue(vec![one(&[1]), one(&[2]), one(&[4]), one(&[8])]);
+    let sum2 = |ssc: &StreamingContext| {
+        collect(
+            &ssc.queue_stream(&q)
+                .reduce_by_window_inv(|a, b| a + b, |a, b| a - b, S(2), S(1))
+                .name("sum2"),
+        )
+    };
+    let (ssc, clock) = on_store(&store, 0);
+    let out = sum2(&ssc);
+    run_batches(&ssc, &clock, 2);
+    assert_eq!(get(&out), vec![(1000, vec![1]), (2000, vec![3])]);
+    let ops = store.operators();
+    assert!(ops.contains(&"sum2.reduced".to_string()), "{ops:?}");
+    assert!(ops.contains(&"sum2.reduced.panes".to_string()), "{ops:?}");
+    let (ssc, clock) = on_store(&store, 2000);
+    let out = sum2(&ssc);
+    run_batches(&ssc, &clock, 3);
+    // 3000: 2 + 4; 4000: 4 + 8; 5000: 8 + nothing.
+    assert_eq!(
+        get(&out),
+        vec![(3000, vec![6]), (4000, vec![12]), (5000, vec![8])]
+    );
 }
 
 fn pairs(words: &[&str]) -> Vec<(String, i64)> {
@@ -253,42 +395,19 @@ fn union_of_streams_with_different_slides_is_refused() {
 /// checkpoint store (the source is not re-read for past batches).
 #[test]
 fn window_contents_survive_a_restart_through_their_panes() {
-    use std::sync::Arc;
-    use weir::scheduler::MemoryCheckpointStore;
-    use weir::{ManualClock, StreamingContext};
-
     let store = MemoryCheckpointStore::new();
     let q = queue(vec![one(&[1]), one(&[2]), one(&[3]), one(&[4])]);
-    let build = |start: u64| {
-        let clock = Arc::new(ManualClock::new(start));
-        let ssc = StreamingContext::builder()
-            .batch_interval(S(1))
-            .parallelism(2)
-            .partitions(2)
-            .clock(clock.clone())
-            .checkpoint_store(Box::new(store.clone()))
-            .build()
-            .unwrap();
-        let out = collect(&ssc.queue_stream(&q).window(S(3), S(1)).name("last3"));
-        (ssc, clock, out)
-    };
-    let (ssc, clock, out) = build(0);
-    ssc.start().unwrap();
-    for t in [1000, 2000] {
-        clock.advance(1000);
-        ssc.await_batch(t, WAIT).unwrap();
-    }
-    ssc.stop(false).unwrap();
+    let last3 =
+        |ssc: &StreamingContext| collect(&ssc.queue_stream(&q).window(S(3), S(1)).name("last3"));
+    let (ssc, clock) = on_store(&store, 0);
+    let out = last3(&ssc);
+    run_batches(&ssc, &clock, 2);
     assert_eq!(get(&out), vec![(1000, one(&[1])), (2000, one(&[1, 2]))]);
     assert!(store.operators().contains(&"last3.panes".to_string()));
 
-    let (ssc, clock, out) = build(2000);
-    ssc.start().unwrap();
-    for t in [3000, 4000] {
-        clock.advance(1000);
-        ssc.await_batch(t, WAIT).unwrap();
-    }
-    ssc.stop(false).unwrap();
+    let (ssc, clock) = on_store(&store, 2000);
+    let out = last3(&ssc);
+    run_batches(&ssc, &clock, 2);
     assert_eq!(
         sorted(&out),
         vec![(3000, one(&[1, 2, 3])), (4000, one(&[2, 3, 4]))]

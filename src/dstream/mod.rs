@@ -35,7 +35,7 @@ pub use eval::{BatchCtx, Parts, Runner, SequentialRunner};
 pub use graph::{Graph, OperatorDesc, OutputDesc, PipelineDescription, Plan};
 pub use source::{BoxError, Queue, QueueFull, QueueMode, Source};
 pub use state::{StateChange, StateDecoder, StateDelta, StateStore};
-pub use stateful::{State, StateSpec};
+pub use stateful::{MapWithStateDStream, State, StateSpec};
 pub use text::Text;
 
 use eval::{MatParts, PartFn, Stream};

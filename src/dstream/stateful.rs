@@ -5,7 +5,10 @@
 //! `update_state_by_key` emits every key of the new state, per partition in
 //! key order; `map_with_state` emits, per partition, the mapped values of
 //! the batch's records (keys in order of first appearance, records in input
-//! order), then the values returned by timing-out keys in key order.
+//! order), then the values returned by timing-out keys in key order; its
+//! `state_snapshots()` emits the whole new state, per partition in key
+//! order, computed on demand from the committed state and the batch's
+//! changes.
 //!
 //! Limits: state is bounded only by the user's keys (`None`/`remove`/
 //! timeouts drop keys). Must never: mutate committed state during a batch.
@@ -15,8 +18,8 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::eval::BatchCtx;
-use super::graph::StatefulEntry;
+use super::eval::{BatchCtx, MatParts, PartFn, Parts, Stream};
+use super::graph::{NodeId, StatefulEntry};
 use super::pair::{group, Key};
 use super::state::{push_partition_changes, KvDecoder, KvDelta, KvState};
 use super::window::Persist;
@@ -189,11 +192,12 @@ impl<K: Key + Ord + Persist, V: Data> DStream<(K, V)> {
 
     /// Keeps a state per key, called only for keys with new data (once per
     /// record) and for keys timing out (every batch). Emits what the
-    /// function returns.
+    /// function returns; [`MapWithStateDStream::state_snapshots`] gives the
+    /// whole state after each batch.
     pub fn map_with_state<S: Data + Persist, U: Data>(
         &self,
         spec: StateSpec<K, V, S, U>,
-    ) -> DStream<U> {
+    ) -> MapWithStateDStream<K, S, U> {
         let parent = self.s.clone();
         let params = vec![(
             "timeout_ms",
@@ -205,16 +209,188 @@ impl<K: Key + Ord + Persist, V: Data> DStream<(K, V)> {
             initial,
             timeout_ms,
         } = spec;
-        let out: DStream<U> = self.materialized(
-            meta("map_with_state", vec![self.id], self.slide_ms(), params),
-            move |id| {
-                move |ctx: &BatchCtx| {
-                    map_with_state_batch(ctx, ctx.name(id), &parent, &*func, &initial, timeout_ms)
-                }
-            },
-        );
+        let id = self.g.add_node(meta(
+            "map_with_state",
+            vec![self.id],
+            self.slide_ms(),
+            params,
+        ));
+        let op = Arc::new(MapWithStateOp {
+            id,
+            parent,
+            func,
+            initial,
+            timeout_ms,
+        });
+        let out = DStream {
+            g: self.g.clone(),
+            id,
+            s: op.clone() as Arc<dyn Stream<U>>,
+        };
         out.register_stateful::<K, (S, u64)>(self.slide_ms());
-        out
+        let snapshots: SnapshotFn<K, S, U> = Arc::new(move |out: &DStream<U>| {
+            let op = op.clone();
+            out.new_node(
+                meta("state_snapshots", vec![out.id], out.slide_ms(), vec![]),
+                move |id| Arc::new(Snapshots { id, op }),
+            )
+        });
+        MapWithStateDStream {
+            stream: out,
+            snapshots,
+        }
+    }
+}
+
+type SnapshotFn<K, S, U> = Arc<dyn Fn(&DStream<U>) -> DStream<(K, S)> + Send + Sync>;
+
+/// The stream `map_with_state` returns: the mapped values (it derefs to a
+/// [`DStream<U>`]) plus [`state_snapshots`](Self::state_snapshots), as
+/// Spark's `MapWithStateDStream`.
+pub struct MapWithStateDStream<K, S, U> {
+    stream: DStream<U>,
+    snapshots: SnapshotFn<K, S, U>,
+}
+
+impl<K, S, U> Clone for MapWithStateDStream<K, S, U> {
+    fn clone(&self) -> Self {
+        MapWithStateDStream {
+            stream: self.stream.clone(),
+            snapshots: self.snapshots.clone(),
+        }
+    }
+}
+
+impl<K, S, U> std::fmt::Debug for MapWithStateDStream<K, S, U> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("MapWithStateDStream")
+            .field(&self.stream)
+            .finish()
+    }
+}
+
+impl<K, S, U> std::ops::Deref for MapWithStateDStream<K, S, U> {
+    type Target = DStream<U>;
+    fn deref(&self) -> &DStream<U> {
+        &self.stream
+    }
+}
+
+impl<K, S, U> From<MapWithStateDStream<K, S, U>> for DStream<U> {
+    fn from(m: MapWithStateDStream<K, S, U>) -> DStream<U> {
+        m.stream
+    }
+}
+
+impl<K, S, U: Data> MapWithStateDStream<K, S, U> {
+    /// Names the operator (its state is keyed by this name); see
+    /// [`DStream::name`].
+    pub fn name(self, name: &str) -> Self {
+        MapWithStateDStream {
+            stream: self.stream.name(name),
+            snapshots: self.snapshots,
+        }
+    }
+
+    /// The mapped values as a plain [`DStream`].
+    pub fn into_stream(self) -> DStream<U> {
+        self.stream
+    }
+
+    /// Every `(key, state)` after each batch's update (timed-out and
+    /// removed keys excluded), per partition in key order: Spark's
+    /// `stateSnapshots()`. Named `<map_with_state name>/state_snapshots`.
+    pub fn state_snapshots(&self) -> DStream<(K, S)> {
+        (self.snapshots)(&self.stream)
+    }
+}
+
+/// One batch of `map_with_state`: the mapped values and, per partition,
+/// the state changes in key order (`None` = removed).
+struct MwsBatch<K, S, U> {
+    outs: Parts<U>,
+    changes: Vec<Changes<K, S>>,
+}
+
+struct MapWithStateOp<K, V, S, U> {
+    id: NodeId,
+    parent: Arc<dyn Stream<(K, V)>>,
+    func: Arc<MapFn<K, V, S, U>>,
+    initial: Vec<(K, S)>,
+    timeout_ms: Option<u64>,
+}
+
+impl<K, V, S, U> MapWithStateOp<K, V, S, U>
+where
+    K: Key + Ord + Persist,
+    V: Data,
+    S: Data + Persist,
+    U: Data,
+{
+    fn batch(&self, ctx: &BatchCtx) -> Result<Arc<MwsBatch<K, S, U>>, EngineError> {
+        ctx.memo(self.id, || {
+            map_with_state_batch(
+                ctx,
+                ctx.name(self.id),
+                &self.parent,
+                &*self.func,
+                &self.initial,
+                self.timeout_ms,
+            )
+        })
+    }
+}
+
+impl<K, V, S, U> Stream<U> for MapWithStateOp<K, V, S, U>
+where
+    K: Key + Ord + Persist,
+    V: Data,
+    S: Data + Persist,
+    U: Data,
+{
+    fn prepare(&self, ctx: &BatchCtx) -> Result<Arc<dyn PartFn<U>>, EngineError> {
+        Ok(Arc::new(MatParts(self.batch(ctx)?.outs.clone())))
+    }
+}
+
+/// The state after a `map_with_state` batch: its committed state with the
+/// batch's changes applied.
+struct Snapshots<K, V, S, U> {
+    id: NodeId,
+    op: Arc<MapWithStateOp<K, V, S, U>>,
+}
+
+impl<K, V, S, U> Stream<(K, S)> for Snapshots<K, V, S, U>
+where
+    K: Key + Ord + Persist,
+    V: Data,
+    S: Data + Persist,
+    U: Data,
+{
+    fn prepare(&self, ctx: &BatchCtx) -> Result<Arc<dyn PartFn<(K, S)>>, EngineError> {
+        let parts = ctx.memo(self.id, || {
+            let b = self.op.batch(ctx)?;
+            let prev = ctx
+                .state
+                .get::<KvState<K, (S, u64)>>(ctx.name(self.op.id))?;
+            let parts = ctx.par_map(b.changes.len(), |i| {
+                let mut m: BTreeMap<&K, &S> = BTreeMap::new();
+                if let Some(p) = prev {
+                    m.extend(p.parts[i].iter().map(|(k, (s, _))| (k, s)));
+                }
+                for (k, c) in &b.changes[i] {
+                    match c {
+                        Some((s, _)) => m.insert(k, s),
+                        None => m.remove(k),
+                    };
+                }
+                m.into_iter()
+                    .map(|(k, s)| (k.clone(), s.clone()))
+                    .collect::<Vec<_>>()
+            });
+            Ok(Arc::new(parts))
+        })?;
+        Ok(Arc::new(MatParts((*parts).clone())))
     }
 }
 
@@ -236,11 +412,11 @@ type Changes<K, S> = Vec<(K, Option<(S, u64)>)>;
 fn map_with_state_batch<K, V, S, U>(
     ctx: &BatchCtx,
     name: &str,
-    parent: &Arc<dyn super::eval::Stream<(K, V)>>,
+    parent: &Arc<dyn Stream<(K, V)>>,
     func: &MapFn<K, V, S, U>,
     initial: &[(K, S)],
     timeout_ms: Option<u64>,
-) -> Result<Vec<Vec<U>>, EngineError>
+) -> Result<MwsBatch<K, S, U>, EngineError>
 where
     K: Key + Ord + Persist,
     V: Data,
@@ -316,21 +492,24 @@ where
         Ok((out, overlay.into_iter().collect()))
     });
     let mut outs = Vec::with_capacity(r);
-    let mut changes = Vec::new();
+    let mut changes = Vec::with_capacity(r);
     for res in results {
         let (o, c) = res.map_err(|msg| EngineError::StateMisuse {
             op: name.to_string(),
             msg,
         })?;
         outs.push(o);
-        changes.extend(c);
+        changes.push(c);
     }
     ctx.push_delta(Box::new(KvDelta {
         op: name.to_string(),
         partitions: r,
-        changes,
+        changes: changes.iter().flatten().cloned().collect(),
     }));
-    Ok(outs)
+    Ok(MwsBatch {
+        outs: Arc::new(outs),
+        changes,
+    })
 }
 
 /// Whether two values encode to the same bytes (so persisting `a` over `b`

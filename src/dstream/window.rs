@@ -212,6 +212,37 @@ impl<T: Data + Persist> DStream<T> {
         out
     }
 
+    /// [`reduce_by_window`](Self::reduce_by_window) maintained
+    /// incrementally (Spark's `reduceByWindow(reduce, invReduce, window,
+    /// slide)`): the previous window's value, plus `f` of the batches
+    /// entering, "minus" `inv` of the batches leaving. `inv` must undo `f`
+    /// (`inv(f(a, b), b) == a`). As in Spark, once the stream has seen a
+    /// record it emits one value at every slide, even when the window has
+    /// since become empty (then the "zero" `inv` leaves, e.g. `0`); before
+    /// the first record it emits nothing.
+    pub fn reduce_by_window_inv(
+        &self,
+        f: impl Fn(T, T) -> T + Send + Sync + 'static,
+        inv: impl Fn(T, T) -> T + Send + Sync + 'static,
+        window: Duration,
+        slide: Duration,
+    ) -> DStream<T> {
+        // One key for the whole stream, as Spark does it.
+        let pairs = self.map(|x| ((), x));
+        let reduced =
+            pairs.reduce_by_key_and_window_inv(f, inv, window, slide, None::<fn(&((), T)) -> bool>);
+        let out = reduced.map(|(_, v)| v);
+        let params = self.g.lock().nodes[reduced.id].params.clone();
+        self.g.compose(
+            out.id,
+            "reduce_by_window",
+            params.into_iter().filter(|(k, _)| *k != "filter").collect(),
+            vec![self.id],
+            &[(pairs.id, "pairs"), (reduced.id, "reduced")],
+        );
+        out
+    }
+
     pub(crate) fn compose_over<U, W>(
         &self,
         out: &DStream<U>,
