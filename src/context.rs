@@ -204,6 +204,7 @@ impl StreamingContextBuilder {
             .store
             .unwrap_or_else(|| Box::new(MemoryCheckpointStore::new()));
         Ok(StreamingContext {
+            input_logs: Mutex::new(Vec::new()),
             graph: Graph::new(interval_ms, self.partitions),
             state_reader: store.state_reader(),
             cfg: SchedulerConfig {
@@ -264,6 +265,8 @@ pub struct StreamingContext {
     wal_config: crate::wal::WalConfig,
     backlog_bytes_max: u64,
     records_per_second_max: Option<u64>,
+    /// Every input log opened for a stream, by stream name (for metrics).
+    input_logs: Mutex<Vec<(String, Arc<crate::wal::Wal>)>>,
     inner: Mutex<Inner>,
 }
 
@@ -372,7 +375,21 @@ impl StreamingContext {
         if let Some(t) = &report.torn_tail {
             tracing::warn!(stream = name, segment = %t.path.display(), bytes = t.bytes_cut, "recovered the input log: cut a torn tail of never-acknowledged bytes");
         }
-        Ok(Arc::new(wal))
+        let wal = Arc::new(wal);
+        self.input_logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((name.to_string(), wal.clone()));
+        Ok(wal)
+    }
+
+    /// `(stream name, log)` of every input log this context opened (WAL and
+    /// receiver streams), for metrics and status.
+    pub fn input_logs(&self) -> Vec<(String, Arc<crate::wal::Wal>)> {
+        self.input_logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// A stream fed by `receiver`, through the WAL `DATA_DIR/wal/<name>`
@@ -615,6 +632,16 @@ impl StreamingContext {
             .scheduler
             .as_ref()
             .map(|s| s.statistics())
+            .unwrap_or_default()
+    }
+
+    /// `(source, position)` after the last batch this process committed
+    /// (empty before the first commit); the service's backlog metric.
+    pub fn committed_positions(&self) -> Vec<(String, u64)> {
+        self.lock()
+            .scheduler
+            .as_ref()
+            .map(|s| s.committed_positions())
             .unwrap_or_default()
     }
 }
