@@ -17,12 +17,69 @@ use crate::wal::{self, RealFs, Wal, WalConfig};
     about = "A crash-safe micro-batch stream processor"
 )]
 pub struct Cli {
+    /// Log format on stderr: `text` (human-readable) or `json` (one object
+    /// per line, for journald or a log shipper). Level: $WEIR_LOG (e.g.
+    /// `info`, `weir=debug`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured on a terminal).
+    Text,
+    /// JSON objects, one per line.
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a pipeline as a service until stopped (SIGTERM / SIGINT: drain,
+    /// commit, exit 0). Without PIPELINE (or with --demo) it runs the
+    /// embedded demo: the tweet pipeline on the bundled generator, data in
+    /// ./weir-data, each batch printed.
+    ///
+    /// Examples:
+    ///   weir run                                  # the demo, until Ctrl-C
+    ///   weir run --batches 5                      # the demo, five batches
+    ///   weir run /etc/weir/pipeline.toml --data-dir /var/lib/weir
+    #[command(verbatim_doc_comment)]
+    Run(RunArgs),
+    /// Validate a pipeline file and print its graph (sources, steps with
+    /// the kind of records they make, stateful names, sinks). Exit 1 with
+    /// file:line:column, the key and a hint if it is wrong.
+    ///
+    /// Example: weir check /etc/weir/pipeline.toml
+    Check {
+        /// The pipeline file (TOML); with --demo, the embedded demo.
+        #[arg(required_unless_present = "demo")]
+        pipeline: Option<PathBuf>,
+        /// Check the embedded demo pipeline.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Crash-test a pipeline yourself: run one (ingest server -> one text
+    /// file per batch), feed numbered records with `weir feed`, SIGKILL the
+    /// service at random moments N times (or `systemctl kill` a unit),
+    /// restart it, and check every record is in the output exactly once.
+    /// Prints `kills: K, records: R, lost: L, duplicated: D, ...`; exit 1
+    /// unless nothing was lost or duplicated.
+    ///
+    /// Examples:
+    ///   weir chaos --kills 10 --records 100000
+    ///   weir chaos --systemd weir --ingest 127.0.0.1:7070 --out /var/lib/weir/out
+    #[command(verbatim_doc_comment)]
+    Chaos(ChaosArgs),
+    /// Show a stopped service's data directory: last committed batch,
+    /// pending batches, state keys per operator, each input log's size,
+    /// segments and backlog. Exit 1 if a log is damaged. (A running
+    /// service holds the checkpoint lock: read its /status instead.)
+    ///
+    /// Example: weir status /var/lib/weir
+    Status { data_dir: PathBuf },
     /// Inspect, verify or repair a write-ahead log directory.
     #[command(subcommand)]
     Wal(WalCommand),
@@ -30,10 +87,6 @@ pub enum Command {
     /// of a data directory.
     #[command(subcommand)]
     Checkpoint(CheckpointCommand),
-    /// Read a key-value table (written by `save_to_kv`) of a stopped data
-    /// directory.
-    #[command(subcommand)]
-    Kv(KvCommand),
     /// Send the lines of FILE (or standard input) to an ingest server as one
     /// producer. Line N (from 0) is record N, so running it again with the
     /// same input and producer resumes where the server is. Reconnects after
@@ -80,6 +133,10 @@ pub enum Command {
         #[arg(long)]
         drain: bool,
     },
+    /// Read a key-value table (written by `save_to_kv`) of a stopped data
+    /// directory.
+    #[command(subcommand)]
+    Kv(KvCommand),
     /// Test helper: runs the crash tests' stateful word count on DATA_DIR
     /// (input log `DATA_DIR/wal/input`, outputs in `DATA_DIR/out`) until
     /// killed, or with --drain until every logged record is processed.
@@ -108,6 +165,57 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         scan_interval_ms: u64,
     },
+}
+
+/// Arguments of `weir chaos`.
+#[derive(Debug, clap::Args)]
+pub struct ChaosArgs {
+    /// SIGKILLs to deliver.
+    #[arg(long, default_value_t = 5)]
+    pub kills: u32,
+    /// Numbered records to feed.
+    #[arg(long, default_value_t = 20_000)]
+    pub records: u64,
+    /// Seed of the kill moments (the same seed, the same pauses).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Longest pause between kills, ms.
+    #[arg(long, default_value_t = 1500)]
+    pub pause_ms_max: u64,
+    /// Working directory (default: a new one under the system temp dir).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Torment this systemd unit instead (`systemctl kill --signal=SIGKILL`);
+    /// needs --ingest and --out.
+    #[arg(long, value_name = "UNIT")]
+    pub systemd: Option<String>,
+    /// The unit's ingest source address (with --systemd).
+    #[arg(long, value_name = "ADDR")]
+    pub ingest: Option<String>,
+    /// Where the unit's text files go (with --systemd).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+/// Arguments of `weir run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The pipeline file (TOML). Leave out for the embedded demo.
+    pub pipeline: Option<PathBuf>,
+    /// Run the embedded demo pipeline (also the default without a file).
+    #[arg(long, conflicts_with = "pipeline")]
+    pub demo: bool,
+    /// Data directory (WAL, checkpoint, relative sink paths). Default:
+    /// pipeline.data_dir, else $STATE_DIRECTORY, else ./weir-data.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Stop gracefully after N new batches (for tests and CI).
+    #[arg(long, value_name = "N")]
+    pub batches: Option<u64>,
+    /// Status endpoint address (loopback), or `off`. Default: the file's
+    /// service.http_address, else 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    pub http_address: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,8 +297,17 @@ pub enum WalCommand {
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    let default_level = if matches!(cli.command, Command::Run(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    init_tracing(cli.log_format, default_level);
     let result = match cli.command {
+        Command::Run(args) => service_run(args),
+        Command::Check { pipeline, demo } => service_check(pipeline.as_deref(), demo),
+        Command::Status { data_dir } => service_status(&data_dir),
+        Command::Chaos(args) => service_chaos(args),
         Command::Wal(WalCommand::Inspect { dir }) => inspect(&dir),
         Command::Wal(WalCommand::Verify { dir }) => verify(&dir),
         Command::Wal(WalCommand::Repair { dir }) => repair(&dir),
@@ -278,13 +395,17 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat, default_level: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => b.json().try_init(),
+        LogFormat::Text => b.with_ansi(std::io::stderr().is_terminal()).try_init(),
+    };
 }
 
 fn require_dir(dir: &Path) -> Result<(), crate::Error> {
@@ -712,4 +833,163 @@ pub fn parse_torture_record(p: &[u8]) -> Option<(usize, u64)> {
     let t = it.next()?.parse().ok()?;
     let seq = it.next()?.parse().ok()?;
     Some((t, seq))
+}
+
+// ---- service subcommands: run, check, status (src/service/) ----------
+
+fn load_pipeline(
+    file: Option<&Path>,
+    demo: bool,
+) -> Result<crate::service::Pipeline, crate::Error> {
+    match file {
+        Some(f) if !demo => Ok(crate::service::config::load(f)?),
+        _ => Ok(crate::service::config::parse(
+            "<embedded demo>",
+            crate::service::DEMO_TOML,
+            Path::new("."),
+        )
+        .map_err(crate::service::ServiceError::from)?),
+    }
+}
+
+fn service_check(file: Option<&Path>, demo: bool) -> Result<ExitCode, crate::Error> {
+    let p = load_pipeline(file, demo)?;
+    print!("{}", crate::service::describe(&p));
+    println!("ok: the pipeline is valid");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn service_run(args: RunArgs) -> Result<ExitCode, crate::Error> {
+    use crate::service::{self, ServiceOptions};
+    let p = load_pipeline(args.pipeline.as_deref(), args.demo)?;
+    let data_dir = service::data_dir_for(&p, args.data_dir.as_deref());
+    let http_address = match args.http_address.as_deref() {
+        None => p.settings.http_address,
+        Some("off") => None,
+        Some(a) => Some(a.parse().map_err(|_| {
+            crate::Error::Usage(format!(
+                "--http-address {a}: expected an address such as 127.0.0.1:9464, or off"
+            ))
+        })?),
+    };
+    tracing::info!(pipeline = %p.file, data_dir = %data_dir.display(), "starting");
+    // Signals are caught before the (possibly slow) build, so a stop that
+    // arrives meanwhile is a clean stop.
+    let svc = service::Service::new()?;
+    let (ssc, compiled) = service::build(&p, &data_dir, Arc::new(crate::SystemClock))?;
+    let report = svc.run(
+        ssc,
+        ServiceOptions {
+            http_address,
+            batches_max: args.batches,
+            compiled: Some(compiled),
+            ..ServiceOptions::default()
+        },
+    )?;
+    tracing::info!(
+        batches = report.batches,
+        records = report.records,
+        signal = report.signal.unwrap_or("none"),
+        "exiting"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn service_chaos(a: ChaosArgs) -> Result<ExitCode, crate::Error> {
+    let dir = match a.dir {
+        Some(d) => d,
+        None => std::env::temp_dir().join(format!("weir-chaos-{}", std::process::id())),
+    };
+    println!("chaos: working in {}", dir.display());
+    let report = crate::service::chaos::run(&crate::service::chaos::ChaosConfig {
+        kills: a.kills,
+        records: a.records,
+        seed: a.seed,
+        dir,
+        systemd_unit: a.systemd,
+        ingest_addr: a.ingest,
+        out_dir: a.out,
+        pause_ms_max: a.pause_ms_max,
+    })?;
+    println!("{report}");
+    if report.lost == 0 && report.duplicated == 0 && report.foreign == 0 {
+        println!("ok: every record exactly once");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("FAILED: records lost or duplicated; keep the working directory for a bug report");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn service_status(data_dir: &Path) -> Result<ExitCode, crate::Error> {
+    use crate::scheduler::CheckpointStore;
+    let store = open_checkpoint(data_dir).map_err(|e| {
+        crate::Error::Usage(format!(
+            "{e}\n(if weir is running on {}, it holds the checkpoint lock: read its status endpoint, GET /status or /metrics)",
+            data_dir.display()
+        ))
+    })?;
+    let ck = |e| crate::Error::from(crate::scheduler::SchedulerError::from(e));
+    let completed = store.completed().map_err(ck)?;
+    let last = completed.last();
+    match last {
+        None => println!("last committed batch: none"),
+        Some(b) => println!("last committed batch: {} ms", b.time_ms),
+    }
+    let pending = store.pending().map_err(ck)?;
+    if pending.is_empty() {
+        println!("pending batches: none");
+    }
+    for b in &pending {
+        println!(
+            "pending batch (re-run at next start): {} ms {:?}",
+            b.time_ms, b.ranges
+        );
+    }
+    for (op, n) in store.state_sizes().map_err(ck)? {
+        println!("state `{op}`: {n} keys");
+    }
+    let mut damaged = false;
+    let wal_root = data_dir.join("wal");
+    let mut streams: Vec<PathBuf> = match std::fs::read_dir(&wal_root) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    streams.sort();
+    if streams.is_empty() {
+        println!("input logs: none (generator sources need none)");
+    }
+    for dir in streams {
+        let name = dir
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let report = wal::verify_dir(&RealFs, &dir)?;
+        let committed = last
+            .and_then(|b| b.ranges.iter().find(|r| r.source == name))
+            .map_or(report.first_lsn().unwrap_or(0), |r| r.end);
+        let end = report.end_lsn().unwrap_or(0);
+        println!(
+            "log `{name}`: {} segments, {} bytes, records {}..{}, backlog {} records",
+            report.segments.len(),
+            report.bytes(),
+            report.first_lsn().unwrap_or(0),
+            end,
+            end.saturating_sub(committed)
+        );
+        if let Some(p) = &report.problem {
+            print_problem(p);
+            damaged = true;
+        }
+    }
+    if damaged {
+        println!("a log is damaged: see `weir wal verify` and docs/operations.md (repair)");
+        return Ok(ExitCode::FAILURE);
+    }
+    if pending.is_empty() {
+        println!("clean: every allocated batch is committed");
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -29,6 +29,9 @@ pub const PARALLELISM_MAX: usize = 1024;
 pub const PARTITIONS_MAX: usize = 65_536;
 /// Default number of shuffle partitions.
 pub const PARTITIONS_DEFAULT: usize = 4;
+/// Longest `stop()` waits for the receiver threads together; a receiver
+/// still running then is named in the log and left behind.
+pub const RECEIVER_STOP_WAIT_MAX: Duration = Duration::from_secs(5);
 /// Default bound on a graceful stop's draining.
 pub const GRACEFUL_STOP_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 
@@ -201,6 +204,7 @@ impl StreamingContextBuilder {
             .store
             .unwrap_or_else(|| Box::new(MemoryCheckpointStore::new()));
         Ok(StreamingContext {
+            input_logs: Mutex::new(Vec::new()),
             graph: Graph::new(interval_ms, self.partitions),
             state_reader: store.state_reader(),
             cfg: SchedulerConfig {
@@ -261,6 +265,8 @@ pub struct StreamingContext {
     wal_config: crate::wal::WalConfig,
     backlog_bytes_max: u64,
     records_per_second_max: Option<u64>,
+    /// Every input log opened for a stream, by stream name (for metrics).
+    input_logs: Mutex<Vec<(String, Arc<crate::wal::Wal>)>>,
     inner: Mutex<Inner>,
 }
 
@@ -369,7 +375,21 @@ impl StreamingContext {
         if let Some(t) = &report.torn_tail {
             tracing::warn!(stream = name, segment = %t.path.display(), bytes = t.bytes_cut, "recovered the input log: cut a torn tail of never-acknowledged bytes");
         }
-        Ok(Arc::new(wal))
+        let wal = Arc::new(wal);
+        self.input_logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((name.to_string(), wal.clone()));
+        Ok(wal)
+    }
+
+    /// `(stream name, log)` of every input log this context opened (WAL and
+    /// receiver streams), for metrics and status.
+    pub fn input_logs(&self) -> Vec<(String, Arc<crate::wal::Wal>)> {
+        self.input_logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// A stream fed by `receiver`, through the WAL `DATA_DIR/wal/<name>`
@@ -539,8 +559,21 @@ impl StreamingContext {
         for (shared, _) in &receivers {
             shared.request_stop();
         }
+        // Bounded: a custom receiver that ignores `is_stopping` must not
+        // hold the stop past systemd's stop timeout. It is left running
+        // (its stores fail with `Stopping` from here on) and named.
+        let deadline = std::time::Instant::now() + RECEIVER_STOP_WAIT_MAX;
         for (shared, t) in receivers {
-            if t.join().is_err() {
+            while !t.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if !t.is_finished() {
+                tracing::error!(
+                    stream = %shared.name(),
+                    waited_ms = RECEIVER_STOP_WAIT_MAX.as_millis() as u64,
+                    "receiver did not stop in time; stopping without it (its Receiver::run must return once ctx.is_stopping() is true)"
+                );
+            } else if t.join().is_err() {
                 tracing::error!(stream = %shared.name(), "receiver thread panicked while stopping");
             }
         }
@@ -599,6 +632,16 @@ impl StreamingContext {
             .scheduler
             .as_ref()
             .map(|s| s.statistics())
+            .unwrap_or_default()
+    }
+
+    /// `(source, position)` after the last batch this process committed
+    /// (empty before the first commit); the service's backlog metric.
+    pub fn committed_positions(&self) -> Vec<(String, u64)> {
+        self.lock()
+            .scheduler
+            .as_ref()
+            .map(|s| s.committed_positions())
             .unwrap_or_default()
     }
 }

@@ -25,6 +25,9 @@ pub enum Error {
     /// The write-ahead log.
     #[error(transparent)]
     Wal(#[from] crate::wal::WalError),
+    /// The service: pipeline files, the daemon, the status endpoint.
+    #[error(transparent)]
+    Service(#[from] crate::service::ServiceError),
     /// Receivers (socket, directory, ingest, custom).
     #[error(transparent)]
     Receiver(#[from] crate::receiver::ReceiverError),

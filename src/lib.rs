@@ -45,6 +45,7 @@ pub mod failpoint;
 pub mod pipelines;
 pub mod receiver;
 pub mod scheduler;
+pub mod service;
 pub mod sink;
 pub mod testdata;
 pub mod wal;

@@ -59,45 +59,71 @@ fn vocabulary(n: usize) -> Vec<String> {
 /// `count` lines, each exactly 82 bytes and 13 words, deterministic for
 /// a given `seed`.
 pub fn tweet_lines(count: usize, seed: u64) -> Vec<String> {
-    let vocab = vocabulary(20_000);
-    // SplitMix64 of the seed: nearby seeds give unrelated streams.
-    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    let mut rng = Rng((z ^ (z >> 31)) | 1);
-    let mut by_len: Vec<Vec<String>> = vec![Vec::new(); LINE_BYTES];
-    for w in vocab.iter().take(2_000) {
-        if w.len() < LINE_BYTES {
-            by_len[w.len()].push(w.clone());
-        }
+    TweetGenerator::new().lines(count, seed)
+}
+
+/// The vocabulary behind [`tweet_lines`], built once (about 20 000 words)
+/// so that callers generating many chunks do not rebuild it each time.
+pub struct TweetGenerator {
+    vocab: Vec<String>,
+    by_len: Vec<Vec<String>>,
+}
+
+impl Default for TweetGenerator {
+    fn default() -> Self {
+        Self::new()
     }
-    let mut out = Vec::with_capacity(count);
-    while out.len() < count {
-        let mut words: Vec<String> = (0..LINE_WORDS)
-            .map(|_| {
-                // Zipf's law (s = 1, as in natural language): rank
-                // N^u - 1 for uniform u has P(rank < r) = ln(r + 1) / ln(N).
-                let u = (rng.next() % 1_000_000) as f64 / 1_000_000.0;
-                let rank = (vocab.len() as f64).powf(u) as usize - 1;
-                vocab[rank.min(vocab.len() - 1)].clone()
-            })
-            .collect();
-        let len: usize = words.iter().map(String::len).sum::<usize>() + LINE_WORDS - 1;
-        if len > LINE_BYTES || len + 12 < LINE_BYTES {
-            continue;
+}
+
+impl TweetGenerator {
+    /// Builds the vocabulary.
+    pub fn new() -> Self {
+        let vocab = vocabulary(20_000);
+        let mut by_len: Vec<Vec<String>> = vec![Vec::new(); LINE_BYTES];
+        for w in vocab.iter().take(2_000) {
+            if w.len() < LINE_BYTES {
+                by_len[w.len()].push(w.clone());
+            }
         }
-        // Replace the last word by a vocabulary word of the length that
-        // makes the line exactly LINE_BYTES long (retry if there is none).
-        let need = LINE_BYTES - (len - words[LINE_WORDS - 1].len());
-        let Some(fit) = by_len.get(need).and_then(|ws| {
-            (!ws.is_empty()).then(|| ws[(rng.next() % ws.len() as u64) as usize].clone())
-        }) else {
-            continue;
-        };
-        words[LINE_WORDS - 1] = fit;
-        out.push(words.join(" "));
+        TweetGenerator { vocab, by_len }
     }
-    out
+
+    /// The same lines as `tweet_lines(count, seed)`.
+    pub fn lines(&self, count: usize, seed: u64) -> Vec<String> {
+        let (vocab, by_len) = (&self.vocab, &self.by_len);
+        // SplitMix64 of the seed: nearby seeds give unrelated streams.
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        let mut rng = Rng((z ^ (z >> 31)) | 1);
+        let mut out = Vec::with_capacity(count);
+        while out.len() < count {
+            let mut words: Vec<String> = (0..LINE_WORDS)
+                .map(|_| {
+                    // Zipf's law (s = 1, as in natural language): rank
+                    // N^u - 1 for uniform u has P(rank < r) = ln(r + 1) / ln(N).
+                    let u = (rng.next() % 1_000_000) as f64 / 1_000_000.0;
+                    let rank = (vocab.len() as f64).powf(u) as usize - 1;
+                    vocab[rank.min(vocab.len() - 1)].clone()
+                })
+                .collect();
+            let len: usize = words.iter().map(String::len).sum::<usize>() + LINE_WORDS - 1;
+            if len > LINE_BYTES || len + 12 < LINE_BYTES {
+                continue;
+            }
+            // Replace the last word by a vocabulary word of the length that
+            // makes the line exactly LINE_BYTES long (retry if there is none).
+            let need = LINE_BYTES - (len - words[LINE_WORDS - 1].len());
+            let Some(fit) = by_len.get(need).and_then(|ws| {
+                (!ws.is_empty()).then(|| ws[(rng.next() % ws.len() as u64) as usize].clone())
+            }) else {
+                continue;
+            };
+            words[LINE_WORDS - 1] = fit;
+            out.push(words.join(" "));
+        }
+        out
+    }
 }
 
 /// The seed's wire shape: each tweet followed by ` __end `.

@@ -365,7 +365,7 @@ impl Receiver for Hooked {
             if fail.load(Ordering::SeqCst) {
                 Err("progress file not writable".into())
             } else {
-                Ok(())
+                Ok(end)
             }
         }));
         while !ctx.is_stopping() {
@@ -471,4 +471,57 @@ fn config_errors_are_refused() {
         .receiver_stream("in", Failing, weir::receiver::utf8)
         .unwrap_err();
     assert!(e.to_string().contains("needs a data directory"), "{e}");
+}
+
+/// Ignores `is_stopping` (a buggy custom receiver) until `release` is set;
+/// its stores fail with `Stopping` once the context stops.
+struct Stubborn {
+    release: Arc<AtomicBool>,
+    refused: Arc<AtomicU64>,
+}
+
+impl Receiver for Stubborn {
+    fn run(self: Box<Self>, ctx: ReceiverContext) -> Result<(), BoxError> {
+        while !self.release.load(Ordering::SeqCst) {
+            if let Err(ReceiverError::Stopping) = ctx.store(&[&b"x"[..]]) {
+                self.refused.fetch_add(1, Ordering::SeqCst);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn stop_does_not_wait_forever_for_a_receiver_that_ignores_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let ssc = ctx(dir.path(), clock, 1 << 20);
+    let release = Arc::new(AtomicBool::new(false));
+    let refused = Arc::new(AtomicU64::new(0));
+    let s = ssc
+        .receiver_stream(
+            "stubborn",
+            Stubborn {
+                release: release.clone(),
+                refused: refused.clone(),
+            },
+            weir::receiver::utf8,
+        )
+        .unwrap();
+    let _out = collect(&s);
+    ssc.start().unwrap();
+    let began = Instant::now();
+    ssc.stop(false).unwrap();
+    // Bounded by RECEIVER_STOP_WAIT_MAX, not by the receiver.
+    assert!(
+        began.elapsed() < weir::context::RECEIVER_STOP_WAIT_MAX + WAIT,
+        "stop took {:?}",
+        began.elapsed()
+    );
+    assert!(
+        refused.load(Ordering::SeqCst) > 0,
+        "stores after stop must fail"
+    );
+    release.store(true, Ordering::SeqCst);
 }

@@ -334,3 +334,74 @@ fn invalid_settings_are_refused_with_the_stream_name() {
         "{e}"
     );
 }
+
+/// Invalid UTF-8 triples a line (U+FFFD is 3 bytes), so limits are checked
+/// against the repaired size: lines of nothing but bad bytes, at the line
+/// limit after a short line, with a WAL whose append limit is exactly 3 x
+/// the line limit, are all kept (before, the raw size let both into one
+/// append the WAL refused, which stopped the stream); a line limit the WAL could not hold once repaired is
+/// refused up front.
+#[test]
+fn lines_of_invalid_utf8_at_the_limit_fit_the_wal_after_repair() {
+    let wal = weir::wal::WalConfig {
+        record_bytes_max: 3 << 10,
+        append_bytes_max: 3 << 10,
+        ..weir::wal::WalConfig::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let ssc = StreamingContext::builder()
+        .batch_interval(Duration::from_secs(1))
+        .clock(clock.clone())
+        .data_dir(dir.path())
+        .wal_config(wal.clone())
+        .build()
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let too_long = ssc
+        .socket_text_stream_with(
+            "refused",
+            &addr,
+            SocketConfig {
+                line_bytes_max: (1 << 10) + 1,
+                store_bytes_max: 3 << 10,
+                ..fast()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(too_long.contains("line_bytes_max"), "{too_long}");
+    let (s, stats) = ssc
+        .socket_text_stream_with(
+            "bad",
+            &addr,
+            SocketConfig {
+                line_bytes_max: 1 << 10,
+                store_bytes_max: 3 << 10,
+                ..fast()
+            },
+        )
+        .unwrap();
+    let out = collect(&s);
+    ssc.start().unwrap();
+    let (mut conn, _) = listener.accept().unwrap();
+    let mut input = Vec::new();
+    // A short line first leaves room (by the raw size) for a bad line.
+    for _ in 0..4 {
+        input.extend_from_slice(b"a\n");
+        input.extend_from_slice(&[0xff; 1 << 10]);
+        input.push(b'\n');
+    }
+    conn.write_all(&input).unwrap();
+    wait_for("eight lines", || SocketStats::get(&stats.lines_stored) == 8);
+    let t = clock.advance(1000);
+    ssc.await_batch(t, WAIT).unwrap();
+    let got: Vec<String> = get(&out).into_iter().flat_map(|(_, r)| r).collect();
+    let want: Vec<String> = (0..4)
+        .flat_map(|_| ["a".to_string(), "\u{fffd}".repeat(1 << 10)])
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(SocketStats::get(&stats.lines_repaired), 4);
+    ssc.stop(false).unwrap();
+}

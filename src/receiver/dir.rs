@@ -69,7 +69,8 @@ pub struct DirConfig {
     pub line_bytes_max: usize,
     /// Most lines per chunk (one WAL record).
     pub lines_per_chunk_max: usize,
-    /// Most line bytes per chunk (at least `line_bytes_max`).
+    /// Most line bytes per chunk (at least 3 x `line_bytes_max`: invalid
+    /// UTF-8 can triple a line).
     pub chunk_bytes_max: usize,
     /// Most new files taken per directory scan.
     pub files_per_scan_max: usize,
@@ -102,9 +103,11 @@ impl DirConfig {
         };
         let record_max = wal.record_bytes_max as usize;
         let overhead = CHUNK_FIXED_BYTES + NAME_BYTES_MAX + 4 * self.lines_per_chunk_max;
-        if self.line_bytes_max == 0 || self.chunk_bytes_max < self.line_bytes_max {
+        if self.line_bytes_max == 0
+            || self.chunk_bytes_max < super::lines::repaired_bytes_max(self.line_bytes_max)
+        {
             return bad(format!(
-                "line_bytes_max {} must be positive and at most chunk_bytes_max {}",
+                "line_bytes_max {} must be positive and at most a third of chunk_bytes_max {} (invalid UTF-8 can triple a line)",
                 self.line_bytes_max, self.chunk_bytes_max
             ));
         }
@@ -827,7 +830,8 @@ impl DirReceiver {
 
     fn has_room(&self, c: &ChunkBuf) -> bool {
         c.ends.len() < self.config.lines_per_chunk_max
-            && c.text.len() + self.config.line_bytes_max <= self.config.chunk_bytes_max
+            && c.text.len() + super::lines::repaired_bytes_max(self.config.line_bytes_max)
+                <= self.config.chunk_bytes_max
     }
 
     fn on_line(
@@ -1016,7 +1020,7 @@ impl StreamingContext {
         // Set before start: a batch may be released before the receiver
         // thread runs.
         ReceiverContext::new(shared).set_release_hook(Box::new(move |end| {
-            DirReceiver::persist(&known, &progress_path, end)
+            DirReceiver::persist(&known, &progress_path, end).map(|()| end)
         }));
         Ok((chunks.flat_map(|lines: Vec<String>| lines), stats))
     }

@@ -274,12 +274,21 @@ impl ProducerTable {
     /// published values that are stale), so every record below `end` is
     /// reflected. It never waits for a producer's lock: a store holding it
     /// may be waiting for this very release (backpressure).
-    fn save_before_release(&self, end: u64) -> Result<(), IngestError> {
+    ///
+    /// Returns how far segments may be deleted: the position the saved
+    /// snapshot covers. When no segment is deletable now the snapshot is
+    /// not rewritten (an fsync saved per batch) and the older bound is
+    /// returned, so a segment sealed after this look is not deleted before
+    /// a snapshot covers it.
+    fn save_before_release(&self, end: u64) -> Result<u64, IngestError> {
         let mut covered = lock(&self.covered);
+        if end <= *covered {
+            return Ok(end);
+        }
         let segs = self.wal.segments();
         let deletes = segs.len() > 1 && segs[0].2.is_some_and(|e| e <= end);
-        if end <= *covered || !deletes {
-            return Ok(());
+        if !deletes {
+            return Ok(*covered);
         }
         let mut map: HashMap<Box<[u8]>, u64> = lock(&self.map)
             .iter()
@@ -304,7 +313,7 @@ impl ProducerTable {
             }
         })?;
         *covered = end;
-        Ok(())
+        Ok(end)
     }
 }
 
@@ -950,5 +959,65 @@ impl crate::StreamingContext {
                 .map_err(|e| -> BoxError { Box::new(e) })
         }));
         Ok(IngestStream { stream, local_addr })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::WalConfig;
+
+    fn stored(seq: u64) -> Vec<u8> {
+        let mut v = Vec::new();
+        super::super::ingest_proto::encode_stored(&mut v, b"p", seq, &[b'x'; 600]);
+        v
+    }
+
+    /// The race the hook's returned bound closes: the hook sees one active
+    /// segment (nothing deletable, so no snapshot), then an append seals
+    /// that segment exactly at the released position. Deleting below the
+    /// released position would drop records no snapshot covers, and the
+    /// next start would refuse with `SnapshotBehind`.
+    #[test]
+    fn a_segment_sealed_after_the_hook_looked_waits_for_a_snapshot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = WalConfig {
+            segment_bytes_max: 4096,
+            record_bytes_max: 1024,
+            append_bytes_max: 1024,
+            ..WalConfig::default()
+        };
+        let (wal, _) = Wal::open(dir.path().join("wal"), cfg).expect("open wal");
+        let wal = Arc::new(wal);
+        let snap = snapshot_path(wal.dir());
+        let table = ProducerTable::recover("s", wal.clone(), snap.clone(), 10).expect("recover");
+        let mut seq = 0;
+        let raced = loop {
+            assert!(seq < 100, "no segment roll after 100 records");
+            let end = wal.end();
+            let safe = table.save_before_release(end).expect("hook");
+            wal.append(&[stored(seq)]).expect("append");
+            seq += 1;
+            let segs = wal.segments();
+            if segs.len() == 2 && segs[0].2 == Some(end) {
+                break (end, safe);
+            }
+        };
+        let (end, safe) = raced;
+        assert_eq!(
+            safe, 0,
+            "no snapshot was written, so nothing may be deleted"
+        );
+        assert_eq!(wal.remove_segments_below(safe).expect("cleanup"), 0);
+        assert!(ProducerTable::recover("s", wal.clone(), snap.clone(), 10).is_ok());
+        // The next release sees the sealed segment, saves, and lets it go.
+        assert_eq!(table.save_before_release(end).expect("hook"), end);
+        assert_eq!(wal.remove_segments_below(end).expect("cleanup"), 1);
+        let again =
+            ProducerTable::recover("s", wal.clone(), snap, 10).expect("recover from snapshot");
+        let next = lock(&again.map)
+            .get(&b"p"[..])
+            .map(|p| p.published.load(Ordering::Acquire));
+        assert_eq!(next, Some(seq));
     }
 }

@@ -117,6 +117,15 @@ impl LineSplitter {
     }
 }
 
+/// How large a line of `line_bytes_max` bytes can become as text: each
+/// invalid byte turns into U+FFFD, 3 bytes in UTF-8. Chunk and store
+/// limits are checked against this, not the raw length, so bad bytes from
+/// a peer cannot make a record the WAL refuses (which would stop the
+/// stream).
+pub(crate) fn repaired_bytes_max(line_bytes_max: usize) -> usize {
+    line_bytes_max.saturating_mul(3)
+}
+
 /// The line as text: valid UTF-8 as is, otherwise with U+FFFD replacing
 /// each invalid sequence (`Cow::Owned` tells the caller it was repaired).
 pub(crate) fn to_text(line: &[u8]) -> Cow<'_, str> {

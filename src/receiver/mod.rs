@@ -17,8 +17,9 @@
 //!
 //! Limits: the backlog bookkeeping holds at most [`BACKLOG_ENTRIES_MAX`]
 //! entries (older appends are merged into the newest entry, which only ever
-//! over-counts); one `store` may overshoot the backlog maximum by one append
-//! (at most the WAL's `append_bytes_max`); a blocked `store` notices a stop
+//! over-counts); each concurrent `store` that passed the backlog check may
+//! overshoot the maximum by its append (at most the WAL's
+//! `append_bytes_max`; `docs/receivers.md`); a blocked `store` notices a stop
 //! within [`STOP_POLL`]; the rate limit allows a burst of a tenth of a
 //! second's worth of records (at least one).
 //! Must never: acknowledge before the WAL's fsync, fsync on its own (appends
@@ -58,7 +59,9 @@ pub const STOP_POLL: Duration = Duration::from_millis(20);
 pub type Decoder<T> = Arc<dyn Fn(&[u8]) -> Result<T, BoxError> + Send + Sync>;
 
 /// The release hook: see [`ReceiverContext::set_release_hook`].
-pub type ReleaseHook = Box<dyn Fn(u64) -> Result<(), BoxError> + Send + Sync>;
+/// It returns the position below which WAL segments may be deleted (the
+/// source uses the smaller of it and the released `end`).
+pub type ReleaseHook = Box<dyn Fn(u64) -> Result<u64, BoxError> + Send + Sync>;
 
 /// Errors of receivers.
 #[derive(Debug, thiserror::Error)]
@@ -399,8 +402,13 @@ impl ReceiverContext {
 
     /// Registers a hook called by the source's `release(end)` after the
     /// batch commit is durable and before WAL segments below `end` are
-    /// deleted. If it returns `Err`, no segments are deleted this time
-    /// (retried at the next release). Replaces an earlier hook.
+    /// deleted. It returns how far deletion may go: `end` when everything
+    /// below `end` is safe to drop, less when the hook has not (yet) saved
+    /// what the records below `end` taught it. The bound is the hook's
+    /// answer, not a second look at the segment list, so a segment roll
+    /// between the hook and the deletion cannot delete records the hook
+    /// did not cover. If it returns `Err`, no segments are deleted this
+    /// time (retried at the next release). Replaces an earlier hook.
     pub fn set_release_hook(&self, hook: ReleaseHook) {
         *self.shared.hook.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
     }
@@ -476,21 +484,25 @@ impl<T: Send + 'static> Source<T> for WalSource<T> {
         // Only called after the batch's commit is durable (checkpoint
         // before cleanup). A failed cleanup loses nothing: it is retried at
         // the next release.
+        let mut delete_below = end;
         if let Some(s) = &self.stream {
             s.release(end);
             let hook = s.hook.lock().unwrap_or_else(|e| e.into_inner()).clone();
             if let Some(hook) = hook {
-                if let Err(e) = hook(end) {
-                    tracing::warn!(
-                        stream = %s.name,
-                        error = %e,
-                        "the receiver's release hook failed; WAL segments are kept and cleanup is retried after the next batch"
-                    );
-                    return;
+                match hook(end) {
+                    Ok(safe) => delete_below = safe.min(end),
+                    Err(e) => {
+                        tracing::warn!(
+                            stream = %s.name,
+                            error = %e,
+                            "the receiver's release hook failed; WAL segments are kept and cleanup is retried after the next batch"
+                        );
+                        return;
+                    }
                 }
             }
         }
-        if let Err(e) = self.wal.remove_segments_below(end) {
+        if let Err(e) = self.wal.remove_segments_below(delete_below) {
             tracing::warn!(
                 dir = %self.wal.dir().display(),
                 error = %e,

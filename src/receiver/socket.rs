@@ -47,7 +47,8 @@ pub struct SocketConfig {
     pub line_bytes_max: usize,
     /// Most lines in one WAL append.
     pub lines_per_store_max: usize,
-    /// Most line bytes in one WAL append (at least `line_bytes_max`).
+    /// Most line bytes in one WAL append (at least 3 x `line_bytes_max`:
+    /// invalid UTF-8 can triple a line).
     pub store_bytes_max: usize,
     /// First wait before reconnecting.
     pub backoff_initial: Duration,
@@ -111,10 +112,13 @@ impl SocketConfig {
                 message: m,
             })
         };
-        if self.line_bytes_max == 0 || self.line_bytes_max > wal.record_bytes_max as usize {
+        let repaired = super::lines::repaired_bytes_max(self.line_bytes_max);
+        if self.line_bytes_max == 0 || repaired > wal.record_bytes_max as usize {
             return bad(format!(
-                "line_bytes_max {} must be 1..={} (the WAL's record_bytes_max)",
-                self.line_bytes_max, wal.record_bytes_max
+                "line_bytes_max {} must be 1..={} (a third of the WAL's record_bytes_max {}: invalid UTF-8 can triple a line)",
+                self.line_bytes_max,
+                wal.record_bytes_max / 3,
+                wal.record_bytes_max
             ));
         }
         if self.lines_per_store_max == 0 || self.lines_per_store_max > wal.append_records_max {
@@ -123,11 +127,10 @@ impl SocketConfig {
                 self.lines_per_store_max, wal.append_records_max
             ));
         }
-        if self.store_bytes_max < self.line_bytes_max || self.store_bytes_max > wal.append_bytes_max
-        {
+        if self.store_bytes_max < repaired || self.store_bytes_max > wal.append_bytes_max {
             return bad(format!(
-                "store_bytes_max {} must be between line_bytes_max ({}) and the WAL's append_bytes_max ({})",
-                self.store_bytes_max, self.line_bytes_max, wal.append_bytes_max
+                "store_bytes_max {} must be between 3 x line_bytes_max ({repaired}: invalid UTF-8 can triple a line) and the WAL's append_bytes_max ({})",
+                self.store_bytes_max, wal.append_bytes_max
             ));
         }
         if self.backoff_initial.is_zero() || self.backoff_max < self.backoff_initial {
@@ -305,7 +308,8 @@ impl SocketReceiver {
 
     fn has_room(&self, p: &Pending) -> bool {
         p.ends.len() < self.config.lines_per_store_max
-            && p.data.len() + self.config.line_bytes_max <= self.config.store_bytes_max
+            && p.data.len() + super::lines::repaired_bytes_max(self.config.line_bytes_max)
+                <= self.config.store_bytes_max
     }
 
     fn connect(&self) -> std::io::Result<TcpStream> {

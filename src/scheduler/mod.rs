@@ -148,6 +148,8 @@ struct Progress {
     error_msg: Option<String>,
     last_completed: Option<u64>,
     stats: VecDeque<BatchStats>,
+    /// Each source's position after the last committed batch.
+    committed: Vec<(String, u64)>,
 }
 
 struct Shared {
@@ -385,6 +387,12 @@ impl Scheduler {
     pub fn statistics(&self) -> Vec<BatchStats> {
         self.shared.lock().stats.iter().cloned().collect()
     }
+
+    /// `(source, position)` after the last batch committed by this
+    /// process (empty before the first commit).
+    pub fn committed_positions(&self) -> Vec<(String, u64)> {
+        self.shared.lock().committed.clone()
+    }
 }
 
 impl Drop for Scheduler {
@@ -588,6 +596,12 @@ impl Engine {
             p.stats.pop_front();
         }
         p.last_completed = Some(spec.time_ms);
+        p.committed = self
+            .source_names
+            .iter()
+            .cloned()
+            .zip(ranges.iter().map(|r| r.end))
+            .collect();
         self.shared.cv.notify_all();
         Ok(())
     }
