@@ -226,6 +226,9 @@ def summarize_throughput(sys_, seconds):
 
 def scenario(system, make_cmd, feeder_exe, rate, seconds, batch_ms, work, name):
     work.mkdir(parents=True, exist_ok=True)
+    # A fresh data directory each run (a checkpoint of another batch
+    # interval would be refused, rightly).
+    shutil.rmtree(work / f"{name}-data", ignore_errors=True)
     f = Feeder(feeder_exe, rate, seconds, work / f"{name}-feeder.log")
     s = System(make_cmd(f.port, batch_ms, work / f"{name}-data"), outfile=work / f"{name}-stderr.log")
     deadline = time.time() + seconds + 60
