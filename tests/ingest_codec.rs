@@ -101,7 +101,12 @@ proptest! {
             // a frame (a length grew): then fewer frames came out, each
             // equal to the model's.
             Ok((p, got, left)) => {
-                prop_assert_eq!(p, b"prod".to_vec());
+                // The frame cut short may be the HELLO itself: then no
+                // producer was decoded, and no data frame either.
+                prop_assert!(
+                    p == b"prod".to_vec() || (p.is_empty() && got.is_empty()),
+                    "producer {:?} with {} frames", p, got.len()
+                );
                 prop_assert!(got.len() < model.len());
                 prop_assert!(left > 0, "an incomplete frame stays buffered");
                 prop_assert_eq!(&got[..], &model[..got.len()]);

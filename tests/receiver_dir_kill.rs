@@ -47,6 +47,19 @@ fn spawn(bin: &str, root: &Path, run: usize) -> Child {
         .expect("spawn weir")
 }
 
+/// Bytes in the files below `dir` (recursively); 0 if it does not exist.
+fn bytes_under(dir: &Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        match e.file_type() {
+            Ok(t) if t.is_dir() => total += bytes_under(&e.path()),
+            Ok(_) => total += e.metadata().map_or(0, |m| m.len()),
+            Err(_) => {}
+        }
+    }
+    total
+}
+
 /// Every output line with its count; panics on a partial file.
 fn outputs(out: &Path) -> HashMap<String, u64> {
     let mut m = HashMap::new();
@@ -107,8 +120,18 @@ fn every_line_of_every_file_is_output_exactly_once_across_sigkills() {
     // are known to have landed mid-file.
     let mut runs = 0;
     while runs < KILLS || (resumed(runs) < 2 && runs < KILLS_MAX) {
+        let before = bytes_under(&root.path().join("data"));
         let mut child = spawn(bin, root.path(), runs);
-        std::thread::sleep(Duration::from_millis(80 + next_rand(&mut rng) % 500));
+        // Kill once this run has stored something (so, under load too, the
+        // kill lands while files are being read, not during start-up), at a
+        // random moment after that; bounded, so an idle run is killed too.
+        let started = Instant::now();
+        while bytes_under(&root.path().join("data")) == before
+            && started.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(next_rand(&mut rng) % 300));
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
         runs += 1;
