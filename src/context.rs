@@ -644,6 +644,16 @@ impl StreamingContext {
             .map(|s| s.committed_positions())
             .unwrap_or_default()
     }
+
+    /// `(operator, keys)` of each stateful operator's committed state
+    /// (empty before `start()`); the service's state-size metric.
+    pub fn state_keys(&self) -> Vec<(String, u64)> {
+        self.lock()
+            .scheduler
+            .as_ref()
+            .map(|s| s.state_keys())
+            .unwrap_or_default()
+    }
 }
 
 impl Drop for StreamingContext {

@@ -261,6 +261,15 @@ fn the_status_page_metrics_and_status_show_live_data() {
         m1.contains("weir_source_backlog_records{source=\"tweets_in\"} "),
         "{m1}"
     );
+    // The window's panes hold state once a batch with hashtags committed.
+    wait_for("live state sizes", || {
+        http_get(&addr, "/metrics")
+            .1
+            .lines()
+            .find_map(|l| l.strip_prefix("weir_state_keys{operator=\"hashtag_window.panes\"} "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|n| n > 0.0)
+    });
     wait_for("the counter to grow", || {
         metric(
             &http_get(&addr, "/metrics").1,

@@ -81,6 +81,10 @@ fn keys_that_disappear_and_come_back_start_fresh() {
             (4000, vec![("b", 1)]),
         ])
     );
+    // The live state size (the service's `weir_state_keys`): only "b".
+    let keys = h.ssc.state_keys();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(keys[0].1, 1, "{keys:?}");
 }
 
 fn running_sum(k: &String, v: Option<i64>, st: &mut State<i64>) -> String {

@@ -85,6 +85,9 @@ pub trait StateDecoder: Send + Sync {
 #[derive(Default)]
 pub struct StateStore {
     ops: HashMap<String, Box<dyn Any + Send + Sync>>,
+    /// Keys per operator, kept beside the type-erased states so metrics
+    /// can read sizes without knowing the types.
+    keys: BTreeMap<String, u64>,
 }
 
 impl std::fmt::Debug for StateStore {
@@ -101,9 +104,15 @@ impl StateStore {
         Self::default()
     }
 
-    /// Installs a decoded state for `op` (recovery).
-    pub fn insert(&mut self, op: String, state: Box<dyn Any + Send + Sync>) {
+    /// Installs a decoded state of `keys` keys for `op` (recovery).
+    pub fn insert(&mut self, op: String, state: Box<dyn Any + Send + Sync>, keys: u64) {
+        self.keys.insert(op.clone(), keys);
         self.ops.insert(op, state);
+    }
+
+    /// `(operator, keys)` of every operator with state, by name.
+    pub fn key_counts(&self) -> Vec<(String, u64)> {
+        self.keys.iter().map(|(k, n)| (k.clone(), *n)).collect()
     }
 
     /// The committed state of `op`, if any.
@@ -214,6 +223,8 @@ where
                 }
             }
         }
+        let keys = st.len() as u64;
+        store.keys.insert(self.op.clone(), keys);
         Ok(())
     }
 }

@@ -150,6 +150,8 @@ struct Progress {
     stats: VecDeque<BatchStats>,
     /// Each source's position after the last committed batch.
     committed: Vec<(String, u64)>,
+    /// Keys per stateful operator after the last commit (or the load).
+    state_keys: Vec<(String, u64)>,
 }
 
 struct Shared {
@@ -222,7 +224,9 @@ impl Scheduler {
         for (name, decoder) in plan.stateful_operators() {
             if let Some(pairs) = store.load_encoded(&name).map_err(SchedulerError::from)? {
                 let st = decoder.decode(&name, &*pairs, plan_partitions(&plan))?;
-                state.insert(name, st);
+                let mut keys = 0u64;
+                pairs.for_each_pair(&mut |_, _| keys += 1);
+                state.insert(name, st, keys);
             }
         }
         let interval = plan.interval_ms();
@@ -248,7 +252,10 @@ impl Scheduler {
             }
         };
         let shared = Arc::new(Shared {
-            m: Mutex::new(Progress::default()),
+            m: Mutex::new(Progress {
+                state_keys: state.key_counts(),
+                ..Progress::default()
+            }),
             cv: Condvar::new(),
         });
         let engine = Engine {
@@ -392,6 +399,12 @@ impl Scheduler {
     /// process (empty before the first commit).
     pub fn committed_positions(&self) -> Vec<(String, u64)> {
         self.shared.lock().committed.clone()
+    }
+
+    /// `(operator, keys)` of the committed state, after the last commit
+    /// (or the load at start).
+    pub fn state_keys(&self) -> Vec<(String, u64)> {
+        self.shared.lock().state_keys.clone()
     }
 }
 
@@ -602,6 +615,7 @@ impl Engine {
             .cloned()
             .zip(ranges.iter().map(|r| r.end))
             .collect();
+        p.state_keys = self.state.key_counts();
         self.shared.cv.notify_all();
         Ok(())
     }

@@ -219,6 +219,7 @@ impl Probe for ContextProbe {
             wal,
             dropped,
             receivers,
+            state_keys: self.ssc.state_keys(),
         }
     }
 }

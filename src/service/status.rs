@@ -119,6 +119,8 @@ pub struct Sample {
     pub dropped: Vec<(String, u64)>,
     /// Receivers.
     pub receivers: Vec<ReceiverRow>,
+    /// `(operator, keys)` of the committed state.
+    pub state_keys: Vec<(String, u64)>,
 }
 
 /// A snapshot for `/status` (and the figures of `/metrics`).
@@ -150,6 +152,8 @@ pub struct Status {
     pub receivers: Vec<ReceiverRow>,
     /// Stateful operators (their state lives in the checkpoint).
     pub stateful_operators: Vec<String>,
+    /// `(operator, keys)` of the committed state, live.
+    pub state_keys: Vec<(String, u64)>,
 }
 
 /// Reads the live figures the status derives from (sources, logs).
@@ -231,6 +235,7 @@ impl Live {
             wal,
             dropped,
             receivers,
+            state_keys,
         } = self.probe.sample();
         let c = self.lock();
         Status {
@@ -247,6 +252,7 @@ impl Live {
             dropped,
             receivers,
             stateful_operators: self.operators.clone(),
+            state_keys,
         }
     }
 }
@@ -443,6 +449,12 @@ pub fn metrics_text(s: &Status) -> String {
         &fs,
     );
     metric(
+        "weir_state_keys",
+        "gauge",
+        "Keys in a stateful operator's committed state.",
+        &by(&s.state_keys, "operator"),
+    );
+    metric(
         "weir_records_dropped_total",
         "counter",
         "Records a step dropped by its on_error = \"drop\".",
@@ -512,6 +524,7 @@ mod tests {
                     records: 15,
                     rejected: vec![("line_too_long".into(), 2)],
                 }],
+                state_keys: vec![("totals".into(), 12)],
             }
         }
     }
@@ -537,6 +550,7 @@ mod tests {
             "weir_wal_segments{stream=\"in\"} 2",
             "weir_wal_fsync_seconds_total{stream=\"in\"} 0.25",
             "weir_records_dropped_total{step=\"parse\"} 1",
+            "weir_state_keys{operator=\"totals\"} 12",
             "weir_phase{phase=\"starting\"} 1",
             "weir_receiver_records_total{source=\"in\"} 15",
             "weir_receiver_rejected_total{source=\"in\",reason=\"line_too_long\"} 2",
@@ -547,6 +561,7 @@ mod tests {
             serde_json::from_str(&status_json(&live.status())).expect("json");
         assert_eq!(j["batches"][0]["records"], 7);
         assert_eq!(j["stateful_operators"][0], "totals");
+        assert_eq!(j["state_keys"][0][1], 12);
         assert_eq!(label("a\"b"), "a\\\"b");
     }
 }
