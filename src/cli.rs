@@ -670,24 +670,9 @@ fn test_ingest_pipeline(
     run_until_killed_or_drained(&ssc, drain)
 }
 
-fn open_checkpoint(
-    data_dir: &Path,
-) -> Result<crate::checkpoint::SledCheckpointStore, crate::Error> {
-    let dir = data_dir.join("checkpoint");
-    if !dir.is_dir() {
-        return Err(crate::Error::Usage(format!(
-            "{} has no checkpoint (expected {}); give the data directory weir runs with",
-            data_dir.display(),
-            dir.display()
-        )));
-    }
-    crate::checkpoint::SledCheckpointStore::open(&dir, crate::checkpoint::SledConfig::default())
-        .map_err(|e| crate::scheduler::SchedulerError::from(e).into())
-}
-
 fn checkpoint_show(data_dir: &Path) -> Result<ExitCode, crate::Error> {
     use crate::scheduler::CheckpointStore;
-    let store = open_checkpoint(data_dir)?;
+    let store = crate::checkpoint::open_existing(data_dir)?;
     let ck = |e| crate::Error::from(crate::scheduler::SchedulerError::from(e));
     match store.pipeline().map_err(ck)? {
         None => println!("pipeline: none recorded yet"),
@@ -721,7 +706,7 @@ fn checkpoint_show(data_dir: &Path) -> Result<ExitCode, crate::Error> {
 }
 
 fn checkpoint_reset(data_dir: &Path, operator: &str) -> Result<ExitCode, crate::Error> {
-    let mut store = open_checkpoint(data_dir)?;
+    let mut store = crate::checkpoint::open_existing(data_dir)?;
     let n = store
         .reset_operator(operator)
         .map_err(|e| crate::Error::from(crate::scheduler::SchedulerError::from(e)))?;
@@ -923,7 +908,7 @@ fn service_chaos(a: ChaosArgs) -> Result<ExitCode, crate::Error> {
 
 fn service_status(data_dir: &Path) -> Result<ExitCode, crate::Error> {
     use crate::scheduler::CheckpointStore;
-    let store = open_checkpoint(data_dir).map_err(|e| {
+    let store = crate::checkpoint::open_existing(data_dir).map_err(|e| {
         crate::Error::Usage(format!(
             "{e}\n(if weir is running on {}, it holds the checkpoint lock: read its status endpoint, GET /status or /metrics)",
             data_dir.display()

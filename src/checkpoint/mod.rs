@@ -281,6 +281,22 @@ fn named_prefix(kind: &[u8], op: &str) -> Result<Vec<u8>, CheckpointError> {
     Ok(p)
 }
 
+/// Opens the checkpoint of an existing data directory (`DATA_DIR/checkpoint`)
+/// for the offline tools; a directory without one is a usage error saying
+/// what to give instead (it is never created here).
+pub fn open_existing(data_dir: &Path) -> crate::Result<SledCheckpointStore> {
+    let dir = data_dir.join("checkpoint");
+    if !dir.is_dir() {
+        return Err(crate::Error::Usage(format!(
+            "{} has no checkpoint (expected {}); give the data directory weir runs with",
+            data_dir.display(),
+            dir.display()
+        )));
+    }
+    SledCheckpointStore::open(&dir, SledConfig::default())
+        .map_err(|e| crate::scheduler::SchedulerError::from(e).into())
+}
+
 impl SledCheckpointStore {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: impl AsRef<Path>, config: SledConfig) -> Result<Self, CheckpointError> {

@@ -184,24 +184,13 @@ impl<K: Serialize + DeserializeOwned + Ord, V: DeserializeOwned> KvTable<K, V> {
 /// Opens the checkpoint of the stopped `data_dir` for reading `table`,
 /// refusing a table no pipeline there declared (naming the ones it has).
 fn open_table(data_dir: &Path, table: &str) -> crate::Result<crate::checkpoint::SledStateReader> {
-    let dir = data_dir.join("checkpoint");
-    if !dir.is_dir() {
-        return Err(crate::Error::Usage(format!(
-            "{} has no checkpoint (expected {}); give the data directory weir runs with",
-            data_dir.display(),
-            dir.display()
-        )));
-    }
-    let store = crate::checkpoint::SledCheckpointStore::open(
-        &dir,
-        crate::checkpoint::SledConfig::default(),
-    )
-    .map_err(|e| {
-        crate::Error::Usage(format!(
+    let store = crate::checkpoint::open_existing(data_dir).map_err(|e| match e {
+        crate::Error::Usage(_) => e,
+        e => crate::Error::Usage(format!(
             "{e}. If weir is running on {}, stop it first (sled lets one process open a \
              checkpoint) or read through the running context (`StreamingContext::kv_table`)",
             data_dir.display()
-        ))
+        )),
     })?;
     let tables: Vec<String> = store
         .pipeline()
