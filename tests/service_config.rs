@@ -125,6 +125,11 @@ fn mistakes_are_located_with_key_expected_and_hint() {
         e.excerpt
     );
 
+    // An empty quoted key (found by the fuzzer): still named.
+    let e = err("'' = ''");
+    assert_eq!((e.line, e.column, e.key.as_str()), (1, 1, "''"));
+    assert!(!e.expected.is_empty() && !e.hint.is_empty(), "{e}");
+
     // A key that exists, but not for this op.
     let e = err(&format!(
         "{HEAD}[[step]]\nop = \"lowercase\"\nregex = \"x\"\n"

@@ -612,6 +612,9 @@ fn toml_error(src: &Src, e: &toml::de::Error) -> ConfigError {
     if let Some(rest) = msg.strip_prefix("unknown field `") {
         let (key, tail) = rest.split_once('`').unwrap_or((rest, ""));
         let allowed: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+        // TOML allows an empty quoted key (`'' = 1`); name it visibly (the
+        // fuzzer found the empty name).
+        let key = if key.is_empty() { "''" } else { key };
         let hint = match nearest(key, &allowed) {
             Some(n) => format!("did you mean `{n}`? see docs/pipeline.md for every key"),
             None => "remove it; docs/pipeline.md lists every key".to_string(),
