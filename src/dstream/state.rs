@@ -72,13 +72,14 @@ impl EncodedState for Vec<(Vec<u8>, Vec<u8>)> {
 
 /// Rebuilds an operator's typed state from encoded key/value pairs.
 pub trait StateDecoder: Send + Sync {
-    /// Decodes `pairs` into a typed state for `partitions` partitions.
+    /// Decodes `pairs` into a typed state for `partitions` partitions;
+    /// also returns how many keys it holds (for the state-size metric).
     fn decode(
         &self,
         op: &str,
         pairs: &dyn EncodedState,
         partitions: usize,
-    ) -> Result<Box<dyn Any + Send + Sync>, EngineError>;
+    ) -> Result<(Box<dyn Any + Send + Sync>, u64), EngineError>;
 }
 
 /// Last committed state of every stateful operator, by stable name.
@@ -242,7 +243,7 @@ where
         op: &str,
         pairs: &dyn EncodedState,
         partitions: usize,
-    ) -> Result<Box<dyn Any + Send + Sync>, EngineError> {
+    ) -> Result<(Box<dyn Any + Send + Sync>, u64), EngineError> {
         // Sorted runs build a BTreeMap in one pass (no per-key search):
         // about twice as fast as inserting a million keys one by one.
         let n = partitions.max(1);
@@ -270,7 +271,9 @@ where
                 run.into_iter().collect::<BTreeMap<K, V>>()
             })
             .collect();
-        Ok(Box::new(KvState { parts }))
+        let st = KvState { parts };
+        let keys = st.len() as u64;
+        Ok((Box::new(st), keys))
     }
 }
 

@@ -223,9 +223,7 @@ impl Scheduler {
         let mut state = StateStore::new();
         for (name, decoder) in plan.stateful_operators() {
             if let Some(pairs) = store.load_encoded(&name).map_err(SchedulerError::from)? {
-                let st = decoder.decode(&name, &*pairs, plan_partitions(&plan))?;
-                let mut keys = 0u64;
-                pairs.for_each_pair(&mut |_, _| keys += 1);
+                let (st, keys) = decoder.decode(&name, &*pairs, plan_partitions(&plan))?;
                 state.insert(name, st, keys);
             }
         }
