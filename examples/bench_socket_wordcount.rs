@@ -3,7 +3,9 @@
 //! WAL (fsynced) before the batch that holds it is cut, lineage and state
 //! in the sled checkpoint (`get_or_create`, so a restart recovers).
 //!
-//! Usage: `bench_socket_wordcount ADDR BATCH_MS DATA_DIR`
+//! Usage: `bench_socket_wordcount ADDR BATCH_MS DATA_DIR [BACKLOG_MIB]`
+//! (`BACKLOG_MIB`: the stream's `backlog_bytes_max` in MiB; default: the
+//! context's default).
 //!
 //! Prints, like the Spark program (`benches/spark/WeirBenchSpark.java`),
 //! `WEIRBENCH started <wall_ms>` once running and one line per completed
@@ -25,16 +27,27 @@ fn wall_ms() -> u128 {
 
 fn main() -> weir::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.len() != 3 {
-        eprintln!("usage: bench_socket_wordcount ADDR BATCH_MS DATA_DIR");
+    if args.len() != 3 && args.len() != 4 {
+        eprintln!("usage: bench_socket_wordcount ADDR BATCH_MS DATA_DIR [BACKLOG_MIB]");
         std::process::exit(2);
     }
     let addr = args[0].clone();
     let batch_ms: u64 = args[1]
         .parse()
         .map_err(|e| weir::Error::Usage(format!("BATCH_MS `{}`: {e}", args[1])))?;
+    let backlog_mib: Option<u64> = match args.get(3) {
+        Some(a) => Some(
+            a.parse()
+                .map_err(|e| weir::Error::Usage(format!("BACKLOG_MIB `{a}`: {e}")))?,
+        ),
+        None => None,
+    };
     let ssc = StreamingContext::get_or_create(&args[2], |b| {
-        let ssc = b.batch_interval(Duration::from_millis(batch_ms)).build()?;
+        let mut b = b.batch_interval(Duration::from_millis(batch_ms));
+        if let Some(m) = backlog_mib {
+            b = b.backlog_bytes_max(m << 20);
+        }
+        let ssc = b.build()?;
         let lines = ssc.socket_text_stream("tweets", &addr)?;
         let tweets = lines
             .flat_map(|l: String| {

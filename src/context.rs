@@ -61,6 +61,7 @@ pub struct StreamingContextBuilder {
     clock: Arc<dyn Clock>,
     data_dir: Option<PathBuf>,
     batch_records_max: u64,
+    adaptive_batches: bool,
     stats_batches_max: usize,
     graceful_stop_timeout: Duration,
     batch_attempts_max: u32,
@@ -114,6 +115,14 @@ impl StreamingContextBuilder {
         self.batch_records_max = n;
         self
     }
+    /// Whether new batches are sized to what the pipeline processes in
+    /// about 90 % of a batch interval, learnt from the batches before
+    /// (default: on; the first batch takes at most 1,000,000 records).
+    /// Off: every batch takes all durable input up to `batch_records_max`.
+    pub fn adaptive_batches(mut self, on: bool) -> Self {
+        self.adaptive_batches = on;
+        self
+    }
     /// Number of batches whose statistics are kept.
     pub fn stats_batches_max(mut self, n: usize) -> Self {
         self.stats_batches_max = n;
@@ -142,7 +151,7 @@ impl StreamingContextBuilder {
 
     /// Most record bytes a receiver-fed stream may have in its WAL that no
     /// committed batch has consumed yet (default
-    /// [`crate::receiver::BACKLOG_BYTES_MAX_DEFAULT`], 256 MiB). At the
+    /// [`crate::receiver::BACKLOG_BYTES_MAX_DEFAULT`], 512 MiB). At the
     /// maximum, `store` waits and socket receivers stop reading.
     pub fn backlog_bytes_max(mut self, bytes: u64) -> Self {
         self.backlog_bytes_max = bytes;
@@ -211,6 +220,7 @@ impl StreamingContextBuilder {
                 clock: self.clock,
                 parallelism: self.parallelism,
                 batch_records_max: self.batch_records_max,
+                adaptive_batches: self.adaptive_batches,
                 stats_batches_max: self.stats_batches_max,
                 graceful_stop_timeout: self.graceful_stop_timeout,
                 batch_attempts_max: self.batch_attempts_max,
@@ -289,6 +299,7 @@ impl StreamingContext {
             clock: Arc::new(SystemClock),
             data_dir: None,
             batch_records_max: BATCH_RECORDS_MAX_DEFAULT,
+            adaptive_batches: true,
             stats_batches_max: STATS_BATCHES_MAX_DEFAULT,
             graceful_stop_timeout: GRACEFUL_STOP_TIMEOUT_DEFAULT,
             batch_attempts_max: crate::scheduler::BATCH_ATTEMPTS_MAX_DEFAULT,

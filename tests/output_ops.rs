@@ -125,3 +125,102 @@ fn a_failing_output_stops_the_context_with_a_named_error() {
         "{err}"
     );
 }
+
+/// A source of `0..len` that counts the records it hands out and fails
+/// (after handing out the records before it) when a read reaches `fail_at`.
+struct Counting {
+    len: u64,
+    fail_at: Option<u64>,
+    delivered: std::sync::atomic::AtomicU64,
+}
+
+impl weir::dstream::Source<u64> for Counting {
+    fn available_end(&self) -> u64 {
+        self.len
+    }
+    fn read(&self, range: std::ops::Range<u64>) -> Result<Vec<u64>, weir::dstream::BoxError> {
+        let mut v = Vec::new();
+        self.read_each(range, &mut |x| {
+            v.push(x);
+            true
+        })?;
+        Ok(v)
+    }
+    fn read_each(
+        &self,
+        range: std::ops::Range<u64>,
+        f: &mut dyn FnMut(u64) -> bool,
+    ) -> Result<(), weir::dstream::BoxError> {
+        for i in range {
+            if Some(i) == self.fail_at {
+                return Err(format!("record {i} is unreadable").into());
+            }
+            self.delivered
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if !f(i) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn print_reads_only_the_records_it_shows() {
+    let h = ctx(2);
+    let src = Arc::new(Counting {
+        len: 1_000_000,
+        fail_at: None,
+        delivered: Default::default(),
+    });
+    let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
+    h.ssc
+        .source_stream("counting", src.clone())
+        .map(|x| x * 2)
+        .print_to(3, buf.clone())
+        .unwrap();
+    h.run(1);
+    let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+    assert!(text.ends_with("\n0\n2\n4\n...\n\n"), "{text}");
+    // Three shown and one to know there is more: the read stopped there,
+    // not at the end of a 500,000-record partition.
+    assert_eq!(src.delivered.load(std::sync::atomic::Ordering::SeqCst), 4);
+}
+
+#[test]
+fn a_failed_read_fails_the_batch_before_any_output_acts() {
+    let h = ctx(2);
+    let src = Arc::new(Counting {
+        len: 100,
+        fail_at: Some(70),
+        delivered: Default::default(),
+    });
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let s = h.ssc.source_stream("counting", src).name("numbers");
+    for out in [s.map(|x| x + 1), s.filter(|x| x % 2 == 0)] {
+        let c = calls.clone();
+        out.foreach_batch(move |_, _| {
+            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        })
+        .unwrap();
+    }
+    let c = calls.clone();
+    s.map(|x| (x % 3, 1u64))
+        .reduce_by_key(|a, b| a + b)
+        .foreach_batch(move |_, _| {
+            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        })
+        .unwrap();
+    h.ssc.start().unwrap();
+    h.clock.advance(1000);
+    let err = h.ssc.await_termination().unwrap_err().to_string();
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(
+        err.ends_with(
+            "Last error: source `numbers` failed to read records 50..100: record 70 is unreadable"
+        ),
+        "{err}"
+    );
+}

@@ -28,7 +28,8 @@
 //! Limits: at most `completed_batches_max` completed batch records are kept
 //! (older ones are pruned inside the commit that completes a newer one; the
 //! store remembers their times, so pruning costs no scan); an operator name
-//! is at most 65,535 bytes.
+//! is at most 65,535 bytes; opening waits at most `LOCK_WAIT_MAX` (2 s) for
+//! a database another opener has just let go of.
 //!
 //! Must never: read or write the WAL; decide what a batch contains (the
 //! scheduler does); skip a record it cannot decode (it fails naming the key).
@@ -281,6 +282,10 @@ fn named_prefix(kind: &[u8], op: &str) -> Result<Vec<u8>, CheckpointError> {
     Ok(p)
 }
 
+/// Longest [`SledCheckpointStore::open`] waits for another opener's lock.
+pub const LOCK_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Opens the checkpoint of an existing data directory (`DATA_DIR/checkpoint`)
 /// for the offline tools; a directory without one is a usage error saying
 /// what to give instead (it is never created here).
@@ -301,12 +306,30 @@ impl SledCheckpointStore {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: impl AsRef<Path>, config: SledConfig) -> Result<Self, CheckpointError> {
         let path = dir.as_ref().to_path_buf();
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(config.cache_bytes_max)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| sled_err("open the checkpoint store in", &path, e))?;
+        // sled releases its file lock when its last I/O thread lets go of
+        // the file, which can be a moment after the previous opener (a
+        // stopped context in this process, or `weir` that just exited) is
+        // gone: retry a locked database for a bounded time.
+        let deadline = std::time::Instant::now() + LOCK_WAIT_MAX;
+        let db = loop {
+            let opened = sled::Config::new()
+                .path(&path)
+                .cache_capacity(config.cache_bytes_max)
+                .flush_every_ms(None)
+                .open();
+            match opened {
+                // sled reports a held lock as `Other` with this text.
+                Err(sled::Error::Io(e))
+                    if e.to_string().starts_with("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(LOCK_POLL);
+                }
+                other => {
+                    break other.map_err(|e| sled_err("open the checkpoint store in", &path, e))?
+                }
+            }
+        };
         let mut store = SledCheckpointStore {
             db,
             path,

@@ -43,9 +43,20 @@ impl Runner for SequentialRunner {
 }
 
 /// Pushes one partition's records to a sink.
+///
+/// A source part reads its records while it runs; if the read fails it
+/// stops and records the failure in the batch context, so every consumer
+/// checks [`BatchCtx::check_reads`] before it uses what it got.
 pub(crate) trait PartFn<T>: Send + Sync {
     fn parts(&self) -> usize;
     fn run(&self, p: usize, sink: &mut dyn FnMut(T));
+    /// Like `run`, but may stop early once `more()` is false (checked
+    /// between input records, so a few extra records can still arrive).
+    /// For consumers that need only a prefix, such as `print`.
+    fn run_while(&self, p: usize, more: &dyn Fn() -> bool, sink: &mut dyn FnMut(T)) {
+        let _ = more;
+        self.run(p, sink)
+    }
 }
 
 /// A stream's way of producing a batch.
@@ -65,6 +76,57 @@ impl<T: Clone + Send + Sync> PartFn<T> for MatParts<T> {
             sink(x.clone())
         }
     }
+    fn run_while(&self, p: usize, more: &dyn Fn() -> bool, sink: &mut dyn FnMut(T)) {
+        for x in &self.0[p] {
+            if !more() {
+                return;
+            }
+            sink(x.clone())
+        }
+    }
+}
+
+/// The first source read that failed in a batch. Sticky: once set, every
+/// later check fails too, so no consumer acts on a partial batch.
+#[derive(Default)]
+pub(crate) struct ReadFailure(Mutex<Option<EngineError>>);
+
+impl ReadFailure {
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    /// Keeps the first failure (later ones are usually its echoes).
+    pub(crate) fn set(&self, e: EngineError) {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+    }
+
+    fn check(&self) -> Result<(), EngineError> {
+        match &*self.0.lock().unwrap_or_else(|e| e.into_inner()) {
+            None => Ok(()),
+            // The reason is boxed and not `Clone`: the copy carries its text.
+            Some(EngineError::Source {
+                source_name,
+                start,
+                end,
+                reason,
+            }) => Err(EngineError::Source {
+                source_name: source_name.clone(),
+                start: *start,
+                end: *end,
+                reason: reason.to_string().into(),
+            }),
+            Some(other) => Err(EngineError::Source {
+                source_name: String::new(),
+                start: 0,
+                end: 0,
+                reason: other.to_string().into(),
+            }),
+        }
+    }
 }
 
 /// Everything one batch evaluation sees. Built by the scheduler per batch.
@@ -77,6 +139,7 @@ pub struct BatchCtx<'a> {
     pub(crate) state: &'a StateStore,
     memo: Mutex<HashMap<NodeId, Arc<dyn Any + Send + Sync>>>,
     deltas: Mutex<Vec<Box<dyn StateDelta>>>,
+    pub(crate) read_failure: Arc<ReadFailure>,
 }
 
 impl<'a> BatchCtx<'a> {
@@ -100,7 +163,15 @@ impl<'a> BatchCtx<'a> {
             state,
             memo: Mutex::new(HashMap::new()),
             deltas: Mutex::new(Vec::new()),
+            read_failure: Arc::default(),
         }
+    }
+
+    /// Fails if any source read of this batch failed so far. Every consumer
+    /// of a [`PartFn`] calls it after running partitions and before using
+    /// (or acting on) what they produced.
+    pub(crate) fn check_reads(&self) -> Result<(), EngineError> {
+        self.read_failure.check()
     }
 
     /// The batch time in milliseconds.
@@ -171,11 +242,13 @@ impl<'a> BatchCtx<'a> {
     }
 
     /// Materializes all partitions of a driver.
-    pub(crate) fn collect<T: Send>(&self, d: &dyn PartFn<T>) -> Vec<Vec<T>> {
-        self.par_map(d.parts(), |p| {
+    pub(crate) fn collect<T: Send>(&self, d: &dyn PartFn<T>) -> Result<Vec<Vec<T>>, EngineError> {
+        let parts = self.par_map(d.parts(), |p| {
             let mut v = Vec::new();
             d.run(p, &mut |x| v.push(x));
             v
-        })
+        });
+        self.check_reads()?;
+        Ok(parts)
     }
 }

@@ -414,7 +414,9 @@ impl Plan {
                 (s.force)(ctx)?;
             }
         }
-        Ok(())
+        // Every consumer checked its reads; this is the last line before
+        // the commit, so a failed read can never be committed.
+        ctx.check_reads()
     }
 }
 

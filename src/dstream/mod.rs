@@ -190,19 +190,42 @@ struct SourceStream<T> {
     src: Arc<dyn Source<T>>,
 }
 
-/// A source batch read for one consumer: each partition's records are
-/// moved (not cloned) into the fused chain.
-struct TakeParts<T>(Vec<std::sync::Mutex<Vec<T>>>);
+/// A source batch for one consumer: partition `p` reads its sub-range of
+/// the batch's range while it runs, record by record, straight into the
+/// fused chain. Nothing of the batch is held decoded beyond what the chain
+/// keeps, and a consumer that stops early (`print`) reads only what it
+/// shows.
+struct SourceParts<T> {
+    src: Arc<dyn Source<T>>,
+    source_name: String,
+    ranges: Vec<std::ops::Range<u64>>,
+    failure: Arc<eval::ReadFailure>,
+}
 
-impl<T: Data> PartFn<T> for TakeParts<T> {
+impl<T: Data> PartFn<T> for SourceParts<T> {
     fn parts(&self) -> usize {
-        self.0.len()
+        self.ranges.len()
     }
     fn run(&self, p: usize, sink: &mut dyn FnMut(T)) {
-        // Each driver runs each partition once; a second run sees nothing.
-        let recs = std::mem::take(&mut *self.0[p].lock().unwrap_or_else(|e| e.into_inner()));
-        for x in recs {
-            sink(x)
+        self.run_while(p, &|| true, sink)
+    }
+    fn run_while(&self, p: usize, more: &dyn Fn() -> bool, sink: &mut dyn FnMut(T)) {
+        if self.failure.is_set() {
+            // The batch fails anyway; do not read more of it.
+            return;
+        }
+        let sub = self.ranges[p].clone();
+        let read = self.src.read_each(sub.clone(), &mut |x| {
+            sink(x);
+            more()
+        });
+        if let Err(reason) = read {
+            self.failure.set(EngineError::Source {
+                source_name: self.source_name.clone(),
+                start: sub.start,
+                end: sub.end,
+                reason,
+            });
         }
     }
 }
@@ -214,29 +237,17 @@ impl<T: Data> Stream<T> for SourceStream<T> {
     /// at the end of the batch.
     fn prepare(&self, ctx: &BatchCtx) -> Result<Arc<dyn PartFn<T>>, EngineError> {
         let r = ctx.ranges.get(self.index).cloned().unwrap_or(0..0);
-        // Read `partitions` contiguous sub-ranges in parallel.
+        // `partitions` contiguous sub-ranges, read in parallel by the
+        // partitions' tasks.
         let n = ctx.partitions() as u64;
         let len = r.end - r.start;
         let bound = |i: u64| r.start + len / n * i + (len % n).min(i);
-        let reads = ctx.par_map(n as usize, |i| {
-            let sub = bound(i as u64)..bound(i as u64 + 1);
-            self.src.read(sub.clone()).map_err(|e| (sub, e))
-        });
-        let mut parts = Vec::with_capacity(reads.len());
-        for res in reads {
-            match res {
-                Ok(v) => parts.push(std::sync::Mutex::new(v)),
-                Err((sub, e)) => {
-                    return Err(EngineError::Source {
-                        source_name: ctx.name(self.id).to_string(),
-                        start: sub.start,
-                        end: sub.end,
-                        reason: e,
-                    })
-                }
-            }
-        }
-        Ok(Arc::new(TakeParts(parts)))
+        Ok(Arc::new(SourceParts {
+            src: self.src.clone(),
+            source_name: ctx.name(self.id).to_string(),
+            ranges: (0..n).map(|i| bound(i)..bound(i + 1)).collect(),
+            failure: ctx.read_failure.clone(),
+        }))
     }
 }
 
@@ -303,6 +314,10 @@ where
     fn run(&self, p: usize, sink: &mut dyn FnMut(U)) {
         let f = &*self.f;
         self.parent.run(p, &mut |x| f(x, sink))
+    }
+    fn run_while(&self, p: usize, more: &dyn Fn() -> bool, sink: &mut dyn FnMut(U)) {
+        let f = &*self.f;
+        self.parent.run_while(p, more, &mut |x| f(x, sink))
     }
 }
 
@@ -391,11 +406,14 @@ impl<T: Data> PartFn<T> for UnionPart<T> {
         self.a.parts() + self.b.parts()
     }
     fn run(&self, p: usize, sink: &mut dyn FnMut(T)) {
+        self.run_while(p, &|| true, sink)
+    }
+    fn run_while(&self, p: usize, more: &dyn Fn() -> bool, sink: &mut dyn FnMut(T)) {
         let na = self.a.parts();
         if p < na {
-            self.a.run(p, sink)
+            self.a.run_while(p, more, sink)
         } else {
-            self.b.run(p - na, sink)
+            self.b.run_while(p - na, more, sink)
         }
     }
 }
@@ -554,7 +572,7 @@ impl<T: Data> DStream<T> {
             move |_| {
                 move |ctx: &BatchCtx| {
                     let d = parent.prepare(ctx)?;
-                    let all: Vec<T> = ctx.collect(&*d).into_iter().flatten().collect();
+                    let all: Vec<T> = ctx.collect(&*d)?.into_iter().flatten().collect();
                     Ok(split_even(all, n))
                 }
             },
@@ -596,6 +614,7 @@ impl<T: Data> DStream<T> {
                         d.run(p, &mut |_| n += 1);
                         n
                     });
+                    ctx.check_reads()?;
                     Ok(vec![vec![counts.iter().sum()]])
                 }
             },
@@ -621,6 +640,7 @@ impl<T: Data> DStream<T> {
                         });
                         acc
                     });
+                    ctx.check_reads()?;
                     let total = partials.into_iter().flatten().reduce(&f);
                     Ok(vec![total.into_iter().collect()])
                 }
@@ -639,7 +659,7 @@ impl<T: Data> DStream<T> {
             move |_| {
                 move |ctx: &BatchCtx| {
                     let d = parent.prepare(ctx)?;
-                    let all: Vec<T> = ctx.collect(&*d).into_iter().flatten().collect();
+                    let all: Vec<T> = ctx.collect(&*d)?.into_iter().flatten().collect();
                     Ok(split_even(f(ctx.time_ms, all), ctx.partitions()))
                 }
             },
@@ -664,8 +684,8 @@ impl<T: Data> DStream<T> {
                 move |ctx: &BatchCtx| {
                     let da = a.prepare(ctx)?;
                     let db = b.prepare(ctx)?;
-                    let va: Vec<T> = ctx.collect(&*da).into_iter().flatten().collect();
-                    let vb: Vec<U> = ctx.collect(&*db).into_iter().flatten().collect();
+                    let va: Vec<T> = ctx.collect(&*da)?.into_iter().flatten().collect();
+                    let vb: Vec<U> = ctx.collect(&*db)?.into_iter().flatten().collect();
                     Ok(split_even(f(ctx.time_ms, va, vb), ctx.partitions()))
                 }
             },
@@ -693,16 +713,19 @@ impl<T: Data> DStream<T> {
             run: Arc::new(move |ctx: &BatchCtx| {
                 let d = s.prepare(ctx)?;
                 let mut first = Vec::new();
+                let taken = std::cell::Cell::new(0usize);
                 for p in 0..d.parts() {
-                    if first.len() >= limit {
+                    if taken.get() >= limit {
                         break;
                     }
-                    d.run(p, &mut |x| {
+                    d.run_while(p, &|| taken.get() < limit, &mut |x| {
                         if first.len() < limit {
-                            first.push(x)
+                            first.push(x);
+                            taken.set(first.len());
                         }
                     });
                 }
+                ctx.check_reads()?;
                 f(ctx.time_ms, first).map_err(|e| EngineError::Output {
                     kind,
                     input: ctx.name(id).to_string(),
@@ -728,7 +751,7 @@ impl<T: Data> DStream<T> {
             slide_ms: self.slide_ms(),
             run: Arc::new(move |ctx: &BatchCtx| {
                 let d = s.prepare(ctx)?;
-                let parts = ctx.collect(&*d);
+                let parts = ctx.collect(&*d)?;
                 f(ctx.time_ms, parts).map_err(|e| EngineError::Output {
                     kind,
                     input: ctx.name(id).to_string(),

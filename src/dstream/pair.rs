@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use super::eval::{BatchCtx, PartFn};
 use super::hash::{hash_of, partition_of_hash, OrderedMap};
-use super::{meta, DStream, Data};
+use super::{meta, DStream, Data, EngineError};
 
 /// A key type: hashable, comparable for equality, shareable.
 pub trait Key: Data + Hash + Eq {}
@@ -157,7 +157,7 @@ pub(crate) fn shuffle_combine<K, V, C, FC, FV, FM>(
     create: &FC,
     merge_value: &FV,
     merge_combiners: &FM,
-) -> Vec<Vec<(K, C)>>
+) -> Result<Vec<Vec<(K, C)>>, EngineError>
 where
     K: Key,
     V: Data,
@@ -200,6 +200,7 @@ where
         }
         out
     });
+    ctx.check_reads()?;
     let mut by_reducer: Vec<Vec<Bucket<K, C>>> = (0..r).map(|_| Vec::new()).collect();
     for buckets in mapped {
         for (i, b) in buckets.into_iter().enumerate() {
@@ -207,7 +208,7 @@ where
         }
     }
     let slots: Vec<Mutex<Vec<Bucket<K, C>>>> = by_reducer.into_iter().map(Mutex::new).collect();
-    ctx.par_map(r, |i| {
+    Ok(ctx.par_map(r, |i| {
         let buckets = std::mem::take(&mut *slots[i].lock().unwrap_or_else(|e| e.into_inner()));
         let mut buckets = buckets.into_iter().filter(|b| !b.is_empty());
         let Some(first) = buckets.next() else {
@@ -224,7 +225,7 @@ where
         }
         debug_assert!(m.len() > 0);
         m.into_entries().map(|(_, k, c)| (k, c)).collect()
-    })
+    }))
 }
 
 /// Groups both sides by key into the same partitions.
@@ -233,12 +234,12 @@ pub(crate) fn cogroup_parts<K: Key, V: Data, W: Data>(
     ctx: &BatchCtx,
     a: &dyn PartFn<(K, V)>,
     b: &dyn PartFn<(K, W)>,
-) -> Vec<Vec<(K, (Vec<V>, Vec<W>))>> {
-    let ga = group(ctx, a);
-    let gb = group(ctx, b);
+) -> Result<Vec<Vec<(K, (Vec<V>, Vec<W>))>>, EngineError> {
+    let ga = group(ctx, a)?;
+    let gb = group(ctx, b)?;
     let slots: Vec<Mutex<(Vec<(K, Vec<V>)>, Vec<(K, Vec<W>)>)>> =
         ga.into_iter().zip(gb).map(Mutex::new).collect();
-    ctx.par_map(slots.len(), |i| {
+    Ok(ctx.par_map(slots.len(), |i| {
         let (la, lb) = std::mem::take(&mut *slots[i].lock().unwrap_or_else(|e| e.into_inner()));
         let mut m: OrderedMap<K, (Vec<V>, Vec<W>)> = OrderedMap::default();
         for (k, vs) in la {
@@ -248,13 +249,13 @@ pub(crate) fn cogroup_parts<K: Key, V: Data, W: Data>(
             m.entry(k).or_insert_with(|| (Vec::new(), Vec::new())).1 = ws;
         }
         m.into_iter().collect()
-    })
+    }))
 }
 
 pub(crate) fn group<K: Key, V: Data>(
     ctx: &BatchCtx,
     d: &dyn PartFn<(K, V)>,
-) -> Vec<Vec<(K, Vec<V>)>> {
+) -> Result<Vec<Vec<(K, Vec<V>)>>, EngineError> {
     shuffle_combine(
         ctx,
         d,
@@ -301,13 +302,7 @@ impl<K: Key, V: Data> DStream<(K, V)> {
             move |_| {
                 move |ctx: &BatchCtx| {
                     let d = parent.prepare(ctx)?;
-                    Ok(shuffle_combine(
-                        ctx,
-                        &*d,
-                        &create,
-                        &merge_value,
-                        &merge_combiners,
-                    ))
+                    shuffle_combine(ctx, &*d, &create, &merge_value, &merge_combiners)
                 }
             },
         )
@@ -343,7 +338,7 @@ impl<K: Key, V: Data> DStream<(K, V)> {
                                 std::ptr::write(c, f(old, v));
                             }
                         };
-                        return Ok(shuffle_combine(ctx, &*d, &|v| v, &merge, &merge));
+                        return shuffle_combine(ctx, &*d, &|v| v, &merge, &merge);
                     }
                     // Otherwise the combiner is an always-`Some` Option so
                     // `f` can take both values by value without `V: Default`.
@@ -358,7 +353,7 @@ impl<K: Key, V: Data> DStream<(K, V)> {
                         &Some,
                         &|c: &mut Option<V>, v: V| merge(c, Some(v)),
                         &merge,
-                    );
+                    )?;
                     Ok(parts
                         .into_iter()
                         .map(|p| {
@@ -380,7 +375,7 @@ impl<K: Key, V: Data> DStream<(K, V)> {
             move |_| {
                 move |ctx: &BatchCtx| {
                     let d = parent.prepare(ctx)?;
-                    Ok(group(ctx, &*d))
+                    group(ctx, &*d)
                 }
             },
         )
@@ -473,7 +468,7 @@ impl<K: Key, V: Data> DStream<(K, V)> {
                 move |ctx: &BatchCtx| {
                     let da = a.prepare(ctx)?;
                     let db = b.prepare(ctx)?;
-                    let groups = cogroup_parts(ctx, &*da, &*db);
+                    let groups = cogroup_parts(ctx, &*da, &*db)?;
                     let slots: Vec<Mutex<Vec<_>>> = groups.into_iter().map(Mutex::new).collect();
                     Ok(ctx.par_map(slots.len(), |i| {
                         let g = std::mem::take(

@@ -36,6 +36,18 @@ pub trait Source<T>: Send + Sync {
     /// engine reads a batch's range as `partitions` contiguous sub-ranges,
     /// concurrently from worker threads.
     fn read(&self, range: Range<u64>) -> Result<Vec<T>, BoxError>;
+    /// Calls `f` with the records of exactly `range`, in order, until it
+    /// returns false. The engine reads batches this way, so a source that
+    /// can decode one record at a time (a WAL) should implement it and
+    /// never hold the whole range decoded. Default: [`Source::read`].
+    fn read_each(&self, range: Range<u64>, f: &mut dyn FnMut(T) -> bool) -> Result<(), BoxError> {
+        for x in self.read(range)? {
+            if !f(x) {
+                break;
+            }
+        }
+        Ok(())
+    }
     /// Records before `end` will never be read again and may be dropped.
     fn release(&self, end: u64) {
         let _ = end;

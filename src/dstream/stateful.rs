@@ -148,7 +148,7 @@ impl<K: Key + Ord + Persist, V: Data> DStream<(K, V)> {
                     }
                     let d = parent.prepare(ctx)?;
                     let groups: Vec<Mutex<Vec<(K, Vec<V>)>>> =
-                        group(ctx, &*d).into_iter().map(Mutex::new).collect();
+                        group(ctx, &*d)?.into_iter().map(Mutex::new).collect();
                     let results = ctx.par_map(r, |i| {
                         let g = std::mem::take(
                             &mut *groups[i].lock().unwrap_or_else(|e| e.into_inner()),
@@ -449,7 +449,7 @@ where
     };
     let d = parent.prepare(ctx)?;
     let groups: Vec<Mutex<Vec<(K, Vec<V>)>>> =
-        group(ctx, &*d).into_iter().map(Mutex::new).collect();
+        group(ctx, &*d)?.into_iter().map(Mutex::new).collect();
     let results = ctx.par_map(r, |i| -> Result<(Vec<U>, Changes<K, S>), String> {
         let g = std::mem::take(&mut *groups[i].lock().unwrap_or_else(|e| e.into_inner()));
         let mut out = Vec::new();

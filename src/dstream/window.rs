@@ -75,7 +75,7 @@ impl<T: Data + Persist> PaneStore<T> {
                 }
             }
             let d = self.parent.prepare(ctx)?;
-            let now: Parts<T> = Arc::new(ctx.collect(&*d));
+            let now: Parts<T> = Arc::new(ctx.collect(&*d)?);
             panes.insert(t, now.clone());
             changes.push((t, Some(Pane(now))));
             ctx.push_delta(Box::new(KvDelta {

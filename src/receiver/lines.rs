@@ -49,7 +49,7 @@ impl LineSplitter {
         let mut i = 0;
         while i < data.len() {
             let rest = &data[i..];
-            let Some(p) = rest.iter().position(|&b| b == b'\n') else {
+            let Some(p) = memchr::memchr(b'\n', rest) else {
                 if !self.dropping {
                     if self.partial.len() + rest.len() > max + 1 {
                         self.dropping = true;
@@ -129,7 +129,12 @@ pub(crate) fn repaired_bytes_max(line_bytes_max: usize) -> usize {
 /// The line as text: valid UTF-8 as is, otherwise with U+FFFD replacing
 /// each invalid sequence (`Cow::Owned` tells the caller it was repaired).
 pub(crate) fn to_text(line: &[u8]) -> Cow<'_, str> {
-    String::from_utf8_lossy(line)
+    // `from_utf8` checks ASCII a word at a time; the lossy decoder walks
+    // chunk by chunk, so it only runs for the rare line that needs repair.
+    match std::str::from_utf8(line) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(line),
+    }
 }
 
 /// Whether the `n`-th (1-based) occurrence of a problem is logged: the first

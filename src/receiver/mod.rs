@@ -48,8 +48,11 @@ use crate::dstream::{BoxError, Source};
 use crate::scheduler::Scheduler;
 use crate::wal::{Wal, WalError};
 
-/// Default maximum backlog of a stream: 256 MiB of record bytes.
-pub const BACKLOG_BYTES_MAX_DEFAULT: u64 = 256 << 20;
+/// Default maximum backlog of a stream: 512 MiB of record bytes. At least
+/// two batches' worth at full speed, so a receiver keeps reading while a
+/// batch runs; it is disk (the WAL), not memory: batches are read from the
+/// log record by record.
+pub const BACKLOG_BYTES_MAX_DEFAULT: u64 = 512 << 20;
 /// Most backlog bookkeeping entries kept per stream.
 pub const BACKLOG_ENTRIES_MAX: usize = 4096;
 /// Longest a blocked `store` or wait goes without checking for a stop.
@@ -421,8 +424,8 @@ impl ReceiverContext {
 /// batch's commit is durable), the source releases the stream's backlog,
 /// runs the release hook, and lets the log delete every finished segment
 /// below it: windows keep their panes in the checkpoint, so no committed
-/// record is needed again. One read holds the decoded records of one batch
-/// partition in memory (bounded by the scheduler's `batch_records_max`).
+/// record is needed again. The engine reads with [`Source::read_each`],
+/// which decodes one record at a time out of the reader's buffer.
 pub struct WalSource<T> {
     wal: Arc<Wal>,
     decode: Decoder<T>,
@@ -465,6 +468,16 @@ impl<T: Send + 'static> Source<T> for WalSource<T> {
 
     fn read(&self, range: Range<u64>) -> Result<Vec<T>, BoxError> {
         let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        self.read_each(range, &mut |v| {
+            out.push(v);
+            true
+        })?;
+        Ok(out)
+    }
+
+    fn read_each(&self, range: Range<u64>, f: &mut dyn FnMut(T) -> bool) -> Result<(), BoxError> {
+        // Decoded straight out of the reader's buffer: one record at a time
+        // is alive here, whatever the batch size.
         let mut reader = self.wal.read(range)?;
         while let Some(r) = reader.next_ref() {
             let (lsn, bytes) = r?;
@@ -475,9 +488,11 @@ impl<T: Send + 'static> Source<T> for WalSource<T> {
                 )
                 .into()
             })?;
-            out.push(v);
+            if !f(v) {
+                break;
+            }
         }
-        Ok(out)
+        Ok(())
     }
 
     fn release(&self, end: u64) {

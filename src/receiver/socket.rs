@@ -17,6 +17,11 @@
 //! While the stream's backlog is full the receiver stops reading, so TCP
 //! flow control pushes back on the server.
 //!
+//! Stores: the lines read so far are stored (one WAL append) when a read
+//! comes back short (the socket had nothing more queued), when a store is
+//! full, and when a read times out; so a line waits for at most one group
+//! commit once the server stops writing for a moment.
+//!
 //! Limits: `line_bytes_max` (default 64 KiB, at most the WAL's
 //! `record_bytes_max`), one store holds at most `lines_per_store_max` lines
 //! (default 16,384) and `store_bytes_max` bytes (default 1 MiB); reads are
@@ -302,6 +307,14 @@ impl SocketReceiver {
                 {
                     return Ok(Ended::Stop);
                 }
+            }
+            // A short read means the socket had nothing more queued: store
+            // what is complete now rather than wait to fill a store, so at a
+            // moderate rate a line waits one group commit, not the time it
+            // takes to fill 16,384 lines. At full speed reads come back full
+            // and stores stay large.
+            if n < buf.len() && stopping(pending.flush(ctx, &self.stats))? {
+                return Ok(Ended::Stop);
             }
         }
     }

@@ -3,11 +3,13 @@
 //! a [`CheckpointStore`], recovery, and per-batch statistics.
 //!
 //! One scheduler thread runs the loop: wait for the next tick → cut each
-//! source at `min(available, start + batch_records_max)` → allocate the
-//! batch → evaluate it on the pool → commit state deltas → apply them to the
-//! in-memory committed state → release consumed source records. Only one
-//! batch is in flight, so at most one batch of input is held in memory; a
-//! slow batch delays the next tick's cut instead of queueing batches.
+//! source at `min(available, start + cap)` → allocate the batch → evaluate
+//! it on the pool → commit state deltas → apply them to the in-memory
+//! committed state → release consumed source records. The cap is
+//! `batch_records_max`, or less with adaptive batches (default on): what
+//! the pipeline processes in about one interval, learnt from the batches
+//! before (`sizer`). Only one batch is in flight; a slow batch delays the
+//! next tick's cut instead of queueing batches.
 //!
 //! Limits: `batch_records_max` records per source per batch (default
 //! [`BATCH_RECORDS_MAX_DEFAULT`]); statistics of the last
@@ -17,6 +19,7 @@
 //! `dstream::Plan::run_batch`).
 
 pub mod checkpoint;
+mod sizer;
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -125,6 +128,10 @@ pub struct SchedulerConfig {
     pub parallelism: usize,
     /// Cap of records per source per batch.
     pub batch_records_max: u64,
+    /// Whether new batches are sized to what the pipeline processes in
+    /// about one interval (see `sizer`); otherwise a batch takes all
+    /// that is available up to `batch_records_max`.
+    pub adaptive_batches: bool,
     /// Statistics kept, in batches.
     pub stats_batches_max: usize,
     /// Longest a graceful stop keeps draining sources.
@@ -201,6 +208,9 @@ struct Engine {
     zero_ms: u64,
     next_ms: u64,
     shared: Arc<Shared>,
+    sizer: Option<sizer::BatchSizer>,
+    /// Whether the last cut was limited by the sizer's cap.
+    last_cut_capped: bool,
 }
 
 impl Scheduler {
@@ -256,7 +266,13 @@ impl Scheduler {
             }),
             cv: Condvar::new(),
         });
+        let sizer = cfg.adaptive_batches.then(|| {
+            let n = source_names.len().max(1) as u64;
+            sizer::BatchSizer::new(interval, cfg.batch_records_max.saturating_mul(n))
+        });
         let engine = Engine {
+            sizer,
+            last_cut_capped: false,
             sources: plan.source_controls(),
             plan,
             cfg,
@@ -486,10 +502,21 @@ impl Engine {
 
     fn cut(&mut self, time_ms: u64) -> BatchSpec {
         let mut ranges = Vec::with_capacity(self.sources.len());
+        // The sizer's cap is for the whole batch: shared by the sources.
+        let per_source = match &self.sizer {
+            Some(z) => {
+                (z.cap() / self.sources.len().max(1) as u64).clamp(1, self.cfg.batch_records_max)
+            }
+            None => self.cfg.batch_records_max,
+        };
+        self.last_cut_capped = false;
         for (i, s) in self.sources.iter().enumerate() {
             let start = self.positions[i];
-            let max_end = start.saturating_add(self.cfg.batch_records_max);
+            let max_end = start.saturating_add(per_source);
             let end = s.next_cut(start, max_end);
+            if end == max_end && s.available_end() > end {
+                self.last_cut_capped = true;
+            }
             self.positions[i] = end;
             ranges.push(StreamRange {
                 source: self.source_names[i].clone(),
@@ -592,7 +619,27 @@ impl Engine {
         for (s, r) in self.sources.iter().zip(&ranges) {
             s.release(r.end);
         }
-        let processing_time_ms = started.elapsed().as_millis() as u64;
+        let elapsed = started.elapsed();
+        let processing_time_ms = elapsed.as_millis() as u64;
+        if let Some(z) = &mut self.sizer {
+            // A replay's range was cut before this start; it teaches the
+            // sizer only if it was at least as large as the current cap.
+            let capped = if replayed {
+                input_records >= z.cap()
+            } else {
+                self.last_cut_capped
+            };
+            let elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+            if z.observe(input_records, elapsed_us, capped) {
+                tracing::warn!(
+                    batch_ms = spec.time_ms,
+                    records = input_records,
+                    processing_ms = processing_time_ms,
+                    interval_ms = self.plan.interval_ms(),
+                    "a batch of few records still took longer than the batch interval: the time goes to per-batch work (for example update_state_by_key visiting every key), not to records; batches are no longer made smaller. Raise the batch interval or reduce the per-batch work"
+                );
+            }
+        }
         let stats = BatchStats {
             batch_time_ms: spec.time_ms,
             input_records,

@@ -87,7 +87,7 @@ where
             slide_ms: self.slide_ms(),
             run: Arc::new(move |ctx: &BatchCtx| {
                 let d = s.prepare(ctx)?;
-                let parts = ctx.collect(&*d);
+                let parts = ctx.collect(&*d)?;
                 let fail = |e: CodecError| EngineError::Output {
                     kind: "save_to_kv",
                     input: ctx.name(id).to_string(),

@@ -36,6 +36,9 @@ struct Cursor {
     pos: usize,
     /// Record number of the next frame.
     lsn: Lsn,
+    /// File offset from which the next frame is offered to the segment's
+    /// index: one lock per `index_interval_bytes` read, not one per frame.
+    note_from: u64,
 }
 
 /// Reads a range of records; see the module docs.
@@ -143,7 +146,10 @@ impl WalReader {
                     frame_len,
                 } => {
                     let offset = cursor.buf_offset + cursor.pos as u64;
-                    cursor.meta.note_position(lsn, offset, interval);
+                    if offset >= cursor.note_from {
+                        cursor.meta.note_position(lsn, offset, interval);
+                        cursor.note_from = offset.saturating_add(interval);
+                    }
                     cursor.pos += frame_len;
                     cursor.lsn += 1;
                     if lsn == self.next {
@@ -220,6 +226,7 @@ impl WalReader {
             buf_offset: offset,
             pos: 0,
             lsn,
+            note_from: offset,
         })
     }
 }
