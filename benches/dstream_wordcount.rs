@@ -2,10 +2,13 @@
 //! lines per iteration through split, lowercase, reduce_by_key on a manual
 //! clock (queue push outside the measured time). Throughput in lines.
 
+mod support;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use support::timed_batches;
 use weir::testdata::tweet_lines;
 use weir::{ManualClock, Queue, StreamingContext, Text};
 
@@ -40,17 +43,7 @@ fn wordcount(c: &mut Criterion) {
             .expect("output");
         ssc.start().expect("start");
         group.bench_function(format!("wordcount_p{parallelism}"), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    q.push(lines.clone()).expect("queue");
-                    let start = Instant::now();
-                    let t = clock.advance(1000);
-                    ssc.await_batch(t, Duration::from_secs(60)).expect("batch");
-                    total += start.elapsed();
-                }
-                total
-            })
+            b.iter_custom(|iters| timed_batches(&ssc, &clock, &q, &lines, iters, || {}))
         });
         ssc.stop(false).expect("stop");
     }
