@@ -18,9 +18,11 @@ Scenarios, for each system:
               end-to-end latency = wall time its batch completed - wall time
               the feeder wrote it (one FIFO connection, so line n is in the
               first batch whose cumulative count reaches n); p50 / p99
-  restart     fed at full speed, killed with SIGKILL (leaving a backlog),
-              restarted with no new input: process start to the first
-              completed batch
+  restart     fed at full speed, killed with SIGKILL (leaving a backlog;
+              weir's backlog limit raised to --restart-backlog-mib, default
+              1200, so the log can hold about 1 GiB), restarted with no new
+              input: process start to the first completed batch, and to
+              the end of the backlog
   peak memory VmHWM of the process (Spark: the driver JVM) over each run
 
 Usage: python3 benches/side_by_side.py [--quick] [--only spark|weir]
@@ -168,8 +170,20 @@ def spark_cmd(spark_home, jar, port, batch_ms, ckpt):
             "--class", "WeirBenchSpark", str(jar), "127.0.0.1", str(port), str(batch_ms), str(ckpt)]
 
 
-def weir_cmd(exe, port, batch_ms, data):
-    return [str(exe), f"127.0.0.1:{port}", str(batch_ms), str(data)]
+def weir_cmd(exe, port, batch_ms, data, backlog_mib=None):
+    cmd = [str(exe), f"127.0.0.1:{port}", str(batch_ms), str(data)]
+    return cmd + [str(backlog_mib)] if backlog_mib else cmd
+
+
+def dir_mib(path):
+    total = 0
+    for root, _, files in os.walk(path):
+        for n in files:
+            try:
+                total += os.path.getsize(os.path.join(root, n))
+            except OSError:
+                pass
+    return total / (1 << 20)
 
 
 # ---------------------------------------------------------------- analysis
@@ -259,27 +273,43 @@ def measure(system, make_cmd, feeder_exe, args, work):
     # Restart with a backlog: full speed, SIGKILL, restart without input.
     data = work / "restart-data"
     shutil.rmtree(data, ignore_errors=True)
+    # weir's backlog limit is raised for this run so that the log can hold
+    # the backlog the issue names (about 1 GiB); Spark has no such limit.
+    backlog = args.restart_backlog_mib
     f = Feeder(feeder_exe, 0, args.restart_feed_seconds, work / "restart-feeder.log")
-    s = System(make_cmd(f.port, args.batch_ms, data), outfile=work / "restart-1-stderr.log")
+    s = System(make_cmd(f.port, args.batch_ms, data, backlog), outfile=work / "restart-1-stderr.log")
     try:
         f.p.wait(timeout=args.restart_feed_seconds + 120)
     except subprocess.TimeoutExpired:
         log(f"{system}: the feeder did not finish (the job never connected or died)")
     s.kill()
     f.stop()
+    on_disk = dir_mib(data)
     idle = Feeder(feeder_exe, 1, 600, work / "restart-idle.log")
-    s = System(make_cmd(idle.port, args.batch_ms, data), outfile=work / "restart-2-stderr.log")
+    s = System(make_cmd(idle.port, args.batch_ms, data, backlog), outfile=work / "restart-2-stderr.log")
     deadline = time.time() + 180
     # The first completed batch, whatever it holds: Spark re-runs the
     # batches it missed while down first (and reports no record count for
     # them), weir goes straight to one batch of backlog.
     while time.time() < deadline and not s.batches:
         time.sleep(0.05)
-    time.sleep(5)  # to count what else follows at once (Spark's missed batches)
+    # Then until the backlog is drained (a batch of almost nothing after
+    # batches of backlog), at most 60 s more.
+    drained = None
+    until = time.time() + 60
+    while time.time() < until and drained is None:
+        time.sleep(0.2)
+        done = sorted(s.batches, key=lambda b: b[5])
+        for i in range(1, len(done)):
+            if done[i][1] < 1000 and any(b[1] >= 1000 for b in done[:i]):
+                drained = (done[i - 1][5] - s.spawn_wall_ms) / 1000
+                break
     first = min(s.batches, key=lambda b: b[5]) if s.batches else None
-    res["restart"] = {"first_batch_s": (first[5] - s.spawn_wall_ms) / 1000 if first else None,
+    res["restart"] = {"data_dir_mib_at_kill": round(on_disk),
+                      "first_batch_s": (first[5] - s.spawn_wall_ms) / 1000 if first else None,
                       "first_batch_records": first[1] if first else 0,
-                      "batches_in_first_5s": len(s.batches)}
+                      "backlog_drained_s": drained,
+                      "backlog_records": sum(b[1] for b in s.batches if b[1] >= 1000)}
     s.kill()
     idle.stop()
     log(f"{system} restart: {json.dumps(res['restart'])}")
@@ -293,6 +323,8 @@ def main():
     ap.add_argument("--latency-batch-ms", type=int, default=1000)
     ap.add_argument("--rate", type=int, default=50_000, help="lines/s of the latency run")
     ap.add_argument("--restart-feed-seconds", type=int, default=20)
+    ap.add_argument("--restart-backlog-mib", type=int, default=1200,
+                    help="weir's backlog_bytes_max for the restart run (the backlog to restart with)")
     ap.add_argument("--only", choices=["spark", "weir"])
     ap.add_argument("--quick", action="store_true", help="20 s runs, for a smoke test")
     args = ap.parse_args()
@@ -304,10 +336,10 @@ def main():
     results = {}
     if args.only in (None, "spark"):
         spark_home, jar = setup_spark()
-        results["spark"] = measure("spark", lambda port, b, d: spark_cmd(spark_home, jar, port, b, d),
+        results["spark"] = measure("spark", lambda port, b, d, _backlog=None: spark_cmd(spark_home, jar, port, b, d),
                                    feeder_exe, args, WORK / "spark")
     if args.only in (None, "weir"):
-        results["weir"] = measure("weir", lambda port, b, d: weir_cmd(weir_exe, port, b, d),
+        results["weir"] = measure("weir", lambda port, b, d, backlog=None: weir_cmd(weir_exe, port, b, d, backlog),
                                   feeder_exe, args, WORK / "weir")
     (WORK / "results.json").write_text(json.dumps(results, indent=2))
     print_table(results)
@@ -317,10 +349,13 @@ def print_table(r):
     rows = [
         ("throughput, lines/s (full-speed feeder)", lambda x: x["throughput"]["lines_per_s"], "{:,.0f}", "ratio"),
         ("scheduling delay at the end, ms", lambda x: x["throughput"]["final_sched_ms"], "{}", None),
+        ("largest scheduling delay, ms", lambda x: x["throughput"]["max_sched_ms"], "{}", None),
         ("peak RSS at full speed, MiB", lambda x: x["throughput"]["peak_rss_mib"], "{:,.0f}", "inv"),
         ("latency p50, ms", lambda x: x["latency"]["p50_ms"], "{:,.0f}", "inv"),
         ("latency p99, ms", lambda x: x["latency"]["p99_ms"], "{:,.0f}", "inv"),
+        ("data directory at the kill, MiB", lambda x: x["restart"]["data_dir_mib_at_kill"], "{:,}", None),
         ("restart to first batch, s", lambda x: x["restart"]["first_batch_s"], "{:.2f}", "inv"),
+        ("restart to backlog drained, s", lambda x: x["restart"]["backlog_drained_s"], "{:.2f}", "inv"),
     ]
     print()
     print(f"| measurement | Spark Streaming {PYSPARK_VERSION} | weir | weir vs Spark |")

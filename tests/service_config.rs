@@ -554,3 +554,16 @@ fn the_systemd_unit_has_what_operations_md_promises() {
         }
     }
 }
+
+#[test]
+fn adaptive_batches_is_on_unless_the_file_turns_it_off() {
+    let base = format!("{HEAD}[[sink]]\nkind = \"print\"\nfrom = \"in\"\n");
+    let p = parse("p.toml", &base, Path::new("/base")).expect("parse");
+    assert!(p.settings.adaptive_batches);
+    let off = format!("[pipeline]\nadaptive_batches = false\n{base}");
+    let p = parse("p.toml", &off, Path::new("/base")).expect("parse");
+    assert!(!p.settings.adaptive_batches);
+    let e = err(&format!("[pipeline]\nadaptive_batches = \"no\"\n{base}"));
+    assert_eq!(e.line, 2, "{e}");
+    assert!(e.to_string().contains("expected a boolean"), "{e}");
+}

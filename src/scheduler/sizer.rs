@@ -12,16 +12,18 @@
 //! zero, the receivers' backlog limit pushes back on the producers, and a
 //! replayed batch takes about one interval.
 //!
-//! The estimate only changes after a batch that was capped (there was more
-//! input than the cap): batches that took everything say nothing about the
-//! pipeline's limit. Limits: the cap starts at [`INITIAL_RECORDS`] (so the
+//! The estimate changes after a batch that was capped (there was more input
+//! than the cap) or that took longer than the interval: a batch that took
+//! everything in time says nothing about the pipeline's limit. Limits: the
+//! cap starts at [`INITIAL_RECORDS`] per second of batch interval (so the
 //! first batch after a restart with a large backlog finishes quickly),
 //! grows at most [`GROWTH_MAX`]× per batch, never goes below
 //! [`FLOOR_RECORDS`] nor above `batch_records_max` per source.
 //! Must never: decide what is in a batch beyond its size (the sources cut),
 //! or change a pending batch's range (replays are exact).
 
-/// Records the first batch may take (all sources together).
+/// Records the first batch may take per second of batch interval (all
+/// sources together).
 pub const INITIAL_RECORDS: u64 = 1_000_000;
 /// The cap never goes below this many records.
 pub const FLOOR_RECORDS: u64 = 10_000;
@@ -48,10 +50,11 @@ impl BatchSizer {
     /// `ceiling`: the hard cap (all sources' `batch_records_max`).
     pub(crate) fn new(interval_ms: u64, ceiling: u64) -> Self {
         let ceiling = ceiling.max(1);
+        let initial = (INITIAL_RECORDS as u128 * interval_ms as u128 / 1000) as u64;
         BatchSizer {
             interval_us: interval_ms.saturating_mul(1000).max(1),
             ceiling,
-            cap: INITIAL_RECORDS.min(ceiling),
+            cap: initial.clamp(FLOOR_RECORDS.min(ceiling), ceiling),
             gave_up: false,
         }
     }
@@ -69,12 +72,13 @@ impl BatchSizer {
     /// `capped`: whether its cut was limited by [`BatchSizer::cap`].
     /// Returns true the one time it gives up (for the caller to log).
     pub(crate) fn observe(&mut self, records: u64, elapsed_us: u64, capped: bool) -> bool {
-        if self.gave_up || !capped || records == 0 {
+        let overran = elapsed_us > self.interval_us;
+        if self.gave_up || records == 0 || !(capped || overran) {
             return false;
         }
         let fits = records as f64 * (self.interval_us as f64 * FILL) / elapsed_us.max(1) as f64;
         let floor = FLOOR_RECORDS.min(self.ceiling);
-        if self.cap <= floor && elapsed_us > self.interval_us {
+        if capped && overran && self.cap <= floor {
             self.gave_up = true;
             return true;
         }
@@ -116,10 +120,10 @@ mod tests {
 
     #[test]
     fn shrinks_when_a_batch_overran_and_never_below_the_floor_or_above_the_ceiling() {
-        let mut s = BatchSizer::new(100, 500_000);
+        let mut s = BatchSizer::new(1000, 500_000);
         assert_eq!(s.cap(), 500_000);
-        // 500,000 records took 1 s: 45,000 fit in 90 ms.
-        s.observe(500_000, 1_000_000, true);
+        // 500,000 records took 10 s: 45,000 fit in 0.9 s.
+        s.observe(500_000, 10_000_000, true);
         assert_eq!(s.cap(), 45_000);
         s.observe(45_000, 100_000_000, true);
         assert_eq!(s.cap(), FLOOR_RECORDS);
@@ -128,11 +132,20 @@ mod tests {
     }
 
     #[test]
-    fn uncapped_or_empty_batches_teach_nothing() {
+    fn batches_in_time_that_took_everything_or_empty_ones_teach_nothing() {
         let mut s = BatchSizer::new(1000, 10_000_000);
-        s.observe(10, 5_000_000, false);
+        s.observe(10, 999_000, false);
         s.observe(0, 5_000_000, true);
         assert_eq!(s.cap(), INITIAL_RECORDS);
+    }
+
+    #[test]
+    fn an_uncapped_batch_that_overran_shrinks_the_cap() {
+        // 100 ms batches start at 100,000 records; 80,000 took 200 ms.
+        let mut s = BatchSizer::new(100, 10_000_000);
+        assert_eq!(s.cap(), 100_000);
+        s.observe(80_000, 200_000, false);
+        assert_eq!(s.cap(), 36_000);
     }
 
     #[test]

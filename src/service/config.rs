@@ -141,6 +141,7 @@ struct RawPipeline {
     partitions: Option<Spanned<i64>>,
     parallelism: Option<Spanned<i64>>,
     batch_records_max: Option<Spanned<i64>>,
+    adaptive_batches: Option<Spanned<bool>>,
     data_dir: Option<Spanned<String>>,
     stop_timeout: Option<Spanned<RawDuration>>,
 }
@@ -278,6 +279,8 @@ pub struct Settings {
     pub parallelism: Option<usize>,
     /// Cap of records per source per batch.
     pub batch_records_max: Option<u64>,
+    /// Whether batches are sized to what fits in an interval (default on).
+    pub adaptive_batches: bool,
     /// The data directory, resolved against the pipeline file's directory.
     pub data_dir: Option<PathBuf>,
     /// Longest a graceful stop keeps draining the backlog.
@@ -865,6 +868,7 @@ impl Validator<'_> {
             partitions: None,
             parallelism: None,
             batch_records_max: None,
+            adaptive_batches: true,
             data_dir: None,
             stop_timeout: STOP_TIMEOUT_DEFAULT,
             http_address: HTTP_ADDRESS_DEFAULT.parse().ok(),
@@ -900,6 +904,9 @@ impl Validator<'_> {
                     u64::MAX >> 1,
                     "caps the records per source in one batch (bounds memory after downtime)",
                 )?);
+            }
+            if let Some(v) = &p.adaptive_batches {
+                s.adaptive_batches = *v.get_ref();
             }
             if let Some(v) = &p.data_dir {
                 if v.get_ref().trim().is_empty() {

@@ -567,6 +567,7 @@ pub fn build(
         if let Some(n) = s.batch_records_max {
             b = b.batch_records_max(n);
         }
+        b = b.adaptive_batches(s.adaptive_batches);
         let ssc = b.build()?;
         compiled = Some(compile(p, &ssc, data_dir)?);
         Ok(ssc)
