@@ -3,8 +3,11 @@
 //!
 //! Narrow transformations never materialize: a stream hands out a
 //! `PartFn` that pushes one partition's records through the whole fused
-//! chain into a sink closure. Only sources, shuffles, windows and stateful
-//! operators materialize (and are memoized for the batch).
+//! chain into a sink closure. Sources do not materialize either: a source
+//! partition reads its sub-range record by record while it runs, and
+//! records a failed read in the context ([`BatchCtx::check_reads`]). Only
+//! shuffles, windows and stateful operators materialize (and are memoized
+//! for the batch).
 //!
 //! Limits: one memo entry per node per batch; at most one batch's
 //! materialized partitions are alive at a time (the scheduler runs one
