@@ -224,3 +224,37 @@ fn a_failed_read_fails_the_batch_before_any_output_acts() {
         "{err}"
     );
 }
+
+#[test]
+fn adaptive_batches_cap_the_first_batch_and_can_be_turned_off() {
+    for adaptive in [true, false] {
+        let clock = Arc::new(weir::ManualClock::new(0));
+        let ssc = weir::StreamingContext::builder()
+            .batch_interval(std::time::Duration::from_secs(1))
+            .clock(clock.clone())
+            .adaptive_batches(adaptive)
+            .build()
+            .unwrap();
+        let q = weir::Queue::with_mode(weir::QueueMode::All);
+        q.push((0..1_500_000u32).collect()).unwrap();
+        let out = collect(&ssc.queue_stream(&q).count());
+        ssc.start().unwrap();
+        let total = |o: &Out<u64>| o.lock().unwrap().iter().map(|(_, c)| c[0]).sum::<u64>();
+        // Bounded: the floor of 10,000 records per batch drains the queue
+        // within 150 batches whatever the machine's speed.
+        for _ in 0..150 {
+            let t = clock.advance(1000);
+            ssc.await_batch(t, WAIT).unwrap();
+            if total(&out) == 1_500_000 {
+                break;
+            }
+        }
+        ssc.stop(false).unwrap();
+        let counts: Vec<u64> = out.lock().unwrap().iter().map(|(_, c)| c[0]).collect();
+        // On: the first batch after a start takes at most 1,000,000
+        // records per second of interval; later ones what fits.
+        let first = if adaptive { 1_000_000 } else { 1_500_000 };
+        assert_eq!(counts[0], first, "adaptive_batches({adaptive}): {counts:?}");
+        assert_eq!(total(&out), 1_500_000, "{counts:?}");
+    }
+}
