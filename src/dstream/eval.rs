@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use super::graph::{NodeId, Plan};
 use super::state::{StateDelta, StateStore};
-use super::EngineError;
+use super::{BoxError, EngineError};
 
 /// Materialized partitions of one stream in one batch.
 pub type Parts<T> = Arc<Vec<Vec<T>>>;
@@ -89,10 +89,12 @@ impl<T: Clone + Send + Sync> PartFn<T> for MatParts<T> {
     }
 }
 
-/// The first source read that failed in a batch. Sticky: once set, every
-/// later check fails too, so no consumer acts on a partial batch.
+/// The first source read that failed in a batch: source name, the range
+/// that was read, and the reason as text (every check hands out its own
+/// error, and a boxed reason is not `Clone`). Sticky: once set, every later
+/// check fails too, so no consumer acts on a partial batch.
 #[derive(Default)]
-pub(crate) struct ReadFailure(Mutex<Option<EngineError>>);
+pub(crate) struct ReadFailure(Mutex<Option<(String, Range<u64>, String)>>);
 
 impl ReadFailure {
     pub(crate) fn is_set(&self) -> bool {
@@ -100,33 +102,21 @@ impl ReadFailure {
     }
 
     /// Keeps the first failure (later ones are usually its echoes).
-    pub(crate) fn set(&self, e: EngineError) {
+    pub(crate) fn set(&self, source_name: &str, range: Range<u64>, reason: &BoxError) {
         let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
-            *slot = Some(e);
+            *slot = Some((source_name.to_string(), range, reason.to_string()));
         }
     }
 
     fn check(&self) -> Result<(), EngineError> {
         match &*self.0.lock().unwrap_or_else(|e| e.into_inner()) {
             None => Ok(()),
-            // The reason is boxed and not `Clone`: the copy carries its text.
-            Some(EngineError::Source {
-                source_name,
-                start,
-                end,
-                reason,
-            }) => Err(EngineError::Source {
+            Some((source_name, range, reason)) => Err(EngineError::Source {
                 source_name: source_name.clone(),
-                start: *start,
-                end: *end,
-                reason: reason.to_string().into(),
-            }),
-            Some(other) => Err(EngineError::Source {
-                source_name: String::new(),
-                start: 0,
-                end: 0,
-                reason: other.to_string().into(),
+                start: range.start,
+                end: range.end,
+                reason: reason.clone().into(),
             }),
         }
     }

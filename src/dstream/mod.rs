@@ -220,12 +220,7 @@ impl<T: Data> PartFn<T> for SourceParts<T> {
             more()
         });
         if let Err(reason) = read {
-            self.failure.set(EngineError::Source {
-                source_name: self.source_name.clone(),
-                start: sub.start,
-                end: sub.end,
-                reason,
-            });
+            self.failure.set(&self.source_name, sub, &reason);
         }
     }
 }
