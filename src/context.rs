@@ -117,7 +117,8 @@ impl StreamingContextBuilder {
     }
     /// Whether new batches are sized to what the pipeline processes in
     /// about 90 % of a batch interval, learnt from the batches before
-    /// (default: on; the first batch takes at most 1,000,000 records).
+    /// (default: on; the first batch takes at most 1,000,000 records per
+    /// second of interval).
     /// Off: every batch takes all durable input up to `batch_records_max`.
     pub fn adaptive_batches(mut self, on: bool) -> Self {
         self.adaptive_batches = on;

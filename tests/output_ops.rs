@@ -196,23 +196,24 @@ fn a_failed_read_fails_the_batch_before_any_output_acts() {
         delivered: Default::default(),
     });
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let s = h.ssc.source_stream("counting", src).name("numbers");
-    for out in [s.map(|x| x + 1), s.filter(|x| x % 2 == 0)] {
+    fn counted<T: weir::dstream::Data>(
+        s: &weir::DStream<T>,
+        calls: &Arc<std::sync::atomic::AtomicUsize>,
+    ) {
         let c = calls.clone();
-        out.foreach_batch(move |_, _| {
+        s.foreach_batch(move |_, _| {
             c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Ok(())
         })
         .unwrap();
     }
-    let c = calls.clone();
-    s.map(|x| (x % 3, 1u64))
-        .reduce_by_key(|a, b| a + b)
-        .foreach_batch(move |_, _| {
-            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Ok(())
-        })
-        .unwrap();
+    let s = h.ssc.source_stream("counting", src).name("numbers");
+    counted(&s.map(|x| x + 1), &calls);
+    counted(&s.filter(|x| x % 2 == 0), &calls);
+    counted(
+        &s.map(|x| (x % 3, 1u64)).reduce_by_key(|a, b| a + b),
+        &calls,
+    );
     h.ssc.start().unwrap();
     h.clock.advance(1000);
     let err = h.ssc.await_termination().unwrap_err().to_string();

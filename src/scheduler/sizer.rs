@@ -92,15 +92,22 @@ impl BatchSizer {
 mod tests {
     use super::*;
 
-    /// A pipeline that takes `fixed_us + per_record_ns * n / 1000`.
-    fn run(sizer: &mut BatchSizer, fixed_us: u64, per_record_ns: u64, batches: usize) -> Vec<u64> {
+    /// Capped batches of a pipeline that takes `fixed_us + per_record_ns *
+    /// n / 1000`: the cap after each, and whether the sizer gave up.
+    fn run(
+        sizer: &mut BatchSizer,
+        fixed_us: u64,
+        per_record_ns: u64,
+        batches: usize,
+    ) -> (Vec<u64>, bool) {
         let mut caps = Vec::new();
+        let mut gave_up = false;
         for _ in 0..batches {
             let n = sizer.cap();
-            sizer.observe(n, fixed_us + per_record_ns * n / 1000, true);
+            gave_up |= sizer.observe(n, fixed_us + per_record_ns * n / 1000, true);
             caps.push(sizer.cap());
         }
-        caps
+        (caps, gave_up)
     }
 
     #[test]
@@ -108,13 +115,12 @@ mod tests {
         // 1 s batches, 300 ns per record: 3 M records per second.
         let mut s = BatchSizer::new(1000, 10_000_000);
         assert_eq!(s.cap(), INITIAL_RECORDS);
-        let caps = run(&mut s, 0, 300, 4);
-        // 1 M took 0.3 s: 3 M fit in 0.9 s; capped by the growth limit? no,
-        // 3 M < 4 M.
+        let (caps, _) = run(&mut s, 0, 300, 4);
+        // 1 M took 0.3 s: 3 M fit in 0.9 s (under the 4x growth limit).
         assert_eq!(caps, vec![3_000_000, 3_000_000, 3_000_000, 3_000_000]);
         // Growth is limited to 4x per batch.
         let mut s = BatchSizer::new(1000, 100_000_000);
-        let caps = run(&mut s, 0, 10, 3);
+        let (caps, _) = run(&mut s, 0, 10, 3);
         assert_eq!(caps, vec![4_000_000, 16_000_000, 64_000_000]);
     }
 
@@ -152,11 +158,7 @@ mod tests {
     fn per_batch_work_longer_than_the_interval_stops_the_shrinking() {
         // 2 s of fixed work per batch: no batch size fits in 1 s.
         let mut s = BatchSizer::new(1000, 10_000_000);
-        let mut gave_up = false;
-        for _ in 0..20 {
-            let n = s.cap();
-            gave_up |= s.observe(n, 2_000_000 + n / 1000, true);
-        }
+        let (_, gave_up) = run(&mut s, 2_000_000, 1, 20);
         assert!(gave_up);
         assert_eq!(s.cap(), 10_000_000);
     }
