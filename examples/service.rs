@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir::service::generator::{GeneratorConfig, GeneratorSource};
 use weir::service::{run_service, ServiceOptions};
+use weir::source::generator::{GeneratorConfig, GeneratorSource};
 use weir::{StreamingContext, Text};
 
 fn main() -> weir::Result<()> {

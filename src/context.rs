@@ -364,7 +364,7 @@ impl StreamingContext {
             + 'static,
     ) -> Result<(DStream<T>, Arc<crate::wal::Wal>)> {
         let wal = self.open_stream_wal("wal_stream", name)?;
-        let src = crate::receiver::WalSource::new(wal.clone(), Arc::new(decode));
+        let src = crate::source::WalSource::new(wal.clone(), Arc::new(decode));
         let stream = DStream::from_source(&self.graph, "wal", Arc::new(src)).name(name);
         Ok((stream, wal))
     }
@@ -430,7 +430,7 @@ impl StreamingContext {
         &self,
         name: &str,
         receiver: Box<dyn Receiver>,
-        decode: crate::receiver::Decoder<T>,
+        decode: crate::source::Decoder<T>,
     ) -> Result<(DStream<T>, Arc<StreamShared>)> {
         if self.lock().phase != Phase::Initialized {
             return Err(ContextError::AlreadyStarted.into());
@@ -442,7 +442,8 @@ impl StreamingContext {
             self.backlog_bytes_max,
             self.records_per_second_max,
         );
-        let src = crate::receiver::WalSource::for_receiver(shared.clone(), decode);
+        let src =
+            crate::source::WalSource::with_release(shared.wal().clone(), decode, shared.clone());
         let stream = DStream::from_source(&self.graph, "receiver", Arc::new(src)).name(name);
         self.lock().receivers.push(PendingReceiver {
             receiver,

@@ -47,6 +47,7 @@ pub mod receiver;
 pub mod scheduler;
 pub mod service;
 pub mod sink;
+pub mod source;
 pub mod testdata;
 pub mod wal;
 

@@ -9,7 +9,7 @@
 //! (default [`QUEUE_RECORDS_MAX_DEFAULT`]); `push` past it returns an error
 //! instead of growing.
 //! Must never: decide batch boundaries on its own beyond `next_cut`, or do
-//! I/O (a WAL-backed source lives with the receivers).
+//! I/O (a WAL-backed source lives in `crate::source`).
 
 use std::collections::VecDeque;
 use std::fmt::Debug;

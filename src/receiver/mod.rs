@@ -5,8 +5,11 @@
 //! Owns: the [`Receiver`] trait (user code may implement it, like Spark's
 //! custom receivers), the [`ReceiverContext`] handed to it (store with
 //! backpressure and rate limit, backlog tracking, the release hook), and
-//! [`WalSource`], the engine's view of a WAL. Built-in receivers live in
-//! the submodules.
+//! the stream's side of a release ([`OnRelease`] for the engine's
+//! [`crate::source::WalSource`]). Built-in receivers live in the
+//! submodules; the context's constructors (`socket_text_stream`,
+//! `text_file_stream`, ...) live in `crate::context`: receivers never
+//! import the context.
 //!
 //! Backpressure: the *backlog* of a stream is the number of record bytes
 //! appended to its WAL but not yet released by a committed batch. While it is
@@ -44,8 +47,9 @@ pub mod socket;
 pub use dir::{DirConfig, DirStats};
 pub use socket::{SocketConfig, SocketStats};
 
-use crate::dstream::{BoxError, Source};
+use crate::dstream::BoxError;
 use crate::scheduler::Scheduler;
+use crate::source::OnRelease;
 use crate::wal::{Wal, WalError};
 
 /// Default maximum backlog of a stream: 512 MiB of record bytes. At least
@@ -57,9 +61,6 @@ pub const BACKLOG_BYTES_MAX_DEFAULT: u64 = 512 << 20;
 pub const BACKLOG_ENTRIES_MAX: usize = 4096;
 /// Longest a blocked `store` or wait goes without checking for a stop.
 pub const STOP_POLL: Duration = Duration::from_millis(20);
-
-/// Turns a record's bytes into a typed record.
-pub type Decoder<T> = Arc<dyn Fn(&[u8]) -> Result<T, BoxError> + Send + Sync>;
 
 /// The release hook: see [`ReceiverContext::set_release_hook`].
 /// It returns the position below which WAL segments may be deleted (the
@@ -207,7 +208,7 @@ impl RateLimit {
 }
 
 /// What one receiver-fed stream shares between its receiver, the engine's
-/// [`WalSource`] and the context.
+/// [`crate::source::WalSource`] (through [`OnRelease`]) and the context.
 pub(crate) struct StreamShared {
     name: String,
     wal: Arc<Wal>,
@@ -248,6 +249,11 @@ impl StreamShared {
 
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The stream's log.
+    pub(crate) fn wal(&self) -> &Arc<Wal> {
+        &self.wal
     }
 
     /// Called by the context at `start()`.
@@ -417,112 +423,31 @@ impl ReceiverContext {
     }
 }
 
-/// A [`Source`] reading from a [`Wal`]:
-/// positions are the log's record numbers (LSNs), a batch is cut at the
-/// log's acknowledged end, and a batch's range is re-read from the log
-/// exactly on replay. When the scheduler releases a position (after the
-/// batch's commit is durable), the source releases the stream's backlog,
-/// runs the release hook, and lets the log delete every finished segment
-/// below it: windows keep their panes in the checkpoint, so no committed
-/// record is needed again. The engine reads with [`Source::read_each`],
-/// which decodes one record at a time out of the reader's buffer.
-pub struct WalSource<T> {
-    wal: Arc<Wal>,
-    decode: Decoder<T>,
-    stream: Option<Arc<StreamShared>>,
-}
-
-impl<T> WalSource<T> {
-    pub fn new(wal: Arc<Wal>, decode: Decoder<T>) -> Self {
-        WalSource {
-            wal,
-            decode,
-            stream: None,
-        }
-    }
-
-    pub(crate) fn for_receiver(shared: Arc<StreamShared>, decode: Decoder<T>) -> Self {
-        WalSource {
-            wal: shared.wal.clone(),
-            decode,
-            stream: Some(shared),
-        }
-    }
-
-    /// The log this source reads.
-    pub fn wal(&self) -> &Arc<Wal> {
-        &self.wal
-    }
-}
-
 /// Decodes a record as UTF-8 text.
 pub fn utf8(bytes: &[u8]) -> Result<String, BoxError> {
     String::from_utf8(bytes.to_vec())
         .map_err(|e| -> BoxError { format!("record is not valid UTF-8 ({e})").into() })
 }
 
-impl<T: Send + 'static> Source<T> for WalSource<T> {
-    fn available_end(&self) -> u64 {
-        self.wal.end()
-    }
-
-    fn read(&self, range: Range<u64>) -> Result<Vec<T>, BoxError> {
-        let mut out = Vec::with_capacity((range.end - range.start) as usize);
-        self.read_each(range, &mut |v| {
-            out.push(v);
-            true
-        })?;
-        Ok(out)
-    }
-
-    fn read_each(&self, range: Range<u64>, f: &mut dyn FnMut(T) -> bool) -> Result<(), BoxError> {
-        // Decoded straight out of the reader's buffer: one record at a time
-        // is alive here, whatever the batch size.
-        let mut reader = self.wal.read(range)?;
-        while let Some(r) = reader.next_ref() {
-            let (lsn, bytes) = r?;
-            let v = (self.decode)(bytes).map_err(|e| -> BoxError {
-                format!(
-                    "record {lsn} of the WAL in {}: {e}",
-                    self.wal.dir().display()
-                )
-                .into()
-            })?;
-            if !f(v) {
-                break;
+impl OnRelease for StreamShared {
+    /// Releases the backlog up to `end`, then runs the release hook (if
+    /// any): how far the source may delete segments.
+    fn on_release(&self, end: u64) -> Option<u64> {
+        self.release(end);
+        let hook = self.hook.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(hook) = hook else {
+            return Some(end);
+        };
+        match hook(end) {
+            Ok(safe) => Some(safe),
+            Err(e) => {
+                tracing::warn!(
+                    stream = %self.name,
+                    error = %e,
+                    "the receiver's release hook failed; WAL segments are kept and cleanup is retried after the next batch"
+                );
+                None
             }
-        }
-        Ok(())
-    }
-
-    fn release(&self, end: u64) {
-        // Only called after the batch's commit is durable (checkpoint
-        // before cleanup). A failed cleanup loses nothing: it is retried at
-        // the next release.
-        let mut delete_below = end;
-        if let Some(s) = &self.stream {
-            s.release(end);
-            let hook = s.hook.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            if let Some(hook) = hook {
-                match hook(end) {
-                    Ok(safe) => delete_below = safe.min(end),
-                    Err(e) => {
-                        tracing::warn!(
-                            stream = %s.name,
-                            error = %e,
-                            "the receiver's release hook failed; WAL segments are kept and cleanup is retried after the next batch"
-                        );
-                        return;
-                    }
-                }
-            }
-        }
-        if let Err(e) = self.wal.remove_segments_below(delete_below) {
-            tracing::warn!(
-                dir = %self.wal.dir().display(),
-                error = %e,
-                "could not delete WAL segments below the committed position; will retry after the next batch"
-            );
         }
     }
 }

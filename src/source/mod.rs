@@ -1,0 +1,25 @@
+//! Engine-facing sources that read real inputs: the [`Source`]
+//! implementations the context builds streams on. The pure trait (and the
+//! in-memory queue) stay in `crate::dstream`; the sources here hold the
+//! handles their reads go through.
+//!
+//! Owns: [`WalSource`] (`wal.rs`), the bridge from a write-ahead log to
+//! the engine, with [`OnRelease`], the hook a receiver-fed stream plugs
+//! into it; [`generator`], the built-in tweet-like source of the service.
+//! Later JetStream and Kafka sources land here.
+//!
+//! Limits: a source holds no records of its own beyond one read (a
+//! `WalSource` decodes one record at a time; the generator caches
+//! [`generator::CHUNKS_CACHED_MAX`] chunks of text).
+//! Must never: decide batch boundaries beyond `next_cut`, import the
+//! receivers, the context or the service (they build on sources, never the
+//! reverse), or give a position two different records before it is
+//! released.
+//!
+//! [`Source`]: crate::dstream::Source
+
+pub mod generator;
+mod wal;
+
+pub(crate) use wal::OnRelease;
+pub use wal::{Decoder, WalSource};
