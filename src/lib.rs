@@ -42,6 +42,8 @@ pub mod context;
 pub mod dstream;
 pub mod error;
 pub mod failpoint;
+pub mod layout;
+pub mod names;
 pub mod pipelines;
 pub mod receiver;
 pub mod scheduler;

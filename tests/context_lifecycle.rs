@@ -199,3 +199,78 @@ fn builder_rejects_bad_settings() {
         .parallelism(0))
     .contains("parallelism 0"));
 }
+
+/// Every stream-creating constructor refuses a name outside the whitelist
+/// (`weir::names`) before it creates a file, and says which character.
+#[test]
+fn stream_names_outside_the_whitelist_are_refused_before_any_file_is_made() {
+    let data = tempfile::tempdir().unwrap();
+    let ssc = StreamingContext::builder()
+        .batch_interval(Duration::from_secs(1))
+        .clock(Arc::new(ManualClock::new(0)))
+        .data_dir(data.path())
+        .build()
+        .unwrap();
+    let refused = |r: weir::Result<()>, want: &str| {
+        let m = r.unwrap_err().to_string();
+        assert!(m.contains(want), "{m}");
+    };
+    // Stream `a`'s producer table is `wal/a.producers`: a stream of that
+    // name would have been that file.
+    let m = ssc.wal_text_stream("a.producers").unwrap_err().to_string();
+    assert!(
+        m.contains("`a.producers` has `.` at character 2")
+            && m.contains("ASCII letters, digits, `_` and `-`"),
+        "{m}"
+    );
+    refused(ssc.wal_text_stream("../up").map(drop), "starts with `.`");
+    refused(ssc.wal_text_stream("").map(drop), "cannot be empty");
+    refused(ssc.wal_text_stream("_x").map(drop), "starts with `_`");
+    refused(
+        ssc.wal_text_stream("my stream").map(drop),
+        "has a space at character 3",
+    );
+    refused(
+        ssc.receiver_stream("in/x", Idle, weir::receiver::utf8)
+            .map(drop),
+        "has `/` at character 3",
+    );
+    refused(
+        ssc.socket_text_stream("s.1", "127.0.0.1:9").map(drop),
+        "has `.` at character 2",
+    );
+    let in_dir = tempfile::tempdir().unwrap();
+    refused(
+        ssc.text_file_stream("a.progress", in_dir.path()).map(drop),
+        "has `.` at character 2",
+    );
+    refused(
+        ssc.ingest_text_stream("a.producers", "127.0.0.1:0".parse().unwrap())
+            .map(drop),
+        "has `.` at character 2",
+    );
+    // Nothing was created for a refused name.
+    let made: Vec<_> = std::fs::read_dir(data.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(made.is_empty(), "{made:?}");
+    // A plain name is accepted, at the path existing data directories use.
+    ssc.wal_text_stream("tweets_in-2").unwrap();
+    assert!(data.path().join("wal").join("tweets_in-2").is_dir());
+}
+
+/// A receiver that stores nothing and returns when asked to stop.
+struct Idle;
+
+impl weir::receiver::Receiver for Idle {
+    fn run(
+        self: Box<Self>,
+        ctx: weir::receiver::ReceiverContext,
+    ) -> Result<(), weir::dstream::BoxError> {
+        while !ctx.is_stopping() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+}

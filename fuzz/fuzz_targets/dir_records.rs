@@ -1,4 +1,4 @@
-//! The directory stream's decoders (`weir::receiver::dir`): a chunk record
+//! The directory stream's decoders (`weir::receiver::dir::records`): a chunk record
 //! as stored in the WAL, and the progress file. On any input they return a
 //! value or an error, never panic or allocate beyond the input's size; a
 //! decoded value re-encodes to exactly the input (the formats are
@@ -9,4 +9,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| weir::receiver::dir::check_canonical(data));
+fuzz_target!(|data: &[u8]| weir::receiver::dir::records::check_canonical(data));

@@ -5,7 +5,7 @@
 //! Owns: the [`Receiver`] trait (user code may implement it, like Spark's
 //! custom receivers), the [`ReceiverContext`] handed to it (store with
 //! backpressure and rate limit, backlog tracking, the release hook), and
-//! the stream's side of a release ([`OnRelease`] for the engine's
+//! the stream's side of a release (`OnRelease` for the engine's
 //! [`crate::source::WalSource`]). Built-in receivers live in the
 //! submodules; the context's constructors (`socket_text_stream`,
 //! `text_file_stream`, ...) live in `crate::context`: receivers never
@@ -249,11 +249,6 @@ impl StreamShared {
 
     pub(crate) fn name(&self) -> &str {
         &self.name
-    }
-
-    /// The stream's log.
-    pub(crate) fn wal(&self) -> &Arc<Wal> {
-        &self.wal
     }
 
     /// Called by the context at `start()`.

@@ -12,7 +12,7 @@
 //! Behaviour: the connection is retried with exponential backoff
 //! (`backoff_initial` doubling to `backoff_max`) when the server refuses,
 //! closes or breaks the connection; the backoff resets after a successful
-//! connect. Line rules are those of [`super::lines`]: over-long lines are
+//! connect. Line rules are those of `super::lines`: over-long lines are
 //! dropped whole, counted and logged; invalid UTF-8 is replaced by U+FFFD.
 //! While the stream's backlog is full the receiver stops reading, so TCP
 //! flow control pushes back on the server.
@@ -29,7 +29,8 @@
 //! line_bytes_max + 64 KiB` of its own. A read waits at most 50 ms, so a stop
 //! is noticed within about 100 ms.
 //! Must never: grow a buffer past those limits, or read while the backlog is
-//! full.
+//! full. The context's constructors (`socket_text_stream[_with]`) live in
+//! `crate::context`; this module never imports the context.
 
 use std::io::{ErrorKind, Read};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -39,8 +40,7 @@ use std::time::Duration;
 
 use super::lines::{log_nth, to_text, Line, LineSplitter};
 use super::{sleep_unless_stopping, Receiver, ReceiverContext, ReceiverError, STOP_POLL};
-use crate::dstream::{BoxError, DStream};
-use crate::StreamingContext;
+use crate::dstream::BoxError;
 
 const READ_BYTES: usize = 64 << 10;
 const READ_TIMEOUT: Duration = Duration::from_millis(50);
@@ -110,7 +110,12 @@ impl SocketStats {
 }
 
 impl SocketConfig {
-    fn validate(&self, stream: &str, wal: &crate::wal::WalConfig) -> Result<(), ReceiverError> {
+    /// Checks the settings against each other and the stream's WAL limits.
+    pub(crate) fn validate(
+        &self,
+        stream: &str,
+        wal: &crate::wal::WalConfig,
+    ) -> Result<(), ReceiverError> {
         let bad = |m: String| {
             Err(ReceiverError::Config {
                 stream: stream.to_string(),
@@ -378,41 +383,22 @@ impl Receiver for SocketReceiver {
     }
 }
 
-impl StreamingContext {
-    /// Spark's `socketTextStream`: lines of text read from the TCP server at
-    /// `addr` ("host:port"), through the WAL `DATA_DIR/wal/<name>`, with
-    /// default [`SocketConfig`]. See [`crate::receiver::socket`] for the
-    /// guarantee (safe once logged; in-flight lines are lost if weir dies).
-    pub fn socket_text_stream(&self, name: &str, addr: &str) -> crate::Result<DStream<String>> {
-        Ok(self
-            .socket_text_stream_with(name, addr, SocketConfig::default())?
-            .0)
+/// The receiver of a socket text stream reading from `addr`, and its
+/// counters; `StreamingContext::socket_text_stream_with` (in
+/// `crate::context`) registers it after [`SocketConfig::validate`].
+pub(crate) fn receiver(addr: &str, config: SocketConfig) -> (Box<dyn Receiver>, Arc<SocketStats>) {
+    let mut config = config;
+    if let Some(r) = config.records_per_second_max {
+        // Stores no larger than the rate limit's burst, so the limit
+        // spaces lines evenly instead of admitting one huge store.
+        let burst = usize::try_from((r / 10).max(1)).unwrap_or(usize::MAX);
+        config.lines_per_store_max = config.lines_per_store_max.min(burst);
     }
-
-    /// [`StreamingContext::socket_text_stream`] with explicit settings;
-    /// also returns the stream's counters.
-    pub fn socket_text_stream_with(
-        &self,
-        name: &str,
-        addr: &str,
-        config: SocketConfig,
-    ) -> crate::Result<(DStream<String>, Arc<SocketStats>)> {
-        config.validate(name, self.wal_config())?;
-        let mut config = config;
-        if let Some(r) = config.records_per_second_max {
-            // Stores no larger than the rate limit's burst, so the limit
-            // spaces lines evenly instead of admitting one huge store.
-            let burst = usize::try_from((r / 10).max(1)).unwrap_or(usize::MAX);
-            config.lines_per_store_max = config.lines_per_store_max.min(burst);
-        }
-        let stats = Arc::new(SocketStats::default());
-        let receiver = SocketReceiver {
-            addr: addr.to_string(),
-            config,
-            stats: stats.clone(),
-        };
-        let (stream, _) =
-            self.receiver_stream_shared(name, Box::new(receiver), Arc::new(super::utf8))?;
-        Ok((stream, stats))
-    }
+    let stats = Arc::new(SocketStats::default());
+    let receiver = SocketReceiver {
+        addr: addr.to_string(),
+        config,
+        stats: stats.clone(),
+    };
+    (Box::new(receiver), stats)
 }

@@ -4,7 +4,7 @@
 //! handles their reads go through.
 //!
 //! Owns: [`WalSource`] (`wal.rs`), the bridge from a write-ahead log to
-//! the engine, with [`OnRelease`], the hook a receiver-fed stream plugs
+//! the engine, with `OnRelease`, the hook a receiver-fed stream plugs
 //! into it; [`generator`], the built-in tweet-like source of the service.
 //! Later JetStream and Kafka sources land here.
 //!
