@@ -14,12 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::checkpoint::{CheckpointStore, MemoryCheckpointStore, StateReader};
 use crate::clock::{Clock, SystemClock};
 use crate::dstream::{DStream, Data, Graph, PipelineDescription, Queue, Source};
 use crate::receiver::{Receiver, StreamShared};
 use crate::scheduler::{
-    BatchStats, CheckpointStore, MemoryCheckpointStore, Scheduler, SchedulerConfig,
-    BATCH_RECORDS_MAX_DEFAULT, STATS_BATCHES_MAX_DEFAULT,
+    BatchStats, Scheduler, SchedulerConfig, BATCH_RECORDS_MAX_DEFAULT, STATS_BATCHES_MAX_DEFAULT,
 };
 use crate::Result;
 
@@ -270,7 +270,7 @@ pub struct StreamingContext {
     graph: Arc<Graph>,
     /// Reads committed state (key-value tables) while the scheduler owns
     /// the store.
-    state_reader: Arc<dyn crate::scheduler::StateReader>,
+    state_reader: Arc<dyn StateReader>,
     cfg: SchedulerConfig,
     data_dir: Option<PathBuf>,
     wal_config: crate::wal::WalConfig,
