@@ -20,9 +20,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use weir::checkpoint::{SledCheckpointStore, SledConfig};
+use weir::checkpoint::{BatchSpec, CheckpointStore, SledCheckpointStore, SledConfig};
 use weir::dstream::{EngineError, StateChange, StateDelta, StateStore};
-use weir::scheduler::{BatchSpec, CheckpointStore};
 use weir::wal::{SyncPolicy, Wal, WalConfig};
 use weir::{ManualClock, StreamingContext};
 

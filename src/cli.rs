@@ -671,7 +671,7 @@ fn test_ingest_pipeline(
 }
 
 fn checkpoint_show(data_dir: &Path) -> Result<ExitCode, crate::Error> {
-    use crate::scheduler::CheckpointStore;
+    use crate::checkpoint::CheckpointStore;
     let store = crate::checkpoint::open_existing(data_dir)?;
     let ck = |e| crate::Error::from(crate::scheduler::SchedulerError::from(e));
     match store.pipeline().map_err(ck)? {
@@ -907,7 +907,7 @@ fn service_chaos(a: ChaosArgs) -> Result<ExitCode, crate::Error> {
 }
 
 fn service_status(data_dir: &Path) -> Result<ExitCode, crate::Error> {
-    use crate::scheduler::CheckpointStore;
+    use crate::checkpoint::CheckpointStore;
     let store = crate::checkpoint::open_existing(data_dir).map_err(|e| {
         crate::Error::Usage(format!(
             "{e}\n(if weir is running on {}, it holds the checkpoint lock: read its status endpoint, GET /status or /metrics)",

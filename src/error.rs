@@ -10,9 +10,13 @@ pub enum Error {
     /// Graph building or batch evaluation.
     #[error(transparent)]
     Engine(#[from] crate::dstream::EngineError),
-    /// Batch scheduling and bookkeeping.
+    /// Batch scheduling.
     #[error(transparent)]
     Scheduler(#[from] crate::scheduler::SchedulerError),
+    /// The checkpoint store, used outside a running scheduler (the offline
+    /// tools); the scheduler wraps its own checkpoint errors.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
     /// Output sinks.
     #[error(transparent)]
     Sink(#[from] crate::sink::SinkError),

@@ -18,8 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use weir::checkpoint::{SledCheckpointStore, SledConfig};
-use weir::scheduler::CheckpointStore;
+use weir::checkpoint::{CheckpointStore, SledCheckpointStore, SledConfig};
 use weir::wal::Wal;
 use weir::{failpoint, ManualClock, State, StateSpec, StreamingContext};
 

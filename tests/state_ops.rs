@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir::scheduler::MemoryCheckpointStore;
+use weir::checkpoint::MemoryCheckpointStore;
 use weir::{ManualClock, Queue, State, StateSpec, StreamingContext};
 
 fn words(ws: &[&str]) -> Vec<(String, i64)> {

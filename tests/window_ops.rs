@@ -7,7 +7,7 @@ use common::*;
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir::scheduler::MemoryCheckpointStore;
+use weir::checkpoint::MemoryCheckpointStore;
 use weir::{ManualClock, StreamingContext};
 
 const S: fn(u64) -> Duration = Duration::from_secs;

@@ -104,18 +104,31 @@ pub struct BucketError {
 
 /// Encodes a bucket: tag `1`, entry count (u32 LE), then per entry in key
 /// order: key length (u32 LE), key, value length (u32 LE), value.
+///
+/// Panics if a count or length does not fit its u32 (the codec caps a value
+/// at 64 MiB, so only a bug gets there): a silently cut length would write
+/// a bucket that no longer decodes.
 pub fn encode_bucket(b: &Bucket) -> Vec<u8> {
     let bytes: usize = b.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
     let mut out = Vec::with_capacity(5 + bytes);
     out.push(BUCKET_FORMAT_V1);
-    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(&u32_len(b.len(), "entry count").to_le_bytes());
     for (k, v) in b {
-        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(&u32_len(k.len(), "key length").to_le_bytes());
         out.extend_from_slice(k);
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend_from_slice(&u32_len(v.len(), "value length").to_le_bytes());
         out.extend_from_slice(v);
     }
+    debug_assert_eq!(out.len(), 5 + bytes);
     out
+}
+
+/// `n` as the u32 the bucket layout stores; a larger one is a bug.
+fn u32_len(n: usize, what: &str) -> u32 {
+    match u32::try_from(n) {
+        Ok(n) => n,
+        Err(_) => panic!("bucket {what} {n} does not fit the layout's u32"),
+    }
 }
 
 /// Decodes a bucket, calling `f(key, value)` per entry in key order. Checks
@@ -214,6 +227,8 @@ pub fn rebucket<E>(
     mut load: impl FnMut(u64) -> Result<Bucket, E>,
 ) -> Result<Rebucketed, E> {
     let mut buckets: BTreeMap<u64, Bucket> = BTreeMap::new();
+    // `keys` comes from disk: a wrong count must not panic or wrap (it
+    // only steers splitting), so it saturates.
     let mut keys = keys;
     for (k, v) in changes {
         let b = lh.bucket_of(key_hash(&k));
@@ -224,12 +239,12 @@ pub fn rebucket<E>(
         match v {
             Some(v) => {
                 if bucket.insert(k, v).is_none() {
-                    keys += 1;
+                    keys = keys.saturating_add(1);
                 }
             }
             None => {
                 if bucket.remove(&k).is_some() {
-                    keys -= 1;
+                    keys = keys.saturating_sub(1);
                 }
             }
         }
@@ -263,11 +278,30 @@ pub fn rebucket<E>(
         let b = new_lh.bucket_of(key_hash(&k));
         buckets.entry(b).or_default().insert(k, v);
     }
-    Ok(Rebucketed {
+    let r = Rebucketed {
         lh: new_lh,
         keys,
         buckets,
-    })
+    };
+    r.assert_sound(target);
+    Ok(r)
+}
+
+impl Rebucketed {
+    /// Asserts what the store is about to write: addressing within its
+    /// limits, every bucket addressable, and no more keys per bucket than
+    /// `target` unless the addressing is at its last level.
+    fn assert_sound(&self, target: u64) {
+        let lh = self.lh;
+        assert!(lh.level <= LEVEL_MAX && lh.split < 1u64 << lh.level);
+        assert!(self.buckets.keys().all(|&b| b < lh.buckets()));
+        assert!(
+            self.keys <= lh.buckets().saturating_mul(target.max(1)) || lh.level == LEVEL_MAX,
+            "{} keys left in {} buckets of target {target}",
+            self.keys,
+            lh.buckets()
+        );
+    }
 }
 
 #[cfg(test)]

@@ -17,10 +17,8 @@ use super::{
 };
 use crate::clock::{Clock, SystemClock};
 use crate::dstream::Graph;
-use crate::scheduler::{
-    CheckpointStore, MemoryCheckpointStore, SchedulerConfig, BATCH_RECORDS_MAX_DEFAULT,
-    STATS_BATCHES_MAX_DEFAULT,
-};
+use crate::checkpoint::{CheckpointStore, MemoryCheckpointStore};
+use crate::scheduler::{SchedulerConfig, BATCH_RECORDS_MAX_DEFAULT, STATS_BATCHES_MAX_DEFAULT};
 use crate::Result;
 
 /// Builds a [`StreamingContext`].

@@ -33,9 +33,8 @@ pub use builder::StreamingContextBuilder;
 use crate::clock::Clock;
 use crate::dstream::{Graph, PipelineDescription};
 use crate::receiver::{Receiver, ReceiverError, StreamShared};
-use crate::scheduler::{
-    BatchStats, CheckpointStore, MemoryCheckpointStore, Scheduler, SchedulerConfig,
-};
+use crate::checkpoint::{CheckpointStore, MemoryCheckpointStore, StateReader};
+use crate::scheduler::{BatchStats, Scheduler, SchedulerConfig};
 use crate::Result;
 
 /// Largest accepted `parallelism`, in threads.
@@ -138,7 +137,7 @@ pub struct StreamingContext {
     graph: Arc<Graph>,
     /// Reads committed state (key-value tables) while the scheduler owns
     /// the store.
-    state_reader: Arc<dyn crate::scheduler::StateReader>,
+    state_reader: Arc<dyn StateReader>,
     cfg: SchedulerConfig,
     data_dir: Option<PathBuf>,
     wal_config: crate::wal::WalConfig,

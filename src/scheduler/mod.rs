@@ -18,7 +18,6 @@
 //! Must never: parse configuration, or evaluate operators itself (that is
 //! `dstream::Plan::run_batch`).
 
-pub mod checkpoint;
 mod sizer;
 
 use std::collections::VecDeque;
@@ -30,13 +29,11 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
+use crate::checkpoint::{BatchSpec, CheckpointError, CheckpointStore, StreamRange};
 use crate::clock::Clock;
 use crate::dstream::graph::SourceControl;
 use crate::dstream::{BatchCtx, Plan, Runner, StateStore};
 use crate::Error;
-pub use checkpoint::{
-    BatchSpec, CheckpointError, CheckpointStore, MemoryCheckpointStore, StateReader, StreamRange,
-};
 
 /// Default cap of records per source per batch.
 pub const BATCH_RECORDS_MAX_DEFAULT: u64 = 10_000_000;

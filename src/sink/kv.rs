@@ -32,10 +32,10 @@ use crate::dstream::graph::OutputEntry;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::checkpoint::StateReader;
 use crate::dstream::{
     meta, BatchCtx, DStream, Data, EngineError, StateChange, StateDelta, StateStore,
 };
-use crate::scheduler::{SchedulerError, StateReader};
 
 use super::SinkError;
 
@@ -156,7 +156,7 @@ impl<K: Serialize + DeserializeOwned + Ord, V: DeserializeOwned> KvTable<K, V> {
     pub fn get(&self, key: &K) -> crate::Result<Option<V>> {
         let k = codec::encode(key)?;
         let op = table_op(&self.table);
-        match self.reader.get(&op, &k).map_err(SchedulerError::from)? {
+        match self.reader.get(&op, &k)? {
             None => Ok(None),
             Some(v) => Ok(Some(self.decode(&v)?)),
         }
@@ -166,7 +166,7 @@ impl<K: Serialize + DeserializeOwned + Ord, V: DeserializeOwned> KvTable<K, V> {
     pub fn scan(&self) -> crate::Result<Vec<(K, V)>> {
         let op = table_op(&self.table);
         let mut out: Vec<(K, V)> = Vec::new();
-        for (k, v) in self.reader.scan(&op).map_err(SchedulerError::from)? {
+        for (k, v) in self.reader.scan(&op)? {
             out.push((self.decode(&k)?, self.decode(&v)?));
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -193,8 +193,7 @@ fn open_table(data_dir: &Path, table: &str) -> crate::Result<crate::checkpoint::
         )),
     })?;
     let tables: Vec<String> = store
-        .pipeline()
-        .map_err(SchedulerError::from)?
+        .pipeline()?
         .map(|p| {
             p.operators
                 .iter()
@@ -336,14 +335,11 @@ impl RawTable {
 
     /// The encoded value of an encoded key.
     pub fn get(&self, key: &[u8]) -> crate::Result<Option<Vec<u8>>> {
-        Ok(self
-            .reader
-            .get(&self.op, key)
-            .map_err(SchedulerError::from)?)
+        Ok(self.reader.get(&self.op, key)?)
     }
 
     /// Every encoded entry, in no particular order.
     pub fn scan(&self) -> crate::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        Ok(self.reader.scan(&self.op).map_err(SchedulerError::from)?)
+        Ok(self.reader.scan(&self.op)?)
     }
 }
