@@ -87,7 +87,7 @@ pub struct SledCheckpointStore {
 /// for the offline tools; a directory without one is a usage error saying
 /// what to give instead (it is never created here).
 pub fn open_existing(data_dir: &Path) -> crate::Result<SledCheckpointStore> {
-    let dir = data_dir.join("checkpoint");
+    let dir = crate::layout::checkpoint_dir(data_dir);
     if !dir.is_dir() {
         return Err(crate::Error::Usage(format!(
             "{} has no checkpoint (expected {}); give the data directory weir runs with",
