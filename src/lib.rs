@@ -42,11 +42,13 @@ pub mod context;
 pub mod dstream;
 pub mod error;
 pub mod failpoint;
+pub mod ingest;
 pub mod pipelines;
 pub mod receiver;
 pub mod scheduler;
 pub mod service;
 pub mod sink;
+pub mod storage;
 pub mod testdata;
 pub mod wal;
 
