@@ -16,10 +16,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use weir::receiver::ingest::{payload, IngestConfig};
-use weir::receiver::ingest_proto::{
+use weir::ingest::proto::{
     decode_server_frame, encode_data, encode_hello, encode_preamble, ServerFrame,
 };
+use weir::ingest::{payload, IngestConfig};
 use weir::StreamingContext;
 
 const RECORD_BYTES: usize = 100;

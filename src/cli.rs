@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use crate::wal::{self, RealFs, Wal, WalConfig};
+use crate::storage::RealFs;
+use crate::wal::{self, Wal, WalConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -589,7 +590,7 @@ fn feed(
     window_records: usize,
     progress: &str,
 ) -> Result<ExitCode, crate::Error> {
-    use crate::receiver::feed::{FeedConfig, Progress};
+    use crate::ingest::{FeedConfig, Progress};
     use std::io::IsTerminal;
     use std::net::ToSocketAddrs;
     let sock = addr
@@ -616,15 +617,13 @@ fn feed(
         }
     };
     let report = match file {
-        None => crate::receiver::feed::feed(sock, std::io::stdin().lock(), cfg)?,
-        Some(p) if p.as_os_str() == "-" => {
-            crate::receiver::feed::feed(sock, std::io::stdin().lock(), cfg)?
-        }
+        None => crate::ingest::feed(sock, std::io::stdin().lock(), cfg)?,
+        Some(p) if p.as_os_str() == "-" => crate::ingest::feed(sock, std::io::stdin().lock(), cfg)?,
         Some(p) => {
             let f = std::fs::File::open(p)
                 .map_err(|e| crate::Error::Usage(format!("cannot open {}: {e}", p.display())))?;
             cfg.input_bytes = f.metadata().ok().map(|m| m.len());
-            crate::receiver::feed::feed(sock, f, cfg)?
+            crate::ingest::feed(sock, f, cfg)?
         }
     };
     println!(
@@ -656,16 +655,20 @@ fn test_ingest_pipeline(
                 ..WalConfig::default()
             })
             .build()?;
-        let mut cfg = crate::receiver::ingest::IngestConfig::new(listen_addr);
+        let mut cfg = crate::ingest::IngestConfig::new(listen_addr);
         cfg.records_per_second_max = records_per_second;
-        let s = ssc.ingest_stream_with("input", cfg, crate::receiver::ingest::payload_utf8)?;
+        let s = ssc.ingest_stream_with("input", cfg, crate::ingest::payload_utf8)?;
         addr = Some(s.local_addr);
         s.stream
             .save_as_text_files(&out_dir.join("records").display().to_string(), "txt")?;
         Ok(ssc)
     })?;
     if let Some(a) = addr {
-        crate::sink::write_atomic(&data_dir.join("ingest.addr"), format!("{a}\n").as_bytes())?;
+        crate::storage::write_atomic(
+            &RealFs,
+            &data_dir.join("ingest.addr"),
+            format!("{a}\n").as_bytes(),
+        )?;
     }
     run_until_killed_or_drained(&ssc, drain)
 }

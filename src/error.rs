@@ -37,10 +37,13 @@ pub enum Error {
     Receiver(#[from] crate::receiver::ReceiverError),
     /// The ingest server (setup, producer table recovery and snapshot).
     #[error(transparent)]
-    Ingest(#[from] crate::receiver::ingest::IngestError),
+    Ingest(#[from] crate::ingest::IngestError),
     /// The `weir feed` client.
     #[error(transparent)]
-    Feed(#[from] crate::receiver::feed::FeedError),
+    Feed(#[from] crate::ingest::FeedError),
+    /// A whole-file atomic write (temp, fsync, rename, directory fsync).
+    #[error(transparent)]
+    Storage(#[from] crate::storage::AtomicWriteError),
     /// A command-line or configuration mistake, with what to do instead.
     #[error("{0}")]
     Usage(String),

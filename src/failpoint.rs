@@ -3,9 +3,12 @@
 //! (a dead process writes nothing more), until [`reset`].
 //!
 //! Points (in protocol order): `after_allocate`, `between_outputs`,
-//! `sink_write` (inside an atomic file write, after the temp file is
+//! `sink_write` (inside a sink's atomic file write, after the temp file is
 //! durable, before the rename), `before_commit`, `after_commit` (before WAL
-//! cleanup).
+//! cleanup). Outside the commit protocol: `atomic_file_rename`
+//! (`crate::storage::ATOMIC_FILE_RENAME`: the same step of every atomic
+//! file write, receivers' files included, right after `sink_write` in a
+//! sink's).
 //!
 //! The registry is process-global so it can reach inside sinks without
 //! threading a handle through every output. Tests that arm it must not run

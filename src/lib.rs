@@ -42,6 +42,7 @@ pub mod context;
 pub mod dstream;
 pub mod error;
 pub mod failpoint;
+pub mod ingest;
 pub mod layout;
 pub mod names;
 pub mod pipelines;
@@ -50,6 +51,7 @@ pub mod scheduler;
 pub mod service;
 pub mod sink;
 pub mod source;
+pub mod storage;
 pub mod testdata;
 pub mod wal;
 

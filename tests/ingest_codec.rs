@@ -5,7 +5,7 @@
 //! silently accepted as different data.
 
 use proptest::prelude::*;
-use weir::receiver::ingest_proto::{
+use weir::ingest::proto::{
     encode_data, encode_hello, encode_preamble, ClientDecoder, ClientFrame, FrameBuffer, Limits,
     ProtoError,
 };

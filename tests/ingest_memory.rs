@@ -14,8 +14,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use common::{vm_hwm_kib, SlowTally};
-use weir::receiver::feed::{feed, FeedConfig};
-use weir::receiver::ingest::{payload_utf8, IngestConfig};
+use weir::ingest::{feed, payload_utf8, FeedConfig, IngestConfig};
 use weir::StreamingContext;
 
 const RECORDS: u64 = 1_000_000;

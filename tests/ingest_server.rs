@@ -19,11 +19,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{collect, get, Out, WAIT};
-use weir::receiver::feed::{feed, FeedConfig};
-use weir::receiver::ingest::IngestConfig;
-use weir::receiver::ingest_proto::{
+use weir::ingest::proto::{
     decode_server_frame, encode_data, encode_hello, encode_preamble, ErrorCode, Limits, ServerFrame,
 };
+use weir::ingest::{feed, FeedConfig, IngestConfig};
 use weir::wal::WalConfig;
 use weir::{ManualClock, StreamingContext};
 
@@ -75,7 +74,7 @@ fn start_backlog(
                 ..WalConfig::default()
             })
             .build()?;
-        let s = ssc.ingest_stream_with("in", cfg, weir::receiver::ingest::payload_utf8)?;
+        let s = ssc.ingest_stream_with("in", cfg, weir::ingest::payload_utf8)?;
         addr = Some(s.local_addr);
         out = Some(collect(&s.stream));
         Ok(ssc)
@@ -547,10 +546,7 @@ fn feed_refuses_a_line_over_the_record_limit_and_gives_up_without_a_server() {
     let input = format!("short\n{}\nnever sent\n", "y".repeat(33));
     let e = feed(s.addr, input.as_bytes(), FeedConfig::new("f")).unwrap_err();
     assert!(
-        matches!(
-            e,
-            weir::receiver::feed::FeedError::LineTooLong { line: 1, max: 32 }
-        ),
+        matches!(e, weir::ingest::FeedError::LineTooLong { line: 1, max: 32 }),
         "{e}"
     );
     assert_eq!(
@@ -565,7 +561,7 @@ fn feed_refuses_a_line_over_the_record_limit_and_gives_up_without_a_server() {
     let t = Instant::now();
     let e = feed(s.addr, "a\n".as_bytes(), cfg).unwrap_err();
     assert!(
-        matches!(e, weir::receiver::feed::FeedError::GaveUp { acked: 0, .. }),
+        matches!(e, weir::ingest::FeedError::GaveUp { acked: 0, .. }),
         "{e}"
     );
     assert!(t.elapsed() < Duration::from_secs(10));

@@ -7,7 +7,8 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use weir::wal::{self, Corruption, RealFs, Wal, WalConfig, WalError};
+use weir::storage::RealFs;
+use weir::wal::{self, Corruption, Wal, WalConfig, WalError};
 
 const HEADER: u64 = 32;
 

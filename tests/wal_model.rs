@@ -11,8 +11,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use weir::wal::sim::{Fault, SimFs, Tear};
-use weir::wal::{Storage, SyncPolicy, Wal, WalConfig};
+use weir::storage::sim::{Fault, SimFs, Tear};
+use weir::storage::Storage;
+use weir::wal::{SyncPolicy, Wal, WalConfig};
 
 #[derive(Debug, Clone)]
 enum Step {

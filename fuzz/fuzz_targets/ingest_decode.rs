@@ -12,10 +12,11 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use weir::receiver::ingest_proto::{
-    decode_server_frame, decode_snapshot, decode_stored, encode_data, encode_hello,
-    encode_preamble, ClientDecoder, ClientFrame, FrameBuffer, Limits,
+use weir::ingest::proto::{
+    decode_server_frame, encode_data, encode_hello, encode_preamble, ClientDecoder, ClientFrame,
+    FrameBuffer, Limits,
 };
+use weir::ingest::records::{decode_snapshot, decode_stored};
 
 #[derive(Arbitrary, Debug)]
 struct Input {

@@ -15,9 +15,9 @@ use super::{
     ContextError, Inner, Phase, StreamingContext, GRACEFUL_STOP_TIMEOUT_DEFAULT, PARALLELISM_MAX,
     PARTITIONS_DEFAULT, PARTITIONS_MAX,
 };
+use crate::checkpoint::{CheckpointStore, MemoryCheckpointStore};
 use crate::clock::{Clock, SystemClock};
 use crate::dstream::Graph;
-use crate::checkpoint::{CheckpointStore, MemoryCheckpointStore};
 use crate::scheduler::{SchedulerConfig, BATCH_RECORDS_MAX_DEFAULT, STATS_BATCHES_MAX_DEFAULT};
 use crate::Result;
 

@@ -30,10 +30,10 @@ use std::time::Duration;
 
 pub use builder::StreamingContextBuilder;
 
+use crate::checkpoint::{CheckpointStore, MemoryCheckpointStore, StateReader};
 use crate::clock::Clock;
 use crate::dstream::{Graph, PipelineDescription};
 use crate::receiver::{Receiver, ReceiverError, StreamShared};
-use crate::checkpoint::{CheckpointStore, MemoryCheckpointStore, StateReader};
 use crate::scheduler::{BatchStats, Scheduler, SchedulerConfig};
 use crate::Result;
 

@@ -30,10 +30,6 @@
 //! batch fails, naming the LSN), or delete WAL segments before the release
 //! hook succeeded.
 
-pub mod feed;
-pub mod ingest;
-pub mod ingest_proto;
-
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

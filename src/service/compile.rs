@@ -223,13 +223,9 @@ pub fn compile(p: &Pipeline, ssc: &StreamingContext, data_dir: &Path) -> crate::
                     lines(d, &src.id)
                 }
                 SourceKind::Ingest { address, rate_max } => {
-                    let mut cfg = crate::receiver::ingest::IngestConfig::new(*address);
+                    let mut cfg = crate::ingest::IngestConfig::new(*address);
                     cfg.records_per_second_max = *rate_max;
-                    let s = ssc.ingest_stream_with(
-                        &src.id,
-                        cfg,
-                        crate::receiver::ingest::payload_utf8,
-                    )?;
+                    let s = ssc.ingest_stream_with(&src.id, cfg, crate::ingest::payload_utf8)?;
                     tracing::info!(source = %src.id, address = %s.local_addr, "ingest server listening");
                     compiled.ingest_addrs.push((src.id.clone(), s.local_addr));
                     lines(s.stream, &src.id)
@@ -314,7 +310,7 @@ fn add_sink<T: Data + Show + ToJson>(
                     s.push_str(&r.to_json().to_string());
                     s.push('\n');
                 }
-                crate::sink::write_atomic(
+                crate::sink::write_batch_file(
                     &crate::sink::batch_file_name(&prefix, &suffix, t),
                     s.as_bytes(),
                 )

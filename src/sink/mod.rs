@@ -2,7 +2,9 @@
 //! the transactional key-value sink `save_to_kv` ([`kv`]).
 //!
 //! Owns: how a batch's records leave the engine. Files are written
-//! atomically (temp file, fsync, rename, fsync of the directory), named
+//! atomically through [`crate::storage::write_atomic`] (temp file, fsync,
+//! rename, fsync of the directory; [`write_batch_file`] adds the
+//! `sink_write` failpoint before the rename), named
 //! `prefix-<batch_time_ms>.suffix`, so a replayed batch rewrites the same
 //! name with the same bytes.
 //! Limits: `print` takes at most `n + 1` records of a batch (partitions
@@ -12,12 +14,12 @@
 //! Must never: keep state across batches (that belongs to checkpoints).
 
 use std::fmt::Write as _;
-use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::dstream::{BoxError, DStream, Data, EngineError, Text};
+use crate::storage::{AtomicWriteError, RealFs};
 
 pub mod kv;
 pub use kv::KvTable;
@@ -26,16 +28,10 @@ pub use kv::KvTable;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SinkError {
-    /// A file operation failed.
-    #[error("{op} {}: {source}", path.display())]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The OS error.
-        source: io::Error,
-    },
+    /// Writing a batch's output file failed (or a crash test's failpoint
+    /// fired inside the write); the file's old contents, if any, are intact.
+    #[error(transparent)]
+    File(#[from] AtomicWriteError),
     /// A key-value table holds a value that does not decode as the type
     /// it is read as.
     #[error("key-value table `{table}`: {source}; read it with the key and value types the pipeline writes")]
@@ -45,10 +41,11 @@ pub enum SinkError {
         /// The codec's error.
         source: crate::codec::CodecError,
     },
-    /// A crash test's failpoint fired inside the write.
-    #[error(transparent)]
-    Crashed(#[from] crate::failpoint::Crash),
 }
+
+/// The failpoint inside a sink's file write (after the temp file is
+/// durable, before the rename); see `crate::failpoint`.
+pub const SINK_WRITE_FAILPOINT: &str = "sink_write";
 
 /// How records are rendered by `print` and `save_as_text_files` (like
 /// Scala's `toString`: tuples as `(a,b)`, options as `Some(x)`/`None`,
@@ -148,37 +145,11 @@ pub fn format_print<T: Show>(time_ms: u64, first: &[T], n: usize) -> String {
     s
 }
 
-/// Writes `bytes` to `path` atomically: a temp file in the same directory,
-/// fsync, rename over `path`, fsync of the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
-    let io = |op, p: &Path| {
-        let p = p.to_path_buf();
-        move |source| SinkError::Io {
-            op,
-            path: p,
-            source,
-        }
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&dir).map_err(io("create directory", &dir))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    {
-        let mut f = File::create(&tmp).map_err(io("create", &tmp))?;
-        f.write_all(bytes).map_err(io("write", &tmp))?;
-        f.sync_all().map_err(io("fsync", &tmp))?;
-    }
-    crate::failpoint::hit("sink_write")?;
-    fs::rename(&tmp, path).map_err(io("rename into", path))?;
-    File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("fsync directory", &dir))?;
+/// Writes one batch's output file atomically on the real filesystem
+/// ([`crate::storage::write_atomic`]: temp file, fsync, rename, directory
+/// fsync), passing the `sink_write` failpoint before the rename.
+pub fn write_batch_file(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
+    crate::storage::write_atomic_with_failpoint(&RealFs, path, bytes, SINK_WRITE_FAILPOINT)?;
     Ok(())
 }
 
@@ -233,7 +204,7 @@ impl<T: Data + Show> DStream<T> {
                 x.show(&mut s);
                 s.push('\n');
             }
-            write_atomic(&batch_file_name(&prefix, &suffix, t), s.as_bytes())
+            write_batch_file(&batch_file_name(&prefix, &suffix, t), s.as_bytes())
                 .map_err(|e| Box::new(e) as BoxError)
         })
     }

@@ -13,9 +13,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::error::{Corruption, WalError};
 use super::format::{self, Decoded, Lsn, ScanEnd, TornReason};
 use super::recover::TornTail;
-use super::storage::Storage;
 use super::writer::new_segment_file;
 use super::{list_segments, read_file, segment_name};
+use crate::storage::Storage;
 
 /// One segment as verify saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -30,8 +30,6 @@ pub mod error;
 pub mod format;
 mod reader;
 mod recover;
-pub mod sim;
-pub mod storage;
 mod writer;
 
 use std::ops::Range;
@@ -40,12 +38,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
+use crate::storage::{RealFs, Storage, StorageFile};
+
 pub use check::{repair_dir, verify_dir, DirReport, Problem, RepairReport, SegmentReport};
 pub use error::{Corruption, WalError};
 pub use format::Lsn;
 pub use reader::{Record, WalReader};
 pub use recover::{RecoveryReport, TornTail};
-pub use storage::{RealFs, Storage, StorageFile};
 
 /// When an append is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -475,6 +474,12 @@ impl Wal {
 
     pub fn config(&self) -> &WalConfig {
         &self.shared.config
+    }
+
+    /// The storage the log lives on (files kept beside it, such as an
+    /// ingest stream's producer snapshot, use it too).
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.shared.storage
     }
 
     /// `(first_lsn, path, sealed_end)` of every segment, oldest first.

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use super::error::{Corruption, WalError};
 use super::format::{self, Decoded, Lsn};
-use super::storage::StorageFile;
 use super::{SegmentMeta, Shared};
+use crate::storage::StorageFile;
 
 /// An owned record, as the [`Iterator`] impl of [`WalReader`] yields it.
 #[derive(Debug, Clone, PartialEq, Eq)]

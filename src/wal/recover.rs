@@ -14,9 +14,9 @@ use std::sync::Arc;
 
 use super::error::{Corruption, WalError};
 use super::format::{self, Decoded, Lsn, ScanEnd};
-use super::storage::{Storage, StorageFile};
 use super::writer::new_segment_file;
 use super::{list_segments, open_segment, read_file, segment_name, SegmentMeta, WalConfig};
+use crate::storage::{Storage, StorageFile};
 
 /// What opening a log found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,8 +17,8 @@ use std::time::Instant;
 
 use super::error::WalError;
 use super::format::{self, Lsn};
-use super::storage::StorageFile;
 use super::{segment_name, SegmentMeta, Shared, SyncPolicy};
+use crate::storage::StorageFile;
 
 pub(crate) type Done = tokio::sync::oneshot::Receiver<Result<Range<Lsn>, WalError>>;
 

@@ -134,7 +134,7 @@ pub(super) fn persist(known: &KnownCell, path: &Path, end: u64) -> Result<(), Bo
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         encode_progress(&entries)
     };
-    crate::sink::write_atomic(path, &bytes)?;
+    crate::storage::write_atomic(&crate::storage::RealFs, path, &bytes)?;
     lock(known).dirty = false;
     Ok(())
 }

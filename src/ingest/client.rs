@@ -27,7 +27,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::ingest_proto::{
+use super::proto::{
     decode_server_frame, encode_data, encode_hello, encode_preamble, ErrorCode, FrameBuffer,
     ServerFrame, FRAME_HEADER_BYTES, PRODUCER_ID_WIRE_MAX, SERVER_FRAME_BYTES_MAX,
 };

@@ -1,14 +1,18 @@
-//! The `Storage` trait: every byte the WAL reads or writes, and every
-//! directory change it makes, goes through here.
+//! Storage: every file and directory operation that durability rests on
+//! goes through the [`Storage`] / [`StorageFile`] traits: the WAL's
+//! segments, and every whole file written with [`write_atomic`] (the
+//! directory receiver's progress file, the ingest producer snapshot, the
+//! sinks' batch files).
 //!
 //! Why a trait: crash safety is only testable if a test can decide what
 //! survives a crash. Production uses [`RealFs`] (std::fs, `fdatasync` via
-//! `File::sync_data`); tests use [`crate::wal::sim::SimFs`], which keeps a
-//! live and a durable image and drops the unsynced part on `crash()`.
+//! `File::sync_data`); tests use [`sim::SimFs`], which keeps a live and a
+//! durable image and drops the unsynced part on `crash()`.
 //!
-//! Contract (what the WAL relies on, and what `SimFs` enforces):
+//! Contract (what callers rely on, and what `SimFs` enforces):
 //! - Data written with [`StorageFile::append`] is durable only after
-//!   [`StorageFile::sync_data`] on that file returns `Ok`.
+//!   [`StorageFile::sync_data`] (or [`StorageFile::sync_all`]) on that file
+//!   returns `Ok`.
 //! - A created, removed or renamed directory entry is durable only after
 //!   [`Storage::sync_dir`] on the parent directory returns `Ok`.
 //! - [`StorageFile::truncate`] shortens the live file at once; the shorter
@@ -17,7 +21,19 @@
 //!   (the kernel may have dropped the dirty pages): callers must not retry as
 //!   if nothing happened.
 //!
-//! This module must never interpret the bytes it moves.
+//! Files: `mod.rs` (the traits and [`RealFs`]), `atomic.rs`
+//! ([`write_atomic`]: temp, fsync, rename, directory fsync), `sim/`
+//! ([`sim::SimFs`], tests only).
+//!
+//! Limits: none of its own; [`Storage::read_all`] holds one whole file in
+//! memory (callers read only files they wrote, of bounded size).
+//! Must never: interpret the bytes it moves, or be bypassed by code whose
+//! durability a crash test checks.
+
+mod atomic;
+pub mod sim;
+
+pub use atomic::{write_atomic, write_atomic_with_failpoint, AtomicWriteError, ATOMIC_FILE_RENAME};
 
 use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
@@ -40,6 +56,11 @@ pub trait StorageFile: Send + Sync + Debug {
     fn append(&mut self, buf: &[u8]) -> io::Result<()>;
     /// Makes the file's data (and its length) durable.
     fn sync_data(&mut self) -> io::Result<()>;
+    /// Makes the file's data and metadata durable (`fsync`). Whole-file
+    /// writes use it; by default it is [`StorageFile::sync_data`].
+    fn sync_all(&mut self) -> io::Result<()> {
+        self.sync_data()
+    }
     /// Shortens the file to `len` bytes.
     fn truncate(&mut self, len: u64) -> io::Result<()>;
 
@@ -61,7 +82,7 @@ pub trait StorageFile: Send + Sync + Debug {
     }
 }
 
-/// A filesystem as the WAL sees it.
+/// A filesystem as the WAL and the atomic file writes see it.
 pub trait Storage: Send + Sync + Debug {
     /// Creates `dir` and its parents if missing. Directories are treated as
     /// durable once created (the WAL's parent is created by the operator or
@@ -81,6 +102,17 @@ pub trait Storage: Send + Sync + Debug {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes `dir`'s entries durable (creations, removals, renames).
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+
+    /// Reads the whole file `path` (live view); `NotFound` if it is absent.
+    fn read_all(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let file = self.open(path)?;
+        let len = usize::try_from(file.len()?).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidData, "file too large to read whole")
+        })?;
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, 0)?;
+        Ok(buf)
+    }
 }
 
 /// The production [`Storage`]: plain files.
@@ -113,6 +145,10 @@ impl StorageFile for RealFile {
 
     fn sync_data(&mut self) -> io::Result<()> {
         self.file.sync_data()
+    }
+
+    fn sync_all(&mut self) -> io::Result<()> {
+        self.file.sync_all()
     }
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
@@ -162,5 +198,9 @@ impl Storage for RealFs {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
+    }
+
+    fn read_all(&self, path: &Path) -> io::Result<Vec<u8>> {
+        fs::read(path)
     }
 }

@@ -1,10 +1,10 @@
-//! The ingest protocol's bytes: pure, bounded, incremental encode/decode.
+//! The ingest protocol's wire bytes: pure, bounded, incremental
+//! encode/decode.
 //!
 //! Owns the wire format of `docs/ingest-protocol.md` (preamble, HELLO,
-//! DATA, WELCOME, ACK, ERROR frames), the stored-record header that ingest
-//! streams put in front of every WAL record, and the producer-table
-//! snapshot file's bytes. [`FrameBuffer`] is the bounded input buffer both
-//! sides read into.
+//! DATA, WELCOME, ACK, ERROR frames) and [`FrameBuffer`], the bounded input
+//! buffer both sides read into. The at-rest formats (the stored-record
+//! header, the producer-table snapshot) are in [`super::records`].
 //!
 //! Limits (as numbers, [`Limits`]): a frame's length field is checked
 //! against `frame_bytes_max` (default 1 MiB + 64 KiB) as soon as its 4 bytes
@@ -18,8 +18,6 @@
 //! Must never: do I/O, panic or allocate in proportion to a length field
 //! it has not checked against a limit. Every malformed input is a typed
 //! [`ProtoError`]; decoders borrow from the input instead of copying.
-
-use std::ops::Range;
 
 // The WAL's little-endian readers (callers check bounds first).
 use crate::wal::format::{le_u16, le_u32, le_u64};
@@ -48,11 +46,6 @@ const T_DATA: u8 = 0x02;
 const T_WELCOME: u8 = 0x81;
 const T_ACK: u8 = 0x82;
 const T_ERROR: u8 = 0x83;
-
-/// Tag of the stored-record header (its format version).
-const STORED_TAG: u8 = 0x01;
-/// Magic of the producer-table snapshot: `WPT1`.
-pub const SNAPSHOT_MAGIC: [u8; 4] = *b"WPT1";
 
 /// The decoder's limits. `Limits::default()` is the server's default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,8 +166,8 @@ impl ErrorCode {
     }
 }
 
-/// Malformed input. Offsets are from the start of the frame (or record,
-/// or snapshot) being decoded.
+/// Malformed input on the wire. Offsets are from the start of the frame
+/// being decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtoError {
     #[error("not a weir ingest connection: byte {offset} of the preamble is {found:#04x}, expected {expected:#04x} (magic `WING`)")]
@@ -216,10 +209,6 @@ pub enum ProtoError {
     SeqOverflow { first: u64, count: u32 },
     #[error("ERROR message is {len} bytes, over {ERROR_MESSAGE_BYTES_MAX}, or not UTF-8")]
     BadMessage { len: usize },
-    #[error("stored ingest record is damaged at byte {offset}: {what}")]
-    Stored { offset: usize, what: &'static str },
-    #[error("producer table snapshot is damaged at byte {offset}: {what}")]
-    Snapshot { offset: usize, what: String },
 }
 
 impl ProtoError {
@@ -654,157 +643,6 @@ pub fn encode_error(out: &mut Vec<u8>, code: ErrorCode, message: &str) {
     finish_frame(out, s);
 }
 
-/// Bytes the stored-record header adds for a producer id of `id_len` bytes.
-pub fn stored_header_bytes(id_len: usize) -> usize {
-    2 + id_len + 8
-}
-
-/// Appends a stored ingest record: header (tag, producer, seq) + payload.
-pub fn encode_stored(out: &mut Vec<u8>, producer: &[u8], seq: u64, payload: &[u8]) {
-    let p = &producer[..producer.len().min(PRODUCER_ID_WIRE_MAX)];
-    out.push(STORED_TAG);
-    out.push(p.len() as u8);
-    out.extend_from_slice(p);
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(payload);
-}
-
-/// A stored ingest record, borrowed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stored<'a> {
-    pub producer: &'a [u8],
-    pub seq: u64,
-    pub payload: &'a [u8],
-}
-
-/// Decodes a stored ingest record (a WAL record of an ingest stream).
-pub fn decode_stored(b: &[u8]) -> Result<Stored<'_>, ProtoError> {
-    match b.first() {
-        None => {
-            return Err(ProtoError::Stored {
-                offset: 0,
-                what: "empty record",
-            })
-        }
-        Some(&STORED_TAG) => {}
-        Some(_) => {
-            return Err(ProtoError::Stored {
-                offset: 0,
-                what: "unknown header tag (not written by an ingest stream?)",
-            })
-        }
-    }
-    let Some(&len) = b.get(1) else {
-        return Err(ProtoError::Stored {
-            offset: 1,
-            what: "truncated before the producer id length",
-        });
-    };
-    let len = usize::from(len);
-    if len == 0 {
-        return Err(ProtoError::Stored {
-            offset: 1,
-            what: "empty producer id",
-        });
-    }
-    if b.len() < 2 + len + 8 {
-        return Err(ProtoError::Stored {
-            offset: b.len(),
-            what: "truncated inside the header",
-        });
-    }
-    Ok(Stored {
-        producer: &b[2..2 + len],
-        seq: le_u64(b, 2 + len),
-        payload: &b[2 + len + 8..],
-    })
-}
-
-/// Encodes a producer-table snapshot covering WAL records below
-/// `covered_lsn`.
-pub fn encode_snapshot<'a>(
-    covered_lsn: u64,
-    entries: impl ExactSizeIterator<Item = (&'a [u8], u64)>,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(20 + entries.len() * 24);
-    out.extend_from_slice(&SNAPSHOT_MAGIC);
-    out.extend_from_slice(&covered_lsn.to_le_bytes());
-    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-    for (id, next) in entries {
-        let id = &id[..id.len().min(PRODUCER_ID_WIRE_MAX)];
-        out.push(id.len() as u8);
-        out.extend_from_slice(id);
-        out.extend_from_slice(&next.to_le_bytes());
-    }
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
-}
-
-/// A decoded snapshot: covered LSN and entries as ranges into the input.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Snapshot {
-    pub covered_lsn: u64,
-    /// (producer id bytes range, next expected sequence).
-    pub entries: Vec<(Range<usize>, u64)>,
-}
-
-/// Decodes a snapshot; refuses more than `entries_max` entries before
-/// allocating for them.
-pub fn decode_snapshot(b: &[u8], entries_max: usize) -> Result<Snapshot, ProtoError> {
-    let bad = |offset: usize, what: String| ProtoError::Snapshot { offset, what };
-    if b.len() < 20 {
-        return Err(bad(
-            b.len(),
-            format!("only {} bytes; at least 20 needed", b.len()),
-        ));
-    }
-    if b[..4] != SNAPSHOT_MAGIC {
-        return Err(bad(0, "wrong magic (expected `WPT1`)".into()));
-    }
-    let body = b.len() - 4;
-    let want = le_u32(b, body);
-    let got = crc32fast::hash(&b[..body]);
-    if want != got {
-        return Err(bad(
-            body,
-            format!("checksum mismatch: expected {want:#010x}, found {got:#010x}"),
-        ));
-    }
-    let covered_lsn = le_u64(b, 4);
-    let n = le_u32(b, 12) as usize;
-    if n > entries_max {
-        return Err(bad(
-            12,
-            format!("{n} entries, over producers_max ({entries_max})"),
-        ));
-    }
-    // Each entry is at least 10 bytes: a count the bytes cannot hold is
-    // refused before allocating.
-    if n > (body - 16) / 10 {
-        return Err(bad(12, format!("{n} entries cannot fit in {body} bytes")));
-    }
-    let mut entries = Vec::with_capacity(n);
-    let mut at = 16;
-    for i in 0..n {
-        let len = usize::from(b[at]);
-        if len == 0 || at + 1 + len + 8 > body {
-            return Err(bad(at, format!("entry {i} is empty or runs past the end")));
-        }
-        let id = at + 1..at + 1 + len;
-        let next = le_u64(b, at + 1 + len);
-        entries.push((id, next));
-        at += 1 + len + 8;
-    }
-    if at != body {
-        return Err(bad(at, format!("{} bytes after the last entry", body - at)));
-    }
-    Ok(Snapshot {
-        covered_lsn,
-        entries,
-    })
-}
-
 /// A fixed-capacity input buffer: read into [`FrameBuffer::spare`], mark
 /// with [`FrameBuffer::filled`], decode from [`FrameBuffer::data`], drop
 /// with [`FrameBuffer::consume`]. Never grows past its capacity, which
@@ -1011,33 +849,6 @@ mod tests {
         );
         assert_eq!(n + m + k, b.len());
         assert_eq!(decode_server_frame(&b[..n - 1]), Ok(None));
-    }
-
-    #[test]
-    fn stored_and_snapshot_round_trip() {
-        let mut b = Vec::new();
-        encode_stored(&mut b, b"prod", 9, b"payload");
-        assert_eq!(b.len(), stored_header_bytes(4) + 7);
-        assert_eq!(
-            decode_stored(&b),
-            Ok(Stored {
-                producer: b"prod",
-                seq: 9,
-                payload: b"payload"
-            })
-        );
-        assert!(decode_stored(&b[..5]).is_err());
-        let s = encode_snapshot(
-            100,
-            vec![(b"a".as_slice(), 3u64), (b"bb".as_slice(), 0)].into_iter(),
-        );
-        let d = decode_snapshot(&s, 10).unwrap();
-        assert_eq!(d.covered_lsn, 100);
-        assert_eq!(d.entries, vec![(17..18, 3), (27..29, 0)]);
-        assert!(decode_snapshot(&s, 1).is_err());
-        let mut bad = s.clone();
-        bad[18] ^= 1;
-        assert!(decode_snapshot(&bad, 10).is_err());
     }
 
     #[test]

@@ -1,0 +1,56 @@
+//! Reliable ingest: a protocol with two ends. Producers send numbered
+//! records over TCP; the server stores them in the stream's WAL and
+//! acknowledges them only once they are durable, and recognises re-sent
+//! records by `(producer, sequence)` across reconnects, restarts and
+//! crashes. Protocol and file bytes: `docs/ingest-protocol.md`.
+//!
+//! Map:
+//! - `proto.rs` — the wire: preamble, HELLO, DATA, WELCOME, ACK, ERROR
+//!   frames (length + CRC-32), the decoder's [`Limits`], and
+//!   [`proto::FrameBuffer`] (fixed capacity: one frame). Pure; fuzzed
+//!   (`fuzz/fuzz_targets/ingest_decode.rs`).
+//! - `records.rs` — the at-rest formats: the stored-record header
+//!   `(producer, seq)` in front of each WAL record and the producer-table
+//!   snapshot bytes. Pure; fuzzed with the wire.
+//! - `producers.rs` — the producer table, its recovery (snapshot + WAL
+//!   scan) and its snapshot `DATA_DIR/wal/<name>.producers`, saved by the
+//!   release hook before WAL segments are deleted.
+//! - `server.rs` — [`IngestServer`] (a `Receiver` running a 2-thread tokio
+//!   runtime) and [`IngestConfig`]: accept loop, connections, store then ack.
+//! - `context.rs` — `StreamingContext::ingest_stream`,
+//!   `ingest_text_stream` and `ingest_stream_with`.
+//! - `client.rs` — [`feed`], the client behind `weir feed`.
+//! - `error.rs` — [`IngestError`] (the client's is [`FeedError`]).
+//!
+//! Limits: those of [`IngestConfig`] (server), [`Limits`] (wire) and
+//! [`FeedConfig`] (client); every buffer is bounded by them.
+//! Must never: acknowledge a record before the WAL's fsync covered it,
+//! store a producer's sequence number twice, or store anything of a
+//! malformed frame.
+
+pub mod client;
+mod context;
+mod error;
+mod producers;
+pub mod proto;
+pub mod records;
+mod server;
+
+pub use client::{feed, FeedConfig, FeedError, FeedReport, Progress};
+pub use context::IngestStream;
+pub use error::IngestError;
+pub use proto::{Limits, ProtoError};
+pub use records::RecordError;
+pub use server::{IngestConfig, IngestServer};
+
+use crate::dstream::BoxError;
+
+/// The stored record's payload (the DStream's view of an ingest record).
+pub fn payload(bytes: &[u8]) -> Result<Vec<u8>, BoxError> {
+    Ok(records::decode_stored(bytes)?.payload.to_vec())
+}
+
+/// The stored record's payload as UTF-8 text.
+pub fn payload_utf8(bytes: &[u8]) -> Result<String, BoxError> {
+    crate::receiver::utf8(records::decode_stored(bytes)?.payload)
+}
