@@ -48,6 +48,8 @@ pub mod scheduler;
 pub mod service;
 pub mod sink;
 pub mod testdata;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod wal;
 
 pub use clock::{Clock, ManualClock, SystemClock};

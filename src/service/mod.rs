@@ -33,6 +33,7 @@ mod daemon;
 pub mod generator;
 pub mod http;
 pub mod notify;
+pub mod report;
 pub mod status;
 
 use std::net::SocketAddr;
