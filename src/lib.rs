@@ -53,6 +53,8 @@ pub mod sink;
 pub mod source;
 pub mod storage;
 pub mod testdata;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod wal;
 
 pub use clock::{Clock, ManualClock, SystemClock};

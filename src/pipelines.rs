@@ -1,11 +1,12 @@
 //! Ready-made pipelines built on the public API: the stateful word count
-//! that the crash tests run in-process and that `weir test-pipeline` runs
-//! as a real process (so both exercise exactly the same graph).
+//! that the crash tests run in-process and that `weir-testkit
+//! test-pipeline` runs as a real process (so both exercise exactly the
+//! same graph).
 //!
 //! Must never: contain engine logic; these are ordinary user pipelines.
 
 /// The stateful word count that the crash tests run, in-process and as the
-/// hidden `weir test-pipeline` command: lines from the WAL stream `input`,
+/// `weir-testkit test-pipeline` command: lines from the WAL stream `input`,
 /// split on whitespace, then three outputs saved as text files under `out`:
 /// `counts-<ms>.txt` (per-batch reduce_by_key), `totals-<ms>.txt` (running
 /// totals, update_state_by_key) and `window-<ms>.txt` (a 3-batch window

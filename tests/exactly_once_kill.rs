@@ -1,5 +1,5 @@
-//! Exactly-once across real SIGKILLs: the `weir` binary runs the stateful
-//! word count (`weir test-pipeline`) on input that is already durable in
+//! Exactly-once across real SIGKILLs: the test-support binary runs the
+//! stateful word count (`weir-testkit test-pipeline`) on input that is already durable in
 //! its WAL; the test kills it with SIGKILL at random moments, ten times,
 //! restarts it each time, lets a last run drain the input, and checks that
 //! every record was counted exactly once: per-batch counts sum to the
@@ -65,7 +65,7 @@ fn every_record_is_counted_exactly_once_across_sigkills() {
             wal.append(chunk).expect("append");
         }
     }
-    let bin = env!("CARGO_BIN_EXE_weir");
+    let bin = env!("CARGO_BIN_EXE_weir-testkit");
     let mut rng = 0xC0FFEE ^ u64::from(std::process::id());
     for _ in 0..KILLS {
         let mut child = Command::new(bin)

@@ -1,5 +1,5 @@
-//! Exactly-once ingest across real SIGKILLs: the `weir` binary runs an
-//! ingest stream whose batches are saved as text files (`weir
+//! Exactly-once ingest across real SIGKILLs: the test-support binary runs
+//! an ingest stream whose batches are saved as text files (`weir-testkit
 //! test-ingest-pipeline`, rate-limited so the feed lasts), while a `weir
 //! feed` process sends numbered records as one producer. The server is
 //! killed with SIGKILL at random moments, ten times, and restarted on the
@@ -36,7 +36,7 @@ fn server(bin: &str, dir: &std::path::Path, addr: &str, drain: bool) -> Child {
     if drain {
         c.arg("--drain");
     }
-    c.spawn().expect("spawn weir test-ingest-pipeline")
+    c.spawn().expect("spawn weir-testkit test-ingest-pipeline")
 }
 
 /// Waits for `child` to exit, at most `secs`.
@@ -66,7 +66,8 @@ fn every_fed_record_is_in_the_output_exactly_once_across_sigkills() {
         l.local_addr().expect("addr").to_string()
     };
     let bin = env!("CARGO_BIN_EXE_weir");
-    let mut srv = server(bin, dir.path(), &addr, false);
+    let kit = env!("CARGO_BIN_EXE_weir-testkit");
+    let mut srv = server(kit, dir.path(), &addr, false);
     let start_feed = || {
         Command::new(bin)
             .arg("feed")
@@ -99,7 +100,7 @@ fn every_fed_record_is_in_the_output_exactly_once_across_sigkills() {
             "the feed finished before kill {}: the test would not test resuming",
             k + 1
         );
-        srv = server(bin, dir.path(), &addr, false);
+        srv = server(kit, dir.path(), &addr, false);
         if k % 4 == 1 {
             // The producer dies too; a new `weir feed` on the same file
             // resumes at the server's expected sequence (line numbers).
@@ -112,7 +113,7 @@ fn every_fed_record_is_in_the_output_exactly_once_across_sigkills() {
     assert!(status.success(), "weir feed failed: {status}");
     srv.kill().expect("SIGKILL");
     srv.wait().expect("reap");
-    let mut last = server(bin, dir.path(), &addr, true);
+    let mut last = server(kit, dir.path(), &addr, true);
     let status = wait(&mut last, 120, "the draining run");
     assert!(status.success(), "the draining run failed: {status}");
 

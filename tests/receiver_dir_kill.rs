@@ -1,10 +1,10 @@
 //! Exactly-once of `text_file_stream` across real SIGKILLs: while a mover
 //! thread moves files (some large, so kills land mid-file) into the input
-//! directory, the `weir` binary (`weir test-dir-pipeline`, text_file_stream
-//! → save_as_text_files) is killed with SIGKILL at random moments twelve
-//! times and restarted; a last run finishes. Every line of every moved file
-//! must be in the output exactly once, no temp file's line may appear, and
-//! no output file may be partial.
+//! directory, the test-support binary (`weir-testkit test-dir-pipeline`,
+//! text_file_stream → save_as_text_files) is killed with SIGKILL at random
+//! moments twelve times and restarted; a last run finishes. Every line of
+//! every moved file must be in the output exactly once, no temp file's line
+//! may appear, and no output file may be partial.
 //!
 //! Kill moments are random (seeded); correctness never depends on timing.
 
@@ -106,7 +106,7 @@ fn every_line_of_every_file_is_output_exactly_once_across_sigkills() {
             }
         })
     };
-    let bin = env!("CARGO_BIN_EXE_weir");
+    let bin = env!("CARGO_BIN_EXE_weir-testkit");
     let mut rng = 0xF11E5 ^ u64::from(std::process::id());
     let resumed = |runs: usize| {
         (0..runs)

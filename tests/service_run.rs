@@ -12,7 +12,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use service_common::{line_with, spawn_logged, wait_for, weir, Guard, DEADLINE};
+use service_common::{line_with, spawn_logged, testkit, wait_for, weir, Guard, DEADLINE};
 
 /// Spawns `weir ARGS` with extra environment; stderr lines come through
 /// the receiver.
@@ -331,7 +331,7 @@ fn status_reports_logs_and_backlog() {
     let data = dir.path().join("data");
     let wal = data.join("wal").join("input");
     let torture = |n: &str| {
-        let out = weir()
+        let out = testkit()
             .args(["wal", "torture"])
             .arg(&wal)
             .args(["--threads", "1", "--appends-max", n])
@@ -355,7 +355,7 @@ fn status_reports_logs_and_backlog() {
     let (code, _, err) = status();
     assert_eq!(code, Some(1));
     assert!(err.contains("has no checkpoint"), "{err}");
-    let out = weir()
+    let out = testkit()
         .arg("test-pipeline")
         .arg(&data)
         .arg("--drain")

@@ -1,8 +1,9 @@
-//! Real processes, real kill -9: a child (`weir wal torture`) appends from
-//! several threads and prints `ack THREAD SEQ` after each acknowledged
-//! append; the parent kills it with SIGKILL at random moments, restarts it
-//! on the same directory, and finally checks that every acknowledged record
-//! is in the log, intact, in order, without gaps or duplicates.
+//! Real processes, real kill -9: a child (`weir-testkit wal torture`)
+//! appends from several threads and prints `ack THREAD SEQ` after each
+//! acknowledged append; the parent kills it with SIGKILL at random moments,
+//! restarts it on the same directory, and finally checks that every
+//! acknowledged record is in the log, intact, in order, without gaps or
+//! duplicates.
 //!
 //! The kill moments are random (a seeded generator picks how many acks to
 //! wait for); correctness never depends on timing.
@@ -13,7 +14,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use weir::cli::parse_torture_record;
+use weir::testing::parse_torture_record;
 use weir::wal::{Wal, WalConfig};
 
 const THREADS: usize = 3;
@@ -22,7 +23,7 @@ const ROUNDS: usize = 8;
 #[test]
 fn acknowledged_records_survive_sigkill() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let bin = env!("CARGO_BIN_EXE_weir");
+    let bin = env!("CARGO_BIN_EXE_weir-testkit");
     let mut rng = 0x5eed_u64 ^ u64::from(std::process::id());
     // Highest acknowledged sequence per thread across all rounds.
     let mut acked: HashMap<usize, u64> = HashMap::new();
@@ -39,7 +40,7 @@ fn acknowledged_records_survive_sigkill() {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("spawn weir");
+            .expect("spawn weir-testkit");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let wait_for = 1 + next_rand(&mut rng) % 400;

@@ -148,73 +148,122 @@ pub fn run(cfg: &ChaosConfig) -> crate::Result<ChaosReport> {
     std::fs::create_dir_all(&cfg.dir)
         .map_err(|e| usage(format!("cannot create {}: {e}", cfg.dir.display())))?;
     let input = cfg.dir.join("records.txt");
-    {
-        let mut f = std::io::BufWriter::new(
-            std::fs::File::create(&input)
-                .map_err(|e| usage(format!("cannot write {}: {e}", input.display())))?,
-        );
-        for n in 1..=cfg.records {
-            writeln!(f, "{n}").map_err(|e| usage(format!("writing {}: {e}", input.display())))?;
-        }
-        f.flush()
-            .map_err(|e| usage(format!("writing {}: {e}", input.display())))?;
-    }
+    write_numbered(&input, cfg.records)?;
     let data = cfg.dir.join("data");
-    let (addr, out_dir) = match &cfg.systemd_unit {
-        Some(unit) => {
-            let addr = cfg.ingest_addr.clone().ok_or_else(|| {
-                usage(format!(
-                    "--systemd {unit} needs --ingest ADDR (its ingest source's address)"
-                ))
-            })?;
-            let out = cfg.out_dir.clone().ok_or_else(|| {
-                usage(format!(
-                    "--systemd {unit} needs --out DIR (where its text files go)"
-                ))
-            })?;
-            (addr, out)
-        }
-        None => {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map_err(|e| usage(format!("cannot find a free loopback port: {e}")))?
-                .port();
-            let addr = format!("127.0.0.1:{port}");
-            if data.exists() {
-                return Err(usage(format!(
-                    "{} exists: give an empty --dir (the check counts every output file)",
-                    data.display()
-                )));
-            }
-            // Feed for about as long as the kills take (mean pause ~0.55 of
-            // the longest).
-            let span_ms = (u64::from(cfg.kills.max(1)) * cfg.pause_ms_max.max(10) * 11 / 20).max(1);
-            let rate_max = (cfg.records.saturating_mul(1000) / span_ms).max(100);
-            std::fs::write(
-                cfg.dir.join("pipeline.toml"),
-                pipeline_toml(&addr, rate_max),
-            )
-            .map_err(|e| usage(format!("cannot write the pipeline: {e}")))?;
-            (addr, data.join("out"))
-        }
-    };
-    // The service reports READY=1 here (systemd's protocol), so the final
-    // graceful stop waits until the last restart has recovered.
-    let notify_path = cfg.dir.join("notify.sock");
-    let _ = std::fs::remove_file(&notify_path);
-    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path)
-        .map_err(|e| usage(format!("cannot bind {}: {e}", notify_path.display())))?;
-    notify
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .map_err(|e| usage(format!("notify socket: {e}")))?;
-    let drain = || {
+    let (addr, out_dir) = target(cfg, &data)?;
+    let kit = Kit::new(cfg, exe, data)?;
+    let mut service = Reaped(kit.start_service()?);
+    let mut feed = Reaped(Some(kit.spawn_feed(&addr, &input)?));
+    let kills = kit.kill_repeatedly(&mut service)?;
+    // Every record must be acknowledged: the feed resumes until done.
+    let mut f = feed.0.take().ok_or_else(|| usage("feed lost".into()))?;
+    let st = wait_exit(&mut f, "weir feed")?;
+    if !st.success() {
+        return Err(usage(format!(
+            "weir feed failed ({st}); the service may not have come back"
+        )));
+    }
+    // Graceful stop: drain the backlog, commit.
+    kit.final_stop(&mut service)?;
+    let mut report = count(&out_dir, cfg.records)?;
+    report.kills = kills;
+    Ok(report)
+}
+
+/// Writes the lines `1..=records` to `path`.
+fn write_numbered(path: &Path, records: u64) -> crate::Result<()> {
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(path)
+            .map_err(|e| usage(format!("cannot write {}: {e}", path.display())))?,
+    );
+    for n in 1..=records {
+        writeln!(f, "{n}").map_err(|e| usage(format!("writing {}: {e}", path.display())))?;
+    }
+    f.flush()
+        .map_err(|e| usage(format!("writing {}: {e}", path.display())))
+}
+
+/// The ingest address to feed and the directory of the output files: the
+/// unit's (systemd mode), or a free loopback port and `data/out` with the
+/// pipeline written to `dir/pipeline.toml`.
+fn target(cfg: &ChaosConfig, data: &Path) -> crate::Result<(String, PathBuf)> {
+    if let Some(unit) = &cfg.systemd_unit {
+        let addr = cfg.ingest_addr.clone().ok_or_else(|| {
+            usage(format!(
+                "--systemd {unit} needs --ingest ADDR (its ingest source's address)"
+            ))
+        })?;
+        let out = cfg.out_dir.clone().ok_or_else(|| {
+            usage(format!(
+                "--systemd {unit} needs --out DIR (where its text files go)"
+            ))
+        })?;
+        return Ok((addr, out));
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| usage(format!("cannot find a free loopback port: {e}")))?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    if data.exists() {
+        return Err(usage(format!(
+            "{} exists: give an empty --dir (the check counts every output file)",
+            data.display()
+        )));
+    }
+    // Feed for about as long as the kills take (mean pause ~0.55 of
+    // the longest).
+    let span_ms = (u64::from(cfg.kills.max(1)) * cfg.pause_ms_max.max(10) * 11 / 20).max(1);
+    let rate_max = (cfg.records.saturating_mul(1000) / span_ms).max(100);
+    std::fs::write(
+        cfg.dir.join("pipeline.toml"),
+        pipeline_toml(&addr, rate_max),
+    )
+    .map_err(|e| usage(format!("cannot write the pipeline: {e}")))?;
+    Ok((addr, data.join("out")))
+}
+
+/// One run's processes: the service (a child, or a systemd unit) and the
+/// notification socket it reports READY=1 on.
+struct Kit<'a> {
+    cfg: &'a ChaosConfig,
+    exe: PathBuf,
+    data: PathBuf,
+    notify_path: PathBuf,
+    notify: std::os::unix::net::UnixDatagram,
+}
+
+impl<'a> Kit<'a> {
+    fn new(cfg: &'a ChaosConfig, exe: PathBuf, data: PathBuf) -> crate::Result<Kit<'a>> {
+        // The service reports READY=1 here (systemd's protocol), so the final
+        // graceful stop waits until the last restart has recovered.
+        let notify_path = cfg.dir.join("notify.sock");
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path)
+            .map_err(|e| usage(format!("cannot bind {}: {e}", notify_path.display())))?;
+        notify
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .map_err(|e| usage(format!("notify socket: {e}")))?;
+        Ok(Kit {
+            cfg,
+            exe,
+            data,
+            notify_path,
+            notify,
+        })
+    }
+
+    /// Drops what the service said so far (stale after a kill).
+    fn drain_notify(&self) {
         let mut buf = [0u8; 512];
-        let _ = notify.set_nonblocking(true);
-        while notify.recv(&mut buf).is_ok() {}
-        let _ = notify.set_nonblocking(false);
-    };
-    let start_service = || -> crate::Result<Option<Child>> {
-        match &cfg.systemd_unit {
+        let _ = self.notify.set_nonblocking(true);
+        while self.notify.recv(&mut buf).is_ok() {}
+        let _ = self.notify.set_nonblocking(false);
+    }
+
+    /// Starts the service: the unit (None), or `weir run` as a child.
+    fn start_service(&self) -> crate::Result<Option<Child>> {
+        match &self.cfg.systemd_unit {
             Some(unit) => {
                 sh(
                     Command::new("systemctl").args(["start", unit]),
@@ -222,26 +271,26 @@ pub fn run(cfg: &ChaosConfig) -> crate::Result<ChaosReport> {
                 )?;
                 Ok(None)
             }
-            None => Command::new(&exe)
+            None => Command::new(&self.exe)
                 .arg("run")
-                .arg(cfg.dir.join("pipeline.toml"))
+                .arg(self.cfg.dir.join("pipeline.toml"))
                 .arg("--data-dir")
-                .arg(&data)
+                .arg(&self.data)
                 .env("WEIR_LOG", "warn")
-                .env("NOTIFY_SOCKET", &notify_path)
+                .env("NOTIFY_SOCKET", &self.notify_path)
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
                 .spawn()
                 .map(Some)
                 .map_err(|e| usage(format!("cannot start weir run: {e}"))),
         }
-    };
-    let mut service = Reaped(start_service()?);
-    let mut feed = Reaped(Some(
-        Command::new(&exe)
+    }
+
+    fn spawn_feed(&self, addr: &str, input: &Path) -> crate::Result<Child> {
+        Command::new(&self.exe)
             .arg("feed")
-            .arg(&addr)
-            .arg(&input)
+            .arg(addr)
+            .arg(input)
             .args([
                 "--producer",
                 "chaos",
@@ -253,87 +302,95 @@ pub fn run(cfg: &ChaosConfig) -> crate::Result<ChaosReport> {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| usage(format!("cannot start weir feed: {e}")))?,
-    ));
-    let mut rng = Rng(cfg.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    let lo = (cfg.pause_ms_max / 10).max(1);
-    let mut kills = 0;
-    while kills < cfg.kills {
-        let pause = lo + rng.next() % (cfg.pause_ms_max.max(lo) - lo + 1);
-        std::thread::sleep(Duration::from_millis(pause));
-        match &cfg.systemd_unit {
-            Some(unit) => {
-                sh(
-                    Command::new("systemctl").args(["kill", "--signal=SIGKILL", unit]),
-                    "systemctl kill",
-                )?;
-                // Restart=on-failure brings it back; start it if not.
-                let _ = Command::new("systemctl").args(["start", unit]).status();
-            }
-            None => {
-                if let Some(c) = &mut service.0 {
-                    let _ = c.kill(); // SIGKILL
-                    let _ = c.wait();
+            .map_err(|e| usage(format!("cannot start weir feed: {e}")))
+    }
+
+    /// SIGKILLs the service `cfg.kills` times at seeded random moments,
+    /// restarting it each time; returns the kills delivered.
+    fn kill_repeatedly(&self, service: &mut Reaped) -> crate::Result<u32> {
+        let cfg = self.cfg;
+        let mut rng = Rng(cfg.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let lo = (cfg.pause_ms_max / 10).max(1);
+        let mut kills = 0;
+        while kills < cfg.kills {
+            let pause = lo + rng.next() % (cfg.pause_ms_max.max(lo) - lo + 1);
+            std::thread::sleep(Duration::from_millis(pause));
+            match &cfg.systemd_unit {
+                Some(unit) => {
+                    sh(
+                        Command::new("systemctl").args(["kill", "--signal=SIGKILL", unit]),
+                        "systemctl kill",
+                    )?;
+                    // Restart=on-failure brings it back; start it if not.
+                    let _ = Command::new("systemctl").args(["start", unit]).status();
                 }
-                drain(); // what the killed process said is stale
-                service.0 = start_service()?;
+                None => {
+                    if let Some(c) = &mut service.0 {
+                        let _ = c.kill(); // SIGKILL
+                        let _ = c.wait();
+                    }
+                    self.drain_notify(); // what the killed process said is stale
+                    service.0 = self.start_service()?;
+                }
+            }
+            kills += 1;
+            eprintln!("chaos: kill {kills}/{} after {pause} ms", cfg.kills);
+        }
+        Ok(kills)
+    }
+
+    /// Stops the service gracefully (it drains its backlog and commits):
+    /// `systemctl stop`, or SIGTERM once the child reported READY=1.
+    fn final_stop(&self, service: &mut Reaped) -> crate::Result<()> {
+        if let Some(unit) = &self.cfg.systemd_unit {
+            return sh(
+                Command::new("systemctl").args(["stop", unit]),
+                "systemctl stop",
+            );
+        }
+        // The child stays in `service` until it has exited, so a failed
+        // wait leaves it to `Reaped` to kill.
+        let Some(c) = service.0.as_mut() else {
+            return Ok(());
+        };
+        self.wait_ready(c)?;
+        let term = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        if !term.is_ok_and(|s| s.success()) {
+            let _ = c.kill();
+        }
+        let st = wait_exit(c, "the final graceful stop")?;
+        service.0 = None;
+        if !st.success() {
+            return Err(usage(format!("the final graceful stop exited with {st}")));
+        }
+        Ok(())
+    }
+
+    /// Waits (at most [`STEP_TIMEOUT`]) for READY=1 from the child.
+    fn wait_ready(&self, c: &mut Child) -> crate::Result<()> {
+        let start = Instant::now();
+        let mut buf = [0u8; 512];
+        loop {
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                if buf[..n].split(|&b| b == b'\n').any(|l| l == b"READY=1") {
+                    return Ok(());
+                }
+            }
+            if let Some(st) = c.try_wait().map_err(|e| usage(format!("waiting: {e}")))? {
+                return Err(usage(format!(
+                    "the service exited ({st}) before the final stop"
+                )));
+            }
+            if start.elapsed() > STEP_TIMEOUT {
+                return Err(usage(format!(
+                    "the service was not ready within {STEP_TIMEOUT:?}"
+                )));
             }
         }
-        kills += 1;
-        eprintln!("chaos: kill {kills}/{} after {pause} ms", cfg.kills);
     }
-    // Every record must be acknowledged: the feed resumes until done.
-    let mut f = feed.0.take().ok_or_else(|| usage("feed lost".into()))?;
-    let st = wait_exit(&mut f, "weir feed")?;
-    if !st.success() {
-        return Err(usage(format!(
-            "weir feed failed ({st}); the service may not have come back"
-        )));
-    }
-    // Graceful stop: drain the backlog, commit.
-    match &cfg.systemd_unit {
-        Some(unit) => sh(
-            Command::new("systemctl").args(["stop", unit]),
-            "systemctl stop",
-        )?,
-        None => {
-            if let Some(mut c) = service.0.take() {
-                let start = Instant::now();
-                let mut buf = [0u8; 512];
-                loop {
-                    if let Ok(n) = notify.recv(&mut buf) {
-                        if buf[..n].split(|&b| b == b'\n').any(|l| l == b"READY=1") {
-                            break;
-                        }
-                    }
-                    if let Some(st) = c.try_wait().map_err(|e| usage(format!("waiting: {e}")))? {
-                        return Err(usage(format!(
-                            "the service exited ({st}) before the final stop"
-                        )));
-                    }
-                    if start.elapsed() > STEP_TIMEOUT {
-                        return Err(usage(format!(
-                            "the service was not ready within {STEP_TIMEOUT:?}"
-                        )));
-                    }
-                }
-                let term = Command::new("kill")
-                    .arg("-TERM")
-                    .arg(c.id().to_string())
-                    .status();
-                if !term.is_ok_and(|s| s.success()) {
-                    let _ = c.kill();
-                }
-                let st = wait_exit(&mut c, "the final graceful stop")?;
-                if !st.success() {
-                    return Err(usage(format!("the final graceful stop exited with {st}")));
-                }
-            }
-        }
-    }
-    let mut report = count(&out_dir, cfg.records)?;
-    report.kills = kills;
-    Ok(report)
 }
 
 /// Counts every record number in the output files of `dir`.

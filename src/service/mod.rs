@@ -29,24 +29,25 @@
 pub mod chaos;
 pub mod compile;
 pub mod config;
+mod daemon;
 // The generator lives with the sources; this path stays for the config
 // module and its tests until they import `crate::source::generator`.
 pub use crate::source::generator;
 pub mod http;
 pub mod notify;
+pub mod report;
 pub mod status;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use compile::{compile, Compiled, Num};
 pub use config::{ConfigError, Pipeline};
 
 use crate::wal::Wal;
 use crate::StreamingContext;
-use status::{Live, Phase, Probe, ReceiverRow, Sample, SourceRow, WalRow};
 
 /// How often the service loop looks at the batch loop.
 pub const POLL: Duration = Duration::from_millis(50);
@@ -155,77 +156,6 @@ pub struct ServiceReport {
     pub http_address: Option<SocketAddr>,
 }
 
-struct ContextProbe {
-    ssc: Arc<StreamingContext>,
-    wals: Vec<(String, Arc<Wal>)>,
-    generators: Vec<(String, Arc<generator::GeneratorSource>)>,
-    receivers: Vec<(String, compile::ReceiverCounters)>,
-    dropped: Option<Arc<compile::Dropped>>,
-}
-
-impl Probe for ContextProbe {
-    fn sample(&self) -> Sample {
-        use crate::dstream::Source;
-        let committed = self.ssc.committed_positions();
-        let pos = |n: &str| committed.iter().find(|(s, _)| s == n).map(|(_, p)| *p);
-        let mut sources = Vec::new();
-        let mut wal = Vec::new();
-        for (name, w) in &self.wals {
-            let c = pos(name).unwrap_or(w.first_lsn());
-            sources.push(SourceRow {
-                name: name.clone(),
-                committed: c,
-                backlog_records: w.end().saturating_sub(c),
-            });
-            let st = w.stats();
-            wal.push(WalRow {
-                name: name.clone(),
-                segments: w.segments().len() as u64,
-                end_lsn: w.end(),
-                records_appended: st.records,
-                bytes_written: st.bytes_written,
-                fsyncs: st.fsyncs,
-                fsync_seconds_total: st.fsync_nanos_total as f64 / 1e9,
-            });
-        }
-        for (name, g) in &self.generators {
-            let c = pos(name).unwrap_or(g.last_cut());
-            sources.push(SourceRow {
-                name: name.clone(),
-                committed: c,
-                backlog_records: g.available_end().saturating_sub(c),
-            });
-        }
-        let dropped = self
-            .dropped
-            .as_ref()
-            .map(|d| d.snapshot())
-            .unwrap_or_default();
-        let receivers = self
-            .receivers
-            .iter()
-            .map(|(name, c)| {
-                let (records, rejected) = c.sample();
-                ReceiverRow {
-                    name: name.clone(),
-                    records,
-                    rejected: rejected
-                        .into_iter()
-                        .map(|(w, n)| (w.to_string(), n))
-                        .collect(),
-                }
-            })
-            .collect();
-        Sample {
-            sources,
-            wal,
-            dropped,
-            receivers,
-            state_keys: self.ssc.state_keys(),
-        }
-    }
-}
-
 /// Runs `ssc` as a service until a stop signal (or `batches_max`), with
 /// the behaviour described in the module docs. Call it from a plain
 /// thread (it runs its own tokio runtime), after building the pipeline
@@ -278,246 +208,8 @@ impl Service {
             sigterm,
             sigint,
         } = self;
-        rt.block_on(serve(Arc::new(ssc), opts, sigterm, sigint))
+        rt.block_on(daemon::serve(Arc::new(ssc), opts, sigterm, sigint))
     }
-}
-
-struct Watchdog {
-    period: Duration,
-    last_ping: Instant,
-}
-
-async fn serve(
-    ssc: Arc<StreamingContext>,
-    mut opts: ServiceOptions,
-    mut sigterm: tokio::signal::unix::Signal,
-    mut sigint: tokio::signal::unix::Signal,
-) -> crate::Result<ServiceReport> {
-    if let Some(a) = opts.http_address {
-        if !a.ip().is_loopback() {
-            return Err(ServiceError::Usage(format!(
-                "the status endpoint must listen on a loopback address, not {a}; put a reverse proxy in front to expose it"
-            ))
-            .into());
-        }
-    }
-    let compiled = opts.compiled.take();
-    let (generators, receivers, dropped) = match compiled {
-        Some(c) => (c.generators, c.receivers, Some(c.dropped)),
-        None => (Vec::new(), Vec::new(), None),
-    };
-    // Every input log the context opened, plus any the caller named.
-    let mut wals = std::mem::take(&mut opts.wals);
-    for (name, w) in ssc.input_logs() {
-        if !wals.iter().any(|(n, _)| *n == name) {
-            wals.push((name, w));
-        }
-    }
-    for (_, g) in &generators {
-        let g = g.clone();
-        opts.on_stop.push(Box::new(move || g.stop_accepting()));
-    }
-    let live = Live::new(
-        ssc.batch_interval_ms(),
-        stateful_operators(&ssc),
-        Box::new(ContextProbe {
-            ssc: ssc.clone(),
-            wals,
-            generators,
-            receivers,
-            dropped,
-        }),
-    );
-    let notifier = opts.notify_socket.as_deref().and_then(notify::Notifier::to);
-    let notify = |m: &str| {
-        if let Some(n) = &notifier {
-            n.send(m)
-        }
-    };
-    let mut http_address = None;
-    let http_task = match opts.http_address {
-        Some(addr) => {
-            let l = http::bind(addr)
-                .await
-                .map_err(|source| ServiceError::Listen { addr, source })?;
-            let bound = l.local_addr().unwrap_or(addr);
-            http_address = Some(bound);
-            tracing::info!(address = %format!("http://{bound}/"), "status page (also /metrics and /status)");
-            Some(tokio::spawn(http::serve(l, live.clone())))
-        }
-        None => None,
-    };
-
-    notify("STATUS=recovering");
-    let start = {
-        let ssc = ssc.clone();
-        tokio::task::spawn_blocking(move || ssc.start())
-    };
-    let mut start = Some(start);
-    let mut stop_task: Option<tokio::task::JoinHandle<crate::Result<()>>> = None;
-    let mut signal_name: Option<&'static str> = None;
-    let mut last_seen: Option<u64> = None;
-    let mut new_batches = 0u64;
-    let mut last_progress = Instant::now();
-    let interval = Duration::from_millis(ssc.batch_interval_ms());
-    let mut watchdog = match opts.watchdog {
-        Some(period) if period < interval * 2 => {
-            tracing::warn!(
-                watchdog_ms = period.as_millis() as u64,
-                batch_interval_ms = interval.as_millis() as u64,
-                "the watchdog period is under twice the batch interval: healthy batches would look stuck; not pinging (raise WatchdogSec)"
-            );
-            None
-        }
-        p => p.map(|period| Watchdog {
-            period,
-            last_ping: Instant::now(),
-        }),
-    };
-    let mut tick = tokio::time::interval(POLL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut stop_hooks = std::mem::take(&mut opts.on_stop);
-    let mut begin_stop = |why: &str, ssc: &Arc<StreamingContext>, stop_task: &mut Option<_>| {
-        if stop_task.is_some() {
-            return;
-        }
-        tracing::info!(reason = why, "stopping: no new input; finishing the batch in flight and the durable backlog, then committing");
-        notify("STOPPING=1\nSTATUS=stopping: draining the backlog");
-        live.set_phase(Phase::Stopping);
-        for h in stop_hooks.drain(..) {
-            h();
-        }
-        let ssc = ssc.clone();
-        *stop_task = Some(tokio::task::spawn_blocking(move || ssc.stop(true)));
-    };
-    let result: crate::Result<()> = loop {
-        tokio::select! {
-            _ = sigterm.recv() => {
-                if signal_name.is_some() { second_signal("SIGTERM", 15) }
-                signal_name = Some("SIGTERM");
-                if start.is_none() { begin_stop("SIGTERM", &ssc, &mut stop_task) }
-            }
-            _ = sigint.recv() => {
-                if signal_name.is_some() { second_signal("SIGINT", 2) }
-                signal_name = Some("SIGINT");
-                if start.is_none() { begin_stop("SIGINT", &ssc, &mut stop_task) }
-            }
-            r = async { start.as_mut().expect("guarded").await }, if start.is_some() => {
-                start = None;
-                match r {
-                    Ok(Ok(())) => {
-                        notify("STATUS=recovered; waiting for the first batch");
-                        if let Some(s) = signal_name { begin_stop(s, &ssc, &mut stop_task) }
-                    }
-                    Ok(Err(e)) => break Err(e),
-                    Err(e) => break Err(ServiceError::Usage(format!("the start task failed: {e}")).into()),
-                }
-            }
-            r = async { stop_task.as_mut().expect("guarded").await }, if stop_task.is_some() => {
-                drain_stats(&ssc, &live, &mut last_seen, &mut new_batches);
-                break match r {
-                    Ok(r) => r,
-                    Err(e) => Err(ServiceError::Usage(format!("the stop task failed: {e}")).into()),
-                };
-            }
-            _ = tick.tick() => {
-                if start.is_some() {
-                    // Recovery may take a while: keep systemd's start
-                    // timeout from firing while it makes progress.
-                    continue;
-                }
-                if drain_stats(&ssc, &live, &mut last_seen, &mut new_batches) {
-                    last_progress = Instant::now();
-                    if live.phase() == Phase::Starting && new_batches > 0 {
-                        live.set_phase(Phase::Running);
-                        notify("READY=1\nSTATUS=running");
-                        tracing::info!("ready: recovery finished, batches running");
-                    }
-                }
-                if let Some(w) = watchdog.as_mut().filter(|_| live.phase() != Phase::Starting) {
-                    // Healthy: a batch completed within 3/4 of the period.
-                    // A loop stuck for longer stops the pings, and systemd
-                    // restarts the service about one period later.
-                    if w.last_ping.elapsed() >= w.period / 4
-                        && last_progress.elapsed() < w.period * 3 / 4
-                    {
-                        notify("WATCHDOG=1");
-                        w.last_ping = Instant::now();
-                    }
-                }
-                if opts.batches_max.is_some_and(|n| new_batches >= n) {
-                    begin_stop("--batches reached", &ssc, &mut stop_task);
-                }
-                if stop_task.is_none() {
-                    match ssc.await_termination_or_timeout(Duration::ZERO) {
-                        Ok(false) => {}
-                        Ok(true) => break Ok(()),
-                        Err(e) => break Err(e),
-                    }
-                }
-            }
-        }
-    };
-    live.set_phase(Phase::Stopped);
-    if let Some(t) = http_task {
-        t.abort();
-    }
-    let st = live.status();
-    match &result {
-        Ok(()) => {
-            notify("STATUS=stopped");
-            tracing::info!(
-                batches = st.batches_completed,
-                records = st.records_total,
-                "stopped cleanly: every completed batch is committed"
-            );
-        }
-        Err(e) => {
-            notify(&format!("STATUS=failed: {e}"));
-            tracing::error!(error = %e, "the service stopped with an error; committed batches are safe, the rest is replayed at the next start");
-        }
-    }
-    result.map(|()| ServiceReport {
-        batches: st.batches_completed,
-        records: st.records_total,
-        signal: signal_name,
-        http_address,
-    })
-}
-
-fn second_signal(name: &str, signo: i32) -> ! {
-    tracing::warn!(signal = name, "second stop signal: exiting at once; the next start recovers (replays the uncommitted batch)");
-    std::process::exit(128 + signo)
-}
-
-/// Feeds new batch statistics to `live` and the log; whether any arrived.
-fn drain_stats(
-    ssc: &StreamingContext,
-    live: &Live,
-    last_seen: &mut Option<u64>,
-    new_batches: &mut u64,
-) -> bool {
-    let mut any = false;
-    for s in ssc.statistics() {
-        if last_seen.is_some_and(|t| s.batch_time_ms <= t) {
-            continue;
-        }
-        *last_seen = Some(s.batch_time_ms);
-        any = true;
-        if !s.replayed {
-            *new_batches += 1;
-        }
-        live.batch(&s);
-        tracing::info!(
-            batch_time_ms = s.batch_time_ms,
-            records = s.input_records,
-            scheduling_delay_ms = s.scheduling_delay_ms,
-            processing_ms = s.processing_time_ms,
-            replayed = s.replayed,
-            "batch committed"
-        );
-    }
-    any
 }
 
 /// Where a TOML pipeline keeps its data: `--data-dir`, else

@@ -268,172 +268,217 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Prometheus text being written: one `# HELP`/`# TYPE` pair and its
+/// sample lines per metric.
+struct Exposition(String);
+
+impl Exposition {
+    /// A metric with one sample line per `(labels, value)` row.
+    fn metric(&mut self, name: &str, kind: &str, help: &str, rows: &[(String, String)]) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in rows {
+            let _ = writeln!(self.0, "{name}{labels} {v}");
+        }
+    }
+
+    /// A metric with one unlabelled value.
+    fn one(&mut self, name: &str, kind: &str, help: &str, v: String) {
+        self.metric(name, kind, help, &[(String::new(), v)]);
+    }
+
+    /// A metric with one sample per `(label value, value)`, labelled `key`.
+    fn by(&mut self, name: &str, kind: &str, help: &str, key: &str, rows: &[(String, u64)]) {
+        let rows: Vec<(String, String)> = rows
+            .iter()
+            .map(|(n, v)| (format!("{{{key}=\"{}\"}}", label(n)), v.to_string()))
+            .collect();
+        self.metric(name, kind, help, &rows);
+    }
+}
+
 /// `/metrics` in Prometheus text format.
 pub fn metrics_text(s: &Status) -> String {
-    let mut o = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, rows: &[(String, String)]| {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, v) in rows {
-            let _ = writeln!(o, "{name}{labels} {v}");
-        }
-    };
-    let one = |v: String| vec![(String::new(), v)];
-    let phase = |p: Phase| {
-        vec![(
-            format!(
-                "{{phase=\"{}\"}}",
-                match p {
-                    Phase::Starting => "starting",
-                    Phase::Running => "running",
-                    Phase::Stopping => "stopping",
-                    Phase::Stopped => "stopped",
-                }
-            ),
-            "1".to_string(),
-        )]
-    };
-    metric(
-        "weir_up",
+    let mut o = Exposition(String::new());
+    service_metrics(&mut o, s);
+    if let Some(b) = s.batches.last() {
+        last_batch_metrics(&mut o, b);
+    }
+    source_metrics(&mut o, s);
+    wal_metrics(&mut o, &s.wal);
+    o.by(
+        "weir_state_keys",
         "gauge",
-        "1 while the service runs.",
-        &one("1".into()),
+        "Keys in a stateful operator's committed state.",
+        "operator",
+        &s.state_keys,
     );
-    metric(
+    o.by(
+        "weir_records_dropped_total",
+        "counter",
+        "Records a step dropped by its on_error = \"drop\".",
+        "step",
+        &s.dropped,
+    );
+    receiver_metrics(&mut o, &s.receivers);
+    o.0
+}
+
+fn phase_name(p: Phase) -> &'static str {
+    match p {
+        Phase::Starting => "starting",
+        Phase::Running => "running",
+        Phase::Stopping => "stopping",
+        Phase::Stopped => "stopped",
+    }
+}
+
+/// The service as a whole: up, phase, uptime, interval, batch totals.
+fn service_metrics(o: &mut Exposition, s: &Status) {
+    o.one("weir_up", "gauge", "1 while the service runs.", "1".into());
+    o.metric(
         "weir_phase",
         "gauge",
         "The service's phase (label), always 1.",
-        &phase(s.phase),
+        &[(
+            format!("{{phase=\"{}\"}}", phase_name(s.phase)),
+            "1".to_string(),
+        )],
     );
-    metric(
+    o.one(
         "weir_uptime_seconds",
         "gauge",
         "Seconds since the service started.",
-        &one(format!("{:.3}", s.uptime_seconds)),
+        format!("{:.3}", s.uptime_seconds),
     );
-    metric(
+    o.one(
         "weir_batch_interval_seconds",
         "gauge",
         "The batch interval.",
-        &one(format!("{}", s.batch_interval_ms as f64 / 1000.0)),
+        format!("{}", s.batch_interval_ms as f64 / 1000.0),
     );
-    metric(
+    o.one(
         "weir_batches_completed_total",
         "counter",
         "Batches completed (committed) since start, replays included.",
-        &one(s.batches_completed.to_string()),
+        s.batches_completed.to_string(),
     );
-    metric(
+    o.one(
         "weir_batches_replayed_total",
         "counter",
         "Batches pending at start and replayed.",
-        &one(s.batches_replayed.to_string()),
+        s.batches_replayed.to_string(),
     );
-    metric(
+    o.one(
         "weir_input_records_total",
         "counter",
         "Input records of completed batches.",
-        &one(s.records_total.to_string()),
+        s.records_total.to_string(),
     );
-    metric(
+    o.one(
         "weir_processing_seconds_total",
         "counter",
         "Time spent processing and committing batches.",
-        &one(format!("{}", s.processing_time_ms_total as f64 / 1000.0)),
+        format!("{}", s.processing_time_ms_total as f64 / 1000.0),
     );
-    if let Some(b) = s.batches.last() {
-        metric(
-            "weir_last_batch_time_seconds",
-            "gauge",
-            "Batch time of the last completed batch (Unix time).",
-            &one(format!("{}", b.time_ms as f64 / 1000.0)),
-        );
-        metric(
-            "weir_last_batch_input_records",
-            "gauge",
-            "Input records of the last completed batch.",
-            &one(b.records.to_string()),
-        );
-        metric(
-            "weir_last_batch_scheduling_delay_seconds",
-            "gauge",
-            "Scheduling delay of the last completed batch.",
-            &one(format!("{}", b.scheduling_delay_ms as f64 / 1000.0)),
-        );
-        metric(
-            "weir_last_batch_processing_seconds",
-            "gauge",
-            "Processing time of the last completed batch.",
-            &one(format!("{}", b.processing_time_ms as f64 / 1000.0)),
-        );
-        metric(
-            "weir_last_batch_total_delay_seconds",
-            "gauge",
-            "Total delay (scheduling + processing) of the last completed batch.",
-            &one(format!("{}", b.total_delay_ms as f64 / 1000.0)),
-        );
-    }
-    let by = |rows: &[(String, u64)], key: &str| -> Vec<(String, String)> {
-        rows.iter()
-            .map(|(n, v)| (format!("{{{key}=\"{}\"}}", label(n)), v.to_string()))
-            .collect()
+}
+
+/// The last completed batch.
+fn last_batch_metrics(o: &mut Exposition, b: &BatchRow) {
+    let seconds = |ms: u64| format!("{}", ms as f64 / 1000.0);
+    o.one(
+        "weir_last_batch_time_seconds",
+        "gauge",
+        "Batch time of the last completed batch (Unix time).",
+        seconds(b.time_ms),
+    );
+    o.one(
+        "weir_last_batch_input_records",
+        "gauge",
+        "Input records of the last completed batch.",
+        b.records.to_string(),
+    );
+    o.one(
+        "weir_last_batch_scheduling_delay_seconds",
+        "gauge",
+        "Scheduling delay of the last completed batch.",
+        seconds(b.scheduling_delay_ms),
+    );
+    o.one(
+        "weir_last_batch_processing_seconds",
+        "gauge",
+        "Processing time of the last completed batch.",
+        seconds(b.processing_time_ms),
+    );
+    o.one(
+        "weir_last_batch_total_delay_seconds",
+        "gauge",
+        "Total delay (scheduling + processing) of the last completed batch.",
+        seconds(b.total_delay_ms),
+    );
+}
+
+/// Each source's backlog and committed position.
+fn source_metrics(o: &mut Exposition, s: &Status) {
+    let per_source = |f: fn(&SourceRow) -> u64| -> Vec<(String, u64)> {
+        s.sources.iter().map(|r| (r.name.clone(), f(r))).collect()
     };
-    let src: Vec<(String, u64)> = s
-        .sources
-        .iter()
-        .map(|r| (r.name.clone(), r.backlog_records))
-        .collect();
-    metric(
+    o.by(
         "weir_source_backlog_records",
         "gauge",
         "Records available (durable) but not yet in a committed batch.",
-        &by(&src, "source"),
+        "source",
+        &per_source(|r| r.backlog_records),
     );
-    let pos: Vec<(String, u64)> = s
-        .sources
-        .iter()
-        .map(|r| (r.name.clone(), r.committed))
-        .collect();
-    metric(
+    o.by(
         "weir_source_committed_position",
         "gauge",
         "Position after the last committed batch.",
-        &by(&pos, "source"),
+        "source",
+        &per_source(|r| r.committed),
     );
+}
+
+/// Each input log's figures.
+fn wal_metrics(o: &mut Exposition, wal: &[WalRow]) {
     let w = |f: fn(&WalRow) -> u64| -> Vec<(String, u64)> {
-        s.wal.iter().map(|r| (r.name.clone(), f(r))).collect()
+        wal.iter().map(|r| (r.name.clone(), f(r))).collect()
     };
-    metric(
-        "weir_wal_segments",
-        "gauge",
-        "Segment files of the stream's log.",
-        &by(&w(|r| r.segments), "stream"),
-    );
-    metric(
-        "weir_wal_end_lsn",
-        "gauge",
-        "Next record number of the stream's log.",
-        &by(&w(|r| r.end_lsn), "stream"),
-    );
-    metric(
-        "weir_wal_records_appended_total",
-        "counter",
-        "Records appended (durable) by this process.",
-        &by(&w(|r| r.records_appended), "stream"),
-    );
-    metric(
-        "weir_wal_bytes_written_total",
-        "counter",
-        "Bytes written to the log by this process.",
-        &by(&w(|r| r.bytes_written), "stream"),
-    );
-    metric(
-        "weir_wal_fsyncs_total",
-        "counter",
-        "fsyncs of the log by this process.",
-        &by(&w(|r| r.fsyncs), "stream"),
-    );
-    let fs: Vec<(String, String)> = s
-        .wal
+    let gauges: [(&str, &str, &str, fn(&WalRow) -> u64); 5] = [
+        (
+            "weir_wal_segments",
+            "gauge",
+            "Segment files of the stream's log.",
+            |r| r.segments,
+        ),
+        (
+            "weir_wal_end_lsn",
+            "gauge",
+            "Next record number of the stream's log.",
+            |r| r.end_lsn,
+        ),
+        (
+            "weir_wal_records_appended_total",
+            "counter",
+            "Records appended (durable) by this process.",
+            |r| r.records_appended,
+        ),
+        (
+            "weir_wal_bytes_written_total",
+            "counter",
+            "Bytes written to the log by this process.",
+            |r| r.bytes_written,
+        ),
+        (
+            "weir_wal_fsyncs_total",
+            "counter",
+            "fsyncs of the log by this process.",
+            |r| r.fsyncs,
+        ),
+    ];
+    for (name, kind, help, f) in gauges {
+        o.by(name, kind, help, "stream", &w(f));
+    }
+    let fs: Vec<(String, String)> = wal
         .iter()
         .map(|r| {
             (
@@ -442,37 +487,28 @@ pub fn metrics_text(s: &Status) -> String {
             )
         })
         .collect();
-    metric(
+    o.metric(
         "weir_wal_fsync_seconds_total",
         "counter",
         "Time spent in fsync (latency = this / fsyncs).",
         &fs,
     );
-    metric(
-        "weir_state_keys",
-        "gauge",
-        "Keys in a stateful operator's committed state.",
-        &by(&s.state_keys, "operator"),
-    );
-    metric(
-        "weir_records_dropped_total",
-        "counter",
-        "Records a step dropped by its on_error = \"drop\".",
-        &by(&s.dropped, "step"),
-    );
-    let recs: Vec<(String, u64)> = s
-        .receivers
+}
+
+/// Each receiver's stored and refused records.
+fn receiver_metrics(o: &mut Exposition, receivers: &[ReceiverRow]) {
+    let recs: Vec<(String, u64)> = receivers
         .iter()
         .map(|r| (r.name.clone(), r.records))
         .collect();
-    metric(
+    o.by(
         "weir_receiver_records_total",
         "counter",
         "Records a receiver stored durably (rate: rate() of this).",
-        &by(&recs, "source"),
+        "source",
+        &recs,
     );
-    let rej: Vec<(String, String)> = s
-        .receivers
+    let rej: Vec<(String, String)> = receivers
         .iter()
         .flat_map(|r| {
             r.rejected.iter().map(move |(why, n)| {
@@ -487,13 +523,12 @@ pub fn metrics_text(s: &Status) -> String {
             })
         })
         .collect();
-    metric(
+    o.metric(
         "weir_receiver_rejected_total",
         "counter",
         "What a receiver refused or lost before storing, by reason.",
         &rej,
     );
-    o
 }
 
 #[cfg(test)]

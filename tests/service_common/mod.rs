@@ -1,6 +1,6 @@
-//! Helpers of the service tests that run the real `weir` binary: a clean
-//! command, a child that is killed if the test fails, signals, bounded
-//! waits for exit and for log lines.
+//! Helpers of the service tests that run the real `weir` binary (and
+//! `weir-testkit`): a clean command, a child that is killed if the test
+//! fails, signals, bounded waits for exit and for log lines.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -13,7 +13,16 @@ pub const DEADLINE: Duration = Duration::from_secs(90);
 
 /// `weir` with no systemd variables inherited and info logs.
 pub fn weir() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
+    clean(Command::new(env!("CARGO_BIN_EXE_weir")))
+}
+
+/// `weir-testkit` (the test helpers `weir` does not ship), set up as
+/// [`weir`].
+pub fn testkit() -> Command {
+    clean(Command::new(env!("CARGO_BIN_EXE_weir-testkit")))
+}
+
+fn clean(mut c: Command) -> Command {
     c.env_remove("NOTIFY_SOCKET")
         .env_remove("WATCHDOG_USEC")
         .env_remove("STATE_DIRECTORY")

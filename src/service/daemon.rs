@@ -1,0 +1,452 @@
+//! The service loop behind [`super::run_service`]: one tokio task that
+//! starts the context, watches its batches, answers the stop signals,
+//! talks to systemd and serves the HTTP endpoint (the life cycle is in the
+//! module docs of `service`).
+//!
+//! Owns: [`serve`] and its state between events (`Driver`), the live
+//! status's probe of the context (`ContextProbe`), the watchdog.
+//! Limits: polls every [`super::POLL`]; pings the watchdog every quarter
+//! period while a batch completed within three quarters of it; a period
+//! under twice the batch interval is refused (no pings).
+//! Must never: block its runtime (start and stop run in blocking tasks),
+//! hold engine logic, or listen on a non-loopback address.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::status::{Live, Phase, Probe, ReceiverRow, Sample, SourceRow, WalRow};
+use super::{
+    compile, generator, http, notify, stateful_operators, ServiceError, ServiceOptions,
+    ServiceReport, StopHook, POLL,
+};
+use crate::wal::Wal;
+use crate::StreamingContext;
+
+struct ContextProbe {
+    ssc: Arc<StreamingContext>,
+    wals: Vec<(String, Arc<Wal>)>,
+    generators: Vec<(String, Arc<generator::GeneratorSource>)>,
+    receivers: Vec<(String, compile::ReceiverCounters)>,
+    dropped: Option<Arc<compile::Dropped>>,
+}
+
+impl Probe for ContextProbe {
+    fn sample(&self) -> Sample {
+        use crate::dstream::Source;
+        let committed = self.ssc.committed_positions();
+        let pos = |n: &str| committed.iter().find(|(s, _)| s == n).map(|(_, p)| *p);
+        let mut sources = Vec::new();
+        let mut wal = Vec::new();
+        for (name, w) in &self.wals {
+            let c = pos(name).unwrap_or(w.first_lsn());
+            sources.push(SourceRow {
+                name: name.clone(),
+                committed: c,
+                backlog_records: w.end().saturating_sub(c),
+            });
+            let st = w.stats();
+            wal.push(WalRow {
+                name: name.clone(),
+                segments: w.segments().len() as u64,
+                end_lsn: w.end(),
+                records_appended: st.records,
+                bytes_written: st.bytes_written,
+                fsyncs: st.fsyncs,
+                fsync_seconds_total: st.fsync_nanos_total as f64 / 1e9,
+            });
+        }
+        for (name, g) in &self.generators {
+            let c = pos(name).unwrap_or(g.last_cut());
+            sources.push(SourceRow {
+                name: name.clone(),
+                committed: c,
+                backlog_records: g.available_end().saturating_sub(c),
+            });
+        }
+        let dropped = self
+            .dropped
+            .as_ref()
+            .map(|d| d.snapshot())
+            .unwrap_or_default();
+        let receivers = self
+            .receivers
+            .iter()
+            .map(|(name, c)| {
+                let (records, rejected) = c.sample();
+                ReceiverRow {
+                    name: name.clone(),
+                    records,
+                    rejected: rejected
+                        .into_iter()
+                        .map(|(w, n)| (w.to_string(), n))
+                        .collect(),
+                }
+            })
+            .collect();
+        Sample {
+            sources,
+            wal,
+            dropped,
+            receivers,
+            state_keys: self.ssc.state_keys(),
+        }
+    }
+}
+
+struct Watchdog {
+    period: Duration,
+    last_ping: Instant,
+}
+
+/// The watchdog for `period` (systemd's), or none when there is none or
+/// it is under twice the batch `interval` (healthy batches would look
+/// stuck; a warning says so).
+fn watchdog_for(period: Option<Duration>, interval: Duration) -> Option<Watchdog> {
+    match period {
+        Some(period) if period < interval * 2 => {
+            tracing::warn!(
+                watchdog_ms = period.as_millis() as u64,
+                batch_interval_ms = interval.as_millis() as u64,
+                "the watchdog period is under twice the batch interval: healthy batches would look stuck; not pinging (raise WatchdogSec)"
+            );
+            None
+        }
+        p => p.map(|period| Watchdog {
+            period,
+            last_ping: Instant::now(),
+        }),
+    }
+}
+
+/// The live status of `ssc`, probing every input log it opened plus those
+/// in `opts.wals`, and the compiled pipeline's generators (whose
+/// `stop_accepting` joins `opts.on_stop`), receivers and drop counts.
+fn live_status(ssc: &Arc<StreamingContext>, opts: &mut ServiceOptions) -> Arc<Live> {
+    let (generators, receivers, dropped) = match opts.compiled.take() {
+        Some(c) => (c.generators, c.receivers, Some(c.dropped)),
+        None => (Vec::new(), Vec::new(), None),
+    };
+    // Every input log the context opened, plus any the caller named.
+    let mut wals = std::mem::take(&mut opts.wals);
+    for (name, w) in ssc.input_logs() {
+        if !wals.iter().any(|(n, _)| *n == name) {
+            wals.push((name, w));
+        }
+    }
+    for (_, g) in &generators {
+        let g = g.clone();
+        opts.on_stop.push(Box::new(move || g.stop_accepting()));
+    }
+    Live::new(
+        ssc.batch_interval_ms(),
+        stateful_operators(ssc),
+        Box::new(ContextProbe {
+            ssc: ssc.clone(),
+            wals,
+            generators,
+            receivers,
+            dropped,
+        }),
+    )
+}
+
+/// Binds the HTTP endpoint (if `addr`) and serves `live` on it; returns
+/// the bound address and the serving task.
+async fn start_http(
+    addr: Option<SocketAddr>,
+    live: &Arc<Live>,
+) -> crate::Result<(Option<SocketAddr>, Option<tokio::task::JoinHandle<()>>)> {
+    let Some(addr) = addr else {
+        return Ok((None, None));
+    };
+    let l = http::bind(addr)
+        .await
+        .map_err(|source| ServiceError::Listen { addr, source })?;
+    let bound = l.local_addr().unwrap_or(addr);
+    tracing::info!(address = %format!("http://{bound}/"), "status page (also /metrics and /status)");
+    Ok((
+        Some(bound),
+        Some(tokio::spawn(http::serve(l, live.clone()))),
+    ))
+}
+
+type Task = tokio::task::JoinHandle<crate::Result<()>>;
+
+/// Awaits the task in `t` (the select branch is guarded by `t.is_some()`).
+async fn join(t: &mut Option<Task>) -> Result<crate::Result<()>, tokio::task::JoinError> {
+    t.as_mut().expect("guarded").await
+}
+
+/// The service loop's state between events: the start and stop tasks,
+/// the signal seen, batch progress and the watchdog.
+struct Driver {
+    ssc: Arc<StreamingContext>,
+    live: Arc<Live>,
+    notifier: Option<notify::Notifier>,
+    start: Option<Task>,
+    stop_task: Option<Task>,
+    stop_hooks: Vec<StopHook>,
+    signal_name: Option<&'static str>,
+    last_seen: Option<u64>,
+    new_batches: u64,
+    last_progress: Instant,
+    watchdog: Option<Watchdog>,
+    batches_max: Option<u64>,
+}
+
+impl Driver {
+    fn notify(&self, m: &str) {
+        if let Some(n) = &self.notifier {
+            n.send(m)
+        }
+    }
+
+    /// The first stop: stop accepting input, then drain and commit in a
+    /// blocking task. Later calls do nothing.
+    fn begin_stop(&mut self, why: &str) {
+        if self.stop_task.is_some() {
+            return;
+        }
+        tracing::info!(reason = why, "stopping: no new input; finishing the batch in flight and the durable backlog, then committing");
+        self.notify("STOPPING=1\nSTATUS=stopping: draining the backlog");
+        self.live.set_phase(Phase::Stopping);
+        for h in self.stop_hooks.drain(..) {
+            h();
+        }
+        let ssc = self.ssc.clone();
+        self.stop_task = Some(tokio::task::spawn_blocking(move || ssc.stop(true)));
+    }
+
+    /// SIGTERM or SIGINT: the first stops (once started), a second exits.
+    fn on_signal(&mut self, name: &'static str, signo: i32) {
+        if self.signal_name.is_some() {
+            second_signal(name, signo)
+        }
+        self.signal_name = Some(name);
+        if self.start.is_none() {
+            self.begin_stop(name)
+        }
+    }
+
+    /// The start task ended; `Some` ends the loop with that result.
+    fn on_started(
+        &mut self,
+        r: Result<crate::Result<()>, tokio::task::JoinError>,
+    ) -> Option<crate::Result<()>> {
+        self.start = None;
+        match r {
+            Ok(Ok(())) => {
+                self.notify("STATUS=recovered; waiting for the first batch");
+                if let Some(s) = self.signal_name {
+                    self.begin_stop(s)
+                }
+                None
+            }
+            Ok(Err(e)) => Some(Err(e)),
+            Err(e) => Some(Err(ServiceError::Usage(format!(
+                "the start task failed: {e}"
+            ))
+            .into())),
+        }
+    }
+
+    /// The stop task ended: the loop's result.
+    fn on_stopped(
+        &mut self,
+        r: Result<crate::Result<()>, tokio::task::JoinError>,
+    ) -> crate::Result<()> {
+        drain_stats(
+            &self.ssc,
+            &self.live,
+            &mut self.last_seen,
+            &mut self.new_batches,
+        );
+        match r {
+            Ok(r) => r,
+            Err(e) => Err(ServiceError::Usage(format!("the stop task failed: {e}")).into()),
+        }
+    }
+
+    /// One poll: batch progress, READY, watchdog, `batches_max`, and
+    /// whether the context stopped on its own; `Some` ends the loop.
+    fn on_tick(&mut self) -> Option<crate::Result<()>> {
+        if self.start.is_some() {
+            // Recovery may take a while: keep systemd's start
+            // timeout from firing while it makes progress.
+            return None;
+        }
+        if drain_stats(
+            &self.ssc,
+            &self.live,
+            &mut self.last_seen,
+            &mut self.new_batches,
+        ) {
+            self.last_progress = Instant::now();
+            if self.live.phase() == Phase::Starting && self.new_batches > 0 {
+                self.live.set_phase(Phase::Running);
+                self.notify("READY=1\nSTATUS=running");
+                tracing::info!("ready: recovery finished, batches running");
+            }
+        }
+        self.ping_watchdog();
+        if self.batches_max.is_some_and(|n| self.new_batches >= n) {
+            self.begin_stop("--batches reached");
+        }
+        if self.stop_task.is_none() {
+            match self.ssc.await_termination_or_timeout(Duration::ZERO) {
+                Ok(false) => {}
+                Ok(true) => return Some(Ok(())),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        None
+    }
+
+    fn ping_watchdog(&mut self) {
+        if self.live.phase() == Phase::Starting {
+            return;
+        }
+        let Some(w) = self.watchdog.as_mut() else {
+            return;
+        };
+        // Healthy: a batch completed within 3/4 of the period.
+        // A loop stuck for longer stops the pings, and systemd
+        // restarts the service about one period later.
+        if w.last_ping.elapsed() >= w.period / 4 && self.last_progress.elapsed() < w.period * 3 / 4
+        {
+            w.last_ping = Instant::now();
+            self.notify("WATCHDOG=1");
+        }
+    }
+
+    /// After the loop: stopped phase, endpoint closed, final status and
+    /// log line, the report.
+    fn finish(
+        self,
+        result: crate::Result<()>,
+        http_task: Option<tokio::task::JoinHandle<()>>,
+        http_address: Option<SocketAddr>,
+    ) -> crate::Result<ServiceReport> {
+        self.live.set_phase(Phase::Stopped);
+        if let Some(t) = http_task {
+            t.abort();
+        }
+        let st = self.live.status();
+        match &result {
+            Ok(()) => {
+                self.notify("STATUS=stopped");
+                tracing::info!(
+                    batches = st.batches_completed,
+                    records = st.records_total,
+                    "stopped cleanly: every completed batch is committed"
+                );
+            }
+            Err(e) => {
+                self.notify(&format!("STATUS=failed: {e}"));
+                tracing::error!(error = %e, "the service stopped with an error; committed batches are safe, the rest is replayed at the next start");
+            }
+        }
+        result.map(|()| ServiceReport {
+            batches: st.batches_completed,
+            records: st.records_total,
+            signal: self.signal_name,
+            http_address,
+        })
+    }
+}
+
+/// Runs `ssc` as a service until a stop signal, `batches_max` or an
+/// error (see [`super::run_service`]).
+pub(super) async fn serve(
+    ssc: Arc<StreamingContext>,
+    mut opts: ServiceOptions,
+    mut sigterm: tokio::signal::unix::Signal,
+    mut sigint: tokio::signal::unix::Signal,
+) -> crate::Result<ServiceReport> {
+    if let Some(a) = opts.http_address {
+        if !a.ip().is_loopback() {
+            return Err(ServiceError::Usage(format!(
+                "the status endpoint must listen on a loopback address, not {a}; put a reverse proxy in front to expose it"
+            ))
+            .into());
+        }
+    }
+    let live = live_status(&ssc, &mut opts);
+    let notifier = opts.notify_socket.as_deref().and_then(notify::Notifier::to);
+    let (http_address, http_task) = start_http(opts.http_address, &live).await?;
+    let interval = Duration::from_millis(ssc.batch_interval_ms());
+    let mut d = Driver {
+        ssc: ssc.clone(),
+        live,
+        notifier,
+        start: None,
+        stop_task: None,
+        stop_hooks: std::mem::take(&mut opts.on_stop),
+        signal_name: None,
+        last_seen: None,
+        new_batches: 0,
+        last_progress: Instant::now(),
+        watchdog: None,
+        batches_max: opts.batches_max,
+    };
+    d.notify("STATUS=recovering");
+    d.start = Some(tokio::task::spawn_blocking(move || ssc.start()));
+    d.last_progress = Instant::now();
+    d.watchdog = watchdog_for(opts.watchdog, interval);
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let result: crate::Result<()> = loop {
+        tokio::select! {
+            _ = sigterm.recv() => d.on_signal("SIGTERM", 15),
+            _ = sigint.recv() => d.on_signal("SIGINT", 2),
+            r = join(&mut d.start), if d.start.is_some() => {
+                if let Some(r) = d.on_started(r) {
+                    break r;
+                }
+            }
+            r = join(&mut d.stop_task), if d.stop_task.is_some() => break d.on_stopped(r),
+            _ = tick.tick() => {
+                if let Some(r) = d.on_tick() {
+                    break r;
+                }
+            }
+        }
+    };
+    d.finish(result, http_task, http_address)
+}
+
+fn second_signal(name: &str, signo: i32) -> ! {
+    tracing::warn!(signal = name, "second stop signal: exiting at once; the next start recovers (replays the uncommitted batch)");
+    std::process::exit(128 + signo)
+}
+
+/// Feeds new batch statistics to `live` and the log; whether any arrived.
+fn drain_stats(
+    ssc: &StreamingContext,
+    live: &Live,
+    last_seen: &mut Option<u64>,
+    new_batches: &mut u64,
+) -> bool {
+    let mut any = false;
+    for s in ssc.statistics() {
+        if last_seen.is_some_and(|t| s.batch_time_ms <= t) {
+            continue;
+        }
+        *last_seen = Some(s.batch_time_ms);
+        any = true;
+        if !s.replayed {
+            *new_batches += 1;
+        }
+        live.batch(&s);
+        tracing::info!(
+            batch_time_ms = s.batch_time_ms,
+            records = s.input_records,
+            scheduling_delay_ms = s.scheduling_delay_ms,
+            processing_ms = s.processing_time_ms,
+            replayed = s.replayed,
+            "batch committed"
+        );
+    }
+    any
+}
