@@ -44,6 +44,7 @@ fn lock() -> std::sync::MutexGuard<'static, State> {
     STATE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// Arms `name` to fire on its `skip + 1`-th hit.
 pub fn arm(name: &str, skip: u64) {
     let mut s = lock();
@@ -51,6 +52,7 @@ pub fn arm(name: &str, skip: u64) {
     ARMED.store(true, Ordering::Release);
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// Disarms everything and forgets a fired crash (the "restart").
 pub fn reset() {
     let mut s = lock();

@@ -34,30 +34,60 @@
 // API; naming every such type would hide it.
 #![allow(clippy::type_complexity)]
 
+/// Declares modules that are private in a normal build and public, hidden
+/// from the docs, with the cargo feature `testing`: the crate's own tests,
+/// fuzz targets and benchmarks reach the internals they check through them
+/// (the dev-dependency on the crate itself turns the feature on). They are
+/// never an API: a library user sees only what this file re-exports and the
+/// public modules below.
+macro_rules! internal {
+    ($($(#[$attr:meta])* mod $name:ident;)*) => {$(
+        $(#[$attr])*
+        #[cfg(feature = "testing")]
+        #[doc(hidden)]
+        pub mod $name;
+        $(#[$attr])*
+        #[cfg(not(feature = "testing"))]
+        mod $name;
+    )*};
+}
+
+// The public API (see "API boundaries" in docs/ARCHITECTURE.md).
 pub mod checkpoint;
 pub mod cli;
-pub mod clock;
-pub mod codec;
 pub mod context;
 pub mod dstream;
-pub mod error;
-pub mod failpoint;
 pub mod ingest;
-pub mod layout;
-pub mod names;
-pub mod pipelines;
 pub mod receiver;
-pub mod scheduler;
 pub mod service;
 pub mod sink;
-pub mod source;
-pub mod storage;
-pub mod testdata;
-#[cfg(feature = "testing")]
-pub mod testing;
 pub mod wal;
 
+// Internals.
+internal! {
+    mod clock;
+    mod codec;
+    mod error;
+    mod failpoint;
+    mod layout;
+    mod names;
+    mod scheduler;
+    mod source;
+    mod storage;
+    mod testdata;
+}
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod pipelines;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing;
+
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use codec::CodecError;
 pub use context::{StreamingContext, StreamingContextBuilder};
 pub use dstream::{DStream, MapWithStateDStream, Queue, QueueMode, State, StateSpec, Text};
 pub use error::{Error, Result};
+pub use names::NameError;
+pub use scheduler::{BatchStats, SchedulerError};
+pub use storage::AtomicWriteError;

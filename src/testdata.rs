@@ -56,6 +56,7 @@ fn vocabulary(n: usize) -> Vec<String> {
     out
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// `count` lines, each exactly 82 bytes and 13 words, deterministic for
 /// a given `seed`.
 pub fn tweet_lines(count: usize, seed: u64) -> Vec<String> {
@@ -126,11 +127,13 @@ impl TweetGenerator {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// The seed's wire shape: each tweet followed by ` __end `.
 pub fn with_end_markers(tweets: &[String]) -> String {
     tweets.iter().map(|t| format!("{t} __end ")).collect()
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// The seed's first step: split text on `__end`, trim, drop empty pieces,
 /// lowercase.
 pub fn split_tweets(text: &str) -> Vec<String> {

@@ -69,6 +69,7 @@ impl<T> WalSource<T> {
     }
 
     /// The log this source reads.
+    #[cfg(any(test, feature = "testing"))]
     pub fn wal(&self) -> &Arc<Wal> {
         &self.wal
     }

@@ -31,9 +31,12 @@
 //! durability a crash test checks.
 
 mod atomic;
+#[cfg(any(test, feature = "testing"))]
 pub mod sim;
 
-pub use atomic::{write_atomic, write_atomic_with_failpoint, AtomicWriteError, ATOMIC_FILE_RENAME};
+#[cfg(any(test, feature = "testing"))]
+pub use atomic::ATOMIC_FILE_RENAME;
+pub use atomic::{write_atomic, write_atomic_with_failpoint, AtomicWriteError};
 
 use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
