@@ -8,11 +8,18 @@
 //! after the step (`name`, helpers `name.in`), so stateful steps keep their
 //! state under the name the file gives them whatever else changes.
 //!
+//! One function per op; `apply` matches every [`Op`] variant (no
+//! catch-all), so an op added to `config/ops.rs` does not compile until
+//! it is built here, and a stream of a kind an op does not take (only
+//! possible for a pipeline built by hand, not by `config::parse`) is an
+//! `InvalidGraph` error, not a panic.
+//!
 //! Limits: as the engine's (one batch partition in memory per operator).
 //! Must never: contain engine logic; a bad record either fails its batch
 //! (retried, then the service stops naming it) or, where the file says
 //! `on_error = "drop"`, is dropped and counted.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,7 +28,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::config::{Node, Op, Pipeline, Predicate, SinkKind, SourceKind};
+use super::config::{Kind, Node, Op, Pipeline, Predicate, SinkKind, SourceDef, SourceKind};
 use super::generator::GeneratorSource;
 use crate::dstream::{BoxError, DStream, Data, Text};
 use crate::sink::Show;
@@ -182,12 +189,37 @@ pub struct Compiled {
     pub dropped: Arc<Dropped>,
 }
 
+/// A stream of one record kind (the kinds of `config::Kind`).
 #[derive(Clone)]
 enum S {
     Lines(DStream<Text>),
     Records(DStream<Value>),
     Keyed(DStream<(Text, Value)>),
     Counts(DStream<(Text, Num)>),
+}
+
+impl S {
+    /// The record kind it carries.
+    fn kind(&self) -> Kind {
+        match self {
+            S::Lines(_) => Kind::Lines,
+            S::Records(_) => Kind::Records,
+            S::Keyed(_) => Kind::Keyed,
+            S::Counts(_) => Kind::Counts,
+        }
+    }
+}
+
+/// A step or sink given a stream its kind does not take: validation rules
+/// it out, so only a pipeline built by hand (not by `config::parse`) can
+/// get here.
+fn unvalidated(who: &str, what: &str, got: &S) -> crate::Error {
+    crate::Error::Engine(crate::dstream::EngineError::InvalidGraph {
+        problems: vec![format!(
+            "{who} ({what}) cannot read {}; build pipelines with service::config::parse, which checks the record kinds",
+            got.kind().label()
+        )],
+    })
 }
 
 /// Resolves a sink path: relative paths live under the data directory.
@@ -203,85 +235,68 @@ pub fn resolve(data_dir: &Path, p: &Path) -> PathBuf {
 pub fn compile(p: &Pipeline, ssc: &StreamingContext, data_dir: &Path) -> crate::Result<Compiled> {
     let mut compiled = Compiled::default();
     let mut streams: Vec<S> = Vec::with_capacity(p.nodes.len());
+    let interval = Duration::from_millis(ssc.batch_interval_ms());
     for node in &p.nodes {
         let s = match node {
-            Node::Source(src) => match &src.kind {
-                SourceKind::Generator(g) => {
-                    let gen = Arc::new(GeneratorSource::new(g.clone(), ssc.clock()));
-                    compiled.generators.push((src.id.clone(), gen.clone()));
-                    S::Lines(ssc.source_stream("generator", gen).name(&src.id))
-                }
-                SourceKind::Socket { address, rate_max } => {
-                    let cfg = crate::receiver::socket::SocketConfig {
-                        records_per_second_max: *rate_max,
-                        ..Default::default()
-                    };
-                    let (d, stats) = ssc.socket_text_stream_with(&src.id, address, cfg)?;
-                    compiled
-                        .receivers
-                        .push((src.id.clone(), ReceiverCounters::Socket(stats)));
-                    lines(d, &src.id)
-                }
-                SourceKind::Ingest { address, rate_max } => {
-                    let mut cfg = crate::ingest::IngestConfig::new(*address);
-                    cfg.records_per_second_max = *rate_max;
-                    let s = ssc.ingest_stream_with(&src.id, cfg, crate::ingest::payload_utf8)?;
-                    tracing::info!(source = %src.id, address = %s.local_addr, "ingest server listening");
-                    compiled.ingest_addrs.push((src.id.clone(), s.local_addr));
-                    lines(s.stream, &src.id)
-                }
-                SourceKind::Directory { path } => {
-                    let (d, stats) = ssc.text_file_stream_with(
-                        &src.id,
-                        path,
-                        crate::receiver::dir::DirConfig::default(),
-                    )?;
-                    compiled
-                        .receivers
-                        .push((src.id.clone(), ReceiverCounters::Directory(stats)));
-                    lines(d, &src.id)
-                }
-            },
+            Node::Source(src) => source(src, ssc, &mut compiled)?,
             Node::Step(step) => {
-                let input = streams[step.input].clone();
-                apply(
-                    &step.op,
-                    &step.name,
-                    &step.id,
-                    input,
-                    ssc,
-                    &compiled.dropped,
-                )?
+                let st = StepCtx {
+                    name: &step.name,
+                    id: &step.id,
+                    pre: format!("{}.in", step.name),
+                    interval,
+                    dropped: &compiled.dropped,
+                };
+                apply(&step.op, &st, streams[step.input].clone())?
             }
         };
         streams.push(s);
     }
     for sink in &p.sinks {
-        if let SinkKind::Kv { table } = &sink.kind {
-            // Values are stored as text so `weir kv get|scan` shows them as
-            // they print (numbers in decimal, JSON compact).
-            let pre = format!("kv.{table}.in");
-            match &streams[sink.input] {
-                S::Counts(d) => d
-                    .map(|(k, n)| (k, crate::sink::show(&n)))
-                    .name(&pre)
-                    .save_to_kv(table)?,
-                S::Keyed(d) => d
-                    .map(|(k, v)| (k, v.to_string()))
-                    .name(&pre)
-                    .save_to_kv(table)?,
-                _ => unreachable!("validated: a kv sink reads pairs or keyed records"),
-            }
-            continue;
-        }
-        match &streams[sink.input] {
-            S::Lines(d) => add_sink(d, &sink.kind, data_dir)?,
-            S::Records(d) => add_sink(d, &sink.kind, data_dir)?,
-            S::Keyed(d) => add_sink(d, &sink.kind, data_dir)?,
-            S::Counts(d) => add_sink(d, &sink.kind, data_dir)?,
-        }
+        add_sink(&streams[sink.input], &sink.kind, data_dir)?;
     }
     Ok(compiled)
+}
+
+/// Starts a source's receiver (or generator) and records its counters.
+fn source(src: &SourceDef, ssc: &StreamingContext, compiled: &mut Compiled) -> crate::Result<S> {
+    Ok(match &src.kind {
+        SourceKind::Generator(g) => {
+            let gen = Arc::new(GeneratorSource::new(g.clone(), ssc.clock()));
+            compiled.generators.push((src.id.clone(), gen.clone()));
+            S::Lines(ssc.source_stream("generator", gen).name(&src.id))
+        }
+        SourceKind::Socket { address, rate_max } => {
+            let cfg = crate::receiver::socket::SocketConfig {
+                records_per_second_max: *rate_max,
+                ..Default::default()
+            };
+            let (d, stats) = ssc.socket_text_stream_with(&src.id, address, cfg)?;
+            compiled
+                .receivers
+                .push((src.id.clone(), ReceiverCounters::Socket(stats)));
+            lines(d, &src.id)
+        }
+        SourceKind::Ingest { address, rate_max } => {
+            let mut cfg = crate::ingest::IngestConfig::new(*address);
+            cfg.records_per_second_max = *rate_max;
+            let s = ssc.ingest_stream_with(&src.id, cfg, crate::ingest::payload_utf8)?;
+            tracing::info!(source = %src.id, address = %s.local_addr, "ingest server listening");
+            compiled.ingest_addrs.push((src.id.clone(), s.local_addr));
+            lines(s.stream, &src.id)
+        }
+        SourceKind::Directory { path } => {
+            let (d, stats) = ssc.text_file_stream_with(
+                &src.id,
+                path,
+                crate::receiver::dir::DirConfig::default(),
+            )?;
+            compiled
+                .receivers
+                .push((src.id.clone(), ReceiverCounters::Directory(stats)));
+            lines(d, &src.id)
+        }
+    })
 }
 
 /// A receiver's `String` lines as `Text` (named after the source).
@@ -289,35 +304,68 @@ fn lines(d: DStream<String>, id: &str) -> S {
     S::Lines(d.map(Text::from).name(&format!("{id}.text")))
 }
 
-fn add_sink<T: Data + Show + ToJson>(
-    d: &DStream<T>,
-    kind: &SinkKind,
-    data_dir: &Path,
-) -> crate::Result<()> {
+/// Runs `$body` with `$d` bound to the stream inside `$s`, whatever its
+/// record kind (for sinks that take any records).
+macro_rules! each_kind {
+    ($s:expr, $d:ident => $body:expr) => {
+        match $s {
+            S::Lines($d) => $body,
+            S::Records($d) => $body,
+            S::Keyed($d) => $body,
+            S::Counts($d) => $body,
+        }
+    };
+}
+
+/// Adds one sink on its input stream.
+fn add_sink(input: &S, kind: &SinkKind, data_dir: &Path) -> crate::Result<()> {
     match kind {
-        SinkKind::Kv { .. } => unreachable!("kv sinks are added by compile"),
-        SinkKind::Print { count } => d.print(*count)?,
+        SinkKind::Kv { table } => add_kv(input, table),
+        SinkKind::Print { count } => Ok(each_kind!(input, d => d.print(*count))?),
         SinkKind::TextFiles { prefix, suffix } => {
-            let prefix = resolve(data_dir, prefix);
-            d.save_as_text_files(&prefix.display().to_string(), suffix)?
+            let prefix = resolve(data_dir, prefix).display().to_string();
+            Ok(each_kind!(input, d => d.save_as_text_files(&prefix, suffix))?)
         }
         SinkKind::JsonFiles { prefix, suffix } => {
             let prefix = resolve(data_dir, prefix).display().to_string();
-            let suffix = suffix.clone();
-            d.foreach_batch(move |t, recs| {
-                let mut s = String::new();
-                for r in &recs {
-                    s.push_str(&r.to_json().to_string());
-                    s.push('\n');
-                }
-                crate::sink::write_batch_file(
-                    &crate::sink::batch_file_name(&prefix, &suffix, t),
-                    s.as_bytes(),
-                )
-                .map_err(|e| Box::new(e) as BoxError)
-            })?
+            each_kind!(input, d => json_files(d, &prefix, suffix))
         }
     }
+}
+
+/// Upserts pairs or keyed records into a key-value table. Values are
+/// stored as text so `weir kv get|scan` shows them as they print (numbers
+/// in decimal, JSON compact).
+fn add_kv(input: &S, table: &str) -> crate::Result<()> {
+    let pre = format!("kv.{table}.in");
+    match input {
+        S::Counts(d) => Ok(d
+            .map(|(k, n)| (k, crate::sink::show(&n)))
+            .name(&pre)
+            .save_to_kv(table)?),
+        S::Keyed(d) => Ok(d
+            .map(|(k, v)| (k, v.to_string()))
+            .name(&pre)
+            .save_to_kv(table)?),
+        other => Err(unvalidated(&format!("sink `{table}`"), "kind kv", other)),
+    }
+}
+
+/// One JSON-lines file per batch, written atomically.
+fn json_files<T: Data + ToJson>(d: &DStream<T>, prefix: &str, suffix: &str) -> crate::Result<()> {
+    let (prefix, suffix) = (prefix.to_string(), suffix.to_string());
+    d.foreach_batch(move |t, recs| {
+        let mut s = String::new();
+        for r in &recs {
+            s.push_str(&r.to_json().to_string());
+            s.push('\n');
+        }
+        crate::sink::write_batch_file(
+            &crate::sink::batch_file_name(&prefix, &suffix, t),
+            s.as_bytes(),
+        )
+        .map_err(|e| Box::new(e) as BoxError)
+    })?;
     Ok(())
 }
 
@@ -361,7 +409,124 @@ fn truncate(s: &str) -> String {
     format!("{}...", &s[..end])
 }
 
-fn matcher(p: &Predicate) -> Arc<dyn Fn(&str) -> bool + Send + Sync> {
+/// What a step's builder needs besides its op and input.
+struct StepCtx<'a> {
+    /// The operator name (state is kept under it).
+    name: &'a str,
+    /// The step id (named in record errors and drop counters).
+    id: &'a str,
+    /// `name.in`: the helper operator before a keyed one.
+    pre: String,
+    /// The batch interval (a window's slide when the file gives none).
+    interval: Duration,
+    dropped: &'a Dropped,
+}
+
+impl StepCtx<'_> {
+    /// The error for an input kind validation rules out.
+    fn wrong(&self, op: &Op, got: &S) -> crate::Error {
+        unvalidated(&format!("step `{}`", self.id), op.name(), got)
+    }
+}
+
+/// Builds one step on its input. The match is exhaustive over [`Op`]: a
+/// new op in `config/ops.rs` does not compile until it is built here.
+fn apply(op: &Op, st: &StepCtx<'_>, input: S) -> crate::Result<S> {
+    let add = |a: Num, b: Num| a.add(b);
+    Ok(match op {
+        Op::Split {
+            separator,
+            keep_empty,
+        } => split(st, op, input, separator.clone(), *keep_empty)?,
+        Op::Lowercase => map_text(st, op, input, Text::lowercase)?,
+        Op::Uppercase => map_text(st, op, input, |s| Text::from(s.to_uppercase()))?,
+        Op::Trim => map_text(st, op, input, |s| Text::from(s.trim()))?,
+        Op::Filter {
+            predicate,
+            field,
+            invert,
+        } => filter(st, op, input, matcher(predicate), field.clone(), *invert)?,
+        Op::ParseJson { drop_invalid } => parse_json(st, op, input, *drop_invalid)?,
+        Op::Select { fields } => select(st, op, input, fields.clone())?,
+        Op::Rename { fields } => rename(st, op, input, fields.clone())?,
+        Op::KeyBy { field: f } => match input {
+            S::Records(d) => {
+                let f = f.clone();
+                S::Keyed(d.map(move |v| (key_text(field(&v, &f)), v)).name(st.name))
+            }
+            other => return Err(st.wrong(op, &other)),
+        },
+        Op::CountByKey => S::Counts(ones(st, op, input)?.reduce_by_key(add).name(st.name)),
+        Op::SumByKey { field: f } => S::Counts(
+            numbers(st, op, input, f.clone())?
+                .reduce_by_key(add)
+                .name(st.name),
+        ),
+        Op::WindowCount { window, slide } => {
+            let slide = if slide.is_zero() { st.interval } else { *slide };
+            S::Counts(
+                ones(st, op, input)?
+                    .reduce_by_key_and_window_inv(
+                        add,
+                        |a: Num, b: Num| a.sub(b),
+                        *window,
+                        slide,
+                        Some(|kv: &(Text, Num)| kv.1 != Num::Int(0)),
+                    )
+                    .name(st.name),
+            )
+        }
+        Op::WindowSum {
+            window,
+            slide,
+            field: f,
+        } => {
+            let slide = if slide.is_zero() { st.interval } else { *slide };
+            S::Counts(
+                numbers(st, op, input, f.clone())?
+                    .reduce_by_key_and_window(add, *window, slide)
+                    .name(st.name),
+            )
+        }
+        Op::RunningTotal { field: f } => running_total(st, op, input, f.clone())?,
+        Op::Top { n } => top(st, op, input, *n)?,
+    })
+}
+
+fn split(st: &StepCtx<'_>, op: &Op, input: S, sep: Option<String>, keep: bool) -> crate::Result<S> {
+    let S::Lines(d) = input else {
+        return Err(st.wrong(op, &input));
+    };
+    Ok(S::Lines(
+        d.flat_map_with(move |line: Text, out| match &sep {
+            Some(sep) => {
+                for piece in line.split(sep.as_str()) {
+                    let t = piece.trim();
+                    if keep || !t.is_empty() {
+                        out(Text::from(t))
+                    }
+                }
+            }
+            None => line.split_whitespace().for_each(|w| out(Text::from(w))),
+        })
+        .name(st.name),
+    ))
+}
+
+/// `lowercase`, `uppercase`, `trim`: lines, or the keys of pairs.
+fn map_text(st: &StepCtx<'_>, op: &Op, input: S, f: fn(&str) -> Text) -> crate::Result<S> {
+    let name = st.name;
+    Ok(match input {
+        S::Lines(d) => S::Lines(d.map(move |t| f(&t)).name(name)),
+        S::Keyed(d) => S::Keyed(d.map(move |(k, v)| (f(&k), v)).name(name)),
+        S::Counts(d) => S::Counts(d.map(move |(k, v)| (f(&k), v)).name(name)),
+        other @ S::Records(_) => return Err(st.wrong(op, &other)),
+    })
+}
+
+type Matcher = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+fn matcher(p: &Predicate) -> Matcher {
     match p.clone() {
         Predicate::Contains(s) => Arc::new(move |x| x.contains(s.as_str())),
         Predicate::StartsWith(s) => Arc::new(move |x| x.starts_with(s.as_str())),
@@ -371,232 +536,162 @@ fn matcher(p: &Predicate) -> Arc<dyn Fn(&str) -> bool + Send + Sync> {
     }
 }
 
-fn text_map(op: &Op) -> fn(&str) -> Text {
-    match op {
-        Op::Lowercase => |s| Text::lowercase(s),
-        Op::Uppercase => |s| Text::from(s.to_uppercase()),
-        _ => |s| Text::from(s.trim()),
-    }
-}
-
-fn apply(
+/// Keeps the records whose line, key or `field` matches (`inv`: does not).
+fn filter(
+    st: &StepCtx<'_>,
     op: &Op,
-    name: &str,
-    id: &str,
     input: S,
-    ssc: &StreamingContext,
-    dropped: &Dropped,
+    m: Matcher,
+    fname: Option<String>,
+    inv: bool,
 ) -> crate::Result<S> {
-    let pre = format!("{name}.in");
-    let step = id.to_string();
-    let interval = Duration::from_millis(ssc.batch_interval_ms());
-    let add = |a: Num, b: Num| a.add(b);
-    Ok(match (op, input) {
-        (
-            Op::Split {
-                separator,
-                keep_empty,
-            },
-            S::Lines(d),
-        ) => {
-            let (sep, keep) = (separator.clone(), *keep_empty);
-            S::Lines(
-                d.flat_map_with(move |line: Text, out| match &sep {
-                    Some(sep) => {
-                        for piece in line.split(sep.as_str()) {
-                            let t = piece.trim();
-                            if keep || !t.is_empty() {
-                                out(Text::from(t))
-                            }
-                        }
-                    }
-                    None => line.split_whitespace().for_each(|w| out(Text::from(w))),
-                })
-                .name(name),
-            )
-        }
-        (Op::Lowercase | Op::Uppercase | Op::Trim, s) => {
-            let f = text_map(op);
-            match s {
-                S::Lines(d) => S::Lines(d.map(move |t| f(&t)).name(name)),
-                S::Keyed(d) => S::Keyed(d.map(move |(k, v)| (f(&k), v)).name(name)),
-                S::Counts(d) => S::Counts(d.map(move |(k, v)| (f(&k), v)).name(name)),
-                S::Records(_) => unreachable!("validated: no text op on JSON records"),
-            }
-        }
-        (
-            Op::Filter {
-                predicate,
-                field: fname,
-                invert,
-            },
-            s,
-        ) => {
-            let m = matcher(predicate);
-            let inv = *invert;
-            match (s, fname.clone()) {
-                (S::Lines(d), None) => S::Lines(d.filter(move |t| m(t) != inv).name(name)),
-                (S::Keyed(d), None) => S::Keyed(d.filter(move |kv| m(&kv.0) != inv).name(name)),
-                (S::Counts(d), None) => S::Counts(d.filter(move |kv| m(&kv.0) != inv).name(name)),
-                (S::Records(d), Some(f)) => S::Records(
-                    d.filter(move |v| field(v, &f).is_some_and(|x| m(&key_text(Some(x)))) != inv)
-                        .name(name),
-                ),
-                (S::Keyed(d), Some(f)) => S::Keyed(
-                    d.filter(move |kv| {
-                        field(&kv.1, &f).is_some_and(|x| m(&key_text(Some(x)))) != inv
-                    })
-                    .name(name),
-                ),
-                _ => unreachable!("validated: filter's field matches its input"),
-            }
-        }
-        (Op::ParseJson { drop_invalid }, S::Lines(d)) => {
-            let drop = *drop_invalid;
-            let counter = dropped.counter(id);
-            S::Records(
-                d.flat_map_with(move |line: Text, out| {
-                    match serde_json::from_str::<Value>(&line) {
-                        Ok(v) => out(v),
-                        Err(_) if drop => {
-                            counter.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => panic!(
-                            "step `{step}`: a line is not JSON ({e}): {}; fix the input, or set \
-                         on_error = \"drop\" on this step to skip such lines (they are counted)",
-                            truncate(&line)
-                        ),
-                    }
-                })
-                .name(name),
-            )
-        }
-        (Op::Select { fields }, S::Records(d)) => {
-            let fields = fields.clone();
-            S::Records(
-                d.map(move |v| {
-                    let mut m = serde_json::Map::new();
-                    for f in &fields {
-                        m.insert(f.clone(), field(&v, f).cloned().unwrap_or(Value::Null));
-                    }
-                    Value::Object(m)
-                })
-                .name(name),
-            )
-        }
-        (Op::Rename { fields }, S::Records(d)) => {
-            let fields = fields.clone();
-            S::Records(
-                d.map(move |mut v| {
-                    if let Value::Object(m) = &mut v {
-                        for (old, new) in &fields {
-                            if let Some(x) = m.remove(old) {
-                                m.insert(new.clone(), x);
-                            }
-                        }
-                    }
-                    v
-                })
-                .name(name),
-            )
-        }
-        (Op::KeyBy { field: f }, S::Records(d)) => {
-            let f = f.clone();
-            S::Keyed(d.map(move |v| (key_text(field(&v, &f)), v)).name(name))
-        }
-        (Op::CountByKey, s) => S::Counts(ones(s, &pre).reduce_by_key(add).name(name)),
-        (Op::SumByKey { field: f }, s) => S::Counts(
-            numbers(s, f.clone(), &step, &pre)
-                .reduce_by_key(add)
+    let name = st.name;
+    Ok(match (input, fname) {
+        (S::Lines(d), None) => S::Lines(d.filter(move |t| m(t) != inv).name(name)),
+        (S::Keyed(d), None) => S::Keyed(d.filter(move |kv| m(&kv.0) != inv).name(name)),
+        (S::Counts(d), None) => S::Counts(d.filter(move |kv| m(&kv.0) != inv).name(name)),
+        (S::Records(d), Some(f)) => S::Records(
+            d.filter(move |v| field(v, &f).is_some_and(|x| m(&key_text(Some(x)))) != inv)
                 .name(name),
         ),
-        (Op::WindowCount { window, slide }, s) => {
-            let slide = if slide.is_zero() { interval } else { *slide };
-            S::Counts(
-                ones(s, &pre)
-                    .reduce_by_key_and_window_inv(
-                        add,
-                        |a: Num, b: Num| a.sub(b),
-                        *window,
-                        slide,
-                        Some(|kv: &(Text, Num)| kv.1 != Num::Int(0)),
-                    )
-                    .name(name),
-            )
-        }
-        (
-            Op::WindowSum {
-                window,
-                slide,
-                field: f,
-            },
-            s,
-        ) => {
-            let slide = if slide.is_zero() { interval } else { *slide };
-            S::Counts(
-                numbers(s, f.clone(), &step, &pre)
-                    .reduce_by_key_and_window(add, *window, slide)
-                    .name(name),
-            )
-        }
-        (Op::RunningTotal { field: f }, s) => {
-            let pairs = match (&s, f) {
-                (S::Lines(_), _) | (S::Keyed(_), None) => ones(s, &pre),
-                _ => numbers(s, f.clone(), &step, &pre),
-            };
-            S::Counts(
-                pairs
-                    .update_state_by_key(|new: &[Num], old: Option<&Num>| {
-                        Some(
-                            new.iter()
-                                .fold(old.copied().unwrap_or(Num::Int(0)), |a, b| a.add(*b)),
-                        )
-                    })
-                    .name(name),
-            )
-        }
-        (Op::Top { n }, S::Counts(d)) => {
-            let n = *n;
-            S::Counts(
-                d.transform(move |_, mut v: Vec<(Text, Num)>| {
-                    v.sort_by(|a, b| {
-                        b.1.as_f64()
-                            .total_cmp(&a.1.as_f64())
-                            .then_with(|| a.0.cmp(&b.0))
-                    });
-                    v.truncate(n);
-                    v
-                })
+        (S::Keyed(d), Some(f)) => S::Keyed(
+            d.filter(move |kv| field(&kv.1, &f).is_some_and(|x| m(&key_text(Some(x)))) != inv)
                 .name(name),
-            )
-        }
-        _ => unreachable!("validated: every op gets an input kind it accepts"),
+        ),
+        (other, _) => return Err(st.wrong(op, &other)),
     })
 }
 
+fn parse_json(st: &StepCtx<'_>, op: &Op, input: S, drop: bool) -> crate::Result<S> {
+    let S::Lines(d) = input else {
+        return Err(st.wrong(op, &input));
+    };
+    let counter = st.dropped.counter(st.id);
+    let step = st.id.to_string();
+    Ok(S::Records(
+        d.flat_map_with(
+            move |line: Text, out| match serde_json::from_str::<Value>(&line) {
+                Ok(v) => out(v),
+                Err(_) if drop => {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => panic!(
+                    "step `{step}`: a line is not JSON ({e}): {}; fix the input, or set \
+                 on_error = \"drop\" on this step to skip such lines (they are counted)",
+                    truncate(&line)
+                ),
+            },
+        )
+        .name(st.name),
+    ))
+}
+
+fn select(st: &StepCtx<'_>, op: &Op, input: S, fields: Vec<String>) -> crate::Result<S> {
+    let S::Records(d) = input else {
+        return Err(st.wrong(op, &input));
+    };
+    Ok(S::Records(
+        d.map(move |v| {
+            let mut m = serde_json::Map::new();
+            for f in &fields {
+                m.insert(f.clone(), field(&v, f).cloned().unwrap_or(Value::Null));
+            }
+            Value::Object(m)
+        })
+        .name(st.name),
+    ))
+}
+
+fn rename(
+    st: &StepCtx<'_>,
+    op: &Op,
+    input: S,
+    fields: BTreeMap<String, String>,
+) -> crate::Result<S> {
+    let S::Records(d) = input else {
+        return Err(st.wrong(op, &input));
+    };
+    Ok(S::Records(
+        d.map(move |mut v| {
+            if let Value::Object(m) = &mut v {
+                for (old, new) in &fields {
+                    if let Some(x) = m.remove(old) {
+                        m.insert(new.clone(), x);
+                    }
+                }
+            }
+            v
+        })
+        .name(st.name),
+    ))
+}
+
+/// Totals per key since the first batch: counts of lines or keyed
+/// records, else sums of a field or of pairs.
+fn running_total(st: &StepCtx<'_>, op: &Op, input: S, f: Option<String>) -> crate::Result<S> {
+    let pairs = match (&input, &f) {
+        (S::Lines(_), _) | (S::Keyed(_), None) => ones(st, op, input)?,
+        _ => numbers(st, op, input, f)?,
+    };
+    Ok(S::Counts(
+        pairs
+            .update_state_by_key(|new: &[Num], old: Option<&Num>| {
+                Some(
+                    new.iter()
+                        .fold(old.copied().unwrap_or(Num::Int(0)), |a, b| a.add(*b)),
+                )
+            })
+            .name(st.name),
+    ))
+}
+
+/// The `n` pairs with the largest numbers of each batch (ties by key).
+fn top(st: &StepCtx<'_>, op: &Op, input: S, n: usize) -> crate::Result<S> {
+    let S::Counts(d) = input else {
+        return Err(st.wrong(op, &input));
+    };
+    Ok(S::Counts(
+        d.transform(move |_, mut v: Vec<(Text, Num)>| {
+            v.sort_by(|a, b| {
+                b.1.as_f64()
+                    .total_cmp(&a.1.as_f64())
+                    .then_with(|| a.0.cmp(&b.0))
+            });
+            v.truncate(n);
+            v
+        })
+        .name(st.name),
+    ))
+}
+
 /// `(key, 1)` for each line or keyed record.
-fn ones(s: S, pre: &str) -> DStream<(Text, Num)> {
-    match s {
-        S::Lines(d) => d.map(|t| (t, Num::Int(1))).name(pre),
-        S::Keyed(d) => d.map(|(k, _)| (k, Num::Int(1))).name(pre),
-        _ => unreachable!("validated: counted streams are lines or keyed"),
-    }
+fn ones(st: &StepCtx<'_>, op: &Op, s: S) -> crate::Result<DStream<(Text, Num)>> {
+    Ok(match s {
+        S::Lines(d) => d.map(|t| (t, Num::Int(1))).name(&st.pre),
+        S::Keyed(d) => d.map(|(k, _)| (k, Num::Int(1))).name(&st.pre),
+        other => return Err(st.wrong(op, &other)),
+    })
 }
 
 /// `(key, number)` from keyed records' field, or counts as they are.
-fn numbers(s: S, f: Option<String>, step: &str, pre: &str) -> DStream<(Text, Num)> {
-    match (s, f) {
+fn numbers(
+    st: &StepCtx<'_>,
+    op: &Op,
+    s: S,
+    f: Option<String>,
+) -> crate::Result<DStream<(Text, Num)>> {
+    Ok(match (s, f) {
         (S::Keyed(d), Some(f)) => {
-            let step = step.to_string();
+            let step = st.id.to_string();
             d.map(move |(k, v)| {
                 let n = num_of(&v, &f, &step);
                 (k, n)
             })
-            .name(pre)
+            .name(&st.pre)
         }
         (S::Counts(d), None) => d,
-        _ => unreachable!("validated: summed streams are keyed with a field, or counts"),
-    }
+        (other, _) => return Err(st.wrong(op, &other)),
+    })
 }
 
 #[cfg(test)]

@@ -353,11 +353,7 @@ pub fn describe(p: &Pipeline) -> String {
                     Op::WindowCount { window, slide } | Op::WindowSum { window, slide, .. } => {
                         format!(
                             "{} window {} ms sliding {} ms",
-                            if matches!(st.op, Op::WindowCount { .. }) {
-                                "window_count"
-                            } else {
-                                "window_sum"
-                            },
+                            st.op.name(),
                             window.as_millis(),
                             if slide.is_zero() {
                                 s.batch_interval.as_millis()

@@ -1,0 +1,94 @@
+//! Pipeline files: TOML → a validated [`Pipeline`] (sources, steps, sinks
+//! with their record kinds resolved), every mistake reported as a
+//! [`ConfigError`] with file, line, column, key path, what was expected in
+//! user words, what was found and a hint. The keys are documented in
+//! `docs/pipeline.md`.
+//!
+//! The folder:
+//! - `raw.rs`: the file as serde reads it (every key and value spanned,
+//!   nothing typed);
+//! - `keys.rs`: a key's name and type ([`KeySpec`]) and the typed reading
+//!   of one table through them;
+//! - `ops.rs`, `sinks.rs`, `sources.rs`: THE tables, one entry per op or
+//!   kind (keys with types, input and output kinds, builder); `weir
+//!   check`'s lists, "did you mean" and the docs tables come from them;
+//! - `settings.rs`: `[pipeline]` and `[service]`;
+//! - `validate.rs`: the validator that walks the file through the tables;
+//! - `model.rs`: the validated [`Pipeline`];
+//! - `error.rs`: [`ConfigError`], its location, caret and suggestions.
+//!
+//! Limits: a pipeline file is at most [`CONFIG_BYTES_MAX`] bytes and
+//! holds at most [`ITEMS_MAX`] sources + steps + sinks.
+//! Must never: build streams or touch the disk beyond reading the file
+//! (`compile.rs` turns a [`Pipeline`] into DStreams).
+
+// A located error is several strings; it is built once, on the cold path
+// of reading a file, so its size does not matter (ServiceError boxes it).
+#![allow(clippy::result_large_err)]
+
+mod error;
+mod keys;
+mod model;
+mod ops;
+mod raw;
+mod settings;
+mod sinks;
+mod sources;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+pub use error::ConfigError;
+pub use model::{
+    Kind, Node, Op, Pipeline, Predicate, Settings, SinkDef, SinkKind, SourceDef, SourceKind,
+    StepDef, HTTP_ADDRESS_DEFAULT, STOP_TIMEOUT_DEFAULT,
+};
+pub use ops::{op_names, ops_markdown, TOP_N_MAX};
+pub use raw::FOUND_CHARS_MAX;
+pub use sinks::{sink_names, sinks_markdown, PRINT_COUNT_MAX};
+pub use sources::{source_names, sources_markdown, GENERATOR_RATE_MAX, LINES_PER_RECORD_MAX};
+
+/// Largest accepted pipeline file, in bytes.
+pub const CONFIG_BYTES_MAX: usize = 1 << 20;
+/// Most sources + steps + sinks in one pipeline.
+pub const ITEMS_MAX: usize = 1000;
+
+/// Reads and validates the pipeline file at `path`.
+pub fn load(path: &Path) -> Result<Pipeline, super::ServiceError> {
+    let meta = std::fs::metadata(path).map_err(|e| super::ServiceError::Read {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    if meta.len() > CONFIG_BYTES_MAX as u64 {
+        return Err(super::ServiceError::Usage(format!(
+            "{} is {} bytes; a pipeline file may be at most {CONFIG_BYTES_MAX} bytes",
+            path.display(),
+            meta.len()
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| super::ServiceError::Read {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    Ok(parse(&path.display().to_string(), &text, base)?)
+}
+
+/// Parses and validates pipeline text. `file` names it in errors; relative
+/// paths in it (such as `data_dir`) are resolved against `base`.
+pub fn parse(file: &str, text: &str, base: &Path) -> Result<Pipeline, ConfigError> {
+    let src = error::Src { file, text };
+    if text.len() > CONFIG_BYTES_MAX {
+        return Err(src.err(
+            0..0,
+            "(file)",
+            format!("at most {CONFIG_BYTES_MAX} bytes"),
+            Some(format!("{} bytes", text.len())),
+            "split the pipeline or shorten it",
+        ));
+    }
+    validate::validate(&src, base)
+}

@@ -1,0 +1,138 @@
+//! The `[pipeline]` and `[service]` tables: their keys with types
+//! ([`PIPELINE_KEYS`], [`SERVICE_KEYS`]) and the [`Settings`] they make.
+//!
+//! Limits: `partitions` 1 to [`crate::context::PARTITIONS_MAX`],
+//! `parallelism` 1 to [`crate::context::PARALLELISM_MAX`]; the status
+//! endpoint is on loopback or off.
+//! Must never: accept a non-loopback `http_address` (the endpoint has no
+//! authentication).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::error::ConfigError;
+use super::keys::{Item, KeySpec, KeyType};
+use super::model::{Settings, HTTP_ADDRESS_DEFAULT, STOP_TIMEOUT_DEFAULT};
+
+const BATCH_INTERVAL: KeySpec = KeySpec::of(
+    "batch_interval",
+    KeyType::Duration,
+    "every batch covers this much time; 1s is a good start",
+);
+const PARTITIONS: KeySpec = KeySpec::whole(
+    "partitions",
+    1,
+    crate::context::PARTITIONS_MAX as i64,
+    "shuffle partitions of keyed steps; the default is 4",
+);
+const PARALLELISM: KeySpec = KeySpec::whole(
+    "parallelism",
+    1,
+    crate::context::PARALLELISM_MAX as i64,
+    "worker threads; leave it out to use every core",
+);
+const BATCH_RECORDS_MAX: KeySpec = KeySpec::whole(
+    "batch_records_max",
+    1,
+    i64::MAX,
+    "caps the records per source in one batch (bounds memory after downtime)",
+);
+const ADAPTIVE_BATCHES: KeySpec = KeySpec::of(
+    "adaptive_batches",
+    KeyType::Bool,
+    "true sizes batches to what fits in an interval; false takes all durable input up to batch_records_max",
+);
+const DATA_DIR: KeySpec = KeySpec::of(
+    "data_dir",
+    KeyType::Text,
+    "the data directory, relative to this file's directory",
+);
+const STOP_TIMEOUT: KeySpec = KeySpec::of(
+    "stop_timeout",
+    KeyType::Duration,
+    "how long a stop may keep draining the backlog; keep it well under systemd's 90 s",
+);
+const HTTP_ADDRESS: KeySpec = KeySpec::of(
+    "http_address",
+    KeyType::Text,
+    "the status endpoint: \"127.0.0.1:PORT\", \"[::1]:PORT\" or \"off\"",
+);
+
+/// The keys of `[pipeline]`.
+pub(super) const PIPELINE_KEYS: &[KeySpec] = &[
+    BATCH_INTERVAL,
+    PARTITIONS,
+    PARALLELISM,
+    BATCH_RECORDS_MAX,
+    ADAPTIVE_BATCHES,
+    DATA_DIR,
+    STOP_TIMEOUT,
+];
+
+/// The keys of `[service]`.
+pub(super) const SERVICE_KEYS: &[KeySpec] = &[HTTP_ADDRESS];
+
+/// The settings of `[pipeline]` and `[service]` (defaults for what is
+/// left out); relative paths are resolved against `base`.
+pub(super) fn settings(p: &Item<'_>, svc: &Item<'_>, base: &Path) -> Result<Settings, ConfigError> {
+    p.check_types(PIPELINE_KEYS)?;
+    svc.check_types(SERVICE_KEYS)?;
+    let duration = |k: &KeySpec, default: Duration| -> Result<Duration, ConfigError> {
+        Ok(p.duration(k)?.map_or(default, |d| *d.get_ref()))
+    };
+    Ok(Settings {
+        batch_interval: duration(&BATCH_INTERVAL, Duration::from_secs(1))?,
+        partitions: p.positive(&PARTITIONS)?.map(|n| n as usize),
+        parallelism: p.positive(&PARALLELISM)?.map(|n| n as usize),
+        batch_records_max: p.positive(&BATCH_RECORDS_MAX)?,
+        adaptive_batches: p.flag(&ADAPTIVE_BATCHES)?.map_or(true, |b| *b.get_ref()),
+        data_dir: data_dir(p, base)?,
+        stop_timeout: duration(&STOP_TIMEOUT, STOP_TIMEOUT_DEFAULT)?,
+        http_address: http_address(svc)?,
+    })
+}
+
+/// `data_dir`, resolved against `base` (not empty).
+fn data_dir(p: &Item<'_>, base: &Path) -> Result<Option<PathBuf>, ConfigError> {
+    match p.text(&DATA_DIR)? {
+        Some(v) if v.get_ref().trim().is_empty() => Err(p.err(
+            v.span(),
+            DATA_DIR.name,
+            "a directory path",
+            Some("\"\"".into()),
+            "leave the key out to use ./weir-data or --data-dir",
+        )),
+        v => Ok(v.map(|v| base.join(v.get_ref()))),
+    }
+}
+
+/// `http_address`: loopback, `"off"` (None), or the default.
+fn http_address(svc: &Item<'_>) -> Result<Option<SocketAddr>, ConfigError> {
+    let Some(a) = svc.text(&HTTP_ADDRESS)? else {
+        return Ok(HTTP_ADDRESS_DEFAULT.parse().ok());
+    };
+    let text = a.get_ref().trim();
+    if text == "off" {
+        return Ok(None);
+    }
+    let addr: SocketAddr = text.parse().map_err(|_| {
+        svc.err(
+            a.span(),
+            HTTP_ADDRESS.name,
+            "an address such as \"127.0.0.1:9464\", or \"off\"",
+            Some(format!("\"{text}\"")),
+            "give an IP address and port (no host names)",
+        )
+    })?;
+    if !addr.ip().is_loopback() {
+        return Err(svc.err(
+            a.span(),
+            HTTP_ADDRESS.name,
+            "a loopback address (127.0.0.1 or [::1])",
+            Some(format!("\"{text}\"")),
+            "the endpoint has no authentication; put a reverse proxy in front to expose it",
+        ));
+    }
+    Ok(Some(addr))
+}

@@ -1,0 +1,169 @@
+//! THE table of sink kinds ([`SINKS`]): one [`SinkSpec`] per kind with
+//! its name, its keys and their types, the record kinds it accepts and the
+//! function that checks its keys and builds the [`SinkKind`]. The
+//! validator, `weir check`'s "one of ..." and the sinks table of
+//! `docs/pipeline.md` ([`sinks_markdown`], held equal by a test) read it.
+//!
+//! Adding a sink: one entry here, its builder below, its [`SinkKind`]
+//! variant (`compile.rs` matches every variant).
+//!
+//! Limits: `print` shows 1 to [`PRINT_COUNT_MAX`] records a batch; a
+//! `kv` table name is letters, digits, `_` and `-`.
+//! Must never: write anything (`compile.rs` adds the outputs), or accept a
+//! key its entry does not list.
+
+use std::path::PathBuf;
+
+use super::error::ConfigError;
+use super::keys::{entry_names, impl_entry, keys_cell, KeySpec, KeyType};
+use super::model::{Kind, SinkKind};
+use super::validate::SinkIn;
+
+/// Most records `print` shows per batch.
+pub const PRINT_COUNT_MAX: i64 = 1_000_000;
+
+/// One sink kind: everything the validator, `weir check` and the docs
+/// know of it.
+pub(super) struct SinkSpec {
+    /// `kind = "..."`.
+    pub(super) name: &'static str,
+    /// The keys it takes besides `kind` and `from`.
+    pub(super) keys: &'static [KeySpec],
+    /// The record kinds it writes.
+    pub(super) inputs: &'static [Kind],
+    /// What to do when the input is of another kind.
+    pub(super) input_hint: &'static str,
+    /// Checks its keys (types are already checked) and builds it.
+    pub(super) build: fn(&SinkIn<'_>) -> Result<SinkKind, ConfigError>,
+}
+
+const COUNT: KeySpec = KeySpec::whole("count", 1, PRINT_COUNT_MAX, "records printed per batch");
+const PREFIX: KeySpec = KeySpec::of(
+    "prefix",
+    KeyType::Text,
+    "files are named <prefix>-<batch ms>.<suffix>; relative prefixes are under the data directory",
+);
+const SUFFIX: KeySpec = KeySpec::of(
+    "suffix",
+    KeyType::Text,
+    "the files' ending after the dot (txt for text_files, jsonl for json_files)",
+);
+const TABLE: KeySpec = KeySpec::of(
+    "table",
+    KeyType::Text,
+    "the table is kept in the checkpoint under this name; read it with `weir kv get|scan DATA_DIR TABLE`",
+);
+
+const ANY: &[Kind] = &[Kind::Lines, Kind::Records, Kind::Keyed, Kind::Counts];
+
+/// Every sink kind, in the order `weir check` and the docs list them.
+pub(super) const SINKS: &[SinkSpec] = &[
+    SinkSpec {
+        name: "print",
+        keys: &[COUNT],
+        inputs: ANY,
+        input_hint: "print shows any records",
+        build: |s| {
+            let count = s.item.positive(&COUNT)?.map_or(10, |n| n as usize);
+            Ok(SinkKind::Print { count })
+        },
+    },
+    SinkSpec {
+        name: "text_files",
+        keys: &[PREFIX, SUFFIX],
+        inputs: ANY,
+        input_hint: "text files take any records",
+        build: |s| {
+            let (prefix, suffix) = files(s, "txt")?;
+            Ok(SinkKind::TextFiles { prefix, suffix })
+        },
+    },
+    SinkSpec {
+        name: "json_files",
+        keys: &[PREFIX, SUFFIX],
+        inputs: ANY,
+        input_hint: "JSON-lines files take any records",
+        build: |s| {
+            let (prefix, suffix) = files(s, "jsonl")?;
+            Ok(SinkKind::JsonFiles { prefix, suffix })
+        },
+    },
+    SinkSpec {
+        name: "kv",
+        keys: &[TABLE],
+        inputs: &[Kind::Counts, Kind::Keyed],
+        input_hint: "a table maps keys to values: count, sum or key_by first",
+        build: kv,
+    },
+];
+
+impl_entry!(SinkSpec);
+
+/// Every sink kind's name, in table order.
+pub fn sink_names() -> Vec<&'static str> {
+    entry_names(SINKS)
+}
+
+/// The sinks table of `docs/pipeline.md` (Markdown), from [`SINKS`].
+pub fn sinks_markdown() -> String {
+    let mut out = String::from("| kind | takes | keys |\n|---|---|---|\n");
+    for s in SINKS {
+        out.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            s.name,
+            if s.inputs == ANY {
+                "any records".to_string()
+            } else {
+                Kind::labels(s.inputs, ", ")
+            },
+            keys_cell(s.keys),
+        ));
+    }
+    out
+}
+
+/// `prefix` (required, ending in a file-name part) and `suffix`.
+fn files(s: &SinkIn<'_>, suffix_default: &str) -> Result<(PathBuf, String), ConfigError> {
+    let p = s
+        .item
+        .required(&PREFIX, "a path prefix such as \"out/counts\"", PREFIX.hint)?;
+    if p.get_ref().trim().is_empty() || p.get_ref().ends_with('/') {
+        return Err(s.item.err(
+            p.span(),
+            PREFIX.name,
+            "a path prefix ending in a file name part, such as \"out/counts\"",
+            Some(format!("\"{}\"", p.get_ref())),
+            "files are named <prefix>-<batch ms>.<suffix>",
+        ));
+    }
+    let suffix = s
+        .item
+        .string(&SUFFIX)?
+        .unwrap_or_else(|| suffix_default.to_string());
+    Ok((PathBuf::from(p.get_ref()), suffix))
+}
+
+fn kv(s: &SinkIn<'_>) -> Result<SinkKind, ConfigError> {
+    let t = s.item.required(
+        &TABLE,
+        "the table's name",
+        "add table = \"totals\"; read it with `weir kv get|scan DATA_DIR TABLE`",
+    )?;
+    let name = *t.get_ref();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(s.item.err(
+            t.span(),
+            TABLE.name,
+            "a plain name: letters, digits, `_` or `-`",
+            Some(format!("\"{name}\"")),
+            "the table is kept in the checkpoint under this name",
+        ));
+    }
+    Ok(SinkKind::Kv {
+        table: name.to_string(),
+    })
+}

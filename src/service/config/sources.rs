@@ -1,0 +1,235 @@
+//! The table of source kinds ([`SOURCES`]): one [`SourceSpec`] per kind
+//! with its name, its keys and their types, and the function that checks
+//! its keys and builds the [`SourceKind`]. Every source makes text lines.
+//! The validator, `weir check`'s "one of ..." and the sources table of
+//! `docs/pipeline.md` ([`sources_markdown`], held equal by a test) read it.
+//!
+//! Limits: generator rates up to [`GENERATOR_RATE_MAX`] records per
+//! second, [`LINES_PER_RECORD_MAX`] lines per record; receivers listen on
+//! or connect to loopback addresses only.
+//! Must never: open a socket or a directory (`compile.rs` starts the
+//! receivers), or accept a non-loopback address.
+
+use std::net::SocketAddr;
+
+use super::error::ConfigError;
+use super::keys::{entry_names, impl_entry, keys_cell, Item, KeySpec, KeyType};
+use super::model::SourceKind;
+use crate::service::generator::GeneratorConfig;
+
+/// Largest generator rate, in records per second.
+pub const GENERATOR_RATE_MAX: u64 = 10_000_000;
+/// Most tweet lines per generated record.
+pub const LINES_PER_RECORD_MAX: u64 = 10_000;
+
+/// One source kind: everything the validator, `weir check` and the docs
+/// know of it.
+pub(super) struct SourceSpec {
+    /// `kind = "..."`.
+    pub(super) name: &'static str,
+    /// The keys it takes besides `id` and `kind`.
+    pub(super) keys: &'static [KeySpec],
+    /// Checks its keys (types are already checked) and builds it; the
+    /// path resolves relative paths.
+    pub(super) build: fn(&Item<'_>, &std::path::Path) -> Result<SourceKind, ConfigError>,
+}
+
+const RATE: KeySpec = KeySpec::whole(
+    "rate",
+    1,
+    GENERATOR_RATE_MAX as i64,
+    "records per second the generator makes available",
+);
+const COUNT: KeySpec = KeySpec::whole(
+    "count",
+    1,
+    i64::MAX,
+    "the generator stops after this many records; leave it out for no end",
+);
+const SEED: KeySpec = KeySpec::whole(
+    "seed",
+    i64::MIN,
+    i64::MAX,
+    "which text: a seed always makes the same records",
+);
+const LINES_PER_RECORD: KeySpec = KeySpec::whole(
+    "lines_per_record",
+    1,
+    LINES_PER_RECORD_MAX as i64,
+    "tweet lines joined into one record",
+);
+const SEPARATOR: KeySpec = KeySpec::of(
+    "separator",
+    KeyType::Text,
+    "appended after every line of a record",
+);
+const FORMAT: KeySpec = KeySpec::of(
+    "format",
+    KeyType::Text,
+    "\"json\" makes one JSON object per record (id, user, text, hashtags)",
+);
+const ADDRESS: KeySpec = KeySpec::of(
+    "address",
+    KeyType::Text,
+    "a loopback address with a port, such as \"127.0.0.1:7070\"",
+);
+const RATE_MAX: KeySpec = KeySpec::whole(
+    "rate_max",
+    1,
+    GENERATOR_RATE_MAX as i64,
+    "the most records per second stored; producers are slowed beyond it",
+);
+const PATH: KeySpec = KeySpec::of(
+    "path",
+    KeyType::Text,
+    "the directory new files appear in (relative paths are from this file's directory)",
+);
+
+/// Every source kind, in the order `weir check` and the docs list them.
+pub(super) const SOURCES: &[SourceSpec] = &[
+    SourceSpec {
+        name: "generator",
+        keys: &[RATE, COUNT, SEED, LINES_PER_RECORD, SEPARATOR, FORMAT],
+        build: |item, _| generator(item),
+    },
+    SourceSpec {
+        name: "socket",
+        keys: &[ADDRESS, RATE_MAX],
+        build: |item, _| {
+            let (address, rate_max) = receiver(item, true)?;
+            Ok(SourceKind::Socket {
+                address: address.to_string(),
+                rate_max,
+            })
+        },
+    },
+    SourceSpec {
+        name: "ingest",
+        keys: &[ADDRESS, RATE_MAX],
+        build: |item, _| {
+            let (address, rate_max) = receiver(item, false)?;
+            Ok(SourceKind::Ingest { address, rate_max })
+        },
+    },
+    SourceSpec {
+        name: "directory",
+        keys: &[PATH],
+        build: directory,
+    },
+];
+
+impl_entry!(SourceSpec);
+
+/// Every source kind's name, in table order.
+pub fn source_names() -> Vec<&'static str> {
+    entry_names(SOURCES)
+}
+
+/// The sources table of `docs/pipeline.md` (Markdown), from [`SOURCES`].
+pub fn sources_markdown() -> String {
+    let mut out = String::from("| kind | keys |\n|---|---|\n");
+    for s in SOURCES {
+        out.push_str(&format!("| `{}` | {} |\n", s.name, keys_cell(s.keys)));
+    }
+    out
+}
+
+fn generator(item: &Item<'_>) -> Result<SourceKind, ConfigError> {
+    let mut g = GeneratorConfig::default();
+    if let Some(n) = item.positive(&RATE)? {
+        g.records_per_second = n;
+    }
+    g.count = item.positive(&COUNT)?;
+    if let Some(n) = item.whole(&SEED)? {
+        g.seed = n as u64;
+    }
+    if let Some(n) = item.positive(&LINES_PER_RECORD)? {
+        g.lines_per_record = n;
+    }
+    if let Some(s) = item.string(&SEPARATOR)? {
+        g.separator = s;
+    }
+    if let Some(v) = item.text(&FORMAT)? {
+        g.json = match *v.get_ref() {
+            "text" => false,
+            "json" => true,
+            other => {
+                return Err(item.err(
+                    v.span(),
+                    FORMAT.name,
+                    "\"text\" or \"json\"",
+                    Some(format!("\"{other}\"")),
+                    FORMAT.hint,
+                ))
+            }
+        };
+    }
+    Ok(SourceKind::Generator(g))
+}
+
+/// A receiver's `address` (loopback; a socket's port is not 0) and
+/// `rate_max`.
+fn receiver(item: &Item<'_>, socket: bool) -> Result<(SocketAddr, Option<u64>), ConfigError> {
+    let rate_max = item.positive(&RATE_MAX)?;
+    let a = item.required(
+        &ADDRESS,
+        if socket {
+            "the server's address, e.g. \"127.0.0.1:9999\""
+        } else {
+            "where to listen, e.g. \"127.0.0.1:7070\""
+        },
+        "add address = \"127.0.0.1:PORT\"",
+    )?;
+    let text = a.get_ref().trim();
+    let addr = text
+        .strip_prefix("localhost:")
+        .and_then(|p| p.parse::<u16>().ok())
+        .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+        .or_else(|| text.parse::<SocketAddr>().ok());
+    let addr = match addr {
+        Some(x) if x.ip().is_loopback() => x,
+        other => {
+            return Err(item.err(
+                a.span(),
+                ADDRESS.name,
+                "a loopback address with a port: \"127.0.0.1:PORT\", \"[::1]:PORT\" or \"localhost:PORT\"",
+                Some(format!("\"{text}\"")),
+                if other.is_some() {
+                    "weir talks only to this machine; reach others through a local relay"
+                } else {
+                    "give an IP address (or localhost) and a port"
+                },
+            ))
+        }
+    };
+    if socket && addr.port() == 0 {
+        return Err(item.err(
+            a.span(),
+            ADDRESS.name,
+            "the server's port (not 0)",
+            Some(format!("\"{text}\"")),
+            "a socket source connects to a server that listens on that port",
+        ));
+    }
+    Ok((addr, rate_max))
+}
+
+fn directory(item: &Item<'_>, base: &std::path::Path) -> Result<SourceKind, ConfigError> {
+    let p = item.required(
+        &PATH,
+        "the directory to watch",
+        "add path = \"/var/spool/weir/in\" (relative paths are from this file's directory)",
+    )?;
+    if p.get_ref().trim().is_empty() {
+        return Err(item.err(
+            p.span(),
+            PATH.name,
+            "a directory path",
+            Some("\"\"".into()),
+            "give the directory new files appear in",
+        ));
+    }
+    Ok(SourceKind::Directory {
+        path: base.join(p.get_ref()),
+    })
+}

@@ -1,0 +1,130 @@
+//! Unit tests of the tables: every entry parses from a sample and builds
+//! the variant of its own name, names are unique, and the value words.
+
+use std::path::Path;
+
+use super::ops::{op_spec, OPS};
+use super::raw::describe;
+use super::sinks::SINKS;
+use super::sources::SOURCES;
+use super::*;
+
+const HEAD: &str = "[[source]]\nid = \"in\"\nkind = \"generator\"\n";
+
+/// A step of op `name` that validates, and the steps it needs above it.
+fn op_sample(name: &str) -> (&'static str, &'static str) {
+    let json = "[[step]]\nop = \"parse_json\"\n";
+    let keyed = "[[step]]\nop = \"parse_json\"\n[[step]]\nop = \"key_by\"\nfield = \"user\"\n";
+    let counts = "[[step]]\nop = \"count_by_key\"\n";
+    match name {
+        "split" => ("", "separator = \",\"\nkeep_empty = true"),
+        "lowercase" | "uppercase" | "trim" | "count_by_key" => ("", ""),
+        "filter" => ("", "regex = '^#'\ninvert = true"),
+        "parse_json" => ("", "on_error = \"drop\""),
+        "select" => (json, "fields = [\"user\"]"),
+        "rename" => (json, "fields = { user = \"who\" }"),
+        "key_by" => (json, "field = \"user\""),
+        "sum_by_key" => (keyed, "field = \"hashtags\""),
+        "window_count" => ("", "window = \"2s\"\nslide = \"1s\""),
+        "window_sum" => (counts, "window = \"2s\""),
+        "running_total" => (keyed, "field = \"hashtags\""),
+        "top" => (counts, "n = 3"),
+        other => panic!("add a sample for the new op `{other}` here"),
+    }
+}
+
+#[test]
+fn every_op_builds_the_variant_of_its_name() {
+    for spec in OPS {
+        let (above, keys) = op_sample(spec.name);
+        let text = format!(
+            "{HEAD}{above}[[step]]\nid = \"it\"\nop = \"{}\"\n{keys}\n[[sink]]\nkind = \"print\"\n",
+            spec.name
+        );
+        let p = parse("t.toml", &text, Path::new(".")).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let Some(Node::Step(step)) = p.nodes.last() else {
+            panic!("no step in {text}");
+        };
+        assert_eq!(step.op.name(), spec.name);
+        assert_eq!(step.op.stateful(), spec.stateful, "{}", spec.name);
+        let input = p.nodes[step.input].kind();
+        assert!(spec.inputs.contains(&input), "{}", spec.name);
+        assert_eq!(step.kind, spec.output.of(input), "{}", spec.name);
+    }
+}
+
+#[test]
+fn every_sink_and_source_kind_parses_from_its_table_entry() {
+    for spec in SINKS {
+        let keys = match spec.name {
+            "print" => "count = 2",
+            "text_files" | "json_files" => "prefix = \"out/x\"",
+            "kv" => "table = \"t\"",
+            other => panic!("add a sample for the new sink `{other}` here"),
+        };
+        let text = format!(
+            "{HEAD}[[step]]\nop = \"count_by_key\"\n[[sink]]\nkind = \"{}\"\n{keys}\n",
+            spec.name
+        );
+        parse("t.toml", &text, Path::new(".")).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    }
+    for spec in SOURCES {
+        let keys = match spec.name {
+            "generator" => "rate = 5",
+            "socket" | "ingest" => "address = \"127.0.0.1:7070\"",
+            "directory" => "path = \"in\"",
+            other => panic!("add a sample for the new source `{other}` here"),
+        };
+        let text = format!(
+            "[[source]]\nid = \"s\"\nkind = \"{}\"\n{keys}\n[[sink]]\nkind = \"print\"\n",
+            spec.name
+        );
+        parse("t.toml", &text, Path::new(".")).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    }
+}
+
+#[test]
+fn names_and_keys_are_unique_in_every_table() {
+    let unique = |names: Vec<&str>| {
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len(), "{names:?}");
+    };
+    unique(op_names());
+    unique(sink_names());
+    unique(source_names());
+    for o in OPS {
+        unique(o.keys.iter().map(|k| k.name).collect());
+        assert!(
+            !o.inputs.is_empty() && !o.input_hint.is_empty(),
+            "{}",
+            o.name
+        );
+        assert!(op_spec(o.name).is_some());
+    }
+    for s in SINKS {
+        unique(s.keys.iter().map(|k| k.name).collect());
+    }
+    for s in SOURCES {
+        unique(s.keys.iter().map(|k| k.name).collect());
+    }
+}
+
+#[test]
+fn found_values_are_described_in_user_words() {
+    let v = |t: &str| -> toml::Value {
+        let table: toml::Table = toml::from_str(&format!("x = {t}")).expect("toml");
+        table["x"].clone()
+    };
+    assert_eq!(describe(&v("\"ten\"")), "\"ten\"");
+    assert_eq!(describe(&v("7")), "7");
+    assert_eq!(describe(&v("2.0")), "2.0");
+    assert_eq!(describe(&v("2.5")), "2.5");
+    assert_eq!(describe(&v("true")), "true");
+    assert_eq!(describe(&v("[1, \"a\"]")), "a list [1, \"a\"]");
+    assert_eq!(describe(&v("{ a = 1 }")), "a table { a = 1 }");
+    assert_eq!(describe(&v("1979-05-27")), "the date-time 1979-05-27");
+    let long = describe(&v(&format!("\"{}\"", "é".repeat(100))));
+    assert!(long.ends_with("...") && long.chars().count() == FOUND_CHARS_MAX + 3);
+}
