@@ -33,8 +33,9 @@
 // Spark-shaped signatures (`DStream<(K, (Option<V>, Option<W>))>`) are the
 // API; naming every such type would hide it.
 #![allow(clippy::type_complexity)]
+#![warn(missing_docs)]
 
-/// Declares modules that are private in a normal build and public, hidden
+/// Declares modules that are crate-private in a normal build and public, hidden
 /// from the docs, with the cargo feature `testing`: the crate's own tests,
 /// fuzz targets and benchmarks reach the internals they check through them
 /// (the dev-dependency on the crate itself turns the feature on). They are
@@ -48,7 +49,7 @@ macro_rules! internal {
         pub mod $name;
         $(#[$attr])*
         #[cfg(not(feature = "testing"))]
-        mod $name;
+        pub(crate) mod $name;
     )*};
 }
 

@@ -33,13 +33,15 @@
 //! decide what a batch contains (the scheduler does); name the scheduler;
 //! skip a record it cannot decode (it fails naming the key).
 
-pub mod buckets;
-pub mod compat;
+internal! {
+    mod buckets;
+    mod compat;
+    mod records;
+}
 mod error;
 mod memory;
 mod migrate;
 mod reader;
-pub mod records;
 mod store;
 
 use std::sync::Arc;
@@ -52,6 +54,9 @@ use crate::dstream::{PipelineDescription, StateDelta};
 pub use error::{CheckpointError, Damage};
 pub use memory::MemoryCheckpointStore;
 pub use reader::{SledStateReader, StateReader};
+// The stored records: formats, not API (the tests and fuzz targets decode
+// them through the `testing` feature).
+#[cfg(feature = "testing")]
 pub use records::{
     BatchRecord, BatchRecordV1, OpRecord, OpRecordV1, OperatorRecordV1, PipelineRecord,
     PipelineRecordV1, StoreMeta, STORE_FORMAT_VERSION,

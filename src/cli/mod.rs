@@ -20,11 +20,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub use checkpoint::CheckpointCommand;
-pub use feed::FeedArgs;
-pub use kv::KvCommand;
-pub use service::{ChaosArgs, CheckArgs, RunArgs};
-pub use wal::WalCommand;
+use checkpoint::CheckpointCommand;
+use feed::FeedArgs;
+use kv::KvCommand;
+use service::{ChaosArgs, CheckArgs, RunArgs};
+use wal::WalCommand;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,7 +32,7 @@ pub use wal::WalCommand;
     version,
     about = "A crash-safe micro-batch stream processor"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Log format on stderr: `text` (human-readable) or `json` (one object
     /// per line, for journald or a log shipper). Level: $WEIR_LOG (e.g.
     /// `info`, `weir=debug`).
@@ -52,7 +52,7 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run a pipeline as a service until stopped (SIGTERM / SIGINT: drain,
     /// commit, exit 0). Without PIPELINE (or with --demo) it runs the
     /// embedded demo: the tweet pipeline on the bundled generator, data in

@@ -18,14 +18,16 @@
 //! [`eval::Runner`], committed state through [`state::StateStore`], input
 //! through [`source::Source`].
 
-pub mod eval;
-pub mod graph;
-pub mod hash;
+internal! {
+    mod eval;
+    mod graph;
+    mod hash;
+    mod source;
+    mod state;
+    mod text;
+}
 mod pair;
-pub mod source;
-pub mod state;
 mod stateful;
-pub mod text;
 mod window;
 
 use std::marker::PhantomData;

@@ -170,6 +170,7 @@ impl<K: Ord + Hash, V> KvState<K, V> {
         self.parts.iter().map(BTreeMap::len).sum()
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Whether there are no keys.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

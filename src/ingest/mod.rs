@@ -28,12 +28,14 @@
 //! store a producer's sequence number twice, or store anything of a
 //! malformed frame.
 
-pub mod client;
+internal! {
+    mod client;
+    mod proto;
+    mod records;
+}
 mod context;
 mod error;
 mod producers;
-pub mod proto;
-pub mod records;
 mod server;
 
 pub use client::{feed, FeedConfig, FeedError, FeedReport, Progress};

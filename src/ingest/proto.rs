@@ -346,6 +346,7 @@ impl ClientDecoder {
         }
     }
 
+    #[cfg(any(test, feature = "testing"))]
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
@@ -587,6 +588,7 @@ pub fn encode_hello(out: &mut Vec<u8>, producer: &[u8]) {
     finish_frame(out, s);
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// Bytes of a DATA frame (header included) carrying records of these lengths.
 pub fn data_frame_bytes(record_lens: impl IntoIterator<Item = usize>) -> usize {
     FRAME_HEADER_BYTES
@@ -688,6 +690,7 @@ impl FrameBuffer {
         self.end = (self.end + n).min(self.buf.len());
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Copies as much of `bytes` as fits; returns how many.
     pub fn push(&mut self, bytes: &[u8]) -> usize {
         let spare = self.spare();

@@ -36,10 +36,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-pub mod dir;
 pub(crate) mod lines;
-pub mod socket;
 
+internal! {
+    mod dir;
+    mod socket;
+}
 pub use dir::{DirConfig, DirStats};
 pub use socket::{SocketConfig, SocketStats};
 

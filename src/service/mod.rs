@@ -26,17 +26,19 @@
 //! Must never: contain engine logic (it drives the public
 //! `StreamingContext` API only), or listen on a non-loopback address.
 
-pub mod chaos;
-pub mod compile;
+internal! {
+    mod chaos;
+    mod compile;
+    mod http;
+    mod notify;
+    mod status;
+}
 pub mod config;
 mod daemon;
 // The generator lives with the sources; this path stays for the config
 // module and its tests until they import `crate::source::generator`.
 pub use crate::source::generator;
-pub mod http;
-pub mod notify;
 pub mod report;
-pub mod status;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

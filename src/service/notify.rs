@@ -23,6 +23,7 @@ pub struct Notifier {
 }
 
 impl Notifier {
+    #[cfg(any(test, feature = "testing"))]
     /// The notifier for `$NOTIFY_SOCKET`, if set (not under systemd: None).
     pub fn from_env() -> Option<Notifier> {
         let target = std::env::var("NOTIFY_SOCKET").ok()?;

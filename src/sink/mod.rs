@@ -21,7 +21,9 @@ use std::sync::{Arc, Mutex};
 use crate::dstream::{BoxError, DStream, Data, EngineError, Text};
 use crate::storage::{AtomicWriteError, RealFs};
 
-pub mod kv;
+internal! {
+    mod kv;
+}
 pub use kv::KvTable;
 
 /// Errors of the sinks.

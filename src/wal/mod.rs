@@ -25,9 +25,11 @@
 //! The WAL must never know about batches, DStreams or sled: it stores and
 //! returns opaque byte records by number.
 
+internal! {
+    mod error;
+    mod format;
+}
 mod check;
-pub mod error;
-pub mod format;
 mod reader;
 mod recover;
 mod writer;

@@ -60,6 +60,7 @@ use std::time::Duration;
 
 pub(crate) use records::decode_lines;
 pub use records::NAME_BYTES_MAX;
+#[cfg(any(test, feature = "testing"))]
 pub use scan::ignored_name;
 
 use self::known::{persist, KnownCell};

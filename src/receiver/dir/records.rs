@@ -321,6 +321,7 @@ pub fn decode_progress(bytes: &[u8]) -> Result<Vec<FileProgress>, DirFormatError
     Ok(out)
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// The decoders' property, for the `dir_records` fuzz target and tests:
 /// on any input they return a value or an error, and what decodes
 /// re-encodes to exactly `data` (the formats are canonical). Panics if not.

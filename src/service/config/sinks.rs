@@ -136,6 +136,17 @@ fn files(s: &SinkIn<'_>, suffix_default: &str) -> Result<(PathBuf, String), Conf
             "files are named <prefix>-<batch ms>.<suffix>",
         ));
     }
+    if let Some(reserved) = crate::layout::inside_reserved(std::path::Path::new(p.get_ref())) {
+        return Err(s.item.err(
+            p.span(),
+            PREFIX.name,
+            "a path prefix outside weir's own directories",
+            Some(format!("\"{}\"", p.get_ref())),
+            &format!(
+                "`{reserved}/` in the data directory holds weir's own files (docs/data-dir.md); write outputs elsewhere, such as \"out/counts\""
+            ),
+        ));
+    }
     let suffix = s
         .item
         .string(&SUFFIX)?

@@ -128,3 +128,16 @@ fn found_values_are_described_in_user_words() {
     let long = describe(&v(&format!("\"{}\"", "é".repeat(100))));
     assert!(long.ends_with("...") && long.chars().count() == FOUND_CHARS_MAX + 3);
 }
+
+#[test]
+fn a_file_sink_inside_weirs_own_directories_is_refused() {
+    for prefix in ["checkpoint/out", "wal/x/out", "./receivers/out"] {
+        let text = format!("{HEAD}[[sink]]\nkind = \"text_files\"\nprefix = \"{prefix}\"\n");
+        let e = parse("p.toml", &text, Path::new("/data")).expect_err(prefix);
+        let shown = e.to_string();
+        assert!(shown.contains("outside weir's own directories"), "{shown}");
+        assert!(shown.contains("data-dir.md"), "{shown}");
+    }
+    let text = format!("{HEAD}[[sink]]\nkind = \"text_files\"\nprefix = \"out/checkpoint\"\n");
+    parse("p.toml", &text, Path::new("/data")).expect("a prefix elsewhere is fine");
+}
