@@ -51,7 +51,10 @@ const LOCK_POLL: Duration = Duration::from_millis(10);
 /// Configuration of a [`SledCheckpointStore`].
 #[derive(Debug, Clone)]
 pub struct SledConfig {
+    /// Size of sled's page cache, in bytes (default 16 MiB).
     pub cache_bytes_max: u64,
+    /// Most completed batch records kept (default 1000); each commit
+    /// deletes the oldest beyond it.
     pub completed_batches_max: usize,
     /// Average keys per state bucket above which buckets split. Smaller:
     /// cheaper commits of scattered changes; larger: fewer sled values to

@@ -38,29 +38,67 @@ const INPUT_BUFFER_BYTES: usize = 64 << 10;
 /// What went wrong feeding an ingest server.
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
+    /// Reading the input failed; the lines before it were still sent and
+    /// acknowledged.
     #[error("reading the input failed at line {line}: {source}")]
     Input {
+        /// The line being read (from 0; also its sequence number).
         line: u64,
+        /// The read error.
         #[source]
         source: std::io::Error,
     },
+    /// A line is longer than the record limit; the lines before it were
+    /// still sent and acknowledged.
     #[error("line {line} is longer than {max} bytes (the record limit); split it or raise the server's record_bytes_max")]
-    LineTooLong { line: u64, max: usize },
+    LineTooLong {
+        /// The line (from 0; also its sequence number).
+        line: u64,
+        /// The limit in bytes: the smaller of `line_bytes_max` and the
+        /// server's `record_bytes_max`.
+        max: usize,
+    },
+    /// The server answered with an ERROR whose code is not worth retrying
+    /// (or unknown to this version).
     #[error("the server refused producer `{producer}` with {name} (code {code}): {message}")]
     Refused {
+        /// The producer id this feed sent.
         producer: String,
+        /// The ERROR frame's code byte.
         code: u8,
+        /// The code's name (`"sequence_gap"`, ...), `"unknown"` if this
+        /// version does not know it.
         name: &'static str,
+        /// The server's reason.
         message: String,
     },
+    /// No new acknowledgement arrived for `retry_time_max` while
+    /// reconnecting; running the feed again resumes.
     #[error("gave up after {secs} s without a new acknowledgement (retry_time_max); last problem: {last}. {acked} records were acknowledged; run again to resume")]
-    GaveUp { secs: u64, acked: u64, last: String },
+    GaveUp {
+        /// Seconds since the last new acknowledgement.
+        secs: u64,
+        /// Records acknowledged: every sequence number below this is
+        /// durable on the server.
+        acked: u64,
+        /// Why the last connection ended.
+        last: String,
+    },
+    /// The server expects a sequence number below one it already
+    /// acknowledged: it lost acknowledged records (e.g. another data
+    /// directory).
     #[error("the server expects sequence {expected} from producer `{producer}` but already acknowledged up to {acked}: it lost acknowledged records (a different data directory?)")]
     Regressed {
+        /// The producer id this feed sent.
         producer: String,
+        /// The next sequence number the server asked for (WELCOME or ACK).
         expected: u64,
+        /// The sequence number below which the server had acknowledged
+        /// every record.
         acked: u64,
     },
+    /// The producer id is empty or longer than 255 bytes (the message says
+    /// which).
     #[error("bad producer id: {0}")]
     Producer(String),
 }
@@ -79,24 +117,42 @@ pub enum Progress {
 /// Settings of one feed.
 #[derive(Debug, Clone)]
 pub struct FeedConfig {
+    /// The producer id sent in HELLO (1 to 255 bytes of UTF-8); the server
+    /// tracks sequence numbers per id, so a rerun must use the same one.
     pub producer: String,
+    /// Most records held unacknowledged (default 65536).
     pub window_records_max: usize,
+    /// Most record bytes held unacknowledged (default 16 MiB); reading
+    /// stops once the window holds this many.
     pub window_bytes_max: usize,
+    /// Longest line in bytes, without its line ending (default 64 KiB;
+    /// lowered to the server's `record_bytes_max`).
     pub line_bytes_max: usize,
     /// Records per DATA frame at most (also capped by the server's limit).
     pub frame_records_max: usize,
+    /// Wait before the first reconnect (default 50 ms); doubles after
+    /// each failed one and starts over once a connection got new acks.
     pub backoff_initial: Duration,
+    /// Longest wait between reconnects (default 2 s).
     pub backoff_max: Duration,
+    /// How long reconnecting may go on without a new acknowledgement
+    /// before the feed gives up (default 120 s).
     pub retry_time_max: Duration,
     /// Connect, handshake and blocked-write timeout.
     pub io_timeout: Duration,
+    /// How progress is shown on standard error (default quiet).
     pub progress: Progress,
+    /// Least time between two progress lines (default 1 s); the bar uses
+    /// this or 200 ms, whichever is shorter.
     pub progress_interval: Duration,
     /// Input size in bytes if known (a file), for the bar's percentage.
     pub input_bytes: Option<u64>,
 }
 
 impl FeedConfig {
+    /// The defaults for producer id `producer`: a window of 65536 records
+    /// or 16 MiB, 1024 records a frame, backoff 50 ms to 2 s, give up
+    /// after 120 s without progress, 30 s I/O timeout, no progress output.
     pub fn new(producer: impl Into<String>) -> Self {
         FeedConfig {
             producer: producer.into(),

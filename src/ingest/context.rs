@@ -20,7 +20,10 @@ use crate::StreamingContext;
 
 /// What `ingest_stream_with` returns: the records and where it listens.
 pub struct IngestStream<T> {
+    /// The records producers send, decoded by the given decoder.
     pub stream: DStream<T>,
+    /// The address the server is bound to (the actual port when the
+    /// configuration asked for port 0).
     pub local_addr: SocketAddr,
 }
 

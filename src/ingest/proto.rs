@@ -56,7 +56,7 @@ pub struct Limits {
     pub records_per_frame_max: u32,
     /// Largest frame length field (type + body).
     pub frame_bytes_max: u32,
-    /// Longest producer id (at most [`PRODUCER_ID_WIRE_MAX`]).
+    /// Longest producer id (at most `PRODUCER_ID_WIRE_MAX`, 255).
     pub producer_id_bytes_max: usize,
 }
 
@@ -170,45 +170,118 @@ impl ErrorCode {
 /// being decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtoError {
+    /// The connection's first bytes are not the magic `WING`: it is not a
+    /// weir ingest client.
     #[error("not a weir ingest connection: byte {offset} of the preamble is {found:#04x}, expected {expected:#04x} (magic `WING`)")]
     BadMagic {
+        /// Position of the first wrong byte in the preamble (0 to 3).
         offset: usize,
+        /// The magic's byte at that position.
         expected: u8,
+        /// The byte that arrived instead.
         found: u8,
     },
+    /// The preamble names a protocol version other than the one this code
+    /// speaks (1).
     #[error("unsupported protocol version {found}; this server speaks version {VERSION}")]
-    BadVersion { found: u16 },
+    BadVersion {
+        /// The version the peer sent.
+        found: u16,
+    },
+    /// A frame's length field is 0 or over the decoder's `frame_bytes_max`.
     #[error("frame length {len} is outside 1..={max} (frame_bytes_max)")]
-    FrameLength { len: u32, max: u32 },
+    FrameLength {
+        /// The length field: bytes of type + body.
+        len: u32,
+        /// The limit it was checked against, in bytes.
+        max: u32,
+    },
+    /// A frame's CRC-32 does not match its type and body bytes.
     #[error("frame checksum mismatch: expected {expected:#010x}, found {found:#010x}")]
-    Crc { expected: u32, found: u32 },
+    Crc {
+        /// The CRC the frame header carries.
+        expected: u32,
+        /// The CRC computed over the received bytes.
+        found: u32,
+    },
+    /// A frame's type byte (given) is not one this side accepts.
     #[error("unknown frame type {0:#04x}")]
     UnknownType(u8),
+    /// A frame arrived at the wrong point of the conversation (DATA before
+    /// HELLO, or a second HELLO).
     #[error("frame type {kind} is not allowed here: {why}")]
     OutOfOrder {
+        /// The frame's type name (`"HELLO"`, `"DATA"`).
         kind: &'static str,
+        /// The rule it broke.
         why: &'static str,
     },
+    /// A frame's body does not have the size its type's layout requires.
     #[error("{kind} frame body is {len} bytes; its layout needs {need}")]
     BodyLength {
+        /// The frame's type name (`"HELLO"`, `"DATA"`, `"WELCOME"`, ...).
         kind: &'static str,
+        /// The body's actual size, in bytes.
         len: usize,
+        /// The size the layout needs, in bytes.
         need: usize,
     },
+    /// A HELLO's producer id is empty or longer than `producer_id_bytes_max`.
     #[error("producer id length {len} is outside 1..={max} (producer_id_bytes_max)")]
-    ProducerId { len: usize, max: usize },
+    ProducerId {
+        /// The id's length, in bytes.
+        len: usize,
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// A DATA frame holds no records or more than `records_per_frame_max`.
     #[error("DATA frame record count {count} is outside 1..={max} (records_per_frame_max)")]
-    RecordCount { count: u32, max: u32 },
+    RecordCount {
+        /// The frame's record count field.
+        count: u32,
+        /// The limit, in records.
+        max: u32,
+    },
+    /// A record in a DATA frame is longer than `record_bytes_max`.
     #[error("record {index} of the DATA frame is {len} bytes, over record_bytes_max ({max})")]
-    RecordTooLarge { index: u32, len: u32, max: u32 },
+    RecordTooLarge {
+        /// The record's position in the frame, from 0.
+        index: u32,
+        /// The record's length field, in bytes.
+        len: u32,
+        /// The limit, in bytes.
+        max: u32,
+    },
+    /// A DATA frame's body ends before the record its count promises.
     #[error("DATA frame is truncated inside record {index} (at byte {offset} of the body)")]
-    RecordTruncated { index: u32, offset: usize },
+    RecordTruncated {
+        /// The record being read, from 0.
+        index: u32,
+        /// Where in the body the bytes ran out, in bytes.
+        offset: usize,
+    },
+    /// A DATA frame's body continues after its last record.
     #[error("DATA frame has {extra} bytes after its {count} records")]
-    TrailingBytes { count: u32, extra: usize },
+    TrailingBytes {
+        /// The frame's record count.
+        count: u32,
+        /// Bytes left over after the records.
+        extra: usize,
+    },
+    /// A DATA frame's sequence numbers would pass 2^64 - 1.
     #[error("sequence numbers {first} + {count} overflow")]
-    SeqOverflow { first: u64, count: u32 },
+    SeqOverflow {
+        /// The frame's first sequence number.
+        first: u64,
+        /// The frame's record count.
+        count: u32,
+    },
+    /// An ERROR frame's message is over 1024 bytes or not UTF-8.
     #[error("ERROR message is {len} bytes, over {ERROR_MESSAGE_BYTES_MAX}, or not UTF-8")]
-    BadMessage { len: usize },
+    BadMessage {
+        /// The message length field, in bytes.
+        len: usize,
+    },
 }
 
 impl ProtoError {

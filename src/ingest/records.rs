@@ -35,34 +35,69 @@ const SNAPSHOT_ENTRY_BYTES_MIN: usize = 10;
 pub enum RecordError {
     /// A WAL record of an ingest stream whose header does not decode.
     #[error("stored ingest record is damaged at byte {offset}: {what}")]
-    Stored { offset: usize, what: &'static str },
+    Stored {
+        /// Byte of the record where decoding failed.
+        offset: usize,
+        /// What is wrong there (empty record, unknown tag, truncated, ...).
+        what: &'static str,
+    },
     /// The snapshot is shorter than its fixed part.
     #[error("producer table snapshot is damaged at byte {len}: only {len} bytes; at least {SNAPSHOT_FIXED_BYTES} needed")]
-    SnapshotShort { len: usize },
-    /// The snapshot does not start with [`SNAPSHOT_MAGIC`].
+    SnapshotShort {
+        /// The file's size, in bytes.
+        len: usize,
+    },
+    /// The snapshot does not start with `SNAPSHOT_MAGIC` (`WPT1`).
     #[error("producer table snapshot is damaged at byte 0: wrong magic (expected `WPT1`)")]
-    SnapshotMagic { found: [u8; 4] },
+    SnapshotMagic {
+        /// The file's first 4 bytes.
+        found: [u8; 4],
+    },
     /// The snapshot's CRC (stored at `offset`) does not match its bytes.
     #[error("producer table snapshot is damaged at byte {offset}: checksum mismatch: expected {expected:#010x}, found {found:#010x}")]
     SnapshotCrc {
+        /// Byte where the stored CRC starts (the file's last 4 bytes).
         offset: usize,
+        /// The CRC stored in the file.
         expected: u32,
+        /// The CRC computed over the bytes before it.
         found: u32,
     },
     /// More entries than the table may hold.
     #[error("producer table snapshot is damaged at byte 12: {count} entries, over producers_max ({max})")]
-    SnapshotTooMany { count: usize, max: usize },
+    SnapshotTooMany {
+        /// The snapshot's entry count.
+        count: usize,
+        /// The most entries the reader accepts (the ingest server allows
+        /// twice its `producers_max`).
+        max: usize,
+    },
     /// More entries than the snapshot's bytes can hold.
     #[error("producer table snapshot is damaged at byte 12: {count} entries cannot fit in {bytes} bytes")]
-    SnapshotCount { count: usize, bytes: usize },
+    SnapshotCount {
+        /// The snapshot's entry count.
+        count: usize,
+        /// The file's bytes before the CRC.
+        bytes: usize,
+    },
     /// Entry `index` (at `offset`) has an empty id or runs past the end.
     #[error("producer table snapshot is damaged at byte {offset}: entry {index} is empty or runs past the end")]
-    SnapshotEntry { offset: usize, index: usize },
+    SnapshotEntry {
+        /// Byte where the entry starts.
+        offset: usize,
+        /// The entry's position, from 0.
+        index: usize,
+    },
     /// Bytes left over after the last entry (which ends at `offset`).
     #[error(
         "producer table snapshot is damaged at byte {offset}: {extra} bytes after the last entry"
     )]
-    SnapshotTrailing { offset: usize, extra: usize },
+    SnapshotTrailing {
+        /// Byte where the last entry ends.
+        offset: usize,
+        /// Bytes between it and the CRC.
+        extra: usize,
+    },
 }
 
 /// Bytes the stored-record header adds for a producer id of `id_len` bytes.

@@ -59,16 +59,30 @@ pub struct IngestConfig {
     /// Where to listen (bind port 0 for an ephemeral port; see
     /// [`IngestStream::local_addr`]).
     pub listen_addr: SocketAddr,
+    /// The wire limits announced in WELCOME and enforced on every frame.
     pub limits: Limits,
+    /// Most connections open at once (default 64); one more is refused
+    /// with ERROR `busy`.
     pub connections_max: usize,
+    /// Most distinct producers the table holds (default 100000; never
+    /// pruned); a new one past it is refused with ERROR `producers_full`.
     pub producers_max: usize,
+    /// Longest silence between frames, and longest wait for a producer to
+    /// take its acknowledgements, before the connection is closed with
+    /// ERROR `timeout` (default 60 s).
     pub idle_timeout: Duration,
+    /// Longest time to complete a started frame, or the preamble and
+    /// HELLO, before the connection is closed with ERROR `timeout`
+    /// (default 10 s).
     pub read_timeout: Duration,
     /// Rate limit of this stream (records/s), or the context's default.
     pub records_per_second_max: Option<u64>,
 }
 
 impl IngestConfig {
+    /// The defaults for a server on `listen_addr`: default [`Limits`], 64
+    /// connections, 100000 producers, 60 s idle and 10 s read timeout, the
+    /// context's rate limit.
     pub fn new(listen_addr: SocketAddr) -> Self {
         IngestConfig {
             listen_addr,

@@ -20,19 +20,28 @@ use crate::storage::Storage;
 /// One segment as verify saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentReport {
+    /// The segment file.
     pub path: PathBuf,
+    /// LSN of its first record, from its file name.
     pub first_lsn: Lsn,
     /// Intact records before any damage.
     pub records: u64,
+    /// The file's size, in bytes.
     pub bytes: u64,
+    /// Whether it ends with a valid seal trailer (every segment but the
+    /// last should).
     pub sealed: bool,
 }
 
 /// The first place where the log fails a check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// The damaged segment file (for a gap, the segment after it).
     pub path: PathBuf,
+    /// Byte offset of the damage in that file (0 for a gap or a bad
+    /// header); repair cuts the file here.
     pub offset: u64,
+    /// What is wrong.
     pub detail: Corruption,
     /// Index of the damaged segment in [`DirReport::segments`] (or, for a
     /// gap, of the first segment after it).
@@ -44,14 +53,19 @@ pub struct Problem {
 /// What verify found in a log directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirReport {
+    /// The log directory that was checked.
     pub dir: PathBuf,
+    /// The segments checked, oldest first; checking stops at the first
+    /// problem, so later segments are not listed.
     pub segments: Vec<SegmentReport>,
     /// A torn tail of the last segment: not corruption (open cuts it).
     pub torn_tail: Option<TornTail>,
+    /// The first damage found, if any (`weir wal repair` cuts there).
     pub problem: Option<Problem>,
 }
 
 impl DirReport {
+    /// LSN of the log's first record (`None` without segments).
     pub fn first_lsn(&self) -> Option<Lsn> {
         self.segments.first().map(|s| s.first_lsn)
     }
@@ -61,10 +75,12 @@ impl DirReport {
         self.segments.last().map(|s| s.first_lsn + s.records)
     }
 
+    /// Intact records in the listed segments.
     pub fn records(&self) -> u64 {
         self.segments.iter().map(|s| s.records).sum()
     }
 
+    /// Size of the listed segment files, in bytes.
     pub fn bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.bytes).sum()
     }
@@ -197,12 +213,15 @@ pub fn verify_dir(storage: &dyn Storage, dir: &Path) -> Result<DirReport, WalErr
 pub struct RepairReport {
     /// The damage that was cut away (None: nothing to repair).
     pub problem: Option<Problem>,
+    /// The folder the cut-off bytes went to,
+    /// `DIR/quarantine/<unix seconds>-lsn<N>/` (None: nothing to repair).
     pub quarantine: Option<PathBuf>,
     /// Files written into the quarantine folder.
     pub files_moved: Vec<PathBuf>,
     /// Intact-looking records in the moved bytes (the damaged ones are not
     /// counted): records that are no longer in the log.
     pub records_moved: u64,
+    /// Bytes taken out of the log, in bytes.
     pub bytes_moved: u64,
     /// The record number the next append gets after the repair.
     pub next_lsn: Lsn,

@@ -7,68 +7,110 @@ use std::path::PathBuf;
 
 use super::format::{FormatError, Lsn};
 
+/// What can go wrong opening, appending to, reading, verifying or repairing
+/// a write-ahead log.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WalError {
+    /// A file system operation on a WAL file or directory failed.
     #[error("WAL I/O error: could not {op} {}: {source}", path.display())]
     Io {
+        /// What was being done (e.g. `"fsync segment"`), a verb phrase.
         op: &'static str,
+        /// The file or directory it was done to.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: io::Error,
     },
 
+    /// A segment fails a check that a torn tail cannot explain; the log
+    /// refuses to open rather than skip records.
     #[error(
         "WAL corruption in {} at byte {offset}: {detail}. The log refuses to open rather than skip data; \
          run `weir wal verify {}` for a report and `weir wal repair {}` to move the damaged part aside",
         path.display(), dir.display(), dir.display()
     )]
     Corrupt {
+        /// The log's directory.
         dir: PathBuf,
+        /// The damaged segment file.
         path: PathBuf,
+        /// Byte offset of the damage in that file.
         offset: u64,
+        /// What is wrong there.
         detail: Corruption,
     },
 
+    /// An append carried a record over `record_bytes_max`; nothing of the
+    /// append was written.
     #[error("record of {bytes} bytes refused: the limit is record_bytes_max = {max} bytes")]
-    RecordTooLarge { bytes: usize, max: u32 },
+    RecordTooLarge {
+        /// The record's size, in bytes.
+        bytes: usize,
+        /// The log's `record_bytes_max`, in bytes.
+        max: u32,
+    },
 
+    /// An append carried more records or payload bytes than one append may;
+    /// nothing of it was written.
     #[error(
         "append of {records} records / {bytes} bytes refused: one append may carry at most \
          {records_max} records and {bytes_max} bytes; split it"
     )]
     AppendTooLarge {
+        /// Records in the refused append.
         records: usize,
+        /// Payload bytes in the refused append.
         bytes: usize,
+        /// The log's `append_records_max`, in records.
         records_max: usize,
+        /// The log's `append_bytes_max`, in bytes.
         bytes_max: usize,
     },
 
+    /// An earlier write, fsync or segment creation failed, so the log
+    /// accepts no more appends until it is reopened.
     #[error(
         "the WAL in {} stopped accepting appends after a failed {op}: {cause}. Unsynced data may be lost \
          from the page cache, so the log will not pretend it is durable; restart weir to recover from what is on disk",
         dir.display()
     )]
     Failed {
+        /// The log's directory.
         dir: PathBuf,
+        /// The step that failed: `"write"`, `"fsync"` or `"create segment"`.
         op: &'static str,
+        /// The original error, as text.
         cause: String,
     },
 
+    /// The log is shut down: its writer thread has exited (the log is being
+    /// dropped) without a recorded failure, or a reader lost its segment.
     #[error("the WAL in {} is closed", dir.display())]
-    Closed { dir: PathBuf },
+    Closed {
+        /// The log's directory.
+        dir: PathBuf,
+    },
 
+    /// A read asked for records outside `first_lsn()..end()` (or a range
+    /// whose start is after its end).
     #[error(
         "records {}..{} requested from the WAL in {}, but it holds {}..{} \
          (older segments were cleaned up, or the range is not yet acknowledged)",
         requested.start, requested.end, dir.display(), available.start, available.end
     )]
     OutOfRange {
+        /// The log's directory.
         dir: PathBuf,
+        /// The LSNs asked for.
         requested: Range<Lsn>,
+        /// The LSNs the log holds: `first_lsn()..end()`.
         available: Range<Lsn>,
     },
 
+    /// The `WalConfig` is invalid (the message names the limit), or opening
+    /// found no segment to append to.
     #[error("invalid WAL configuration: {0}")]
     Config(String),
 }
@@ -85,13 +127,25 @@ pub enum Corruption {
     DataAfterSeal,
     /// Record numbers jump between two segments: a segment is missing.
     Gap {
+        /// The LSN the previous segment ends before.
         expected_first: Lsn,
+        /// The LSN the next segment starts at.
         found_first: Lsn,
     },
     /// A segment's file name and header disagree on its first record.
-    NameMismatch { name_first: Lsn, header_first: Lsn },
+    NameMismatch {
+        /// The first LSN the file name encodes.
+        name_first: Lsn,
+        /// The first LSN the segment header records.
+        header_first: Lsn,
+    },
     /// The seal's end number disagrees with the records counted.
-    SealMismatch { counted_end: Lsn, seal_end: Lsn },
+    SealMismatch {
+        /// One past the last record found in the segment.
+        counted_end: Lsn,
+        /// One past the last record, as the seal states it.
+        seal_end: Lsn,
+    },
 }
 
 impl std::fmt::Display for Corruption {

@@ -78,6 +78,8 @@ pub struct WalConfig {
     pub index_interval_bytes: u64,
     /// Reads fetch this many bytes at a time (more if a frame is larger).
     pub read_chunk_bytes: usize,
+    /// When an append is acknowledged: after an fsync (the default) or
+    /// without one.
     pub sync: SyncPolicy,
 }
 
@@ -138,24 +140,40 @@ impl WalConfig {
 /// Counters for metrics and benchmarks. Monotonic.
 #[derive(Debug, Default)]
 pub struct WalStats {
+    /// Append calls acknowledged (a [`Wal::sync`] call counts as one).
     pub appends: AtomicU64,
+    /// Records acknowledged.
     pub records: AtomicU64,
+    /// Bytes of record frames written to segment files (headers and seals
+    /// not counted).
     pub bytes_written: AtomicU64,
+    /// fdatasync calls on segment files by the writer.
     pub fsyncs: AtomicU64,
+    /// Time spent in those fdatasync calls, in nanoseconds.
     pub fsync_nanos_total: AtomicU64,
+    /// Segments started by rolling over a full one (not at open).
     pub segments_created: AtomicU64,
+    /// Segments deleted by [`Wal::remove_segments_below`].
     pub segments_removed: AtomicU64,
 }
 
 /// A plain copy of [`WalStats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WalStatsSnapshot {
+    /// Append calls acknowledged (a [`Wal::sync`] call counts as one).
     pub appends: u64,
+    /// Records acknowledged.
     pub records: u64,
+    /// Bytes of record frames written to segment files (headers and seals
+    /// not counted).
     pub bytes_written: u64,
+    /// fdatasync calls on segment files by the writer.
     pub fsyncs: u64,
+    /// Time spent in those fdatasync calls, in nanoseconds.
     pub fsync_nanos_total: u64,
+    /// Segments started by rolling over a full one (not at open).
     pub segments_created: u64,
+    /// Segments deleted by [`Wal::remove_segments_below`].
     pub segments_removed: u64,
 }
 
@@ -266,7 +284,7 @@ impl Wal {
         Wal::open_with(Arc::new(RealFs), dir, config)
     }
 
-    /// Opens the log through any [`Storage`]. Recovers it first: a torn tail
+    /// Opens the log through any `Storage`. Recovers it first: a torn tail
     /// of the last segment is truncated (and reported); anything else that
     /// fails a check is returned as [`WalError::Corrupt`].
     pub fn open_with(
@@ -470,10 +488,12 @@ impl Wal {
         self.shared.durable_end.load(Ordering::Acquire)
     }
 
+    /// The log's directory.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
     }
 
+    /// The configuration the log was opened with.
     pub fn config(&self) -> &WalConfig {
         &self.shared.config
     }
@@ -497,6 +517,7 @@ impl Wal {
             .collect()
     }
 
+    /// The counters since the log was opened.
     pub fn stats(&self) -> WalStatsSnapshot {
         let s = &self.shared.stats;
         WalStatsSnapshot {

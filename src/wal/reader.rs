@@ -21,7 +21,9 @@ use crate::storage::StorageFile;
 /// An owned record, as the [`Iterator`] impl of [`WalReader`] yields it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
+    /// The record's number in the log.
     pub lsn: Lsn,
+    /// The bytes that were appended.
     pub payload: Vec<u8>,
 }
 

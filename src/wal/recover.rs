@@ -23,7 +23,9 @@ use crate::storage::{Storage, StorageFile};
 pub struct RecoveryReport {
     /// Whether the directory held no log and a new one was started.
     pub created: bool,
+    /// Segment files the log holds after opening.
     pub segments: usize,
+    /// LSN of the oldest record held.
     pub first_lsn: Lsn,
     /// The record number the next append gets.
     pub next_lsn: Lsn,
@@ -35,9 +37,14 @@ pub struct RecoveryReport {
 /// fully reach the disk before a crash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TornTail {
+    /// The last segment's file.
     pub path: PathBuf,
+    /// Byte offset where the torn bytes start: the file is cut to this
+    /// length.
     pub offset: u64,
+    /// Bytes from there to the file's end, in bytes.
     pub bytes_cut: u64,
+    /// Why they are not a complete frame.
     pub reason: String,
 }
 
