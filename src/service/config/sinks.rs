@@ -142,7 +142,7 @@ fn files(s: &SinkIn<'_>, suffix_default: &str) -> Result<(PathBuf, String), Conf
             PREFIX.name,
             "a path prefix outside weir's own directories",
             Some(format!("\"{}\"", p.get_ref())),
-            &format!(
+            format!(
                 "`{reserved}/` in the data directory holds weir's own files (docs/data-dir.md); write outputs elsewhere, such as \"out/counts\""
             ),
         ));

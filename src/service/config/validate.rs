@@ -334,7 +334,7 @@ impl Validator<'_> {
                 ID.name,
                 "a plain name: ASCII letters, digits, `_` or `-`, starting with a letter or digit",
                 Some(format!("\"{id}\"")),
-                &format!("{e}; it names the operator's state and, for a source, its log directory"),
+                format!("{e}; it names the operator's state and, for a source, its log directory"),
             )),
         }
     }
