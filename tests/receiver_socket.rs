@@ -18,6 +18,8 @@ fn reset(s: TcpStream) {
         .build()
         .unwrap();
     let _g = rt.enter();
+    // tokio requires a non-blocking socket (debug builds assert it).
+    s.set_nonblocking(true).unwrap();
     let t = tokio::net::TcpStream::from_std(s).unwrap();
     t.set_linger(Some(Duration::ZERO)).unwrap();
     drop(t);

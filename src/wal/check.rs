@@ -6,6 +6,10 @@
 //! operator asks: it cuts the log at the first damaged byte and moves
 //! everything from there on into `DIR/quarantine/<time>-lsn<N>/`, fsyncing
 //! the moved files and both directories. It never deletes anything.
+//!
+//! Assertions (see `wal/mod.rs`): a verify report is dense (each segment
+//! starts where the previous one's intact records end), names its problem
+//! at or after the last intact segment, and is never both torn and damaged.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -205,7 +209,33 @@ pub fn verify_dir(storage: &dyn Storage, dir: &Path) -> Result<DirReport, WalErr
         }
         expected_first = Some(at_damage);
     }
-    Ok(report)
+    Ok(checked_report(report, listed.len()))
+}
+
+/// Returns `report` after asserting what `repair_dir` and the CLI rely on
+/// in it (`listed`: segment files found).
+fn checked_report(report: DirReport, listed: usize) -> DirReport {
+    let segments = &report.segments;
+    assert!(
+        segments.len() <= listed
+            && segments
+                .windows(2)
+                .all(|w| w[0].first_lsn + w[0].records == w[1].first_lsn),
+        "verify reported {} of {listed} segments, or a gap it did not flag",
+        segments.len()
+    );
+    if let Some(p) = &report.problem {
+        assert!(
+            p.segment < listed && p.segment <= segments.len() && segments.len() <= p.segment + 1,
+            "verify reported a problem in segment {} of {listed}",
+            p.segment
+        );
+        assert!(
+            report.torn_tail.is_none(),
+            "a log reported both torn and damaged"
+        );
+    }
+    report
 }
 
 /// What a repair did.

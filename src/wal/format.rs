@@ -8,6 +8,11 @@
 //!
 //! Must never: trust a length before bounds-checking it, or return a payload
 //! whose checksum did not match (the fuzz target `segment_decode` checks it).
+//!
+//! Assertions (see `wal/mod.rs`): every encoder decodes what it just wrote
+//! in debug builds (checksum recomputed), and `scan_segment` asserts how its
+//! result fits the image before any caller cuts or reads by it; the fuzz
+//! targets build with debug assertions, so they check these too.
 
 use std::ops::Range;
 
@@ -189,6 +194,16 @@ pub fn encode_segment_header(
     h[24..28].copy_from_slice(&record_bytes_max.to_le_bytes());
     let crc = crc32fast::hash(&h[0..28]);
     h[28..32].copy_from_slice(&crc.to_le_bytes());
+    debug_assert_eq!(
+        decode_segment_header(&h),
+        Ok(SegmentHeader {
+            version: FORMAT_VERSION,
+            salt,
+            first_lsn,
+            record_bytes_max,
+        }),
+        "an encoded segment header must decode to what was encoded"
+    );
     h
 }
 
@@ -265,21 +280,48 @@ pub fn encode_frame(out: &mut Vec<u8>, salt: u32, lsn: Lsn, payload: &[u8]) {
         "payload length {} collides with the seal marker",
         payload.len()
     );
+    let start = out.len();
     let len = payload.len() as u32;
     let crc = frame_crc(salt, len, lsn, payload);
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(&lsn.to_le_bytes());
     out.extend_from_slice(payload);
+    debug_assert_eq!(
+        decode_frame(out, start, lsn, &accept_any_length(salt)),
+        Decoded::Record {
+            lsn,
+            payload: start + FRAME_HEADER_BYTES..out.len(),
+            frame_len: frame_bytes(payload.len()),
+        },
+        "an encoded frame must decode (checksum recomputed) to what was encoded"
+    );
 }
 
 /// Appends the seal trailer that closes a finished segment. `end_lsn` is one
 /// past the segment's last record.
 pub fn encode_seal(out: &mut Vec<u8>, salt: u32, end_lsn: Lsn) {
+    let start = out.len();
     let crc = frame_crc(salt, SEAL_MARKER, end_lsn, &[]);
     out.extend_from_slice(&SEAL_MARKER.to_le_bytes());
     out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(&end_lsn.to_le_bytes());
+    debug_assert_eq!(
+        decode_frame(out, start, end_lsn, &accept_any_length(salt)),
+        Decoded::Seal { end_lsn },
+        "an encoded seal must decode (checksum recomputed) to what was encoded"
+    );
+}
+
+/// A header under which every frame of a segment salted `salt` decodes:
+/// the encoders check what they wrote against it.
+fn accept_any_length(salt: u32) -> SegmentHeader {
+    SegmentHeader {
+        version: FORMAT_VERSION,
+        salt,
+        first_lsn: 0,
+        record_bytes_max: SEAL_MARKER - 1,
+    }
 }
 
 /// One step of decoding at some offset of a segment.
@@ -534,13 +576,70 @@ pub fn scan_segment(buf: &[u8], index_interval_bytes: u64) -> Result<SegmentScan
             },
         }
     };
-    Ok(SegmentScan {
+    let scan = SegmentScan {
         header,
         records: lsn - header.first_lsn,
         valid_bytes: at,
         index,
         end,
-    })
+    };
+    assert_scan_fits(&scan, buf.len());
+    Ok(scan)
+}
+
+/// What recovery, verify and repair rely on when they cut or read by a
+/// scan: the valid part is the header plus `records` whole frames and ends
+/// where the scan stopped; a seal closes exactly those records; the index
+/// starts at the first record and is strictly increasing.
+fn assert_scan_fits(scan: &SegmentScan, image_bytes: usize) {
+    let at = scan.valid_bytes;
+    assert!(
+        SEGMENT_HEADER_BYTES <= at && at <= image_bytes,
+        "scan stopped at byte {at} of a {image_bytes}-byte image"
+    );
+    assert!(
+        at as u64 >= SEGMENT_HEADER_BYTES as u64 + scan.records * FRAME_HEADER_BYTES as u64,
+        "{} records cannot fit in {at} bytes",
+        scan.records
+    );
+    let stop_ok = match &scan.end {
+        ScanEnd::Clean => at == image_bytes,
+        ScanEnd::Sealed { offset, end_lsn } => {
+            *offset == at
+                && *end_lsn == scan.header.first_lsn + scan.records
+                && at + FRAME_HEADER_BYTES == image_bytes
+        }
+        ScanEnd::Torn { offset, .. } => *offset == at,
+        ScanEnd::Corrupt {
+            offset,
+            valid_after,
+            ..
+        } => *offset == at && *valid_after >= at && *valid_after < image_bytes,
+        ScanEnd::DataAfterSeal { offset } => *offset == at + FRAME_HEADER_BYTES,
+    };
+    assert!(
+        stop_ok,
+        "the scan's end does not fit a stop at byte {at} of {image_bytes} after {} records",
+        scan.records
+    );
+    let first = (scan.header.first_lsn, SEGMENT_HEADER_BYTES as u64);
+    debug_assert!(
+        scan.index
+            .first()
+            .map_or(scan.records == 0, |&e| e == first)
+            && scan
+                .index
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1)
+            && scan
+                .index
+                .last()
+                .map_or(true, |&(lsn, off)| lsn < first.0 + scan.records
+                    && off < at as u64),
+        "the segment index ({} entries) does not fit {} records in {at} bytes",
+        scan.index.len(),
+        scan.records
+    );
 }
 
 #[cfg(test)]

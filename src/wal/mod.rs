@@ -24,6 +24,16 @@
 //!
 //! The WAL must never know about batches, DStreams or sled: it stores and
 //! returns opaque byte records by number.
+//!
+//! Assertions: the invariants above are asserted where bytes cross a
+//! boundary, in pairs: before a header, frame or seal is written (format,
+//! writer) and right after one is decoded, scanned or recovered (format,
+//! reader, recover, check). `assert!` where the check costs O(1) per group,
+//! segment or open; `debug_assert!` per record or where it re-reads bytes
+//! (a checksum recomputed, a file length queried), so release hot paths
+//! pay nothing; `.ci/run` runs the tests in the debug profile too, and the
+//! fuzz targets build with debug assertions. Anything damaged bytes can
+//! cause is a [`WalError`], never an assertion.
 
 internal! {
     mod error;
@@ -210,6 +220,13 @@ impl SegmentMeta {
 
     /// Adds an index entry if it keeps the index sorted and spaced.
     pub(crate) fn note_position(&self, lsn: Lsn, offset: u64, interval: u64) {
+        assert!(
+            lsn >= self.first_lsn
+                && offset >= format::SEGMENT_HEADER_BYTES as u64
+                && self.sealed_end().map_or(true, |end| lsn < end),
+            "record {lsn} at byte {offset} is not in segment {}",
+            self.path.display()
+        );
         let mut index = self.index.lock().expect("segment index lock poisoned");
         let take = match index.last() {
             None => true,
@@ -449,7 +466,16 @@ impl Wal {
                     _ => break,
                 }
             }
-            segments.drain(..n).collect()
+            let removed: Vec<Arc<SegmentMeta>> = segments.drain(..n).collect();
+            // The active segment, and every record at or above the cut, stay.
+            assert!(
+                !segments.is_empty()
+                    && removed
+                        .iter()
+                        .all(|s| s.sealed_end().is_some_and(|end| end <= lsn)),
+                "cleanup below {lsn} would drop live records"
+            );
+            removed
         };
         if removed.is_empty() {
             return Ok(0);

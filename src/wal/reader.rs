@@ -9,6 +9,10 @@
 //!
 //! Must never: return a payload that failed its checksum, or read past the
 //! acknowledged end (the range was checked against it when created).
+//!
+//! Assertions (see `wal/mod.rs`): a cursor starts at or before the record
+//! it wants and never passes it; a decoded record is the one asked for and
+//! lies whole in the buffer within the segment's record limit.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -64,6 +68,10 @@ impl std::fmt::Debug for WalReader {
 
 impl WalReader {
     pub(crate) fn new(shared: Arc<Shared>, range: Range<Lsn>) -> WalReader {
+        assert!(
+            range.start <= range.end,
+            "a reversed range reached the reader"
+        );
         WalReader {
             shared,
             next: range.start,
@@ -84,6 +92,13 @@ impl WalReader {
                 let lsn = self.next;
                 self.next += 1;
                 let cursor = self.cursor.as_ref()?;
+                // What the caller relies on: record `lsn`, whole, in limits.
+                debug_assert!(
+                    cursor.lsn == lsn + 1
+                        && payload.end <= cursor.buf.len()
+                        && payload.len() <= cursor.header.record_bytes_max as usize,
+                    "record {lsn} read from the wrong place"
+                );
                 Some(Ok((lsn, &cursor.buf[payload])))
             }
             Err(e) => {
@@ -141,12 +156,18 @@ impl WalReader {
             detail,
         };
         loop {
+            debug_assert!(
+                cursor.lsn <= self.next,
+                "the cursor passed record {}",
+                self.next
+            );
             match format::decode_frame(&cursor.buf, cursor.pos, cursor.lsn, &cursor.header) {
                 Decoded::Record {
                     lsn,
                     payload,
                     frame_len,
                 } => {
+                    debug_assert_eq!(lsn, cursor.lsn, "decoded a record not asked for");
                     let offset = cursor.buf_offset + cursor.pos as u64;
                     if offset >= cursor.note_from {
                         cursor.meta.note_position(lsn, offset, interval);
@@ -167,7 +188,10 @@ impl WalReader {
                         ));
                     }
                 }
-                Decoded::Seal { end_lsn } if end_lsn == self.next => return Ok(None),
+                Decoded::Seal { end_lsn } if end_lsn == self.next => {
+                    debug_assert_eq!(end_lsn, cursor.lsn, "a seal must follow its last record");
+                    return Ok(None);
+                }
                 Decoded::Seal { end_lsn } => {
                     return Err(corrupt(
                         cursor,
@@ -220,6 +244,15 @@ impl WalReader {
         let (lsn, offset) = meta
             .seek(self.next)
             .unwrap_or((meta.first_lsn, format::SEGMENT_HEADER_BYTES as u64));
+        // The cursor starts inside this segment, at or before its target.
+        assert!(
+            meta.first_lsn <= lsn
+                && lsn <= self.next
+                && offset >= format::SEGMENT_HEADER_BYTES as u64,
+            "segment {} index points at record {lsn}, byte {offset}, for record {}",
+            meta.path.display(),
+            self.next
+        );
         Ok(Cursor {
             meta,
             file,

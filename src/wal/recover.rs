@@ -8,8 +8,13 @@
 //!
 //! Must never: delete or rewrite anything but the torn tail of the last
 //! segment (or a last segment whose header never reached the disk).
+//!
+//! Assertions (see `wal/mod.rs`): what is kept of the last segment is
+//! exactly what its scan checked, the rewritten file holds exactly those
+//! bytes (debug builds), and the opened log is dense with one open segment.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::error::{Corruption, WalError};
@@ -66,6 +71,8 @@ fn corrupt(dir: &Path, path: &Path, offset: u64, detail: Corruption) -> WalError
     }
 }
 
+/// Opens the log in `dir` (creating it if empty): checks the finished
+/// segments, recovers the last one and, if it was sealed, starts the next.
 pub(crate) fn recover(
     storage: &dyn Storage,
     dir: &Path,
@@ -76,131 +83,31 @@ pub(crate) fn recover(
         .map_err(|e| WalError::io("create the WAL directory", dir, e))?;
     let listed = list_segments(storage, dir)?;
     let Some((last_first, last_path)) = listed.last().cloned() else {
-        let path = dir.join(segment_name(0));
-        let (file, salt) = new_segment_file(storage, dir, &path, 0, config.record_bytes_max)?;
-        tracing::info!(dir = %dir.display(), "started a new WAL");
-        return Ok(Recovered {
-            segments: vec![Arc::new(SegmentMeta::new(0, path, None))],
-            active_file: file,
-            active_bytes: format::SEGMENT_HEADER_BYTES as u64,
-            active_salt: salt,
-            next_lsn: 0,
-            report: RecoveryReport {
-                created: true,
-                segments: 1,
-                first_lsn: 0,
-                next_lsn: 0,
-                torn_tail: None,
-            },
-        });
+        return start_new_log(storage, dir, config);
     };
-
-    let mut segments = Vec::with_capacity(listed.len() + 1);
-    for (i, (first, path)) in listed[..listed.len() - 1].iter().enumerate() {
-        let next_first = listed[i + 1].0;
-        let end = check_finished_segment(storage, dir, path, *first, next_first)?;
-        segments.push(Arc::new(SegmentMeta::new(*first, path.clone(), Some(end))));
-    }
-
-    let mut buf = read_file(storage, &last_path)?;
-    let mut torn_tail = None;
-    if buf.len() < format::SEGMENT_HEADER_BYTES || buf.iter().all(|&b| b == 0) {
-        // The segment was being created when the process died: its header
-        // never reached the disk, so it cannot hold an acknowledged record.
-        torn_tail = Some(TornTail {
-            path: last_path.clone(),
-            offset: 0,
-            bytes_cut: buf.len() as u64,
-            reason: "the segment header never reached the disk (crash while creating it); header rewritten"
-                .into(),
-        });
-        buf =
-            format::encode_segment_header(last_first, config.record_bytes_max, format::new_salt())
-                .to_vec();
-    }
-    let scan = format::scan_segment(&buf, config.index_interval_bytes)
-        .map_err(|e| corrupt(dir, &last_path, 0, Corruption::Frame(e)))?;
-    if scan.header.first_lsn != last_first {
-        return Err(corrupt(
-            dir,
-            &last_path,
-            16,
-            Corruption::NameMismatch {
-                name_first: last_first,
-                header_first: scan.header.first_lsn,
-            },
-        ));
-    }
-    let next_lsn = last_first + scan.records;
-    let meta = Arc::new(SegmentMeta::new(last_first, last_path.clone(), None));
-    for &(lsn, off) in &scan.index {
-        meta.note_position(lsn, off, config.index_interval_bytes);
-    }
-    let mut active_bytes = buf.len() as u64;
-    let mut active_salt = scan.header.salt;
-    let mut sealed = false;
-    match &scan.end {
-        ScanEnd::Clean => {}
-        ScanEnd::Sealed { .. } => sealed = true,
-        ScanEnd::Torn { offset, reason } => {
-            let cut = (buf.len() - offset) as u64;
-            tracing::warn!(
-                segment = %last_path.display(),
-                offset = *offset,
-                bytes_cut = cut,
-                reason = %reason,
-                "cut a torn tail from the WAL: these bytes were never acknowledged (a crash interrupted their write)"
-            );
-            torn_tail = Some(TornTail {
-                path: last_path.clone(),
-                offset: *offset as u64,
-                bytes_cut: cut,
-                reason: reason.to_string(),
-            });
-            active_bytes = *offset as u64;
-        }
-        ScanEnd::Corrupt { offset, error, .. } => {
-            return Err(corrupt(
-                dir,
-                &last_path,
-                *offset as u64,
-                Corruption::Frame(error.clone()),
-            ))
-        }
-        ScanEnd::DataAfterSeal { offset } => {
-            return Err(corrupt(
-                dir,
-                &last_path,
-                *offset as u64,
-                Corruption::DataAfterSeal,
-            ))
-        }
-    }
-    let mut file = rewrite_durably(storage, dir, &last_path, &buf[..active_bytes as usize])?;
-
-    if sealed {
+    let mut segments = check_finished_segments(storage, dir, &listed)?;
+    let last = recover_last_segment(storage, dir, config, last_first, &last_path)?;
+    let next_lsn = last.next_lsn;
+    let (active_file, active_bytes, active_salt) = if last.sealed {
         // Crash after sealing, before the next segment was durable.
-        meta.sealed_end
-            .store(next_lsn, std::sync::atomic::Ordering::Release);
-        segments.push(meta);
+        last.meta.sealed_end.store(next_lsn, Ordering::Release);
+        segments.push(last.meta);
         let path = dir.join(segment_name(next_lsn));
-        let (new_file, salt) =
+        let (file, salt) =
             new_segment_file(storage, dir, &path, next_lsn, config.record_bytes_max)?;
-        file = new_file;
-        active_salt = salt;
         segments.push(Arc::new(SegmentMeta::new(next_lsn, path, None)));
-        active_bytes = format::SEGMENT_HEADER_BYTES as u64;
+        (file, format::SEGMENT_HEADER_BYTES as u64, salt)
     } else {
-        segments.push(meta);
-    }
-
+        segments.push(last.meta);
+        (last.file, last.active_bytes, last.salt)
+    };
     let first_lsn = segments.first().map_or(next_lsn, |s| s.first_lsn);
     let report = RecoveryReport {
         created: false,
         segments: segments.len(),
         first_lsn,
         next_lsn,
-        torn_tail,
+        torn_tail: last.torn_tail,
     };
     tracing::info!(
         dir = %dir.display(),
@@ -209,14 +116,232 @@ pub(crate) fn recover(
         next_lsn,
         "opened WAL"
     );
-    Ok(Recovered {
+    let recovered = Recovered {
         segments,
-        active_file: file,
+        active_file,
         active_bytes,
         active_salt,
         next_lsn,
         report,
+    };
+    assert_recovered(&recovered);
+    Ok(recovered)
+}
+
+/// An empty directory: the log starts with segment 0.
+fn start_new_log(
+    storage: &dyn Storage,
+    dir: &Path,
+    config: &WalConfig,
+) -> Result<Recovered, WalError> {
+    let path = dir.join(segment_name(0));
+    let (file, salt) = new_segment_file(storage, dir, &path, 0, config.record_bytes_max)?;
+    tracing::info!(dir = %dir.display(), "started a new WAL");
+    let recovered = Recovered {
+        segments: vec![Arc::new(SegmentMeta::new(0, path, None))],
+        active_file: file,
+        active_bytes: format::SEGMENT_HEADER_BYTES as u64,
+        active_salt: salt,
+        next_lsn: 0,
+        report: RecoveryReport {
+            created: true,
+            segments: 1,
+            first_lsn: 0,
+            next_lsn: 0,
+            torn_tail: None,
+        },
+    };
+    assert_recovered(&recovered);
+    Ok(recovered)
+}
+
+/// Checks every segment but the last by header and seal; returns them,
+/// sealed, oldest first.
+fn check_finished_segments(
+    storage: &dyn Storage,
+    dir: &Path,
+    listed: &[(Lsn, PathBuf)],
+) -> Result<Vec<Arc<SegmentMeta>>, WalError> {
+    let mut segments = Vec::with_capacity(listed.len() + 1);
+    for pair in listed.windows(2) {
+        let ((first, path), (next_first, _)) = (&pair[0], &pair[1]);
+        let end = check_finished_segment(storage, dir, path, *first, *next_first)?;
+        segments.push(Arc::new(SegmentMeta::new(*first, path.clone(), Some(end))));
+    }
+    Ok(segments)
+}
+
+/// The last segment as recovery leaves it: a torn tail cut and what
+/// survives rewritten durably.
+struct LastSegment {
+    meta: Arc<SegmentMeta>,
+    file: Box<dyn StorageFile>,
+    /// Bytes kept (header, whole frames and, if sealed, the seal).
+    active_bytes: u64,
+    salt: u32,
+    /// One past its last record.
+    next_lsn: Lsn,
+    sealed: bool,
+    torn_tail: Option<TornTail>,
+}
+
+/// Scans the last segment frame by frame, cuts a torn tail and rewrites
+/// the surviving bytes durably; damage that is not a torn tail is an error.
+fn recover_last_segment(
+    storage: &dyn Storage,
+    dir: &Path,
+    config: &WalConfig,
+    first: Lsn,
+    path: &Path,
+) -> Result<LastSegment, WalError> {
+    let (buf, header_torn) = read_last_segment(storage, dir, config, first, path)?;
+    let scan = format::scan_segment(&buf, config.index_interval_bytes)
+        .map_err(|e| corrupt(dir, path, 0, Corruption::Frame(e)))?;
+    if scan.header.first_lsn != first {
+        return Err(corrupt(
+            dir,
+            path,
+            16,
+            Corruption::NameMismatch {
+                name_first: first,
+                header_first: scan.header.first_lsn,
+            },
+        ));
+    }
+    let (keep, tail_torn) = bytes_to_keep(dir, path, &buf, &scan.end)?;
+    let sealed = matches!(scan.end, ScanEnd::Sealed { .. });
+    // Pair of `scan_segment`'s checks: what is kept is exactly the header,
+    // the scanned records and, if sealed, their seal.
+    let seal_bytes = if sealed {
+        format::FRAME_HEADER_BYTES
+    } else {
+        0
+    };
+    assert_eq!(
+        keep,
+        scan.valid_bytes + seal_bytes,
+        "recovery would keep bytes the scan did not check in {}",
+        path.display()
+    );
+    let meta = Arc::new(SegmentMeta::new(first, path.to_path_buf(), None));
+    for &(lsn, off) in &scan.index {
+        meta.note_position(lsn, off, config.index_interval_bytes);
+    }
+    let file = rewrite_durably(storage, dir, path, &buf[..keep])?;
+    Ok(LastSegment {
+        meta,
+        file,
+        active_bytes: keep as u64,
+        salt: scan.header.salt,
+        next_lsn: first + scan.records,
+        sealed,
+        // A rewritten header leaves a clean image, so at most one is set.
+        torn_tail: tail_torn.or(header_torn),
     })
+}
+
+/// How many bytes of the last segment's image survive, by how its scan
+/// ended: all of a clean or sealed segment, everything before a torn tail
+/// (reported), nothing if it is damaged (an error).
+fn bytes_to_keep(
+    dir: &Path,
+    path: &Path,
+    buf: &[u8],
+    end: &ScanEnd,
+) -> Result<(usize, Option<TornTail>), WalError> {
+    match end {
+        ScanEnd::Clean | ScanEnd::Sealed { .. } => Ok((buf.len(), None)),
+        ScanEnd::Torn { offset, reason } => {
+            let cut = (buf.len() - offset) as u64;
+            tracing::warn!(
+                segment = %path.display(),
+                offset = *offset,
+                bytes_cut = cut,
+                reason = %reason,
+                "cut a torn tail from the WAL: these bytes were never acknowledged (a crash interrupted their write)"
+            );
+            let torn = TornTail {
+                path: path.to_path_buf(),
+                offset: *offset as u64,
+                bytes_cut: cut,
+                reason: reason.to_string(),
+            };
+            Ok((*offset, Some(torn)))
+        }
+        ScanEnd::Corrupt { offset, error, .. } => {
+            let detail = Corruption::Frame(error.clone());
+            Err(corrupt(dir, path, *offset as u64, detail))
+        }
+        ScanEnd::DataAfterSeal { offset } => Err(corrupt(
+            dir,
+            path,
+            *offset as u64,
+            Corruption::DataAfterSeal,
+        )),
+    }
+}
+
+/// Reads the last segment. One whose header never reached the disk
+/// (shorter than a header, or all zeros) was being created when the process
+/// died and cannot hold an acknowledged record: its image becomes a fresh
+/// header, and the bytes it had are reported as a torn tail.
+fn read_last_segment(
+    storage: &dyn Storage,
+    dir: &Path,
+    config: &WalConfig,
+    first: Lsn,
+    path: &Path,
+) -> Result<(Vec<u8>, Option<TornTail>), WalError> {
+    let buf = read_file(storage, path)?;
+    if buf.len() >= format::SEGMENT_HEADER_BYTES && buf.iter().any(|&b| b != 0) {
+        return Ok((buf, None));
+    }
+    if first > format::LSN_MAX {
+        // A file name no header can match: no segment of this log.
+        let detail = Corruption::Frame(format::FormatError::LsnTooLarge { found: first });
+        return Err(corrupt(dir, path, 0, detail));
+    }
+    let torn = TornTail {
+        path: path.to_path_buf(),
+        offset: 0,
+        bytes_cut: buf.len() as u64,
+        reason:
+            "the segment header never reached the disk (crash while creating it); header rewritten"
+                .into(),
+    };
+    let header = format::encode_segment_header(first, config.record_bytes_max, format::new_salt());
+    Ok((header.to_vec(), Some(torn)))
+}
+
+/// What `Wal::open_with` and the writer rely on once the log is open:
+/// segments dense and sealed but the last, the active one open and at
+/// least a header long, and a report that says the same.
+fn assert_recovered(r: &Recovered) {
+    assert!(!r.segments.is_empty(), "recovery left no active segment");
+    let (first, last) = (&r.segments[0], &r.segments[r.segments.len() - 1]);
+    assert!(
+        r.segments
+            .windows(2)
+            .all(|w| w[0].sealed_end() == Some(w[1].first_lsn))
+            && last.sealed_end().is_none(),
+        "recovered segments are not dense, or the active one is sealed"
+    );
+    assert!(
+        last.first_lsn <= r.next_lsn
+            && r.active_bytes >= format::SEGMENT_HEADER_BYTES as u64
+            && (r.next_lsn == last.first_lsn
+                || r.active_bytes > format::SEGMENT_HEADER_BYTES as u64),
+        "active segment {} holds records up to {} in {} bytes",
+        last.first_lsn,
+        r.next_lsn,
+        r.active_bytes
+    );
+    assert!(
+        r.report.segments == r.segments.len()
+            && r.report.first_lsn == first.first_lsn
+            && r.report.next_lsn == r.next_lsn,
+        "the recovery report disagrees with the recovered log"
+    );
 }
 
 /// Replaces the last segment with exactly `bytes`, written to a new file,
@@ -259,9 +384,17 @@ fn rewrite_durably(
     storage
         .sync_dir(dir)
         .map_err(|e| WalError::io("fsync directory", dir, e))?;
-    storage
+    let file = storage
         .open(path)
-        .map_err(|e| WalError::io("open segment", path, e))
+        .map_err(|e| WalError::io("open segment", path, e))?;
+    // Both sides of the write: the reopened file holds exactly `bytes`.
+    debug_assert!(
+        file.len().map_or(true, |len| len == bytes.len() as u64),
+        "rewritten segment {} does not have its {} bytes",
+        path.display(),
+        bytes.len()
+    );
+    Ok(file)
 }
 
 /// Checks a finished segment's header and seal; returns its end LSN, which
@@ -300,7 +433,13 @@ fn check_finished_segment(
         .map_err(|e| WalError::io("read the seal of segment", path, e))?;
     let seal_at = len - format::FRAME_HEADER_BYTES as u64;
     match format::decode_frame(&tail, 0, next_first, &header) {
-        Decoded::Seal { end_lsn } if end_lsn >= name_first => Ok(end_lsn),
+        Decoded::Seal { end_lsn } if end_lsn >= name_first => {
+            debug_assert_eq!(
+                end_lsn, next_first,
+                "a seal decodes only at the expected end"
+            );
+            Ok(end_lsn)
+        }
         Decoded::Bad(format::FormatError::LsnMismatch { found, .. }) if is_seal(&tail) => {
             let next_path = dir.join(segment_name(next_first));
             Err(corrupt(

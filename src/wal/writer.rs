@@ -9,6 +9,12 @@
 //! After any failed write or fsync it marks the log failed and answers every
 //! later append with that error: after a failed fsync the kernel may have
 //! dropped the dirty pages, so retrying could acknowledge lost data.
+//!
+//! Assertions (see `wal/mod.rs`): before bytes go to a segment, a request
+//! is within the append limits, record numbers continue densely, a segment
+//! plus its seal stays within `segment_bytes_max`, and (debug builds) the
+//! file is exactly as long as the writer believes, before and after each
+//! write.
 
 use std::ops::Range;
 use std::sync::atomic::Ordering;
@@ -145,43 +151,30 @@ impl Writer {
         &mut self,
         group: &[Request],
     ) -> Result<Vec<Range<Lsn>>, (&'static str, WalError)> {
-        let shared = Arc::clone(&self.shared);
-        let config = &shared.config;
-        let interval = config.index_interval_bytes;
-        let seal_bytes = format::FRAME_HEADER_BYTES as u64;
+        let group_start = self.next_lsn;
         let mut ranges = Vec::with_capacity(group.len());
-        let mut force_sync = false;
-        let mut records = 0u64;
         self.buf.clear();
         for req in group {
-            force_sync |= req.force_sync;
-            let start = self.next_lsn;
-            let mut at = 0usize;
-            for &len in &req.lens {
-                let payload = &req.data[at..at + len as usize];
-                at += len as usize;
-                let frame = format::frame_bytes(payload.len()) as u64;
-                let used = self.segment_bytes + self.buf.len() as u64;
-                let has_records = self.next_lsn > self.segment.first_lsn;
-                if has_records && used + frame + seal_bytes > config.segment_bytes_max {
-                    self.flush_buf()?;
-                    self.roll()?;
-                }
-                let offset = self.segment_bytes + self.buf.len() as u64;
-                if offset >= self.index_next_offset {
-                    self.segment.note_position(self.next_lsn, offset, interval);
-                    self.index_next_offset = offset.saturating_add(interval);
-                }
-                format::encode_frame(&mut self.buf, self.salt, self.next_lsn, payload);
-                self.next_lsn += 1;
-                records += 1;
-            }
-            debug_assert_eq!(at, req.data.len());
-            ranges.push(start..self.next_lsn);
+            ranges.push(self.encode_request(req)?);
         }
+        let records = self.next_lsn - group_start;
+        // Dense: the group continues the log and each request the previous.
+        debug_assert!(
+            ranges.windows(2).all(|w| w[0].end == w[1].start)
+                && ranges
+                    .first()
+                    .map_or(records == 0, |r| r.start == group_start),
+            "record numbers of a group are not dense"
+        );
         self.flush_buf()?;
         let written_end = self.next_lsn;
-        if config.sync == SyncPolicy::GroupCommit || force_sync {
+        let acked = self.shared.acked_end.load(Ordering::Acquire);
+        assert!(
+            acked <= written_end,
+            "acknowledged end {acked} ahead of the written end {written_end}"
+        );
+        let force_sync = group.iter().any(|r| r.force_sync);
+        if self.shared.config.sync == SyncPolicy::GroupCommit || force_sync {
             self.sync_active()?;
             self.shared
                 .durable_end
@@ -196,10 +189,57 @@ impl Writer {
         Ok(ranges)
     }
 
+    /// Encodes one request's frames into the buffer, rolling to a new
+    /// segment first whenever the next frame and a seal would not fit;
+    /// returns the request's record numbers.
+    fn encode_request(&mut self, req: &Request) -> Result<Range<Lsn>, (&'static str, WalError)> {
+        let shared = Arc::clone(&self.shared);
+        let config = &shared.config;
+        let interval = config.index_interval_bytes;
+        let seal_bytes = format::FRAME_HEADER_BYTES as u64;
+        // What `Wal::prepare` checked before queueing the request.
+        assert!(
+            req.lens.len() <= config.append_records_max
+                && req.data.len() <= config.append_bytes_max,
+            "an append of {} records / {} bytes passed the limits",
+            req.lens.len(),
+            req.data.len()
+        );
+        let start = self.next_lsn;
+        let mut at = 0usize;
+        for &len in &req.lens {
+            debug_assert!(len <= config.record_bytes_max, "record over the limit");
+            let payload = &req.data[at..at + len as usize];
+            at += len as usize;
+            let frame = format::frame_bytes(payload.len()) as u64;
+            let used = self.segment_bytes + self.buf.len() as u64;
+            let has_records = self.next_lsn > self.segment.first_lsn;
+            if has_records && used + frame + seal_bytes > config.segment_bytes_max {
+                self.flush_buf()?;
+                self.roll()?;
+            }
+            let offset = self.segment_bytes + self.buf.len() as u64;
+            if offset >= self.index_next_offset {
+                self.segment.note_position(self.next_lsn, offset, interval);
+                self.index_next_offset = offset.saturating_add(interval);
+            }
+            format::encode_frame(&mut self.buf, self.salt, self.next_lsn, payload);
+            self.next_lsn += 1;
+            debug_assert!(
+                self.segment_bytes + self.buf.len() as u64 + seal_bytes <= config.segment_bytes_max,
+                "segment {} would outgrow segment_bytes_max",
+                self.segment.path.display()
+            );
+        }
+        assert_eq!(at, req.data.len(), "record lengths do not cover the data");
+        Ok(start..self.next_lsn)
+    }
+
     fn flush_buf(&mut self) -> Result<(), (&'static str, WalError)> {
         if self.buf.is_empty() {
             return Ok(());
         }
+        debug_assert_file_len(&*self.file, self.segment_bytes, &self.segment.path);
         self.file.append(&self.buf).map_err(|e| {
             (
                 "write",
@@ -207,6 +247,7 @@ impl Writer {
             )
         })?;
         self.segment_bytes += self.buf.len() as u64;
+        debug_assert_file_len(&*self.file, self.segment_bytes, &self.segment.path);
         self.shared
             .stats
             .bytes_written
@@ -236,17 +277,35 @@ impl Writer {
     /// torn tail can only ever be in the last segment.
     fn roll(&mut self) -> Result<(), (&'static str, WalError)> {
         let end = self.next_lsn;
+        // The seal goes right after the last frame of a non-empty segment.
+        assert!(
+            self.buf.is_empty() && end > self.segment.first_lsn,
+            "seal of segment {} with unwritten frames or no record",
+            self.segment.path.display()
+        );
+        assert!(
+            self.segment.sealed_end().is_none(),
+            "segment {} sealed twice",
+            self.segment.path.display()
+        );
         let mut seal = Vec::with_capacity(format::FRAME_HEADER_BYTES);
         format::encode_seal(&mut seal, self.salt, end);
+        debug_assert_file_len(&*self.file, self.segment_bytes, &self.segment.path);
         self.file
             .append(&seal)
             .map_err(|e| ("write", WalError::io("seal segment", &self.segment.path, e)))?;
+        debug_assert_file_len(
+            &*self.file,
+            self.segment_bytes + seal.len() as u64,
+            &self.segment.path,
+        );
         self.sync_active()?;
         self.segment.sealed_end.store(end, Ordering::Release);
         // Records up to here are durable now, whatever the policy says.
         self.shared.durable_end.fetch_max(end, Ordering::AcqRel);
 
         let next = create_segment(&self.shared, end).map_err(|e| ("create segment", e))?;
+        assert_eq!(next.meta.first_lsn, end, "segments must be dense");
         self.file = next.file;
         self.segment = next.meta;
         self.salt = next.salt;
@@ -275,11 +334,17 @@ pub(crate) fn create_segment(shared: &Shared, first_lsn: Lsn) -> Result<NewSegme
         shared.config.record_bytes_max,
     )?;
     let meta = Arc::new(SegmentMeta::new(first_lsn, path, None));
-    shared
-        .segments
-        .write()
-        .expect("segment list lock poisoned")
-        .push(Arc::clone(&meta));
+    {
+        let mut segments = shared.segments.write().expect("segment list lock poisoned");
+        // The new segment starts where the last one was sealed.
+        assert!(
+            segments
+                .last()
+                .map_or(true, |s| s.sealed_end() == Some(first_lsn)),
+            "segment {first_lsn} does not continue the sealed log"
+        );
+        segments.push(Arc::clone(&meta));
+    }
     shared
         .stats
         .segments_created
@@ -306,6 +371,7 @@ pub(crate) fn new_segment_file(
         salt,
     ))
     .map_err(|e| WalError::io("write the header of segment", path, e))?;
+    debug_assert_file_len(&*file, format::SEGMENT_HEADER_BYTES as u64, path);
     file.sync_data()
         .map_err(|e| WalError::io("fsync segment", path, e))?;
     storage
@@ -313,4 +379,21 @@ pub(crate) fn new_segment_file(
         .map_err(|e| WalError::io("fsync directory", dir, e))?;
     tracing::debug!(segment = %path.display(), first_lsn, "created WAL segment");
     Ok((file, salt))
+}
+
+/// Debug builds: asserts that `file` is `expected` bytes long, i.e. that
+/// the next append lands at the offset the writer computed (a second
+/// writer or a lost write would break it). A failed length query is
+/// ignored here: it is no bug of the writer's, and the write reports it.
+fn debug_assert_file_len(file: &dyn StorageFile, expected: u64, path: &std::path::Path) {
+    if cfg!(debug_assertions) {
+        if let Ok(len) = file.len() {
+            assert_eq!(
+                len,
+                expected,
+                "segment {} is {len} bytes long, the writer expected {expected}",
+                path.display()
+            );
+        }
+    }
 }
