@@ -72,19 +72,34 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     (
         "checkpoint",
         &[
-            "scheduler", "wal", "context", "receiver", "ingest", "source", "sink", "service",
+            "scheduler",
+            "wal",
+            "context",
+            "receiver",
+            "ingest",
+            "source",
+            "sink",
+            "service",
             "cli",
         ],
     ),
     (
         "scheduler",
-        &["wal", "context", "receiver", "ingest", "source", "sink", "service", "cli"],
+        &[
+            "wal", "context", "receiver", "ingest", "source", "sink", "service", "cli",
+        ],
     ),
     // Receivers feed logs; they neither write outputs nor know the context.
     ("receiver", &["sink", "context", "service", "cli"]),
     ("ingest", &["sink", "service", "cli"]),
-    ("source", &["sink", "context", "receiver", "ingest", "service", "cli"]),
-    ("sink", &["receiver", "ingest", "source", "service", "cli", "wal"]),
+    (
+        "source",
+        &["sink", "context", "receiver", "ingest", "service", "cli"],
+    ),
+    (
+        "sink",
+        &["receiver", "ingest", "source", "service", "cli", "wal"],
+    ),
     ("context", &["service", "cli"]),
     ("service", &["cli"]),
 ];
@@ -147,7 +162,10 @@ fn root_reexports() -> BTreeMap<String, String> {
         let Some(rest) = stmt.strip_prefix("pub use ") else {
             continue;
         };
-        let module: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        let module: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
         let names = rest.split(['{', '}', ',', ':']).map(str::trim);
         for name in names {
             if name.starts_with(|c: char| c.is_ascii_uppercase()) {
@@ -176,8 +194,10 @@ fn dependencies(text: &str, reexports: &BTreeMap<String, String>) -> BTreeSet<St
         if text[start..].starts_with('{') {
             deps.extend(group_heads(&text[start..], reexports));
         } else {
-            let head: String =
-                text[start..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            let head: String = text[start..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
             deps.extend(resolve(&head, reexports));
         }
     }
@@ -257,7 +277,10 @@ fn layering_holds() {
             broken.push(format!("{module} depends on {dep}"));
         }
     }
-    assert!(broken.is_empty(), "layering broken: {broken:#?}\ngraph: {graph:#?}");
+    assert!(
+        broken.is_empty(),
+        "layering broken: {broken:#?}\ngraph: {graph:#?}"
+    );
 }
 
 #[test]
@@ -293,7 +316,11 @@ fn no_import_cycle_between_modules() {
     let mut done = BTreeSet::new();
     for m in graph.keys().filter(|m| inside(m)) {
         let cycle = visit(m, &graph, &inside, &mut Vec::new(), &mut done);
-        assert!(cycle.is_none(), "import cycle: {}", cycle.unwrap_or_default().join(" -> "));
+        assert!(
+            cycle.is_none(),
+            "import cycle: {}",
+            cycle.unwrap_or_default().join(" -> ")
+        );
     }
 }
 
@@ -309,7 +336,10 @@ fn production_files_stay_small() {
             over.push(format!("{}: {n} lines", path.display()));
         }
     }
-    assert!(over.is_empty(), "files over {FILE_LINES_MAX} production lines: {over:#?}");
+    assert!(
+        over.is_empty(),
+        "files over {FILE_LINES_MAX} production lines: {over:#?}"
+    );
 }
 
 /// The length of every `fn` in the text: from its line to its closing brace.
@@ -368,5 +398,8 @@ fn functions_stay_short() {
             }
         }
     }
-    assert!(over.is_empty(), "functions over {FN_LINES_MAX} lines: {over:#?}");
+    assert!(
+        over.is_empty(),
+        "functions over {FN_LINES_MAX} lines: {over:#?}"
+    );
 }
