@@ -1,6 +1,67 @@
 //! weir: a crash-safe micro-batch stream processor with Spark Streaming's
-//! DStream model in one binary. `docs/ARCHITECTURE.md` maps the parts and
-//! their invariants; `docs/dstream.md` describes the engine's API.
+//! DStream model in one binary.
+//!
+//! A stream is cut into micro-batches at a fixed interval; each batch is
+//! transformed by DStream operators (`map`, `flat_map`, `filter`,
+//! `reduce_by_key`, windows, `update_state_by_key`, `map_with_state`, joins)
+//! and pushed to outputs (`print`, text files, `foreach_batch`, a
+//! transactional key-value table). Underneath, every input stream of a data
+//! directory has a write-ahead log: a record is acknowledged to its producer
+//! only once it is fsynced there, and each batch's lineage, operator state
+//! and sink markers are committed to a sled checkpoint, so every
+//! acknowledged record is processed exactly once across crashes
+//! (`docs/guarantees.md` says precisely what is exactly once).
+//!
+//! # The tutorial, in weir
+//!
+//! Spark Streaming's first example: a socket server sends tweets, each ending
+//! in `__end`; the client splits them, lowercases them and prints the first
+//! ten of every one-second batch. `get_or_create` attaches the checkpoint in
+//! `weir-data/checkpoint`; the socket's lines are logged in
+//! `weir-data/wal/tweets` before a batch reads them.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use weir::StreamingContext;
+//!
+//! # fn main() -> weir::Result<()> {
+//! let ssc = StreamingContext::get_or_create("weir-data", |b| {
+//!     let ssc = b.batch_interval(Duration::from_secs(1)).build()?;
+//!     ssc.socket_text_stream("tweets", "127.0.0.1:9009")?
+//!         .flat_map(|line: String| {
+//!             line.split("__end")
+//!                 .map(|t| t.trim().to_lowercase())
+//!                 .filter(|t| !t.is_empty())
+//!                 .collect::<Vec<_>>()
+//!         })
+//!         .print(10)?;
+//!     Ok(ssc)
+//! })?;
+//! ssc.start()?;
+//! ssc.await_termination()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Where things are
+//!
+//! - [`StreamingContext`] (module [`context`]): build a pipeline, its input
+//!   streams (queues, logs, sockets, directories, the ingest server of
+//!   module [`ingest`]), then `start`, `stop`, await batches.
+//! - [`DStream`] (module [`dstream`]): the operators; pair operators on
+//!   `DStream<(K, V)>`; [`Text`], a small string for hot paths.
+//! - Module [`sink`]: outputs; [`sink::KvTable`] reads a key-value table.
+//! - Module [`receiver`]: write your own receiver ([`receiver::Receiver`]);
+//!   socket and directory settings.
+//! - Module [`service`]: run a pipeline as a service (signals, systemd,
+//!   status page) with [`service::run_service`], or from a TOML file
+//!   ([`service::config`]).
+//! - Module [`wal`]: the write-ahead log and its offline tools (verify,
+//!   repair); module [`checkpoint`]: the checkpoint store.
+//! - Errors: [`Error`], one variant per part.
+//!
+//! Testing a pipeline without the wall clock: a [`ManualClock`] advances
+//! time exactly, and a [`Queue`] feeds batches:
 //!
 //! ```
 //! use std::{sync::Arc, time::Duration};

@@ -30,7 +30,7 @@ pub enum NameError {
     /// The name is empty.
     #[error("a stream name cannot be empty; use ASCII letters, digits, `_` or `-`")]
     Empty,
-    /// The name is longer than [`STREAM_NAME_BYTES_MAX`].
+    /// The name is longer than `STREAM_NAME_BYTES_MAX`.
     #[error(
         "the stream name `{}` is {bytes} bytes long; at most {max} bytes are allowed",
         shown(name)
@@ -40,7 +40,7 @@ pub enum NameError {
         name: String,
         /// Its length in bytes.
         bytes: usize,
-        /// The limit ([`STREAM_NAME_BYTES_MAX`]).
+        /// The limit (`STREAM_NAME_BYTES_MAX`).
         max: usize,
     },
     /// The first character is not a letter or a digit.

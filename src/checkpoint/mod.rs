@@ -12,14 +12,14 @@
 //!
 //! Map:
 //! - `mod.rs`: [`CheckpointStore`], [`BatchSpec`], [`StreamRange`];
-//! - [`records`]: the byte formats of keys and values (pure);
-//! - [`buckets`]: how an operator's state is cut into sled values (pure);
+//! - `records`: the byte formats of keys and values (pure);
+//! - `buckets`: how an operator's state is cut into sled values (pure);
 //! - `store.rs`: [`SledCheckpointStore`], the durable store, and
 //!   `migrate.rs`, its format check and format 1 → 2 migration at open;
 //! - `reader.rs`: [`StateReader`] and [`SledStateReader`], committed state
 //!   for other threads;
 //! - `memory.rs`: [`MemoryCheckpointStore`];
-//! - [`compat`]: may a rebuilt pipeline use the stored state (pure);
+//! - `compat`: may a rebuilt pipeline use the stored state (pure);
 //! - `error.rs`: [`CheckpointError`].
 //!
 //! Bytes: `docs/checkpoint-format.md`.
@@ -142,7 +142,7 @@ pub trait CheckpointStore: Send {
             .load_state(op)?
             .map(|p| Box::new(p) as Box<dyn EncodedState>))
     }
-    /// Checks that `desc` can use the stored state (see [`compat`]), then
+    /// Checks that `desc` can use the stored state (see `compat`), then
     /// records `desc` as the pipeline's description. Called once at start,
     /// before any state is loaded.
     fn check_pipeline(&mut self, desc: &PipelineDescription) -> Result<(), CheckpointError>;

@@ -45,7 +45,7 @@ impl StreamingContext {
     /// Returns the stream, named `name`, and the log, to which receivers or
     /// user code append; an append is acknowledged once durable, and each
     /// acknowledged record lands in exactly one batch. `name` must pass
-    /// [`validate_stream_name`].
+    /// `validate_stream_name`.
     pub fn wal_stream<T: Data>(
         &self,
         name: &str,
@@ -140,7 +140,7 @@ impl StreamingContext {
 
     /// Spark's `socketTextStream`: lines of text read from the TCP server at
     /// `addr` ("host:port"), through the WAL `DATA_DIR/wal/<name>`, with
-    /// default [`SocketConfig`]. See [`crate::receiver::socket`] for the
+    /// default [`SocketConfig`]. See `crate::receiver::socket` for the
     /// guarantee (safe once logged; in-flight lines are lost if weir dies).
     pub fn socket_text_stream(&self, name: &str, addr: &str) -> Result<DStream<String>> {
         Ok(self
@@ -167,7 +167,7 @@ impl StreamingContext {
     /// each file read exactly once (across crashes too), through the WAL
     /// `DATA_DIR/wal/<name>` and the progress file
     /// `DATA_DIR/receivers/<name>.progress`, with default [`DirConfig`].
-    /// See [`crate::receiver::dir`] for the rules.
+    /// See `crate::receiver::dir` for the rules.
     pub fn text_file_stream(&self, name: &str, dir: impl AsRef<Path>) -> Result<DStream<String>> {
         Ok(self
             .text_file_stream_with(name, dir, DirConfig::default())?

@@ -10,8 +10,8 @@
 //! settings and their checks; `inputs.rs` every stream-creating
 //! constructor (queue, source, WAL, receiver, socket and directory
 //! streams). Every named stream's name passes
-//! [`crate::names::validate_stream_name`], and its files are where
-//! [`crate::layout`] says.
+//! `crate::names::validate_stream_name`, and its files are where
+//! `crate::layout` says.
 //!
 //! Limits: batch interval at least 1 ms; `parallelism` 1 to
 //! [`PARALLELISM_MAX`] threads; `partitions` 1 to [`PARTITIONS_MAX`];
@@ -95,7 +95,7 @@ pub enum ContextError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// A stream name outside the rule of [`crate::names`].
+    /// A stream name outside the rule of `crate::names`.
     #[error(transparent)]
     Name(#[from] crate::names::NameError),
     /// `start()` on an active context.

@@ -1,9 +1,9 @@
 //! The DStream engine: typed, lazy streams of micro-batches.
 //!
 //! Owns: [`DStream<T>`] and its transformations (narrow, pair, window,
-//! stateful), the operator graph with stable names ([`graph`]), per-batch
-//! evaluation ([`eval`]), the source interface ([`source`]) and the
-//! state-store interface ([`state`]).
+//! stateful), the operator graph with stable names (`graph`), per-batch
+//! evaluation (`eval`), the source interface (`source`) and the
+//! state-store interface (`state`).
 //!
 //! Execution model: narrow transformations (map, filter, flat_map, ...)
 //! are fused per partition — records are pushed through the whole chain of
@@ -11,7 +11,7 @@
 //! map-side combine per partition), windows and stateful operators
 //! materialize their partitions once per batch.
 //!
-//! Limits: names at most [`graph::NAME_BYTES_MAX`] (200) bytes; the number
+//! Limits: names at most `graph::NAME_BYTES_MAX` (200) bytes; the number
 //! of shuffle partitions is fixed per pipeline (builder `partitions`).
 //! Must never: do I/O, spawn threads, or know the scheduler, the WAL or the
 //! checkpoint store. It is pure: parallelism comes in through

@@ -7,7 +7,7 @@
 //! Map:
 //! - `proto.rs` — the wire: preamble, HELLO, DATA, WELCOME, ACK, ERROR
 //!   frames (length + CRC-32), the decoder's [`Limits`], and
-//!   [`proto::FrameBuffer`] (fixed capacity: one frame). Pure; fuzzed
+//!   `proto::FrameBuffer` (fixed capacity: one frame). Pure; fuzzed
 //!   (`fuzz/fuzz_targets/ingest_decode.rs`).
 //! - `records.rs` — the at-rest formats: the stored-record header
 //!   `(producer, seq)` in front of each WAL record and the producer-table

@@ -6,7 +6,7 @@
 //! custom receivers), the [`ReceiverContext`] handed to it (store with
 //! backpressure and rate limit, backlog tracking, the release hook), and
 //! the stream's side of a release (`OnRelease` for the engine's
-//! [`crate::source::WalSource`]). Built-in receivers live in the
+//! `crate::source::WalSource`). Built-in receivers live in the
 //! submodules; the context's constructors (`socket_text_stream`,
 //! `text_file_stream`, ...) live in `crate::context`: receivers never
 //! import the context.

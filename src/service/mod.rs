@@ -21,7 +21,7 @@
 //!    A second signal exits at once (status 128 + signal); recovery does
 //!    the rest at the next start.
 //!
-//! Limits: status history [`status::RECENT_BATCHES_MAX`] batches; HTTP
+//! Limits: status history `status::RECENT_BATCHES_MAX` batches; HTTP
 //! limits in `http.rs`; the service loop polls every [`POLL`].
 //! Must never: contain engine logic (it drives the public
 //! `StreamingContext` API only), or listen on a non-loopback address.

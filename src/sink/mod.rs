@@ -1,8 +1,8 @@
 //! Output operations: `print`, `save_as_text_files`, `foreach_batch`, and
-//! the transactional key-value sink `save_to_kv` ([`kv`]).
+//! the transactional key-value sink `save_to_kv` (`kv`).
 //!
 //! Owns: how a batch's records leave the engine. Files are written
-//! atomically through [`crate::storage::write_atomic`] (temp file, fsync,
+//! atomically through `crate::storage::write_atomic` (temp file, fsync,
 //! rename, fsync of the directory; [`write_batch_file`] adds the
 //! `sink_write` failpoint before the rename), named
 //! `prefix-<batch_time_ms>.suffix`, so a replayed batch rewrites the same
@@ -148,7 +148,7 @@ pub fn format_print<T: Show>(time_ms: u64, first: &[T], n: usize) -> String {
 }
 
 /// Writes one batch's output file atomically on the real filesystem
-/// ([`crate::storage::write_atomic`]: temp file, fsync, rename, directory
+/// (`crate::storage::write_atomic`: temp file, fsync, rename, directory
 /// fsync), passing the `sink_write` failpoint before the rename.
 pub fn write_batch_file(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
     crate::storage::write_atomic_with_failpoint(&RealFs, path, bytes, SINK_WRITE_FAILPOINT)?;

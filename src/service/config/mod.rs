@@ -7,7 +7,7 @@
 //! The folder:
 //! - `raw.rs`: the file as serde reads it (every key and value spanned,
 //!   nothing typed);
-//! - `keys.rs`: a key's name and type ([`KeySpec`]) and the typed reading
+//! - `keys.rs`: a key's name and type (`KeySpec`) and the typed reading
 //!   of one table through them;
 //! - `ops.rs`, `sinks.rs`, `sources.rs`: THE tables, one entry per op or
 //!   kind (keys with types, input and output kinds, builder); `weir

@@ -236,7 +236,7 @@ pub enum Op {
 
 impl Op {
     /// The op's name in files, `weir check` and `docs/pipeline.md` (its
-    /// entry in [`super::ops::OPS`]).
+    /// entry in `super::ops::OPS`).
     pub fn name(&self) -> &'static str {
         match self {
             Op::Split { .. } => "split",

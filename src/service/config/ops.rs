@@ -312,7 +312,7 @@ pub fn op_names() -> Vec<&'static str> {
     entry_names(OPS)
 }
 
-/// The ops table of `docs/pipeline.md` (Markdown), from [`OPS`].
+/// The ops table of `docs/pipeline.md` (Markdown), from `OPS`.
 pub fn ops_markdown() -> String {
     let mut out = String::from("| op | takes | makes | keys | state |\n|---|---|---|---|---|\n");
     for o in OPS {

@@ -104,7 +104,7 @@ pub fn sink_names() -> Vec<&'static str> {
     entry_names(SINKS)
 }
 
-/// The sinks table of `docs/pipeline.md` (Markdown), from [`SINKS`].
+/// The sinks table of `docs/pipeline.md` (Markdown), from `SINKS`.
 pub fn sinks_markdown() -> String {
     let mut out = String::from("| kind | takes | keys |\n|---|---|---|\n");
     for s in SINKS {

@@ -125,7 +125,7 @@ pub fn source_names() -> Vec<&'static str> {
     entry_names(SOURCES)
 }
 
-/// The sources table of `docs/pipeline.md` (Markdown), from [`SOURCES`].
+/// The sources table of `docs/pipeline.md` (Markdown), from `SOURCES`.
 pub fn sources_markdown() -> String {
     let mut out = String::from("| kind | keys |\n|---|---|\n");
     for s in SOURCES {
