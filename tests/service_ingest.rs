@@ -240,6 +240,10 @@ fn a_stop_leaves_the_rest_of_the_backlog_for_the_next_start() {
     let (mut g, _, rx) = start(&p, &data);
     line_with(&rx, "ready");
     g.signal("TERM");
+    // Two signals sent back to back can reach the process as one (a
+    // pending signal is not queued twice): send the second only once the
+    // first has started the stop.
+    line_with(&rx, "stopping");
     g.signal("TERM");
     let st = g.wait_exit(Duration::from_secs(5));
     assert_eq!(st.code(), Some(143), "{st:?}");
