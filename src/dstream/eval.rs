@@ -35,10 +35,12 @@ pub trait Runner: Sync {
     fn for_each_index(&self, n: usize, f: &(dyn Fn(usize) + Sync));
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// Runs tasks one by one on the calling thread.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SequentialRunner;
 
+#[cfg(any(test, feature = "testing"))]
 impl Runner for SequentialRunner {
     fn for_each_index(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
         (0..n).for_each(f)
@@ -166,6 +168,7 @@ impl<'a> BatchCtx<'a> {
     pub(crate) fn check_reads(&self) -> Result<(), EngineError> {
         self.read_failure.check()
     }
+    #[cfg(any(test, feature = "testing"))]
 
     /// The batch time in milliseconds.
     pub fn time_ms(&self) -> u64 {

@@ -15,7 +15,7 @@
 //! of shuffle partitions is fixed per pipeline (builder `partitions`).
 //! Must never: do I/O, spawn threads, or know the scheduler, the WAL or the
 //! checkpoint store. It is pure: parallelism comes in through
-//! [`eval::Runner`], committed state through [`state::StateStore`], input
+//! `eval::Runner`, committed state through `state::StateStore`, input
 //! through [`source::Source`].
 
 internal! {
@@ -33,10 +33,22 @@ mod window;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-pub use eval::{BatchCtx, Parts, Runner, SequentialRunner};
-pub use graph::{Graph, OperatorDesc, OutputDesc, PipelineDescription, Plan};
+pub use graph::{OperatorDesc, OutputDesc, PipelineDescription};
 pub use source::{BoxError, Queue, QueueFull, QueueMode, Source};
+// The engine's machinery: crate-internal, reachable by the tests through
+// the `testing` feature.
+#[cfg(feature = "testing")]
+pub use eval::{BatchCtx, Parts, Runner, SequentialRunner};
+#[cfg(not(feature = "testing"))]
+pub(crate) use eval::{BatchCtx, Runner};
+#[cfg(feature = "testing")]
+pub use graph::{Graph, Plan};
+#[cfg(not(feature = "testing"))]
+pub(crate) use graph::{Graph, Plan};
+#[cfg(feature = "testing")]
 pub use state::{StateChange, StateDecoder, StateDelta, StateStore};
+#[cfg(not(feature = "testing"))]
+pub(crate) use state::{StateChange, StateDelta, StateStore};
 pub use stateful::{MapWithStateDStream, State, StateSpec};
 pub use text::Text;
 
