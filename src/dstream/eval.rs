@@ -168,9 +168,9 @@ impl<'a> BatchCtx<'a> {
     pub(crate) fn check_reads(&self) -> Result<(), EngineError> {
         self.read_failure.check()
     }
-    #[cfg(any(test, feature = "testing"))]
 
     /// The batch time in milliseconds.
+    #[cfg(any(test, feature = "testing"))]
     pub fn time_ms(&self) -> u64 {
         self.time_ms
     }
