@@ -3,7 +3,10 @@
 //! `/metrics`, `/status` and the status page) through one call.
 //!
 //! Run: `cargo run --release --example service` (Ctrl-C stops it);
-//! `-- 5` stops after five batches.
+//! `-- 5` stops after five batches. With no logging set up here,
+//! `run_service` logs to stderr as `weir run` does (the status page's
+//! address, a line per batch; `WEIR_LOG=warn` quiets it); a `tracing`
+//! subscriber installed before the call replaces it.
 
 use std::sync::Arc;
 use std::time::Duration;

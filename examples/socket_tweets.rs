@@ -13,7 +13,7 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use weir::testdata::{split_tweets, tweet_lines, with_end_markers};
+use weir::testdata::{tweet_lines, with_end_markers};
 use weir::StreamingContext;
 
 const TWEETS_PER_LINE: usize = 4;
@@ -64,7 +64,15 @@ fn main() -> weir::Result<()> {
         .build()?;
     let tweets = ssc
         .socket_text_stream("tweets", &addr)?
-        .flat_map(|line: String| split_tweets(&line))
+        // The tutorial's first step: split on `__end`, trim, drop the
+        // empty pieces, lowercase.
+        .flat_map(|line: String| {
+            line.split("__end")
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_lowercase)
+                .collect::<Vec<String>>()
+        })
         .name("lowercased");
     tweets.print(10)?;
     ssc.start()?;

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir::testdata::{split_tweets, tweet_lines, with_end_markers};
+use weir::testdata::{tweet_lines, with_end_markers};
 use weir::{ManualClock, Queue, StreamingContext, Text};
 
 const BATCHES: u64 = 6;
@@ -33,7 +33,16 @@ fn main() -> weir::Result<()> {
     let chunks = ssc.queue_stream(&queue).name("tweets_in");
 
     let tweets = chunks
-        .flat_map(|chunk: String| split_tweets(&chunk))
+        // The tutorial's first step: split on `__end`, trim, drop the
+        // empty pieces, lowercase.
+        .flat_map(|chunk: String| {
+            chunk
+                .split("__end")
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_lowercase)
+                .collect::<Vec<String>>()
+        })
         .name("tweets");
     tweets.print(10)?;
 

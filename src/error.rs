@@ -26,6 +26,10 @@ pub enum Error {
     /// Streaming context life cycle and configuration.
     #[error(transparent)]
     Context(#[from] crate::context::ContextError),
+    /// A data directory whose checkpoint and input logs do not go
+    /// together (missing or foreign checkpoint).
+    #[error(transparent)]
+    Identity(#[from] crate::context::IdentityError),
     /// The write-ahead log.
     #[error(transparent)]
     Wal(#[from] crate::wal::WalError),

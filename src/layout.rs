@@ -5,10 +5,13 @@
 //!
 //! ```text
 //! DATA_DIR/
+//!   LOCK                         the running weir's lock (flock; its pid)
 //!   checkpoint/                  sled: batch lineage, state, kv tables
 //!   wal/<stream>/                a stream's write-ahead log (segments)
+//!   wal/<stream>/IDENTITY        the data directory id the log belongs to
 //!   wal/<stream>.producers       an ingest stream's producer table
 //!   receivers/<stream>.progress  a directory stream's progress file
+//!   dead-letter/batch-<ms>.jsonl records steps dead-lettered, per batch
 //! ```
 //!
 //! Stream names pass [`crate::names::validate_stream_name`] before a path
@@ -29,12 +32,21 @@ const CHECKPOINT_DIR: &str = "checkpoint";
 const WAL_DIR: &str = "wal";
 /// The parent of the receivers' own files.
 const RECEIVERS_DIR: &str = "receivers";
+/// The identity file inside a stream's log directory.
+const IDENTITY_FILE: &str = "IDENTITY";
+/// Records the pipeline's steps dead-lettered, one file per batch.
+const DEAD_LETTER_DIR: &str = "dead-letter";
 /// Suffix of an ingest stream's producer table, beside its log.
 const PRODUCERS_SUFFIX: &str = "producers";
 /// Suffix of a directory stream's progress file.
 const PROGRESS_SUFFIX: &str = "progress";
 /// The entries of the data directory that belong to weir itself.
-pub const RESERVED: [&str; 3] = [CHECKPOINT_DIR, WAL_DIR, RECEIVERS_DIR];
+pub const RESERVED: [&str; 4] = [CHECKPOINT_DIR, WAL_DIR, RECEIVERS_DIR, DEAD_LETTER_DIR];
+
+/// `DATA_DIR/LOCK`: the data directory's lock file (`storage::try_lock`).
+pub fn data_dir_lock(data_dir: &Path) -> PathBuf {
+    data_dir.join(crate::storage::LOCK_FILE)
+}
 
 /// `DATA_DIR/checkpoint`.
 pub fn checkpoint_dir(data_dir: &Path) -> PathBuf {
@@ -53,11 +65,23 @@ pub fn wal_dir(data_dir: &Path, stream: &str) -> PathBuf {
     wal_root(data_dir).join(stream)
 }
 
+/// `<log>/IDENTITY`: the data directory id inside a stream's log
+/// directory (`log` is a [`wal_dir`]). Not a segment name, so the log
+/// itself ignores it.
+pub fn log_identity(log: &Path) -> PathBuf {
+    log.join(IDENTITY_FILE)
+}
+
 /// `DATA_DIR/wal/<stream>.producers`: an ingest stream's producer table
 /// (the same path as "the log's directory name plus `.producers`").
 pub fn producers_snapshot(data_dir: &Path, stream: &str) -> PathBuf {
     debug_assert_valid(stream);
     wal_root(data_dir).join(format!("{stream}.{PRODUCERS_SUFFIX}"))
+}
+
+/// `DATA_DIR/dead-letter`: the dead-letter log (`crate::sink::DeadLetterLog`).
+pub fn dead_letter_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(DEAD_LETTER_DIR)
 }
 
 /// `DATA_DIR/receivers`.

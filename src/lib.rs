@@ -148,8 +148,10 @@ pub mod testing;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::CodecError;
 pub use context::{StreamingContext, StreamingContextBuilder};
-pub use dstream::{DStream, MapWithStateDStream, Queue, QueueMode, State, StateSpec, Text};
+pub use dstream::{
+    DStream, MapWithStateDStream, Queue, QueueMode, State, StateSpec, Text, UpdateSpec,
+};
 pub use error::{Error, Result};
-pub use names::NameError;
+pub use names::{NameError, STREAM_NAME_BYTES_MAX};
 pub use scheduler::{BatchStats, SchedulerError};
 pub use storage::AtomicWriteError;

@@ -189,8 +189,10 @@ pub struct IngestPipelineConfig {
     pub interval_ms: u64,
     /// Records per source per batch at most.
     pub batch_records_max: u64,
-    /// The stream's rate limit (records/s).
+    /// The stream's rate limit (records/s, per partition).
     pub records_per_second: Option<u64>,
+    /// Local partitions of the stream.
+    pub partitions: usize,
     /// Stop at once and process every logged record (receiving stops).
     pub drain: bool,
 }
@@ -221,6 +223,7 @@ pub fn ingest_pipeline(
             .build()?;
         let mut icfg = crate::ingest::IngestConfig::new(listen_addr);
         icfg.records_per_second_max = cfg.records_per_second;
+        icfg.partitions = cfg.partitions;
         let s = ssc.ingest_stream_with("input", icfg, crate::ingest::payload_utf8)?;
         addr = Some(s.local_addr);
         s.stream

@@ -67,6 +67,7 @@ fn every_command_group_has_help_and_every_command_an_example() {
         &["wal", "repair"],
         &["checkpoint", "show"],
         &["checkpoint", "reset-operator"],
+        &["checkpoint", "adopt-logs"],
         &["kv", "get"],
         &["kv", "scan"],
     ] {

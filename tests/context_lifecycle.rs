@@ -274,3 +274,65 @@ impl weir::receiver::Receiver for Idle {
         Ok(())
     }
 }
+
+/// The status page's queue, end to end: while a slow output holds the
+/// first batch, `batch_queue` shows it in flight (with its input range)
+/// and the batch times due behind it, oldest first; as they run the queue
+/// drains to nothing.
+#[test]
+fn the_batch_queue_shows_the_batch_in_flight_and_those_due_behind_it() {
+    use std::sync::mpsc;
+    let h = ctx(1);
+    let q = queue(vec![vec![1, 2, 3], vec![4], vec![5], vec![6]]);
+    let (entered_tx, entered) = mpsc::sync_channel::<u64>(8);
+    let (gate, gate_rx) = mpsc::sync_channel::<()>(8);
+    let gate_rx = std::sync::Mutex::new(gate_rx);
+    h.ssc
+        .queue_stream(&q)
+        .foreach_batch(move |t, _: Vec<i32>| {
+            entered_tx.send(t).expect("the test listens");
+            gate_rx
+                .lock()
+                .expect("gate")
+                .recv_timeout(WAIT)
+                .expect("the test opens the gate");
+            Ok(())
+        })
+        .unwrap();
+    assert!(h.ssc.batch_queue().is_none(), "nothing before start");
+    h.ssc.start().unwrap();
+    let idle = h.ssc.batch_queue().expect("started");
+    assert!(idle.active.is_none() && idle.queued_total == 0, "{idle:?}");
+
+    h.clock.advance(1000);
+    assert_eq!(entered.recv_timeout(WAIT), Ok(1000));
+    // Three more ticks pass while batch 1000 is held.
+    h.clock.advance(3000);
+    wait_for("three batches due behind the active one", || {
+        h.ssc.batch_queue().is_some_and(|q| q.queued_total == 3)
+    });
+    let now = h.ssc.batch_queue().expect("started");
+    let active = now.active.as_ref().expect("a batch in flight");
+    assert_eq!((active.time_ms, active.attempt), (1000, 1));
+    assert_eq!(active.ranges.len(), 1, "{active:?}");
+    assert_eq!(now.queued_ms, vec![2000, 3000, 4000]);
+
+    for t in [2000, 3000, 4000] {
+        gate.send(()).unwrap();
+        assert_eq!(entered.recv_timeout(WAIT), Ok(t));
+        let q = h.ssc.batch_queue().expect("started");
+        assert_eq!(q.active.as_ref().map(|a| a.time_ms), Some(t), "{q:?}");
+        assert_eq!(
+            q.queued_ms,
+            ((t + 1000)..=4000).step_by(1000).collect::<Vec<_>>()
+        );
+    }
+    gate.send(()).unwrap();
+    h.ssc.await_batch(4000, WAIT).unwrap();
+    wait_for("an empty queue", || {
+        h.ssc
+            .batch_queue()
+            .is_some_and(|q| q.active.is_none() && q.queued_total == 0)
+    });
+    h.ssc.stop(false).unwrap();
+}

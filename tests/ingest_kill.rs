@@ -9,6 +9,9 @@
 //! must exit 0 (every record acknowledged), a draining run processes what
 //! was logged, and every record must be in the output exactly once.
 //!
+//! The same with the stream over three local partitions and three
+//! producers (each sticking to one partition), killed and resumed alike.
+//!
 //! Kill moments are random (seeded); correctness never depends on timing:
 //! every wait polls for a condition with a deadline.
 
@@ -21,17 +24,19 @@ use std::time::{Duration, Instant};
 const RECORDS: u64 = 20_000;
 const KILLS: usize = 10;
 
-fn record(i: u64) -> String {
-    format!("rec-{i:06}")
+fn record(producer: usize, i: u64) -> String {
+    format!("p{producer}-rec-{i:06}")
 }
 
-fn server(bin: &str, dir: &std::path::Path, addr: &str, drain: bool) -> Child {
+fn server(bin: &str, dir: &std::path::Path, addr: &str, partitions: usize, drain: bool) -> Child {
     let mut c = Command::new(bin);
     c.arg("test-ingest-pipeline")
         .arg(dir.join("data"))
         .arg(addr)
         .arg(dir.join("out"))
-        .args(["--records-per-second", "3000"])
+        // The limit is per partition: the same total rate in both runs.
+        .args(["--records-per-second", &(3000 / partitions).to_string()])
+        .args(["--partitions", &partitions.to_string()])
         .stdout(Stdio::null());
     if drain {
         c.arg("--drain");
@@ -56,10 +61,27 @@ fn wait(child: &mut Child, secs: u64, what: &str) -> std::process::ExitStatus {
 
 #[test]
 fn every_fed_record_is_in_the_output_exactly_once_across_sigkills() {
+    killed_and_resumed(1, 1);
+}
+
+#[test]
+fn every_fed_record_is_in_the_output_exactly_once_across_sigkills_with_partitions() {
+    killed_and_resumed(3, 3);
+}
+
+/// The kill-and-resume run with the stream over `partitions` logs and
+/// `producers` feeds, each sending its share of `RECORDS`.
+fn killed_and_resumed(partitions: usize, producers: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let input = dir.path().join("input.txt");
-    let text: String = (0..RECORDS).map(|i| record(i) + "\n").collect();
-    std::fs::write(&input, text).expect("write input");
+    let share = RECORDS / producers as u64;
+    let inputs: Vec<_> = (0..producers)
+        .map(|p| {
+            let input = dir.path().join(format!("input{p}.txt"));
+            let text: String = (0..share).map(|i| record(p, i) + "\n").collect();
+            std::fs::write(&input, text).expect("write input");
+            input
+        })
+        .collect();
     // A free loopback port, reused by every restart.
     let addr = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -67,26 +89,20 @@ fn every_fed_record_is_in_the_output_exactly_once_across_sigkills() {
     };
     let bin = env!("CARGO_BIN_EXE_weir");
     let kit = env!("CARGO_BIN_EXE_weir-testkit");
-    let mut srv = server(kit, dir.path(), &addr, false);
-    let start_feed = || {
+    let mut srv = server(kit, dir.path(), &addr, partitions, false);
+    let start_feed = |p: usize| {
         Command::new(bin)
             .arg("feed")
             .arg(&addr)
-            .arg(&input)
-            .args([
-                "--producer",
-                "numbers",
-                "--retry-secs",
-                "60",
-                "--progress",
-                "none",
-            ])
+            .arg(&inputs[p])
+            .args(["--producer", &format!("numbers{p}")])
+            .args(["--retry-secs", "60", "--progress", "none"])
             .args(["--window-records", "500"])
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn weir feed")
     };
-    let mut feed = start_feed();
+    let mut feeds: Vec<Child> = (0..producers).map(start_feed).collect();
     let mut rng = 0x1DE57 ^ u64::from(std::process::id());
     for k in 0..KILLS {
         std::thread::sleep(Duration::from_millis(100 + next_rand(&mut rng) % 300));
@@ -96,24 +112,27 @@ fn every_fed_record_is_in_the_output_exactly_once_across_sigkills() {
         srv.kill().expect("SIGKILL");
         srv.wait().expect("reap");
         assert!(
-            feed.try_wait().expect("feed status").is_none() || k + 1 == KILLS,
+            feeds[0].try_wait().expect("feed status").is_none() || k + 1 == KILLS,
             "the feed finished before kill {}: the test would not test resuming",
             k + 1
         );
-        srv = server(kit, dir.path(), &addr, false);
+        srv = server(kit, dir.path(), &addr, partitions, false);
         if k % 4 == 1 {
-            // The producer dies too; a new `weir feed` on the same file
+            // A producer dies too; a new `weir feed` on the same file
             // resumes at the server's expected sequence (line numbers).
-            feed.kill().expect("SIGKILL feed");
-            feed.wait().expect("reap feed");
-            feed = start_feed();
+            let p = k % producers;
+            feeds[p].kill().expect("SIGKILL feed");
+            feeds[p].wait().expect("reap feed");
+            feeds[p] = start_feed(p);
         }
     }
-    let status = wait(&mut feed, 180, "weir feed");
-    assert!(status.success(), "weir feed failed: {status}");
+    for feed in &mut feeds {
+        let status = wait(feed, 180, "weir feed");
+        assert!(status.success(), "weir feed failed: {status}");
+    }
     srv.kill().expect("SIGKILL");
     srv.wait().expect("reap");
-    let mut last = server(kit, dir.path(), &addr, true);
+    let mut last = server(kit, dir.path(), &addr, partitions, true);
     let status = wait(&mut last, 120, "the draining run");
     assert!(status.success(), "the draining run failed: {status}");
 
@@ -144,7 +163,9 @@ fn every_fed_record_is_in_the_output_exactly_once_across_sigkills() {
         dups.is_empty(),
         "records in the output more than once: {dups:?}"
     );
-    let want: BTreeMap<String, u32> = (0..RECORDS).map(|i| (record(i), 1)).collect();
+    let want: BTreeMap<String, u32> = (0..producers)
+        .flat_map(|p| (0..share).map(move |i| (record(p, i), 1)))
+        .collect();
     let missing: Vec<_> = want
         .keys()
         .filter(|k| !seen.contains_key(*k))
@@ -157,5 +178,18 @@ fn every_fed_record_is_in_the_output_exactly_once_across_sigkills() {
     assert_eq!(seen, want);
     // Segments were deleted along the way, so the producer table was also
     // recovered from its snapshot, not only from the WAL.
-    assert!(dir.path().join("data/wal/input.producers").is_file());
+    // (With partitions: in the logs whose segments were deleted; a
+    // partition no producer hashed to, or one that stayed small, has none.)
+    let snapshots = (0..partitions)
+        .map(|p| match partitions {
+            1 => "input".to_string(),
+            _ => format!("input-p{p}"),
+        })
+        .filter(|log| {
+            dir.path()
+                .join(format!("data/wal/{log}.producers"))
+                .is_file()
+        })
+        .count();
+    assert!(snapshots >= 1, "no producer table snapshot");
 }

@@ -15,6 +15,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,7 @@ use common::{collect, get, Out, WAIT};
 use weir::ingest::proto::{
     decode_server_frame, encode_data, encode_hello, encode_preamble, ErrorCode, Limits, ServerFrame,
 };
-use weir::ingest::{feed, FeedConfig, IngestConfig};
+use weir::ingest::{feed, FeedConfig, IngestConfig, IngestStats};
 use weir::wal::WalConfig;
 use weir::{ManualClock, StreamingContext};
 
@@ -31,6 +32,7 @@ struct Server {
     clock: Arc<ManualClock>,
     addr: SocketAddr,
     out: Out<String>,
+    stats: Arc<IngestStats>,
 }
 
 fn limits() -> Limits {
@@ -61,6 +63,7 @@ fn start_backlog(
     tune(&mut cfg);
     let mut addr = None;
     let mut out = None;
+    let mut stats = None;
     let ssc = StreamingContext::get_or_create(dir, |b| {
         let ssc = b
             .batch_interval(Duration::from_secs(1))
@@ -76,6 +79,7 @@ fn start_backlog(
             .build()?;
         let s = ssc.ingest_stream_with("in", cfg, weir::ingest::payload_utf8)?;
         addr = Some(s.local_addr);
+        stats = Some(s.stats.clone());
         out = Some(collect(&s.stream));
         Ok(ssc)
     })
@@ -86,6 +90,7 @@ fn start_backlog(
         clock,
         addr: addr.unwrap(),
         out: out.unwrap(),
+        stats: stats.unwrap(),
     }
 }
 
@@ -113,7 +118,9 @@ struct Client {
 
 impl Client {
     fn connect(addr: SocketAddr) -> Client {
-        let sock = TcpStream::connect(addr).unwrap();
+        Client::from_sock(TcpStream::connect(addr).unwrap())
+    }
+    fn from_sock(sock: TcpStream) -> Client {
         sock.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
         Client {
@@ -565,4 +572,355 @@ fn feed_refuses_a_line_over_the_record_limit_and_gives_up_without_a_server() {
         "{e}"
     );
     assert!(t.elapsed() < Duration::from_secs(10));
+}
+
+// ---- Pressure: ghosts, expiry, per-address limits, the HELLO deadline ----
+
+/// A connection to `addr` from the loopback address `from` (127.0.0.x:
+/// Linux routes all of 127/8 to the loopback interface).
+fn connect_from(addr: SocketAddr, from: [u8; 4]) -> Client {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sock = rt.block_on(async {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind(SocketAddr::from((from, 0))).unwrap();
+        s.connect(addr).await.unwrap()
+    });
+    let sock = sock.into_std().unwrap();
+    sock.set_nonblocking(false).unwrap();
+    Client::from_sock(sock)
+}
+
+/// Preamble + HELLO on `c`; the WELCOME's expected sequence, or the ERROR.
+fn say_hello(c: &mut Client, producer: &str) -> Result<u64, (ErrorCode, String)> {
+    let mut b = Vec::new();
+    encode_preamble(&mut b);
+    encode_hello(&mut b, producer.as_bytes());
+    c.send(&b);
+    match c.frame() {
+        Some(ServerFrame::Welcome { next_seq, .. }) => Ok(next_seq),
+        Some(ServerFrame::Error { code, message, .. }) => Err((code.unwrap(), message)),
+        other => panic!("expected WELCOME or ERROR, got {other:?}"),
+    }
+}
+
+/// Polls (bounded) until `producer` is welcomed from `from`; returns the
+/// client and its expected sequence.
+fn hello_eventually(addr: SocketAddr, from: [u8; 4], producer: &str) -> (Client, u64) {
+    let t = Instant::now();
+    loop {
+        let mut c = connect_from(addr, from);
+        match say_hello(&mut c, producer) {
+            Ok(next) => return (c, next),
+            Err(e) => assert!(t.elapsed() < WAIT, "{producer} never welcomed: {e:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn refusals(s: &Server, reason: &str) -> u64 {
+    s.stats
+        .refusals()
+        .into_iter()
+        .find(|(r, _)| *r == reason)
+        .map_or(0, |(_, n)| n)
+}
+
+/// The producer ids in the stream's snapshot file.
+fn snapshot_ids(dir: &Path) -> Vec<String> {
+    let b = std::fs::read(dir.join("wal").join("in.producers")).expect("snapshot");
+    let snap = weir::ingest::records::decode_snapshot(&b, 100).expect("decodes");
+    snap.entries
+        .iter()
+        .map(|(r, _)| String::from_utf8_lossy(&b[r.clone()]).into_owned())
+        .collect()
+}
+
+/// Sends records `from..to` (`r-<i>`) as producer `c` and waits for the ACK.
+fn send_numbered(c: &mut Client, from: u64, to: u64) {
+    let recs: Vec<String> = (from..to).map(|i| format!("r-{i:02}")).collect();
+    for (k, chunk) in recs.chunks(4).enumerate() {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        c.data(from + 4 * k as u64, &refs);
+    }
+    c.ack_until(to);
+}
+
+#[test]
+fn hello_only_producers_leave_no_trace_and_never_lock_out_a_real_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_with(dir.path(), 0, |c| c.producers_max = 3);
+    // 20 producers that only say HELLO, one after the other: each leaves
+    // with its connection, so the table (3) never fills.
+    for i in 0..20 {
+        let (c, _) = hello_eventually(s.addr, [127, 0, 0, 1], &format!("ghost-{i}"));
+        drop(c);
+    }
+    let (mut p, next) = hello_eventually(s.addr, [127, 0, 0, 1], "p");
+    assert_eq!(next, 0);
+    // Two HELLO-only producers stay connected while the table is saved.
+    let (g1, _) = hello_eventually(s.addr, [127, 0, 0, 1], "held-1");
+    let (g2, _) = hello_eventually(s.addr, [127, 0, 0, 1], "held-2");
+    send_numbered(&mut p, 0, 40);
+    s.batch();
+    s.batch();
+    assert_eq!(s.all().len(), 40);
+    assert_eq!(
+        snapshot_ids(dir.path()),
+        vec!["p".to_string()],
+        "only producers with records are saved"
+    );
+    drop((p, g1, g2));
+    s.ssc.stop(false).unwrap();
+    drop(s);
+    // After a restart with room for 2: `p` plus one new producer.
+    let s = start_with(dir.path(), 100_000, |c| c.producers_max = 2);
+    let (_q, next) = hello_eventually(s.addr, [127, 0, 0, 1], "q");
+    assert_eq!(next, 0, "a new producer is served after the restart");
+    // `p` resumes exactly once: a re-send overlapping what it stored is
+    // dropped, the rest stored.
+    let (mut p, next) = Client::hello(s.addr, "p");
+    assert_eq!(next, 40);
+    p.data(36, &["r-36", "r-37", "r-38", "r-39", "new-40"]);
+    p.ack_until(41);
+    assert_eq!(s.batch(), strs(&["new-40"]));
+    s.ssc.stop(false).unwrap();
+}
+
+#[test]
+fn idle_producers_expire_only_after_retention_and_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_with(dir.path(), 0, |c| {
+        c.producers_max = 1;
+        c.producers_idle_max = Duration::from_millis(200);
+    });
+    let (mut a, _) = Client::hello(s.addr, "a");
+    a.data(0, &["a0", "a1"]);
+    a.ack_until(2);
+    drop(a);
+    // Its records are not in a committed batch yet: it is kept however
+    // long it is idle (the sweep runs every 50 ms here).
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(s.stats.producers_expired.load(Ordering::Relaxed), 0);
+    let mut b = Client::connect(s.addr);
+    assert_eq!(
+        say_hello(&mut b, "b").unwrap_err().0,
+        ErrorCode::ProducersFull
+    );
+    assert_eq!(s.batch(), strs(&["a0", "a1"]));
+    // Committed and idle for 200 ms: it expires and `b` gets the room.
+    let (mut b, next) = hello_eventually(s.addr, [127, 0, 0, 1], "b");
+    assert_eq!(next, 0);
+    assert_eq!(s.stats.producers_expired.load(Ordering::Relaxed), 1);
+    // A connected producer never expires, however idle.
+    b.data(0, &["b0"]);
+    b.ack_until(1);
+    s.batch();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(s.stats.producers_expired.load(Ordering::Relaxed), 1);
+    b.data(1, &["b1"]);
+    b.ack_until(2);
+    assert_eq!(s.batch(), strs(&["a0", "a1", "b0", "b1"]));
+    s.ssc.stop(false).unwrap();
+}
+
+#[test]
+fn per_address_limits_refuse_a_flood_and_serve_others_at_their_maximum() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_with(dir.path(), 0, |c| {
+        c.connections_max = 10;
+        c.connections_per_address_max = 3;
+        c.handshakes_per_address_max = 2;
+    });
+    let flood = [127, 0, 0, 2];
+    // Two connections from one address that do not say HELLO: the third
+    // is refused (handshakes_per_address_max = 2) ...
+    let mut p1 = connect_from(s.addr, flood);
+    let mut p2 = connect_from(s.addr, flood);
+    let mut p3 = connect_from(s.addr, flood);
+    let (code, msg) = p3.error();
+    assert_eq!(code, ErrorCode::Busy);
+    assert!(msg.contains("handshakes_per_address_max = 2"), "{msg}");
+    // ... while a producer from elsewhere is served.
+    let (mut other, _) = Client::hello(s.addr, "other");
+    other.data(0, &["served"]);
+    other.ack_until(1);
+    // Once they said HELLO, one more connection fits: 3 per address.
+    assert_eq!(say_hello(&mut p1, "f1"), Ok(0));
+    assert_eq!(say_hello(&mut p2, "f2"), Ok(0));
+    let mut f3 = connect_from(s.addr, flood);
+    assert_eq!(say_hello(&mut f3, "f3"), Ok(0));
+    let mut f4 = connect_from(s.addr, flood);
+    let (code, msg) = f4.error();
+    assert_eq!(code, ErrorCode::Busy);
+    assert!(msg.contains("connections_per_address_max = 3"), "{msg}");
+    // After one of them closes, that address is served again.
+    drop(p1);
+    let (_f5, next) = hello_eventually(s.addr, flood, "f5");
+    assert_eq!(next, 0);
+    assert_eq!(refusals(&s, "handshakes_per_address_max"), 1);
+    assert!(refusals(&s, "connections_per_address_max") >= 1);
+    assert_eq!(s.batch(), strs(&["served"]));
+    s.ssc.stop(false).unwrap();
+}
+
+#[test]
+fn a_connection_that_never_says_hello_is_closed_after_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_with(dir.path(), 0, |c| {
+        c.hello_timeout = Duration::from_millis(300);
+        c.read_timeout = Duration::from_secs(30);
+        c.idle_timeout = Duration::from_secs(30);
+    });
+    let t = Instant::now();
+    let mut silent = Client::connect(s.addr);
+    let mut half = Client::connect(s.addr);
+    let mut b = Vec::new();
+    encode_preamble(&mut b);
+    half.send(&b); // the preamble, never the HELLO
+    for c in [&mut silent, &mut half] {
+        let (code, msg) = c.error();
+        assert_eq!(code, ErrorCode::Timeout);
+        assert!(msg.contains("hello_timeout"), "{msg}");
+    }
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    assert_eq!(refusals(&s, "hello_timeout"), 2);
+    // A producer that greets in time is served past the deadline.
+    let (mut c, _) = Client::hello(s.addr, "p");
+    std::thread::sleep(Duration::from_millis(400));
+    c.data(0, &["late but greeted"]);
+    c.ack_until(1);
+    s.ssc.stop(false).unwrap();
+}
+
+#[test]
+fn the_limits_are_accepted_at_their_ceiling_and_refused_above() {
+    use weir::ingest::{CONNECTIONS_CEILING, PRODUCERS_CEILING};
+    type Tune = fn(&mut IngestConfig, usize);
+    let cases: [(&str, Tune, usize); 4] = [
+        (
+            "connections_max",
+            |c, v| c.connections_max = v,
+            CONNECTIONS_CEILING,
+        ),
+        (
+            "connections_per_address_max",
+            |c, v| c.connections_per_address_max = v,
+            CONNECTIONS_CEILING,
+        ),
+        (
+            "handshakes_per_address_max",
+            |c, v| c.handshakes_per_address_max = v,
+            CONNECTIONS_CEILING,
+        ),
+        (
+            "producers_max",
+            |c, v| c.producers_max = v,
+            PRODUCERS_CEILING,
+        ),
+    ];
+    for (name, tune, max) in cases {
+        for (v, ok) in [(max, true), (max + 1, false), (0, false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let r = StreamingContext::get_or_create(dir.path(), |b| {
+                let ssc = b.batch_interval(Duration::from_secs(1)).build()?;
+                let mut cfg = IngestConfig::new("127.0.0.1:0".parse().unwrap());
+                tune(&mut cfg, v);
+                ssc.ingest_stream_with("in", cfg, weir::ingest::payload_utf8)?;
+                Ok(ssc)
+            });
+            match r {
+                Ok(_) => assert!(ok, "{name} = {v} was accepted"),
+                Err(e) => {
+                    assert!(!ok, "{name} = {v} was refused: {e}");
+                    assert!(e.to_string().contains(name), "{e}");
+                }
+            }
+        }
+    }
+}
+
+// ---- Records the stream cannot process are refused before storing ----
+
+#[test]
+fn a_record_that_is_not_utf8_is_refused_and_nothing_of_it_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path());
+    let (mut c, _) = Client::hello(s.addr, "p");
+    let bad: &[u8] = b"caf\xe9";
+    let mut f = Vec::new();
+    encode_data(&mut f, 0, &[&b"ok"[..], bad, &b"after"[..]]);
+    c.send(&f);
+    c.ack_until(1);
+    let (code, msg) = c.error();
+    assert_eq!(code, ErrorCode::InvalidRecord);
+    assert!(msg.contains("record 1 ") && msg.contains("UTF-8"), "{msg}");
+    assert_eq!(refusals(&s, "invalid_record"), 1);
+    // The producer resumes at the refused record; nothing after it was
+    // stored either.
+    let (mut c, next) = Client::hello(s.addr, "p");
+    assert_eq!(next, 1);
+    c.data(1, &["fixed", "after"]);
+    c.ack_until(3);
+    assert_eq!(s.batch(), strs(&["ok", "fixed", "after"]));
+    // The feed library names the line (from 1) and fails.
+    let input: &[u8] = b"l0\nl1\nbad \xff line\nl3\n";
+    let e = feed(s.addr, input, FeedConfig::new("feeder")).unwrap_err();
+    assert!(
+        matches!(e, weir::ingest::FeedError::InvalidRecord { line: 2, .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("line 3 of the input"), "{e}");
+    assert_eq!(s.batch()[3..], strs(&["l0", "l1"]));
+    s.ssc.stop(false).unwrap();
+}
+
+#[test]
+fn idle_connections_make_room_for_a_producer_at_the_connection_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_with(dir.path(), 0, |c| {
+        c.connections_max = 4;
+        c.connections_per_address_max = 4;
+    });
+    // Four connections that said HELLO and then nothing fill the server
+    // (idle_timeout is a minute by default).
+    let mut idle: Vec<Client> = (0..4)
+        .map(|i| Client::hello(s.addr, &format!("idle-{i}")).0)
+        .collect();
+    // A producer with data is refused at first (busy), and each refusal
+    // closes the connection idle longest (idle at least 1 s): a retry
+    // gets in well before the idle timeout.
+    let t = Instant::now();
+    let (mut p, _) = hello_eventually(s.addr, [127, 0, 0, 1], "p");
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    p.data(0, &["served"]);
+    p.ack_until(1);
+    // One of the idle ones was told why.
+    let t = Instant::now();
+    let msg = 'found: loop {
+        for c in idle.iter_mut() {
+            if let Some(ServerFrame::Error { code, message, .. }) = c.try_frame() {
+                assert_eq!(code, Some(ErrorCode::Timeout));
+                break 'found message;
+            }
+        }
+        assert!(t.elapsed() < WAIT, "no idle connection was closed");
+    };
+    assert!(msg.contains("closed to make room"), "{msg}");
+    assert!(refusals(&s, "idle_evicted") >= 1);
+    assert!(refusals(&s, "connections_max") >= 1);
+    // An active producer is never the one closed: it still stores.
+    let mut q = Client::connect(s.addr);
+    let _ = q.error(); // busy while the slot frees
+    p.data(1, &["still served"]);
+    p.ack_until(2);
+    assert_eq!(s.batch(), strs(&["served", "still served"]));
+    drop(idle.drain(..));
+    s.ssc.stop(false).unwrap();
 }

@@ -324,10 +324,13 @@ fn a_failing_receiver_stops_the_context_naming_the_stream() {
     let err = ssc.stop(false).unwrap_err().to_string();
     assert!(err.contains("orders"), "{err}");
     drop(ssc);
-    // The record stored before the failure is in the log.
-    let (wal, _) =
-        weir::wal::Wal::open(dir.path().join("wal/orders"), WalConfig::default()).unwrap();
-    assert_eq!(wal.end(), 1);
+    // The record stored before the failure is in the log. Read without
+    // opening it: after a failed receiver the dropped context still holds
+    // its log open (and so its lock) in this process.
+    let report =
+        weir::wal::verify_dir(&weir::storage::RealFs, &dir.path().join("wal/orders")).unwrap();
+    assert!(report.problem.is_none());
+    assert_eq!(report.end_lsn(), Some(1));
 }
 
 #[test]
@@ -355,6 +358,7 @@ struct Hooked {
     fail: Arc<AtomicBool>,
     go: mpsc::Receiver<u64>,
     stored: mpsc::Sender<u64>,
+    backlog: Arc<AtomicU64>,
 }
 
 impl Receiver for Hooked {
@@ -369,6 +373,7 @@ impl Receiver for Hooked {
             }
         }));
         while !ctx.is_stopping() {
+            self.backlog.store(ctx.backlog_bytes(), Ordering::SeqCst);
             if let Ok(n) = self.go.recv_timeout(Duration::from_millis(20)) {
                 let rec = [b'x'; 100];
                 for _ in 0..n {
@@ -390,6 +395,7 @@ fn release_hook_runs_before_cleanup_and_a_failing_hook_keeps_segments() {
     let fail = Arc::new(AtomicBool::new(true));
     let (go_tx, go) = mpsc::channel();
     let (stored, stored_rx) = mpsc::channel();
+    let backlog = Arc::new(AtomicU64::new(0));
     let s = ssc
         .receiver_stream(
             "in",
@@ -398,6 +404,7 @@ fn release_hook_runs_before_cleanup_and_a_failing_hook_keeps_segments() {
                 fail: fail.clone(),
                 go,
                 stored,
+                backlog: backlog.clone(),
             },
             weir::receiver::utf8,
         )
@@ -405,7 +412,17 @@ fn release_hook_runs_before_cleanup_and_a_failing_hook_keeps_segments() {
     let _out = collect(&s);
     ssc.start().unwrap();
     let wal_dir = dir.path().join("wal/in");
-    let segment_files = || std::fs::read_dir(&wal_dir).unwrap().count();
+    // Segments only: the log's directory also holds its lock and its
+    // synced-end marker.
+    let segment_files = || {
+        std::fs::read_dir(&wal_dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".wal"))
+            })
+            .count()
+    };
     // 100-byte records in 256-byte segments: one record per segment.
     go_tx.send(5).unwrap();
     assert_eq!(stored_rx.recv_timeout(WAIT).unwrap(), 5);
@@ -419,6 +436,11 @@ fn release_hook_runs_before_cleanup_and_a_failing_hook_keeps_segments() {
         before,
         "a failing hook must keep the segments"
     );
+    // The batch committed every record, but the kept segments still hold
+    // disk: the backlog (what backpressure sees) counts their bytes.
+    wait_for("the kept segments in the backlog", || {
+        backlog.load(Ordering::SeqCst) >= 4 * 100
+    });
     fail.store(false, Ordering::SeqCst);
     go_tx.send(1).unwrap();
     assert_eq!(stored_rx.recv_timeout(WAIT).unwrap(), 6);
@@ -428,6 +450,9 @@ fn release_hook_runs_before_cleanup_and_a_failing_hook_keeps_segments() {
     // The hook saw every segment still there; cleanup came after it.
     assert_eq!(calls.lock().unwrap()[1], (6, before));
     assert!(segment_files() < before, "cleanup after a good hook");
+    wait_for("an empty backlog after cleanup", || {
+        backlog.load(Ordering::SeqCst) == 0
+    });
     ssc.stop(false).unwrap();
 }
 

@@ -1,8 +1,8 @@
-//! Exactly-once of `text_file_stream` across real SIGKILLs: while a mover
-//! thread moves files (some large, so kills land mid-file) into the input
-//! directory, the test-support binary (`weir-testkit test-dir-pipeline`,
+//! Exactly-once of `text_file_stream` across real SIGKILLs: before each
+//! run the test moves five more files (one large, so kills land mid-file)
+//! into the input directory; the test-support binary (`weir-testkit test-dir-pipeline`,
 //! text_file_stream → save_as_text_files) is killed with SIGKILL at random
-//! moments twelve times and restarted; a last run finishes. Every line of
+//! moments, once it has logged input, at least twelve times and restarted; a last run finishes. Every line of
 //! every moved file must be in the output exactly once, no temp file's line
 //! may appear, and no output file may be partial.
 //!
@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 const FILES: u64 = 40;
 const KILLS: usize = 12;
-const KILLS_MAX: usize = 40;
+/// Files moved into the input directory before each run; files 5k..5k+4
+/// hold one large file, so each of the first eight runs has one.
+const FILES_PER_RUN: u64 = 5;
 
 fn lines_of(f: u64) -> u64 {
     if f % 5 == 0 {
@@ -31,6 +33,19 @@ fn line(f: u64, i: u64) -> String {
     format!("file{f:03} line{i:06} {}", "x".repeat((i % 17) as usize))
 }
 
+/// Writes file `f` in `staging` and renames it into `input` (atomic, as
+/// a producer should).
+fn move_in(staging: &Path, input: &Path, f: u64) {
+    let mut text = String::new();
+    for i in 0..lines_of(f) {
+        text.push_str(&line(f, i));
+        text.push('\n');
+    }
+    let tmp = staging.join(format!("f{f}"));
+    std::fs::write(&tmp, text).expect("write staged file");
+    std::fs::rename(&tmp, input.join(format!("f{f:03}.txt"))).expect("move file in");
+}
+
 /// Starts a run; its log goes to `root/log-<run>` (info level).
 fn spawn(bin: &str, root: &Path, run: usize) -> Child {
     let log = std::fs::File::create(root.join(format!("log-{run}"))).expect("log file");
@@ -41,7 +56,7 @@ fn spawn(bin: &str, root: &Path, run: usize) -> Child {
         .arg(root.join("data"))
         .arg(root.join("in"))
         .arg(root.join("out"))
-        .args(["--interval-ms", "50"])
+        .args(["--interval-ms", "50", "--lines-per-chunk", "4"])
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn weir")
@@ -88,24 +103,6 @@ fn every_line_of_every_file_is_output_exactly_once_across_sigkills() {
     for n in [".hidden", "part.tmp", "big._COPYING_", "_SUCCESS"] {
         std::fs::write(input.join(n), "TEMP LINE\n").unwrap();
     }
-    let mover = {
-        let (input, staging) = (input.clone(), staging.clone());
-        std::thread::spawn(move || {
-            let mut rng = 0xD1A5u64;
-            for f in 0..FILES {
-                let mut text = String::new();
-                for i in 0..lines_of(f) {
-                    text.push_str(&line(f, i));
-                    text.push('\n');
-                }
-                let tmp = staging.join(format!("f{f}"));
-                std::fs::write(&tmp, text).unwrap();
-                std::fs::rename(&tmp, input.join(format!("f{f:03}.txt"))).unwrap();
-                // Spread the moves over the kills (pacing, not correctness).
-                std::thread::sleep(Duration::from_millis(next_rand(&mut rng) % 150));
-            }
-        })
-    };
     let bin = env!("CARGO_BIN_EXE_weir-testkit");
     let mut rng = 0xF11E5 ^ u64::from(std::process::id());
     let resumed = |runs: usize| {
@@ -116,27 +113,35 @@ fn every_line_of_every_file_is_output_exactly_once_across_sigkills() {
             .filter(|log| log.contains("continuing a partly logged file"))
             .count()
     };
-    // At least KILLS kills, and more (up to KILLS_MAX) until two of them
-    // are known to have landed mid-file.
-    let mut runs = 0;
-    while runs < KILLS || (resumed(runs) < 2 && runs < KILLS_MAX) {
-        let before = bytes_under(&root.path().join("data"));
-        let mut child = spawn(bin, root.path(), runs);
-        // Kill once this run has stored something (so, under load too, the
-        // kill lands while files are being read, not during start-up), at a
-        // random moment after that; bounded, so an idle run is killed too.
-        let started = Instant::now();
-        while bytes_under(&root.path().join("data")) == before
-            && started.elapsed() < Duration::from_secs(10)
-        {
-            std::thread::sleep(Duration::from_millis(5));
+    let wal = root.path().join("data").join("wal");
+    // Each run is given the next FILES_PER_RUN files (one of them large)
+    // before it starts, so every run has a file to be killed in, however
+    // fast or slow the build. At least KILLS runs, and more while files
+    // remain until two kills are known to have landed mid-file.
+    let (mut runs, mut moved) = (0, 0);
+    while runs < KILLS || (resumed(runs) < 2 && moved < FILES) {
+        let until = (moved + FILES_PER_RUN).min(FILES);
+        for f in moved..until {
+            move_in(&staging, &input, f);
         }
-        std::thread::sleep(Duration::from_millis(next_rand(&mut rng) % 300));
+        moved = until;
+        let before = bytes_under(&wal);
+        let mut child = spawn(bin, root.path(), runs);
+        // Kill once this run has logged input (so the kill lands while
+        // files are being read, not during start-up), at a random moment
+        // after that; bounded, so a run with nothing to read is killed too.
+        let started = Instant::now();
+        while bytes_under(&wal) == before && started.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(next_rand(&mut rng) % 20));
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
         runs += 1;
     }
-    mover.join().unwrap();
+    for f in moved..FILES {
+        move_in(&staging, &input, f);
+    }
 
     let total: u64 = (0..FILES).map(lines_of).sum();
     let out = root.path().join("out");

@@ -1,6 +1,8 @@
 //! `socket_text_stream` over loopback: lines arrive in batches exactly as
 //! sent; the receiver reconnects after the server closes or refuses;
-//! over-long lines are dropped and counted, invalid UTF-8 is replaced, CRLF
+//! over-long lines are dropped and counted (the moment they pass the limit,
+//! before any newline), records split on a delimiter of one's own (the
+//! Spark tutorial's `__end`), invalid UTF-8 is replaced, CRLF
 //! and NUL bytes handled by the stated rules; a full backlog stops reading
 //! (the server's writes block) until batches commit; stop is prompt. Batches
 //! run on a manual clock; every wait is bounded.
@@ -176,6 +178,163 @@ fn overlong_lines_garbage_and_invalid_utf8_follow_the_rules() {
     p.ssc.stop(false).unwrap();
 }
 
+/// Issue 14: a server that never sends a newline (the Spark tutorial's
+/// sends `text + " __end"`) is seen at once: the line is counted too long
+/// the moment it passes `line_bytes_max`, before any newline arrives, and
+/// only once however many more bytes follow; the newline then ends it and
+/// the next line is kept. (Before, nothing moved until a newline came.)
+#[test]
+fn a_server_without_newlines_counts_a_line_too_long_before_any_newline() {
+    let (p, listener) = started(
+        1 << 20,
+        SocketConfig {
+            line_bytes_max: 1024,
+            ..fast()
+        },
+    );
+    let (mut s, _) = listener.accept().unwrap();
+    let tweet = b"Spark streaming is fun #spark __end";
+    let mut sent = 0u64;
+    while sent <= 1024 {
+        s.write_all(tweet).unwrap();
+        sent += tweet.len() as u64;
+    }
+    wait_for("the line counted too long", || {
+        SocketStats::get(&p.stats.lines_too_long) == 1
+    });
+    for _ in 0..200 {
+        s.write_all(tweet).unwrap();
+        sent += tweet.len() as u64;
+    }
+    wait_for("every byte read", || {
+        SocketStats::get(&p.stats.bytes_read) == sent
+    });
+    assert_eq!(
+        SocketStats::get(&p.stats.lines_too_long),
+        1,
+        "once per line"
+    );
+    assert_eq!(stored(&p), 0);
+    s.write_all(b"\nafter the newline\n").unwrap();
+    wait_for("the next line", || stored(&p) == 1);
+    assert_eq!(p.batch(), vec!["after the newline".to_string()]);
+    assert_eq!(SocketStats::get(&p.stats.lines_too_long), 1);
+    p.ssc.stop(false).unwrap();
+}
+
+/// A slow server that never sends the delimiter is reported long before
+/// its text reaches `line_bytes_max`: once per connection, in the log and
+/// as the receiver's last error; a server that does send it, split across
+/// writes with pauses, is not.
+#[test]
+fn a_server_that_sends_no_delimiter_for_a_while_is_reported_once() {
+    let warn_after = Duration::from_secs(1);
+    let (p, listener) = started(
+        1 << 20,
+        SocketConfig {
+            unterminated_warn_after: warn_after,
+            ..fast()
+        },
+    );
+    let health = || {
+        p.ssc
+            .receiver_health()
+            .into_iter()
+            .find(|(n, _)| n == "lines")
+            .expect("the receiver")
+            .1
+    };
+    let (mut s, _) = listener.accept().unwrap();
+    // Records split across writes, a pause shorter than the limit inside
+    // each: no warning.
+    for _ in 0..3 {
+        s.write_all(b"half a ").unwrap();
+        std::thread::sleep(warn_after / 50);
+        s.write_all(b"line\n").unwrap();
+    }
+    wait_for("three lines", || stored(&p) == 3);
+    let t0 = Instant::now();
+    s.write_all(b"Spark streaming is fun #spark __end").unwrap();
+    wait_for("the warning", || {
+        SocketStats::get(&p.stats.unterminated_warnings) == 1
+    });
+    assert!(t0.elapsed() >= warn_after, "warned too early");
+    let err = health().last_error.expect("a last error").message;
+    assert!(err.contains("without the delimiter \"\\n\""), "{err}");
+    assert!(err.contains("delimiter = \"...\""), "{err}");
+    // More of the same: still one warning on this connection.
+    s.write_all(b"Another tweet __end").unwrap();
+    wait_for("every byte read", || {
+        SocketStats::get(&p.stats.bytes_read) == 3 * 12 + 35 + 19
+    });
+    std::thread::sleep(warn_after);
+    assert_eq!(SocketStats::get(&p.stats.unterminated_warnings), 1);
+    assert_eq!(SocketStats::get(&p.stats.lines_too_long), 0);
+    assert_eq!(stored(&p), 3);
+    // A new connection may warn again.
+    drop(s);
+    let (mut s, _) = listener.accept().unwrap();
+    s.write_all(b"no end").unwrap();
+    wait_for("the second connection's warning", || {
+        SocketStats::get(&p.stats.unterminated_warnings) == 2
+    });
+    p.ssc.stop(false).unwrap();
+}
+
+/// The Spark tutorial's tweet server: `text + " __end"` per tweet, no
+/// newline, several tweets per write, one tweet split across two writes,
+/// then the delimiter itself sent one byte per read. With `delimiter =
+/// "__end"` the records are exactly the tweets, bytes kept as sent (the
+/// space before `__end` stays).
+#[test]
+fn the_tutorials_server_with_delimiter_end_gives_exactly_the_tweets() {
+    let (p, listener) = started(
+        1 << 20,
+        SocketConfig {
+            delimiter: b"__end".to_vec(),
+            line_bytes_max: 256,
+            ..fast()
+        },
+    );
+    let tweets: Vec<String> = (0..40)
+        .map(|i| format!("Tweet {i} about #Spark and @weir"))
+        .collect();
+    let sent: Vec<String> = tweets.iter().map(|t| format!("{t} __end")).collect();
+    let (mut s, _) = listener.accept().unwrap();
+    s.set_nodelay(true).unwrap();
+    // Several tweets per write.
+    s.write_all(sent[..10].concat().as_bytes()).unwrap();
+    // One tweet split across two writes, inside its delimiter.
+    let mut read = (sent[..10].concat().len()) as u64;
+    wait_for("the first writes read", || {
+        SocketStats::get(&p.stats.bytes_read) == read
+    });
+    let (a, b) = sent[10].split_at(sent[10].len() - 3);
+    for part in [a, b] {
+        s.write_all(part.as_bytes()).unwrap();
+        read += part.len() as u64;
+        wait_for("one write read", || {
+            SocketStats::get(&p.stats.bytes_read) == read
+        });
+    }
+    // One tweet one byte per read.
+    for byte in sent[11].as_bytes() {
+        s.write_all(&[*byte]).unwrap();
+        read += 1;
+        wait_for("one byte read", || {
+            SocketStats::get(&p.stats.bytes_read) == read
+        });
+    }
+    // The rest in one write; the connection stays open (no newline, no
+    // close: only the delimiter ends a record).
+    s.write_all(sent[12..].concat().as_bytes()).unwrap();
+    wait_for("every tweet", || stored(&p) == tweets.len() as u64);
+    let want: Vec<String> = tweets.iter().map(|t| format!("{t} ")).collect();
+    assert_eq!(p.batch(), want);
+    assert_eq!(SocketStats::get(&p.stats.lines_too_long), 0);
+    p.ssc.stop(false).unwrap();
+}
+
 #[test]
 fn a_reset_connection_discards_only_the_unterminated_line() {
     let (p, listener) = started(1 << 20, fast());
@@ -335,6 +494,23 @@ fn invalid_settings_are_refused_with_the_stream_name() {
         e.contains("stream `s`") && e.contains("line_bytes_max"),
         "{e}"
     );
+    for delimiter in [
+        Vec::new(),
+        vec![b'x'; weir::receiver::DELIMITER_BYTES_MAX + 1],
+    ] {
+        let e = ssc
+            .socket_text_stream_with(
+                "d",
+                "127.0.0.1:1",
+                SocketConfig {
+                    delimiter,
+                    ..SocketConfig::default()
+                },
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("stream `d`") && e.contains("delimiter"), "{e}");
+    }
 }
 
 /// Invalid UTF-8 triples a line (U+FFFD is 3 bytes), so limits are checked

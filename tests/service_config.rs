@@ -3,6 +3,8 @@
 //! pipeline computes exactly what a model of it computes, batch by batch,
 //! on a manual clock.
 
+mod service_common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -73,6 +75,103 @@ fn every_sample_pipeline_and_the_demo_pass_weir_check() {
         }
     }
     assert!(whole >= 3, "docs/pipeline.md has {whole} whole examples");
+}
+
+/// `weir check FILE` with its exit code and stderr.
+fn weir_check(file: &Path) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("check")
+        .arg(file)
+        .output()
+        .expect("run weir check");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A file that never ends, or is only just too long, is refused after
+/// reading at most one byte more than the limit; one at the limit is read.
+#[test]
+fn weir_check_reads_at_most_the_file_limit() {
+    use weir::service::config::CONFIG_BYTES_MAX;
+    let (code, stderr) = weir_check(Path::new("/dev/zero"));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("longer than {CONFIG_BYTES_MAX} bytes")),
+        "{stderr}"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("p.toml");
+    let body = format!("{HEAD}[[sink]]\nkind = \"print\"\n");
+    let pad = |n: usize| format!("{body}{}\n", "#".repeat(n - body.len() - 1));
+    std::fs::write(&f, pad(CONFIG_BYTES_MAX)).expect("write");
+    let (code, stderr) = weir_check(&f);
+    assert_eq!(code, Some(0), "a file of exactly the limit: {stderr}");
+    std::fs::write(&f, pad(CONFIG_BYTES_MAX + 1)).expect("write");
+    let (code, stderr) = weir_check(&f);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("longer than {CONFIG_BYTES_MAX} bytes")),
+        "{stderr}"
+    );
+
+    let mut bytes = body.into_bytes();
+    bytes.extend_from_slice(b"# \xff\n");
+    std::fs::write(&f, &bytes).expect("write");
+    let (code, stderr) = weir_check(&f);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("byte {} is not valid UTF-8", bytes.len() - 2)),
+        "{stderr}"
+    );
+}
+
+/// The limits `weir check` applies are the ones `run` applies: at the
+/// maximum both accept, one past it both refuse (check with the line).
+#[test]
+fn check_and_run_agree_on_the_batch_interval_and_name_limits() {
+    use weir::context::BATCH_INTERVAL_MAX;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("p.toml");
+    let with = |interval: &str, id: &str| {
+        format!(
+            "[pipeline]\nbatch_interval = \"{interval}\"\n[[source]]\nid = \"{id}\"\n\
+             kind = \"generator\"\n[[sink]]\nkind = \"print\"\n"
+        )
+    };
+    let max_ms = BATCH_INTERVAL_MAX.as_millis();
+    let longest = "n".repeat(weir::STREAM_NAME_BYTES_MAX);
+    std::fs::write(&f, with(&format!("{max_ms}ms"), &longest)).expect("write");
+    let (code, stderr) = weir_check(&f);
+    assert_eq!(code, Some(0), "{stderr}");
+    let built = weir::StreamingContext::builder()
+        .batch_interval(BATCH_INTERVAL_MAX)
+        .build();
+    assert!(built.is_ok(), "the engine refuses what check accepts");
+
+    std::fs::write(&f, with(&format!("{}ms", max_ms + 1), "in")).expect("write");
+    let (code, stderr) = weir_check(&f);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(":2:18: pipeline.batch_interval: expected a duration of at most 24 h"),
+        "{stderr}"
+    );
+    let built = weir::StreamingContext::builder()
+        .batch_interval(BATCH_INTERVAL_MAX + Duration::from_millis(1))
+        .build();
+    let e = match built {
+        Ok(_) => panic!("the engine accepts what check refuses"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("batch_interval"), "{e}");
+
+    std::fs::write(&f, with("1s", &format!("{longest}n"))).expect("write");
+    let (code, stderr) = weir_check(&f);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("source[0].id"), "{stderr}");
+    assert!(stderr.contains("at most 128 bytes"), "{stderr}");
 }
 
 #[test]
@@ -175,12 +274,48 @@ fn mistakes_are_located_with_key_expected_and_hint() {
         (4, 11, "source[0].address")
     );
     assert_eq!(e.found.as_deref(), Some("\"10.0.0.1:9999\""));
+    // A socket source's delimiter: 1 to 64 bytes, kept exactly.
+    let socket = |d: &str| {
+        format!("[[source]]\nid = \"s\"\nkind = \"socket\"\naddress = \"127.0.0.1:9999\"\ndelimiter = \"{d}\"\n[[sink]]\nkind = \"print\"\n")
+    };
+    for (d, found) in [(String::new(), "0 bytes"), ("x".repeat(65), "65 bytes")] {
+        let e = err(&socket(&d));
+        assert_eq!((e.line, e.key.as_str()), (5, "source[0].delimiter"));
+        assert_eq!(e.expected, "1 to 64 bytes of text that end each record");
+        assert_eq!(e.found.as_deref(), Some(found));
+        assert!(e.hint.contains("delimiter = \"__end\""), "{e}");
+    }
+    for d in ["__end", " __end", "\\r\\n", &"x".repeat(64)] {
+        let p = parse("p.toml", &socket(d), Path::new("/base")).expect("a valid delimiter");
+        assert!(format!("{p:?}").contains("delimiter: Some("), "{p:?}");
+    }
     let e = err("[[source]]\nid = \"s\"\nkind = \"ingest\"\npath = \"x\"\n");
     assert_eq!((e.line, e.key.as_str()), (4, "source[0].path"));
     assert_eq!(
         e.expected,
-        "only keys that apply to kind = \"ingest\" (address, rate_max)"
+        "only keys that apply to kind = \"ingest\" (address, rate_max, connections_max, connections_per_address_max, handshakes_per_address_max, hello_timeout_ms, producers_max, producers_idle_ms_max, partitions)"
     );
+    // The ingest limits: accepted at their ceiling, refused above it.
+    let ingest = |kv: &str| {
+        format!("[[source]]\nid = \"s\"\nkind = \"ingest\"\naddress = \"127.0.0.1:0\"\n{kv}\n[[sink]]\nkind = \"print\"\n")
+    };
+    for (key, max) in [
+        ("connections_max", 65_536u64),
+        ("connections_per_address_max", 65_536),
+        ("handshakes_per_address_max", 65_536),
+        ("hello_timeout_ms", 600_000),
+        ("producers_max", 10_000_000),
+        ("producers_idle_ms_max", 315_360_000_000),
+    ] {
+        parse("p.toml", &ingest(&format!("{key} = {max}")), Path::new("."))
+            .unwrap_or_else(|e| panic!("{key} = {max} refused: {e}"));
+        let e = err(&ingest(&format!("{key} = {}", max + 1)));
+        assert_eq!(
+            (e.key.clone(), e.found.clone()),
+            (format!("source[0].{key}"), Some((max + 1).to_string()))
+        );
+        assert!(err(&ingest(&format!("{key} = 0"))).key.ends_with(key));
+    }
 
     // A key-value table maps keys to values: not from text lines.
     let e = err(&format!("{HEAD}[[sink]]\nkind = \"kv\"\ntable = \"t\"\n"));
@@ -231,6 +366,13 @@ fn mistakes_are_located_with_key_expected_and_hint() {
 
 fn run_pipeline(toml: &str, batches: u64) -> (tempfile::TempDir, Vec<u64>) {
     let dir = tempfile::tempdir().expect("tempdir");
+    let times = run_pipeline_in(&dir, toml, batches);
+    (dir, times)
+}
+
+/// Runs `toml` in `dir` (its files, such as an initial state, already
+/// there) for `batches` batches; the batch times.
+fn run_pipeline_in(dir: &tempfile::TempDir, toml: &str, batches: u64) -> Vec<u64> {
     let p = parse("t.toml", toml, dir.path()).unwrap_or_else(|e| panic!("{e}"));
     let clock = Arc::new(ManualClock::new(0));
     let (ssc, _c) = weir::service::build(&p, dir.path(), clock.clone()).expect("build");
@@ -242,7 +384,7 @@ fn run_pipeline(toml: &str, batches: u64) -> (tempfile::TempDir, Vec<u64>) {
         times.push(t);
     }
     ssc.stop(false).expect("stop");
-    (dir, times)
+    times
 }
 
 fn records(cfg: GeneratorConfig, range: std::ops::Range<u64>) -> Vec<String> {
@@ -267,9 +409,38 @@ fn read_pairs(path: &Path) -> BTreeMap<String, i64> {
 
 #[test]
 fn running_totals_from_toml_match_a_model_batch_by_batch() {
+    running_totals_match_a_model("", &[]);
+}
+
+/// `initial = "init.tsv"`: the totals start from the file's pairs (a key
+/// the input has too, and one it never has).
+#[test]
+fn running_totals_start_from_the_initial_file() {
+    running_totals_match_a_model("", &[("#only-initial", 7), ("FIRST", 100)]);
+}
+
+/// The largest `partitions` `weir check` accepts runs: memory and time per
+/// batch grow linearly with partitions, not with their square (16,384 used
+/// to run out of memory before the first batch).
+#[test]
+fn running_totals_at_the_partition_maximum_match_the_model() {
+    let max = weir::context::PARTITIONS_MAX;
+    running_totals_match_a_model(&format!("partitions = {max}"), &[]);
+    let too_many = format!(
+        "[pipeline]\npartitions = {}\n{HEAD}[[sink]]\nkind = \"print\"\n",
+        max + 1
+    );
+    let e = err(&too_many);
+    assert_eq!(e.key, "pipeline.partitions", "{e}");
+}
+
+/// `initial`: pairs for an initial-state file (`FIRST` stands for the
+/// input's first hashtag); none: no `initial` key.
+fn running_totals_match_a_model(pipeline_extra: &str, initial: &[(&str, i64)]) {
     let toml = r#"
 [pipeline]
 batch_interval = "1s"
+EXTRA
 [[source]]
 id = "in"
 kind = "generator"
@@ -285,11 +456,12 @@ regex = '^[#@]'
 [[step]]
 id = "totals"
 op = "running_total"
+INITIAL
 [[sink]]
 kind = "text_files"
 prefix = "out/totals"
-"#;
-    let (dir, times) = run_pipeline(toml, 5);
+"#
+    .replace("EXTRA", pipeline_extra);
     let all = records(
         GeneratorConfig {
             records_per_second: 10,
@@ -298,7 +470,27 @@ prefix = "out/totals"
         },
         0..35,
     );
+    let first = all
+        .iter()
+        .flat_map(|r| r.split_whitespace())
+        .map(|w| w.to_lowercase())
+        .find(|w| w.starts_with('#'))
+        .expect("a hashtag");
     let mut model: BTreeMap<String, i64> = BTreeMap::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml = if initial.is_empty() {
+        toml.replace("INITIAL", "")
+    } else {
+        let mut file = "\n".to_string();
+        for (k, n) in initial {
+            let k = if *k == "FIRST" { first.as_str() } else { k };
+            file.push_str(&format!("{k}\t{n}\n"));
+            model.insert(k.to_string(), *n);
+        }
+        std::fs::write(dir.path().join("init.tsv"), file).expect("write");
+        toml.replace("INITIAL", "initial = \"init.tsv\"")
+    };
+    let times = run_pipeline_in(&dir, &toml, 5);
     for (i, t) in times.iter().enumerate() {
         // 10 records a second from the start, 35 in all.
         let end = ((i as u64 + 1) * 10).min(35);
@@ -457,7 +649,10 @@ fn a_bad_json_line_fails_its_batch_unless_dropped() {
     let t = clock.advance(1000);
     let e = ssc.await_batch(t, WAIT).expect_err("the batch fails");
     let msg = e.to_string();
-    assert!(msg.contains("step `p`: a line is not JSON"), "{msg}");
+    assert!(
+        msg.contains("step `p` could not process record 0 of stream `in`: not JSON"),
+        "{msg}"
+    );
     assert!(!dir.path().join(format!("out/p-{t}.jsonl")).exists());
 }
 
@@ -513,7 +708,8 @@ fn the_systemd_unit_has_what_operations_md_promises() {
         .expect("unit");
     for line in [
         "Type=notify",
-        "ExecStartPre=/usr/local/bin/weir check /etc/weir/pipeline.toml",
+        "ExecStartPre=/usr/local/bin/weir check --data-dir /var/lib/weir /etc/weir/pipeline.toml",
+        "ExecReload=/bin/kill -HUP $MAINPID",
         "ExecStart=/usr/local/bin/weir run /etc/weir/pipeline.toml --log-format json",
         "Restart=on-failure",
         "WatchdogSec=30s",
@@ -622,7 +818,7 @@ fn a_wrong_type_names_the_key_path_the_type_and_what_was_found() {
     assert_eq!(e.found.as_deref(), Some("true"));
     assert_eq!(
         e.hint,
-        "every batch covers this much time; 1s is a good start"
+        "every batch covers this much time (at most 24h); 1s is a good start"
     );
 
     // Lists and tables of the wrong shape.
@@ -688,4 +884,169 @@ fn the_docs_tables_of_ops_sinks_and_sources_are_the_tables_of_the_code() {
             "docs/pipeline.md is behind the code: paste {name}() between its markers"
         );
     }
+}
+
+// ---- issue 14: each `weir check` message, through the real binary -----
+
+/// `weir check` on a file holding `bytes`: (exit code, stderr, file).
+fn check_bytes(bytes: &[u8]) -> (Option<i32>, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("p.toml");
+    std::fs::write(&f, bytes).expect("write");
+    let (code, stderr) = weir_check(&f);
+    (
+        code,
+        stderr.replace(&f.display().to_string(), "p.toml"),
+        dir,
+    )
+}
+
+#[test]
+fn weir_check_names_the_key_of_a_word_given_for_a_number() {
+    let (code, stderr, _d) =
+        check_bytes(format!("{HEAD}[[sink]]\nkind = \"print\"\ncount = \"ten\"\n").as_bytes());
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.starts_with("error: p.toml:6:9: sink[0].count: expected a whole number from 1 to 1000000, found \"ten\"\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: records printed per batch"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn weir_check_names_the_key_of_a_boolean_batch_interval() {
+    let (code, stderr, _d) = check_bytes(
+        format!("[pipeline]\nbatch_interval = true\n{HEAD}[[sink]]\nkind = \"print\"\n").as_bytes(),
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.starts_with("error: p.toml:2:18: pipeline.batch_interval: expected a duration such as \"500ms\", \"1s\", \"2m\" or a whole number of milliseconds, found true\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .contains("hint: every batch covers this much time (at most 24h); 1s is a good start"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn weir_check_blames_a_slide_longer_than_its_window_on_the_window_not_the_interval() {
+    let (code, stderr, _d) = check_bytes(
+        format!(
+            "{HEAD}[[step]]\nid = \"w\"\nop = \"window_count\"\nwindow = \"2s\"\nslide = \"4s\"\n[[sink]]\nkind = \"print\"\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.starts_with("error: p.toml:8:9: step[0].slide: expected a slide of at most the window (2000 ms), found 4000 ms\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: a window is computed every slide over the last `window`: lengthen the window or shorten the slide"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("batch interval"), "{stderr}");
+    // A slide that is not whole batches still names the interval.
+    let e = err(&format!(
+        "{HEAD}[[step]]\nid = \"w\"\nop = \"window_count\"\nwindow = \"2s\"\nslide = \"1500ms\"\n"
+    ));
+    assert_eq!((e.line, e.column, e.key.as_str()), (8, 9, "step[0].slide"));
+    assert_eq!(e.expected, "a multiple of the batch interval (1000 ms)");
+}
+
+#[test]
+fn weir_check_locates_invalid_utf8_by_line_and_column_without_a_permissions_hint() {
+    let mut bytes = format!("{HEAD}[[sink]]\nkind = \"print\"\n# café ").into_bytes();
+    let offset = bytes.len();
+    bytes.extend_from_slice(b"\xff\n");
+    let (code, stderr, _d) = check_bytes(&bytes);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        stderr,
+        format!("error: p.toml:6:8: the pipeline file is not UTF-8 text: byte {offset} is not valid UTF-8; save it as UTF-8 (for example `iconv -f latin1 -t utf-8`)\n")
+    );
+    assert!(!stderr.contains("permission"), "{stderr}");
+}
+
+#[test]
+fn a_dropped_long_line_is_not_blamed_on_a_key_pipeline_files_lack() {
+    // The directory source's warning for a line over its 64 KiB limit: it
+    // used to say "raise line_bytes_max", which no pipeline file can set.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).expect("spool");
+    let f = dir.path().join("p.toml");
+    std::fs::write(
+        &f,
+        format!(
+            "[pipeline]\nbatch_interval = \"200ms\"\n[[source]]\nid = \"in\"\nkind = \"directory\"\npath = \"{}\"\n[[sink]]\nkind = \"print\"\n",
+            spool.display()
+        ),
+    )
+    .expect("write");
+    std::fs::write(
+        spool.join("a.log"),
+        format!("{}\nshort\n", "x".repeat(70_000)),
+    )
+    .expect("write a long line");
+    let (mut g, rx) = service_common::spawn_logged(
+        service_common::weir()
+            .arg("run")
+            .arg(&f)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--http-address", "off"]),
+    );
+    let l = service_common::line_with(&rx, "dropped a line longer than line_bytes_max");
+    assert!(!l.contains("raise line_bytes_max"), "{l}");
+    assert!(l.contains("pipeline files use the 64 KiB default"), "{l}");
+    g.signal("TERM");
+    assert_eq!(g.wait_exit(Duration::from_secs(30)).code(), Some(0));
+}
+
+/// `partitions` on a socket or directory source: 1 to 64, said in
+/// `weir check`'s words with the logs it writes; compiled into one stream
+/// the steps read (a build on a data directory registers one log per
+/// partition).
+#[test]
+fn source_partitions_are_checked_described_and_built() {
+    let file = |kind: &str, n: &str| {
+        format!(
+            "[[source]]\nid = \"in\"\nkind = \"{kind}\"\n{}\npartitions = {n}\n\
+             [[step]]\nop = \"split\"\n[[sink]]\nkind = \"print\"\n",
+            if kind == "socket" {
+                "address = \"127.0.0.1:9\""
+            } else {
+                "path = \"spool\""
+            }
+        )
+    };
+    for bad in ["0", "65", "\"4\""] {
+        let e = err(&file("socket", bad));
+        assert_eq!((e.line, e.key.as_str()), (5, "source[0].partitions"), "{e}");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("spool")).expect("mkdir");
+    let p = parse("p.toml", &file("directory", "64"), dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let words = weir::service::describe(&p);
+    assert!(
+        words.contains("(64 receivers, logs wal/in-p0 to wal/in-p63)"),
+        "{words}"
+    );
+    let p = parse("p.toml", &file("socket", "3"), dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let words = weir::service::describe(&p);
+    assert!(
+        words.contains("(3 connections, logs wal/in-p0 to wal/in-p2)"),
+        "{words}"
+    );
+    let data = dir.path().join("data");
+    let (ssc, _) = weir::service::build(&p, &data, Arc::new(ManualClock::new(0))).expect("build");
+    let mut logs: Vec<String> = ssc.input_logs().into_iter().map(|(n, _)| n).collect();
+    logs.sort();
+    assert_eq!(logs, vec!["in-p0", "in-p1", "in-p2"]);
 }

@@ -6,13 +6,11 @@
 
 mod service_common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use service_common::{line_with, spawn_logged, testkit, wait_for, weir, Guard, DEADLINE};
+use service_common::{http_get, line_with, spawn_logged, testkit, wait_for, weir, Guard, DEADLINE};
 
 /// Spawns `weir ARGS` with extra environment; stderr lines come through
 /// the receiver.
@@ -23,17 +21,6 @@ fn spawn(args: &[&str], envs: &[(&str, &str)]) -> (Guard, std::sync::mpsc::Recei
         cmd.env(k, v);
     }
     spawn_logged(&mut cmd)
-}
-
-fn http_get(addr: &str, path: &str) -> (String, String) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("write");
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("read");
-    let (head, body) = resp.split_once("\r\n\r\n").expect("head/body");
-    (head.to_string(), body.to_string())
 }
 
 fn metric(body: &str, name: &str) -> f64 {
@@ -355,6 +342,13 @@ fn status_reports_logs_and_backlog() {
     let (code, _, err) = status();
     assert_eq!(code, Some(1));
     assert!(err.contains("has no checkpoint"), "{err}");
+    // A log filled before the first start: adopted deliberately.
+    let adopted = weir()
+        .args(["checkpoint", "adopt-logs"])
+        .arg(&data)
+        .output()
+        .expect("adopt-logs");
+    assert!(adopted.status.success());
     let out = testkit()
         .arg("test-pipeline")
         .arg(&data)

@@ -121,6 +121,43 @@ fn cleanup_keeps_every_segment_at_or_above_the_cut() {
 }
 
 #[test]
+fn a_failed_segment_deletion_is_counted_kept_listed_and_retried() {
+    use weir::storage::sim::{Fault, SimFs};
+    let fs = Arc::new(SimFs::new());
+    let dir = std::path::Path::new("/wal");
+    let (wal, _) = Wal::open_with(fs.clone(), dir, tiny()).expect("open");
+    for i in 0..100 {
+        wal.append(&[rec(i)]).expect("append");
+    }
+    let before = wal.segments();
+    assert!(before.len() > 3, "{} segments", before.len());
+    fs.set_fault(Fault::FailRemoveFrom(2));
+    let err = wal
+        .remove_segments_below(80)
+        .expect_err("the second deletion fails");
+    assert!(err.to_string().contains("delete segment"), "{err}");
+    let st = wal.stats();
+    assert_eq!(st.segment_removals_failed, 1);
+    assert_eq!(st.segments_removed, 1);
+    // The segment that failed, and every one after it, are still listed:
+    // the next call retries them, and their bytes are reported as kept.
+    assert_eq!(wal.segments()[..], before[1..]);
+    let kept = wal.kept_bytes_below(80);
+    assert!(kept > 0);
+    assert_eq!(wal.stats().kept_bytes, kept);
+    let err = wal.remove_segments_below(80).expect_err("still failing");
+    assert!(err.to_string().contains("delete segment"), "{err}");
+    assert_eq!(wal.stats().segment_removals_failed, 2);
+    fs.clear_faults();
+    let removed = wal.remove_segments_below(80).expect("retried");
+    assert!(removed > 0);
+    assert_eq!(wal.kept_bytes_below(80), 0);
+    assert!(wal.first_lsn() <= 80 && wal.first_lsn() > 0);
+    let got = wal.read(wal.first_lsn()..100).expect("range").count() as u64;
+    assert_eq!(got, 100 - wal.first_lsn());
+}
+
+#[test]
 fn limits_are_enforced_with_clear_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = WalConfig {

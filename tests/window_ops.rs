@@ -94,6 +94,61 @@ fn count_and_reduce_by_window() {
     assert_eq!(get(&r), vec![(2000, vec![7]), (4000, vec![7])]);
 }
 
+/// Spark's WindowOperationsSuite "countByWindow" (window 2 s, slide 1 s,
+/// input `[1] [1] [1,2] [0] [] []`, expected `1 2 3 3 1 0`), and Spark's
+/// rule behind it: `countByWindow` is `map(_ => 1L).reduceByWindow(_ + _,
+/// _ - _)`, so a window before the stream's first record is an empty
+/// batch (weir emitted `[0]`), and a window that became empty after it is
+/// `[0]`.
+#[test]
+fn count_by_window_follows_spark() {
+    let h = ctx(2);
+    let spark_in = vec![
+        one(&[1]),
+        one(&[1]),
+        one(&[1, 2]),
+        one(&[0]),
+        vec![],
+        vec![],
+    ];
+    let spark = h.ssc.queue_stream(&queue(spark_in));
+    let late_in = vec![vec![], vec![], one(&[7]), vec![], vec![], vec![]];
+    let late = h.ssc.queue_stream(&queue(late_in));
+    let c = collect(&spark.count_by_window(S(2), S(1)));
+    let l21 = collect(&late.count_by_window(S(2), S(1)));
+    let l42 = collect(&late.count_by_window(S(4), S(2)));
+    h.run(6);
+    let values: Vec<Vec<u64>> = get(&c).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(
+        values,
+        vec![vec![1], vec![2], vec![3], vec![3], vec![1], vec![0]]
+    );
+    assert_eq!(
+        get(&l21),
+        vec![
+            (1000, vec![]),
+            (2000, vec![]),
+            (3000, vec![1]),
+            (4000, vec![1]),
+            (5000, vec![0]),
+            (6000, vec![0]),
+        ]
+    );
+    assert_eq!(
+        get(&l42),
+        vec![(2000, vec![]), (4000, vec![1]), (6000, vec![1])]
+    );
+    // Its state is one count per batch (Spark's reduced windowed stream),
+    // under the operator's own name.
+    let d = h.ssc.describe();
+    let op = |name: &str| d.operators.iter().find(|o| o.name == name).cloned();
+    let w = op("queue/count_by_window").expect("count_by_window");
+    assert_eq!(w.kind, "count_by_window");
+    assert_eq!(w.params.get("window_ms").map(String::as_str), Some("2000"));
+    assert!(op("queue/count_by_window.reduced").is_some_and(|o| o.stateful));
+    assert!(op("queue#2/count_by_window#2.reduced.panes").is_some_and(|o| o.stateful));
+}
+
 /// Spark's `reduceByWindow(reduce, invReduce, w, s)`: the same values as
 /// the plain reduce while the window holds records, then the "zero" the
 /// inverse leaves (the plain reduce emits nothing for an empty window);

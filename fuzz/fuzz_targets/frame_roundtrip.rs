@@ -21,9 +21,8 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use weir::wal::format::{
     decode_frame, encode_frame, encode_seal, encode_segment_header, find_valid_frame_after,
-    frame_bytes, scan_segment,
-    Decoded, FormatError, ScanEnd, SegmentHeader, FORMAT_VERSION, FRAME_HEADER_BYTES, LSN_MAX,
-    SEGMENT_HEADER_BYTES,
+    frame_bytes, scan_segment, Decoded, FormatError, Resync, ScanEnd, SegmentHeader,
+    FORMAT_VERSION, FRAME_HEADER_BYTES, LSN_MAX, RESYNC_CHECKSUM_BYTES_MAX, SEGMENT_HEADER_BYTES,
 };
 
 #[derive(Arbitrary, Debug)]
@@ -138,8 +137,13 @@ fuzz_target!(|input: Input| {
         // corruption: that is the documented limit of the salt (it only
         // works while producers cannot know it), not a decoder bug.
         ScanEnd::Corrupt { valid_after, .. }
-            if find_valid_frame_after(part, boundaries[whole], first + whole as u64, &scan.header)
-                == Some(*valid_after) => {}
+            if find_valid_frame_after(
+                part,
+                boundaries[whole],
+                first + whole as u64,
+                &scan.header,
+                RESYNC_CHECKSUM_BYTES_MAX,
+            ) == Resync::Found(*valid_after) => {}
         other => panic!(
             "cut at {cut} of {}: a truncated log scanned as {other:?}",
             img.len()

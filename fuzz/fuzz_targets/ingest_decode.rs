@@ -82,7 +82,9 @@ fuzz_target!(|input: Input| {
     let mut fed = 0;
     let mut split = input.splits.iter().cycle();
     while fed < bytes.len() {
-        let step = split.next().map_or(bytes.len(), |&s| 1 + usize::from(s) % 512);
+        let step = split
+            .next()
+            .map_or(bytes.len(), |&s| 1 + usize::from(s) % 512);
         let end = (fed + step).min(bytes.len());
         fed += buf.push(&bytes[fed..end]);
         loop {

@@ -17,7 +17,11 @@ fuzz_target!(|data: &[u8]| {
             let lines = text.split('\n').count().max(1);
             assert!(e.line >= 1 && e.line <= lines, "line {} of {lines}", e.line);
             let line = text.split('\n').nth(e.line - 1).unwrap_or("");
-            assert!(e.column >= 1 && e.column <= line.chars().count() + 1, "column {}", e.column);
+            assert!(
+                e.column >= 1 && e.column <= line.chars().count() + 1,
+                "column {}",
+                e.column
+            );
             assert!(!e.key.is_empty() && !e.expected.is_empty() && !e.hint.is_empty());
             let _ = e.to_string();
         }

@@ -23,8 +23,8 @@
 use libfuzzer_sys::fuzz_target;
 use weir::wal::format::{
     decode_frame, decode_segment_header, find_valid_frame_after, scan_segment, Decoded,
-    FormatError, ScanEnd, SegmentHeader, FORMAT_VERSION, FRAME_HEADER_BYTES, LSN_MAX, SEAL_MARKER,
-    SEGMENT_HEADER_BYTES, SEGMENT_MAGIC,
+    FormatError, Resync, ScanEnd, SegmentHeader, FORMAT_VERSION, FRAME_HEADER_BYTES, LSN_MAX,
+    SEAL_MARKER, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC,
 };
 
 const INDEX_INTERVAL: u64 = 4096;
@@ -238,6 +238,10 @@ fn check_scan(data: &[u8]) {
                 }
             }
         }
+        ScanEnd::Damaged { offset, .. } => {
+            assert_eq!(offset, scan.valid_bytes);
+            assert!(offset < data.len(), "damage reported past the end");
+        }
         ScanEnd::DataAfterSeal { offset } => {
             assert_eq!(offset, scan.valid_bytes + FRAME_HEADER_BYTES);
             assert!(offset < data.len());
@@ -311,7 +315,12 @@ fn check_direct(data: &[u8]) {
     // buffer: whatever it finds must be a valid record or seal under `h`
     // whose number could follow `lsn`.
     if at < data.len() {
-        if let Some(found_at) = find_valid_frame_after(data, at, lsn, &h) {
+        // A small budget so the give-up path runs too.
+        let budget = match sel >> 5 {
+            0 => u64::MAX,
+            n => u64::from(n) * 64,
+        };
+        if let Resync::Found(found_at) = find_valid_frame_after(data, at, lsn, &h, budget) {
             assert!(found_at > at && found_at + FRAME_HEADER_BYTES <= data.len());
             let found = u64_at(data, found_at + 8);
             assert!(found >= lsn, "resynchronised on an earlier record number");

@@ -77,6 +77,9 @@ enum Command {
         /// The stream's rate limit (records/s).
         #[arg(long)]
         records_per_second: Option<u64>,
+        /// Local partitions of the stream.
+        #[arg(long, default_value_t = 1)]
+        partitions: usize,
         #[arg(long)]
         drain: bool,
     },
@@ -140,12 +143,14 @@ fn run(command: Command) -> weir::Result<()> {
             interval_ms,
             batch_records_max,
             records_per_second,
+            partitions,
             drain,
         } => {
             let cfg = IngestPipelineConfig {
                 interval_ms,
                 batch_records_max,
                 records_per_second,
+                partitions,
                 drain,
             };
             testing::ingest_pipeline(&data_dir, listen_addr, &out_dir, cfg)

@@ -16,6 +16,9 @@
 //! operator; a bucket holds at most `u32::MAX` entries and keys and values
 //! of at most `u32::MAX` bytes each. Buckets split, they never merge (an
 //! operator that shrank keeps its bucket count).
+//! Crafted keys that share a bucket cannot grow the bucket count (splits
+//! follow the total key count) and cost a commit at most one rewrite of
+//! each touched bucket (`docs/checkpoint-format.md`, "Crafted keys").
 //! Must never: do I/O (the store reads and writes the bytes), or change the
 //! hash or the split rule without a new format version: both decide where
 //! existing keys are found.

@@ -119,6 +119,63 @@ pub enum CheckpointError {
         /// The newest version this build reads.
         supported: u32,
     },
+    /// sled found its files damaged (for example a truncated database).
+    #[error(
+        "the checkpoint store in {} is damaged: sled found corrupted data{} while trying to {op} it. \
+         weir cannot use it. {RECOVERY}",
+        store.display(), offset.map_or_else(String::new, |o| format!(" at file offset {o}"))
+    )]
+    Corrupt {
+        /// The store directory.
+        store: PathBuf,
+        /// What was being done, in words ("open the checkpoint store in").
+        op: &'static str,
+        /// Where in sled's log the damage was found, if sled says.
+        offset: Option<u64>,
+    },
+    /// sled panicked on the store's files (caught; it happens on some
+    /// damaged databases instead of an error).
+    #[error(
+        "the checkpoint store in {} is damaged: sled failed while trying to {op} it ({panic}). \
+         weir cannot use it. {RECOVERY}",
+        store.display()
+    )]
+    Panicked {
+        /// The store directory.
+        store: PathBuf,
+        /// What was being done, in words.
+        op: &'static str,
+        /// sled's panic message.
+        panic: String,
+    },
+    /// The store's files exist but hold nothing, not even its format
+    /// record (which every store writes at its first open).
+    #[error(
+        "the checkpoint store in {} is empty, but its files exist: its database file was truncated \
+         or replaced (a store records its format at its first open). {RECOVERY}; if weir never \
+         completed a first start on this directory, remove {} and start again",
+        store.display(), store.display()
+    )]
+    Emptied {
+        /// The store directory.
+        store: PathBuf,
+    },
+    /// A read of one key kept meeting commits that re-addressed the
+    /// operator's buckets, and gave up.
+    #[error(
+        "checkpoint store {}: reading a key of `{op}` gave up after {attempts} attempts, each \
+         overtaken by a commit that split its buckets; try again (the pipeline is writing \
+         this table faster than it can be read)",
+        store.display()
+    )]
+    ReadUnstable {
+        /// The store directory.
+        store: PathBuf,
+        /// The operator (or `kv:<table>`).
+        op: String,
+        /// How many attempts were made.
+        attempts: u32,
+    },
     /// An operator name too long to be a key (its length is a u16).
     #[error("operator name of {len} bytes exceeds the limit of 65535: `{start}...`")]
     NameTooLong {
@@ -189,13 +246,30 @@ impl fmt::Display for Damage {
     }
 }
 
+/// The ways out of a damaged checkpoint, in every such message.
+const RECOVERY: &str = "Ways out: stop weir and restore the checkpoint directory from its backup \
+     (taken together with the input logs beside it); or start on a new data directory";
+
 impl CheckpointError {
-    /// A failed sled call on the store in `path`.
+    /// A failed sled call on the store in `path`; sled's corruption
+    /// reports become [`CheckpointError::Corrupt`].
     pub(crate) fn io(op: &'static str, path: &Path, source: sled::Error) -> Self {
-        CheckpointError::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
+        match source {
+            sled::Error::Corruption { at, .. } => CheckpointError::Corrupt {
+                store: path.to_path_buf(),
+                op,
+                offset: at.map(|p| p.lid()),
+            },
+            sled::Error::ReportableBug(_) => CheckpointError::Corrupt {
+                store: path.to_path_buf(),
+                op,
+                offset: None,
+            },
+            source => CheckpointError::Io {
+                op,
+                path: path.to_path_buf(),
+                source,
+            },
         }
     }
 

@@ -1,4 +1,5 @@
-//! The store's format at open: a new store gets the current version, a
+//! The store's format at open: a new store gets the current version (and
+//! a new data directory identity, `m/datadir`, in the same write), a
 //! format 1 store (one sled value per state key) is rewritten into format
 //! 2 (state in buckets), a store from a newer weir is refused
 //! ([`CheckpointError::NewerFormat`]).
@@ -15,22 +16,31 @@ use std::collections::BTreeMap;
 
 use super::buckets::{self, Bucket, LinearHash};
 use super::error::CheckpointError;
+use super::guard::sled_call;
 use super::records::{
-    self, named_prefix, state_key, state_prefix, OpRecordV1, META_FORMAT, OP_PREFIX, STATE_PREFIX,
-    STORE_FORMAT_VERSION,
+    self, named_prefix, state_key, state_prefix, OpRecordV1, META_DATADIR, META_FORMAT, OP_PREFIX,
+    STATE_PREFIX, STORE_FORMAT_VERSION,
 };
 use super::store::SledCheckpointStore;
+use super::DataDirId;
 
 impl SledCheckpointStore {
     /// Records the current format in a new store, migrates a format 1
     /// store, refuses one newer than this build.
-    pub(super) fn check_format(&mut self) -> Result<(), CheckpointError> {
+    pub(super) fn check_format(&mut self, existed: bool) -> Result<(), CheckpointError> {
         match self.get(META_FORMAT)? {
+            // Every store records its format at its first open: files
+            // without it lost their contents.
+            None if existed => Err(CheckpointError::Emptied {
+                store: self.path.clone(),
+            }),
             None => {
-                let meta = records::encode_meta(STORE_FORMAT_VERSION)?;
-                self.db
-                    .insert(META_FORMAT, meta)
-                    .map_err(|e| CheckpointError::io("initialise", &self.path, e))?;
+                // A new store: its format and its data directory's
+                // identity, together.
+                let mut batch = sled::Batch::default();
+                batch.insert(META_FORMAT, records::encode_meta(STORE_FORMAT_VERSION)?);
+                batch.insert(META_DATADIR, records::encode_datadir(DataDirId::random())?);
+                sled_call(&self.path, "initialise", || self.db.apply_batch(batch))?;
                 self.flush()
             }
             Some(bytes) => match records::decode_meta(&self.path, &bytes)? {
@@ -83,9 +93,7 @@ impl SledCheckpointStore {
             keys += r.keys;
         }
         batch.insert(META_FORMAT, records::encode_meta(STORE_FORMAT_VERSION)?);
-        self.db
-            .apply_batch(batch)
-            .map_err(|e| CheckpointError::io("migrate", &self.path, e))?;
+        sled_call(&self.path, "migrate", || self.db.apply_batch(batch))?;
         self.flush()?;
         tracing::warn!(store = %self.path.display(), keys, "migrated the checkpoint from format 1 to format 2 (state in buckets)");
         Ok(())

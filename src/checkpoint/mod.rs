@@ -19,6 +19,8 @@
 //! - `reader.rs`: [`StateReader`] and [`SledStateReader`], committed state
 //!   for other threads;
 //! - `memory.rs`: [`MemoryCheckpointStore`];
+//! - `datadir_id.rs`: [`DataDirId`], the identity the checkpoint shares
+//!   with its data directory's input logs;
 //! - `compat`: may a rebuilt pipeline use the stored state (pure);
 //! - `error.rs`: [`CheckpointError`].
 //!
@@ -38,7 +40,9 @@ internal! {
     mod compat;
     mod records;
 }
+mod datadir_id;
 mod error;
+mod guard;
 mod memory;
 mod migrate;
 mod reader;
@@ -51,18 +55,20 @@ use serde::{Deserialize, Serialize};
 use crate::dstream::state::EncodedState;
 use crate::dstream::{PipelineDescription, StateDelta};
 
+pub use datadir_id::DataDirId;
 pub use error::{CheckpointError, Damage};
 pub use memory::MemoryCheckpointStore;
-pub use reader::{SledStateReader, StateReader};
+pub use reader::{SledStateReader, StateReader, GET_ATTEMPTS_MAX};
 // The stored records: formats, not API (the tests and fuzz targets decode
 // them through the `testing` feature).
+pub use records::SkipRecordV1;
 #[cfg(feature = "testing")]
 pub use records::{
-    BatchRecord, BatchRecordV1, OpRecord, OpRecordV1, OperatorRecordV1, PipelineRecord,
-    PipelineRecordV1, StoreMeta, STORE_FORMAT_VERSION,
+    BatchRecord, BatchRecordV1, DataDirRecord, OpRecord, OpRecordV1, OperatorRecordV1,
+    PipelineRecord, PipelineRecordV1, SkipRecord, StoreMeta, STORE_FORMAT_VERSION,
 };
 pub use store::{
-    open_existing, SledCheckpointStore, SledConfig, BUCKET_KEYS_TARGET_DEFAULT,
+    open_existing, recorded_pipeline, SledCheckpointStore, SledConfig, BUCKET_KEYS_TARGET_DEFAULT,
     CACHE_BYTES_MAX_DEFAULT, LOCK_WAIT_MAX,
 };
 
@@ -79,6 +85,13 @@ pub struct StreamRange {
     pub start: u64,
     /// End position (exclusive).
     pub end: u64,
+}
+
+impl std::fmt::Display for StreamRange {
+    /// `` `in` records 0..10 `` (the end excluded).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}` records {}..{}", self.source, self.start, self.end)
+    }
 }
 
 /// What a batch is: its time and its exact input.
@@ -148,4 +161,9 @@ pub trait CheckpointStore: Send {
     fn check_pipeline(&mut self, desc: &PipelineDescription) -> Result<(), CheckpointError>;
     /// A reader of this store's committed state for other threads.
     fn state_reader(&self) -> Arc<dyn StateReader>;
+    /// Record ranges `weir wal skip` marked as never to be processed
+    /// (none by default).
+    fn skipped(&self) -> Result<Vec<StreamRange>, CheckpointError> {
+        Ok(Vec::new())
+    }
 }

@@ -6,7 +6,9 @@
 //! re-addressed the operator meanwhile); a scan reads bucket by bucket and
 //! may see two consecutive batches if one commits meanwhile.
 //!
-//! Limits: a `get` reads one bucket (about `bucket_keys_target` keys); a
+//! Limits: a `get` reads one bucket (about `bucket_keys_target` keys) per
+//! attempt, at most [`GET_ATTEMPTS_MAX`] (64) attempts while commits keep
+//! re-addressing the operator (then [`CheckpointError::ReadUnstable`]); a
 //! scan holds the whole operator's state in memory once.
 //! Must never: write to the store, or skip a bucket it cannot decode (it
 //! fails naming the key and the byte offset).
@@ -14,9 +16,16 @@
 use std::path::{Path, PathBuf};
 
 use super::buckets;
+use super::buckets::LinearHash;
 use super::error::{CheckpointError, Damage};
+use super::guard::{guarded_scan, sled_call};
 use super::records::{self, OpRecordV1, OP_PREFIX};
 use crate::dstream::state::EncodedState;
+
+/// Most times a `get` reads the addressing and the bucket while commits
+/// keep re-addressing (splitting) the operator; each commit splits a few
+/// buckets at most, so one attempt in a few is expected to hold still.
+pub const GET_ATTEMPTS_MAX: u32 = 64;
 
 /// Reads committed operator state (and key-value tables, which are state
 /// too) by encoded key, from any thread, while the scheduler owns the
@@ -45,11 +54,7 @@ impl SledStateReader {
 
     fn op_record(&self, op: &str) -> Result<OpRecordV1, CheckpointError> {
         let key = records::named_prefix(OP_PREFIX, op)?;
-        match self
-            .db
-            .get(&key)
-            .map_err(|e| CheckpointError::io("read from", &self.path, e))?
-        {
+        match sled_call(&self.path, "read from", || self.db.get(&key))? {
             None => Ok(OpRecordV1::default()),
             Some(v) => records::decode_op(&self.path, &key, &v),
         }
@@ -57,11 +62,7 @@ impl SledStateReader {
 
     /// The value of `key` in bucket `bkey`, if the bucket holds it.
     fn find_in_bucket(&self, bkey: &[u8], key: &[u8]) -> Result<Option<Vec<u8>>, CheckpointError> {
-        let Some(v) = self
-            .db
-            .get(bkey)
-            .map_err(|e| CheckpointError::io("read from", &self.path, e))?
-        else {
+        let Some(v) = sled_call(&self.path, "read from", || self.db.get(bkey))? else {
             return Ok(None);
         };
         let mut hit = None;
@@ -79,23 +80,53 @@ impl StateReader for SledStateReader {
     fn get(&self, op: &str, key: &[u8]) -> Result<Option<Vec<u8>>, CheckpointError> {
         let prefix = records::state_prefix(op)?;
         let h = buckets::key_hash(key);
-        // A commit may split the bucket between reading the addressing and
-        // the bucket: read again until the addressing held still.
-        let mut rec = self.op_record(op)?;
-        loop {
-            let bkey = records::state_key(&prefix, rec.lh().bucket_of(h));
-            let found = self.find_in_bucket(&bkey, key)?;
-            let again = self.op_record(op)?;
-            if again.lh() == rec.lh() {
-                return Ok(found);
-            }
-            rec = again;
-        }
+        let found = read_stable(
+            GET_ATTEMPTS_MAX,
+            || Ok(self.op_record(op)?.lh()),
+            |lh| self.find_in_bucket(&records::state_key(&prefix, lh.bucket_of(h)), key),
+        );
+        found.map_err(|e| match e {
+            Unstable::Attempts(attempts) => CheckpointError::ReadUnstable {
+                store: self.path.clone(),
+                op: op.to_string(),
+                attempts,
+            },
+            Unstable::Read(e) => e,
+        })
     }
 
     fn scan(&self, op: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, CheckpointError> {
         load_buckets(&self.db, &self.path, op)
     }
+}
+
+/// Why [`read_stable`] gave up.
+#[derive(Debug)]
+enum Unstable {
+    /// The addressing changed during each of this many attempts.
+    Attempts(u32),
+    /// A read failed.
+    Read(CheckpointError),
+}
+
+/// Reads the addressing, the bucket it points to, and the addressing
+/// again, until the addressing held still (a commit may split the bucket
+/// in between): at most `attempts_max` times.
+fn read_stable<T>(
+    attempts_max: u32,
+    mut addressing: impl FnMut() -> Result<LinearHash, CheckpointError>,
+    mut bucket: impl FnMut(LinearHash) -> Result<T, CheckpointError>,
+) -> Result<T, Unstable> {
+    let mut lh = addressing().map_err(Unstable::Read)?;
+    for _ in 0..attempts_max {
+        let found = bucket(lh).map_err(Unstable::Read)?;
+        let again = addressing().map_err(Unstable::Read)?;
+        if again == lh {
+            return Ok(found);
+        }
+        lh = again;
+    }
+    Err(Unstable::Attempts(attempts_max))
 }
 
 /// Bucket values that decoded once already.
@@ -111,8 +142,8 @@ impl CheckedBuckets {
     ) -> Result<Option<Self>, CheckpointError> {
         let prefix = records::state_prefix(op)?;
         let mut out = Vec::new();
-        for kv in db.scan_prefix(&prefix) {
-            let (k, v) = kv.map_err(|e| CheckpointError::io("load state from", path, e))?;
+        for kv in guarded_scan(path, "load state from", db.scan_prefix(&prefix)) {
+            let (k, v) = kv?;
             buckets::decode_bucket(&v, |_, _| {})
                 .map_err(|e| CheckpointError::damaged(path, &k, Damage::Bucket(e)))?;
             out.push(v);
@@ -143,10 +174,65 @@ pub(super) fn load_buckets(
 ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, CheckpointError> {
     let prefix = records::state_prefix(op)?;
     let mut out = Vec::new();
-    for kv in db.scan_prefix(&prefix) {
-        let (k, v) = kv.map_err(|e| CheckpointError::io("load state from", path, e))?;
+    for kv in guarded_scan(path, "load state from", db.scan_prefix(&prefix)) {
+        let (k, v) = kv?;
         buckets::decode_bucket(&v, |k, v| out.push((k.to_vec(), v.to_vec())))
             .map_err(|e| CheckpointError::damaged(path, &k, Damage::Bucket(e)))?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An addressing that changes on each of its first `changes` reads
+    /// after the first.
+    fn moving(changes: u32) -> impl FnMut() -> Result<LinearHash, CheckpointError> {
+        let mut reads = 0u32;
+        move || {
+            let lh = LinearHash {
+                level: 0,
+                split: u64::from(reads.min(changes)),
+            };
+            reads += 1;
+            Ok(lh)
+        }
+    }
+
+    #[test]
+    fn a_get_succeeds_when_the_addressing_holds_still_on_the_last_attempt() {
+        let mut reads = 0;
+        let got = read_stable(GET_ATTEMPTS_MAX, moving(GET_ATTEMPTS_MAX - 1), |lh| {
+            reads += 1;
+            Ok(lh.split)
+        });
+        assert_eq!(got.ok(), Some(u64::from(GET_ATTEMPTS_MAX - 1)));
+        assert_eq!(reads, GET_ATTEMPTS_MAX);
+    }
+
+    #[test]
+    fn a_get_gives_up_after_the_most_attempts_while_splits_go_on() {
+        let mut reads = 0;
+        let got = read_stable(GET_ATTEMPTS_MAX, moving(u32::MAX), |_| {
+            reads += 1;
+            Ok(())
+        });
+        assert!(matches!(got, Err(Unstable::Attempts(GET_ATTEMPTS_MAX))));
+        assert_eq!(reads, GET_ATTEMPTS_MAX);
+    }
+
+    #[test]
+    fn the_unstable_read_error_names_the_store_the_table_and_the_attempts() {
+        let e = CheckpointError::ReadUnstable {
+            store: "/d/checkpoint".into(),
+            op: "kv:totals".into(),
+            attempts: GET_ATTEMPTS_MAX,
+        };
+        let m = e.to_string();
+        assert!(
+            m.contains("/d/checkpoint") && m.contains("kv:totals") && m.contains("64"),
+            "{m}"
+        );
+    }
 }

@@ -5,10 +5,12 @@
 //! | key | value |
 //! |---|---|
 //! | `m/format` | [`StoreMeta`]: the store's format version |
+//! | `m/datadir` | [`DataDirRecord`]: the data directory's identity, shared with its input logs |
 //! | `m/pipeline` | [`PipelineRecord`]: the description (fingerprint) of the pipeline the state belongs to |
 //! | `b/` + batch time (u64 BE) | [`BatchRecord`]: the batch's lineage (per-source ranges) and whether it completed |
 //! | `o/` + op name length (u16 BE) + op name | [`OpRecord`]: the operator's bucket addressing and key count |
 //! | `s/` + op name length (u16 BE) + op name + bucket (u32 BE) | one bucket of the operator's state (`buckets.rs`) |
+//! | `k/` + stream name length (u16 BE) + stream name + first record (u64 BE) | [`SkipRecord`]: a record range `weir wal skip` marked as never to be processed, with its audit line |
 //!
 //! Every value is a versioned enum encoded through [`crate::codec`],
 //! distinct from the in-memory types. Encoding asserts the invariants of
@@ -29,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use super::buckets::{LinearHash, LEVEL_MAX};
 use super::error::{CheckpointError, Damage};
-use super::{BatchSpec, StreamRange};
+use super::{BatchSpec, DataDirId, StreamRange};
 use crate::codec;
 use crate::dstream::{OperatorDesc, PipelineDescription};
 
@@ -38,6 +40,8 @@ pub const STORE_FORMAT_VERSION: u32 = 2;
 
 /// Key of the store's format version.
 pub(crate) const META_FORMAT: &[u8] = b"m/format";
+/// Key of the data directory's identity.
+pub(crate) const META_DATADIR: &[u8] = b"m/datadir";
 /// Key of the pipeline description.
 pub(crate) const META_PIPELINE: &[u8] = b"m/pipeline";
 /// Prefix of batch records.
@@ -46,6 +50,8 @@ pub(crate) const BATCH_PREFIX: &[u8] = b"b/";
 pub(crate) const STATE_PREFIX: &[u8] = b"s/";
 /// Prefix of operator (bucket addressing) records.
 pub(crate) const OP_PREFIX: &[u8] = b"o/";
+/// Prefix of skipped record ranges (`weir wal skip`).
+pub(crate) const SKIP_PREFIX: &[u8] = b"k/";
 /// Bytes of an operator name shown in an error.
 const NAME_SHOWN_BYTES_MAX: usize = 40;
 /// Bytes of a key shown in an error.
@@ -55,6 +61,37 @@ const KEY_SHOWN_BYTES_MAX: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StoreMeta {
     V1 { format_version: u32 },
+}
+
+/// The data directory's identity, versioned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DataDirRecord {
+    V1 { id: [u8; 16] },
+}
+
+/// A record range deliberately skipped (`weir wal skip`), versioned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SkipRecord {
+    V1(SkipRecordV1),
+}
+
+/// Version 1 of a skipped range and its audit line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkipRecordV1 {
+    /// The input stream.
+    pub stream: String,
+    /// First record skipped.
+    pub from: u64,
+    /// End (exclusive) of the range.
+    pub to: u64,
+    /// Why, as the operator said it.
+    pub reason: String,
+    /// When, in ms since the Unix epoch.
+    pub time_ms: u64,
+    /// Who ($USER) and where (the host name), as far as known.
+    pub user: String,
+    /// The host name.
+    pub host: String,
 }
 
 /// Per operator: how its state is cut into buckets, versioned.
@@ -370,6 +407,53 @@ pub(crate) fn decode_meta(store: &Path, bytes: &[u8]) -> Result<u32, CheckpointE
         ));
     }
     Ok(format_version)
+}
+
+/// The value of `m/datadir` for `id`.
+pub(crate) fn encode_datadir(id: DataDirId) -> Result<Vec<u8>, CheckpointError> {
+    encode(META_DATADIR, &DataDirRecord::V1 { id: id.to_bytes() })
+}
+
+/// The identity in the value of `m/datadir` (never all zero).
+pub(crate) fn decode_datadir(store: &Path, bytes: &[u8]) -> Result<DataDirId, CheckpointError> {
+    let DataDirRecord::V1 { id } = decode(store, META_DATADIR, bytes)?;
+    DataDirId::from_bytes(id).ok_or_else(|| {
+        CheckpointError::bad_field(
+            store,
+            META_DATADIR,
+            "data directory id",
+            "all zero",
+            "16 random bytes",
+        )
+    })
+}
+
+/// Key and value of skip record `r`.
+pub(crate) fn encode_skip(r: &SkipRecordV1) -> Result<(Vec<u8>, Vec<u8>), CheckpointError> {
+    assert!(r.from < r.to, "writing an empty or reversed skipped range");
+    let mut key = named_prefix(SKIP_PREFIX, &r.stream)?;
+    key.extend_from_slice(&r.from.to_be_bytes());
+    let value = encode(&key, &SkipRecord::V1(r.clone()))?;
+    Ok((key, value))
+}
+
+/// The skip record under `key` (a `k/` key), checked.
+pub(crate) fn decode_skip(
+    store: &Path,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<SkipRecordV1, CheckpointError> {
+    let SkipRecord::V1(r) = decode(store, key, bytes)?;
+    if r.from >= r.to {
+        return Err(CheckpointError::bad_field(
+            store,
+            key,
+            "skipped range",
+            format!("{}..{}", r.from, r.to),
+            "a non-empty range",
+        ));
+    }
+    Ok(r)
 }
 
 /// The value of `b/<time>` for `record`.

@@ -31,12 +31,16 @@ use std::time::{Duration, Instant};
 
 use super::buckets::{self, Bucket};
 use super::error::{CheckpointError, Damage};
+use super::guard::{guarded_scan, quietly, sled_call};
 use super::reader::{load_buckets, CheckedBuckets, SledStateReader};
 use super::records::{
     self, batch_key, named_prefix, op_of_key, state_key, state_prefix, BatchRecordV1, OpRecordV1,
-    BATCH_PREFIX, META_PIPELINE, OP_PREFIX, STATE_PREFIX,
+    BATCH_PREFIX, META_DATADIR, META_FORMAT, META_PIPELINE, OP_PREFIX, STATE_PREFIX,
+    STORE_FORMAT_VERSION,
 };
-use super::{compat, BatchSpec, CheckpointStore, StateReader, COMPLETED_BATCHES_MAX_DEFAULT};
+use super::{
+    compat, BatchSpec, CheckpointStore, DataDirId, StateReader, COMPLETED_BATCHES_MAX_DEFAULT,
+};
 use crate::dstream::state::EncodedState;
 use crate::dstream::{PipelineDescription, StateChange, StateDelta};
 
@@ -47,6 +51,8 @@ pub const CACHE_BYTES_MAX_DEFAULT: u64 = 16 << 20;
 /// Longest [`SledCheckpointStore::open`] waits for another opener's lock.
 pub const LOCK_WAIT_MAX: Duration = Duration::from_secs(2);
 const LOCK_POLL: Duration = Duration::from_millis(10);
+/// The files sled 0.34 creates in a new database directory.
+const SLED_FILES: [&str; 2] = ["conf", "db"];
 
 /// Configuration of a [`SledCheckpointStore`].
 #[derive(Debug, Clone)]
@@ -101,6 +107,34 @@ pub fn open_existing(data_dir: &Path) -> crate::Result<SledCheckpointStore> {
     Ok(SledCheckpointStore::open(&dir, SledConfig::default())?)
 }
 
+/// The pipeline the checkpoint in `dir` records (what `start` compares a
+/// rebuilt pipeline with), for `weir check --data-dir`: read without any
+/// write of weir's (no format record, no migration, no identity; sled
+/// itself only replays its own log, as any open does). `None`: the store
+/// records no pipeline yet. A store of a newer format is refused, as at
+/// start; a format 1 store is read as is (start migrates it).
+pub fn recorded_pipeline(dir: &Path) -> Result<Option<PipelineDescription>, CheckpointError> {
+    let db = open_db(dir, &SledConfig::default())?;
+    let get = |key: &[u8]| sled_call(dir, "read from", || db.get(key));
+    let Some(meta) = get(META_FORMAT)? else {
+        return Ok(None);
+    };
+    match records::decode_meta(dir, &meta)? {
+        1 | STORE_FORMAT_VERSION => {}
+        found => {
+            return Err(CheckpointError::NewerFormat {
+                store: dir.to_path_buf(),
+                found,
+                supported: STORE_FORMAT_VERSION,
+            })
+        }
+    }
+    match get(META_PIPELINE)? {
+        None => Ok(None),
+        Some(v) => Ok(Some(records::decode_pipeline(dir, &v)?)),
+    }
+}
+
 /// Opens the sled database in `path`. sled releases its file lock when its
 /// last I/O thread lets go of the file, which can be a moment after the
 /// previous opener (a stopped context in this process, or `weir` that just
@@ -108,11 +142,23 @@ pub fn open_existing(data_dir: &Path) -> crate::Result<SledCheckpointStore> {
 fn open_db(path: &Path, config: &SledConfig) -> Result<sled::Db, CheckpointError> {
     let deadline = Instant::now() + LOCK_WAIT_MAX;
     loop {
-        let opened = sled::Config::new()
-            .path(path)
-            .cache_capacity(config.cache_bytes_max)
-            .flush_every_ms(None)
-            .open();
+        let opened = quietly(|| {
+            sled::Config::new()
+                .path(path)
+                .cache_capacity(config.cache_bytes_max)
+                .flush_every_ms(None)
+                .open()
+        });
+        let opened = match opened {
+            Ok(o) => o,
+            Err(panic) => {
+                return Err(CheckpointError::Panicked {
+                    store: path.to_path_buf(),
+                    op: "open the checkpoint store in",
+                    panic,
+                })
+            }
+        };
         match opened {
             // sled reports a held lock as `Other` with this text.
             Err(sled::Error::Io(e)) if e.to_string().starts_with("could not acquire lock") => {
@@ -133,9 +179,29 @@ fn open_db(path: &Path, config: &SledConfig) -> Result<sled::Db, CheckpointError
 }
 
 impl SledCheckpointStore {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir`. A damaged store is
+    /// an error naming it and the way out, never a panic; so is a store
+    /// whose files exist but hold nothing (not even the format record: its
+    /// database file was truncated or replaced).
     pub fn open(dir: impl AsRef<Path>, config: SledConfig) -> Result<Self, CheckpointError> {
-        let path = dir.as_ref().to_path_buf();
+        Self::open_inner(dir.as_ref(), config, false)
+    }
+
+    /// [`SledCheckpointStore::open`], except that a store whose files
+    /// exist but hold nothing is initialised as new: for a caller that
+    /// knows nothing was ever committed beside it (a first start killed
+    /// before the store recorded its format; the context checks that no
+    /// input log has an id or a record).
+    pub(crate) fn open_allowing_empty(
+        dir: &Path,
+        config: SledConfig,
+    ) -> Result<Self, CheckpointError> {
+        Self::open_inner(dir, config, true)
+    }
+
+    fn open_inner(dir: &Path, config: SledConfig, empty_ok: bool) -> Result<Self, CheckpointError> {
+        let path = dir.to_path_buf();
+        let existed = Self::exists(&path) && !empty_ok;
         let db = open_db(&path, &config)?;
         let mut store = SledCheckpointStore {
             db,
@@ -144,7 +210,7 @@ impl SledCheckpointStore {
             ops: HashMap::new(),
             completed: VecDeque::new(),
         };
-        store.check_format()?;
+        store.check_format(existed)?;
         let mut completed = VecDeque::new();
         for b in store.batches() {
             let b = b?;
@@ -156,21 +222,23 @@ impl SledCheckpointStore {
         Ok(store)
     }
 
+    /// Whether a store was ever created in `dir`: sled's files are there
+    /// (other files in the directory do not count).
+    pub fn exists(dir: &Path) -> bool {
+        SLED_FILES.iter().any(|f| dir.join(f).exists())
+    }
+
     /// The database directory.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     pub(super) fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, CheckpointError> {
-        self.db
-            .get(key)
-            .map_err(|e| CheckpointError::io("read from", &self.path, e))
+        sled_call(&self.path, "read from", || self.db.get(key))
     }
 
     pub(super) fn flush(&self) -> Result<(), CheckpointError> {
-        self.db
-            .flush()
-            .map_err(|e| CheckpointError::io("flush (fsync)", &self.path, e))?;
+        sled_call(&self.path, "flush (fsync)", || self.db.flush())?;
         Ok(())
     }
 
@@ -178,8 +246,8 @@ impl SledCheckpointStore {
     fn batches(
         &self,
     ) -> impl DoubleEndedIterator<Item = Result<BatchRecordV1, CheckpointError>> + '_ {
-        self.db.scan_prefix(BATCH_PREFIX).map(move |kv| {
-            let (k, v) = kv.map_err(|e| CheckpointError::io("scan", &self.path, e))?;
+        guarded_scan(&self.path, "scan", self.db.scan_prefix(BATCH_PREFIX)).map(move |kv| {
+            let (k, v) = kv?;
             records::decode_batch(&self.path, &k, &v)
         })
     }
@@ -204,6 +272,31 @@ impl SledCheckpointStore {
         }
     }
 
+    /// The data directory identity this store records; `None` for a store
+    /// written before identities (weir adopts one at its first open).
+    pub fn data_dir_id(&self) -> Result<Option<DataDirId>, CheckpointError> {
+        match self.get(META_DATADIR)? {
+            None => Ok(None),
+            Some(v) => Ok(Some(records::decode_datadir(&self.path, &v)?)),
+        }
+    }
+
+    /// Records `id` as the store's data directory identity (durably).
+    pub fn record_data_dir_id(&mut self, id: DataDirId) -> Result<(), CheckpointError> {
+        let value = records::encode_datadir(id)?;
+        sled_call(&self.path, "record the data directory id in", || {
+            self.db.insert(META_DATADIR, value)
+        })?;
+        self.flush()
+    }
+
+    /// Removes the identity, as in a store written before identities.
+    #[cfg(test)]
+    pub(crate) fn forget_data_dir_id(&mut self) {
+        self.db.remove(META_DATADIR).expect("remove");
+        self.flush().expect("flush");
+    }
+
     /// Drops one operator's committed state and forgets the operator in the
     /// stored pipeline description, so that a changed or removed operator
     /// no longer blocks the start. The explicit way out of an incompatible
@@ -214,15 +307,15 @@ impl SledCheckpointStore {
         let belongs = |name: &str| name == op || name.starts_with(&inner);
         let mut batch = sled::Batch::default();
         let mut n = 0;
-        for kv in self.db.scan_prefix(OP_PREFIX) {
-            let (k, v) = kv.map_err(|e| CheckpointError::io("scan", &self.path, e))?;
+        for kv in guarded_scan(&self.path, "scan", self.db.scan_prefix(OP_PREFIX)) {
+            let (k, v) = kv?;
             if op_of_key(OP_PREFIX, &k).is_some_and(|name| belongs(&name)) {
                 n += records::decode_op(&self.path, &k, &v)?.keys;
                 batch.remove(k);
             }
         }
-        for kv in self.db.scan_prefix(STATE_PREFIX) {
-            let (k, _) = kv.map_err(|e| CheckpointError::io("scan", &self.path, e))?;
+        for kv in guarded_scan(&self.path, "scan", self.db.scan_prefix(STATE_PREFIX)) {
+            let (k, _) = kv?;
             if op_of_key(STATE_PREFIX, &k).is_some_and(|name| belongs(&name)) {
                 batch.remove(k);
             }
@@ -232,9 +325,9 @@ impl SledCheckpointStore {
             batch.insert(META_PIPELINE, records::encode_pipeline(&desc)?);
         }
         self.ops.clear();
-        self.db
-            .apply_batch(batch)
-            .map_err(|e| CheckpointError::io("reset an operator in", &self.path, e))?;
+        sled_call(&self.path, "reset an operator in", || {
+            self.db.apply_batch(batch)
+        })?;
         self.flush()?;
         tracing::warn!(store = %self.path.display(), operator = op, keys = n, "reset the state of an operator");
         Ok(n)
@@ -246,8 +339,8 @@ impl SledCheckpointStore {
         &self,
         kind: &'static [u8],
     ) -> impl Iterator<Item = Result<(String, sled::IVec, sled::IVec), CheckpointError>> + '_ {
-        self.db.scan_prefix(kind).map(move |kv| {
-            let (k, v) = kv.map_err(|e| CheckpointError::io("scan", &self.path, e))?;
+        guarded_scan(&self.path, "scan", self.db.scan_prefix(kind)).map(move |kv| {
+            let (k, v) = kv?;
             match op_of_key(kind, &k) {
                 Some(op) => Ok((op, k, v)),
                 None => Err(CheckpointError::malformed_key(
@@ -422,11 +515,10 @@ impl CheckpointStore for SledCheckpointStore {
             assert_ne!(*t, time_ms, "pruning the record being completed");
             batch.remove(&batch_key(*t)[..]);
         }
-        let written = self
-            .db
-            .apply_batch(batch)
-            .map_err(|e| CheckpointError::io("commit a batch to", &self.path, e))
-            .and_then(|()| self.flush());
+        let written = sled_call(&self.path, "commit a batch to", || {
+            self.db.apply_batch(batch)
+        })
+        .and_then(|()| self.flush());
         if let Err(e) = written {
             // Unknown how much is durable: re-read everything next time.
             self.ops.clear();
@@ -464,8 +556,15 @@ impl CheckpointStore for SledCheckpointStore {
     }
 
     fn load_encoded(&self, op: &str) -> Result<Option<Box<dyn EncodedState>>, CheckpointError> {
-        Ok(CheckedBuckets::load(&self.db, &self.path, op)?
-            .map(|b| Box::new(b) as Box<dyn EncodedState>))
+        if let Some(b) = CheckedBuckets::load(&self.db, &self.path, op)? {
+            return Ok(Some(Box::new(b)));
+        }
+        // An operator whose committed state emptied keeps its record: it
+        // has state (none), so an initial state is not applied again.
+        Ok(match self.get(&named_prefix(OP_PREFIX, op)?)? {
+            Some(_) => Some(Box::new(Vec::<(Vec<u8>, Vec<u8>)>::new())),
+            None => None,
+        })
     }
 
     fn state_reader(&self) -> Arc<dyn StateReader> {
@@ -483,12 +582,25 @@ impl CheckpointStore for SledCheckpointStore {
             }
         }
         let rec = records::encode_pipeline(desc)?;
-        self.db
-            .insert(META_PIPELINE, rec)
-            .map_err(|e| CheckpointError::io("record the pipeline in", &self.path, e))?;
+        sled_call(&self.path, "record the pipeline in", || {
+            self.db.insert(META_PIPELINE, rec)
+        })?;
         self.flush()
+    }
+
+    fn skipped(&self) -> Result<Vec<super::StreamRange>, CheckpointError> {
+        Ok(self
+            .skips()?
+            .into_iter()
+            .map(|r| super::StreamRange {
+                source: r.stream,
+                start: r.from,
+                end: r.to,
+            })
+            .collect())
     }
 }
 
+mod skips;
 #[cfg(test)]
 mod tests;

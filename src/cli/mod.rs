@@ -1,6 +1,7 @@
 //! The `weir` command line: the clap definitions of the top level and the
 //! dispatch to one file per command group (`service.rs`: run, check,
-//! status, chaos; `wal.rs`; `checkpoint.rs`; `kv.rs`; `feed.rs`).
+//! status, chaos; `wal.rs`; `checkpoint.rs`; `kv.rs`; `feed.rs`;
+//! `dead_letter.rs`).
 //!
 //! Owns: argument parsing, log setup, printing and exit codes (0 ok, 1 a
 //! failed check or any error, 2 a usage mistake clap reports).
@@ -10,6 +11,7 @@
 //! (those live in the `weir-testkit` binary, feature `testing`).
 
 mod checkpoint;
+mod dead_letter;
 mod feed;
 mod kv;
 mod service;
@@ -21,6 +23,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use checkpoint::CheckpointCommand;
+use dead_letter::DeadLetterCommand;
 use feed::FeedArgs;
 use kv::KvCommand;
 use service::{ChaosArgs, CheckArgs, RunArgs};
@@ -54,7 +57,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run a pipeline as a service until stopped (SIGTERM / SIGINT: drain,
-    /// commit, exit 0). Without PIPELINE (or with --demo) it runs the
+    /// commit, exit 0; SIGHUP is logged, nothing is reloaded). Without PIPELINE (or with --demo) it runs the
     /// embedded demo: the tweet pipeline on the bundled generator, data in
     /// ./weir-data, each batch printed.
     ///
@@ -66,9 +69,15 @@ pub(crate) enum Command {
     Run(RunArgs),
     /// Validate a pipeline file and print its graph (sources, steps with
     /// the kind of records they make, stateful names, sinks). Exit 1 with
-    /// file:line:column, the key and a hint if it is wrong.
+    /// file:line:column, the key and a hint if it is wrong. With
+    /// --data-dir, also check it against that directory's checkpoint as a
+    /// start would (exit 1 naming a changed stateful step); it reads a
+    /// copy of the checkpoint and writes nothing there.
     ///
-    /// Example: weir check /etc/weir/pipeline.toml
+    /// Examples:
+    ///   weir check /etc/weir/pipeline.toml
+    ///   weir check --data-dir /var/lib/weir /etc/weir/pipeline.toml
+    #[command(verbatim_doc_comment)]
     Check(CheckArgs),
     /// Crash-test a pipeline yourself: run one (ingest server -> one text
     /// file per batch), feed numbered records with `weir feed`, SIGKILL the
@@ -107,6 +116,10 @@ pub(crate) enum Command {
     /// directory.
     #[command(subcommand)]
     Kv(KvCommand),
+    /// List the records steps dead-lettered (on_error = "dead_letter"),
+    /// or print them for `weir feed` to send again.
+    #[command(subcommand)]
+    DeadLetter(DeadLetterCommand),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -127,6 +140,7 @@ pub fn main() -> ExitCode {
         Command::Checkpoint(cmd) => checkpoint::run(cmd),
         Command::Feed(args) => feed::run(args),
         Command::Kv(cmd) => kv::run(cmd),
+        Command::DeadLetter(cmd) => dead_letter::run(cmd),
     };
     exit_code(result)
 }
@@ -147,11 +161,7 @@ pub fn exit_code(result: crate::Result<ExitCode>) -> ExitCode {
 /// `default_level`. A second call does nothing.
 pub fn init_tracing(format: LogFormat, default_level: &str) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let b = crate::service::log_format(default_level);
     let _ = match format {
         LogFormat::Json => b.json().try_init(),
         LogFormat::Text => b.with_ansi(std::io::stderr().is_terminal()).try_init(),

@@ -44,6 +44,14 @@ pub struct CheckArgs {
     /// Check the embedded demo pipeline.
     #[arg(long)]
     pub demo: bool,
+    /// Also check the pipeline against the checkpoint of this data
+    /// directory, by the rules a start applies (a changed stateful step
+    /// fails here, naming it). Reads a copy of the checkpoint under
+    /// $TMPDIR, so it writes nothing there and works while weir runs
+    /// (systemd runs it as ExecStartPre). A missing or new directory
+    /// passes: nothing to compare.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Arguments of `weir chaos`.
@@ -88,10 +96,38 @@ fn load_pipeline(file: Option<&Path>, demo: bool) -> crate::Result<crate::servic
     }
 }
 
-/// `weir check`: validate and print the graph.
+/// `weir check`: validate and print the graph; with `--data-dir`, check
+/// it against that directory's checkpoint too.
 pub fn check(a: &CheckArgs) -> crate::Result<ExitCode> {
+    use crate::service::check::{check_data_dir, check_initial_files, DataDirCheck};
     let p = load_pipeline(a.pipeline.as_deref(), a.demo)?;
     print!("{}", crate::service::describe(&p));
+    let mut kept = Vec::new();
+    if let Some(dir) = &a.data_dir {
+        match check_data_dir(&p, dir)? {
+            DataDirCheck::NothingToCompare { why } => {
+                println!("no checkpoint yet: nothing to compare ({why})")
+            }
+            DataDirCheck::Compatible {
+                checkpoint,
+                stateful,
+            } => {
+                let words = if stateful.is_empty() {
+                    "it holds no operator state".to_string()
+                } else {
+                    format!("its state is kept: `{}`", stateful.join("`, `"))
+                };
+                println!(
+                    "checkpoint {}: the pipeline fits it ({words})",
+                    checkpoint.display()
+                );
+                kept = stateful;
+            }
+        }
+    }
+    for line in check_initial_files(&p, &kept)? {
+        println!("{line}");
+    }
     println!("ok: the pipeline is valid");
     Ok(ExitCode::SUCCESS)
 }
@@ -190,7 +226,11 @@ pub fn status_text(r: &DataDirReport) -> String {
     match &r.last_committed {
         None => o.push_str("last committed batch: none\n"),
         Some(b) => {
-            let _ = writeln!(o, "last committed batch: {} ms", b.time_ms);
+            let _ = writeln!(
+                o,
+                "last committed batch: {}",
+                super::checkpoint::batch_time(b.time_ms)
+            );
         }
     }
     if r.pending.is_empty() {
@@ -199,8 +239,9 @@ pub fn status_text(r: &DataDirReport) -> String {
     for b in &r.pending {
         let _ = writeln!(
             o,
-            "pending batch (re-run at next start): {} ms {:?}",
-            b.time_ms, b.ranges
+            "pending batch (re-run at next start): {}: {}",
+            super::checkpoint::batch_time(b.time_ms),
+            super::checkpoint::ranges_words(&b.ranges)
         );
     }
     for (op, n) in &r.state_keys {

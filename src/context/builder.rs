@@ -3,7 +3,7 @@
 //!
 //! Limits: see [`super`] (`parallelism` 1 to [`PARALLELISM_MAX`],
 //! `partitions` 1 to [`PARTITIONS_MAX`], a batch interval of whole
-//! milliseconds); `backlog_bytes_max`, `batch_records_max` and a given
+//! milliseconds up to [`BATCH_INTERVAL_MAX`]); `backlog_bytes_max`, `batch_records_max` and a given
 //! `records_per_second_max` positive.
 //! Must never: build a context from a setting it did not check.
 
@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{
-    ContextError, Inner, Phase, StreamingContext, GRACEFUL_STOP_TIMEOUT_DEFAULT, PARALLELISM_MAX,
-    PARTITIONS_DEFAULT, PARTITIONS_MAX,
+    ContextError, Inner, Phase, StreamingContext, BATCH_INTERVAL_MAX,
+    GRACEFUL_STOP_TIMEOUT_DEFAULT, PARALLELISM_MAX, PARTITIONS_DEFAULT, PARTITIONS_MAX,
 };
 use crate::checkpoint::{CheckpointStore, MemoryCheckpointStore};
 use crate::clock::{Clock, SystemClock};
@@ -28,6 +28,7 @@ pub struct StreamingContextBuilder {
     partitions: usize,
     clock: Arc<dyn Clock>,
     data_dir: Option<PathBuf>,
+    data_dir_id: Option<crate::checkpoint::DataDirId>,
     batch_records_max: u64,
     adaptive_batches: bool,
     stats_batches_max: usize,
@@ -38,6 +39,7 @@ pub struct StreamingContextBuilder {
     store: Option<Box<dyn CheckpointStore>>,
     backlog_bytes_max: u64,
     records_per_second_max: Option<u64>,
+    dead_letter_bytes_max: u64,
 }
 
 impl std::fmt::Debug for StreamingContextBuilder {
@@ -60,6 +62,7 @@ impl StreamingContext {
             partitions: PARTITIONS_DEFAULT,
             clock: Arc::new(SystemClock),
             data_dir: None,
+            data_dir_id: None,
             batch_records_max: BATCH_RECORDS_MAX_DEFAULT,
             adaptive_batches: true,
             stats_batches_max: STATS_BATCHES_MAX_DEFAULT,
@@ -70,6 +73,7 @@ impl StreamingContext {
             store: None,
             backlog_bytes_max: crate::receiver::BACKLOG_BYTES_MAX_DEFAULT,
             records_per_second_max: None,
+            dead_letter_bytes_max: crate::sink::DEAD_LETTER_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -158,6 +162,21 @@ impl StreamingContextBuilder {
         self
     }
 
+    /// The identity of the data directory's checkpoint (set by
+    /// `get_or_create`): every input log opened must carry it.
+    pub(crate) fn data_dir_id(mut self, id: crate::checkpoint::DataDirId) -> Self {
+        self.data_dir_id = Some(id);
+        self
+    }
+
+    /// Bound of the dead-letter log `DATA_DIR/dead-letter/` (default
+    /// [`crate::sink::DEAD_LETTER_BYTES_MAX_DEFAULT`], 1 GiB): a batch whose
+    /// dead letters would pass it fails instead of committing.
+    pub fn dead_letter_bytes_max(mut self, bytes: u64) -> Self {
+        self.dead_letter_bytes_max = bytes;
+        self
+    }
+
     /// Where batch lineage and state are kept (default: in memory).
     pub fn checkpoint_store(mut self, store: Box<dyn CheckpointStore>) -> Self {
         self.store = Some(store);
@@ -170,8 +189,16 @@ impl StreamingContextBuilder {
         let store = self
             .store
             .unwrap_or_else(|| Box::new(MemoryCheckpointStore::new()));
+        let dead_letters = self.data_dir.as_deref().map(|d| {
+            Arc::new(crate::sink::DeadLetterLog::new(
+                d,
+                self.dead_letter_bytes_max,
+            ))
+        });
         Ok(StreamingContext {
+            dead_letters: dead_letters.clone(),
             input_logs: Mutex::new(Vec::new()),
+            data_dir_lock: Mutex::new(None),
             graph: Graph::new(interval_ms, self.partitions),
             state_reader: store.state_reader(),
             cfg: SchedulerConfig {
@@ -183,8 +210,10 @@ impl StreamingContextBuilder {
                 graceful_stop_timeout: self.graceful_stop_timeout,
                 batch_attempts_max: self.batch_attempts_max,
                 retry_backoff: self.retry_backoff,
+                dead_letters: dead_letters.map(|d| d as Arc<dyn crate::dstream::DeadLetterSink>),
             },
             data_dir: self.data_dir,
+            data_dir_id: self.data_dir_id,
             wal_config: self.wal_config,
             backlog_bytes_max: self.backlog_bytes_max,
             records_per_second_max: self.records_per_second_max,
@@ -204,11 +233,17 @@ impl StreamingContextBuilder {
             setting: "batch_interval",
         })?;
         let interval_ms = interval.as_millis() as u64;
-        if interval_ms == 0 || interval.subsec_nanos() % 1_000_000 != 0 {
+        if interval_ms == 0
+            || interval.subsec_nanos() % 1_000_000 != 0
+            || interval > BATCH_INTERVAL_MAX
+        {
             return Err(ContextError::OutOfRange {
                 setting: "batch_interval",
-                found: format!("{interval:?}"),
-                expected: "a positive whole number of milliseconds".into(),
+                found: format!("{} ms", interval.as_secs_f64() * 1000.0),
+                expected: format!(
+                    "a whole number of milliseconds from 1 to {}",
+                    BATCH_INTERVAL_MAX.as_millis()
+                ),
             });
         }
         let range = |setting, found: usize, max: usize| {
@@ -238,6 +273,7 @@ impl StreamingContextBuilder {
             " (None for no limit)",
         )?;
         positive("batch_records_max", self.batch_records_max == 0, "")?;
+        positive("dead_letter_bytes_max", self.dead_letter_bytes_max == 0, "")?;
         Ok(interval_ms)
     }
 }

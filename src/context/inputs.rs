@@ -73,7 +73,14 @@ impl StreamingContext {
                 stream: name.to_string(),
             })?;
         validate_stream_name(name).map_err(ContextError::from)?;
-        let (wal, report) = Wal::open(layout::wal_dir(dir, name), self.wal_config.clone())?;
+        let log = layout::wal_dir(dir, name);
+        if let Some(id) = self.data_dir_id {
+            super::identity::check_log(dir, &log, id)?;
+        }
+        let (wal, report) = Wal::open(&log, self.wal_config.clone())?;
+        if let Some(id) = self.data_dir_id {
+            super::identity::ensure_log_id(&log, id)?;
+        }
         if let Some(t) = &report.torn_tail {
             tracing::warn!(stream = name, segment = %t.path.display(), bytes = t.bytes_cut, "recovered the input log: cut a torn tail of never-acknowledged bytes");
         }
@@ -148,8 +155,11 @@ impl StreamingContext {
             .0)
     }
 
-    /// [`StreamingContext::socket_text_stream`] with explicit settings;
-    /// also returns the stream's counters.
+    /// [`StreamingContext::socket_text_stream`] with explicit settings
+    /// (e.g. `delimiter: b"__end".to_vec()` for a server that ends its
+    /// records with `__end` and sends no newline, as the Spark tutorial's
+    /// does); also returns the stream's counters, which count an over-long
+    /// line the moment it passes `line_bytes_max`.
     pub fn socket_text_stream_with(
         &self,
         name: &str,

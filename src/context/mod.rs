@@ -13,7 +13,8 @@
 //! `crate::names::validate_stream_name`, and its files are where
 //! `crate::layout` says.
 //!
-//! Limits: batch interval at least 1 ms; `parallelism` 1 to
+//! Limits: batch interval 1 ms to [`BATCH_INTERVAL_MAX`] (one day);
+//! `parallelism` 1 to
 //! [`PARALLELISM_MAX`] threads; `partitions` 1 to [`PARTITIONS_MAX`];
 //! `stop()` waits at most [`RECEIVER_STOP_WAIT_MAX`] for receivers.
 //! Must never: hold engine logic (graph semantics live in `dstream`,
@@ -21,22 +22,34 @@
 //! under the data directory other than through `crate::layout`.
 
 mod builder;
+mod identity;
 mod inputs;
+mod partitions;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+pub use crate::receiver::dir::file_partition;
 pub use builder::StreamingContextBuilder;
+pub use identity::{
+    adopt_logs, check_offline, check_offline_missing, scan_logs, Adopted, IdentityError,
+    LogIdentity,
+};
+pub use partitions::{partition_name, STREAM_PARTITIONS_MAX};
 
 use crate::checkpoint::{CheckpointStore, MemoryCheckpointStore, StateReader};
 use crate::clock::Clock;
-use crate::dstream::{Graph, PipelineDescription};
+use crate::dstream::{DStream, Data, Graph, PipelineDescription};
 use crate::receiver::{Receiver, ReceiverError, StreamShared};
 use crate::scheduler::{BatchStats, Scheduler, SchedulerConfig};
 use crate::Result;
 
+/// Longest accepted batch interval: one day. Longer ones would run their
+/// first batch so late that the process looks hung (2^63 ms never runs
+/// one); a daily job is a day-long interval or an external timer.
+pub const BATCH_INTERVAL_MAX: Duration = Duration::from_secs(86_400);
 /// Largest accepted `parallelism`, in threads.
 pub const PARALLELISM_MAX: usize = 1024;
 /// Largest accepted `partitions`.
@@ -95,6 +108,36 @@ pub enum ContextError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// Another process (or another context in this one) holds the data
+    /// directory's lock: one weir per data directory.
+    #[error(
+        "the data directory {} is in use by {holder} (lock file {}): two weir processes must \
+         never share a data directory. Stop the other one first, or give this one another \
+         directory; the lock is released when its process exits, even by SIGKILL",
+        dir.display(), lock_file.display()
+    )]
+    DataDirLocked {
+        /// The data directory.
+        dir: PathBuf,
+        /// Its lock file (`DATA_DIR/LOCK`).
+        lock_file: PathBuf,
+        /// Who holds it, as the lock file says.
+        holder: crate::storage::LockHolder,
+    },
+    /// A partitioned stream asks for fewer partitions (or another layout)
+    /// than its logs on disk hold.
+    #[error(
+        "stream `{stream}` would have {partitions} partition(s), but its data directory holds logs they do not read: {}. Their records would never be processed. Keep the partition count those logs were written with; or, to change it, stop producers, let weir process everything, stop it, and remove those logs (DATA_DIR/wal/NAME)",
+        logs.join(", ")
+    )]
+    PartitionsShrunk {
+        /// The stream.
+        stream: String,
+        /// The partitions asked for.
+        partitions: usize,
+        /// The logs left out (directory names under `DATA_DIR/wal`).
+        logs: Vec<String>,
+    },
     /// A stream name outside the rule of `crate::names`.
     #[error(transparent)]
     Name(#[from] crate::names::NameError),
@@ -140,11 +183,19 @@ pub struct StreamingContext {
     state_reader: Arc<dyn StateReader>,
     cfg: SchedulerConfig,
     data_dir: Option<PathBuf>,
+    /// The data directory's identity, when `get_or_create` opened its
+    /// checkpoint: every input log opened must carry it.
+    data_dir_id: Option<crate::checkpoint::DataDirId>,
     wal_config: crate::wal::WalConfig,
     backlog_bytes_max: u64,
     records_per_second_max: Option<u64>,
+    /// The dead-letter log (contexts with a data directory).
+    dead_letters: Option<Arc<crate::sink::DeadLetterLog>>,
     /// Every input log opened for a stream, by stream name (for metrics).
     input_logs: Mutex<Vec<(String, Arc<crate::wal::Wal>)>>,
+    /// The data directory's lock (`get_or_create`), held while the
+    /// context lives.
+    data_dir_lock: Mutex<Option<crate::storage::DirLock>>,
     inner: Mutex<Inner>,
 }
 
@@ -153,6 +204,27 @@ impl std::fmt::Debug for StreamingContext {
         f.debug_struct("StreamingContext")
             .field("batch_interval_ms", &self.graph.interval_ms())
             .finish_non_exhaustive()
+    }
+}
+
+/// Takes the lock of data directory `dir` (`DATA_DIR/LOCK`): refused,
+/// naming the holder, while another weir has the directory.
+pub(crate) fn lock_data_dir(dir: &Path) -> Result<crate::storage::DirLock> {
+    use crate::storage::{LockAttempt, Storage};
+    let lock_file = crate::layout::data_dir_lock(dir);
+    match crate::storage::RealFs.try_lock(dir) {
+        Ok(LockAttempt::Acquired(lock)) => Ok(lock),
+        Ok(LockAttempt::Held(holder)) => Err(ContextError::DataDirLocked {
+            dir: dir.to_path_buf(),
+            lock_file,
+            holder,
+        }
+        .into()),
+        Err(source) => Err(ContextError::DataDir {
+            path: lock_file,
+            source,
+        }
+        .into()),
     }
 }
 
@@ -176,6 +248,14 @@ impl StreamingContext {
         &self.wal_config
     }
 
+    /// `(step, records dead-lettered since start)` for every step that
+    /// dead-lettered a record in a committed batch.
+    pub fn dead_letter_counts(&self) -> Vec<(String, u64)> {
+        self.dead_letters
+            .as_ref()
+            .map_or_else(Vec::new, |d| d.counts())
+    }
+
     /// The configured data directory, if any.
     pub fn data_dir(&self) -> Option<&Path> {
         self.data_dir.as_deref()
@@ -188,6 +268,11 @@ impl StreamingContext {
     /// checked against the checkpoint, committed state is loaded, every
     /// allocated but uncommitted batch is re-run with exactly its recorded
     /// input, and new batches continue where the last one ended.
+    ///
+    /// The checkpoint and the input logs share the data directory's
+    /// identity: a missing checkpoint beside logs that were written beside
+    /// one, or a checkpoint of another data directory, is refused
+    /// ([`IdentityError`]; the way out is [`adopt_logs`]).
     pub fn get_or_create(
         dir: impl AsRef<Path>,
         build: impl FnOnce(StreamingContextBuilder) -> Result<StreamingContext>,
@@ -197,16 +282,40 @@ impl StreamingContext {
             path: dir.to_path_buf(),
             source,
         })?;
-        let store = crate::checkpoint::SledCheckpointStore::open(
-            crate::layout::checkpoint_dir(dir),
-            crate::checkpoint::SledConfig::default(),
-        )
-        .map_err(crate::scheduler::SchedulerError::from)?;
-        build(
+        let lock = lock_data_dir(dir)?;
+        let (store, id) = identity::open_checkpoint(dir)?;
+        let ssc = build(
             StreamingContext::builder()
                 .data_dir(dir)
+                .data_dir_id(id)
                 .checkpoint_store(Box::new(store)),
-        )
+        )?;
+        *ssc.data_dir_lock.lock().unwrap_or_else(|e| e.into_inner()) = Some(lock);
+        Ok(ssc)
+    }
+
+    /// Spark's `ssc.union(streams)`: one stream with the records of every
+    /// stream in `streams` at each batch, the first stream's first (its
+    /// partitions, then the next stream's). All must slide at the same
+    /// interval and come from this context; an empty slice, a stream of
+    /// another context or different slides are refused by `start()`,
+    /// naming the operator (`<inputs>/union`).
+    pub fn union<T: Data>(&self, streams: &[DStream<T>]) -> DStream<T> {
+        crate::dstream::union_all(&self.graph, streams)
+    }
+
+    /// Spark's `ssc.transform(streams, f)`: at each batch,
+    /// `f(batch_time_ms, batches)` gets the batch of every stream, one
+    /// `Vec` per stream in the order of `streams`, and returns the new
+    /// stream's batch (split evenly over the partitions, larger chunks
+    /// last). Streams of different record types: map them into one enum
+    /// first. The same refusals as [`StreamingContext::union`].
+    pub fn transform<T: Data, U: Data>(
+        &self,
+        streams: &[DStream<T>],
+        f: impl Fn(u64, Vec<Vec<T>>) -> Vec<U> + Send + Sync + 'static,
+    ) -> DStream<U> {
+        crate::dstream::transform_all(&self.graph, streams, f)
     }
 
     /// The pipeline description (names, kinds, parameters).
@@ -333,6 +442,34 @@ impl StreamingContext {
             .as_ref()
             .map(|s| s.committed_positions())
             .unwrap_or_default()
+    }
+
+    /// After processing stopped: `(source, records)` each source holds
+    /// past its last batch (acknowledged input left for the next start);
+    /// None while processing runs or before `start()`.
+    pub fn waiting_records(&self) -> Option<Vec<(String, u64)>> {
+        self.lock()
+            .scheduler
+            .as_ref()
+            .and_then(|s| s.waiting_records())
+    }
+
+    /// `(stream, health)` of every receiver-fed stream: its receiver's
+    /// state, last error and records stored (the status page's receivers).
+    pub fn receiver_health(&self) -> Vec<(String, crate::receiver::HealthSnapshot)> {
+        let inner = self.lock();
+        let pending = inner.receivers.iter().map(|r| &r.shared);
+        let running = inner.receiver_threads.iter().map(|(s, _)| s);
+        pending
+            .chain(running)
+            .map(|s| (s.name().to_string(), s.health()))
+            .collect()
+    }
+
+    /// What the batch loop is doing now: the batch in flight and the batch
+    /// times due but not yet started (None before `start()`).
+    pub fn batch_queue(&self) -> Option<crate::scheduler::BatchQueue> {
+        self.lock().scheduler.as_ref().map(|s| s.queue())
     }
 
     /// `(operator, keys)` of each stateful operator's committed state

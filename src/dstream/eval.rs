@@ -91,34 +91,114 @@ impl<T: Clone + Send + Sync> PartFn<T> for MatParts<T> {
     }
 }
 
-/// The first source read that failed in a batch: source name, the range
-/// that was read, and the reason as text (every check hands out its own
-/// error, and a boxed reason is not `Clone`). Sticky: once set, every later
-/// check fails too, so no consumer acts on a partial batch.
+/// The first failure of a batch: a source read (source name, the range
+/// that was read, and the reason as text: every check hands out its own
+/// error, and a boxed reason is not `Clone`), or a step's bad record.
+/// Sticky: once set, every later check fails too, so no consumer acts on a
+/// partial batch.
 #[derive(Default)]
-pub(crate) struct ReadFailure(Mutex<Option<(String, Range<u64>, String)>>);
+pub(crate) struct ReadFailure(Mutex<Option<Failure>>);
+
+enum Failure {
+    Read(String, Range<u64>, String),
+    Record {
+        step: String,
+        stream: Option<String>,
+        lsn: Option<u64>,
+        record: String,
+        error: String,
+    },
+    Full(String, usize),
+}
 
 impl ReadFailure {
     pub(crate) fn is_set(&self) -> bool {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).is_some()
     }
 
+    /// Keeps the first failure; of bad records, the one at the lowest
+    /// position (partitions run in parallel: the name must not depend on
+    /// which finished first).
+    fn keep(&self, f: Failure) {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let earlier = match (&*slot, &f) {
+            (None, _) => true,
+            (
+                Some(Failure::Record {
+                    stream: s0,
+                    lsn: Some(l0),
+                    ..
+                }),
+                Failure::Record {
+                    stream: s1,
+                    lsn: Some(l1),
+                    ..
+                },
+            ) => (s1, l1) < (s0, l0),
+            _ => false,
+        };
+        if earlier {
+            *slot = Some(f);
+        }
+    }
+
     /// Keeps the first failure (later ones are usually its echoes).
     pub(crate) fn set(&self, source_name: &str, range: Range<u64>, reason: &BoxError) {
-        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() {
-            *slot = Some((source_name.to_string(), range, reason.to_string()));
-        }
+        self.keep(Failure::Read(
+            source_name.to_string(),
+            range,
+            reason.to_string(),
+        ));
+    }
+
+    /// Keeps a step's failure ([`EngineError::BadRecord`] or
+    /// [`EngineError::BadRecordsFull`]; other errors as a read failure of
+    /// no source).
+    pub(crate) fn set_error(&self, e: EngineError) {
+        self.keep(match e {
+            EngineError::BadRecord {
+                step,
+                stream,
+                lsn,
+                record,
+                error,
+            } => Failure::Record {
+                step,
+                stream,
+                lsn,
+                record,
+                error,
+            },
+            EngineError::BadRecordsFull { step, bytes_max } => Failure::Full(step, bytes_max),
+            other => Failure::Read(String::new(), 0..0, other.to_string()),
+        })
     }
 
     fn check(&self) -> Result<(), EngineError> {
         match &*self.0.lock().unwrap_or_else(|e| e.into_inner()) {
             None => Ok(()),
-            Some((source_name, range, reason)) => Err(EngineError::Source {
+            Some(Failure::Read(source_name, range, reason)) => Err(EngineError::Source {
                 source_name: source_name.clone(),
                 start: range.start,
                 end: range.end,
                 reason: reason.clone().into(),
+            }),
+            Some(Failure::Record {
+                step,
+                stream,
+                lsn,
+                record,
+                error,
+            }) => Err(EngineError::BadRecord {
+                step: step.clone(),
+                stream: stream.clone(),
+                lsn: *lsn,
+                record: record.clone(),
+                error: error.clone(),
+            }),
+            Some(Failure::Full(step, bytes_max)) => Err(EngineError::BadRecordsFull {
+                step: step.clone(),
+                bytes_max: *bytes_max,
             }),
         }
     }
@@ -135,6 +215,10 @@ pub struct BatchCtx<'a> {
     memo: Mutex<HashMap<NodeId, Arc<dyn Any + Send + Sync>>>,
     deltas: Mutex<Vec<Box<dyn StateDelta>>>,
     pub(crate) read_failure: Arc<ReadFailure>,
+    pub(crate) bad_records: Arc<super::bad::BadRecords>,
+    /// Per source (plan order): record ranges never fed to the pipeline
+    /// (`weir wal skip`).
+    pub(crate) skipped: Arc<Vec<Vec<Range<u64>>>>,
 }
 
 impl<'a> BatchCtx<'a> {
@@ -159,6 +243,8 @@ impl<'a> BatchCtx<'a> {
             memo: Mutex::new(HashMap::new()),
             deltas: Mutex::new(Vec::new()),
             read_failure: Arc::default(),
+            bad_records: Arc::default(),
+            skipped: Arc::default(),
         }
     }
 
@@ -167,6 +253,19 @@ impl<'a> BatchCtx<'a> {
     /// (or acting on) what they produced.
     pub(crate) fn check_reads(&self) -> Result<(), EngineError> {
         self.read_failure.check()
+    }
+
+    /// Record ranges of each source (plan order) that are never fed to
+    /// the pipeline: skipped deliberately with `weir wal skip`.
+    pub fn with_skipped(mut self, skipped: Arc<Vec<Vec<Range<u64>>>>) -> Self {
+        self.skipped = skipped;
+        self
+    }
+
+    /// The records this batch dead-lettered (taken once, before the
+    /// commit), in (step, stream, position) order.
+    pub fn take_bad_records(&self) -> Vec<super::BadRecord> {
+        self.bad_records.take()
     }
 
     /// The batch time in milliseconds.

@@ -396,7 +396,13 @@ impl Plan {
     /// (each only at times its stream produces a batch), then makes sure
     /// every stateful operator has advanced. State changes are left in
     /// `ctx` ([`BatchCtx::take_deltas`]); committed state is not touched.
-    pub fn run_batch(&self, ctx: &BatchCtx) -> Result<(), EngineError> {
+    /// Adds `(output index, time it took)` to `times` for each output
+    /// that ran (at most one per output).
+    pub fn run_batch(
+        &self,
+        ctx: &BatchCtx,
+        times: &mut Vec<(usize, std::time::Duration)>,
+    ) -> Result<(), EngineError> {
         for (i, o) in self.outputs.iter().enumerate() {
             if ctx.valid(o.slide_ms) {
                 if i > 0 {
@@ -406,7 +412,9 @@ impl Plan {
                         reason: Box::new(c),
                     })?;
                 }
+                let started = std::time::Instant::now();
                 (o.run)(ctx)?;
+                times.push((i, started.elapsed()));
             }
         }
         for s in &self.stateful {

@@ -1,7 +1,21 @@
-//! Deterministic hashing for map-side combines and hash partitioning.
+//! Hashing for hash partitioning (deterministic) and for the combine and
+//! group tables (seeded).
 //!
-//! [`WeirHasher`] has no random seed: the same key lands in the same
-//! partition in every run and on every replay. It combines words the FxHash
+//! Two hashes, for two jobs. Keys come from the network, so a producer can
+//! craft keys that collide under any fixed hash function; in a probing
+//! table that makes a batch quadratic. So:
+//! - **Tables** (the combine index, [`OrderedMap`]) hash with
+//!   [`table_hash`]: foldhash seeded once per process from the OS's
+//!   randomness. Nothing observable depends on it (entries keep the order
+//!   of first appearance), so it need not be the same across runs.
+//! - **Partitions** use [`WeirHasher`], which has no random seed: the same
+//!   key lands in the same partition in every run and on every replay
+//!   (a replayed batch must write the same bytes). Crafted keys can at most
+//!   put every key in one partition: the work stays linear (each partition's
+//!   table is seeded), only the parallelism is lost. The checkpoint's state
+//!   buckets use their own fixed hash (`checkpoint::buckets`, bounded there).
+//!
+//! [`WeirHasher`] It combines words the FxHash
 //! way (rotate, xor, multiply: a few cycles a word) and finishes by folding
 //! the high half into the low half, so both the low bits (hash-table
 //! buckets) and the high bits (partitions) are well distributed; plain
@@ -69,14 +83,52 @@ impl Hasher for WeirHasher {
     }
 }
 
-/// Fixed (unseeded) hasher builder used by every keyed operator.
+/// Fixed (unseeded) hasher builder, for benchmarks that compare against
+/// the engine's own combine (`examples/bench_wordcount.rs`).
+#[cfg_attr(not(feature = "testing"), allow(dead_code))]
 pub type FxBuild = BuildHasherDefault<WeirHasher>;
 
-/// Insertion-ordered map with the fixed hasher: iteration order is the order
-/// keys were first inserted, whatever their hashes.
-pub type OrderedMap<K, V> = indexmap::IndexMap<K, V, FxBuild>;
+/// The table hasher: foldhash with this process's random seed (the same
+/// for every table of the process, so a hash computed on the map side can
+/// be carried to the reduce side).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TableBuild;
 
-/// The [`WeirHasher`] hash of `key` (what [`FxBuild`] maps compute).
+impl std::hash::BuildHasher for TableBuild {
+    type Hasher = foldhash::fast::FoldHasher<'static>;
+    #[inline]
+    fn build_hasher(&self) -> Self::Hasher {
+        table_state().build_hasher()
+    }
+}
+
+/// foldhash keyed from the OS's randomness (std's `RandomState` draws its
+/// keys from it), once per process.
+fn table_state() -> &'static foldhash::fast::SeedableRandomState {
+    use std::hash::BuildHasher;
+    use std::sync::OnceLock;
+    static SHARED: OnceLock<foldhash::SharedSeed> = OnceLock::new();
+    static STATE: OnceLock<foldhash::fast::SeedableRandomState> = OnceLock::new();
+    STATE.get_or_init(|| {
+        let os = std::collections::hash_map::RandomState::new();
+        let shared = SHARED.get_or_init(|| foldhash::SharedSeed::from_u64(os.hash_one(1u64)));
+        foldhash::fast::SeedableRandomState::with_seed(os.hash_one(2u64), shared)
+    })
+}
+
+/// The seeded table hash of `key` (see the module docs): what the combine
+/// index probes with. Differs between processes.
+#[inline]
+pub fn table_hash<K: Hash + ?Sized>(key: &K) -> u64 {
+    use std::hash::BuildHasher;
+    table_state().hash_one(key)
+}
+
+/// Insertion-ordered map with the seeded table hasher: iteration order is
+/// the order keys were first inserted, whatever their hashes.
+pub type OrderedMap<K, V> = indexmap::IndexMap<K, V, TableBuild>;
+
+/// The [`WeirHasher`] hash of `key`: the partitioning hash.
 #[inline]
 pub fn hash_of<K: Hash + ?Sized>(key: &K) -> u64 {
     let mut h = WeirHasher::default();

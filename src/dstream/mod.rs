@@ -26,13 +26,17 @@ internal! {
     mod state;
     mod text;
 }
+mod bad;
+mod multi;
 mod pair;
 mod stateful;
+mod update;
 mod window;
 
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+pub use bad::{BadRecord, DeadLetterSink, OnError, RecordText, BATCH_BAD_BYTES_MAX};
 pub use graph::{OperatorDesc, OutputDesc, PipelineDescription};
 pub use source::{BoxError, Queue, QueueFull, QueueMode, Source};
 // The engine's machinery: crate-internal, reachable by the tests through
@@ -51,9 +55,12 @@ pub use state::{StateChange, StateDecoder, StateDelta, StateStore};
 pub(crate) use state::{StateChange, StateDelta, StateStore};
 pub use stateful::{MapWithStateDStream, State, StateSpec};
 pub use text::Text;
+pub use update::UpdateSpec;
+
+pub(crate) use multi::{transform_all, union_all};
 
 use eval::{MatParts, PartFn, Stream};
-use graph::{NodeId, NodeMeta, OutputEntry, SourceEntry};
+use graph::{NodeId, NodeMeta, OutputEntry};
 
 use crate::codec::CodecError;
 
@@ -100,6 +107,35 @@ pub enum EngineError {
         /// The source's error.
         reason: BoxError,
     },
+    /// A step could not process a record and its policy is
+    /// [`OnError::Fail`].
+    #[error(
+        "step `{step}` could not process {}: {error} (record: {record:?}). The batch is not committed and fails the same way on every retry and restart. To get past it: fix the step, or let it dead-letter such records (on_error = \"dead_letter\" in a pipeline file, OnError::DeadLetter in Rust), or skip the record deliberately with `weir wal skip --stream {} --from {} --to {} --reason \"...\"` while the service is stopped",
+        bad::describe_position(stream.as_deref(), *lsn),
+        stream.as_deref().unwrap_or("STREAM"),
+        lsn.map_or("N".to_string(), |l| l.to_string()),
+        lsn.map_or("N+1".to_string(), |l| (l + 1).to_string()),
+    )]
+    BadRecord {
+        /// The step (operator name).
+        step: String,
+        /// The input stream the record came from (none after a shuffle).
+        stream: Option<String>,
+        /// Its record number in that stream.
+        lsn: Option<u64>,
+        /// The record's text, cut to 200 bytes.
+        record: String,
+        /// The step's error.
+        error: String,
+    },
+    /// A batch dead-lettered more than it may hold in memory.
+    #[error("step `{step}` dead-lettered more than {bytes_max} bytes of records in one batch; the batch is not committed. Most of the input is bad: fix the input or the step (on_error = \"fail\" stops at the first bad record and names it)")]
+    BadRecordsFull {
+        /// The step whose record passed the limit.
+        step: String,
+        /// The limit ([`BATCH_BAD_BYTES_MAX`]).
+        bytes_max: usize,
+    },
     /// An output operation failed.
     #[error("output operation {kind} on `{input}` failed: {reason}")]
     Output {
@@ -108,6 +144,14 @@ pub enum EngineError {
         /// Name of the stream it outputs.
         input: String,
         /// The sink's error.
+        reason: BoxError,
+    },
+    /// The initial state of an operator could not be loaded.
+    #[error("operator `{op}` could not load its initial state: {reason}")]
+    InitialState {
+        /// Operator name.
+        op: String,
+        /// The loader's error.
         reason: BoxError,
     },
     /// Committed state of an operator has an unexpected type or layout.
@@ -183,102 +227,26 @@ pub(crate) fn meta(
     }
 }
 
-/// Splits `v` into `n` contiguous chunks of near-equal length, in order.
+/// Where chunk `i` of `n` starts when `len` records are cut into `n`
+/// contiguous chunks: `i * len / n`, Spark's `ParallelCollectionRDD.slice`
+/// rule, so the chunks differ by at most one record and the larger ones
+/// come last (5 records in 3: 1, 2, 2). Chunk `n` starts at `len`.
+pub(crate) fn chunk_start(len: u64, n: u64, i: u64) -> u64 {
+    (u128::from(i) * u128::from(len) / u128::from(n.max(1))) as u64
+}
+
+/// Splits `v` into `n` contiguous chunks of near-equal length, in order,
+/// by [`chunk_start`].
 pub(crate) fn split_even<T>(v: Vec<T>, n: usize) -> Vec<Vec<T>> {
     let n = n.max(1);
-    let len = v.len();
+    let len = v.len() as u64;
     let mut out = Vec::with_capacity(n);
     let mut it = v.into_iter();
-    for i in 0..n {
-        let take = len / n + usize::from(i < len % n);
-        out.push(it.by_ref().take(take).collect());
+    for i in 0..n as u64 {
+        let take = chunk_start(len, n as u64, i + 1) - chunk_start(len, n as u64, i);
+        out.push(it.by_ref().take(take as usize).collect());
     }
     out
-}
-
-// ---------------------------------------------------------------- sources
-
-struct SourceStream<T> {
-    id: NodeId,
-    index: usize,
-    src: Arc<dyn Source<T>>,
-}
-
-/// A source batch for one consumer: partition `p` reads its sub-range of
-/// the batch's range while it runs, record by record, straight into the
-/// fused chain. Nothing of the batch is held decoded beyond what the chain
-/// keeps, and a consumer that stops early (`print`) reads only what it
-/// shows.
-struct SourceParts<T> {
-    src: Arc<dyn Source<T>>,
-    source_name: String,
-    ranges: Vec<std::ops::Range<u64>>,
-    failure: Arc<eval::ReadFailure>,
-}
-
-impl<T: Data> PartFn<T> for SourceParts<T> {
-    fn parts(&self) -> usize {
-        self.ranges.len()
-    }
-    fn run(&self, p: usize, sink: &mut dyn FnMut(T)) {
-        self.run_while(p, &|| true, sink)
-    }
-    fn run_while(&self, p: usize, more: &dyn Fn() -> bool, sink: &mut dyn FnMut(T)) {
-        if self.failure.is_set() {
-            // The batch fails anyway; do not read more of it.
-            return;
-        }
-        let sub = self.ranges[p].clone();
-        let read = self.src.read_each(sub.clone(), &mut |x| {
-            sink(x);
-            more()
-        });
-        if let Err(reason) = read {
-            self.failure.set(&self.source_name, sub, &reason);
-        }
-    }
-}
-
-impl<T: Data> Stream<T> for SourceStream<T> {
-    /// Not memoized: every consumer reads the batch's range again (the
-    /// range is fixed, so it reads the same records) and owns what it
-    /// read, so no record is cloned twice and nothing is dropped serially
-    /// at the end of the batch.
-    fn prepare(&self, ctx: &BatchCtx) -> Result<Arc<dyn PartFn<T>>, EngineError> {
-        let r = ctx.ranges.get(self.index).cloned().unwrap_or(0..0);
-        // `partitions` contiguous sub-ranges, read in parallel by the
-        // partitions' tasks.
-        let n = ctx.partitions() as u64;
-        let len = r.end - r.start;
-        let bound = |i: u64| r.start + len / n * i + (len % n).min(i);
-        Ok(Arc::new(SourceParts {
-            src: self.src.clone(),
-            source_name: ctx.name(self.id).to_string(),
-            ranges: (0..n).map(|i| bound(i)..bound(i + 1)).collect(),
-            failure: ctx.read_failure.clone(),
-        }))
-    }
-}
-
-impl<T: Data> DStream<T> {
-    /// A stream reading from `src`; `kind` names it (e.g. `queue`).
-    pub(crate) fn from_source(g: &Arc<Graph>, kind: &'static str, src: Arc<dyn Source<T>>) -> Self {
-        let interval = g.interval_ms();
-        let id = g.add_node(meta(kind, vec![], interval, vec![]));
-        let index = {
-            let inner = g.lock();
-            inner.sources.len()
-        };
-        g.add_source(SourceEntry {
-            node: id,
-            control: Arc::new(source::Control(src.clone())),
-        });
-        DStream {
-            g: g.clone(),
-            id,
-            s: Arc::new(SourceStream { id, index, src }),
-        }
-    }
 }
 
 // ---------------------------------------------------------------- narrow
@@ -388,42 +356,6 @@ where
     fn prepare(&self, ctx: &BatchCtx) -> Result<Arc<dyn PartFn<T>>, EngineError> {
         let parts = ctx.memo(self.id, || Ok(Arc::new((self.f)(ctx)?)))?;
         Ok(Arc::new(MatParts((*parts).clone())))
-    }
-}
-
-struct UnionStream<T> {
-    a: Arc<dyn Stream<T>>,
-    b: Arc<dyn Stream<T>>,
-}
-
-struct UnionPart<T> {
-    a: Arc<dyn PartFn<T>>,
-    b: Arc<dyn PartFn<T>>,
-}
-
-impl<T: Data> Stream<T> for UnionStream<T> {
-    fn prepare(&self, ctx: &BatchCtx) -> Result<Arc<dyn PartFn<T>>, EngineError> {
-        Ok(Arc::new(UnionPart {
-            a: self.a.prepare(ctx)?,
-            b: self.b.prepare(ctx)?,
-        }))
-    }
-}
-
-impl<T: Data> PartFn<T> for UnionPart<T> {
-    fn parts(&self) -> usize {
-        self.a.parts() + self.b.parts()
-    }
-    fn run(&self, p: usize, sink: &mut dyn FnMut(T)) {
-        self.run_while(p, &|| true, sink)
-    }
-    fn run_while(&self, p: usize, more: &dyn Fn() -> bool, sink: &mut dyn FnMut(T)) {
-        let na = self.a.parts();
-        if p < na {
-            self.a.run_while(p, more, sink)
-        } else {
-            self.b.run_while(p - na, more, sink)
-        }
     }
 }
 
@@ -594,7 +526,7 @@ impl<T: Data> DStream<T> {
         let (a, b) = (self.s.clone(), other.s.clone());
         let d = self.new_node(
             meta("union", vec![self.id, other.id], self.slide_ms(), vec![]),
-            move |_| Arc::new(UnionStream { a, b }),
+            move |_| Arc::new(multi::UnionStream { inputs: vec![a, b] }),
         );
         d.check_same_slide(other);
         d

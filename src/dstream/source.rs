@@ -16,7 +16,9 @@ use std::fmt::Debug;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
-use super::graph::SourceControl;
+use super::eval::{BatchCtx, PartFn, Stream};
+use super::graph::{NodeId, SourceControl, SourceEntry};
+use super::{bad, meta, DStream, Data, EngineError, Graph};
 
 /// Boxed error type for source failures.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -69,6 +71,107 @@ impl<T> SourceControl for Control<T> {
     }
     fn release(&self, end: u64) {
         self.0.release(end)
+    }
+}
+
+// ------------------------------------------------- source streams in a graph
+
+struct SourceStream<T> {
+    id: NodeId,
+    index: usize,
+    src: Arc<dyn Source<T>>,
+}
+
+/// A source batch for one consumer: partition `p` reads its sub-range of
+/// the batch's range while it runs, record by record, straight into the
+/// fused chain. Nothing of the batch is held decoded beyond what the chain
+/// keeps, and a consumer that stops early (`print`) reads only what it
+/// shows.
+struct SourceParts<T> {
+    src: Arc<dyn Source<T>>,
+    index: usize,
+    /// Ranges of this source never fed to the pipeline.
+    skipped: Vec<Range<u64>>,
+    source_name: String,
+    ranges: Vec<std::ops::Range<u64>>,
+    failure: Arc<super::eval::ReadFailure>,
+}
+
+impl<T: Data> PartFn<T> for SourceParts<T> {
+    fn parts(&self) -> usize {
+        self.ranges.len()
+    }
+    fn run(&self, p: usize, sink: &mut dyn FnMut(T)) {
+        self.run_while(p, &|| true, sink)
+    }
+    fn run_while(&self, p: usize, more: &dyn Fn() -> bool, sink: &mut dyn FnMut(T)) {
+        if self.failure.is_set() {
+            // The batch fails anyway; do not read more of it.
+            return;
+        }
+        let sub = self.ranges[p].clone();
+        let mut pos = sub.start;
+        let read = self.src.read_each(sub.clone(), &mut |x| {
+            pos += 1;
+            if self.skipped.iter().any(|r| r.contains(&(pos - 1))) {
+                return more();
+            }
+            bad::set_position(Some((self.index, pos - 1)));
+            sink(x);
+            more()
+        });
+        bad::set_position(None);
+        if let Err(reason) = read {
+            self.failure.set(&self.source_name, sub, &reason);
+        }
+    }
+}
+
+impl<T: Data> Stream<T> for SourceStream<T> {
+    /// Not memoized: every consumer reads the batch's range again (the
+    /// range is fixed, so it reads the same records) and owns what it
+    /// read, so no record is cloned twice and nothing is dropped serially
+    /// at the end of the batch.
+    fn prepare(&self, ctx: &BatchCtx) -> Result<Arc<dyn PartFn<T>>, EngineError> {
+        let r = ctx.ranges.get(self.index).cloned().unwrap_or(0..0);
+        // `partitions` contiguous sub-ranges, read in parallel by the
+        // partitions' tasks; uneven ones larger last, as Spark slices.
+        let n = ctx.partitions() as u64;
+        let len = r.end - r.start;
+        let bound = |i: u64| r.start + super::chunk_start(len, n, i);
+        Ok(Arc::new(SourceParts {
+            src: self.src.clone(),
+            index: self.index,
+            skipped: ctx
+                .skipped
+                .get(self.index)
+                .map(|v| v.iter().filter(|s| s.start < r.end && r.start < s.end).cloned().collect())
+                .unwrap_or_default(),
+            source_name: ctx.name(self.id).to_string(),
+            ranges: (0..n).map(|i| bound(i)..bound(i + 1)).collect(),
+            failure: ctx.read_failure.clone(),
+        }))
+    }
+}
+
+impl<T: Data> DStream<T> {
+    /// A stream reading from `src`; `kind` names it (e.g. `queue`).
+    pub(crate) fn from_source(g: &Arc<Graph>, kind: &'static str, src: Arc<dyn Source<T>>) -> Self {
+        let interval = g.interval_ms();
+        let id = g.add_node(meta(kind, vec![], interval, vec![]));
+        let index = {
+            let inner = g.lock();
+            inner.sources.len()
+        };
+        g.add_source(SourceEntry {
+            node: id,
+            control: Arc::new(Control(src.clone())),
+        });
+        DStream {
+            g: g.clone(),
+            id,
+            s: Arc::new(SourceStream { id, index, src }),
+        }
     }
 }
 

@@ -1,11 +1,12 @@
-//! Stateful operators: `update_state_by_key` and `map_with_state`.
+//! The stateful operator `map_with_state` (`update_state_by_key` is in
+//! `update.rs`) and the registration both use.
 //!
-//! Both keep a [`KvState`] under their stable operator name, partitioned by
+//! It keeps a [`KvState`] under its stable operator name, partitioned by
 //! key hash like the shuffle, each partition in key order. Output order:
-//! `update_state_by_key` emits every key of the new state, per partition in
-//! key order; `map_with_state` emits, per partition, the mapped values of
-//! the batch's records (keys in order of first appearance, records in input
-//! order), then the values returned by timing-out keys in key order; its
+//! per partition, the mapped values of the batch's records (keys in order
+//! of first appearance, records in input order; a function returning
+//! `None` emits nothing for that call), then the values returned by
+//! timing-out keys in key order; its
 //! `state_snapshots()` emits the whole new state, per partition in key
 //! order, computed on demand from the committed state and the batch's
 //! changes.
@@ -21,7 +22,7 @@ use std::time::Duration;
 use super::eval::{BatchCtx, MatParts, PartFn, Parts, Stream};
 use super::graph::{NodeId, StatefulEntry};
 use super::pair::{group, Key};
-use super::state::{push_partition_changes, KvDecoder, KvDelta, KvState};
+use super::state::{KvDecoder, KvDelta, KvState};
 use super::window::Persist;
 use super::{meta, DStream, Data, EngineError};
 
@@ -86,7 +87,7 @@ impl<S> State<S> {
     }
 }
 
-type MapFn<K, V, S, U> = dyn Fn(&K, Option<V>, &mut State<S>) -> U + Send + Sync;
+type MapFn<K, V, S, U> = dyn Fn(u64, &K, Option<V>, &mut State<S>) -> Option<U> + Send + Sync;
 
 /// What `map_with_state` does: the mapping function, an optional initial
 /// state and an optional idle timeout (Spark's `StateSpec`).
@@ -100,6 +101,16 @@ impl<K, V, S, U> StateSpec<K, V, S, U> {
     /// A spec calling `f(key, value, state)` once per record; with `value`
     /// `None` when the key times out.
     pub fn function(f: impl Fn(&K, Option<V>, &mut State<S>) -> U + Send + Sync + 'static) -> Self {
+        Self::function_with_time(move |_, k, v, st| Some(f(k, v, st)))
+    }
+
+    /// A spec calling `f(batch_time_ms, key, value, state)` once per record
+    /// (`value` `None` when the key times out); a `None` result emits no
+    /// record for that call (Spark's `(time, key, value, state) =>
+    /// Option[mapped]`).
+    pub fn function_with_time(
+        f: impl Fn(u64, &K, Option<V>, &mut State<S>) -> Option<U> + Send + Sync + 'static,
+    ) -> Self {
         StateSpec {
             func: Arc::new(f),
             initial: Vec::new(),
@@ -123,73 +134,6 @@ impl<K, V, S, U> StateSpec<K, V, S, U> {
 }
 
 impl<K: Key + Ord + Persist, V: Data> DStream<(K, V)> {
-    /// Keeps a state per key, updated at every batch for **every** key:
-    /// `f(new_values, old_state)`; returning `None` removes the key. The
-    /// output is the whole new state.
-    pub fn update_state_by_key<S: Data + Persist>(
-        &self,
-        f: impl Fn(&[V], Option<&S>) -> Option<S> + Send + Sync + 'static,
-    ) -> DStream<(K, S)> {
-        let parent = self.s.clone();
-        let out: DStream<(K, S)> = self.materialized(
-            meta(
-                "update_state_by_key",
-                vec![self.id],
-                self.slide_ms(),
-                vec![],
-            ),
-            move |id| {
-                move |ctx: &BatchCtx| {
-                    let name = ctx.name(id).to_string();
-                    let prev = ctx.state.get::<KvState<K, S>>(&name)?;
-                    let r = ctx.partitions();
-                    if prev.is_some_and(|p| p.parts.len() != r) {
-                        return Err(EngineError::StateType { op: name });
-                    }
-                    let d = parent.prepare(ctx)?;
-                    let groups: Vec<Mutex<Vec<(K, Vec<V>)>>> =
-                        group(ctx, &*d)?.into_iter().map(Mutex::new).collect();
-                    let results = ctx.par_map(r, |i| {
-                        let g = std::mem::take(
-                            &mut *groups[i].lock().unwrap_or_else(|e| e.into_inner()),
-                        );
-                        let mut new_vals: BTreeMap<K, Vec<V>> = g.into_iter().collect();
-                        let mut next: BTreeMap<K, S> = BTreeMap::new();
-                        let mut changes = Vec::new();
-                        if let Some(p) = prev {
-                            for (k, old) in &p.parts[i] {
-                                let vals = new_vals.remove(k).unwrap_or_default();
-                                match f(&vals, Some(old)) {
-                                    Some(s) => {
-                                        // Keys without new data usually keep
-                                        // their value: persist only real
-                                        // changes, so a commit costs what
-                                        // changed, not the whole state.
-                                        if !(vals.is_empty() && same_encoding(&s, old)) {
-                                            changes.push((k.clone(), Some(s.clone())));
-                                        }
-                                        next.insert(k.clone(), s);
-                                    }
-                                    None => changes.push((k.clone(), None)),
-                                }
-                            }
-                        }
-                        for (k, vals) in new_vals {
-                            if let Some(s) = f(&vals, None) {
-                                changes.push((k.clone(), Some(s.clone())));
-                                next.insert(k, s);
-                            }
-                        }
-                        (next.into_iter().collect::<Vec<_>>(), changes)
-                    });
-                    Ok(push_partition_changes(ctx, name, results))
-                }
-            },
-        );
-        out.register_stateful::<K, S>(self.slide_ms());
-        out
-    }
-
     /// Keeps a state per key, called only for keys with new data (once per
     /// record) and for keys timing out (every batch). Emits what the
     /// function returns; [`MapWithStateDStream::state_snapshots`] gives the
@@ -395,7 +339,10 @@ where
 }
 
 impl<T: Data> DStream<T> {
-    fn register_stateful<K: Key + Ord + Persist, S: Data + Persist>(&self, input_slide_ms: u64) {
+    pub(super) fn register_stateful<K: Key + Ord + Persist, S: Data + Persist>(
+        &self,
+        input_slide_ms: u64,
+    ) {
         self.g.set_stateful(self.id);
         let st = self.s.clone();
         self.g.add_stateful(StatefulEntry {
@@ -467,7 +414,7 @@ where
             let mut changed = false;
             for v in vals {
                 let mut st = State::new(cur.take(), false);
-                out.push(func(&k, Some(v), &mut st));
+                out.extend(func(t, &k, Some(v), &mut st));
                 changed |= st.updated || st.removed;
                 cur = st.value;
             }
@@ -480,7 +427,7 @@ where
                 for (k, (s, last)) in &base.parts[i] {
                     if *last < threshold && !overlay.contains_key(k) {
                         let mut st = State::new(Some(s.clone()), true);
-                        out.push(func(k, None, &mut st));
+                        out.extend(func(t, k, None, &mut st));
                         if let Some(m) = st.misuse {
                             return Err(m);
                         }
@@ -514,7 +461,7 @@ where
 
 /// Whether two values encode to the same bytes (so persisting `a` over `b`
 /// would change nothing).
-fn same_encoding<S: serde::Serialize>(a: &S, b: &S) -> bool {
+pub(super) fn same_encoding<S: serde::Serialize>(a: &S, b: &S) -> bool {
     matches!(
         (crate::codec::encode(a), crate::codec::encode(b)),
         (Ok(x), Ok(y)) if x == y

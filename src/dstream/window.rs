@@ -180,11 +180,23 @@ impl<T: Data + Persist> DStream<T> {
         out
     }
 
-    /// Number of records in each window.
+    /// Number of records in each window, as Spark's `countByWindow`:
+    /// `map(|_| 1)` then [`reduce_by_window_inv`](Self::reduce_by_window_inv)
+    /// with `+` and `-`. So it emits nothing (an empty batch) for windows
+    /// before the stream's first record, and `0` for a window that has
+    /// become empty after it. The state is one count per batch of the
+    /// window, never the records.
     pub fn count_by_window(&self, window: Duration, slide: Duration) -> DStream<u64> {
-        let win = self.window(window, slide);
-        let out = win.count();
-        self.compose_over(&out, "count_by_window", &win, "window");
+        let ones = self.map(|_| 1u64);
+        let out = ones.reduce_by_window_inv(|a, b| a + b, |a, b| a - b, window, slide);
+        let params = self.g.lock().nodes[out.id].params.clone();
+        self.g.compose(
+            out.id,
+            "count_by_window",
+            params,
+            vec![self.id],
+            &[(ones.id, "ones")],
+        );
         out
     }
 

@@ -58,6 +58,16 @@ pub enum FeedError {
         /// server's `record_bytes_max`.
         max: usize,
     },
+    /// The server refused a record its stream cannot process (for a text
+    /// stream: a line that is not valid UTF-8); the lines before it were
+    /// acknowledged, nothing of it or after it.
+    #[error("the server refused line {} of the input (record {line}): {message}. The lines before it are acknowledged; fix or remove that line and run the feed again: it resumes there", line + 1)]
+    InvalidRecord {
+        /// The refused line (from 0; also its sequence number).
+        line: u64,
+        /// The server's reason.
+        message: String,
+    },
     /// The server answered with an ERROR whose code is not worth retrying
     /// (or unknown to this version).
     #[error("the server refused producer `{producer}` with {name} (code {code}): {message}")]
@@ -572,9 +582,11 @@ impl<R: Read> Feed<R> {
                 let first = self.window[sent].seq;
                 let recs: Vec<&[u8]> = self.window.range(sent..to).map(|p| &p.bytes[..]).collect();
                 encode_data(&mut frame, first, &recs);
-                conn.sock
-                    .write_all(&frame)
-                    .map_err(|e| Ended::Retry(format!("sending to {addr}: {e}")))?;
+                if let Err(e) = conn.sock.write_all(&frame) {
+                    // The server may have closed with an ERROR that says why.
+                    self.take_last_words(&conn, &producer)?;
+                    return Err(Ended::Retry(format!("sending to {addr}: {e}")));
+                }
                 sent = to;
                 continue;
             }
@@ -601,6 +613,19 @@ impl<R: Read> Feed<R> {
         }
     }
 
+    /// After a failed write: handles what the server sent before it closed
+    /// (its ACKs and ERROR), waiting at most a second for the reader.
+    fn take_last_words(&mut self, conn: &Conn, producer: &[u8]) -> Result<(), Ended> {
+        let deadline = Instant::now() + self.cfg.io_timeout.min(Duration::from_secs(1));
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match conn.rx.recv_timeout(left) {
+                Ok(FromServer::Closed(_)) | Err(_) => return Ok(()),
+                Ok(m) => self.handle(m, producer)?,
+            }
+        }
+    }
+
     fn handle(&mut self, m: FromServer, producer: &[u8]) -> Result<(), Ended> {
         match m {
             FromServer::Frame(ServerFrame::Ack { next_seq }) => {
@@ -614,6 +639,16 @@ impl<R: Read> Feed<R> {
                 self.ack(next_seq);
                 Ok(())
             }
+            // Records before the refused one were acknowledged first
+            // (ACK then ERROR, in order), so it is the first unacknowledged.
+            FromServer::Frame(ServerFrame::Error {
+                code: Some(ErrorCode::InvalidRecord),
+                message,
+                ..
+            }) => Err(Ended::Fatal(FeedError::InvalidRecord {
+                line: self.acked,
+                message,
+            })),
             FromServer::Frame(f) => Err(server_said(f, producer)),
             FromServer::Closed(why) => Err(Ended::Retry(why)),
         }

@@ -11,11 +11,14 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
+use super::config::check_config;
+use super::parts::{Part, PartitionReceiver};
+use super::pressure::IngestStats;
 use super::producers::ProducerTable;
-use super::server::{check_config, IngestServer};
+use super::server::{IngestServer, RecordCheck};
 use super::{payload, payload_utf8, IngestConfig, IngestError};
 use crate::dstream::{BoxError, DStream};
-use crate::receiver::ReceiverContext;
+use crate::receiver::{Receiver, ReceiverContext};
 use crate::StreamingContext;
 
 /// What `ingest_stream_with` returns: the records and where it listens.
@@ -25,6 +28,9 @@ pub struct IngestStream<T> {
     /// The address the server is bound to (the actual port when the
     /// configuration asked for port 0).
     pub local_addr: SocketAddr,
+    /// The server's counters: records stored, refusals by reason, the
+    /// producer table's size and expiries.
+    pub stats: Arc<IngestStats>,
 }
 
 impl StreamingContext {
@@ -42,8 +48,9 @@ impl StreamingContext {
             .stream)
     }
 
-    /// [`StreamingContext::ingest_stream`] of UTF-8 records (a record that
-    /// is not UTF-8 fails its batch, naming the WAL record).
+    /// [`StreamingContext::ingest_stream`] of UTF-8 records: a record that
+    /// is not UTF-8 is refused before it is stored (ERROR
+    /// `invalid_record` to its producer, nothing of it acknowledged).
     pub fn ingest_text_stream(
         &self,
         name: &str,
@@ -56,8 +63,11 @@ impl StreamingContext {
 
     /// The ingest server with its configuration and a decoder of payloads
     /// ([`payload`], [`payload_utf8`] or your own over the payload's bytes
-    /// via [`payload`]). Binds the listener and recovers the producer table
-    /// now, so errors show here and the bound address is known.
+    /// via [`payload`]). With `cfg.check_records` (the default) the server
+    /// runs `decode` on every record before storing it and refuses one it
+    /// fails on, so nothing acknowledged fails to decode in a batch. Binds
+    /// the listener and recovers the producer table now, so errors show
+    /// here and the bound address is known.
     pub fn ingest_stream_with<T: crate::dstream::Data>(
         &self,
         name: &str,
@@ -80,42 +90,81 @@ impl StreamingContext {
                 addr: cfg.listen_addr,
                 source,
             })?;
-        let slot: Arc<OnceLock<Arc<ProducerTable>>> = Arc::default();
-        let server = IngestServer {
+        self.check_partitions(name, cfg.partitions)?;
+        let slot: Arc<OnceLock<Vec<Part>>> = Arc::default();
+        let stats = Arc::new(IngestStats::default());
+        let check: RecordCheck = Arc::new(move |stored: &[u8]| decode(stored).map(drop));
+        let n = cfg.partitions;
+        let mut server = Some(IngestServer {
             cfg: cfg.clone(),
             listener,
-            table: slot.clone(),
+            parts: slot.clone(),
+            stats: stats.clone(),
+            check: Some(check),
+        });
+        let mut streams = Vec::with_capacity(n);
+        let mut parts = Vec::with_capacity(n);
+        for p in 0..n {
+            let part_name = crate::context::partition_name(name, p, n);
+            // The server runs as partition 0's receiver and stores into
+            // every partition.
+            let receiver: Box<dyn Receiver> = match server.take() {
+                Some(s) => Box::new(s),
+                None => Box::new(PartitionReceiver),
+            };
+            let (stream, shared) =
+                self.receiver_stream_shared(&part_name, receiver, Arc::new(decode))?;
+            parts.push(self.ingest_part(&part_name, &cfg, shared)?);
+            streams.push(stream);
+        }
+        let _ = slot.set(parts);
+        let stream = match n {
+            1 => streams.remove(0),
+            _ => self.union(&streams).name(name),
         };
-        let (stream, shared) =
-            self.receiver_stream_shared(name, Box::new(server), Arc::new(decode))?;
+        Ok(IngestStream {
+            stream,
+            local_addr,
+            stats,
+        })
+    }
+
+    /// One partition of an ingest stream, registered as `part_name`: its
+    /// limits checked against its log, its producer table recovered and
+    /// its release hook set (before `start()`: no segment is deleted
+    /// before the table that covers it is saved).
+    fn ingest_part(
+        &self,
+        part_name: &str,
+        cfg: &IngestConfig,
+        shared: Arc<crate::receiver::StreamShared>,
+    ) -> crate::Result<Part> {
         let ctx = ReceiverContext::new(shared);
-        check_config(name, &cfg, ctx.wal())?;
-        // The stream's log opened above, so the data directory is set.
+        check_config(part_name, cfg, ctx.wal())?;
+        // The stream's log opened at registration, so the data directory is set.
         let snapshot = match self.data_dir() {
-            Some(dir) => crate::layout::producers_snapshot(dir, name),
+            Some(dir) => crate::layout::producers_snapshot(dir, part_name),
             None => {
                 return Err(crate::context::ContextError::NoDataDir {
                     call: "ingest_stream",
-                    stream: name.to_string(),
+                    stream: part_name.to_string(),
                 }
                 .into())
             }
         };
         let table = Arc::new(ProducerTable::recover(
-            name,
+            part_name,
             ctx.wal().clone(),
             snapshot,
             cfg.producers_max,
+            cfg.producers_idle_max,
         )?);
-        let _ = slot.set(table.clone());
-        // Registered before start(): no segment can be deleted before the
-        // table that covers it is saved.
-        let hook_table = table;
+        let hook_table = table.clone();
         ctx.set_release_hook(Box::new(move |end| {
             hook_table
                 .save_before_release(end)
                 .map_err(|e| -> BoxError { Box::new(e) })
         }));
-        Ok(IngestStream { stream, local_addr })
+        Ok(Part { ctx, table })
     }
 }

@@ -17,33 +17,48 @@
 //!   release hook before WAL segments are deleted.
 //! - `server.rs` — [`IngestServer`] (a `Receiver` running a 2-thread tokio
 //!   runtime) and [`IngestConfig`]: accept loop, connections, store then ack.
+//! - `config.rs` — [`IngestConfig`], its ceilings and its validation.
+//! - `parts.rs` — the partitions of a stream (a log and a producer table
+//!   each) and which one a producer sticks to.
 //! - `context.rs` — `StreamingContext::ingest_stream`,
 //!   `ingest_text_stream` and `ingest_stream_with`.
+//! - `pressure.rs` — per-address connection limits, [`IngestStats`]
+//!   (refusals by reason, table size, expiries) and the once-a-minute
+//!   summary line.
 //! - `client.rs` — [`feed`], the client behind `weir feed`.
 //! - `error.rs` — [`IngestError`] (the client's is [`FeedError`]).
 //!
 //! Limits: those of [`IngestConfig`] (server), [`Limits`] (wire) and
 //! [`FeedConfig`] (client); every buffer is bounded by them.
 //! Must never: acknowledge a record before the WAL's fsync covered it,
-//! store a producer's sequence number twice, or store anything of a
-//! malformed frame.
+//! store a producer's sequence number twice, store anything of a
+//! malformed frame or a record the stream's decoder refuses, or keep a
+//! producer that never stored a record after its connection ended.
 
 internal! {
     mod client;
     mod proto;
     mod records;
 }
+mod config;
 mod context;
 mod error;
+mod parts;
+mod pressure;
 mod producers;
 mod server;
 
 pub use client::{feed, FeedConfig, FeedError, FeedReport, Progress};
+pub use config::{
+    IngestConfig, CONNECTIONS_CEILING, HELLO_TIMEOUT_CEILING_MS, PRODUCERS_CEILING,
+    PRODUCERS_IDLE_CEILING_MS,
+};
 pub use context::IngestStream;
 pub use error::IngestError;
+pub use pressure::IngestStats;
 pub use proto::{Limits, ProtoError};
 pub use records::RecordError;
-pub use server::{IngestConfig, IngestServer};
+pub use server::IngestServer;
 
 use crate::dstream::BoxError;
 

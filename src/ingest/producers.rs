@@ -9,18 +9,29 @@
 //! atomically ([`write_atomic`]: temp, fsync, rename, directory fsync)
 //! through the WAL's own [`crate::storage::Storage`].
 //!
-//! Limits: `producers_max` producers (never pruned: forgetting one would let
-//! its old records in again); a snapshot holding more than twice that is
-//! refused as damaged; one snapshot (about 24 bytes a producer) in memory
-//! while it is saved or loaded.
+//! What the table keeps: a producer that never stored a record (next
+//! expected sequence 0) lives only while a connection holds it and is
+//! never written to the snapshot (nor loaded from an older one); a producer
+//! with records and no connection is forgotten ("expires") once it was
+//! idle for `producers_idle_max` (default 7 days) and every one of its
+//! records is below the last released (committed) position. Idle time
+//! counts from its last connection's end or the table's recovery,
+//! whichever is later (the snapshot keeps no times).
+//!
+//! Limits: `producers_max` producers (a new one past it is refused); a
+//! snapshot holding more than twice that is refused as damaged; one
+//! snapshot (about 24 bytes a producer) in memory while it is saved or
+//! loaded; an expiry sweep is one pass over the table under its lock.
 //! Must never: let a WAL segment be deleted before a snapshot covering its
-//! records is durable, wait for a producer's lock in the release hook, or
-//! start from a WAL that begins above what the snapshot covers.
+//! records is durable, wait for a producer's lock in the release hook,
+//! start from a WAL that begins above what the snapshot covers, or forget a
+//! producer that has a connection or a record not yet released.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::records::{decode_snapshot, decode_stored, encode_snapshot};
 use super::IngestError;
@@ -39,15 +50,32 @@ pub(super) struct Producer {
     pub(super) published: AtomicU64,
     /// Bumped by every HELLO: the newest connection owns the producer.
     pub(super) generation: AtomicU64,
+    /// Connections holding this entry; changed only under the table's map
+    /// lock, so it is exact there.
+    connections: AtomicUsize,
+    /// When the last connection ended (or the table was recovered), in ms
+    /// since the table's epoch.
+    idle_since_ms: AtomicU64,
+    /// One past the LSN of its newest stored record that the table saw (0:
+    /// none since the snapshot it was loaded from).
+    lsn_end: AtomicU64,
 }
 
 impl Producer {
-    fn new(next: u64) -> Arc<Producer> {
+    fn new(next: u64, now_ms: u64) -> Arc<Producer> {
         Arc::new(Producer {
             next: Mutex::new(next),
             published: AtomicU64::new(next),
             generation: AtomicU64::new(0),
+            connections: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(now_ms),
+            lsn_end: AtomicU64::new(0),
         })
+    }
+
+    /// Notes that its records up to LSN `end` (exclusive) are stored.
+    pub(super) fn stored_below(&self, end: u64) {
+        self.lsn_end.fetch_max(end, Ordering::AcqRel);
     }
 
     /// Raises `next` (held by the caller) to `v` and publishes it.
@@ -57,11 +85,21 @@ impl Producer {
     }
 }
 
+/// Why a HELLO got no entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct TableFull;
+
 /// The producer table and its snapshot.
 pub(super) struct ProducerTable {
     stream: String,
     map: Mutex<HashMap<Box<[u8]>, Arc<Producer>>>,
     producers_max: usize,
+    /// How long a producer without connection keeps its entry.
+    idle_max: Duration,
+    /// The table's clock origin (idle times are ms since it).
+    epoch: Instant,
+    /// WAL records below this are in committed batches (the last release).
+    released: AtomicU64,
     snapshot_path: PathBuf,
     /// WAL records below this are reflected in the saved snapshot; the lock
     /// also serialises snapshot writes.
@@ -89,6 +127,7 @@ impl ProducerTable {
         wal: Arc<Wal>,
         snapshot_path: PathBuf,
         producers_max: usize,
+        idle_max: Duration,
     ) -> Result<ProducerTable, IngestError> {
         let storage = wal.storage().clone();
         let mut map: HashMap<Box<[u8]>, u64> = HashMap::new();
@@ -101,7 +140,9 @@ impl ProducerTable {
                         source,
                     }
                 })?;
-                for (id, next) in snap.entries {
+                // Entries at 0 (producers that never stored a record, from
+                // snapshots of older versions) carry nothing: dropped.
+                for (id, next) in snap.entries.into_iter().filter(|e| e.1 > 0) {
                     map.insert(bytes[id].into(), next);
                 }
                 snap.covered_lsn
@@ -125,7 +166,14 @@ impl ProducerTable {
             });
         }
         let scan_from = covered.min(wal.end());
-        scan_into(stream, &wal, scan_from..wal.end(), &mut map)?;
+        let mut ends = HashMap::new();
+        scan_into(
+            stream,
+            &wal,
+            scan_from..wal.end(),
+            &mut map,
+            Some(&mut ends),
+        )?;
         if map.len() > producers_max {
             tracing::warn!(stream, producers = map.len(), producers_max, "the recovered producer table holds more producers than producers_max; new producers are refused until it is raised");
         }
@@ -138,12 +186,22 @@ impl ProducerTable {
         );
         let map = map
             .into_iter()
-            .map(|(k, next)| (k, Producer::new(next)))
+            .map(|(k, next)| {
+                let p = Producer::new(next, 0);
+                if let Some(&end) = ends.get(&k) {
+                    p.stored_below(end);
+                }
+                (k, p)
+            })
             .collect();
         Ok(ProducerTable {
             stream: stream.into(),
             map: Mutex::new(map),
             producers_max,
+            idle_max,
+            epoch: Instant::now(),
+            released: AtomicU64::new(covered),
+
             snapshot_path,
             covered: Mutex::new(covered),
             wal,
@@ -151,18 +209,75 @@ impl ProducerTable {
         })
     }
 
-    /// The producer's entry, created if new and there is room.
-    pub(super) fn get_or_insert(&self, id: &[u8]) -> Option<Arc<Producer>> {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Whether producer `id` is in the table.
+    pub(super) fn contains(&self, id: &[u8]) -> bool {
+        lock(&self.map).contains_key(id)
+    }
+
+    /// Producers in the table now.
+    pub(super) fn len(&self) -> usize {
+        lock(&self.map).len()
+    }
+
+    /// The producer's entry for a new connection (created if new and there
+    /// is room); the connection gives it back with [`Self::release`].
+    pub(super) fn connect(&self, id: &[u8]) -> Result<Arc<Producer>, TableFull> {
         let mut map = lock(&self.map);
-        if let Some(p) = map.get(id) {
-            return Some(p.clone());
+        let p = match map.get(id) {
+            Some(p) => p.clone(),
+            None if map.len() >= self.producers_max => return Err(TableFull),
+            None => {
+                let p = Producer::new(0, self.now_ms());
+                map.insert(id.into(), p.clone());
+                p
+            }
+        };
+        p.connections.fetch_add(1, Ordering::AcqRel);
+        Ok(p)
+    }
+
+    /// A connection of producer `id` ended: its idle time starts, and an
+    /// entry that never stored a record and has no other connection goes.
+    pub(super) fn release(&self, id: &[u8], p: &Producer) {
+        let mut map = lock(&self.map);
+        let left = p
+            .connections
+            .fetch_sub(1, Ordering::AcqRel)
+            .saturating_sub(1);
+        p.idle_since_ms.store(self.now_ms(), Ordering::Release);
+        // `published` is raised only after a store returned, by the
+        // connection that stored, which still holds its claim then.
+        if left == 0 && p.published.load(Ordering::Acquire) == 0 {
+            map.remove(id);
         }
-        if map.len() >= self.producers_max {
-            return None;
-        }
-        let p = Producer::new(0);
-        map.insert(id.into(), p.clone());
-        Some(p)
+    }
+
+    /// Forgets producers idle for `idle_max` with no connection whose
+    /// records are all released; returns the ids forgotten (up to
+    /// `shown_max` of them) and how many.
+    pub(super) fn expire_idle(&self, shown_max: usize) -> (Vec<String>, u64) {
+        let now = self.now_ms();
+        let idle_ms = self.idle_max.as_millis().min(u128::from(u64::MAX)) as u64;
+        let released = self.released.load(Ordering::Acquire);
+        let mut shown = Vec::new();
+        let mut n = 0u64;
+        lock(&self.map).retain(|id, p| {
+            let expired = p.connections.load(Ordering::Acquire) == 0
+                && now.saturating_sub(p.idle_since_ms.load(Ordering::Acquire)) >= idle_ms
+                && p.lsn_end.load(Ordering::Acquire) <= released;
+            if expired {
+                n += 1;
+                if shown.len() < shown_max {
+                    shown.push(show_id(id));
+                }
+            }
+            !expired
+        });
+        (shown, n)
     }
 
     /// The release hook: before WAL segments below `end` are deleted, saves
@@ -178,6 +293,8 @@ impl ProducerTable {
     /// returned, so a segment sealed after this look is not deleted before
     /// a snapshot covers it.
     pub(super) fn save_before_release(&self, end: u64) -> Result<u64, IngestError> {
+        // Every record below `end` is in a committed batch.
+        self.released.fetch_max(end, Ordering::AcqRel);
         let mut covered = lock(&self.covered);
         if end <= *covered {
             return Ok(end);
@@ -187,14 +304,16 @@ impl ProducerTable {
         if !deletes {
             return Ok(*covered);
         }
+        // Producers that never stored a record leave no trace.
         let mut map: HashMap<Box<[u8]>, u64> = lock(&self.map)
             .iter()
             .map(|(k, p)| (k.clone(), p.published.load(Ordering::Acquire)))
+            .filter(|(_, next)| *next > 0)
             .collect();
         let from = (*covered).max(self.wal.first_lsn());
         let to = end.min(self.wal.end());
         if from < to {
-            scan_into(&self.stream, &self.wal, from..to, &mut map)?;
+            scan_into(&self.stream, &self.wal, from..to, &mut map, None)?;
         }
         let bytes = encode_snapshot(
             end,
@@ -214,12 +333,14 @@ impl ProducerTable {
     }
 }
 
-/// Takes, per producer, the largest `seq + 1` among WAL records `range`.
+/// Takes, per producer, the largest `seq + 1` among WAL records `range`
+/// (and, into `ends`, one past the LSN of its last record there).
 fn scan_into(
     stream: &str,
     wal: &Wal,
     range: std::ops::Range<u64>,
     map: &mut HashMap<Box<[u8]>, u64>,
+    mut ends: Option<&mut HashMap<Box<[u8]>, u64>>,
 ) -> Result<(), IngestError> {
     let mut bad = None;
     wal.read(range)?.for_each_ref(|lsn, rec| {
@@ -228,6 +349,14 @@ fn scan_into(
         }
         match decode_stored(rec) {
             Ok(s) => {
+                if let Some(ends) = ends.as_deref_mut() {
+                    match ends.get_mut(s.producer) {
+                        Some(e) => *e = lsn + 1,
+                        None => {
+                            ends.insert(s.producer.into(), lsn + 1);
+                        }
+                    }
+                }
                 let next = s.seq.saturating_add(1);
                 match map.get_mut(s.producer) {
                     Some(v) => *v = (*v).max(next),
@@ -265,6 +394,8 @@ mod tests {
     }
     use crate::wal::WalConfig;
 
+    const DAY: Duration = Duration::from_secs(86_400);
+
     fn stored(seq: u64) -> Vec<u8> {
         let mut v = Vec::new();
         super::super::records::encode_stored(&mut v, b"p", seq, &[b'x'; 600]);
@@ -288,7 +419,8 @@ mod tests {
         let (wal, _) = Wal::open(dir.path().join("wal"), cfg).expect("open wal");
         let wal = Arc::new(wal);
         let snap = snapshot_path(wal.dir());
-        let table = ProducerTable::recover("s", wal.clone(), snap.clone(), 10).expect("recover");
+        let table =
+            ProducerTable::recover("s", wal.clone(), snap.clone(), 10, DAY).expect("recover");
         let mut seq = 0;
         let raced = loop {
             assert!(seq < 100, "no segment roll after 100 records");
@@ -307,12 +439,12 @@ mod tests {
             "no snapshot was written, so nothing may be deleted"
         );
         assert_eq!(wal.remove_segments_below(safe).expect("cleanup"), 0);
-        assert!(ProducerTable::recover("s", wal.clone(), snap.clone(), 10).is_ok());
+        assert!(ProducerTable::recover("s", wal.clone(), snap.clone(), 10, DAY).is_ok());
         // The next release sees the sealed segment, saves, and lets it go.
         assert_eq!(table.save_before_release(end).expect("hook"), end);
         assert_eq!(wal.remove_segments_below(end).expect("cleanup"), 1);
         let again =
-            ProducerTable::recover("s", wal.clone(), snap, 10).expect("recover from snapshot");
+            ProducerTable::recover("s", wal.clone(), snap, 10, DAY).expect("recover from snapshot");
         let next = lock(&again.map)
             .get(&b"p"[..])
             .map(|p| p.published.load(Ordering::Acquire));

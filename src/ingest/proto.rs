@@ -119,6 +119,7 @@ pub enum ErrorCode {
     Superseded = 9,
     Stopping = 10,
     Storage = 11,
+    InvalidRecord = 12,
 }
 
 impl ErrorCode {
@@ -136,6 +137,7 @@ impl ErrorCode {
             9 => Superseded,
             10 => Stopping,
             11 => Storage,
+            12 => InvalidRecord,
             _ => return None,
         })
     }
@@ -162,6 +164,7 @@ impl ErrorCode {
             Superseded => "superseded",
             Stopping => "stopping",
             Storage => "storage",
+            InvalidRecord => "invalid_record",
         }
     }
 }

@@ -4,25 +4,35 @@
 //! durable in the stream's WAL. Protocol: `docs/ingest-protocol.md`.
 //!
 //! Owns the listener and its connections (a tokio runtime inside
-//! [`Receiver::run`], 2 worker threads): [`IngestServer`], [`IngestConfig`],
-//! the accept loop, one task per connection, and the store-then-ack step
-//! under the producer's lock. The producer table is in
-//! [`super::producers`], the bytes in [`super::proto`] and
-//! [`super::records`].
+//! [`Receiver::run`], 2 worker threads): [`IngestServer`], the accept
+//! loop, one task per connection, the record check and the store-then-ack
+//! step under the producer's lock. The configuration is in
+//! [`super::config`], the producer table in [`super::producers`], the
+//! per-address counts and counters in [`super::pressure`], the bytes in
+//! [`super::proto`] and [`super::records`].
 //!
 //! Limits ([`IngestConfig`]): `connections_max` (64) open connections,
-//! `producers_max` (100 000) producers in the table (never pruned:
-//! forgetting one would let its old records in again), `idle_timeout`
-//! (60 s) between frames, `read_timeout` (10 s) to complete a started
-//! frame or the handshake, one frame buffer of `8 + frame_bytes_max` bytes
-//! per connection, and the codec's limits ([`Limits`]). One WAL append
-//! carries at most the WAL's `append_records_max` / `append_bytes_max`.
+//! `connections_per_address_max` (32) of them and
+//! `handshakes_per_address_max` (8) connections before HELLO per source IP
+//! address, `hello_timeout` (5 s) from accept to a complete preamble and
+//! HELLO, `producers_max` (100 000) producers in the table (a producer
+//! that never stored a record leaves with its connection; one idle for
+//! `producers_idle_max`, 7 days, expires), `idle_timeout` (60 s) between
+//! frames, `read_timeout` (10 s) to complete a started frame, one frame
+//! buffer of `8 + frame_bytes_max` bytes per connection, and the codec's
+//! limits ([`super::Limits`]). One WAL append carries at most the WAL's
+//! `append_records_max` / `append_bytes_max`. A connection refused at
+//! `connections_max` (or its address's limit) makes the connection idle
+//! longest (at least 1 s, not storing) close. Refusals are counted
+//! ([`IngestStats`]) and logged as one summary line a minute
+//! ([`super::pressure`]).
 //!
 //! Must never: acknowledge a record before `ReceiverContext::store`
-//! returned for it, store anything of a malformed frame, store a sequence
-//! number of a producer twice, or read more from a connection while its
-//! previous records are not stored (backpressure reaches the producer
-//! through TCP flow control).
+//! returned for it, store anything of a malformed frame, store a record
+//! the stream's decoder refuses (with `check_records`, the default), store
+//! a sequence number of a producer twice, or read more from a connection
+//! while its previous records are not stored (backpressure reaches the
+//! producer through TCP flow control).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -33,18 +43,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
 
+use super::parts::{partition_of, Part};
+use super::pressure::{AddrSlot, AddrTable, Close, IngestStats, LogBudget, Refusal, Summary};
 use super::producers::{lock, show_id, Producer, ProducerTable};
 use super::proto::{
     encode_ack, encode_error, encode_welcome, ClientDecoder, ClientFrame, ErrorCode, FrameBuffer,
-    Limits,
 };
-use super::records::{encode_stored, stored_header_bytes};
-use super::IngestError;
-#[cfg(doc)]
-use super::IngestStream;
+use super::records::encode_stored;
+use super::IngestConfig;
 use crate::dstream::BoxError;
 use crate::receiver::{Receiver, ReceiverContext, ReceiverError};
-use crate::wal::Wal;
 
 /// How often the accept loop checks for a stop (the trait asks for 100 ms).
 const STOP_POLL: Duration = Duration::from_millis(50);
@@ -52,49 +60,14 @@ const STOP_POLL: Duration = Duration::from_millis(50);
 const ERROR_SEND_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long `stop` waits for connections to finish before dropping them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest time between two sweeps for expired producers.
+const EXPIRY_SWEEP_MAX: Duration = Duration::from_secs(1);
+/// Expired producer ids a summary line names at most.
+const EXPIRED_SHOWN_MAX: usize = 5;
 
-/// Configuration of one ingest server.
-#[derive(Debug, Clone)]
-pub struct IngestConfig {
-    /// Where to listen (bind port 0 for an ephemeral port; see
-    /// [`IngestStream::local_addr`]).
-    pub listen_addr: SocketAddr,
-    /// The wire limits announced in WELCOME and enforced on every frame.
-    pub limits: Limits,
-    /// Most connections open at once (default 64); one more is refused
-    /// with ERROR `busy`.
-    pub connections_max: usize,
-    /// Most distinct producers the table holds (default 100000; never
-    /// pruned); a new one past it is refused with ERROR `producers_full`.
-    pub producers_max: usize,
-    /// Longest silence between frames, and longest wait for a producer to
-    /// take its acknowledgements, before the connection is closed with
-    /// ERROR `timeout` (default 60 s).
-    pub idle_timeout: Duration,
-    /// Longest time to complete a started frame, or the preamble and
-    /// HELLO, before the connection is closed with ERROR `timeout`
-    /// (default 10 s).
-    pub read_timeout: Duration,
-    /// Rate limit of this stream (records/s), or the context's default.
-    pub records_per_second_max: Option<u64>,
-}
-
-impl IngestConfig {
-    /// The defaults for a server on `listen_addr`: default [`Limits`], 64
-    /// connections, 100000 producers, 60 s idle and 10 s read timeout, the
-    /// context's rate limit.
-    pub fn new(listen_addr: SocketAddr) -> Self {
-        IngestConfig {
-            listen_addr,
-            limits: Limits::default(),
-            connections_max: 64,
-            producers_max: 100_000,
-            idle_timeout: Duration::from_secs(60),
-            read_timeout: Duration::from_secs(10),
-            records_per_second_max: None,
-        }
-    }
-}
+/// A check of one stored record (header + payload) before it is stored:
+/// the stream's decoder, its value dropped.
+pub(super) type RecordCheck = Arc<dyn Fn(&[u8]) -> Result<(), BoxError> + Send + Sync>;
 
 /// The ingest server as a [`Receiver`]. Built by
 /// [`crate::StreamingContext::ingest_stream_with`], which recovers its
@@ -102,37 +75,32 @@ impl IngestConfig {
 pub struct IngestServer {
     pub(super) cfg: IngestConfig,
     pub(super) listener: std::net::TcpListener,
-    /// Filled in right after the stream is registered (recovery needs the
-    /// stream's WAL, which registration opens), before `start()`.
-    pub(super) table: Arc<OnceLock<Arc<ProducerTable>>>,
-}
-
-/// Why a connection is being closed by the server.
-struct Close {
-    code: ErrorCode,
-    reason: String,
-}
-
-impl Close {
-    fn new(code: ErrorCode, reason: impl Into<String>) -> Self {
-        Close {
-            code,
-            reason: reason.into(),
-        }
-    }
+    /// Filled in right after the stream's partitions are registered
+    /// (recovery needs their WALs, which registration opens), before
+    /// `start()`.
+    pub(super) parts: Arc<OnceLock<Vec<Part>>>,
+    pub(super) stats: Arc<IngestStats>,
+    /// The stream's decoder as a check (with `check_records`).
+    pub(super) check: Option<RecordCheck>,
 }
 
 /// Shared by the connections of one server.
 struct Server {
     cfg: IngestConfig,
-    table: Arc<ProducerTable>,
-    ctx: ReceiverContext,
+    /// The stream's name (its partitions' logs add `-p<p>`).
+    name: String,
+    /// Every partition, in order (one for an unpartitioned stream).
+    parts: Vec<Part>,
     /// Set when a store failed for a reason other than stopping: the
     /// receiver returns it as its error.
     fatal: Mutex<Option<String>>,
     /// Per WAL append.
     append_records_max: usize,
     append_bytes_max: usize,
+    stats: Arc<IngestStats>,
+    addrs: Arc<AddrTable>,
+    budget: LogBudget,
+    check: Option<RecordCheck>,
 }
 
 /// A DATA frame waiting to be stored: its first sequence and record count,
@@ -147,22 +115,35 @@ impl Receiver for IngestServer {
         let IngestServer {
             cfg,
             listener,
-            table,
+            parts,
+            stats,
+            check,
         } = *self;
-        let table = table
-            .get()
-            .cloned()
-            .ok_or("ingest server started before its producer table was recovered")?;
-        if cfg.records_per_second_max.is_some() {
-            ctx.set_records_per_second_max(cfg.records_per_second_max);
+        let parts = Arc::into_inner(parts)
+            .and_then(OnceLock::into_inner)
+            .ok_or("ingest server started before its producer tables were recovered")?;
+        for part in &parts {
+            if cfg.records_per_second_max.is_some() {
+                part.ctx
+                    .set_records_per_second_max(cfg.records_per_second_max);
+            }
+            part.ctx
+                .set_state(crate::receiver::ReceiverState::Listening, None);
         }
         let wal_cfg = ctx.wal().config().clone();
         let server = Arc::new(Server {
             append_records_max: wal_cfg.append_records_max,
             append_bytes_max: wal_cfg.append_bytes_max,
+            addrs: AddrTable::new(
+                cfg.connections_per_address_max,
+                cfg.handshakes_per_address_max,
+            ),
+            budget: LogBudget::new(),
+            check: if cfg.check_records { check } else { None },
+            stats,
             cfg,
-            table,
-            ctx,
+            name: ctx.stream_name().to_string(),
+            parts,
             fatal: Mutex::new(None),
         });
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -188,24 +169,41 @@ async fn accept_loop(server: Arc<Server>, listener: std::net::TcpListener) -> Re
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let mut tick = tokio::time::interval(STOP_POLL);
-    let stream = server.ctx.stream_name().to_string();
+    let stream = server.name.clone();
+    let sweep_every = (server.cfg.producers_idle_max / 4).min(EXPIRY_SWEEP_MAX);
+    let mut last_sweep = Instant::now();
+    let mut summary = Summary::new();
+    let mut expired_ids = Vec::new();
     loop {
         tokio::select! {
             r = listener.accept() => match r {
-                Ok((sock, peer)) => match permits.clone().try_acquire_owned() {
-                    Ok(permit) => {
+                Ok((sock, peer)) => match admit(&server, &permits, peer) {
+                    Ok((permit, slot)) => {
                         let server = server.clone();
                         let stop = stop_rx.clone();
                         tasks.spawn(async move {
-                            connection(server, sock, peer, stop).await;
+                            connection(server, sock, peer, slot, stop).await;
                             drop(permit);
                         });
                     }
-                    Err(_) => {
-                        let max = server.cfg.connections_max;
-                        tracing::warn!(stream = %stream, peer = %peer, connections_max = max, "refused a connection: connections_max connections are open");
+                    Err(close) => {
+                        // Counted; the summary line reports it (no line
+                        // per refusal).
+                        let why = close.refusal();
+                        if let Some(why) = why {
+                            server.stats.refuse(why);
+                        }
+                        // Make room for the producer's retry: the
+                        // connection idle longest (in the limit's scope)
+                        // is asked to close.
+                        match why {
+                            Some(Refusal::ConnectionsMax) => server.addrs.evict_idlest(None),
+                            Some(Refusal::ConnectionsPerAddress) => server.addrs.evict_idlest(Some(peer.ip())),
+                            _ => false,
+                        };
+                        tracing::debug!(stream = %stream, peer = %peer, "refused a connection: {}", close.reason);
                         let mut b = Vec::new();
-                        encode_error(&mut b, ErrorCode::Busy, &format!("too many connections (connections_max = {max}); retry later"));
+                        encode_error(&mut b, close.code, &close.reason);
                         // Best effort, never waits: the socket is fresh, so
                         // its send buffer has room for one small frame.
                         let _ = sock.try_write(&b);
@@ -219,7 +217,23 @@ async fn accept_loop(server: Arc<Server>, listener: std::net::TcpListener) -> Re
             },
             _ = tick.tick() => {
                 while tasks.try_join_next().is_some() {}
-                if server.ctx.is_stopping() || lock(&server.fatal).is_some() {
+                if last_sweep.elapsed() >= sweep_every {
+                    last_sweep = Instant::now();
+                    for part in &server.parts {
+                        let (ids, n) = part.table.expire_idle(EXPIRED_SHOWN_MAX);
+                        if n > 0 {
+                            server.stats.producers_expired.fetch_add(n, Ordering::Relaxed);
+                            expired_ids.extend(ids);
+                            expired_ids.truncate(EXPIRED_SHOWN_MAX);
+                        }
+                    }
+                    let producers: usize = server.parts.iter().map(|p| p.table.len()).sum();
+                    server.stats.producers.store(producers as u64, Ordering::Relaxed);
+                    if summary.maybe_log(&stream, &server.stats, &expired_ids) {
+                        expired_ids.clear();
+                    }
+                }
+                if server.parts[0].ctx.is_stopping() || lock(&server.fatal).is_some() {
                     break;
                 }
             }
@@ -234,17 +248,56 @@ async fn accept_loop(server: Arc<Server>, listener: std::net::TcpListener) -> Re
     Ok(())
 }
 
+/// A global permit and a per-address slot for a new connection from
+/// `peer`, or the ERROR that refuses it.
+fn admit(
+    server: &Server,
+    permits: &Arc<Semaphore>,
+    peer: SocketAddr,
+) -> Result<(tokio::sync::OwnedSemaphorePermit, AddrSlot), Close> {
+    let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let max = server.cfg.connections_max;
+        return Err(Close::new(
+            ErrorCode::Busy,
+            format!("too many connections (connections_max = {max}); retry later"),
+        ));
+    };
+    match server.addrs.admit(peer.ip()) {
+        Ok(slot) => Ok((permit, slot)),
+        Err((why, max)) => {
+            let what = match why {
+                Refusal::HandshakesPerAddress => "connections that have not said HELLO",
+                _ => "connections",
+            };
+            Err(Close::new(
+                ErrorCode::Busy,
+                format!(
+                    "too many {what} from {} ({} = {max}); retry later",
+                    peer.ip(),
+                    why.name()
+                ),
+            )
+            .counted(why))
+        }
+    }
+}
+
 /// One connection, start to close.
 async fn connection(
     server: Arc<Server>,
     mut sock: TcpStream,
     peer: SocketAddr,
+    slot: AddrSlot,
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = sock.set_nodelay(true);
     let mut conn = Conn {
         peer,
+        accepted: Instant::now(),
+        slot,
         producer: None,
+        part: 0,
+        table: None,
         generation: 0,
         buf: FrameBuffer::new(server.cfg.limits.buffer_bytes()),
         dec: ClientDecoder::new(server.cfg.limits),
@@ -252,24 +305,16 @@ async fn connection(
         acked: 0,
     };
     let result = conn.serve(&server, &mut sock, &mut stop).await;
-    let stream = server.ctx.stream_name();
-    let producer = conn
-        .producer
-        .as_ref()
-        .map_or_else(|| "(before HELLO)".to_string(), |(id, _)| show_id(id));
+    let producer = conn.producer_name();
+    // The producer's claim goes now (also on a panic or an abort: `Drop`).
+    drop(conn);
+    let stream = server.name.as_str();
     match result {
         Ok(()) => {
             tracing::debug!(stream, peer = %peer, producer = %producer, "producer closed the connection")
         }
         Err(close) => {
-            match close.code {
-                ErrorCode::Stopping | ErrorCode::Superseded => {
-                    tracing::info!(stream, peer = %peer, producer = %producer, "closing the connection: {}", close.reason)
-                }
-                _ => {
-                    tracing::warn!(stream, peer = %peer, producer = %producer, code = close.code.name(), "closing the connection: {}; nothing of the offending frame was stored", close.reason)
-                }
-            }
+            log_close(&server, &close, peer, &producer);
             let mut b = Vec::new();
             encode_error(&mut b, close.code, &close.reason);
             let _ = tokio::time::timeout(ERROR_SEND_TIMEOUT, async {
@@ -281,10 +326,43 @@ async fn connection(
     }
 }
 
+/// Counts a close and logs it: stops and takeovers at info; refusals at
+/// warn while the interval's budget of detailed lines lasts, else at
+/// debug (the summary line counts them).
+fn log_close(server: &Server, close: &Close, peer: SocketAddr, producer: &str) {
+    let stream = server.name.as_str();
+    let Some(why) = close.refusal() else {
+        tracing::info!(stream, peer = %peer, producer = %producer, "closing the connection: {}", close.reason);
+        return;
+    };
+    server.stats.refuse(why);
+    let stored = match why {
+        Refusal::InvalidRecord => {
+            "; the records before it were stored and acknowledged, nothing of it"
+        }
+        Refusal::Protocol => "; nothing of the offending frame was stored",
+        _ => "",
+    };
+    if server.budget.take() {
+        tracing::warn!(stream, peer = %peer, producer = %producer, code = close.code.name(), "closing the connection: {}{stored}", close.reason);
+    } else {
+        tracing::debug!(stream, peer = %peer, producer = %producer, code = close.code.name(), "closing the connection: {}{stored}", close.reason);
+    }
+}
+
 struct Conn {
     peer: SocketAddr,
+    /// When the connection was accepted (the HELLO deadline counts from it).
+    accepted: Instant,
+    /// Its place in the per-address counts.
+    slot: AddrSlot,
     /// The producer's id and entry, once the HELLO was read.
     producer: Option<(Box<[u8]>, Arc<Producer>)>,
+    /// The producer's partition (set by its HELLO).
+    part: usize,
+    /// Where the producer's claim is given back when the connection ends
+    /// (its partition's table, once the HELLO was read).
+    table: Option<Arc<ProducerTable>>,
     /// This connection's claim on the producer (the newest HELLO wins).
     generation: u64,
     buf: FrameBuffer,
@@ -294,7 +372,30 @@ struct Conn {
     acked: u64,
 }
 
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let (Some((id, p)), Some(table)) = (self.producer.take(), &self.table) {
+            table.release(&id, &p);
+        }
+    }
+}
+
 impl Conn {
+    /// Gives back the claim of the producer this connection said HELLO
+    /// as, if any (before a second HELLO takes another).
+    fn release_producer(&mut self) {
+        if let (Some((id, p)), Some(table)) = (self.producer.take(), self.table.take()) {
+            table.release(&id, &p);
+        }
+    }
+
+    /// The producer's id for logs, or "(before HELLO)".
+    fn producer_name(&self) -> String {
+        self.producer
+            .as_ref()
+            .map_or_else(|| "(before HELLO)".to_string(), |(id, _)| show_id(id))
+    }
+
     async fn serve(
         &mut self,
         server: &Server,
@@ -355,6 +456,7 @@ impl Conn {
     ) -> Result<bool, Close> {
         let cfg = &server.cfg;
         let deadline = match partial_since {
+            _ if !self.dec.greeted() => self.accepted + cfg.hello_timeout,
             Some(t) => t + cfg.read_timeout,
             None => Instant::now() + cfg.idle_timeout,
         };
@@ -369,6 +471,13 @@ impl Conn {
             _ = stop.changed() => {
                 return Err(Close::new(ErrorCode::Stopping, "the server is stopping; reconnect later"));
             }
+            _ = self.slot.evicted() => {
+                return Err(Close::new(
+                    ErrorCode::Timeout,
+                    "closed to make room for a new connection: the connection limit was reached and this one had been idle longest; reconnect when there is data to send",
+                )
+                .counted(Refusal::IdleEvicted));
+            }
         };
         match read {
             Err(_) => Err(self.timed_out(cfg, partial_since.is_some())),
@@ -380,28 +489,35 @@ impl Conn {
             }
             Ok(Ok(n)) => {
                 self.buf.filled(n);
+                self.slot.touch();
                 Ok(true)
             }
             Ok(Err(e)) => {
-                let stream = server.ctx.stream_name();
+                let stream = server.name.as_str();
                 tracing::info!(stream, peer = %self.peer, error = %e, "connection error; {} bytes of an incomplete frame dropped", self.buf.data().len());
                 Ok(false)
             }
         }
     }
 
-    /// Why a read timed out: `read_timeout` for an incomplete frame or
-    /// handshake (`partial`), else `idle_timeout`.
+    /// Why a read timed out: `hello_timeout` before the HELLO,
+    /// `read_timeout` for an incomplete frame (`partial`), else
+    /// `idle_timeout`.
     fn timed_out(&self, cfg: &IngestConfig, partial: bool) -> Close {
-        let reason = if partial {
+        let reason = if !self.dec.greeted() {
+            let secs = cfg.hello_timeout.as_secs_f64();
+            return Close::new(
+                ErrorCode::Timeout,
+                format!(
+                    "no preamble and HELLO within {secs:.1} s of connecting (hello_timeout); {} bytes of it were received and dropped",
+                    self.buf.data().len()
+                ),
+            )
+            .counted(Refusal::HelloTimeout);
+        } else if partial {
             let secs = cfg.read_timeout.as_secs_f64();
-            let state = if self.dec.greeted() {
-                "a frame"
-            } else {
-                "the handshake"
-            };
             format!(
-                "{state} was not complete within {secs:.1} s (read_timeout); {} bytes of it were received and dropped",
+                "a frame was not complete within {secs:.1} s (read_timeout); {} bytes of it were received and dropped",
                 self.buf.data().len()
             )
         } else {
@@ -415,11 +531,13 @@ impl Conn {
     /// ERROR to, but the log says it.
     fn log_closed_mid_frame(&self, server: &Server) {
         let n = self.buf.data().len();
-        let stream = server.ctx.stream_name();
-        let producer = self
-            .producer
-            .as_ref()
-            .map_or_else(|| "(before HELLO)".into(), |(id, _)| show_id(id));
+        let stream = server.name.as_str();
+        let producer = self.producer_name();
+        if !self.dec.greeted() {
+            // A connection that never said HELLO: nothing to say at warn.
+            tracing::debug!(stream, peer = %self.peer, "a connection closed before its HELLO was complete ({n} bytes)");
+            return;
+        }
         tracing::warn!(stream, peer = %self.peer, producer = %producer, "the producer closed the connection in the middle of a frame; its {n} bytes were dropped, nothing of it was stored");
     }
 
@@ -450,7 +568,9 @@ impl Conn {
             match frame {
                 ClientFrame::Preamble => {}
                 ClientFrame::Hello { producer } => {
-                    let Some(p) = server.table.get_or_insert(producer) else {
+                    let part = partition_of(&server.parts, producer);
+                    let table = server.parts[part].table.clone();
+                    let Ok(p) = table.connect(producer) else {
                         return Err(Close::new(
                             ErrorCode::ProducersFull,
                             format!(
@@ -467,20 +587,36 @@ impl Conn {
                     self.acked = next;
                     self.out.clear();
                     encode_welcome(&mut self.out, next, &server.cfg.limits);
-                    self.producer = Some((producer.into(), p));
+                    let id: Box<[u8]> = producer.into();
+                    self.release_producer();
+                    self.producer = Some((id, p));
+                    (self.part, self.table) = (part, Some(table));
+                    self.slot.greeted();
                 }
                 ClientFrame::Data(d) => {
                     let id = self.producer.as_ref().map_or(&[][..], |(id, _)| &id[..]);
                     let mut records = Vec::with_capacity(d.count as usize);
+                    let mut invalid = None;
                     for (i, r) in d.records().enumerate() {
                         let start = batch.len();
-                        encode_stored(&mut batch, id, d.first_seq + i as u64, r);
+                        let seq = d.first_seq + i as u64;
+                        encode_stored(&mut batch, id, seq, r);
+                        if let Err(close) = check_record(server, &batch[start..], seq, i) {
+                            batch.truncate(start);
+                            invalid = Some(close);
+                            break;
+                        }
                         records.push(start..batch.len());
                     }
-                    frames.push(PendingFrame {
-                        first_seq: d.first_seq,
-                        records,
-                    });
+                    if !records.is_empty() {
+                        frames.push(PendingFrame {
+                            first_seq: d.first_seq,
+                            records,
+                        });
+                    }
+                    if invalid.is_some() {
+                        return Ok((frames, batch, invalid));
+                    }
                 }
             }
             self.buf.consume(n);
@@ -502,7 +638,13 @@ impl Conn {
             let Some(p) = producer else {
                 return Err(Close::new(ErrorCode::OutOfOrder, "DATA before HELLO"));
             };
-            tokio::task::block_in_place(|| store_frames(server, &p, generation, frames, batch))?
+            self.slot.busy();
+            let part = &server.parts[self.part];
+            let stored = tokio::task::block_in_place(|| {
+                store_frames(server, part, &p, generation, frames, batch)
+            });
+            self.slot.touch();
+            stored?
         };
         self.out.clear();
         if next > self.acked || gap.is_none() {
@@ -538,12 +680,33 @@ impl Conn {
     }
 }
 
+/// Runs the stream's decoder (if `check_records`) on a stored record
+/// (record `index` of its DATA frame, sequence `seq`); a refusal or a
+/// panic is an `invalid_record` ERROR naming the sequence and the reason.
+fn check_record(server: &Server, stored: &[u8], seq: u64, index: usize) -> Result<(), Close> {
+    let Some(check) = &server.check else {
+        return Ok(());
+    };
+    let why = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(stored))) {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "the stream's decoder panicked on it".to_string(),
+    };
+    Err(Close::new(
+        ErrorCode::InvalidRecord,
+        format!(
+            "record {seq} (record {index} of its DATA frame) cannot be processed by this stream: {why}; it was not stored, nor anything after it: fix or remove it and send again from {seq}"
+        ),
+    ))
+}
+
 /// Under the producer's lock: checks ownership, drops duplicates, refuses a
 /// gap, stores the rest (in WAL-sized appends), and advances the table.
 /// Returns the producer's next expected sequence and, for a gap, the
 /// reason to close (frames before it are stored).
 fn store_frames(
     server: &Server,
+    part: &Part,
     p: &Producer,
     generation: u64,
     frames: &[PendingFrame],
@@ -588,8 +751,14 @@ fn store_frames(
             bytes += slices[end].len();
             end += 1;
         }
-        match server.ctx.store(&slices[stored..end]) {
-            Ok(_) => {}
+        match part.ctx.store(&slices[stored..end]) {
+            Ok(lsns) => {
+                p.stored_below(lsns.end);
+                server
+                    .stats
+                    .records_stored
+                    .fetch_add((end - stored) as u64, Ordering::Relaxed);
+            }
             Err(ReceiverError::Stopping) => {
                 // What was stored so far stays; the table says so.
                 p.advance(&mut next, expected - (slices.len() - stored) as u64);
@@ -611,32 +780,4 @@ fn store_frames(
     }
     p.advance(&mut next, expected);
     Ok((*next, gap))
-}
-
-/// Checks the limits against the WAL's.
-pub(super) fn check_config(stream: &str, cfg: &IngestConfig, wal: &Wal) -> Result<(), IngestError> {
-    let bad = |what: String| IngestError::Config {
-        stream: stream.into(),
-        what,
-    };
-    cfg.limits.validate().map_err(bad)?;
-    if cfg.connections_max == 0 || cfg.producers_max == 0 {
-        return Err(bad(
-            "connections_max and producers_max must be at least 1".into()
-        ));
-    }
-    if cfg.idle_timeout.is_zero() || cfg.read_timeout.is_zero() {
-        return Err(bad("idle_timeout and read_timeout must be positive".into()));
-    }
-    let need = cfg.limits.record_bytes_max as usize
-        + stored_header_bytes(cfg.limits.producer_id_bytes_max);
-    let wal_max = wal.config().record_bytes_max as usize;
-    if wal_max < need {
-        return Err(bad(format!(
-            "the WAL's record_bytes_max ({wal_max}) must hold record_bytes_max ({}) plus the {}-byte stored header: at least {need}",
-            cfg.limits.record_bytes_max,
-            need - cfg.limits.record_bytes_max as usize
-        )));
-    }
-    Ok(())
 }

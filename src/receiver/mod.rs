@@ -15,8 +15,12 @@
 //! appended to its WAL but not yet released by a committed batch. While it is
 //! at or above `backlog_bytes_max`, `store` waits and `backlog_full()` is
 //! true (socket receivers stop reading, so TCP flow control pushes back on
-//! the producer). Records already in the log when it is opened are not
-//! counted (they are at most the previous run's backlog).
+//! the producer). Finished segments wholly below the committed position
+//! that are still on disk (their deletion failed, or the release hook held
+//! them back) count too, by file size, until they are deleted: disk use
+//! stays bounded when deletion keeps failing. Records already in the log
+//! when it is opened are not counted (they are at most the previous run's
+//! backlog).
 //!
 //! Limits: the backlog bookkeeping holds at most [`BACKLOG_ENTRIES_MAX`]
 //! entries (older appends are merged into the newest entry, which only ever
@@ -36,6 +40,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+mod health;
 pub(crate) mod lines;
 
 internal! {
@@ -43,7 +48,8 @@ internal! {
     mod socket;
 }
 pub use dir::{DirConfig, DirStats};
-pub use socket::{SocketConfig, SocketStats};
+pub use health::{HealthSnapshot, LastError, ReceiverHealth, ReceiverState};
+pub use socket::{SocketConfig, SocketStats, DELIMITER_BYTES_MAX};
 
 use crate::dstream::BoxError;
 use crate::scheduler::Scheduler;
@@ -129,6 +135,9 @@ pub trait Receiver: Send + 'static {
 #[derive(Default)]
 struct Backlog {
     bytes: u64,
+    /// Bytes of finished segments below the released position still on
+    /// disk (see `OnRelease::kept`).
+    kept: u64,
     entries: VecDeque<(u64, u64)>,
     released: u64,
 }
@@ -151,6 +160,11 @@ impl Backlog {
             }
             _ => self.entries.push_back((end, bytes)),
         }
+    }
+
+    /// What backpressure compares with `backlog_bytes_max`.
+    fn total(&self) -> u64 {
+        self.bytes.saturating_add(self.kept)
     }
 
     fn release(&mut self, end: u64) {
@@ -218,6 +232,7 @@ pub(crate) struct StreamShared {
     hook: Mutex<Option<Arc<ReleaseHook>>>,
     rate: Mutex<Option<RateLimit>>,
     stored_records: AtomicU64,
+    health: ReceiverHealth,
 }
 
 impl StreamShared {
@@ -238,6 +253,7 @@ impl StreamShared {
             hook: Mutex::new(None),
             rate: Mutex::new(records_per_second_max.map(RateLimit::new)),
             stored_records: AtomicU64::new(0),
+            health: ReceiverHealth::default(),
         })
     }
 
@@ -247,6 +263,12 @@ impl StreamShared {
 
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The receiver's state, last error and records stored now.
+    pub(crate) fn health(&self) -> HealthSnapshot {
+        self.health
+            .snapshot(self.stored_records.load(Ordering::Relaxed))
     }
 
     /// Called by the context at `start()`.
@@ -344,12 +366,14 @@ impl ReceiverContext {
     /// True while the backlog (record bytes not yet in a committed batch) is
     /// at or above the maximum: socket receivers stop reading until it drops.
     pub fn backlog_full(&self) -> bool {
-        self.shared.backlog().bytes >= self.shared.backlog_bytes_max
+        self.shared.backlog().total() >= self.shared.backlog_bytes_max
     }
 
-    /// The current backlog in record bytes.
+    /// The current backlog in bytes: records not yet in a committed batch,
+    /// plus finished segments below the committed position that could not
+    /// be deleted yet.
     pub fn backlog_bytes(&self) -> u64 {
-        self.shared.backlog().bytes
+        self.shared.backlog().total()
     }
 
     /// Waits (at most `timeout`, less if the context stops) until the
@@ -359,7 +383,7 @@ impl ReceiverContext {
         let deadline = Instant::now() + timeout;
         let mut b = s.backlog();
         loop {
-            if b.bytes < s.backlog_bytes_max {
+            if b.total() < s.backlog_bytes_max {
                 return true;
             }
             let now = Instant::now();
@@ -394,6 +418,13 @@ impl ReceiverContext {
     /// Records stored through this stream's contexts since it was created.
     pub fn stored_records(&self) -> u64 {
         self.shared.stored_records.load(Ordering::Relaxed)
+    }
+
+    /// Says what the receiver is doing now (the status page's state), and
+    /// its last error in words when `error` is given (kept until the next
+    /// one).
+    pub fn set_state(&self, state: ReceiverState, error: Option<&str>) {
+        self.shared.health.set(state, error);
     }
 
     /// Replaces the rate limit of this stream (records per second; `None`:
@@ -443,6 +474,15 @@ impl OnRelease for StreamShared {
             }
         }
     }
+
+    fn kept(&self, bytes: u64) {
+        let mut b = self.backlog();
+        let less = bytes < b.kept;
+        b.kept = bytes;
+        if less {
+            self.changed.notify_all();
+        }
+    }
 }
 
 /// Sleeps `d` in slices; true if the context stops meanwhile.
@@ -472,23 +512,25 @@ pub(crate) fn spawn(
         .name(format!("weir-recv-{name}"))
         .spawn(move || {
             let ctx = ReceiverContext::new(shared);
+            ctx.set_state(ReceiverState::Running, None);
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 receiver.run(ctx.clone())
             }));
             let message = match result {
-                Ok(Ok(())) => return,
+                Ok(Ok(())) => return ctx.set_state(ReceiverState::Stopped, None),
                 Ok(Err(e)) => {
                     let stopping = matches!(
                         e.downcast_ref::<ReceiverError>(),
                         Some(ReceiverError::Stopping)
                     );
                     if stopping && ctx.is_stopping() {
-                        return;
+                        return ctx.set_state(ReceiverState::Stopped, None);
                     }
                     e.to_string()
                 }
                 Err(p) => format!("panicked: {}", crate::scheduler::panic_message(&*p)),
             };
+            ctx.set_state(ReceiverState::Failed, Some(&message));
             tracing::error!(stream = %name, error = %message, "receiver failed; stopping the streaming context");
             fail(ReceiverError::Failed {
                 stream: name,

@@ -1,6 +1,7 @@
 //! `socket_text_stream`: weir connects as a TCP client to a server that
-//! writes newline-terminated text (Spark's `socketTextStream`), and stores
-//! its lines in the stream's WAL.
+//! writes newline-terminated text (Spark's `socketTextStream`), or records
+//! ending at a delimiter of the user's (`SocketConfig::delimiter`, such as
+//! the Spark tutorial's `__end`), and stores its lines in the stream's WAL.
 //!
 //! Guarantee (honest): a line is safe once `store` returned, i.e. once it is
 //! fsynced in the WAL; from there it is processed exactly once. Lines the
@@ -13,7 +14,13 @@
 //! (`backoff_initial` doubling to `backoff_max`) when the server refuses,
 //! closes or breaks the connection; the backoff resets after a successful
 //! connect. Line rules are those of `super::lines`: over-long lines are
-//! dropped whole, counted and logged; invalid UTF-8 is replaced by U+FFFD.
+//! dropped whole, counted and logged the moment they pass `line_bytes_max`
+//! (a server that sends no delimiter at all shows at once, with a warning
+//! naming the likely cause); invalid UTF-8 is replaced by U+FFFD. A server
+//! that sends bytes but no delimiter for `unterminated_warn_after`
+//! (default 10 s) is logged once per connection, and its receiver's last
+//! error on the status page says so, long before a slow server's text
+//! reaches `line_bytes_max`.
 //! While the stream's backlog is full the receiver stops reading, so TCP
 //! flow control pushes back on the server.
 //!
@@ -23,7 +30,7 @@
 //! commit once the server stops writing for a moment.
 //!
 //! Limits: `line_bytes_max` (default 64 KiB, at most the WAL's
-//! `record_bytes_max`), one store holds at most `lines_per_store_max` lines
+//! `record_bytes_max`), `delimiter` 1 to 64 bytes, one store holds at most `lines_per_store_max` lines
 //! (default 16,384) and `store_bytes_max` bytes (default 1 MiB); reads are
 //! 64 KiB; so the receiver holds at most about `store_bytes_max +
 //! line_bytes_max + 64 KiB` of its own. A read waits at most 50 ms, so a stop
@@ -36,10 +43,13 @@ use std::io::{ErrorKind, Read};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::lines::{log_nth, to_text, Line, LineSplitter};
-use super::{sleep_unless_stopping, Receiver, ReceiverContext, ReceiverError, STOP_POLL};
+pub use super::lines::DELIMITER_BYTES_MAX;
+use super::{
+    sleep_unless_stopping, Receiver, ReceiverContext, ReceiverError, ReceiverState, STOP_POLL,
+};
 use crate::dstream::BoxError;
 
 const READ_BYTES: usize = 64 << 10;
@@ -48,8 +58,14 @@ const READ_TIMEOUT: Duration = Duration::from_millis(50);
 /// Settings of a socket text stream.
 #[derive(Debug, Clone)]
 pub struct SocketConfig {
-    /// Longest accepted line in bytes, without its `\n`.
+    /// Longest accepted line in bytes, without its delimiter.
     pub line_bytes_max: usize,
+    /// What ends a record: 1 to [`DELIMITER_BYTES_MAX`] bytes. The default
+    /// `b"\n"` also removes one `\r` before it (CRLF); any other
+    /// delimiter is taken exactly, and the bytes between two delimiters are
+    /// the record, nothing trimmed (the Spark tutorial's server ends each
+    /// tweet with `" __end"`: `b"__end".to_vec()`).
+    pub delimiter: Vec<u8>,
     /// Most lines in one WAL append.
     pub lines_per_store_max: usize,
     /// Most line bytes in one WAL append (at least 3 x `line_bytes_max`:
@@ -64,18 +80,24 @@ pub struct SocketConfig {
     /// This receiver's rate limit (lines/s), overriding the context's; a
     /// store then holds at most a tenth of a second's worth of lines.
     pub records_per_second_max: Option<u64>,
+    /// How long the server may send bytes without a delimiter before the
+    /// receiver warns (once per connection; the likely cause is a server
+    /// that ends records otherwise).
+    pub unterminated_warn_after: Duration,
 }
 
 impl Default for SocketConfig {
     fn default() -> Self {
         SocketConfig {
             line_bytes_max: 64 << 10,
+            delimiter: b"\n".to_vec(),
             lines_per_store_max: 16_384,
             store_bytes_max: 1 << 20,
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(1),
             records_per_second_max: None,
+            unterminated_warn_after: Duration::from_secs(10),
         }
     }
 }
@@ -89,7 +111,8 @@ pub struct SocketStats {
     pub connect_failures: AtomicU64,
     /// Lines durably stored.
     pub lines_stored: AtomicU64,
-    /// Lines dropped for exceeding `line_bytes_max`.
+    /// Lines dropped for exceeding `line_bytes_max`, counted the moment
+    /// their bytes pass it (before their delimiter arrives, if ever).
     pub lines_too_long: AtomicU64,
     /// Lines kept with invalid UTF-8 replaced by U+FFFD.
     pub lines_repaired: AtomicU64,
@@ -97,6 +120,9 @@ pub struct SocketStats {
     pub partial_lines_discarded: AtomicU64,
     /// Bytes read from the server.
     pub bytes_read: AtomicU64,
+    /// Times a connection sent bytes but no delimiter for
+    /// `unterminated_warn_after` (at most once per connection).
+    pub unterminated_warnings: AtomicU64,
 }
 
 impl SocketStats {
@@ -129,6 +155,12 @@ impl SocketConfig {
                 self.line_bytes_max,
                 wal.record_bytes_max / 3,
                 wal.record_bytes_max
+            ));
+        }
+        if self.delimiter.is_empty() || self.delimiter.len() > DELIMITER_BYTES_MAX {
+            return bad(format!(
+                "delimiter has {} bytes; it must have 1 to {DELIMITER_BYTES_MAX} (the default is a newline)",
+                self.delimiter.len()
             ));
         }
         if self.lines_per_store_max == 0 || self.lines_per_store_max > wal.append_records_max {
@@ -194,6 +226,14 @@ impl Pending {
     }
 }
 
+/// Since when the bytes held have waited for a delimiter (None: nothing
+/// held, or a record completed since the last look), and whether this
+/// connection reported a wait already.
+struct Unterminated {
+    since: Option<Instant>,
+    warned: bool,
+}
+
 enum Ended {
     /// The server closed or broke the connection: reconnect.
     Reconnect,
@@ -205,18 +245,7 @@ impl SocketReceiver {
     /// Handles one line event; false when the pending store is full.
     fn on_line(&self, ctx: &ReceiverContext, pending: &mut Pending, line: Line<'_>) -> bool {
         match line {
-            Line::TooLong => {
-                let n = SocketStats::add(&self.stats.lines_too_long, 1);
-                if log_nth(n) {
-                    tracing::warn!(
-                        stream = ctx.stream_name(),
-                        server = %self.addr,
-                        line_bytes_max = self.config.line_bytes_max,
-                        dropped_total = n,
-                        "dropped a line longer than line_bytes_max; raise line_bytes_max or make the server send shorter lines"
-                    );
-                }
-            }
+            Line::TooLong => self.too_long(ctx),
             Line::Text(t) => {
                 let text = to_text(t);
                 if let std::borrow::Cow::Owned(_) = text {
@@ -236,6 +265,29 @@ impl SocketReceiver {
         self.has_room(pending)
     }
 
+    /// Counts a line that passed `line_bytes_max` and logs it (the first
+    /// ten, then every thousandth) with the likely cause.
+    fn too_long(&self, ctx: &ReceiverContext) {
+        let n = SocketStats::add(&self.stats.lines_too_long, 1);
+        if !log_nth(n) {
+            return;
+        }
+        let delimiter = delimiter_text(&self.config.delimiter);
+        let cause = if self.config.delimiter == b"\n" {
+            "no newline: the server may send records without a delimiter; set delimiter = \"...\" on the source (SocketConfig::delimiter in Rust) to what ends its records, such as \"__end\" for the Spark tutorial's server".to_string()
+        } else {
+            format!("no delimiter {delimiter}: check that the server ends every record with exactly these bytes")
+        };
+        tracing::warn!(
+            source = %ctx.stream_name(),
+            server = %self.addr,
+            line_bytes_max = self.config.line_bytes_max,
+            delimiter = %delimiter,
+            dropped_total = n,
+            "a line passed line_bytes_max without a delimiter; it is dropped, and the rest of it skipped up to the next delimiter. Likely cause: {cause}. (Longer lines need SocketConfig::line_bytes_max in Rust; pipeline files keep 64 KiB.)"
+        );
+    }
+
     fn serve(&self, mut conn: TcpStream, ctx: &ReceiverContext) -> Result<Ended, ReceiverError> {
         let stream = ctx.stream_name().to_string();
         let io = |action, e| ReceiverError::Io {
@@ -246,12 +298,17 @@ impl SocketReceiver {
         };
         conn.set_read_timeout(Some(READ_TIMEOUT))
             .map_err(|e| io("set a read timeout on the connection to", e))?;
-        let mut splitter = LineSplitter::new(self.config.line_bytes_max);
+        let mut splitter =
+            LineSplitter::with_delimiter(self.config.line_bytes_max, &self.config.delimiter);
         let mut pending = Pending {
             data: Vec::with_capacity(self.config.store_bytes_max),
             ends: Vec::new(),
         };
         let mut buf = vec![0u8; READ_BYTES];
+        let mut unterminated = Unterminated {
+            since: None,
+            warned: false,
+        };
         let stopping = |r: Result<(), ReceiverError>| match r {
             Err(ReceiverError::Stopping) => Ok(true),
             Err(e) => Err(e),
@@ -279,6 +336,8 @@ impl SocketReceiver {
                     if stopping(pending.flush(ctx, &self.stats))? {
                         return Ok(Ended::Stop);
                     }
+                    let why = format!("the server {} closed the connection", self.addr);
+                    ctx.set_state(ReceiverState::Retrying, Some(&why));
                     tracing::info!(stream = %stream, server = %self.addr, "the server closed the connection; reconnecting");
                     return Ok(Ended::Reconnect);
                 }
@@ -288,6 +347,7 @@ impl SocketReceiver {
                     if stopping(pending.flush(ctx, &self.stats))? {
                         return Ok(Ended::Stop);
                     }
+                    self.check_unterminated(ctx, &splitter, &mut unterminated);
                     continue;
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -298,6 +358,8 @@ impl SocketReceiver {
                     if stopping(pending.flush(ctx, &self.stats))? {
                         return Ok(Ended::Stop);
                     }
+                    let why = format!("the connection to {} broke: {e}", self.addr);
+                    ctx.set_state(ReceiverState::Retrying, Some(&why));
                     tracing::warn!(stream = %stream, server = %self.addr, error = %e, "the connection broke; an unterminated last line was discarded; reconnecting");
                     return Ok(Ended::Reconnect);
                 }
@@ -305,7 +367,10 @@ impl SocketReceiver {
             SocketStats::add(&self.stats.bytes_read, n as u64);
             let mut data = &buf[..n];
             while !data.is_empty() {
-                let used = splitter.feed(data, |l| self.on_line(ctx, &mut pending, l));
+                let used = splitter.feed(data, |l| {
+                    unterminated.since = None;
+                    self.on_line(ctx, &mut pending, l)
+                });
                 data = &data[used..];
                 if (!data.is_empty() || !self.has_room(&pending))
                     && stopping(pending.flush(ctx, &self.stats))?
@@ -321,7 +386,34 @@ impl SocketReceiver {
             if n < buf.len() && stopping(pending.flush(ctx, &self.stats))? {
                 return Ok(Ended::Stop);
             }
+            self.check_unterminated(ctx, &splitter, &mut unterminated);
         }
+    }
+
+    /// Warns (once per connection) when bytes have waited for a delimiter
+    /// longer than `unterminated_warn_after`.
+    fn check_unterminated(&self, ctx: &ReceiverContext, splitter: &LineSplitter, u: &mut Unterminated) {
+        if !splitter.holds_partial() {
+            u.since = None;
+            return;
+        }
+        let waited = u.since.get_or_insert_with(Instant::now).elapsed();
+        if u.warned {
+            return;
+        }
+        if waited < self.config.unterminated_warn_after {
+            return;
+        }
+        u.warned = true;
+        SocketStats::add(&self.stats.unterminated_warnings, 1);
+        let delimiter = delimiter_text(&self.config.delimiter);
+        let why = format!(
+            "{} has sent bytes for {} s without the delimiter {delimiter}: nothing is stored until it comes. If the server ends records otherwise, set delimiter = \"...\" on the source (\"__end\" for the Spark tutorial's server)",
+            self.addr,
+            waited.as_secs()
+        );
+        ctx.set_state(ReceiverState::Connected, Some(&why));
+        tracing::warn!(stream = ctx.stream_name(), server = %self.addr, delimiter = %delimiter, "{why}");
     }
 
     fn has_room(&self, p: &Pending) -> bool {
@@ -350,10 +442,12 @@ impl Receiver for SocketReceiver {
             ctx.set_records_per_second_max(self.config.records_per_second_max);
         }
         let mut backoff = self.config.backoff_initial;
+        ctx.set_state(ReceiverState::Connecting, None);
         while !ctx.is_stopping() {
             match self.connect() {
                 Ok(conn) => {
                     SocketStats::add(&self.stats.connects, 1);
+                    ctx.set_state(ReceiverState::Connected, None);
                     tracing::info!(stream = ctx.stream_name(), server = %self.addr, "connected");
                     backoff = self.config.backoff_initial;
                     if let Ended::Stop = self.serve(conn, &ctx)? {
@@ -362,6 +456,8 @@ impl Receiver for SocketReceiver {
                 }
                 Err(e) => {
                     let n = SocketStats::add(&self.stats.connect_failures, 1);
+                    let why = format!("cannot connect to {}: {e}", self.addr);
+                    ctx.set_state(ReceiverState::Retrying, Some(&why));
                     if log_nth(n) {
                         tracing::warn!(
                             stream = ctx.stream_name(),
@@ -383,10 +479,26 @@ impl Receiver for SocketReceiver {
     }
 }
 
+/// A delimiter as the user writes it in quotes (`"__end"`, `"\\n"`).
+fn delimiter_text(d: &[u8]) -> String {
+    format!("\"{}\"", d.escape_ascii())
+}
+
 /// The receiver of a socket text stream reading from `addr`, and its
 /// counters; `StreamingContext::socket_text_stream_with` (in
 /// `crate::context`) registers it after [`SocketConfig::validate`].
 pub(crate) fn receiver(addr: &str, config: SocketConfig) -> (Box<dyn Receiver>, Arc<SocketStats>) {
+    let stats = Arc::new(SocketStats::default());
+    (receiver_with_stats(addr, config, stats.clone()), stats)
+}
+
+/// A socket receiver counting into `stats` (the partitions of one stream
+/// share theirs).
+pub(crate) fn receiver_with_stats(
+    addr: &str,
+    config: SocketConfig,
+    stats: Arc<SocketStats>,
+) -> Box<dyn Receiver> {
     let mut config = config;
     if let Some(r) = config.records_per_second_max {
         // Stores no larger than the rate limit's burst, so the limit
@@ -394,11 +506,9 @@ pub(crate) fn receiver(addr: &str, config: SocketConfig) -> (Box<dyn Receiver>, 
         let burst = usize::try_from((r / 10).max(1)).unwrap_or(usize::MAX);
         config.lines_per_store_max = config.lines_per_store_max.min(burst);
     }
-    let stats = Arc::new(SocketStats::default());
-    let receiver = SocketReceiver {
+    Box::new(SocketReceiver {
         addr: addr.to_string(),
         config,
-        stats: stats.clone(),
-    };
-    (Box::new(receiver), stats)
+        stats,
+    })
 }

@@ -19,6 +19,9 @@
 //! `dstream::Plan::run_batch`).
 
 mod sizer;
+mod stats;
+
+pub use stats::{ActiveBatch, BatchQueue, BatchStats, OutputTime};
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -32,7 +35,7 @@ use rayon::prelude::*;
 use crate::checkpoint::{BatchSpec, CheckpointError, CheckpointStore, StreamRange};
 use crate::clock::Clock;
 use crate::dstream::graph::SourceControl;
-use crate::dstream::{BatchCtx, Plan, Runner, StateStore};
+use crate::dstream::{BadRecord, BatchCtx, DeadLetterSink, EngineError, Plan, Runner, StateStore};
 use crate::Error;
 
 /// Default cap of records per source per batch.
@@ -80,6 +83,19 @@ pub enum SchedulerError {
         /// The last attempt's error.
         cause: Box<Error>,
     },
+    /// A batch dead-lettered records and they could not be stored, so it
+    /// was not committed.
+    #[error("batch {time_ms} ms dead-lettered {records} records (first: step `{step}`) but they could not be stored: {reason}")]
+    DeadLetters {
+        /// Batch time.
+        time_ms: u64,
+        /// Records dead-lettered by the batch.
+        records: usize,
+        /// The step of the first one.
+        step: String,
+        /// Why they could not be stored.
+        reason: String,
+    },
     /// The scheduler stopped with an error reported earlier.
     #[error("streaming stopped after an error: {0}")]
     Failed(String),
@@ -97,23 +113,6 @@ pub enum SchedulerError {
         /// Batch time awaited.
         time_ms: u64,
     },
-}
-
-/// Statistics of one completed batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BatchStats {
-    /// Batch time in milliseconds.
-    pub batch_time_ms: u64,
-    /// Input records over all sources.
-    pub input_records: u64,
-    /// Clock time from the batch time to the start of processing, ms.
-    pub scheduling_delay_ms: u64,
-    /// Real time spent processing and committing, ms.
-    pub processing_time_ms: u64,
-    /// `scheduling_delay_ms + processing_time_ms`.
-    pub total_delay_ms: u64,
-    /// Whether this was a replay of a batch pending at start.
-    pub replayed: bool,
 }
 
 /// Scheduler settings.
@@ -137,6 +136,9 @@ pub struct SchedulerConfig {
     pub batch_attempts_max: u32,
     /// Wait before the first retry; doubles with every retry.
     pub retry_backoff: Duration,
+    /// Where dead-lettered records go before their batch commits (`None`:
+    /// a batch that dead-letters fails, naming the missing data directory).
+    pub dead_letters: Option<Arc<dyn DeadLetterSink>>,
 }
 
 /// Default of [`SchedulerConfig::batch_attempts_max`].
@@ -154,8 +156,15 @@ struct Progress {
     stats: VecDeque<BatchStats>,
     /// Each source's position after the last committed batch.
     committed: Vec<(String, u64)>,
+    /// The batch in flight.
+    active: Option<ActiveBatch>,
+    /// The next batch time to cut.
+    next_ms: u64,
     /// Keys per stateful operator after the last commit (or the load).
     state_keys: Vec<(String, u64)>,
+    /// Set when the engine ends: each source's records past its last
+    /// batch (acknowledged, left for the next start).
+    waiting: Option<Vec<(String, u64)>>,
 }
 
 struct Shared {
@@ -185,6 +194,8 @@ impl Runner for PoolRunner {
 pub struct Scheduler {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    clock: Arc<dyn Clock>,
+    interval_ms: u64,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -208,6 +219,8 @@ struct Engine {
     sizer: Option<sizer::BatchSizer>,
     /// Whether the last cut was limited by the sizer's cap.
     last_cut_capped: bool,
+    /// Per source: ranges `weir wal skip` marked (never fed).
+    skipped: Arc<Vec<Vec<Range<u64>>>>,
 }
 
 impl Scheduler {
@@ -259,15 +272,25 @@ impl Scheduler {
         let shared = Arc::new(Shared {
             m: Mutex::new(Progress {
                 state_keys: state.key_counts(),
+                next_ms,
                 ..Progress::default()
             }),
             cv: Condvar::new(),
         });
+        let mut skipped = vec![Vec::new(); source_names.len()];
+        for r in store.skipped().map_err(SchedulerError::from)? {
+            if let Some(i) = source_names.iter().position(|n| *n == r.source) {
+                tracing::warn!(stream = %r.source, from = r.start, to = r.end, "records skipped deliberately (weir wal skip; see weir checkpoint show) are not fed to the pipeline");
+                skipped[i].push(r.start..r.end);
+            }
+        }
         let sizer = cfg.adaptive_batches.then(|| {
             let n = source_names.len().max(1) as u64;
             sizer::BatchSizer::new(interval, cfg.batch_records_max.saturating_mul(n))
         });
+        let clock = cfg.clock.clone();
         let engine = Engine {
+            skipped: Arc::new(skipped),
             sizer,
             last_cut_capped: false,
             sources: plan.source_controls(),
@@ -289,6 +312,8 @@ impl Scheduler {
         Ok(Scheduler {
             shared,
             thread: Mutex::new(Some(thread)),
+            clock,
+            interval_ms: interval,
         })
     }
 
@@ -406,10 +431,34 @@ impl Scheduler {
         self.shared.lock().stats.iter().cloned().collect()
     }
 
+    /// The batch in flight and the batch times due behind it.
+    pub fn queue(&self) -> BatchQueue {
+        let p = self.shared.lock();
+        let active = p.active.clone();
+        let now = self.clock.now_ms();
+        let (queued_ms, queued_total) = stats::due(
+            if p.finished { 0 } else { p.next_ms },
+            self.interval_ms,
+            now,
+            active.as_ref().map(|a| a.time_ms),
+        );
+        BatchQueue {
+            active,
+            queued_ms,
+            queued_total,
+        }
+    }
+
     /// `(source, position)` after the last batch committed by this
     /// process (empty before the first commit).
     pub fn committed_positions(&self) -> Vec<(String, u64)> {
         self.shared.lock().committed.clone()
+    }
+
+    /// `(source, records)` each source holds past its last batch, once the
+    /// engine has ended (None while it runs): what waits for the next start.
+    pub fn waiting_records(&self) -> Option<Vec<(String, u64)>> {
+        self.shared.lock().waiting.clone()
     }
 
     /// `(operator, keys)` of the committed state, after the last commit
@@ -445,7 +494,14 @@ pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 impl Engine {
     fn run(mut self) {
         let result = self.run_inner();
+        let waiting: Vec<(String, u64)> = self
+            .source_names
+            .iter()
+            .zip(self.sources.iter().zip(&self.positions))
+            .map(|(n, (s, &p))| (n.clone(), s.available_end().saturating_sub(p)))
+            .collect();
         let mut p = self.shared.lock();
+        p.waiting = Some(waiting);
         if let Err(e) = result {
             tracing::error!(error = %e, "streaming stopped");
             // The first error wins (a receiver's `fail` may have come first).
@@ -455,6 +511,7 @@ impl Engine {
             }
         }
         p.finished = true;
+        p.active = None;
         self.shared.cv.notify_all();
     }
 
@@ -494,6 +551,7 @@ impl Engine {
             crate::failpoint::hit("after_allocate").map_err(SchedulerError::from)?;
             self.execute(&spec, false)?;
             self.next_ms += self.plan.interval_ms();
+            self.shared.lock().next_ms = self.next_ms;
         }
     }
 
@@ -535,6 +593,13 @@ impl Engine {
         let mut backoff = self.cfg.retry_backoff;
         let mut attempt = 1;
         loop {
+            self.shared.lock().active = Some(ActiveBatch {
+                time_ms: spec.time_ms,
+                ranges: spec.ranges.clone(),
+                started_ms: self.cfg.clock.now_ms(),
+                attempt,
+                replayed,
+            });
             match self.execute_once(spec, replayed) {
                 Ok(()) => return Ok(()),
                 Err(e) => {
@@ -543,7 +608,12 @@ impl Engine {
                             SchedulerError::Crashed(crate::failpoint::Crash { point }).into()
                         );
                     }
-                    if attempt >= attempts_max {
+                    // A bad record fails the same way every time: no retry.
+                    let deterministic = matches!(
+                        &e,
+                        Error::Engine(EngineError::BadRecord { .. } | EngineError::BadRecordsFull { .. })
+                    );
+                    if attempt >= attempts_max || deterministic {
                         return Err(SchedulerError::BatchFailed {
                             time_ms: spec.time_ms,
                             attempts: attempt,
@@ -570,6 +640,49 @@ impl Engine {
         }
     }
 
+    /// Writes (durably) the records batch `time_ms` dead-lettered, before
+    /// its commit, and logs one line for the batch.
+    fn store_dead_letters(&self, time_ms: u64, bad: &[BadRecord]) -> Result<(), Error> {
+        let Some(first) = bad.first() else {
+            return Ok(());
+        };
+        let fail = |reason: String| SchedulerError::DeadLetters {
+            time_ms,
+            records: bad.len(),
+            step: first.step.clone(),
+            reason,
+        };
+        let Some(sink) = &self.cfg.dead_letters else {
+            return Err(fail("this context has no data directory for a dead-letter log; build it with a data directory (StreamingContext::get_or_create) or use OnError::Fail".into()).into());
+        };
+        sink.write(time_ms, bad).map_err(|e| fail(e.to_string()))?;
+        tracing::warn!(
+            batch_time_ms = time_ms,
+            records = bad.len(),
+            step = %first.step,
+            stream = first.stream.as_deref().unwrap_or("?"),
+            lsn = first.lsn.map_or(-1, |l| l as i64),
+            first_error = %first.error,
+            "records dead-lettered; `weir dead-letter list` shows them"
+        );
+        Ok(())
+    }
+
+    /// `(output index, time)` as [`OutputTime`]s named from the plan.
+    fn output_times(&self, times: &[(usize, Duration)]) -> Vec<OutputTime> {
+        let outs = &self.plan.description().outputs;
+        times
+            .iter()
+            .map(|&(i, d)| OutputTime {
+                output: outs.get(i).map_or_else(
+                    || format!("output {}", i + 1),
+                    |o| format!("{}: {} of {}", i + 1, o.kind, o.input),
+                ),
+                time_us: u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            })
+            .collect()
+    }
+
     fn execute_once(&mut self, spec: &BatchSpec, replayed: bool) -> Result<(), Error> {
         let started = Instant::now();
         let scheduling_delay_ms = self.cfg.clock.now_ms().saturating_sub(spec.time_ms);
@@ -584,6 +697,7 @@ impl Engine {
             })
             .collect();
         let input_records = ranges.iter().map(|r| r.end - r.start).sum();
+        let mut output_times = Vec::new();
         let deltas = {
             let ctx = BatchCtx::new(
                 &self.plan,
@@ -592,8 +706,11 @@ impl Engine {
                 ranges.clone(),
                 &self.runner,
                 &self.state,
-            );
-            match catch_unwind(AssertUnwindSafe(|| self.plan.run_batch(&ctx))) {
+            )
+            .with_skipped(self.skipped.clone());
+            match catch_unwind(AssertUnwindSafe(|| {
+                self.plan.run_batch(&ctx, &mut output_times)
+            })) {
                 Err(p) => {
                     return Err(SchedulerError::Panicked {
                         time_ms: spec.time_ms,
@@ -603,12 +720,17 @@ impl Engine {
                 }
                 Ok(r) => r?,
             }
-            ctx.take_deltas()
+            (ctx.take_deltas(), ctx.take_bad_records())
         };
+        let (deltas, bad) = deltas;
+        self.store_dead_letters(spec.time_ms, &bad)?;
         crate::failpoint::hit("before_commit").map_err(SchedulerError::from)?;
         self.store
             .commit(spec.time_ms, &deltas)
             .map_err(SchedulerError::from)?;
+        if let (false, Some(d)) = (bad.is_empty(), &self.cfg.dead_letters) {
+            d.committed(spec.time_ms, &bad);
+        }
         for d in &deltas {
             d.apply(&mut self.state)?;
         }
@@ -644,8 +766,11 @@ impl Engine {
             processing_time_ms,
             total_delay_ms: scheduling_delay_ms + processing_time_ms,
             replayed,
+            ranges: spec.ranges.clone(),
+            outputs: self.output_times(&output_times),
         };
         let mut p = self.shared.lock();
+        p.active = None;
         p.stats.push_back(stats);
         while p.stats.len() > self.cfg.stats_batches_max.max(1) {
             p.stats.pop_front();

@@ -15,9 +15,11 @@
 //! `InvalidGraph` error, not a panic.
 //!
 //! Limits: as the engine's (one batch partition in memory per operator).
-//! Must never: contain engine logic; a bad record either fails its batch
-//! (retried, then the service stops naming it) or, where the file says
-//! `on_error = "drop"`, is dropped and counted.
+//! Must never: contain engine logic, or panic on a record: a bad record
+//! (a line that is not JSON, a summed field that is not a number) fails
+//! its batch naming step, stream and record number (`on_error = "fail"`,
+//! the default), goes to the dead-letter log (`"dead_letter"`), or is
+//! dropped and counted (`"drop"`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,98 +27,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::config::{Kind, Node, Op, Pipeline, Predicate, SinkKind, SourceDef, SourceKind};
+use super::config::{Kind, Node, OnBadRecord, Op, Pipeline, Predicate, SinkKind, SourceDef, SourceKind};
 use super::generator::GeneratorSource;
-use crate::dstream::{BoxError, DStream, Data, Text};
-use crate::sink::Show;
+use crate::dstream::{BoxError, DStream, Data, OnError, Text, UpdateSpec};
 use crate::StreamingContext;
-
-/// The number in a `(key, number)` pair: exact integers, floats when a
-/// summed field has a fraction (or an integer sum would overflow).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub enum Num {
-    /// An integer.
-    Int(i64),
-    /// A float.
-    Float(f64),
-}
-
-impl Num {
-    fn add(self, o: Num) -> Num {
-        match (self, o) {
-            (Num::Int(a), Num::Int(b)) => a
-                .checked_add(b)
-                .map_or(Num::Float(a as f64 + b as f64), Num::Int),
-            (a, b) => Num::Float(a.as_f64() + b.as_f64()),
-        }
-    }
-    fn sub(self, o: Num) -> Num {
-        match (self, o) {
-            (Num::Int(a), Num::Int(b)) => a
-                .checked_sub(b)
-                .map_or(Num::Float(a as f64 - b as f64), Num::Int),
-            (a, b) => Num::Float(a.as_f64() - b.as_f64()),
-        }
-    }
-    /// As a float.
-    pub fn as_f64(self) -> f64 {
-        match self {
-            Num::Int(i) => i as f64,
-            Num::Float(f) => f,
-        }
-    }
-    fn to_json(self) -> Value {
-        match self {
-            Num::Int(i) => Value::from(i),
-            Num::Float(f) => serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number),
-        }
-    }
-}
-
-impl Show for Num {
-    fn show(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let _ = match self {
-            Num::Int(i) => write!(out, "{i}"),
-            Num::Float(f) => write!(out, "{f}"),
-        };
-    }
-}
-
-impl Show for Value {
-    fn show(&self, out: &mut String) {
-        out.push_str(&self.to_string());
-    }
-}
-
-/// Renders a record as one JSON value (the `json_files` sink).
-pub trait ToJson {
-    /// The record as JSON.
-    fn to_json(&self) -> Value;
-}
-impl ToJson for Text {
-    fn to_json(&self) -> Value {
-        Value::String(self.as_str().to_string())
-    }
-}
-impl ToJson for Value {
-    fn to_json(&self) -> Value {
-        self.clone()
-    }
-}
-impl ToJson for (Text, Value) {
-    fn to_json(&self) -> Value {
-        serde_json::json!({"key": self.0.as_str(), "value": self.1})
-    }
-}
-impl ToJson for (Text, Num) {
-    fn to_json(&self) -> Value {
-        serde_json::json!({"key": self.0.as_str(), "value": self.1.to_json()})
-    }
-}
+pub use super::values::{Num, ToJson};
 
 /// Records a step dropped (`on_error = "drop"`), by step id.
 #[derive(Debug, Default)]
@@ -151,6 +68,10 @@ pub enum ReceiverCounters {
     Socket(Arc<crate::receiver::socket::SocketStats>),
     /// A directory source.
     Directory(Arc<crate::receiver::dir::DirStats>),
+    /// An ingest source.
+    Ingest(Arc<crate::ingest::IngestStats>),
+    /// A durable generator (`durable = true`): records it stored.
+    Generator(Arc<AtomicU64>),
 }
 
 impl ReceiverCounters {
@@ -162,14 +83,31 @@ impl ReceiverCounters {
                 l(&s.lines_stored),
                 vec![
                     ("line_too_long", l(&s.lines_too_long)),
+                    ("invalid_utf8_replaced", l(&s.lines_repaired)),
                     ("partial_line_discarded", l(&s.partial_lines_discarded)),
                     ("connect_failed", l(&s.connect_failures)),
                 ],
             ),
             ReceiverCounters::Directory(d) => (
                 l(&d.lines_stored),
-                vec![("line_too_long", l(&d.lines_too_long))],
+                vec![
+                    ("line_too_long", l(&d.lines_too_long)),
+                    ("invalid_utf8_replaced", l(&d.lines_repaired)),
+                ],
             ),
+            ReceiverCounters::Ingest(s) => (l(&s.records_stored), s.refusals()),
+            ReceiverCounters::Generator(n) => (l(n), Vec::new()),
+        }
+    }
+
+    /// An ingest source's `(producers in the table, producers expired)`.
+    pub fn producers(&self) -> Option<(u64, u64)> {
+        match self {
+            ReceiverCounters::Ingest(s) => Some((
+                s.producers.load(Ordering::Relaxed),
+                s.producers_expired.load(Ordering::Relaxed),
+            )),
+            _ => None,
         }
     }
 }
@@ -233,6 +171,33 @@ pub fn resolve(data_dir: &Path, p: &Path) -> PathBuf {
 
 /// Builds `p`'s sources, steps and sinks on `ssc`.
 pub fn compile(p: &Pipeline, ssc: &StreamingContext, data_dir: &Path) -> crate::Result<Compiled> {
+    compile_with(p, ssc, data_dir, source)
+}
+
+/// Builds `p` on `ssc` with every source a stand-in of the same name that
+/// opens, binds and starts nothing (an empty queue): the graph, and so the
+/// description `start` compares with a checkpoint, is the one `run`
+/// builds (`weir check --data-dir`).
+pub fn compile_offline(p: &Pipeline, ssc: &StreamingContext) -> crate::Result<()> {
+    compile_with(p, ssc, Path::new("."), |src, ssc, _| {
+        Ok(match src.kind {
+            SourceKind::Generator(_) => {
+                S::Lines(ssc.queue_stream(&crate::Queue::new()).name(&src.id))
+            }
+            _ => lines(ssc.queue_stream(&crate::Queue::new()).name(&src.id), &src.id),
+        })
+    })?;
+    Ok(())
+}
+
+type MakeSource = fn(&SourceDef, &StreamingContext, &mut Compiled) -> crate::Result<S>;
+
+fn compile_with(
+    p: &Pipeline,
+    ssc: &StreamingContext,
+    data_dir: &Path,
+    source: MakeSource,
+) -> crate::Result<Compiled> {
     let mut compiled = Compiled::default();
     let mut streams: Vec<S> = Vec::with_capacity(p.nodes.len());
     let interval = Duration::from_millis(ssc.batch_interval_ms());
@@ -261,34 +226,60 @@ pub fn compile(p: &Pipeline, ssc: &StreamingContext, data_dir: &Path) -> crate::
 /// Starts a source's receiver (or generator) and records its counters.
 fn source(src: &SourceDef, ssc: &StreamingContext, compiled: &mut Compiled) -> crate::Result<S> {
     Ok(match &src.kind {
+        SourceKind::Generator(g) if g.durable => {
+            let (d, stored) = super::gen_feed::stream(ssc, &src.id, g)?;
+            let counters = ReceiverCounters::Generator(stored);
+            compiled.receivers.push((src.id.clone(), counters));
+            lines(d, &src.id)
+        }
         SourceKind::Generator(g) => {
             let gen = Arc::new(GeneratorSource::new(g.clone(), ssc.clock()));
             compiled.generators.push((src.id.clone(), gen.clone()));
             S::Lines(ssc.source_stream("generator", gen).name(&src.id))
         }
-        SourceKind::Socket { address, rate_max } => {
-            let cfg = crate::receiver::socket::SocketConfig {
+        SourceKind::Socket {
+            address,
+            rate_max,
+            delimiter,
+            partitions,
+        } => {
+            let mut cfg = crate::receiver::socket::SocketConfig {
                 records_per_second_max: *rate_max,
                 ..Default::default()
             };
-            let (d, stats) = ssc.socket_text_stream_with(&src.id, address, cfg)?;
+            if let Some(d) = delimiter {
+                cfg.delimiter = d.as_bytes().to_vec();
+            }
+            let (d, stats) =
+                ssc.socket_text_stream_partitioned(&src.id, address, *partitions, cfg)?;
             compiled
                 .receivers
                 .push((src.id.clone(), ReceiverCounters::Socket(stats)));
             lines(d, &src.id)
         }
-        SourceKind::Ingest { address, rate_max } => {
+        SourceKind::Ingest {
+            address,
+            rate_max,
+            limits,
+        } => {
             let mut cfg = crate::ingest::IngestConfig::new(*address);
             cfg.records_per_second_max = *rate_max;
+            limits.apply(&mut cfg);
+            // A text source: a record that is not UTF-8 is refused at
+            // ingest (check_records), never stored.
             let s = ssc.ingest_stream_with(&src.id, cfg, crate::ingest::payload_utf8)?;
             tracing::info!(source = %src.id, address = %s.local_addr, "ingest server listening");
             compiled.ingest_addrs.push((src.id.clone(), s.local_addr));
+            compiled
+                .receivers
+                .push((src.id.clone(), ReceiverCounters::Ingest(s.stats.clone())));
             lines(s.stream, &src.id)
         }
-        SourceKind::Directory { path } => {
-            let (d, stats) = ssc.text_file_stream_with(
+        SourceKind::Directory { path, partitions } => {
+            let (d, stats) = ssc.text_file_stream_partitioned(
                 &src.id,
                 path,
+                *partitions,
                 crate::receiver::dir::DirConfig::default(),
             )?;
             compiled
@@ -321,14 +312,28 @@ macro_rules! each_kind {
 fn add_sink(input: &S, kind: &SinkKind, data_dir: &Path) -> crate::Result<()> {
     match kind {
         SinkKind::Kv { table } => add_kv(input, table),
-        SinkKind::Print { count } => Ok(each_kind!(input, d => d.print(*count))?),
-        SinkKind::TextFiles { prefix, suffix } => {
-            let prefix = resolve(data_dir, prefix).display().to_string();
-            Ok(each_kind!(input, d => d.save_as_text_files(&prefix, suffix))?)
+        SinkKind::Print { count, time_format } => {
+            let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
+            Ok(each_kind!(input, d => d.print_with(*count, *time_format, out))?)
         }
-        SinkKind::JsonFiles { prefix, suffix } => {
+        SinkKind::TextFiles {
+            prefix,
+            suffix,
+            skip_empty,
+        } => {
             let prefix = resolve(data_dir, prefix).display().to_string();
-            each_kind!(input, d => json_files(d, &prefix, suffix))
+            let o = crate::sink::FileOptions {
+                skip_empty: *skip_empty,
+            };
+            Ok(each_kind!(input, d => d.save_as_text_files_with(&prefix, suffix, o))?)
+        }
+        SinkKind::JsonFiles {
+            prefix,
+            suffix,
+            skip_empty,
+        } => {
+            let prefix = resolve(data_dir, prefix).display().to_string();
+            each_kind!(input, d => json_files(d, &prefix, suffix, *skip_empty))
         }
     }
 }
@@ -351,10 +356,19 @@ fn add_kv(input: &S, table: &str) -> crate::Result<()> {
     }
 }
 
-/// One JSON-lines file per batch, written atomically.
-fn json_files<T: Data + ToJson>(d: &DStream<T>, prefix: &str, suffix: &str) -> crate::Result<()> {
+/// One JSON-lines file per batch, written atomically (none for an empty
+/// batch with `skip_empty`).
+fn json_files<T: Data + ToJson>(
+    d: &DStream<T>,
+    prefix: &str,
+    suffix: &str,
+    skip_empty: bool,
+) -> crate::Result<()> {
     let (prefix, suffix) = (prefix.to_string(), suffix.to_string());
     d.foreach_batch(move |t, recs| {
+        if skip_empty && recs.is_empty() {
+            return Ok(());
+        }
         let mut s = String::new();
         for r in &recs {
             s.push_str(&r.to_json().to_string());
@@ -383,18 +397,17 @@ fn key_text(v: Option<&Value>) -> Text {
     }
 }
 
-fn num_of(v: &Value, path: &str, step: &str) -> Num {
+/// The number at `path` of keyed record value `v`, or what is wrong.
+fn num_of(v: &Value, path: &str) -> Result<Num, String> {
     match field(v, path) {
-        Some(Value::Number(n)) => n
+        Some(Value::Number(n)) => Ok(n
             .as_i64()
             .map(Num::Int)
-            .unwrap_or_else(|| Num::Float(n.as_f64().unwrap_or(f64::NAN))),
-        other => panic!(
-            "step `{step}`: field `{path}` is not a number (found {}) in record {}; \
-             fix the input or filter such records out before this step",
-            other.map_or("nothing".to_string(), |v| v.to_string()),
-            truncate(&v.to_string())
-        ),
+            .unwrap_or_else(|| Num::Float(n.as_f64().unwrap_or(f64::NAN)))),
+        other => Err(format!(
+            "field `{path}` is not a number (found {})",
+            other.map_or("nothing".to_string(), |v| truncate(&v.to_string()))
+        )),
     }
 }
 
@@ -407,6 +420,14 @@ fn truncate(s: &str) -> String {
         end -= 1;
     }
     format!("{}...", &s[..end])
+}
+
+/// The engine's policy for a step's `on_error` (`Drop` is built apart).
+fn policy(p: OnBadRecord) -> OnError {
+    match p {
+        OnBadRecord::DeadLetter => OnError::DeadLetter,
+        OnBadRecord::Fail | OnBadRecord::Drop => OnError::Fail,
+    }
 }
 
 /// What a step's builder needs besides its op and input.
@@ -446,7 +467,7 @@ fn apply(op: &Op, st: &StepCtx<'_>, input: S) -> crate::Result<S> {
             field,
             invert,
         } => filter(st, op, input, matcher(predicate), field.clone(), *invert)?,
-        Op::ParseJson { drop_invalid } => parse_json(st, op, input, *drop_invalid)?,
+        Op::ParseJson { on_error } => parse_json(st, op, input, *on_error)?,
         Op::Select { fields } => select(st, op, input, fields.clone())?,
         Op::Rename { fields } => rename(st, op, input, fields.clone())?,
         Op::KeyBy { field: f } => match input {
@@ -457,8 +478,8 @@ fn apply(op: &Op, st: &StepCtx<'_>, input: S) -> crate::Result<S> {
             other => return Err(st.wrong(op, &other)),
         },
         Op::CountByKey => S::Counts(ones(st, op, input)?.reduce_by_key(add).name(st.name)),
-        Op::SumByKey { field: f } => S::Counts(
-            numbers(st, op, input, f.clone())?
+        Op::SumByKey { field: f, on_error } => S::Counts(
+            numbers(st, op, input, f.clone(), *on_error)?
                 .reduce_by_key(add)
                 .name(st.name),
         ),
@@ -480,15 +501,20 @@ fn apply(op: &Op, st: &StepCtx<'_>, input: S) -> crate::Result<S> {
             window,
             slide,
             field: f,
+            on_error,
         } => {
             let slide = if slide.is_zero() { st.interval } else { *slide };
             S::Counts(
-                numbers(st, op, input, f.clone())?
+                numbers(st, op, input, f.clone(), *on_error)?
                     .reduce_by_key_and_window(add, *window, slide)
                     .name(st.name),
             )
         }
-        Op::RunningTotal { field: f } => running_total(st, op, input, f.clone())?,
+        Op::RunningTotal {
+            field: f,
+            on_error,
+            initial,
+        } => running_total(st, op, input, f.clone(), *on_error, initial.clone())?,
         Op::Top { n } => top(st, op, input, *n)?,
     })
 }
@@ -562,24 +588,26 @@ fn filter(
     })
 }
 
-fn parse_json(st: &StepCtx<'_>, op: &Op, input: S, drop: bool) -> crate::Result<S> {
+fn parse_json(st: &StepCtx<'_>, op: &Op, input: S, on_error: OnBadRecord) -> crate::Result<S> {
     let S::Lines(d) = input else {
         return Err(st.wrong(op, &input));
     };
+    if on_error != OnBadRecord::Drop {
+        return Ok(S::Records(
+            d.try_map(policy(on_error), |line: &Text| {
+                serde_json::from_str::<Value>(line).map_err(|e| format!("not JSON: {e}"))
+            })
+            .name(st.name),
+        ));
+    }
     let counter = st.dropped.counter(st.id);
-    let step = st.id.to_string();
     Ok(S::Records(
         d.flat_map_with(
             move |line: Text, out| match serde_json::from_str::<Value>(&line) {
                 Ok(v) => out(v),
-                Err(_) if drop => {
+                Err(_) => {
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) => panic!(
-                    "step `{step}`: a line is not JSON ({e}): {}; fix the input, or set \
-                 on_error = \"drop\" on this step to skip such lines (they are counted)",
-                    truncate(&line)
-                ),
             },
         )
         .name(st.name),
@@ -627,22 +655,32 @@ fn rename(
 }
 
 /// Totals per key since the first batch: counts of lines or keyed
-/// records, else sums of a field or of pairs.
-fn running_total(st: &StepCtx<'_>, op: &Op, input: S, f: Option<String>) -> crate::Result<S> {
+/// records, else sums of a field or of pairs; from the pairs of `initial`
+/// at the first start.
+fn running_total(
+    st: &StepCtx<'_>,
+    op: &Op,
+    input: S,
+    f: Option<String>,
+    on_error: OnBadRecord,
+    initial: Option<PathBuf>,
+) -> crate::Result<S> {
     let pairs = match (&input, &f) {
         (S::Lines(_), _) | (S::Keyed(_), None) => ones(st, op, input)?,
-        _ => numbers(st, op, input, f)?,
+        _ => numbers(st, op, input, f, on_error)?,
     };
-    Ok(S::Counts(
-        pairs
-            .update_state_by_key(|new: &[Num], old: Option<&Num>| {
-                Some(
-                    new.iter()
-                        .fold(old.copied().unwrap_or(Num::Int(0)), |a, b| a.add(*b)),
-                )
-            })
-            .name(st.name),
-    ))
+    let mut spec = UpdateSpec::function(|new: &[Num], old: Option<&Num>| {
+        Some(
+            new.iter()
+                .fold(old.copied().unwrap_or(Num::Int(0)), |a, b| a.add(*b)),
+        )
+    });
+    if let Some(path) = initial {
+        // Read when the operator has no committed state only: the file
+        // is needed at the first start, not after.
+        spec = spec.initial_state_from(move || Ok(super::initial::load_pairs(&path)?));
+    }
+    Ok(S::Counts(pairs.update_state_by_key_with(spec).name(st.name)))
 }
 
 /// The `n` pairs with the largest numbers of each batch (ties by key).
@@ -679,16 +717,24 @@ fn numbers(
     op: &Op,
     s: S,
     f: Option<String>,
+    on_error: OnBadRecord,
 ) -> crate::Result<DStream<(Text, Num)>> {
     Ok(match (s, f) {
-        (S::Keyed(d), Some(f)) => {
-            let step = st.id.to_string();
-            d.map(move |(k, v)| {
-                let n = num_of(&v, &f, &step);
-                (k, n)
+        (S::Keyed(d), Some(f)) if on_error == OnBadRecord::Drop => {
+            let counter = st.dropped.counter(st.id);
+            d.flat_map_with(move |(k, v): (Text, Value), out| match num_of(&v, &f) {
+                Ok(n) => out((k, n)),
+                Err(_) => {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
             })
             .name(&st.pre)
         }
+        (S::Keyed(d), Some(f)) => d
+            .try_map(policy(on_error), move |(k, v): &(Text, Value)| {
+                num_of(v, &f).map(|n| (k.clone(), n))
+            })
+            .name(&st.pre),
         (S::Counts(d), None) => d,
         (other, _) => return Err(st.wrong(op, &other)),
     })

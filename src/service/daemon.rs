@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::status::{Live, Phase, Probe, ReceiverRow, Sample, SourceRow, WalRow};
+use super::status::{Live, Phase, Probe, Rates, ReceiverRow, Sample, SourceRow, WalRow};
 use super::{
     compile, generator, http, notify, stateful_operators, ServiceError, ServiceOptions,
     ServiceReport, StopHook, POLL,
@@ -23,12 +23,31 @@ use super::{
 use crate::wal::Wal;
 use crate::StreamingContext;
 
+/// The signals the service answers, caught before the pipeline is built.
+pub(super) struct Signals {
+    /// SIGTERM: stop gracefully.
+    pub(super) term: tokio::signal::unix::Signal,
+    /// SIGINT: stop gracefully.
+    pub(super) int: tokio::signal::unix::Signal,
+    /// SIGHUP: reload (nothing is reloaded yet: logged, never fatal).
+    pub(super) hup: tokio::signal::unix::Signal,
+}
+
+/// What SIGHUP logs: weir reloads nothing while it runs.
+pub(super) const RELOAD_WORDS: &str = "reload requested (SIGHUP): nothing to reload, weir keeps running; the log level ($WEIR_LOG) and the pipeline file are read at start, so a pipeline change needs a restart: `weir check --data-dir DIR PIPELINE`, then `systemctl restart weir` (a restart drains, commits and recovers; nothing is lost)";
+
+/// Stop signals arriving within this many milliseconds of the first are
+/// the same request (one from the parent, one to the process group); a
+/// later one means "exit now".
+pub const SIGNAL_GRACE_MS: u64 = 1_000;
+
 struct ContextProbe {
     ssc: Arc<StreamingContext>,
     wals: Vec<(String, Arc<Wal>)>,
     generators: Vec<(String, Arc<generator::GeneratorSource>)>,
     receivers: Vec<(String, compile::ReceiverCounters)>,
     dropped: Option<Arc<compile::Dropped>>,
+    rates: Rates,
 }
 
 impl Probe for ContextProbe {
@@ -54,6 +73,8 @@ impl Probe for ContextProbe {
                 bytes_written: st.bytes_written,
                 fsyncs: st.fsyncs,
                 fsync_seconds_total: st.fsync_nanos_total as f64 / 1e9,
+                segment_removals_failed: st.segment_removals_failed,
+                kept_bytes: st.kept_bytes,
             });
         }
         for (name, g) in &self.generators {
@@ -69,28 +90,78 @@ impl Probe for ContextProbe {
             .as_ref()
             .map(|d| d.snapshot())
             .unwrap_or_default();
-        let receivers = self
-            .receivers
-            .iter()
-            .map(|(name, c)| {
-                let (records, rejected) = c.sample();
+        let receivers = self.receiver_rows();
+        Sample {
+            sources,
+            wal,
+            dropped,
+            dead_lettered: self.ssc.dead_letter_counts(),
+            receivers,
+            state_keys: self.ssc.state_keys(),
+            queue: self.ssc.batch_queue(),
+            now_ms: self.ssc.clock().now_ms(),
+        }
+    }
+}
+
+/// A receiver's source kind (`socket`, `directory`, `ingest`, `generator`).
+fn receiver_kind(c: &compile::ReceiverCounters) -> &'static str {
+    match c {
+        compile::ReceiverCounters::Socket(_) => "socket",
+        compile::ReceiverCounters::Directory(_) => "directory",
+        compile::ReceiverCounters::Ingest(_) => "ingest",
+        compile::ReceiverCounters::Generator(_) => "generator",
+    }
+}
+
+/// Whether `name` is a partition (`<source>-p<digits>`) of `source`.
+fn is_partition_of(name: &str, source: &str) -> bool {
+    name.strip_prefix(source)
+        .and_then(|r| r.strip_prefix("-p"))
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+}
+
+impl ContextProbe {
+    /// Every receiver-fed stream: state and last error from the context,
+    /// counters from the compiled pipeline (a custom receiver has none).
+    fn receiver_rows(&self) -> Vec<ReceiverRow> {
+        self.ssc
+            .receiver_health()
+            .into_iter()
+            .map(|(name, h)| {
+                let c = self
+                    .receivers
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, c)| c);
+                // A partition (`in-p3`) has its own records; the source's
+                // shared counters (rejections) show on its partition 0.
+                let part_of = self
+                    .receivers
+                    .iter()
+                    .find(|(n, _)| is_partition_of(&name, n))
+                    .map(|(_, c)| c);
+                let (records, rejected) = match (c, part_of) {
+                    (Some(c), _) => c.sample(),
+                    (None, Some(c)) if name.ends_with("-p0") => (h.records, c.sample().1),
+                    _ => (h.records, Vec::new()),
+                };
                 ReceiverRow {
-                    name: name.clone(),
+                    kind: c.or(part_of).map_or("custom", receiver_kind).to_string(),
+                    state: h.state.as_str().to_string(),
+                    records_per_second: self.rates.rate(&name, records),
+                    last_error: h.last_error.as_ref().map(|e| e.message.clone()),
+                    last_error_ms: h.last_error.as_ref().map(|e| e.at_ms),
                     records,
                     rejected: rejected
                         .into_iter()
                         .map(|(w, n)| (w.to_string(), n))
                         .collect(),
+                    producers: c.and_then(|c| c.producers()),
+                    name,
                 }
             })
-            .collect();
-        Sample {
-            sources,
-            wal,
-            dropped,
-            receivers,
-            state_keys: self.ssc.state_keys(),
-        }
+            .collect()
     }
 }
 
@@ -147,6 +218,7 @@ fn live_status(ssc: &Arc<StreamingContext>, opts: &mut ServiceOptions) -> Arc<Li
             generators,
             receivers,
             dropped,
+            rates: Rates::default(),
         }),
     )
 }
@@ -188,6 +260,8 @@ struct Driver {
     stop_task: Option<Task>,
     stop_hooks: Vec<StopHook>,
     signal_name: Option<&'static str>,
+    /// When the first stop signal arrived.
+    signal_at: Option<Instant>,
     last_seen: Option<u64>,
     new_batches: u64,
     last_progress: Instant,
@@ -218,11 +292,18 @@ impl Driver {
         self.stop_task = Some(tokio::task::spawn_blocking(move || ssc.stop(true)));
     }
 
-    /// SIGTERM or SIGINT: the first stops (once started), a second exits.
+    /// SIGTERM or SIGINT: the first stops (once started); another within
+    /// [`SIGNAL_GRACE_MS`] is the same stop; a later one exits at once.
     fn on_signal(&mut self, name: &'static str, signo: i32) {
-        if self.signal_name.is_some() {
+        if let Some(first) = self.signal_at {
+            let since = first.elapsed();
+            if since < Duration::from_millis(SIGNAL_GRACE_MS) {
+                tracing::info!(signal = name, since_ms = since.as_millis() as u64, "stop signal repeated within the grace window: counted once (send it again later to exit at once)");
+                return;
+            }
             second_signal(name, signo)
         }
+        self.signal_at = Some(Instant::now());
         self.signal_name = Some(name);
         if self.start.is_none() {
             self.begin_stop(name)
@@ -336,10 +417,12 @@ impl Driver {
         match &result {
             Ok(()) => {
                 self.notify("STATUS=stopped");
+                let waiting = self.ssc.waiting_records().unwrap_or_default();
                 tracing::info!(
                     batches = st.batches_completed,
                     records = st.records_total,
-                    "stopped cleanly: every completed batch is committed"
+                    "stopped cleanly: every completed batch is committed; {}",
+                    waiting_words(&waiting)
                 );
             }
             Err(e) => {
@@ -361,8 +444,7 @@ impl Driver {
 pub(super) async fn serve(
     ssc: Arc<StreamingContext>,
     mut opts: ServiceOptions,
-    mut sigterm: tokio::signal::unix::Signal,
-    mut sigint: tokio::signal::unix::Signal,
+    mut signals: Signals,
 ) -> crate::Result<ServiceReport> {
     if let Some(a) = opts.http_address {
         if !a.ip().is_loopback() {
@@ -384,6 +466,7 @@ pub(super) async fn serve(
         stop_task: None,
         stop_hooks: std::mem::take(&mut opts.on_stop),
         signal_name: None,
+        signal_at: None,
         last_seen: None,
         new_batches: 0,
         last_progress: Instant::now(),
@@ -398,8 +481,9 @@ pub(super) async fn serve(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result: crate::Result<()> = loop {
         tokio::select! {
-            _ = sigterm.recv() => d.on_signal("SIGTERM", 15),
-            _ = sigint.recv() => d.on_signal("SIGINT", 2),
+            _ = signals.term.recv() => d.on_signal("SIGTERM", 15),
+            _ = signals.int.recv() => d.on_signal("SIGINT", 2),
+            _ = signals.hup.recv() => tracing::info!(signal = "SIGHUP", "{RELOAD_WORDS}"),
             r = join(&mut d.start), if d.start.is_some() => {
                 if let Some(r) = d.on_started(r) {
                     break r;
@@ -414,6 +498,25 @@ pub(super) async fn serve(
         }
     };
     d.finish(result, http_task, http_address)
+}
+
+/// "no input waits ..." or "N records past the last batch wait in the
+/// input logs for the next start (`a`: n, `b`: m)".
+pub(super) fn waiting_words(waiting: &[(String, u64)]) -> String {
+    let total: u64 = waiting.iter().map(|(_, n)| n).sum();
+    if total == 0 {
+        return "no input waits for the next start".to_string();
+    }
+    let each: Vec<String> = waiting
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(s, n)| format!("`{s}`: {n}"))
+        .collect();
+    format!(
+        "{total} record{} past the last batch wait in the input logs for the next start ({})",
+        if total == 1 { "" } else { "s" },
+        each.join(", ")
+    )
 }
 
 fn second_signal(name: &str, signo: i32) -> ! {

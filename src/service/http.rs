@@ -19,7 +19,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::status::{metrics_text, status_json, Live, PAGE_HTML};
+use super::metrics::metrics_text;
+use super::status::{status_json, Live, PAGE_HTML};
 
 /// Largest request head, in bytes.
 pub const REQUEST_BYTES_MAX: usize = 8192;

@@ -20,6 +20,11 @@
 //!    return (exit 0). What is left stays in the WAL for the next start.
 //!    A second signal exits at once (status 128 + signal); recovery does
 //!    the rest at the next start.
+//! 5. SIGHUP (systemd's `ExecReload`): logged and otherwise ignored — the
+//!    service keeps running. Nothing is reloaded while weir runs: the log
+//!    level (`$WEIR_LOG`) and the pipeline file are read at start, and a
+//!    pipeline change needs a restart (check it first with `weir check
+//!    --data-dir`); a restart drains, commits and recovers, losing nothing.
 //!
 //! Limits: status history `status::RECENT_BATCHES_MAX` batches; HTTP
 //! limits in `http.rs`; the service loop polls every [`POLL`].
@@ -28,13 +33,19 @@
 
 internal! {
     mod chaos;
+    mod check;
     mod compile;
+    mod gen_feed;
     mod http;
+    mod initial;
+    mod metrics;
     mod notify;
     mod status;
+    mod values;
 }
 pub mod config;
 mod daemon;
+pub use daemon::SIGNAL_GRACE_MS;
 // The generator lives with the sources; this path stays for the config
 // module and its tests until they import `crate::source::generator`.
 pub use crate::source::generator;
@@ -74,6 +85,27 @@ pub enum ServiceError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The pipeline file is longer than a pipeline file may be (or is a
+    /// device or stream that never ends, such as `/dev/zero`).
+    #[error("the pipeline file {} is longer than {limit_bytes} bytes (reading stopped there); a pipeline file may be at most {limit_bytes} bytes: split the pipeline or give a regular file", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit ([`config::CONFIG_BYTES_MAX`]).
+        limit_bytes: usize,
+    },
+    /// The pipeline file is not UTF-8 text.
+    #[error("{}:{line}:{column}: the pipeline file is not UTF-8 text: byte {offset} is not valid UTF-8; save it as UTF-8 (for example `iconv -f latin1 -t utf-8`)", path.display())]
+    NotText {
+        /// The file.
+        path: PathBuf,
+        /// The first byte that is not valid UTF-8.
+        offset: usize,
+        /// Its line, 1-based.
+        line: usize,
+        /// Its column, 1-based, in characters.
+        column: usize,
+    },
     /// The HTTP endpoint cannot listen.
     #[error("cannot listen on {addr} for the status endpoint: {source}; choose another address with --http-address (or service.http_address), or \"off\"")]
     Listen {
@@ -81,6 +113,27 @@ pub enum ServiceError {
         addr: SocketAddr,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// `weir check --data-dir` could not copy the checkpoint to read it.
+    #[error("cannot copy the checkpoint to check it ({}): {source}; `weir check --data-dir` reads a copy under $TMPDIR (as large as the checkpoint): point TMPDIR at a directory with room", path.display())]
+    CheckCopy {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A step's initial-state file is wrong.
+    #[error(transparent)]
+    Initial(#[from] initial::InitialError),
+    /// `weir check --data-dir`'s checkpoint is larger than it copies.
+    #[error("the checkpoint {} holds {bytes} bytes, more than the {limit_bytes} `weir check --data-dir` copies to read; check against it with the service stopped by starting it (`weir run` refuses an incompatible pipeline the same way, before any batch), or compare `weir checkpoint show` by hand", path.display())]
+    CheckTooLarge {
+        /// The checkpoint directory.
+        path: PathBuf,
+        /// Its files' bytes.
+        bytes: u64,
+        /// The limit ([`check::CHECK_COPY_BYTES_MAX`]).
+        limit_bytes: u64,
     },
     /// The service's runtime could not be started.
     #[error("cannot start the service runtime: {0}")]
@@ -119,6 +172,14 @@ pub struct ServiceOptions {
     pub wals: Vec<(String, Arc<Wal>)>,
     /// Extra figures (the TOML front door's generators and drop counts).
     pub compiled: Option<Compiled>,
+    /// Install weir's default log output if the program has installed no
+    /// `tracing` subscriber (default `true`): text lines on stderr, level
+    /// `info` or `$WEIR_LOG` (e.g. `WEIR_LOG=warn`), the same lines as
+    /// `weir run`: the status page's address, one line per committed
+    /// batch, the stop. A subscriber the program installed before
+    /// [`run_service`] always wins; `false` leaves logging to the program
+    /// (then weir logs nothing unless it installs one).
+    pub default_logging: bool,
 }
 
 impl Default for ServiceOptions {
@@ -131,6 +192,7 @@ impl Default for ServiceOptions {
             on_stop: Vec::new(),
             wals: Vec::new(),
             compiled: None,
+            default_logging: true,
         }
     }
 }
@@ -141,6 +203,7 @@ impl std::fmt::Debug for ServiceOptions {
             .field("http_address", &self.http_address)
             .field("batches_max", &self.batches_max)
             .field("watchdog", &self.watchdog)
+            .field("default_logging", &self.default_logging)
             .finish_non_exhaustive()
     }
 }
@@ -162,19 +225,62 @@ pub struct ServiceReport {
 /// the behaviour described in the module docs. Call it from a plain
 /// thread (it runs its own tokio runtime), after building the pipeline
 /// and before `start()` (it starts the context itself).
+///
+/// Logging: unless the program installed a `tracing` subscriber first (or
+/// set [`ServiceOptions::default_logging`] to `false`), this installs
+/// weir's default one ([`install_default_logging`]), so a program's own
+/// binary shows the status page's address and a line per batch on
+/// stderr, as `weir run` does.
 pub fn run_service(ssc: StreamingContext, opts: ServiceOptions) -> crate::Result<ServiceReport> {
     Service::new()?.run(ssc, opts)
 }
 
-/// The service's runtime with SIGTERM/SIGINT already caught: create it
+/// Installs weir's default log output as the global `tracing` subscriber:
+/// text lines on stderr (colours only on a terminal), level `info` unless
+/// `$WEIR_LOG` says otherwise (an `EnvFilter`, e.g. `warn` or
+/// `weir=debug`). Does nothing when a global subscriber is already
+/// installed: the program's own always wins. Returns whether it installed
+/// one. [`run_service`] calls it (see [`ServiceOptions::default_logging`]).
+pub fn install_default_logging() -> bool {
+    use std::io::IsTerminal;
+    if tracing::dispatcher::has_been_set() {
+        return false;
+    }
+    let subscriber = log_format("info")
+        .with_ansi(std::io::stderr().is_terminal())
+        .finish();
+    // Not `try_init`: that also claims the `log` crate's logger, and fails
+    // without installing anything where the program set one.
+    tracing::subscriber::set_global_default(subscriber).is_ok()
+}
+
+/// weir's log format: to stderr, at `default_level` unless `WEIR_LOG`
+/// says otherwise (`weir`'s own commands and [`install_default_logging`]
+/// share it).
+pub(crate) fn log_format(
+    default_level: &str,
+) -> tracing_subscriber::fmt::SubscriberBuilder<
+    tracing_subscriber::fmt::format::DefaultFields,
+    tracing_subscriber::fmt::format::Format,
+    tracing_subscriber::EnvFilter,
+    fn() -> std::io::Stderr,
+> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr as fn() -> std::io::Stderr)
+}
+
+/// The service's runtime with SIGTERM/SIGINT (and SIGHUP, see the module
+/// docs) already caught: create it
 /// first, then build the pipeline (which may take a while: opening logs
 /// and the checkpoint), then [`Service::run`]. A signal that arrives while
 /// the pipeline is built is not lost: the service stops right after the
 /// start instead of being killed by the signal's default action.
 pub struct Service {
     rt: tokio::runtime::Runtime,
-    sigterm: tokio::signal::unix::Signal,
-    sigint: tokio::signal::unix::Signal,
+    signals: daemon::Signals,
 }
 
 impl std::fmt::Debug for Service {
@@ -193,24 +299,22 @@ impl Service {
             .build()
             .map_err(ServiceError::Runtime)?;
         let _guard = rt.enter();
-        let sigterm = signal(SignalKind::terminate()).map_err(ServiceError::Runtime)?;
-        let sigint = signal(SignalKind::interrupt()).map_err(ServiceError::Runtime)?;
+        let signals = daemon::Signals {
+            term: signal(SignalKind::terminate()).map_err(ServiceError::Runtime)?,
+            int: signal(SignalKind::interrupt()).map_err(ServiceError::Runtime)?,
+            hup: signal(SignalKind::hangup()).map_err(ServiceError::Runtime)?,
+        };
         drop(_guard);
-        Ok(Service {
-            rt,
-            sigterm,
-            sigint,
-        })
+        Ok(Service { rt, signals })
     }
 
     /// Runs `ssc` as [`run_service`] describes.
     pub fn run(self, ssc: StreamingContext, opts: ServiceOptions) -> crate::Result<ServiceReport> {
-        let Service {
-            rt,
-            sigterm,
-            sigint,
-        } = self;
-        rt.block_on(daemon::serve(Arc::new(ssc), opts, sigterm, sigint))
+        let Service { rt, signals } = self;
+        if opts.default_logging {
+            install_default_logging();
+        }
+        rt.block_on(daemon::serve(Arc::new(ssc), opts, signals))
     }
 }
 
@@ -224,6 +328,12 @@ pub fn data_dir_for(p: &Pipeline, flag: Option<&Path>) -> PathBuf {
     if let Some(d) = &p.settings.data_dir {
         return d.clone();
     }
+    default_data_dir()
+}
+
+/// The data directory without a flag or pipeline file: `$STATE_DIRECTORY`
+/// (its first entry), else `./weir-data`.
+pub fn default_data_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("STATE_DIRECTORY") {
         // systemd may list several directories separated by ':'.
         if let Some(first) = d
@@ -249,26 +359,35 @@ pub fn build(
 ) -> crate::Result<(StreamingContext, Compiled)> {
     let mut compiled = None;
     let ssc = StreamingContext::get_or_create(data_dir, |b| {
-        let s = &p.settings;
-        let mut b = b
-            .clock(clock)
-            .batch_interval(s.batch_interval)
-            .graceful_stop_timeout(s.stop_timeout);
-        if let Some(n) = s.partitions {
-            b = b.partitions(n);
-        }
-        if let Some(n) = s.parallelism {
-            b = b.parallelism(n);
-        }
-        if let Some(n) = s.batch_records_max {
-            b = b.batch_records_max(n);
-        }
-        b = b.adaptive_batches(s.adaptive_batches);
-        let ssc = b.build()?;
+        let ssc = configure(b.clock(clock), &p.settings).build()?;
         compiled = Some(compile(p, &ssc, data_dir)?);
         Ok(ssc)
     })?;
     Ok((ssc, compiled.unwrap_or_default()))
+}
+
+/// `b` with the pipeline-wide settings `s` (`run` and `weir check
+/// --data-dir` build with the same).
+fn configure(
+    b: crate::context::StreamingContextBuilder,
+    s: &config::Settings,
+) -> crate::context::StreamingContextBuilder {
+    let mut b = b
+        .batch_interval(s.batch_interval)
+        .graceful_stop_timeout(s.stop_timeout);
+    if let Some(n) = s.partitions {
+        b = b.partitions(n);
+    }
+    if let Some(n) = s.parallelism {
+        b = b.parallelism(n);
+    }
+    if let Some(n) = s.batch_records_max {
+        b = b.batch_records_max(n);
+    }
+    if let Some(n) = s.dead_letter_bytes_max {
+        b = b.dead_letter_bytes_max(n);
+    }
+    b.adaptive_batches(s.adaptive_batches)
 }
 
 /// Stateful operator names of a built context.
@@ -281,9 +400,29 @@ pub fn stateful_operators(ssc: &StreamingContext) -> Vec<String> {
         .collect()
 }
 
+/// `log wal/in`, or for partitions `4 connections, logs wal/in-p0 to
+/// wal/in-p3`.
+fn logs_words(id: &str, partitions: usize, each: &str) -> String {
+    if partitions == 1 {
+        return format!("log wal/{id}");
+    }
+    format!(
+        "{partitions} {each}s, logs wal/{} to wal/{}",
+        crate::context::partition_name(id, 0, partitions),
+        crate::context::partition_name(id, partitions - 1, partitions)
+    )
+}
+
+/// `, records end at "__end"` for a socket source's own delimiter.
+fn ends_at(delimiter: Option<&str>) -> String {
+    delimiter.map_or(String::new(), |d| {
+        format!(", records end at \"{}\"", d.escape_default())
+    })
+}
+
 /// The graph of a validated pipeline, as `weir check` prints it.
 pub fn describe(p: &Pipeline) -> String {
-    use config::{Node, Op, SinkKind, SourceKind};
+    use config::{Node, SinkKind, SourceKind};
     use std::fmt::Write as _;
     let s = &p.settings;
     let mut o = format!(
@@ -301,71 +440,37 @@ pub fn describe(p: &Pipeline) -> String {
                     r.map_or(String::new(), |r| format!(", at most {r} records/s"))
                 };
                 let what = match &src.kind {
-                    SourceKind::Generator(g) => format!(
-                        "generator, {} records/s{}, {}",
-                        g.records_per_second,
-                        g.count.map_or(String::new(), |c| format!(", {c} in all")),
-                        if g.json {
-                            "one JSON object per record".to_string()
-                        } else {
-                            format!("{} line(s) per record", g.lines_per_record)
-                        }
+                    SourceKind::Generator(g) => generator_words(g, &src.id),
+                    SourceKind::Socket {
+                        address,
+                        rate_max,
+                        delimiter,
+                        partitions,
+                    } => format!(
+                        "socket client of {address}{} ({})",
+                        rate(rate_max) + &ends_at(delimiter.as_deref()),
+                        logs_words(&src.id, *partitions, "connection")
                     ),
-                    SourceKind::Socket { address, rate_max } => {
-                        format!(
-                            "socket client of {address}{} (log wal/{})",
-                            rate(rate_max),
-                            src.id
-                        )
-                    }
-                    SourceKind::Ingest { address, rate_max } => {
-                        format!(
-                            "ingest server on {address}{} (log wal/{})",
-                            rate(rate_max),
-                            src.id
-                        )
-                    }
-                    SourceKind::Directory { path } => {
-                        format!("new files in {} (log wal/{})", path.display(), src.id)
-                    }
+                    SourceKind::Ingest {
+                        address,
+                        rate_max,
+                        limits,
+                    } => format!(
+                        "ingest server on {address}{} ({})",
+                        rate(rate_max),
+                        logs_words(&src.id, limits.partitions, "partition")
+                    ),
+                    SourceKind::Directory { path, partitions } => format!(
+                        "new files in {} ({})",
+                        path.display(),
+                        logs_words(&src.id, *partitions, "receiver")
+                    ),
                 };
                 let _ = writeln!(o, "  source {:<16} {what} -> {}", src.id, n.kind().label());
             }
             Node::Step(st) => {
                 let input = p.nodes[st.input].id();
-                let op = match &st.op {
-                    Op::Split { separator, .. } => format!(
-                        "split on {}",
-                        separator
-                            .as_deref()
-                            .map_or("whitespace".to_string(), |s| format!("{s:?}"))
-                    ),
-                    Op::Filter {
-                        predicate,
-                        field,
-                        invert,
-                    } => format!(
-                        "filter {}{:?}{}",
-                        if *invert { "not " } else { "" },
-                        predicate,
-                        field
-                            .as_ref()
-                            .map_or(String::new(), |f| format!(" on field {f}"))
-                    ),
-                    Op::WindowCount { window, slide } | Op::WindowSum { window, slide, .. } => {
-                        format!(
-                            "{} window {} ms sliding {} ms",
-                            st.op.name(),
-                            window.as_millis(),
-                            if slide.is_zero() {
-                                s.batch_interval.as_millis()
-                            } else {
-                                slide.as_millis()
-                            }
-                        )
-                    }
-                    other => format!("{other:?}"),
-                };
+                let op = op_words(&st.op, s.batch_interval);
                 let state = if st.op.stateful() {
                     format!("  [state: `{}`]", st.name)
                 } else {
@@ -383,18 +488,170 @@ pub fn describe(p: &Pipeline) -> String {
     for sink in &p.sinks {
         let input = p.nodes[sink.input].id();
         let what = match &sink.kind {
-            SinkKind::Print { count } => format!("print the first {count} of each batch"),
-            SinkKind::TextFiles { prefix, suffix } => {
-                format!("text files {}-<batch ms>.{suffix}", prefix.display())
-            }
+            SinkKind::Print { count, time_format } => format!(
+                "print the first {count} of each batch, time {}",
+                match time_format {
+                    crate::sink::TimeFormat::Millis => "in ms",
+                    crate::sink::TimeFormat::DateTime => "as UTC date and time",
+                }
+            ),
+            SinkKind::TextFiles {
+                prefix,
+                suffix,
+                skip_empty,
+            } => format!(
+                "text files {}-<batch ms>.{suffix}{}",
+                prefix.display(),
+                skipping(*skip_empty)
+            ),
             SinkKind::Kv { table } => {
                 format!("key-value table `{table}` (weir kv scan DATA_DIR {table})")
             }
-            SinkKind::JsonFiles { prefix, suffix } => {
-                format!("JSON-lines files {}-<batch ms>.{suffix}", prefix.display())
-            }
+            SinkKind::JsonFiles {
+                prefix,
+                suffix,
+                skip_empty,
+            } => format!(
+                "JSON-lines files {}-<batch ms>.{suffix}{}",
+                prefix.display(),
+                skipping(*skip_empty)
+            ),
         };
         let _ = writeln!(o, "  sink   {input} -> {what}");
     }
     o
+}
+
+fn skipping(skip_empty: bool) -> &'static str {
+    if skip_empty {
+        ", none for an empty batch"
+    } else {
+        ""
+    }
+}
+
+/// `s` in double quotes, escaped as in a TOML basic string.
+fn quoted(s: &str) -> String {
+    let mut q = String::with_capacity(s.len() + 2);
+    q.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => q.push_str("\\\""),
+            '\\' => q.push_str("\\\\"),
+            '\n' => q.push_str("\\n"),
+            '\t' => q.push_str("\\t"),
+            '\r' => q.push_str("\\r"),
+            c if c.is_control() => q.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => q.push(c),
+        }
+    }
+    q.push('"');
+    q
+}
+
+/// What a step does, in the words `weir check` prints (the file's keys
+/// and values, never Rust's `Debug` form).
+fn op_words(op: &config::Op, interval: Duration) -> String {
+    use config::{OnBadRecord, Op, Predicate};
+    let on_error = |e: &OnBadRecord| match e {
+        OnBadRecord::Fail => "",
+        OnBadRecord::Drop => ", drop bad records",
+        OnBadRecord::DeadLetter => ", dead-letter bad records",
+    };
+    let of = |f: &Option<String>| {
+        f.as_ref()
+            .map_or(String::new(), |f| format!(" of field {f}"))
+    };
+    match op {
+        Op::Split {
+            separator,
+            keep_empty,
+        } => format!(
+            "split on {}{}",
+            separator
+                .as_deref()
+                .map_or("whitespace".to_string(), quoted),
+            if *keep_empty {
+                ", keep empty pieces"
+            } else {
+                ""
+            }
+        ),
+        Op::Filter {
+            predicate,
+            field,
+            invert,
+        } => {
+            let test = match predicate {
+                Predicate::Contains(x) => format!("contains {}", quoted(x)),
+                Predicate::StartsWith(x) => format!("starts with {}", quoted(x)),
+                Predicate::EndsWith(x) => format!("ends with {}", quoted(x)),
+                Predicate::Regex(r) => format!("matches regex {}", quoted(r.as_str())),
+                Predicate::NotEmpty => "not empty".to_string(),
+            };
+            format!(
+                "filter{}{} {test}",
+                field
+                    .as_ref()
+                    .map_or(String::new(), |f| format!(" on field {f}:")),
+                if *invert { " not" } else { "" },
+            )
+        }
+        Op::WindowCount { window, slide } | Op::WindowSum { window, slide, .. } => {
+            let slide = if slide.is_zero() { interval } else { *slide };
+            let sum = match op {
+                Op::WindowSum {
+                    field, on_error: e, ..
+                } => format!("{}{}", of(field), on_error(e)),
+                _ => String::new(),
+            };
+            format!(
+                "{} window {} ms sliding {} ms{sum}",
+                op.name(),
+                window.as_millis(),
+                slide.as_millis()
+            )
+        }
+        Op::ParseJson { on_error: e } => format!("parse_json{}", on_error(e)),
+        Op::Select { fields } => format!("select {}", fields.join(", ")),
+        Op::Rename { fields } => {
+            let r: Vec<String> = fields.iter().map(|(a, b)| format!("{a} to {b}")).collect();
+            format!("rename {}", r.join(", "))
+        }
+        Op::KeyBy { field } => format!("key_by field {field}"),
+        Op::SumByKey { field, on_error: e } => {
+            format!("{}{}{}", op.name(), of(field), on_error(e))
+        }
+        Op::RunningTotal {
+            field,
+            on_error: e,
+            initial,
+        } => {
+            let from = initial.as_ref().map_or(String::new(), |p| {
+                format!(" from the initial state in {}", p.display())
+            });
+            format!("{}{}{from}{}", op.name(), of(field), on_error(e))
+        }
+        Op::Top { n } => format!("top {n}"),
+        Op::Lowercase | Op::Uppercase | Op::Trim | Op::CountByKey => op.name().to_string(),
+    }
+}
+
+/// `weir check`'s words for a generator source `id`.
+fn generator_words(g: &generator::GeneratorConfig, id: &str) -> String {
+    format!(
+        "generator, {} records/s{}, {}{}",
+        g.records_per_second,
+        g.count.map_or(String::new(), |c| format!(", {c} in all")),
+        if g.json {
+            "one JSON object per record".to_string()
+        } else {
+            format!("{} line(s) per record", g.lines_per_record)
+        },
+        if g.durable {
+            format!(" (durable: log wal/{id})")
+        } else {
+            String::new()
+        }
+    )
 }

@@ -72,11 +72,14 @@ impl DataDirReport {
 
 /// Reads the checkpoint and every input log of the stopped data directory
 /// `data_dir`. Fails when it has no checkpoint, when the checkpoint is
-/// locked (weir runs on it) or unreadable, or when a log cannot be read;
+/// locked (weir runs on it) or unreadable, when a log belongs to another
+/// data directory than the checkpoint (`weir run` refuses it too), or when a log cannot be read;
 /// damage inside a log is not an error but [`LogReport::problem`].
 pub fn data_dir_report(data_dir: &Path) -> crate::Result<DataDirReport> {
     use crate::checkpoint::CheckpointStore;
+    crate::context::check_offline_missing(data_dir)?;
     let store = crate::checkpoint::open_existing(data_dir)?;
+    crate::context::check_offline(data_dir, &store)?;
     let completed = store.completed()?;
     let pending = store.pending()?;
     let state_keys = store.state_sizes()?;

@@ -5,17 +5,24 @@
 //! The batch loop's statistics come from the scheduler's `BatchStats`, WAL
 //! figures from `WalStats`, backlogs from each source's end minus its
 //! committed position.
-//! Limits: [`RECENT_BATCHES_MAX`] batches kept for the page and `/status`.
+//! Receivers' states and last errors come from the context's
+//! `receiver_health`, their records per second from two samples at least
+//! [`RATE_WINDOW`] apart; the batch in flight and the due batches from the
+//! scheduler's `BatchQueue`.
+//! Limits: [`RECENT_BATCHES_MAX`] batches kept for the page and `/status`
+//! (each with one range per source and one time per output).
 //! Must never: block the batch loop (it only reads snapshots).
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::scheduler::BatchStats;
+use crate::scheduler::{BatchQueue, BatchStats};
+
+/// Shortest time between the two samples a receiver's rate is taken from.
+pub const RATE_WINDOW: Duration = Duration::from_secs(1);
 
 /// Batches kept for `/status` and the page.
 pub const RECENT_BATCHES_MAX: usize = 300;
@@ -52,6 +59,58 @@ pub struct BatchRow {
     pub total_delay_ms: u64,
     /// A replay of a batch pending at start.
     pub replayed: bool,
+    /// Records per source range.
+    pub ranges: Vec<RangeRow>,
+    /// Time per output that ran.
+    pub outputs: Vec<OutputRow>,
+}
+
+/// One source's range in a batch.
+#[derive(Debug, Clone, Serialize)]
+pub struct RangeRow {
+    /// The source.
+    pub source: String,
+    /// First record (inclusive).
+    pub start: u64,
+    /// End (exclusive).
+    pub end: u64,
+    /// `end - start`.
+    pub records: u64,
+}
+
+/// One output's time in a batch.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputRow {
+    /// The output in words (`"2: print of lower"`).
+    pub output: String,
+    /// Time it took, ms (fractional).
+    pub time_ms: f64,
+}
+
+/// The batch in flight.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActiveRow {
+    /// Batch time, ms since the epoch.
+    pub time_ms: u64,
+    /// Ms it has been running (this attempt).
+    pub running_ms: u64,
+    /// Attempt (1 first; more after failures).
+    pub attempt: u32,
+    /// A replay of a batch pending at start.
+    pub replayed: bool,
+    /// Its input ranges.
+    pub ranges: Vec<RangeRow>,
+}
+
+fn range_rows(r: &[crate::checkpoint::StreamRange]) -> Vec<RangeRow> {
+    r.iter()
+        .map(|r| RangeRow {
+            source: r.source.clone(),
+            start: r.start,
+            end: r.end,
+            records: r.end.saturating_sub(r.start),
+        })
+        .collect()
 }
 
 impl From<&BatchStats> for BatchRow {
@@ -63,6 +122,15 @@ impl From<&BatchStats> for BatchRow {
             processing_time_ms: s.processing_time_ms,
             total_delay_ms: s.total_delay_ms,
             replayed: s.replayed,
+            ranges: range_rows(&s.ranges),
+            outputs: s
+                .outputs
+                .iter()
+                .map(|o| OutputRow {
+                    output: o.output.clone(),
+                    time_ms: o.time_us as f64 / 1000.0,
+                })
+                .collect(),
         }
     }
 }
@@ -95,17 +163,37 @@ pub struct WalRow {
     pub fsyncs: u64,
     /// Total time in fsync, seconds.
     pub fsync_seconds_total: f64,
+    /// Failed segment deletions by this process.
+    pub segment_removals_failed: u64,
+    /// Bytes of segments below the committed position still on disk.
+    pub kept_bytes: u64,
 }
 
-/// One receiver's counters.
+/// One receiver's state and counters.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReceiverRow {
     /// The source.
     pub name: String,
+    /// Its kind (`socket`, `ingest`, `directory`, `generator`, `custom`).
+    pub kind: String,
+    /// What it is doing: `connected`, `retrying`, `listening`, `running`,
+    /// `stopped`, `failed`, ...
+    pub state: String,
+    /// Records stored per second, over the last [`RATE_WINDOW`] or more.
+    pub records_per_second: f64,
+    /// Its last error in words (kept after it recovers).
+    pub last_error: Option<String>,
+    /// When the last error happened, ms since the Unix epoch.
+    pub last_error_ms: Option<u64>,
     /// Records (lines) stored durably.
     pub records: u64,
-    /// `(reason, count)` of what it refused or lost before storing.
+    /// `(counter, count)`: what it refused or lost before storing, by
+    /// reason (any counter a receiver keeps; the page shows them all).
     pub rejected: Vec<(String, u64)>,
+    /// An ingest source's producer table: `(producers now, producers
+    /// expired since start)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub producers: Option<(u64, u64)>,
 }
 
 /// What a [`Probe`] reads at one moment.
@@ -117,10 +205,17 @@ pub struct Sample {
     pub wal: Vec<WalRow>,
     /// `(step, records dropped)`.
     pub dropped: Vec<(String, u64)>,
+    /// `(step, records dead-lettered by committed batches since start)`.
+    pub dead_lettered: Vec<(String, u64)>,
     /// Receivers.
     pub receivers: Vec<ReceiverRow>,
     /// `(operator, keys)` of the committed state.
     pub state_keys: Vec<(String, u64)>,
+    /// The batch in flight and those due (None before start).
+    pub queue: Option<BatchQueue>,
+    /// The scheduler clock's now, ms (for the running time of the batch
+    /// in flight).
+    pub now_ms: u64,
 }
 
 /// A snapshot for `/status` (and the figures of `/metrics`).
@@ -148,12 +243,21 @@ pub struct Status {
     pub wal: Vec<WalRow>,
     /// `(step, records dropped)`.
     pub dropped: Vec<(String, u64)>,
+    /// `(step, records dead-lettered by committed batches since start)`.
+    pub dead_lettered: Vec<(String, u64)>,
     /// Receivers' counters.
     pub receivers: Vec<ReceiverRow>,
     /// Stateful operators (their state lives in the checkpoint).
     pub stateful_operators: Vec<String>,
     /// `(operator, keys)` of the committed state, live.
     pub state_keys: Vec<(String, u64)>,
+    /// The batch in flight.
+    pub active_batch: Option<ActiveRow>,
+    /// Batch times due and waiting for the batch in flight, oldest first
+    /// (at most `scheduler::QUEUED_SHOWN_MAX`).
+    pub queued_batches: Vec<u64>,
+    /// All batch times due and waiting.
+    pub queued_total: u64,
 }
 
 /// Reads the live figures the status derives from (sources, logs).
@@ -234,9 +338,20 @@ impl Live {
             sources,
             wal,
             dropped,
+            dead_lettered,
             receivers,
             state_keys,
+            queue,
+            now_ms,
         } = self.probe.sample();
+        let queue = queue.unwrap_or_default();
+        let active_batch = queue.active.map(|a| ActiveRow {
+            time_ms: a.time_ms,
+            running_ms: now_ms.saturating_sub(a.started_ms),
+            attempt: a.attempt,
+            replayed: a.replayed,
+            ranges: range_rows(&a.ranges),
+        });
         let c = self.lock();
         Status {
             phase: c.phase,
@@ -250,10 +365,38 @@ impl Live {
             sources,
             wal,
             dropped,
+            dead_lettered,
             receivers,
             stateful_operators: self.operators.clone(),
             state_keys,
+            active_batch,
+            queued_batches: queue.queued_ms,
+            queued_total: queue.queued_total,
         }
+    }
+}
+
+/// Receivers' records per second, from two samples at least
+/// [`RATE_WINDOW`] apart (one entry per receiver).
+#[derive(Debug, Default)]
+pub struct Rates(Mutex<Vec<(String, Instant, u64, f64)>>);
+
+impl Rates {
+    /// The rate of `name` whose total is `records` now.
+    pub fn rate(&self, name: &str, records: u64) -> f64 {
+        let now = Instant::now();
+        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(e) = v.iter_mut().find(|e| e.0 == name) else {
+            v.push((name.to_string(), now, records, 0.0));
+            return 0.0;
+        };
+        let dt = now.duration_since(e.1);
+        if dt >= RATE_WINDOW {
+            e.3 = records.saturating_sub(e.2) as f64 / dt.as_secs_f64();
+            e.1 = now;
+            e.2 = records;
+        }
+        e.3
     }
 }
 
@@ -262,278 +405,10 @@ pub fn status_json(s: &Status) -> String {
     serde_json::to_string(s).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// Prometheus text being written: one `# HELP`/`# TYPE` pair and its
-/// sample lines per metric.
-struct Exposition(String);
-
-impl Exposition {
-    /// A metric with one sample line per `(labels, value)` row.
-    fn metric(&mut self, name: &str, kind: &str, help: &str, rows: &[(String, String)]) {
-        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, v) in rows {
-            let _ = writeln!(self.0, "{name}{labels} {v}");
-        }
-    }
-
-    /// A metric with one unlabelled value.
-    fn one(&mut self, name: &str, kind: &str, help: &str, v: String) {
-        self.metric(name, kind, help, &[(String::new(), v)]);
-    }
-
-    /// A metric with one sample per `(label value, value)`, labelled `key`.
-    fn by(&mut self, name: &str, kind: &str, help: &str, key: &str, rows: &[(String, u64)]) {
-        let rows: Vec<(String, String)> = rows
-            .iter()
-            .map(|(n, v)| (format!("{{{key}=\"{}\"}}", label(n)), v.to_string()))
-            .collect();
-        self.metric(name, kind, help, &rows);
-    }
-}
-
-/// `/metrics` in Prometheus text format.
-pub fn metrics_text(s: &Status) -> String {
-    let mut o = Exposition(String::new());
-    service_metrics(&mut o, s);
-    if let Some(b) = s.batches.last() {
-        last_batch_metrics(&mut o, b);
-    }
-    source_metrics(&mut o, s);
-    wal_metrics(&mut o, &s.wal);
-    o.by(
-        "weir_state_keys",
-        "gauge",
-        "Keys in a stateful operator's committed state.",
-        "operator",
-        &s.state_keys,
-    );
-    o.by(
-        "weir_records_dropped_total",
-        "counter",
-        "Records a step dropped by its on_error = \"drop\".",
-        "step",
-        &s.dropped,
-    );
-    receiver_metrics(&mut o, &s.receivers);
-    o.0
-}
-
-fn phase_name(p: Phase) -> &'static str {
-    match p {
-        Phase::Starting => "starting",
-        Phase::Running => "running",
-        Phase::Stopping => "stopping",
-        Phase::Stopped => "stopped",
-    }
-}
-
-/// The service as a whole: up, phase, uptime, interval, batch totals.
-fn service_metrics(o: &mut Exposition, s: &Status) {
-    o.one("weir_up", "gauge", "1 while the service runs.", "1".into());
-    o.metric(
-        "weir_phase",
-        "gauge",
-        "The service's phase (label), always 1.",
-        &[(
-            format!("{{phase=\"{}\"}}", phase_name(s.phase)),
-            "1".to_string(),
-        )],
-    );
-    o.one(
-        "weir_uptime_seconds",
-        "gauge",
-        "Seconds since the service started.",
-        format!("{:.3}", s.uptime_seconds),
-    );
-    o.one(
-        "weir_batch_interval_seconds",
-        "gauge",
-        "The batch interval.",
-        format!("{}", s.batch_interval_ms as f64 / 1000.0),
-    );
-    o.one(
-        "weir_batches_completed_total",
-        "counter",
-        "Batches completed (committed) since start, replays included.",
-        s.batches_completed.to_string(),
-    );
-    o.one(
-        "weir_batches_replayed_total",
-        "counter",
-        "Batches pending at start and replayed.",
-        s.batches_replayed.to_string(),
-    );
-    o.one(
-        "weir_input_records_total",
-        "counter",
-        "Input records of completed batches.",
-        s.records_total.to_string(),
-    );
-    o.one(
-        "weir_processing_seconds_total",
-        "counter",
-        "Time spent processing and committing batches.",
-        format!("{}", s.processing_time_ms_total as f64 / 1000.0),
-    );
-}
-
-/// The last completed batch.
-fn last_batch_metrics(o: &mut Exposition, b: &BatchRow) {
-    let seconds = |ms: u64| format!("{}", ms as f64 / 1000.0);
-    o.one(
-        "weir_last_batch_time_seconds",
-        "gauge",
-        "Batch time of the last completed batch (Unix time).",
-        seconds(b.time_ms),
-    );
-    o.one(
-        "weir_last_batch_input_records",
-        "gauge",
-        "Input records of the last completed batch.",
-        b.records.to_string(),
-    );
-    o.one(
-        "weir_last_batch_scheduling_delay_seconds",
-        "gauge",
-        "Scheduling delay of the last completed batch.",
-        seconds(b.scheduling_delay_ms),
-    );
-    o.one(
-        "weir_last_batch_processing_seconds",
-        "gauge",
-        "Processing time of the last completed batch.",
-        seconds(b.processing_time_ms),
-    );
-    o.one(
-        "weir_last_batch_total_delay_seconds",
-        "gauge",
-        "Total delay (scheduling + processing) of the last completed batch.",
-        seconds(b.total_delay_ms),
-    );
-}
-
-/// Each source's backlog and committed position.
-fn source_metrics(o: &mut Exposition, s: &Status) {
-    let per_source = |f: fn(&SourceRow) -> u64| -> Vec<(String, u64)> {
-        s.sources.iter().map(|r| (r.name.clone(), f(r))).collect()
-    };
-    o.by(
-        "weir_source_backlog_records",
-        "gauge",
-        "Records available (durable) but not yet in a committed batch.",
-        "source",
-        &per_source(|r| r.backlog_records),
-    );
-    o.by(
-        "weir_source_committed_position",
-        "gauge",
-        "Position after the last committed batch.",
-        "source",
-        &per_source(|r| r.committed),
-    );
-}
-
-/// Each input log's figures.
-fn wal_metrics(o: &mut Exposition, wal: &[WalRow]) {
-    let w = |f: fn(&WalRow) -> u64| -> Vec<(String, u64)> {
-        wal.iter().map(|r| (r.name.clone(), f(r))).collect()
-    };
-    let gauges: [(&str, &str, &str, fn(&WalRow) -> u64); 5] = [
-        (
-            "weir_wal_segments",
-            "gauge",
-            "Segment files of the stream's log.",
-            |r| r.segments,
-        ),
-        (
-            "weir_wal_end_lsn",
-            "gauge",
-            "Next record number of the stream's log.",
-            |r| r.end_lsn,
-        ),
-        (
-            "weir_wal_records_appended_total",
-            "counter",
-            "Records appended (durable) by this process.",
-            |r| r.records_appended,
-        ),
-        (
-            "weir_wal_bytes_written_total",
-            "counter",
-            "Bytes written to the log by this process.",
-            |r| r.bytes_written,
-        ),
-        (
-            "weir_wal_fsyncs_total",
-            "counter",
-            "fsyncs of the log by this process.",
-            |r| r.fsyncs,
-        ),
-    ];
-    for (name, kind, help, f) in gauges {
-        o.by(name, kind, help, "stream", &w(f));
-    }
-    let fs: Vec<(String, String)> = wal
-        .iter()
-        .map(|r| {
-            (
-                format!("{{stream=\"{}\"}}", label(&r.name)),
-                format!("{}", r.fsync_seconds_total),
-            )
-        })
-        .collect();
-    o.metric(
-        "weir_wal_fsync_seconds_total",
-        "counter",
-        "Time spent in fsync (latency = this / fsyncs).",
-        &fs,
-    );
-}
-
-/// Each receiver's stored and refused records.
-fn receiver_metrics(o: &mut Exposition, receivers: &[ReceiverRow]) {
-    let recs: Vec<(String, u64)> = receivers
-        .iter()
-        .map(|r| (r.name.clone(), r.records))
-        .collect();
-    o.by(
-        "weir_receiver_records_total",
-        "counter",
-        "Records a receiver stored durably (rate: rate() of this).",
-        "source",
-        &recs,
-    );
-    let rej: Vec<(String, String)> = receivers
-        .iter()
-        .flat_map(|r| {
-            r.rejected.iter().map(move |(why, n)| {
-                (
-                    format!(
-                        "{{source=\"{}\",reason=\"{}\"}}",
-                        label(&r.name),
-                        label(why)
-                    ),
-                    n.to_string(),
-                )
-            })
-        })
-        .collect();
-    o.metric(
-        "weir_receiver_rejected_total",
-        "counter",
-        "What a receiver refused or lost before storing, by reason.",
-        &rej,
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::metrics::{label, metrics_text};
 
     struct Fixed;
     impl Probe for Fixed {
@@ -552,14 +427,35 @@ mod tests {
                     bytes_written: 900,
                     fsyncs: 3,
                     fsync_seconds_total: 0.25,
+                    segment_removals_failed: 4,
+                    kept_bytes: 8192,
                 }],
                 dropped: vec![("parse".into(), 1)],
+                dead_lettered: vec![("parse".into(), 2)],
                 receivers: vec![ReceiverRow {
                     name: "in".into(),
+                    kind: "socket".into(),
+                    state: "retrying".into(),
+                    records_per_second: 0.0,
+                    last_error: Some("cannot connect to 127.0.0.1:1: refused".into()),
+                    last_error_ms: Some(1),
                     records: 15,
                     rejected: vec![("line_too_long".into(), 2)],
+                    producers: Some((3, 1)),
                 }],
                 state_keys: vec![("totals".into(), 12)],
+                queue: Some(BatchQueue {
+                    active: Some(crate::scheduler::ActiveBatch {
+                        time_ms: 3000,
+                        ranges: vec![],
+                        started_ms: 3100,
+                        attempt: 1,
+                        replayed: false,
+                    }),
+                    queued_ms: vec![4000],
+                    queued_total: 1,
+                }),
+                now_ms: 4200,
             }
         }
     }
@@ -574,6 +470,15 @@ mod tests {
             processing_time_ms: 40,
             total_delay_ms: 43,
             replayed: false,
+            ranges: vec![crate::checkpoint::StreamRange {
+                source: "in".into(),
+                start: 3,
+                end: 10,
+            }],
+            outputs: vec![crate::scheduler::OutputTime {
+                output: "1: print of in".into(),
+                time_us: 1500,
+            }],
         });
         let m = metrics_text(&live.status());
         for line in [
@@ -584,11 +489,16 @@ mod tests {
             "weir_source_backlog_records{source=\"in\"} 5",
             "weir_wal_segments{stream=\"in\"} 2",
             "weir_wal_fsync_seconds_total{stream=\"in\"} 0.25",
+            "weir_wal_segment_removals_failed_total{stream=\"in\"} 4",
+            "weir_wal_kept_bytes{stream=\"in\"} 8192",
             "weir_records_dropped_total{step=\"parse\"} 1",
             "weir_state_keys{operator=\"totals\"} 12",
             "weir_phase{phase=\"starting\"} 1",
             "weir_receiver_records_total{source=\"in\"} 15",
             "weir_receiver_rejected_total{source=\"in\",reason=\"line_too_long\"} 2",
+            "weir_ingest_producers{source=\"in\"} 3",
+            "weir_ingest_producers_expired_total{source=\"in\"} 1",
+            "weir_receiver_state{source=\"in\",state=\"retrying\"} 1",
         ] {
             assert!(m.lines().any(|l| l == line), "missing {line} in\n{m}");
         }
@@ -597,6 +507,13 @@ mod tests {
         assert_eq!(j["batches"][0]["records"], 7);
         assert_eq!(j["stateful_operators"][0], "totals");
         assert_eq!(j["state_keys"][0][1], 12);
+        assert_eq!(j["batches"][0]["ranges"][0]["records"], 7);
+        assert_eq!(j["batches"][0]["outputs"][0]["time_ms"], 1.5);
+        assert_eq!(j["active_batch"]["running_ms"], 1100);
+        assert_eq!(j["queued_batches"][0], 4000);
+        assert_eq!(j["receivers"][0]["state"], "retrying");
+        let rates = Rates::default();
+        assert_eq!(rates.rate("in", 10), 0.0, "no rate from one sample");
         assert_eq!(label("a\"b"), "a\\\"b");
     }
 }

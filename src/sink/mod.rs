@@ -21,9 +21,14 @@ use std::sync::{Arc, Mutex};
 use crate::dstream::{BoxError, DStream, Data, EngineError, Text};
 use crate::storage::{AtomicWriteError, RealFs};
 
+mod dead_letter;
 internal! {
     mod kv;
 }
+pub use dead_letter::{
+    read_dead_letters, DeadLetter, DeadLetterLog, DEAD_LETTER_BYTES_MAX_DEFAULT,
+    DEAD_LETTER_READ_BYTES_MAX,
+};
 pub use kv::KvTable;
 
 /// Errors of the sinks.
@@ -42,6 +47,37 @@ pub enum SinkError {
         table: String,
         /// The codec's error.
         source: crate::codec::CodecError,
+    },
+    /// The dead-letter log would pass its bound; the batch is not
+    /// committed.
+    #[error("the dead-letter log {} holds {used} bytes; this batch's {bytes} more would pass dead_letter_bytes_max ({bytes_max}). The batch is not committed and its input stays in the log. List the entries with `weir dead-letter list`, keep what you need, remove the files you handled, and start again (or raise dead_letter_bytes_max)", dir.display())]
+    DeadLetterFull {
+        /// The dead-letter directory.
+        dir: PathBuf,
+        /// Bytes its other files hold.
+        used: u64,
+        /// Bytes this batch would add.
+        bytes: u64,
+        /// The bound.
+        bytes_max: u64,
+    },
+    /// Reading or writing the dead-letter log failed.
+    #[error("dead-letter log {}: {source}", path.display())]
+    DeadLetterIo {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A dead-letter file holds a line that is not an entry.
+    #[error("dead-letter file {} line {line}: {reason}; the file was not written by weir or was damaged: move it away to read the others", file.display())]
+    DeadLetterEntry {
+        /// The file.
+        file: PathBuf,
+        /// The line (1-based; 0: the whole file).
+        line: usize,
+        /// What is wrong.
+        reason: String,
     },
 }
 
@@ -128,14 +164,87 @@ pub fn show<T: Show + ?Sized>(x: &T) -> String {
     s
 }
 
+/// How `print` shows a batch's time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TimeFormat {
+    /// `Time: 1764934802000 ms`, milliseconds since the epoch (Spark's
+    /// Scala and Java `print`); the default.
+    #[default]
+    Millis,
+    /// `Time: 2025-12-05 11:40:02`, the date and time in UTC (Spark's
+    /// Python `pprint`; a fraction of a second is shown as pyspark does,
+    /// `11:40:02.500000`).
+    DateTime,
+}
+
+impl TimeFormat {
+    /// `time_ms` in this format, as it follows `Time: `.
+    pub fn show(self, time_ms: u64) -> String {
+        match self {
+            TimeFormat::Millis => format!("{time_ms} ms"),
+            TimeFormat::DateTime => utc_date_time(time_ms),
+        }
+    }
+}
+
+/// `time_ms` since the epoch as `YYYY-MM-DD HH:MM:SS` in UTC, with
+/// `.ffffff` (microseconds, as Python's `datetime` prints them) when the
+/// time is not a whole second.
+pub fn utc_date_time(time_ms: u64) -> String {
+    let secs = time_ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Days to a civil date (Howard Hinnant's `civil_from_days`), for days
+    // since 1970-01-01 (never negative here).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let mut s = format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    );
+    if time_ms % 1000 != 0 {
+        let _ = write!(s, ".{:06}", time_ms % 1000 * 1000);
+    }
+    s
+}
+
+/// How a file sink (`save_as_text_files_with`, the `text_files` and
+/// `json_files` sinks of pipeline files) writes batches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileOptions {
+    /// Write no file for a batch without records (default: every batch
+    /// gets its file, empty or not). A replayed batch has the same records,
+    /// so it decides the same way: exactly-once holds either way, and a
+    /// missing file of a committed batch means that batch was empty.
+    pub skip_empty: bool,
+}
+
 /// A shared writer that `print_to` writes to (tests capture output with it).
 pub type SharedWriter = Arc<Mutex<dyn Write + Send>>;
 
 /// Spark's `print` format for one batch: a rule, `Time: <ms> ms`, a rule,
 /// the first `n` records, `...` if there were more, then a blank line.
 pub fn format_print<T: Show>(time_ms: u64, first: &[T], n: usize) -> String {
+    format_print_with(TimeFormat::Millis, time_ms, first, n)
+}
+
+/// [`format_print`] with the time shown in `format`.
+pub fn format_print_with<T: Show>(
+    format: TimeFormat,
+    time_ms: u64,
+    first: &[T],
+    n: usize,
+) -> String {
     let rule = "-------------------------------------------";
-    let mut s = format!("{rule}\nTime: {time_ms} ms\n{rule}\n");
+    let mut s = format!("{rule}\nTime: {}\n{rule}\n", format.show(time_ms));
     for x in first.iter().take(n) {
         x.show(&mut s);
         s.push('\n');
@@ -187,8 +296,19 @@ impl<T: Data + Show> DStream<T> {
 
     /// Like [`DStream::print`], writing to `out`.
     pub fn print_to(&self, n: usize, out: SharedWriter) -> Result<(), EngineError> {
+        self.print_with(n, TimeFormat::Millis, out)
+    }
+
+    /// Like [`DStream::print_to`], the batch time shown in `format`
+    /// (`TimeFormat::DateTime`: as Spark's Python `pprint`).
+    pub fn print_with(
+        &self,
+        n: usize,
+        format: TimeFormat,
+        out: SharedWriter,
+    ) -> Result<(), EngineError> {
         self.add_output_take("print", n.saturating_add(1), move |t, first| {
-            let text = format_print(t, &first, n);
+            let text = format_print_with(format, t, &first, n);
             let mut w = out.lock().unwrap_or_else(|e| e.into_inner());
             w.write_all(text.as_bytes())?;
             w.flush()?;
@@ -199,8 +319,22 @@ impl<T: Data + Show> DStream<T> {
     /// Saves every batch as the text file `prefix-<batch_time_ms>.suffix`
     /// (one record per line), atomically.
     pub fn save_as_text_files(&self, prefix: &str, suffix: &str) -> Result<(), EngineError> {
+        self.save_as_text_files_with(prefix, suffix, FileOptions::default())
+    }
+
+    /// [`DStream::save_as_text_files`] with `options` (`skip_empty`: no
+    /// file for a batch without records).
+    pub fn save_as_text_files_with(
+        &self,
+        prefix: &str,
+        suffix: &str,
+        options: FileOptions,
+    ) -> Result<(), EngineError> {
         let (prefix, suffix) = (prefix.to_string(), suffix.to_string());
         self.add_output("save_as_text_files", move |t, parts| {
+            if options.skip_empty && parts.iter().all(Vec::is_empty) {
+                return Ok(());
+            }
             let mut s = String::new();
             for x in parts.iter().flatten() {
                 x.show(&mut s);
@@ -225,5 +359,22 @@ mod tests {
         );
         assert_eq!(show(&Some(vec![1, 2])), "Some([1, 2])");
         assert_eq!(batch_file_name("out/c", "", 5).to_str(), Some("out/c-5"));
+    }
+
+    #[test]
+    fn date_times_are_utc_as_pyspark_prints_them() {
+        assert_eq!(utc_date_time(0), "1970-01-01 00:00:00");
+        assert_eq!(utc_date_time(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(utc_date_time(1_796_470_802_000), "2026-12-05 11:40:02");
+        assert_eq!(
+            utc_date_time(1_796_470_802_500),
+            "2026-12-05 11:40:02.500000"
+        );
+        assert_eq!(
+            utc_date_time(4_102_444_799_999),
+            "2099-12-31 23:59:59.999000"
+        );
+        let s = format_print_with(TimeFormat::DateTime, 1_796_470_802_000, &[1u8], 10);
+        assert!(s.contains("\nTime: 2026-12-05 11:40:02\n"), "{s}");
     }
 }

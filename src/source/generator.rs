@@ -41,6 +41,10 @@ pub struct GeneratorConfig {
     pub separator: String,
     /// Records as JSON objects instead of text (see [`GeneratorSource::record`]).
     pub json: bool,
+    /// Feed the records through the stream's write-ahead log, like a
+    /// receiver (the service's `durable = true`), instead of reading them
+    /// straight from the generator.
+    pub durable: bool,
 }
 
 impl Default for GeneratorConfig {
@@ -52,6 +56,7 @@ impl Default for GeneratorConfig {
             lines_per_record: 1,
             separator: String::new(),
             json: false,
+            durable: false,
         }
     }
 }

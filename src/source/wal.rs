@@ -10,17 +10,28 @@
 //! smaller of the released position and what the hook allowed. Windows keep
 //! their panes in the checkpoint, so no committed record is needed again.
 //!
+//! Segments below the released position that stay on disk (a failed
+//! deletion, or a hook that held them back) are reported to the
+//! [`OnRelease`] after every release, so a receiver's backlog keeps
+//! counting their bytes and backpressure sees the disk they hold.
+//!
 //! Limits: a read holds one record decoded at a time (decoded straight out
-//! of the reader's buffer), whatever the batch size.
+//! of the reader's buffer), whatever the batch size; a failing deletion is
+//! logged at most once per [`REMOVAL_WARN_INTERVAL`] (60 s) after its first.
 //! Must never: skip a record it cannot decode (the read fails naming the
 //! LSN and the log's directory), delete segments at or above a position
 //! not yet released, or delete any when the release hook refused.
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::dstream::{BoxError, Source};
 use crate::wal::Wal;
+
+/// The shortest time between two log lines about failing deletions.
+pub const REMOVAL_WARN_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Turns a record's bytes into a typed record.
 pub type Decoder<T> = Arc<dyn Fn(&[u8]) -> Result<T, BoxError> + Send + Sync>;
@@ -33,6 +44,11 @@ pub(crate) trait OnRelease: Send + Sync {
     /// smaller of it and `end`), or `None` to keep every segment this time
     /// (cleanup is retried at the next release).
     fn on_release(&self, end: u64) -> Option<u64>;
+
+    /// Told after each release how many bytes of finished segments wholly
+    /// below the released position are still on disk (a deletion failed or
+    /// the hook held it back): a backlog keeps counting them.
+    fn kept(&self, bytes: u64);
 }
 
 /// A [`Source`] reading from a [`Wal`]; see the module docs. The engine
@@ -42,6 +58,10 @@ pub struct WalSource<T> {
     wal: Arc<Wal>,
     decode: Decoder<T>,
     on_release: Option<Arc<dyn OnRelease>>,
+    /// Whether the last deletion failed.
+    failing: AtomicBool,
+    /// When a failing deletion was last logged.
+    last_warn: Mutex<Option<Instant>>,
 }
 
 impl<T> WalSource<T> {
@@ -51,6 +71,8 @@ impl<T> WalSource<T> {
             wal,
             decode,
             on_release: None,
+            failing: AtomicBool::new(false),
+            last_warn: Mutex::new(None),
         }
     }
 
@@ -65,6 +87,8 @@ impl<T> WalSource<T> {
             wal,
             decode,
             on_release: Some(on_release),
+            failing: AtomicBool::new(false),
+            last_warn: Mutex::new(None),
         }
     }
 
@@ -112,20 +136,41 @@ impl<T: Send + 'static> Source<T> for WalSource<T> {
     fn release(&self, end: u64) {
         // Only called after the batch's commit is durable (checkpoint
         // before cleanup). A failed cleanup loses nothing: it is retried at
-        // the next release.
-        let mut delete_below = end;
+        // the next release, and the bytes it kept count in the backlog.
+        let mut delete_below = Some(end);
         if let Some(r) = &self.on_release {
-            match r.on_release(end) {
-                Some(safe) => delete_below = safe.min(end),
-                None => return,
+            delete_below = r.on_release(end).map(|safe| safe.min(end));
+        }
+        if let Some(below) = delete_below {
+            match self.wal.remove_segments_below(below) {
+                Ok(_) => self.failing.store(false, Ordering::Relaxed),
+                Err(e) => self.warn_removal(&e),
             }
         }
-        if let Err(e) = self.wal.remove_segments_below(delete_below) {
+        let kept = self.wal.kept_bytes_below(end);
+        if let Some(r) = &self.on_release {
+            r.kept(kept);
+        }
+    }
+}
+
+impl<T> WalSource<T> {
+    /// Logs a failed deletion: the first of a run of failures, then at
+    /// most one line per [`REMOVAL_WARN_INTERVAL`] (a batch a second
+    /// would otherwise log a line a second).
+    fn warn_removal(&self, e: &crate::wal::WalError) {
+        let mut last = self.last_warn.lock().unwrap_or_else(|p| p.into_inner());
+        let first = !self.failing.swap(true, Ordering::Relaxed);
+        if first || last.map_or(true, |t| t.elapsed() >= REMOVAL_WARN_INTERVAL) {
+            *last = Some(Instant::now());
+            let st = self.wal.stats();
             tracing::warn!(
                 dir = %self.wal.dir().display(),
                 error = %e,
-                "could not delete WAL segments below the committed position; will retry after the next batch"
+                failures = st.segment_removals_failed,
+                "could not delete WAL segments below the committed position; they stay on disk, count in the backlog (input slows down when it is full) and deletion is retried after every batch: fix the permission or file system error"
             );
         }
     }
 }
+

@@ -22,7 +22,8 @@
 //!   if nothing happened.
 //!
 //! Files: `mod.rs` (the traits and [`RealFs`]), `atomic.rs`
-//! ([`write_atomic`]: temp, fsync, rename, directory fsync), `sim/`
+//! ([`write_atomic`]: temp, fsync, rename, directory fsync), `lock.rs`
+//! (directory locks: one writer per WAL or data directory), `sim/`
 //! ([`sim::SimFs`], tests only).
 //!
 //! Limits: none of its own; [`Storage::read_all`] holds one whole file in
@@ -31,12 +32,14 @@
 //! durability a crash test checks.
 
 mod atomic;
+mod lock;
 #[cfg(any(test, feature = "testing"))]
 pub mod sim;
 
 #[cfg(any(test, feature = "testing"))]
 pub use atomic::ATOMIC_FILE_RENAME;
 pub use atomic::{write_atomic, write_atomic_with_failpoint, AtomicWriteError};
+pub use lock::{DirLock, LockAttempt, LockHolder, LOCK_FILE};
 
 use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
@@ -105,6 +108,11 @@ pub trait Storage: Send + Sync + Debug {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes `dir`'s entries durable (creations, removals, renames).
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes the exclusive lock of the existing directory `dir` without
+    /// waiting: held until the returned [`DirLock`] is dropped or its
+    /// process dies; [`LockAttempt::Held`] if another holder has it
+    /// (`lock.rs`).
+    fn try_lock(&self, dir: &Path) -> io::Result<LockAttempt>;
 
     /// Reads the whole file `path` (live view); `NotFound` if it is absent.
     fn read_all(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -201,6 +209,10 @@ impl Storage for RealFs {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
+    }
+
+    fn try_lock(&self, dir: &Path) -> io::Result<LockAttempt> {
+        lock::flock_dir(dir)
     }
 
     fn read_all(&self, path: &Path) -> io::Result<Vec<u8>> {

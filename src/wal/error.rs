@@ -6,6 +6,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 use super::format::{FormatError, Lsn};
+use super::marker::{MarkerDefect, MissingCause};
 
 /// What can go wrong opening, appending to, reading, verifying or repairing
 /// a write-ahead log.
@@ -28,7 +29,8 @@ pub enum WalError {
     /// refuses to open rather than skip records.
     #[error(
         "WAL corruption in {} at byte {offset}: {detail}. The log refuses to open rather than skip data; \
-         run `weir wal verify {}` for a report and `weir wal repair {}` to move the damaged part aside",
+         run `weir wal verify {}` for a report, then restore the directory from a backup or run \
+         `weir wal repair {}` to move the damaged part aside",
         path.display(), dir.display(), dir.display()
     )]
     Corrupt {
@@ -109,6 +111,23 @@ pub enum WalError {
         available: Range<Lsn>,
     },
 
+    /// Another process (or another open `Wal` in this one) holds the
+    /// directory's lock: a log has one writer.
+    #[error(
+        "the WAL directory {} is in use by {holder} (lock file {}): a log has one writer. \
+         Stop the weir that runs on it first (`weir wal verify` reads a log without the lock); \
+         the lock is released when its process exits, even by SIGKILL",
+        dir.display(), lock_file.display()
+    )]
+    Locked {
+        /// The log's directory.
+        dir: PathBuf,
+        /// The lock file (`DIR/LOCK`).
+        lock_file: PathBuf,
+        /// Who holds it, as the lock file says.
+        holder: crate::storage::LockHolder,
+    },
+
     /// The `WalConfig` is invalid (the message names the limit), or opening
     /// found no segment to append to.
     #[error("invalid WAL configuration: {0}")]
@@ -139,6 +158,16 @@ pub enum Corruption {
         /// The first LSN the segment header records.
         header_first: Lsn,
     },
+    /// Records that the synced-end marker proves were fsynced (and so may
+    /// have been acknowledged) are not in the log: damage, not a torn tail.
+    AcknowledgedMissing {
+        /// The missing records: from the log's intact end to the marker's.
+        missing: Range<Lsn>,
+        /// What is wrong where they should be.
+        cause: MissingCause,
+    },
+    /// The synced-end marker file itself fails its checks.
+    Marker(MarkerDefect),
     /// The seal's end number disagrees with the records counted.
     SealMismatch {
         /// One past the last record found in the segment.
@@ -157,6 +186,17 @@ impl std::fmt::Display for Corruption {
                 "a finished segment has no valid seal trailer (expected one in the last 16 bytes)"
             ),
             Corruption::DataAfterSeal => write!(f, "bytes follow the seal trailer"),
+            Corruption::AcknowledgedMissing { missing, cause } => write!(
+                f,
+                "records {}..{} are missing: they were fsynced and may have been acknowledged \
+                 (the synced-end marker says the log held records up to {}), but {cause}; \
+                 this is damage, not a torn write",
+                missing.start, missing.end, missing.end
+            ),
+            Corruption::Marker(d) => write!(
+                f,
+                "the synced-end marker fails its check ({d}); `weir wal repair` rewrites it from the log"
+            ),
             Corruption::Gap {
                 expected_first,
                 found_first,

@@ -33,6 +33,18 @@ pub const SEAL_MARKER: u32 = u32::MAX;
 /// The highest first LSN a header may carry: record numbers stay far from
 /// `u64::MAX`, so no arithmetic on them can overflow.
 pub const LSN_MAX: Lsn = 1 << 62;
+/// The longest all-zero tail that can be a torn write: one 512-byte
+/// sector (a filesystem that extended the file before the data landed).
+/// A longer zero run at the end of a segment is damage.
+pub const TORN_ZERO_BYTES_MAX: usize = 512;
+/// The most payload bytes one scan may checksum while looking for a valid
+/// frame after damage ([`find_valid_frame_after`]). Without a bound, a
+/// crafted segment full of frame-shaped headers with large lengths makes
+/// the search quadratic; past the bound the scan reports the damage as
+/// undecidable ([`ScanEnd::Damaged`] with [`FormatError::ResyncLimit`]),
+/// which is corruption, never a torn tail. 16 MiB: sixteen records of the
+/// default `record_bytes_max`; a real frame after real damage costs one.
+pub const RESYNC_CHECKSUM_BYTES_MAX: u64 = 16 << 20;
 
 /// What a segment header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +105,15 @@ pub enum FormatError {
     LsnTooLarge {
         found: Lsn,
     },
+    /// The segment ends in more zero bytes than a torn sector leaves.
+    ZeroTail {
+        bytes: usize,
+    },
+    /// Bytes here fail a check, and the search for a valid frame after
+    /// them stopped at [`RESYNC_CHECKSUM_BYTES_MAX`].
+    ResyncLimit {
+        checksummed_bytes: u64,
+    },
 }
 
 impl std::fmt::Display for FormatError {
@@ -140,6 +161,16 @@ impl std::fmt::Display for FormatError {
             FormatError::BadRecordLimit { found } => {
                 write!(f, "header record limit {found} is not below the seal marker")
             }
+            FormatError::ZeroTail { bytes } => write!(
+                f,
+                "the segment ends in {bytes} zero bytes, more than the {TORN_ZERO_BYTES_MAX} \
+                 bytes (one sector) a torn write can leave: damage, not a torn write"
+            ),
+            FormatError::ResyncLimit { checksummed_bytes } => write!(
+                f,
+                "damage; cannot tell whether valid frames follow (the search for one \
+                 checksummed {checksummed_bytes} bytes, the limit is {RESYNC_CHECKSUM_BYTES_MAX})"
+            ),
         }
     }
 }
@@ -404,35 +435,99 @@ pub fn decode_frame(buf: &[u8], at: usize, expected_lsn: Lsn, h: &SegmentHeader)
     }
 }
 
+/// What the search for a valid frame after damage found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resync {
+    /// A valid frame or seal at this offset: the damage is corruption.
+    Found(usize),
+    /// No valid frame: the damage may be a torn tail.
+    NotFound,
+    /// The search stopped after checksumming this many payload bytes
+    /// ([`RESYNC_CHECKSUM_BYTES_MAX`]): it cannot tell.
+    GaveUp { checksummed_bytes: u64 },
+}
+
 /// After a bad frame at `bad_at` (which should have been `expected_lsn`),
 /// looks for any later valid frame or seal whose record number could follow
 /// it. Finding one means the damage is not a torn tail but corruption in
-/// the middle of the log. Returns the offset of the first such frame.
+/// the middle of the log.
 ///
 /// Candidates must carry a record number in `expected_lsn..=expected_lsn +
 /// (bytes left / 16)` (each record takes at least 16 bytes), a plausible
 /// length and a matching checksum; random bytes pass with probability about
-/// 2^-32 per offset after the LSN filter.
+/// 2^-32 per offset after the LSN filter. Work is bounded: every offset
+/// costs O(1) plus, for a candidate, the payload it checksums, and those
+/// payload bytes together stop at `checksum_bytes_max`.
 pub fn find_valid_frame_after(
     buf: &[u8],
     bad_at: usize,
     expected_lsn: Lsn,
     h: &SegmentHeader,
-) -> Option<usize> {
+    checksum_bytes_max: u64,
+) -> Resync {
+    let lsn_max = expected_lsn.saturating_add(((buf.len() - bad_at) / FRAME_HEADER_BYTES) as u64);
+    let mut checksummed: u64 = 0;
     let mut at = bad_at + 1;
     while at + FRAME_HEADER_BYTES <= buf.len() {
         let lsn = le_u64(buf, at + 8);
-        let lsn_max =
-            expected_lsn.saturating_add(((buf.len() - bad_at) / FRAME_HEADER_BYTES) as u64);
         if lsn >= expected_lsn && lsn <= lsn_max {
+            let len = le_u32(buf, at);
+            let whole = at + FRAME_HEADER_BYTES + len as usize <= buf.len();
+            if len != SEAL_MARKER && len <= h.record_bytes_max && whole {
+                checksummed += u64::from(len);
+                if checksummed > checksum_bytes_max {
+                    return Resync::GaveUp {
+                        checksummed_bytes: checksummed - u64::from(len),
+                    };
+                }
+            }
             match decode_frame(buf, at, lsn, h) {
-                Decoded::Record { .. } | Decoded::Seal { .. } => return Some(at),
+                Decoded::Record { .. } | Decoded::Seal { .. } => return Resync::Found(at),
                 Decoded::Incomplete { .. } | Decoded::Bad(_) => {}
             }
         }
         at += 1;
     }
-    None
+    Resync::NotFound
+}
+
+/// How a bad or partial frame at `at` ends a scan: corruption if a valid
+/// frame follows, damage if the tail is too long a zero run or the search
+/// gave up, else a torn tail.
+fn end_after_bad(
+    buf: &[u8],
+    at: usize,
+    lsn: Lsn,
+    header: &SegmentHeader,
+    error: FormatError,
+    torn: TornReason,
+) -> ScanEnd {
+    let search = find_valid_frame_after(buf, at, lsn, header, RESYNC_CHECKSUM_BYTES_MAX);
+    match search {
+        Resync::Found(valid_after) => ScanEnd::Corrupt {
+            offset: at,
+            error,
+            valid_after,
+        },
+        Resync::GaveUp { checksummed_bytes } => ScanEnd::Damaged {
+            offset: at,
+            error: FormatError::ResyncLimit { checksummed_bytes },
+        },
+        Resync::NotFound => {
+            let tail = &buf[at..];
+            if tail.len() > TORN_ZERO_BYTES_MAX && tail.iter().all(|&b| b == 0) {
+                ScanEnd::Damaged {
+                    offset: at,
+                    error: FormatError::ZeroTail { bytes: tail.len() },
+                }
+            } else {
+                ScanEnd::Torn {
+                    offset: at,
+                    reason: torn,
+                }
+            }
+        }
+    }
 }
 
 /// How a scan of a whole segment image ended.
@@ -455,6 +550,11 @@ pub enum ScanEnd {
     },
     /// Bytes follow the seal trailer.
     DataAfterSeal { offset: usize },
+    /// Damage at `offset` that no torn write explains, though no valid
+    /// frame after it proves it: an all-zero tail longer than one sector
+    /// ([`FormatError::ZeroTail`]), or a search for a valid frame that
+    /// gave up ([`FormatError::ResyncLimit`]). Corruption.
+    Damaged { offset: usize, error: FormatError },
 }
 
 /// Why a tail was judged torn.
@@ -464,6 +564,16 @@ pub enum TornReason {
     Partial { needed: usize, found: usize },
     /// The bytes at the tail fail a check (often zeros from a torn sector).
     Invalid(FormatError),
+}
+
+impl TornReason {
+    /// The check the torn bytes fail, as a [`FormatError`].
+    pub fn into_error(self) -> FormatError {
+        match self {
+            TornReason::Invalid(e) => e,
+            TornReason::Partial { needed, found } => FormatError::Short { needed, found },
+        }
+    }
 }
 
 impl std::fmt::Display for TornReason {
@@ -526,29 +636,12 @@ pub fn scan_segment(buf: &[u8], index_interval_bytes: u64) -> Result<SegmentScan
                 };
             }
             Decoded::Incomplete { needed } => {
-                match find_valid_frame_after(buf, at, lsn, &header) {
-                    // A corrupted length that points past the end of file,
-                    // with real frames behind it.
-                    Some(valid_after) => {
-                        break ScanEnd::Corrupt {
-                            offset: at,
-                            error: FormatError::Short {
-                                needed,
-                                found: buf.len() - at,
-                            },
-                            valid_after,
-                        }
-                    }
-                    None => {
-                        break ScanEnd::Torn {
-                            offset: at,
-                            reason: TornReason::Partial {
-                                needed,
-                                found: buf.len() - at,
-                            },
-                        }
-                    }
-                }
+                // A corrupted length that points past the end of file,
+                // with real frames behind it, is corruption; else torn.
+                let found = buf.len() - at;
+                let error = FormatError::Short { needed, found };
+                let torn = TornReason::Partial { needed, found };
+                break end_after_bad(buf, at, lsn, &header, error, torn);
             }
             // A checksummed frame with the wrong record number was written
             // whole: no crash produces that, so it is corruption.
@@ -559,21 +652,10 @@ pub fn scan_segment(buf: &[u8], index_interval_bytes: u64) -> Result<SegmentScan
                     valid_after: at,
                 }
             }
-            Decoded::Bad(error) => match find_valid_frame_after(buf, at, lsn, &header) {
-                Some(valid_after) => {
-                    break ScanEnd::Corrupt {
-                        offset: at,
-                        error,
-                        valid_after,
-                    }
-                }
-                None => {
-                    break ScanEnd::Torn {
-                        offset: at,
-                        reason: TornReason::Invalid(error),
-                    }
-                }
-            },
+            Decoded::Bad(error) => {
+                let torn = TornReason::Invalid(error.clone());
+                break end_after_bad(buf, at, lsn, &header, error, torn);
+            }
         }
     };
     let scan = SegmentScan {
@@ -609,7 +691,7 @@ fn assert_scan_fits(scan: &SegmentScan, image_bytes: usize) {
                 && *end_lsn == scan.header.first_lsn + scan.records
                 && at + FRAME_HEADER_BYTES == image_bytes
         }
-        ScanEnd::Torn { offset, .. } => *offset == at,
+        ScanEnd::Torn { offset, .. } | ScanEnd::Damaged { offset, .. } => *offset == at,
         ScanEnd::Corrupt {
             offset,
             valid_after,
@@ -710,14 +792,62 @@ mod tests {
     }
 
     #[test]
-    fn zeroed_tail_is_torn_not_valid() {
+    fn a_zero_tail_of_one_sector_is_torn_a_longer_one_is_damage() {
         let mut b = segment(0, &[b"abc", b"def"], false);
         let good = b.len();
-        b.extend_from_slice(&[0u8; 600]);
+        b.extend_from_slice(&[0u8; TORN_ZERO_BYTES_MAX]);
         let s = scan_segment(&b, 4096).expect("header");
         assert_eq!(s.records, 2);
         assert_eq!(s.valid_bytes, good);
-        assert!(matches!(s.end, ScanEnd::Torn { .. }));
+        assert!(matches!(s.end, ScanEnd::Torn { .. }), "{:?}", s.end);
+        b.push(0);
+        let s = scan_segment(&b, 4096).expect("header");
+        assert_eq!(s.valid_bytes, good);
+        assert_eq!(
+            s.end,
+            ScanEnd::Damaged {
+                offset: good,
+                error: FormatError::ZeroTail {
+                    bytes: TORN_ZERO_BYTES_MAX + 1
+                }
+            }
+        );
+    }
+
+    #[test]
+    fn the_search_after_damage_checksums_a_bounded_number_of_bytes() {
+        // Frame-shaped headers every 16 bytes, each claiming a payload of
+        // the segment's whole record limit: unbounded, every one costs a
+        // checksum of 64 KiB.
+        let limit = 64 << 10;
+        let mut b = encode_segment_header(0, limit, SALT).to_vec();
+        for _ in 0..(8 << 20) / FRAME_HEADER_BYTES {
+            b.extend_from_slice(&limit.to_le_bytes());
+            b.extend_from_slice(&0u32.to_le_bytes());
+            b.extend_from_slice(&1u64.to_le_bytes());
+        }
+        let h = decode_segment_header(&b).expect("header");
+        let at = SEGMENT_HEADER_BYTES;
+        match find_valid_frame_after(&b, at, 0, &h, 1 << 20) {
+            Resync::GaveUp { checksummed_bytes } => assert!(
+                checksummed_bytes <= 1 << 20 && checksummed_bytes + u64::from(limit) > 1 << 20,
+                "the work stops at the bound: {checksummed_bytes}"
+            ),
+            other => panic!("unexpected {other:?}"),
+        }
+        let s = scan_segment(&b, 4096).expect("header");
+        assert_eq!(s.records, 0);
+        match s.end {
+            ScanEnd::Damaged {
+                offset,
+                error: FormatError::ResyncLimit { checksummed_bytes },
+            } => {
+                assert_eq!(offset, at);
+                assert!(checksummed_bytes <= RESYNC_CHECKSUM_BYTES_MAX);
+                assert!(checksummed_bytes + u64::from(limit) > RESYNC_CHECKSUM_BYTES_MAX);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]

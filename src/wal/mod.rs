@@ -40,6 +40,8 @@ internal! {
     mod format;
 }
 mod check;
+mod dump;
+mod marker;
 mod reader;
 mod recover;
 mod writer;
@@ -50,11 +52,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
-use crate::storage::{RealFs, Storage, StorageFile};
+use crate::storage::{DirLock, LockAttempt, RealFs, Storage, StorageFile};
 
 pub use check::{repair_dir, verify_dir, DirReport, Problem, RepairReport, SegmentReport};
+pub use dump::read_range;
 pub use error::{Corruption, WalError};
 pub use format::Lsn;
+pub use marker::{MarkerDefect, MissingCause, SyncedEnd, MARKER_FILE};
 pub use reader::{Record, WalReader};
 pub use recover::{RecoveryReport, TornTail};
 
@@ -165,6 +169,12 @@ pub struct WalStats {
     pub segments_created: AtomicU64,
     /// Segments deleted by [`Wal::remove_segments_below`].
     pub segments_removed: AtomicU64,
+    /// Calls of [`Wal::remove_segments_below`] that failed to delete a
+    /// segment (the segment stays listed and is retried next time).
+    pub segment_removals_failed: AtomicU64,
+    /// Bytes of finished segments wholly below the last released position
+    /// that are still on disk (see [`Wal::kept_bytes_below`]).
+    pub kept_bytes: AtomicU64,
 }
 
 /// A plain copy of [`WalStats`].
@@ -185,6 +195,12 @@ pub struct WalStatsSnapshot {
     pub segments_created: u64,
     /// Segments deleted by [`Wal::remove_segments_below`].
     pub segments_removed: u64,
+    /// Calls of [`Wal::remove_segments_below`] that failed to delete a
+    /// segment.
+    pub segment_removals_failed: u64,
+    /// Bytes of finished segments wholly below the last released position
+    /// still on disk.
+    pub kept_bytes: u64,
 }
 
 /// One segment as the running log knows it.
@@ -265,6 +281,8 @@ pub(crate) struct Shared {
     /// Set once by the writer when a write or fsync fails.
     pub(crate) failed: Mutex<Option<(&'static str, String)>>,
     pub(crate) stats: WalStats,
+    /// Takes synced positions from the writer to the marker's keeper.
+    pub(crate) marker: marker::Keeper,
 }
 
 impl Shared {
@@ -290,6 +308,10 @@ pub struct Wal {
     shared: Arc<Shared>,
     tx: Option<tokio::sync::mpsc::Sender<writer::Request>>,
     writer: Option<JoinHandle<()>>,
+    /// Writes the synced-end marker (`marker.rs`).
+    keeper: Option<JoinHandle<()>>,
+    /// The directory's lock, released when the log is dropped.
+    _lock: DirLock,
 }
 
 impl Wal {
@@ -301,9 +323,11 @@ impl Wal {
         Wal::open_with(Arc::new(RealFs), dir, config)
     }
 
-    /// Opens the log through any `Storage`. Recovers it first: a torn tail
-    /// of the last segment is truncated (and reported); anything else that
-    /// fails a check is returned as [`WalError::Corrupt`].
+    /// Opens the log through any `Storage`. Takes the directory's lock
+    /// first ([`WalError::Locked`] if another open log holds it), then
+    /// recovers: a torn tail of the last segment is truncated (and
+    /// reported); anything else that fails a check, and a log that ends
+    /// below its synced-end marker, is returned as [`WalError::Corrupt`].
     pub fn open_with(
         storage: Arc<dyn Storage>,
         dir: impl AsRef<Path>,
@@ -311,7 +335,14 @@ impl Wal {
     ) -> Result<(Wal, RecoveryReport), WalError> {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
+        storage
+            .create_dir_all(&dir)
+            .map_err(|e| WalError::io("create the WAL directory", &dir, e))?;
+        let lock = lock_dir(storage.as_ref(), &dir)?;
         let recovered = recover::recover(storage.as_ref(), &dir, &config)?;
+        // What recovery kept is durable: the marker says so before any
+        // append (a log from before markers gets its first one here).
+        marker::write(storage.as_ref(), &dir, &recovered.synced)?;
         let end = recovered.next_lsn;
         let active = recovered
             .segments
@@ -327,6 +358,7 @@ impl Wal {
             durable_end: AtomicU64::new(end),
             failed: Mutex::new(None),
             stats: WalStats::default(),
+            marker: marker::Keeper::default(),
         });
         let (tx, rx) = tokio::sync::mpsc::channel(config.pending_appends_max);
         let w = writer::Writer::new(
@@ -342,11 +374,30 @@ impl Wal {
             .name("weir-wal-writer".into())
             .spawn(move || w.run())
             .map_err(|e| WalError::io("start the writer thread for", &dir, e))?;
+        let keeper_shared = Arc::clone(&shared);
+        let synced = recovered.synced;
+        let keeper = std::thread::Builder::new()
+            .name("weir-wal-marker".into())
+            .spawn(move || {
+                let s = &keeper_shared;
+                s.marker.run(Arc::clone(&s.storage), s.dir.clone(), synced);
+            });
+        let keeper = match keeper {
+            Ok(k) => k,
+            Err(e) => {
+                // Stop the writer before reporting.
+                drop(tx);
+                let _ = handle.join();
+                return Err(WalError::io("start the marker thread for", &dir, e));
+            }
+        };
         Ok((
             Wal {
                 shared,
                 tx: Some(tx),
                 writer: Some(handle),
+                keeper: Some(keeper),
+                _lock: lock,
             },
             recovered.report,
         ))
@@ -451,51 +502,117 @@ impl Wal {
     /// Deletes every finished segment whose records are all below `lsn`.
     /// Never deletes the active segment or one holding a record `>= lsn`.
     /// The directory is fsynced after the deletions. Returns how many
-    /// segments were removed.
+    /// segments were removed. A segment that cannot be deleted stays
+    /// listed (with every one after it), so the next call retries it, and
+    /// the failure is counted in [`WalStats::segment_removals_failed`].
     pub fn remove_segments_below(&self, lsn: Lsn) -> Result<usize, WalError> {
-        let removed: Vec<Arc<SegmentMeta>> = {
-            let mut segments = self
-                .shared
-                .segments
-                .write()
-                .expect("segment list lock poisoned");
-            let mut n = 0;
-            while n + 1 < segments.len() {
-                match segments[n].sealed_end() {
-                    Some(end) if end <= lsn => n += 1,
-                    _ => break,
-                }
-            }
-            let removed: Vec<Arc<SegmentMeta>> = segments.drain(..n).collect();
-            // The active segment, and every record at or above the cut, stay.
-            assert!(
-                !segments.is_empty()
-                    && removed
-                        .iter()
-                        .all(|s| s.sealed_end().is_some_and(|end| end <= lsn)),
-                "cleanup below {lsn} would drop live records"
-            );
-            removed
-        };
+        let removed = self.take_segments_below(lsn);
         if removed.is_empty() {
             return Ok(0);
         }
-        for seg in &removed {
-            self.shared
-                .storage
-                .remove(&seg.path)
-                .map_err(|e| WalError::io("delete segment", &seg.path, e))?;
+        for (i, seg) in removed.iter().enumerate() {
+            if let Err(e) = self.shared.storage.remove(&seg.path) {
+                self.put_back(&removed[i..]);
+                self.shared
+                    .stats
+                    .segment_removals_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                self.count_removed(i);
+                return Err(WalError::io("delete segment", &seg.path, e));
+            }
             tracing::debug!(segment = %seg.path.display(), "removed WAL segment below the cleanup cut");
         }
+        self.count_removed(removed.len());
         self.shared
             .storage
             .sync_dir(&self.shared.dir)
             .map_err(|e| WalError::io("fsync directory", &self.shared.dir, e))?;
+        Ok(removed.len())
+    }
+
+    /// Unlists the finished segments whose records are all below `lsn`.
+    fn take_segments_below(&self, lsn: Lsn) -> Vec<Arc<SegmentMeta>> {
+        let mut segments = self
+            .shared
+            .segments
+            .write()
+            .expect("segment list lock poisoned");
+        let mut n = 0;
+        while n + 1 < segments.len() {
+            match segments[n].sealed_end() {
+                Some(end) if end <= lsn => n += 1,
+                _ => break,
+            }
+        }
+        let removed: Vec<Arc<SegmentMeta>> = segments.drain(..n).collect();
+        // The active segment, and every record at or above the cut, stay.
+        assert!(
+            !segments.is_empty()
+                && removed
+                    .iter()
+                    .all(|s| s.sealed_end().is_some_and(|end| end <= lsn)),
+            "cleanup below {lsn} would drop live records"
+        );
+        removed
+    }
+
+    /// Lists again, in front, segments whose deletion failed.
+    fn put_back(&self, kept: &[Arc<SegmentMeta>]) {
+        let mut segments = self
+            .shared
+            .segments
+            .write()
+            .expect("segment list lock poisoned");
+        assert!(
+            kept.last()
+                .zip(segments.first())
+                .map_or(true, |(k, first)| k.sealed_end() == Some(first.first_lsn)),
+            "segments put back must precede the listed ones"
+        );
+        let rest = std::mem::take(&mut *segments);
+        segments.extend(kept.iter().cloned());
+        segments.extend(rest);
+    }
+
+    fn count_removed(&self, n: usize) {
         self.shared
             .stats
             .segments_removed
-            .fetch_add(removed.len() as u64, Ordering::Relaxed);
-        Ok(removed.len())
+            .fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes of the finished segments whose records are all below `lsn`
+    /// and that are still on disk (their deletion failed or was held back
+    /// by a release hook): disk a backlog must keep counting. Also kept in
+    /// [`WalStats::kept_bytes`]. A segment whose size cannot be read counts
+    /// as `segment_bytes_max`.
+    pub fn kept_bytes_below(&self, lsn: Lsn) -> u64 {
+        let paths: Vec<PathBuf> = {
+            let segments = self
+                .shared
+                .segments
+                .read()
+                .expect("segment list lock poisoned");
+            let n = segments.len().saturating_sub(1);
+            segments[..n]
+                .iter()
+                .take_while(|s| s.sealed_end().is_some_and(|end| end <= lsn))
+                .map(|s| s.path.clone())
+                .collect()
+        };
+        let max = self.shared.config.segment_bytes_max;
+        let bytes = paths
+            .iter()
+            .map(|p| {
+                self.shared
+                    .storage
+                    .open(p)
+                    .and_then(|f| f.len())
+                    .unwrap_or(max)
+            })
+            .sum();
+        self.shared.stats.kept_bytes.store(bytes, Ordering::Relaxed);
+        bytes
     }
 
     /// The oldest record still held.
@@ -509,7 +626,8 @@ impl Wal {
         self.shared.acked_end.load(Ordering::Acquire)
     }
 
-    /// One past the last record covered by an fsync.
+    /// One past the last record covered by an fsync (the synced-end
+    /// marker follows it, at most `MARKER_LAG_MS_MAX` behind).
     pub fn durable_end(&self) -> Lsn {
         self.shared.durable_end.load(Ordering::Acquire)
     }
@@ -554,6 +672,8 @@ impl Wal {
             fsync_nanos_total: s.fsync_nanos_total.load(Ordering::Relaxed),
             segments_created: s.segments_created.load(Ordering::Relaxed),
             segments_removed: s.segments_removed.load(Ordering::Relaxed),
+            segment_removals_failed: s.segment_removals_failed.load(Ordering::Relaxed),
+            kept_bytes: s.kept_bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -572,6 +692,30 @@ impl Drop for Wal {
                 tracing::error!(dir = %self.shared.dir.display(), "the WAL writer thread panicked");
             }
         }
+        // The writer is done: the keeper writes the last synced position.
+        self.shared.marker.close();
+        if let Some(handle) = self.keeper.take() {
+            if handle.join().is_err() {
+                tracing::error!(dir = %self.shared.dir.display(), "the WAL marker thread panicked");
+            }
+        }
+    }
+}
+
+/// Takes the lock of WAL directory `dir` (which exists): refused, naming
+/// the holder, while another open log or a repair has it.
+pub(crate) fn lock_dir(storage: &dyn Storage, dir: &Path) -> Result<DirLock, WalError> {
+    let lock_file = dir.join(crate::storage::LOCK_FILE);
+    match storage
+        .try_lock(dir)
+        .map_err(|e| WalError::io("lock", &lock_file, e))?
+    {
+        LockAttempt::Acquired(lock) => Ok(lock),
+        LockAttempt::Held(holder) => Err(WalError::Locked {
+            dir: dir.to_path_buf(),
+            lock_file,
+            holder,
+        }),
     }
 }
 

@@ -6,8 +6,13 @@
 //! checked when read, and all of them by `weir wal verify`. The last segment
 //! is scanned frame by frame, since only it can hold a torn write.
 //!
+//! The synced-end marker (`marker.rs`) draws the line between a torn
+//! write and damage: a log that ends, for any reason, below the marker's
+//! end is refused naming the missing records, before anything is cut.
+//!
 //! Must never: delete or rewrite anything but the torn tail of the last
-//! segment (or a last segment whose header never reached the disk).
+//! segment (or a last segment whose header never reached the disk), nor
+//! cut a record the marker proves durable.
 //!
 //! Assertions (see `wal/mod.rs`): what is kept of the last segment is
 //! exactly what its scan checked, the rewritten file holds exactly those
@@ -19,6 +24,7 @@ use std::sync::Arc;
 
 use super::error::{Corruption, WalError};
 use super::format::{self, Decoded, Lsn, ScanEnd};
+use super::marker::{self, MissingCause, SyncedEnd};
 use super::writer::new_segment_file;
 use super::{list_segments, open_segment, read_file, segment_name, SegmentMeta, WalConfig};
 use crate::storage::{Storage, StorageFile};
@@ -55,6 +61,8 @@ pub struct TornTail {
 
 pub(crate) struct Recovered {
     pub(crate) segments: Vec<Arc<SegmentMeta>>,
+    /// What is durable now: the marker open writes.
+    pub(crate) synced: SyncedEnd,
     pub(crate) active_file: Box<dyn StorageFile>,
     pub(crate) active_bytes: u64,
     pub(crate) active_salt: u32,
@@ -71,6 +79,29 @@ fn corrupt(dir: &Path, path: &Path, offset: u64, detail: Corruption) -> WalError
     }
 }
 
+/// The marker of `dir`, if any; a damaged one is corruption.
+fn read_marker(storage: &dyn Storage, dir: &Path) -> Result<Option<SyncedEnd>, WalError> {
+    match marker::read(storage, dir)? {
+        None => Ok(None),
+        Some(Ok(m)) => Ok(Some(m)),
+        Some(Err(d)) => Err(corrupt(dir, &marker::path(dir), 0, Corruption::Marker(d))),
+    }
+}
+
+/// The error for records below the marker that the log lacks.
+fn missing_error(
+    dir: &Path,
+    (path, offset, cause): (PathBuf, u64, MissingCause),
+    missing: std::ops::Range<Lsn>,
+) -> WalError {
+    corrupt(
+        dir,
+        &path,
+        offset,
+        Corruption::AcknowledgedMissing { missing, cause },
+    )
+}
+
 /// Opens the log in `dir` (creating it if empty): checks the finished
 /// segments, recovers the last one and, if it was sealed, starts the next.
 pub(crate) fn recover(
@@ -81,12 +112,24 @@ pub(crate) fn recover(
     storage
         .create_dir_all(dir)
         .map_err(|e| WalError::io("create the WAL directory", dir, e))?;
+    let synced = read_marker(storage, dir)?;
     let listed = list_segments(storage, dir)?;
     let Some((last_first, last_path)) = listed.last().cloned() else {
-        return start_new_log(storage, dir, config);
+        // No segment: a new log, or one whose every file is gone. The
+        // marker says which: it keeps the numbering, or names the loss.
+        let start = synced.map_or(0, |m| m.segment_first);
+        if let Some(missing) = marker::missing(synced, start) {
+            let at = (
+                dir.join(segment_name(start)),
+                0,
+                MissingCause::SegmentMissing,
+            );
+            return Err(missing_error(dir, at, missing));
+        }
+        return start_new_log(storage, dir, config, start);
     };
     let mut segments = check_finished_segments(storage, dir, &listed)?;
-    let last = recover_last_segment(storage, dir, config, last_first, &last_path)?;
+    let last = recover_last_segment(storage, dir, config, (last_first, &last_path), synced)?;
     let next_lsn = last.next_lsn;
     let (active_file, active_bytes, active_salt) = if last.sealed {
         // Crash after sealing, before the next segment was durable.
@@ -102,6 +145,7 @@ pub(crate) fn recover(
         (last.file, last.active_bytes, last.salt)
     };
     let first_lsn = segments.first().map_or(next_lsn, |s| s.first_lsn);
+    let active_first = segments.last().map_or(next_lsn, |s| s.first_lsn);
     let report = RecoveryReport {
         created: false,
         segments: segments.len(),
@@ -118,6 +162,11 @@ pub(crate) fn recover(
     );
     let recovered = Recovered {
         segments,
+        synced: SyncedEnd {
+            segment_first: active_first,
+            offset: active_bytes,
+            end_lsn: next_lsn,
+        },
         active_file,
         active_bytes,
         active_salt,
@@ -128,26 +177,35 @@ pub(crate) fn recover(
     Ok(recovered)
 }
 
-/// An empty directory: the log starts with segment 0.
+/// An empty directory: the log starts with segment `first` (0 for a new
+/// log; where the marker says for a log whose empty active segment is
+/// gone, so that no record number is ever reused).
 fn start_new_log(
     storage: &dyn Storage,
     dir: &Path,
     config: &WalConfig,
+    first: Lsn,
 ) -> Result<Recovered, WalError> {
-    let path = dir.join(segment_name(0));
-    let (file, salt) = new_segment_file(storage, dir, &path, 0, config.record_bytes_max)?;
-    tracing::info!(dir = %dir.display(), "started a new WAL");
+    let path = dir.join(segment_name(first));
+    let (file, salt) = new_segment_file(storage, dir, &path, first, config.record_bytes_max)?;
+    tracing::info!(dir = %dir.display(), first_lsn = first, "started a new WAL");
+    let header = format::SEGMENT_HEADER_BYTES as u64;
     let recovered = Recovered {
-        segments: vec![Arc::new(SegmentMeta::new(0, path, None))],
+        segments: vec![Arc::new(SegmentMeta::new(first, path, None))],
+        synced: SyncedEnd {
+            segment_first: first,
+            offset: header,
+            end_lsn: first,
+        },
         active_file: file,
-        active_bytes: format::SEGMENT_HEADER_BYTES as u64,
+        active_bytes: header,
         active_salt: salt,
-        next_lsn: 0,
+        next_lsn: first,
         report: RecoveryReport {
             created: true,
             segments: 1,
-            first_lsn: 0,
-            next_lsn: 0,
+            first_lsn: first,
+            next_lsn: first,
             torn_tail: None,
         },
     };
@@ -186,13 +244,14 @@ struct LastSegment {
 }
 
 /// Scans the last segment frame by frame, cuts a torn tail and rewrites
-/// the surviving bytes durably; damage that is not a torn tail is an error.
+/// the surviving bytes durably; damage that is not a torn tail is an error,
+/// and so is a log that ends below the `synced` marker.
 fn recover_last_segment(
     storage: &dyn Storage,
     dir: &Path,
     config: &WalConfig,
-    first: Lsn,
-    path: &Path,
+    (first, path): (Lsn, &Path),
+    synced: Option<SyncedEnd>,
 ) -> Result<LastSegment, WalError> {
     let (buf, header_torn) = read_last_segment(storage, dir, config, first, path)?;
     let scan = format::scan_segment(&buf, config.index_interval_bytes)
@@ -207,6 +266,18 @@ fn recover_last_segment(
                 header_first: scan.header.first_lsn,
             },
         ));
+    }
+    // Before anything is cut: records the marker proves durable must all
+    // be here.
+    let kept_end = first + scan.records;
+    if let Some(missing) = marker::missing(synced, kept_end) {
+        let header_missing = header_torn.is_some();
+        let file_bytes = if header_missing { 0 } else { buf.len() };
+        if let Some(at) =
+            marker::missing_cause(dir, path, file_bytes, &scan.end, header_missing, kept_end)
+        {
+            return Err(missing_error(dir, at, missing));
+        }
     }
     let (keep, tail_torn) = bytes_to_keep(dir, path, &buf, &scan.end)?;
     let sealed = matches!(scan.end, ScanEnd::Sealed { .. });
@@ -268,7 +339,7 @@ fn bytes_to_keep(
             };
             Ok((*offset, Some(torn)))
         }
-        ScanEnd::Corrupt { offset, error, .. } => {
+        ScanEnd::Corrupt { offset, error, .. } | ScanEnd::Damaged { offset, error } => {
             let detail = Corruption::Frame(error.clone());
             Err(corrupt(dir, path, *offset as u64, detail))
         }
@@ -295,6 +366,11 @@ fn read_last_segment(
     let buf = read_file(storage, path)?;
     if buf.len() >= format::SEGMENT_HEADER_BYTES && buf.iter().any(|&b| b != 0) {
         return Ok((buf, None));
+    }
+    if buf.len() > format::TORN_ZERO_BYTES_MAX {
+        // More zeros than a torn sector: the segment was zeroed.
+        let detail = Corruption::Frame(format::FormatError::ZeroTail { bytes: buf.len() });
+        return Err(corrupt(dir, path, 0, detail));
     }
     if first > format::LSN_MAX {
         // A file name no header can match: no segment of this log.

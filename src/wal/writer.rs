@@ -179,6 +179,7 @@ impl Writer {
             self.shared
                 .durable_end
                 .store(written_end, Ordering::Release);
+            self.publish_synced(self.segment_bytes);
         }
         self.shared.acked_end.store(written_end, Ordering::Release);
         let stats = &self.shared.stats;
@@ -311,7 +312,19 @@ impl Writer {
         self.salt = next.salt;
         self.segment_bytes = format::SEGMENT_HEADER_BYTES as u64;
         self.index_next_offset = 0;
+        // The new segment's header and directory entry are durable.
+        self.publish_synced(self.segment_bytes);
         Ok(())
+    }
+
+    /// Hands the marker keeper the position just fsynced: `offset` bytes
+    /// of the active segment, records below `next_lsn`.
+    fn publish_synced(&self, offset: u64) {
+        self.shared.marker.publish(super::marker::SyncedEnd {
+            segment_first: self.segment.first_lsn,
+            offset,
+            end_lsn: self.next_lsn,
+        });
     }
 }
 

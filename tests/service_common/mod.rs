@@ -3,7 +3,9 @@
 //! fails, signals, bounded waits for exit and for log lines.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -112,4 +114,89 @@ pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
         assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Every line left on `rx` until its process closed stderr (at most
+/// [`DEADLINE`]), joined with newlines: call it after the exit.
+pub fn all_lines(rx: &mpsc::Receiver<String>) -> String {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    loop {
+        match rx.recv_timeout(DEADLINE.saturating_sub(start.elapsed())) {
+            Ok(l) => out.push(l),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return out.join("\n"),
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("stderr still open after {DEADLINE:?}"),
+        }
+    }
+}
+
+/// Starts `weir run PIPELINE --data-dir DATA` on a pipeline with an
+/// ingest source; returns it, the ingest address it logged and its log.
+pub fn start_ingest(pipeline: &Path, data: &Path) -> (Guard, String, mpsc::Receiver<String>) {
+    let (g, rx) = spawn_logged(weir().arg("run").arg(pipeline).arg("--data-dir").arg(data));
+    let l = line_with(&rx, "ingest server listening");
+    let addr = l
+        .split("address=")
+        .nth(1)
+        .and_then(|a| a.split_whitespace().next())
+        .expect("address")
+        .to_string();
+    (g, addr, rx)
+}
+
+/// `weir feed ADDR FILE --producer PRODUCER` to the end; fails the test
+/// with the feed's error if it does not exit 0.
+pub fn feed_file(addr: &str, file: &Path, producer: &str) {
+    let out = weir()
+        .args(["feed", addr])
+        .arg(file)
+        .args(["--producer", producer])
+        .args(["--progress", "none", "--retry-secs", "60"])
+        .output()
+        .expect("feed");
+    assert!(
+        out.status.success(),
+        "feed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every number in the text files under `dir` (temporary files left
+/// out), with its count.
+pub fn number_counts(dir: &Path) -> BTreeMap<u64, u32> {
+    let mut m = BTreeMap::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        for l in std::fs::read_to_string(e.path())
+            .unwrap_or_default()
+            .lines()
+        {
+            *m.entry(l.parse().expect("a number")).or_default() += 1;
+        }
+    }
+    m
+}
+
+/// `GET path` from the status endpoint at `addr`: `(head, body)`.
+pub fn http_get(addr: &str, path: &str) -> (String, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("write");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    let (head, body) = resp.split_once("\r\n\r\n").expect("head/body");
+    (head.to_string(), body.to_string())
+}
+
+/// The status endpoint's address from weir's "status page" log line.
+pub fn status_address(rx: &mpsc::Receiver<String>) -> String {
+    line_with(rx, "status page")
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .expect("address in the log line")
+        .to_string()
 }

@@ -385,3 +385,39 @@ fn a_newer_format_and_a_held_lock_are_told_apart() {
         other => panic!("not refused as newer: {other:?}"),
     }
 }
+
+#[test]
+fn a_new_store_has_a_data_dir_id_and_keeps_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = SledCheckpointStore::open(dir.path(), SledConfig::default()).expect("open");
+    let id = s.data_dir_id().expect("read").expect("an id at birth");
+    drop(s);
+    let s = SledCheckpointStore::open(dir.path(), SledConfig::default()).expect("reopen");
+    assert_eq!(s.data_dir_id().expect("read"), Some(id));
+}
+
+#[test]
+fn a_store_whose_files_lost_everything_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ckpt = dir.path().join("checkpoint");
+    {
+        let mut s = SledCheckpointStore::open(&ckpt, SledConfig::default()).expect("open");
+        s.allocate(&spec(1000, 0, 5)).expect("allocate");
+        s.commit(1000, &[]).expect("commit");
+    }
+    // The database file cut to nothing, no snapshot: sled opens it empty.
+    for e in std::fs::read_dir(&ckpt).expect("list").flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("snap.") {
+            std::fs::remove_file(e.path()).expect("remove");
+        }
+    }
+    std::fs::write(ckpt.join("db"), b"").expect("truncate");
+    let e = SledCheckpointStore::open(&ckpt, SledConfig::default()).expect_err("refused");
+    assert!(matches!(e, CheckpointError::Emptied { .. }), "{e}");
+    let m = e.to_string();
+    assert!(
+        m.contains(ckpt.to_str().expect("utf-8")) && m.contains("restore"),
+        "{m}"
+    );
+}

@@ -60,6 +60,7 @@ use std::time::Duration;
 
 pub(crate) use records::decode_lines;
 pub use records::NAME_BYTES_MAX;
+pub use scan::file_partition;
 #[cfg(any(test, feature = "testing"))]
 pub use scan::ignored_name;
 
@@ -166,6 +167,9 @@ struct DirReceiver {
     config: DirConfig,
     known: Arc<KnownCell>,
     stats: Arc<DirStats>,
+    /// `(p, n)`: this receiver reads only the files of partition `p` of
+    /// `n` (`crate::context::file_partition`); `(0, 1)`: every file.
+    share: (usize, usize),
 }
 
 /// A directory receiver ready to register: the receiver, its counters, and
@@ -183,7 +187,20 @@ pub(crate) struct DirParts {
 /// The receiver of a directory stream reading `dir`, keeping its progress
 /// file at `progress_path` (`crate::layout::dir_progress`).
 pub(crate) fn receiver(dir: PathBuf, progress_path: PathBuf, config: DirConfig) -> DirParts {
-    let stats = Arc::new(DirStats::default());
+    receiver_part(dir, progress_path, config, (0, 1), Arc::default())
+}
+
+/// The receiver of partition `share.0` of `share.1` of a directory
+/// stream: it reads only the files whose name hashes to it, counting into
+/// `stats` (shared by the partitions).
+pub(crate) fn receiver_part(
+    dir: PathBuf,
+    progress_path: PathBuf,
+    config: DirConfig,
+    share: (usize, usize),
+    stats: Arc<DirStats>,
+) -> DirParts {
+    debug_assert!(share.0 < share.1);
     let known: Arc<KnownCell> = Arc::default();
     let hook_known = known.clone();
     let hook_path = progress_path.clone();
@@ -194,6 +211,7 @@ pub(crate) fn receiver(dir: PathBuf, progress_path: PathBuf, config: DirConfig) 
             config,
             known,
             stats: stats.clone(),
+            share,
         }),
         stats,
         release_hook: Box::new(move |end| persist(&hook_known, &hook_path, end).map(|()| end)),
@@ -209,11 +227,16 @@ impl Receiver for DirReceiver {
         while !ctx.is_stopping() {
             let files = match self.scan(&ctx) {
                 Ok(f) => {
+                    if missing_logged {
+                        ctx.set_state(super::ReceiverState::Running, None);
+                    }
                     missing_logged = false;
                     f
                 }
                 Err(e) => {
                     if !missing_logged {
+                        let why = format!("cannot list {}: {e}", self.dir.display());
+                        ctx.set_state(super::ReceiverState::Retrying, Some(&why));
                         tracing::warn!(
                             stream = ctx.stream_name(),
                             dir = %self.dir.display(),

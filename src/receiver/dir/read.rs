@@ -228,7 +228,7 @@ impl DirReceiver {
                         line = *line_no,
                         line_bytes_max = self.config.line_bytes_max,
                         dropped_total = n,
-                        "dropped a line longer than line_bytes_max; raise line_bytes_max or split the line"
+                        "dropped a line longer than line_bytes_max: split the line where it is written (pipeline files use the 64 KiB default; Rust programs may raise DirConfig::line_bytes_max)"
                     );
                 }
             }

@@ -15,6 +15,18 @@ use super::records::{FileIdentity, NAME_BYTES_MAX};
 use super::DirReceiver;
 use crate::receiver::ReceiverContext;
 
+/// The partition (of `n`) that owns the file `file_name`: FNV-1a of its
+/// bytes, modulo `n`.
+pub fn file_partition(file_name: &str, n: usize) -> usize {
+    let h = file_name
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    (h % n.max(1) as u64) as usize
+}
+
+
 /// One file to read, as listed.
 pub(super) struct Candidate {
     pub(super) name: String,
@@ -45,6 +57,9 @@ impl DirReceiver {
             };
             if ignored_name(&name) || name.len() > NAME_BYTES_MAX {
                 continue;
+            }
+            if self.share.1 > 1 && file_partition(&name, self.share.1) != self.share.0 {
+                continue; // another partition's file
             }
             if present.len() >= self.config.files_tracked_max {
                 truncated = true;

@@ -43,8 +43,8 @@ use std::path::Path;
 
 pub use error::ConfigError;
 pub use model::{
-    Kind, Node, Op, Pipeline, Predicate, Settings, SinkDef, SinkKind, SourceDef, SourceKind,
-    StepDef, HTTP_ADDRESS_DEFAULT, STOP_TIMEOUT_DEFAULT,
+    Kind, Node, OnBadRecord, Op, Pipeline, Predicate, Settings, SinkDef, SinkKind, SourceDef,
+    SourceKind, StepDef, HTTP_ADDRESS_DEFAULT, STOP_TIMEOUT_DEFAULT,
 };
 pub use ops::{op_names, ops_markdown, TOP_N_MAX};
 pub use raw::FOUND_CHARS_MAX;
@@ -58,20 +58,36 @@ pub const ITEMS_MAX: usize = 1000;
 
 /// Reads and validates the pipeline file at `path`.
 pub fn load(path: &Path) -> Result<Pipeline, super::ServiceError> {
-    let meta = std::fs::metadata(path).map_err(|e| super::ServiceError::Read {
+    use std::io::Read as _;
+    let read = |source| super::ServiceError::Read {
         path: path.to_path_buf(),
-        source: e,
-    })?;
-    if meta.len() > CONFIG_BYTES_MAX as u64 {
-        return Err(super::ServiceError::Usage(format!(
-            "{} is {} bytes; a pipeline file may be at most {CONFIG_BYTES_MAX} bytes",
-            path.display(),
-            meta.len()
-        )));
+        source,
+    };
+    // Capped by bytes read, not by the size the file claims: a device or
+    // a pipe (`/dev/zero`, `<(yes)`) has none.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(read)?
+        .take(CONFIG_BYTES_MAX as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read)?;
+    if bytes.len() > CONFIG_BYTES_MAX {
+        return Err(super::ServiceError::TooLarge {
+            path: path.to_path_buf(),
+            limit_bytes: CONFIG_BYTES_MAX,
+        });
     }
-    let text = std::fs::read_to_string(path).map_err(|e| super::ServiceError::Read {
-        path: path.to_path_buf(),
-        source: e,
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let offset = e.utf8_error().valid_up_to();
+        // The bytes before it are valid: count lines and characters there.
+        let before = String::from_utf8_lossy(&e.as_bytes()[..offset]);
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        super::ServiceError::NotText {
+            path: path.to_path_buf(),
+            offset,
+            line: before.matches('\n').count() + 1,
+            column: before[line_start..].chars().count() + 1,
+        }
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
     Ok(parse(&path.display().to_string(), &text, base)?)

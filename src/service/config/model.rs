@@ -58,6 +58,8 @@ pub struct Settings {
     pub parallelism: Option<usize>,
     /// Cap of records per source per batch.
     pub batch_records_max: Option<u64>,
+    /// Bound of the dead-letter log, bytes (None: the engine's 1 GiB).
+    pub dead_letter_bytes_max: Option<u64>,
     /// Whether batches are sized to what fits in an interval (default on).
     pub adaptive_batches: bool,
     /// The data directory, resolved against the pipeline file's directory.
@@ -82,6 +84,54 @@ pub struct SourceDef {
     pub kind: SourceKind,
 }
 
+/// The limits of an ingest source (`IngestConfig`'s, from the file's keys;
+/// the defaults are `IngestConfig::new`'s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestLimits {
+    /// `connections_max`.
+    pub connections_max: usize,
+    /// `connections_per_address_max`.
+    pub connections_per_address_max: usize,
+    /// `handshakes_per_address_max`.
+    pub handshakes_per_address_max: usize,
+    /// `hello_timeout_ms`.
+    pub hello_timeout_ms: u64,
+    /// `producers_max`.
+    pub producers_max: usize,
+    /// `producers_idle_ms_max`.
+    pub producers_idle_ms_max: u64,
+    /// `partitions`.
+    pub partitions: usize,
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        let c = crate::ingest::IngestConfig::new(([127, 0, 0, 1], 0).into());
+        IngestLimits {
+            connections_max: c.connections_max,
+            connections_per_address_max: c.connections_per_address_max,
+            handshakes_per_address_max: c.handshakes_per_address_max,
+            hello_timeout_ms: c.hello_timeout.as_millis() as u64,
+            producers_max: c.producers_max,
+            producers_idle_ms_max: c.producers_idle_max.as_millis() as u64,
+            partitions: c.partitions,
+        }
+    }
+}
+
+impl IngestLimits {
+    /// Sets these limits on `cfg`.
+    pub fn apply(&self, cfg: &mut crate::ingest::IngestConfig) {
+        cfg.connections_max = self.connections_max;
+        cfg.connections_per_address_max = self.connections_per_address_max;
+        cfg.handshakes_per_address_max = self.handshakes_per_address_max;
+        cfg.hello_timeout = std::time::Duration::from_millis(self.hello_timeout_ms);
+        cfg.producers_max = self.producers_max;
+        cfg.producers_idle_max = std::time::Duration::from_millis(self.producers_idle_ms_max);
+        cfg.partitions = self.partitions;
+    }
+}
+
 /// The kinds of source.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceKind {
@@ -93,6 +143,11 @@ pub enum SourceKind {
         address: String,
         /// Most lines per second stored.
         rate_max: Option<u64>,
+        /// What ends a record (`None`: a newline, CRLF accepted).
+        delimiter: Option<String>,
+        /// Connections (each into its own log), 1 to
+        /// `STREAM_PARTITIONS_MAX`.
+        partitions: usize,
     },
     /// The ingest server (`ingest_stream`, fed by `weir feed`).
     Ingest {
@@ -100,11 +155,16 @@ pub enum SourceKind {
         address: std::net::SocketAddr,
         /// Most records per second stored.
         rate_max: Option<u64>,
+        /// Connection and producer-table limits.
+        limits: IngestLimits,
     },
     /// Lines of the files appearing in a directory (`text_file_stream`).
     Directory {
         /// The directory (resolved against the pipeline file's directory).
         path: PathBuf,
+        /// Receivers (each reading its share of the files into its own
+        /// log), 1 to `STREAM_PARTITIONS_MAX`.
+        partitions: usize,
     },
 }
 
@@ -152,6 +212,21 @@ impl PartialEq for Predicate {
     }
 }
 
+/// A step's bad-record policy (`on_error`): what a record the step cannot
+/// process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnBadRecord {
+    /// `"fail"` (the default): the batch fails, naming the step, stream,
+    /// record number and error; nothing is skipped.
+    #[default]
+    Fail,
+    /// `"drop"`: skipped and counted in the metrics, not kept.
+    Drop,
+    /// `"dead_letter"`: written to `DATA_DIR/dead-letter/` with its
+    /// position and error before the batch commits, and counted.
+    DeadLetter,
+}
+
 /// A step's operation, with its parameters checked.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
@@ -180,9 +255,8 @@ pub enum Op {
     },
     /// Parse each line as JSON.
     ParseJson {
-        /// Drop lines that are not JSON (counted in the metrics) instead
-        /// of failing the batch.
-        drop_invalid: bool,
+        /// What a line that is not JSON does.
+        on_error: OnBadRecord,
     },
     /// Keep only these fields (dotted paths allowed).
     Select {
@@ -205,6 +279,8 @@ pub enum Op {
     SumByKey {
         /// The field of a keyed record (None for counts).
         field: Option<String>,
+        /// What a record whose field is not a number does.
+        on_error: OnBadRecord,
     },
     /// Count per key over a sliding window (stateful).
     WindowCount {
@@ -221,11 +297,18 @@ pub enum Op {
         slide: Duration,
         /// The field of a keyed record (None for counts).
         field: Option<String>,
+        /// What a record whose field is not a number does.
+        on_error: OnBadRecord,
     },
     /// Running count or sum per key since the start (stateful).
     RunningTotal {
         /// The field of a keyed record to sum (None: count, or sum counts).
         field: Option<String>,
+        /// What a record whose field is not a number does.
+        on_error: OnBadRecord,
+        /// A file of `(key, number)` pairs the totals start from at the
+        /// first start (`service/initial.rs` reads it).
+        initial: Option<std::path::PathBuf>,
     },
     /// The `n` largest pairs of each batch (by number, then key).
     Top {
@@ -279,6 +362,8 @@ pub enum SinkKind {
     Print {
         /// How many.
         count: usize,
+        /// How the batch time is shown.
+        time_format: crate::sink::TimeFormat,
     },
     /// One text file per batch, `prefix-<ms>.suffix`.
     TextFiles {
@@ -286,6 +371,8 @@ pub enum SinkKind {
         prefix: PathBuf,
         /// File suffix.
         suffix: String,
+        /// No file for a batch without records.
+        skip_empty: bool,
     },
     /// Upserts `(key, value)` into a transactional key-value table
     /// (values stored as text: numbers in decimal, JSON compact).
@@ -299,6 +386,8 @@ pub enum SinkKind {
         prefix: PathBuf,
         /// File suffix.
         suffix: String,
+        /// No file for a batch without records.
+        skip_empty: bool,
     },
 }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use super::error::ConfigError;
 use super::keys::{entry_names, find, impl_entry, keys_cell, KeySpec, KeyType};
-use super::model::{Kind, Op, Predicate};
+use super::model::{Kind, OnBadRecord, Op, Predicate};
 use super::validate::StepIn;
 
 /// Most pairs `top` keeps.
@@ -67,6 +67,11 @@ const SEPARATOR: KeySpec = KeySpec::of(
     KeyType::Text,
     "split on this string; leave it out to split on whitespace",
 );
+const INITIAL: KeySpec = KeySpec::of(
+    "initial",
+    KeyType::Text,
+    "a file of KEY<TAB>NUMBER lines the totals start from at the first start (relative paths are from this file's directory)",
+);
 const KEEP_EMPTY: KeySpec = KeySpec::of("keep_empty", KeyType::Bool, "keep empty pieces");
 const CONTAINS: KeySpec = KeySpec::of("contains", KeyType::Text, "keep records containing it");
 const STARTS_WITH: KeySpec = KeySpec::of(
@@ -98,7 +103,7 @@ const FIELD: KeySpec = KeySpec::of(
 const ON_ERROR: KeySpec = KeySpec::of(
     "on_error",
     KeyType::Text,
-    "\"fail\" stops the batch (it is retried, nothing is skipped); \"drop\" skips and counts bad lines",
+    "what a record the step cannot process does: \"fail\" (default) stops the batch naming the step, stream and record number (nothing is skipped); \"dead_letter\" writes it with its position and error to DATA_DIR/dead-letter/ and goes on (counted; `weir dead-letter list`); \"drop\" skips it (counted only)",
 );
 const FIELDS_LIST: KeySpec = KeySpec::of(
     "fields",
@@ -231,7 +236,7 @@ pub(super) const OPS: &[OpSpec] = &[
     },
     OpSpec {
         name: "sum_by_key",
-        keys: &[FIELD],
+        keys: &[FIELD, ON_ERROR],
         inputs: SUM_INPUTS,
         input_hint: SUM_HINT,
         output: Output::Is(Kind::Counts),
@@ -239,6 +244,7 @@ pub(super) const OPS: &[OpSpec] = &[
         build: |s| {
             Ok(Op::SumByKey {
                 field: sum_field(s, false)?,
+                on_error: on_error(s)?,
             })
         },
     },
@@ -256,7 +262,7 @@ pub(super) const OPS: &[OpSpec] = &[
     },
     OpSpec {
         name: "window_sum",
-        keys: &[FIELD, WINDOW, SLIDE],
+        keys: &[FIELD, WINDOW, SLIDE, ON_ERROR],
         inputs: SUM_INPUTS,
         input_hint: SUM_HINT,
         output: Output::Is(Kind::Counts),
@@ -268,12 +274,13 @@ pub(super) const OPS: &[OpSpec] = &[
                 window,
                 slide,
                 field,
+                on_error: on_error(s)?,
             })
         },
     },
     OpSpec {
         name: "running_total",
-        keys: &[FIELD],
+        keys: &[FIELD, ON_ERROR, INITIAL],
         inputs: &[Kind::Lines, Kind::Keyed, Kind::Counts],
         input_hint:
             "counts lines or keyed records, or sums keyed records' field or (key, number) pairs",
@@ -282,6 +289,8 @@ pub(super) const OPS: &[OpSpec] = &[
         build: |s| {
             Ok(Op::RunningTotal {
                 field: sum_field(s, true)?,
+                on_error: on_error(s)?,
+                initial: initial(s)?,
             })
         },
     },
@@ -425,23 +434,47 @@ fn filter(s: &StepIn<'_>) -> Result<Op, ConfigError> {
 }
 
 fn parse_json(s: &StepIn<'_>) -> Result<Op, ConfigError> {
-    let drop_invalid = match s.item.text(&ON_ERROR)? {
-        None => false,
-        Some(v) => match *v.get_ref() {
-            "fail" => false,
-            "drop" => true,
-            other => {
-                return Err(s.item.err(
-                    v.span(),
-                    ON_ERROR.name,
-                    "\"fail\" or \"drop\"",
-                    Some(format!("\"{other}\"")),
-                    ON_ERROR.hint,
-                ))
-            }
-        },
+    Ok(Op::ParseJson {
+        on_error: on_error(s)?,
+    })
+}
+
+/// `on_error`: "fail" (the default), "drop" or "dead_letter".
+/// `initial`, resolved against the pipeline file's directory.
+fn initial(s: &StepIn<'_>) -> Result<Option<std::path::PathBuf>, ConfigError> {
+    let Some(p) = s.item.text(&INITIAL)? else {
+        return Ok(None);
     };
-    Ok(Op::ParseJson { drop_invalid })
+    if p.get_ref().trim().is_empty() {
+        return Err(s.item.err(
+            p.span(),
+            INITIAL.name,
+            "a file path",
+            Some("\"\"".into()),
+            "name the file of KEY<TAB>NUMBER lines, or leave `initial` out",
+        ));
+    }
+    Ok(Some(s.base.join(p.get_ref())))
+}
+
+fn on_error(s: &StepIn<'_>) -> Result<OnBadRecord, ConfigError> {
+    let Some(v) = s.item.text(&ON_ERROR)? else {
+        return Ok(OnBadRecord::Fail);
+    };
+    Ok(match *v.get_ref() {
+        "fail" => OnBadRecord::Fail,
+        "drop" => OnBadRecord::Drop,
+        "dead_letter" => OnBadRecord::DeadLetter,
+        other => {
+            return Err(s.item.err(
+                v.span(),
+                ON_ERROR.name,
+                "\"fail\", \"dead_letter\" or \"drop\"",
+                Some(format!("\"{other}\"")),
+                ON_ERROR.hint,
+            ))
+        }
+    })
 }
 
 /// `fields` left out of `select` or `rename`.
@@ -559,8 +592,17 @@ fn window(s: &StepIn<'_>) -> Result<(Duration, Duration), ConfigError> {
         return Ok((window, Duration::ZERO));
     };
     let d = *slide.get_ref();
-    if d.as_millis() % u128::from(iv) != 0 || d > window {
+    if d.as_millis() % u128::from(iv) != 0 {
         return Err(bad(SLIDE.name, &d, slide.span()));
+    }
+    if d > window {
+        return Err(s.item.err(
+            slide.span(),
+            SLIDE.name,
+            format!("a slide of at most the window ({} ms)", window.as_millis()),
+            Some(format!("{} ms", d.as_millis())),
+            "a window is computed every slide over the last `window`: lengthen the window or shorten the slide",
+        ));
     }
     Ok((window, d))
 }

@@ -1,7 +1,8 @@
 //! The `[pipeline]` and `[service]` tables: their keys with types
 //! ([`PIPELINE_KEYS`], [`SERVICE_KEYS`]) and the [`Settings`] they make.
 //!
-//! Limits: `partitions` 1 to [`crate::context::PARTITIONS_MAX`],
+//! Limits: `batch_interval` at most [`crate::context::BATCH_INTERVAL_MAX`],
+//! `partitions` 1 to [`crate::context::PARTITIONS_MAX`],
 //! `parallelism` 1 to [`crate::context::PARALLELISM_MAX`]; the status
 //! endpoint is on loopback or off.
 //! Must never: accept a non-loopback `http_address` (the endpoint has no
@@ -18,7 +19,7 @@ use super::model::{Settings, HTTP_ADDRESS_DEFAULT, STOP_TIMEOUT_DEFAULT};
 const BATCH_INTERVAL: KeySpec = KeySpec::of(
     "batch_interval",
     KeyType::Duration,
-    "every batch covers this much time; 1s is a good start",
+    "every batch covers this much time (at most 24h); 1s is a good start",
 );
 const PARTITIONS: KeySpec = KeySpec::whole(
     "partitions",
@@ -37,6 +38,12 @@ const BATCH_RECORDS_MAX: KeySpec = KeySpec::whole(
     1,
     i64::MAX,
     "caps the records per source in one batch (bounds memory after downtime)",
+);
+const DEAD_LETTER_BYTES_MAX: KeySpec = KeySpec::whole(
+    "dead_letter_bytes_max",
+    1,
+    i64::MAX,
+    "bounds DATA_DIR/dead-letter/ (default 1 GiB); a batch whose dead letters would pass it fails, nothing is dropped",
 );
 const ADAPTIVE_BATCHES: KeySpec = KeySpec::of(
     "adaptive_batches",
@@ -66,6 +73,7 @@ pub(super) const PIPELINE_KEYS: &[KeySpec] = &[
     PARALLELISM,
     BATCH_RECORDS_MAX,
     ADAPTIVE_BATCHES,
+    DEAD_LETTER_BYTES_MAX,
     DATA_DIR,
     STOP_TIMEOUT,
 ];
@@ -82,15 +90,33 @@ pub(super) fn settings(p: &Item<'_>, svc: &Item<'_>, base: &Path) -> Result<Sett
         Ok(p.duration(k)?.map_or(default, |d| *d.get_ref()))
     };
     Ok(Settings {
-        batch_interval: duration(&BATCH_INTERVAL, Duration::from_secs(1))?,
+        batch_interval: batch_interval(p)?,
         partitions: p.positive(&PARTITIONS)?.map(|n| n as usize),
         parallelism: p.positive(&PARALLELISM)?.map(|n| n as usize),
         batch_records_max: p.positive(&BATCH_RECORDS_MAX)?,
+        dead_letter_bytes_max: p.positive(&DEAD_LETTER_BYTES_MAX)?,
         adaptive_batches: p.flag(&ADAPTIVE_BATCHES)?.map_or(true, |b| *b.get_ref()),
         data_dir: data_dir(p, base)?,
         stop_timeout: duration(&STOP_TIMEOUT, STOP_TIMEOUT_DEFAULT)?,
         http_address: http_address(svc)?,
     })
+}
+
+/// `batch_interval` (default 1 s), at most the engine's
+/// [`crate::context::BATCH_INTERVAL_MAX`]: the limit `run` enforces.
+fn batch_interval(p: &Item<'_>) -> Result<Duration, ConfigError> {
+    let max = crate::context::BATCH_INTERVAL_MAX;
+    match p.duration(&BATCH_INTERVAL)? {
+        None => Ok(Duration::from_secs(1)),
+        Some(d) if *d.get_ref() <= max => Ok(*d.get_ref()),
+        Some(d) => Err(p.err(
+            d.span(),
+            BATCH_INTERVAL.name,
+            format!("a duration of at most {} h", max.as_secs() / 3600),
+            Some(format!("{} ms", d.get_ref().as_millis())),
+            "a batch covers one interval; for a daily job use \"24h\" or an external timer",
+        )),
+    }
 }
 
 /// `data_dir`, resolved against `base` (not empty).

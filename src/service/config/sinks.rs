@@ -38,6 +38,16 @@ pub(super) struct SinkSpec {
 }
 
 const COUNT: KeySpec = KeySpec::whole("count", 1, PRINT_COUNT_MAX, "records printed per batch");
+const TIME_FORMAT: KeySpec = KeySpec::of(
+    "time_format",
+    KeyType::Text,
+    "how the batch time is shown: \"millis\" (default, `Time: 1764934802000 ms` as Spark's Scala print) or \"datetime\" (`Time: 2025-12-05 11:40:02` in UTC, as Spark's Python pprint)",
+);
+const SKIP_EMPTY: KeySpec = KeySpec::of(
+    "skip_empty",
+    KeyType::Bool,
+    "skip_empty = true writes no file for a batch without records (a replay decides the same way; docs/operations.md: output retention)",
+);
 const PREFIX: KeySpec = KeySpec::of(
     "prefix",
     KeyType::Text,
@@ -60,32 +70,37 @@ const ANY: &[Kind] = &[Kind::Lines, Kind::Records, Kind::Keyed, Kind::Counts];
 pub(super) const SINKS: &[SinkSpec] = &[
     SinkSpec {
         name: "print",
-        keys: &[COUNT],
+        keys: &[COUNT, TIME_FORMAT],
         inputs: ANY,
         input_hint: "print shows any records",
-        build: |s| {
-            let count = s.item.positive(&COUNT)?.map_or(10, |n| n as usize);
-            Ok(SinkKind::Print { count })
-        },
+        build: print,
     },
     SinkSpec {
         name: "text_files",
-        keys: &[PREFIX, SUFFIX],
+        keys: &[PREFIX, SUFFIX, SKIP_EMPTY],
         inputs: ANY,
         input_hint: "text files take any records",
         build: |s| {
             let (prefix, suffix) = files(s, "txt")?;
-            Ok(SinkKind::TextFiles { prefix, suffix })
+            Ok(SinkKind::TextFiles {
+                prefix,
+                suffix,
+                skip_empty: skip_empty(s)?,
+            })
         },
     },
     SinkSpec {
         name: "json_files",
-        keys: &[PREFIX, SUFFIX],
+        keys: &[PREFIX, SUFFIX, SKIP_EMPTY],
         inputs: ANY,
         input_hint: "JSON-lines files take any records",
         build: |s| {
             let (prefix, suffix) = files(s, "jsonl")?;
-            Ok(SinkKind::JsonFiles { prefix, suffix })
+            Ok(SinkKind::JsonFiles {
+                prefix,
+                suffix,
+                skip_empty: skip_empty(s)?,
+            })
         },
     },
     SinkSpec {
@@ -120,6 +135,33 @@ pub fn sinks_markdown() -> String {
         ));
     }
     out
+}
+
+fn print(s: &SinkIn<'_>) -> Result<SinkKind, ConfigError> {
+    use crate::sink::TimeFormat;
+    let count = s.item.positive(&COUNT)?.map_or(10, |n| n as usize);
+    let time_format = match s.item.text(&TIME_FORMAT)? {
+        None => TimeFormat::Millis,
+        Some(v) => match *v.get_ref() {
+            "millis" => TimeFormat::Millis,
+            "datetime" => TimeFormat::DateTime,
+            other => {
+                return Err(s.item.err(
+                    v.span(),
+                    TIME_FORMAT.name,
+                    "\"millis\" or \"datetime\"",
+                    Some(format!("\"{other}\"")),
+                    TIME_FORMAT.hint,
+                ))
+            }
+        },
+    };
+    Ok(SinkKind::Print { count, time_format })
+}
+
+/// `skip_empty` (default false).
+fn skip_empty(s: &SinkIn<'_>) -> Result<bool, ConfigError> {
+    Ok(s.item.flag(&SKIP_EMPTY)?.is_some_and(|b| *b.get_ref()))
 }
 
 /// `prefix` (required, ending in a file-name part) and `suffix`.

@@ -14,7 +14,10 @@ use std::net::SocketAddr;
 
 use super::error::ConfigError;
 use super::keys::{entry_names, impl_entry, keys_cell, Item, KeySpec, KeyType};
-use super::model::SourceKind;
+use super::model::{IngestLimits, SourceKind};
+use crate::ingest::{
+    CONNECTIONS_CEILING, HELLO_TIMEOUT_CEILING_MS, PRODUCERS_CEILING, PRODUCERS_IDLE_CEILING_MS,
+};
 use crate::service::generator::GeneratorConfig;
 
 /// Largest generator rate, in records per second.
@@ -68,10 +71,20 @@ const FORMAT: KeySpec = KeySpec::of(
     KeyType::Text,
     "\"json\" makes one JSON object per record (id, user, text, hashtags)",
 );
+const DURABLE: KeySpec = KeySpec::of(
+    "durable",
+    KeyType::Bool,
+    "true feeds the records through the stream's write-ahead log (fsynced, replayed from the log), like a receiver",
+);
 const ADDRESS: KeySpec = KeySpec::of(
     "address",
     KeyType::Text,
     "a loopback address with a port, such as \"127.0.0.1:7070\"",
+);
+const DELIMITER: KeySpec = KeySpec::of(
+    "delimiter",
+    KeyType::Text,
+    "what ends a record, 1 to 64 bytes, such as \"__end\" (default: a newline; bytes between delimiters are kept exactly)",
 );
 const RATE_MAX: KeySpec = KeySpec::whole(
     "rate_max",
@@ -85,35 +98,102 @@ const PATH: KeySpec = KeySpec::of(
     "the directory new files appear in (relative paths are from this file's directory)",
 );
 
+const PARTITIONS: KeySpec = KeySpec::whole(
+    "partitions",
+    1,
+    crate::context::STREAM_PARTITIONS_MAX as i64,
+    "local logs the stream is spread over, each with its own receiver (default 1); more only raises throughput on more cores",
+);
+const CONNECTIONS_MAX: KeySpec = KeySpec::whole(
+    "connections_max",
+    1,
+    CONNECTIONS_CEILING as i64,
+    "most producer connections open at once (default 64); one more is refused as busy",
+);
+const CONNECTIONS_PER_ADDRESS_MAX: KeySpec = KeySpec::whole(
+    "connections_per_address_max",
+    1,
+    CONNECTIONS_CEILING as i64,
+    "most connections open at once from one IP address (default 32)",
+);
+const HANDSHAKES_PER_ADDRESS_MAX: KeySpec = KeySpec::whole(
+    "handshakes_per_address_max",
+    1,
+    CONNECTIONS_CEILING as i64,
+    "most connections from one IP address that have not said HELLO yet (default 8)",
+);
+const HELLO_TIMEOUT_MS: KeySpec = KeySpec::whole(
+    "hello_timeout_ms",
+    1,
+    HELLO_TIMEOUT_CEILING_MS as i64,
+    "ms from connecting to a complete HELLO before the connection is closed (default 5000)",
+);
+const PRODUCERS_MAX: KeySpec = KeySpec::whole(
+    "producers_max",
+    1,
+    PRODUCERS_CEILING as i64,
+    "most producers remembered (default 100000); a new one past it is refused",
+);
+const PRODUCERS_IDLE_MS_MAX: KeySpec = KeySpec::whole(
+    "producers_idle_ms_max",
+    1000,
+    PRODUCERS_IDLE_CEILING_MS as i64,
+    "ms a producer with no connection is remembered (default 604800000, 7 days); after it, it starts anew",
+);
+
 /// Every source kind, in the order `weir check` and the docs list them.
 pub(super) const SOURCES: &[SourceSpec] = &[
     SourceSpec {
         name: "generator",
-        keys: &[RATE, COUNT, SEED, LINES_PER_RECORD, SEPARATOR, FORMAT],
+        keys: &[
+            RATE,
+            COUNT,
+            SEED,
+            LINES_PER_RECORD,
+            SEPARATOR,
+            FORMAT,
+            DURABLE,
+        ],
         build: |item, _| generator(item),
     },
     SourceSpec {
         name: "socket",
-        keys: &[ADDRESS, RATE_MAX],
+        keys: &[ADDRESS, RATE_MAX, DELIMITER, PARTITIONS],
         build: |item, _| {
             let (address, rate_max) = receiver(item, true)?;
             Ok(SourceKind::Socket {
                 address: address.to_string(),
                 rate_max,
+                delimiter: delimiter(item)?,
+                partitions: partitions(item)?,
             })
         },
     },
     SourceSpec {
         name: "ingest",
-        keys: &[ADDRESS, RATE_MAX],
+        keys: &[
+            ADDRESS,
+            RATE_MAX,
+            CONNECTIONS_MAX,
+            CONNECTIONS_PER_ADDRESS_MAX,
+            HANDSHAKES_PER_ADDRESS_MAX,
+            HELLO_TIMEOUT_MS,
+            PRODUCERS_MAX,
+            PRODUCERS_IDLE_MS_MAX,
+            PARTITIONS,
+        ],
         build: |item, _| {
             let (address, rate_max) = receiver(item, false)?;
-            Ok(SourceKind::Ingest { address, rate_max })
+            Ok(SourceKind::Ingest {
+                address,
+                rate_max,
+                limits: ingest_limits(item)?,
+            })
         },
     },
     SourceSpec {
         name: "directory",
-        keys: &[PATH],
+        keys: &[PATH, PARTITIONS],
         build: directory,
     },
 ];
@@ -149,6 +229,7 @@ fn generator(item: &Item<'_>) -> Result<SourceKind, ConfigError> {
     if let Some(s) = item.string(&SEPARATOR)? {
         g.separator = s;
     }
+    g.durable = item.flag(&DURABLE)?.is_some_and(|b| *b.get_ref());
     if let Some(v) = item.text(&FORMAT)? {
         g.json = match *v.get_ref() {
             "text" => false,
@@ -214,6 +295,54 @@ fn receiver(item: &Item<'_>, socket: bool) -> Result<(SocketAddr, Option<u64>), 
     Ok((addr, rate_max))
 }
 
+/// A socket source's `delimiter`: 1 to `DELIMITER_BYTES_MAX` bytes.
+fn delimiter(item: &Item<'_>) -> Result<Option<String>, ConfigError> {
+    let Some(d) = item.text(&DELIMITER)? else {
+        return Ok(None);
+    };
+    let max = crate::receiver::socket::DELIMITER_BYTES_MAX;
+    let n = d.get_ref().len();
+    if n == 0 || n > max {
+        return Err(item.err(
+            d.span(),
+            DELIMITER.name,
+            format!("1 to {max} bytes of text that end each record"),
+            Some(format!("{n} bytes")),
+            "the Spark tutorial's server ends each tweet with \"__end\": delimiter = \"__end\"; leave the key out for newline-terminated lines",
+        ));
+    }
+    Ok(Some(d.get_ref().to_string()))
+}
+
+/// An ingest source's limits: its keys over `IngestConfig`'s defaults.
+fn ingest_limits(item: &Item<'_>) -> Result<IngestLimits, ConfigError> {
+    let mut l = IngestLimits::default();
+    let count = |spec: &KeySpec, v: &mut usize| -> Result<(), ConfigError> {
+        if let Some(n) = item.positive(spec)? {
+            *v = n as usize;
+        }
+        Ok(())
+    };
+    count(&CONNECTIONS_MAX, &mut l.connections_max)?;
+    count(
+        &CONNECTIONS_PER_ADDRESS_MAX,
+        &mut l.connections_per_address_max,
+    )?;
+    count(
+        &HANDSHAKES_PER_ADDRESS_MAX,
+        &mut l.handshakes_per_address_max,
+    )?;
+    count(&PRODUCERS_MAX, &mut l.producers_max)?;
+    count(&PARTITIONS, &mut l.partitions)?;
+    if let Some(n) = item.positive(&HELLO_TIMEOUT_MS)? {
+        l.hello_timeout_ms = n;
+    }
+    if let Some(n) = item.positive(&PRODUCERS_IDLE_MS_MAX)? {
+        l.producers_idle_ms_max = n;
+    }
+    Ok(l)
+}
+
 fn directory(item: &Item<'_>, base: &std::path::Path) -> Result<SourceKind, ConfigError> {
     let p = item.required(
         &PATH,
@@ -231,5 +360,11 @@ fn directory(item: &Item<'_>, base: &std::path::Path) -> Result<SourceKind, Conf
     }
     Ok(SourceKind::Directory {
         path: base.join(p.get_ref()),
+        partitions: partitions(item)?,
     })
+}
+
+/// `partitions` (default 1).
+fn partitions(item: &Item<'_>) -> Result<usize, ConfigError> {
+    Ok(item.positive(&PARTITIONS)?.map_or(1, |n| n as usize))
 }

@@ -123,6 +123,8 @@ pub(super) struct StepIn<'a> {
     pub(super) input: &'a Input<'a>,
     /// The batch interval (windows are whole batches).
     pub(super) interval_ms: u64,
+    /// The pipeline file's directory (relative paths start there).
+    pub(super) base: &'a Path,
 }
 
 /// What a sink's builder gets.
@@ -447,6 +449,7 @@ impl Validator<'_> {
             item,
             input: &reads,
             interval_ms: self.interval_ms,
+            base: self.base,
         })?;
         let name = item.string(&NAME)?;
         let id = match item.string(&ID)? {

@@ -114,6 +114,7 @@ impl Inode {
                     }
                 }
                 image.resize(end, 0);
+                trim_zero_tail(&mut image, self.durable.len());
                 image
             }
             _ => self.durable.clone(),
@@ -123,6 +124,19 @@ impl Inode {
         self.rewritten = false;
         self.lost = None;
         self.open_handles = 0;
+    }
+}
+
+/// Keeps at most [`super::ZERO_TAIL_BYTES_MAX`] zero bytes at the end of
+/// the unsynced part of a torn image (from `durable_len` on): the fault
+/// model is that a crash leaves at most one sector of zeros, so a longer
+/// zero run survives as its first sector only (a shorter prefix, which a
+/// crash may always leave).
+fn trim_zero_tail(image: &mut Vec<u8>, durable_len: usize) {
+    let unsynced = image.get(durable_len..).unwrap_or(&[]);
+    let zeros = unsynced.iter().rev().take_while(|&&b| b == 0).count();
+    if zeros > super::ZERO_TAIL_BYTES_MAX {
+        image.truncate(image.len() - zeros + super::ZERO_TAIL_BYTES_MAX);
     }
 }
 

@@ -21,13 +21,16 @@
 //! - [`SimFs::crash`] is a power loss: directories fall back to their durable
 //!   entries, files no longer referenced vanish, every file falls back to its
 //!   durable image, optionally keeping a torn, sector-aligned prefix of an
-//!   unsynced append (see [`Tear`]). Handles opened before the crash fail
+//!   unsynced append (see [`Tear`]), with at most [`ZERO_TAIL_BYTES_MAX`]
+//!   zero bytes at its end. Handles opened before the crash fail
 //!   every operation afterwards: the process that held them is dead.
 //! - A failed `sync_data` (see [`Fault`]) leaves the durable image unchanged
 //!   and, like Linux after an fsync error, forgets the dirty bytes: they stay
 //!   readable in the live image, but a later successful `sync_data` of the
 //!   same file writes zeros (or the old durable bytes) in their place. A
 //!   caller that retries as if nothing happened is therefore caught.
+//! - Directory locks ([`Storage::try_lock`]): a table of locked paths;
+//!   a crash clears it (the holders died), as the kernel drops `flock`s.
 //! - Fault injection ([`Fault`]) and helpers for corruption tests and fsync
 //!   assertions (`live_bytes`, `durable_bytes`, `flip_bit`, counters).
 //!
@@ -62,7 +65,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub use file::SimFile;
 use inode::{Dir, Entry, Ino, Inode};
 
-use super::{Storage, StorageFile};
+use super::{DirLock, LockAttempt, LockHolder, Storage, StorageFile};
+
+/// The most zero bytes a simulated crash leaves at the end of a file's
+/// unsynced part (a zero-filled torn sector, or bytes a failed fsync
+/// dropped): one 512-byte sector. weir's fault model: a longer zero run at
+/// the end of a WAL segment is damage, not a torn write (issue 13), so the
+/// simulator does not produce one from a crash.
+pub const ZERO_TAIL_BYTES_MAX: usize = 512;
 
 /// How [`SimFs::crash`] treats unsynced appends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +134,9 @@ pub enum Fault {
     FailSyncDir(u64),
     /// The `n`th next `create_new` fails; no entry is created.
     FailCreateNew(u64),
+    /// The `n`th next `remove` and every one after it fail; the entry
+    /// stays (a file the process may not delete).
+    FailRemoveFrom(u64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +145,7 @@ enum Op {
     Append,
     SyncDir,
     CreateNew,
+    Remove,
 }
 
 impl Fault {
@@ -141,6 +155,7 @@ impl Fault {
             Fault::FailAppend { .. } => Op::Append,
             Fault::FailSyncDir(_) => Op::SyncDir,
             Fault::FailCreateNew(_) => Op::CreateNew,
+            Fault::FailRemoveFrom(_) => Op::Remove,
         }
     }
 
@@ -149,14 +164,15 @@ impl Fault {
             Fault::FailSync(n)
             | Fault::FailSyncFrom(n)
             | Fault::FailSyncDir(n)
-            | Fault::FailCreateNew(n) => n,
+            | Fault::FailCreateNew(n)
+            | Fault::FailRemoveFrom(n) => n,
             Fault::FailAppend { nth, .. } => nth,
         };
         n.max(1)
     }
 
     fn sticky(self) -> bool {
-        matches!(self, Fault::FailSyncFrom(_))
+        matches!(self, Fault::FailSyncFrom(_) | Fault::FailRemoveFrom(_))
     }
 
     fn error(self) -> io::Error {
@@ -181,6 +197,10 @@ struct State {
     dir_syncs: u64,
     faults: Vec<Armed>,
     faults_fired: u64,
+    /// Locked directories and the id of the lock holding each; a crash
+    /// (which kills every holder) clears them.
+    locks: BTreeMap<PathBuf, u64>,
+    next_lock_id: u64,
 }
 
 impl State {
@@ -358,6 +378,7 @@ impl SimFs {
         st.generation += 1;
         st.crashes += 1;
         st.faults.clear();
+        st.locks.clear();
         for dir in st.dirs.values_mut() {
             dir.live = dir.durable.clone();
         }
@@ -546,6 +567,9 @@ impl Storage for SimFs {
     fn remove(&self, path: &Path) -> io::Result<()> {
         let (parent, name) = split(path)?;
         let mut st = self.lock();
+        if let Some(f) = st.tick(Op::Remove) {
+            return Err(f.error());
+        }
         let dir = st.dir_mut(parent)?;
         match dir.live.get(&name) {
             Some(Entry::File(_)) => {
@@ -584,6 +608,26 @@ impl Storage for SimFs {
         Ok(())
     }
 
+    fn try_lock(&self, dir: &Path) -> io::Result<LockAttempt> {
+        let mut st = self.lock();
+        st.dir(dir)?;
+        if st.locks.contains_key(dir) {
+            return Ok(LockAttempt::Held(LockHolder(Some(std::process::id()))));
+        }
+        st.next_lock_id += 1;
+        let id = st.next_lock_id;
+        st.locks.insert(dir.to_path_buf(), id);
+        let held = SimLock {
+            state: Arc::clone(&self.state),
+            dir: dir.to_path_buf(),
+            id,
+        };
+        Ok(LockAttempt::Acquired(DirLock::new(
+            dir.join(super::LOCK_FILE),
+            Box::new(held),
+        )))
+    }
+
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut st = self.lock();
         st.dir(dir)?;
@@ -595,6 +639,26 @@ impl Storage for SimFs {
         d.durable = d.live.clone();
         st.collect_garbage();
         Ok(())
+    }
+}
+
+/// A held [`SimFs`] lock: released on drop, unless a crash already did
+/// (and a later holder took it).
+struct SimLock {
+    state: Arc<Mutex<State>>,
+    dir: PathBuf,
+    id: u64,
+}
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        let mut st = match self.state.lock() {
+            Ok(st) => st,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if st.locks.get(&self.dir) == Some(&self.id) {
+            st.locks.remove(&self.dir);
+        }
     }
 }
 
