@@ -133,9 +133,10 @@ def setup_weir(with_weir):
 # ---------------------------------------------------------------- commands
 
 def spark_cmd(spark_home, jar, args, port, batch_ms, ckpt):
+    rate = args.spark_initial_rate
+    initial = ["--conf", f"spark.streaming.backpressure.initialRate={rate}"] if rate else []
     return [str(spark_home / "bin" / "spark-submit"), "--master", "local[2]",
-            "--driver-memory", args.jvm_heap,
-            "--conf", f"spark.streaming.backpressure.initialRate={args.spark_initial_rate}",
+            "--driver-memory", args.jvm_heap, *initial,
             "--class", "WeirBenchSpark", str(jar), "127.0.0.1", str(port), str(batch_ms), str(ckpt)]
 
 
@@ -351,20 +352,37 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
 
 
-def summarize_throughput(s):
-    b = sorted(s.batches)
-    if len(b) < 2:
-        return {"lines_per_s": 0, "lines_per_cpu_s": 0, "batches": len(b)}
-    # Processed lines over the span of completed batches (the first batch
-    # marks the start), and the CPU the job used over the same span.
+def rates(b, samples):
+    """Lines per wall and per CPU-second over completed batches b (sorted;
+    the first one marks the start), and the CPU over the same span."""
     t0, t1 = b[0][5], b[-1][5]
     lines = sum(x[1] for x in b[1:])
-    cpu = cpu_between(s.samples, t0, t1)
-    return {"lines_per_s": lines / (max(1, t1 - t0) / 1000),
-            "lines_per_cpu_s": lines / cpu["cpu_s"] if cpu["cpu_s"] else 0,
+    cpu = cpu_between(samples, t0, t1)
+    return lines / (max(1, t1 - t0) / 1000), lines / cpu["cpu_s"] if cpu["cpu_s"] else 0, cpu
+
+
+def busy_batches(batches):
+    """Sorted batches less the empty ones after the feed ended and all but
+    the last empty one before it began (that one marks the start)."""
+    b = sorted(batches)
+    while b and b[-1][1] == 0:
+        b.pop()
+    first = next((i for i, x in enumerate(b) if x[1] > 0), len(b))
+    return b[max(0, first - 1):]
+
+
+def summarize_throughput(s):
+    b = busy_batches(s.batches)
+    if len(b) < 4:
+        return {"lines_per_s": 0, "lines_per_cpu_s": 0, "batches": len(b)}
+    per_s, per_cpu_s, cpu = rates(b, s.samples)
+    # The second half alone: the JVMs' JIT warm-up is over by then.
+    late_per_s, late_per_cpu_s, _ = rates(b[len(b) // 2:], s.samples)
+    return {"lines_per_s": per_s, "lines_per_cpu_s": per_cpu_s,
+            "late_lines_per_s": late_per_s, "late_lines_per_cpu_s": late_per_cpu_s,
             "cores": cpu["cores"], "other_cores": cpu["other_cores"],
             "final_sched_ms": b[-1][2], "max_sched_ms": max(x[2] for x in b),
-            "batches": len(b), "span_s": (t1 - t0) / 1000}
+            "batches": len(b), "span_s": (b[-1][5] - b[0][5]) / 1000}
 
 
 def run_info(s, f, load_before):
@@ -487,7 +505,7 @@ def parse_args():
     ap.add_argument("--no-restart", action="store_true", help="skip the restart scenario")
     ap.add_argument("--jvm-heap", default="4g", help="Spark's driver memory and Flink's JVM heap")
     ap.add_argument("--spark-initial-rate", type=int, default=100_000,
-                    help="spark.streaming.backpressure.initialRate, lines/s")
+                    help="spark.streaming.backpressure.initialRate, lines/s (0: unset)")
     ap.add_argument("--flink-parallelism", type=int, default=2)
     ap.add_argument("--only", choices=SYSTEMS, action="append",
                     help="run only this system (repeatable)")
@@ -545,6 +563,8 @@ def one(scn, key):
 ROWS = [
     ("throughput, lines per wall second", tp("lines_per_s"), "{:,.0f}", "higher"),
     ("throughput, lines per CPU-second", tp("lines_per_cpu_s"), "{:,.0f}", "higher"),
+    ("second half of the run, lines per wall second", tp("late_lines_per_s"), "{:,.0f}", "higher"),
+    ("second half of the run, lines per CPU-second", tp("late_lines_per_cpu_s"), "{:,.0f}", "higher"),
     ("CPU the job used, cores", tp("cores"), "{:.2f}", None),
     ("largest scheduling delay, ms", tp("max_sched_ms"), "{:,.0f}", None),
     ("peak memory at full speed, MiB", tp("peak_rss_mib"), "{:,.0f}", "lower"),
