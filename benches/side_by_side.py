@@ -41,6 +41,9 @@ Scenarios, for each system:
               used meanwhile (other engineers' builds: noise)
 
 Usage: python3 benches/side_by_side.py [--quick] [--only spark|flink|weir]
+(defaults: 60 s runs, 2 throughput rounds, 20,000 lines/s for latency;
+about 15 minutes for the three systems; results in
+target/side-by-side/results.json, each run's log beside it)
 Needs: Java 17, Python 3.11, network access to PyPI (pyspark==4.0.1 and
 apache-flink==2.3.0 are installed into target/side-by-side/ on first use),
 cargo. Run by hand; CI only checks that this file compiles.
@@ -494,11 +497,12 @@ def measure_restart(system, make_cmd, feeder_exe, args):
 
 def parse_args():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=int, default=40, help="seconds per throughput/latency run")
+    ap.add_argument("--seconds", type=int, default=60, help="seconds per throughput/latency run")
     ap.add_argument("--rounds", type=int, default=2, help="throughput runs per system, alternating")
     ap.add_argument("--batch-ms", type=int, default=1000)
     ap.add_argument("--latency-batch-ms", type=int, default=1000)
-    ap.add_argument("--rate", type=int, default=50_000, help="lines/s of the latency run")
+    ap.add_argument("--rate", type=int, default=20_000,
+                    help="lines/s of the latency run (one all three sustain on a shared 2-core machine)")
     ap.add_argument("--restart-feed-seconds", type=int, default=15)
     ap.add_argument("--restart-backlog-mib", type=int, default=1200,
                     help="weir's backlog_bytes_max for the restart run (the backlog to restart with)")
