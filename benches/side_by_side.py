@@ -402,6 +402,17 @@ def run_info(s, f, load_before):
 
 # ---------------------------------------------------------------- scenarios
 
+def wait_feed(f, s, timeout):
+    """Until the feeder ends (True), the job exits or the time is up."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if f.wait(0.2):
+            return True
+        if s.p.poll() is not None:
+            return f.wait(2)  # Flink's job ends when the feeder closes the socket
+    return False
+
+
 def scenario(name, make_cmd, feeder_exe, rate, seconds, batch_ms, work):
     work.mkdir(parents=True, exist_ok=True)
     # A fresh data directory each run (a checkpoint of another batch
@@ -411,8 +422,8 @@ def scenario(name, make_cmd, feeder_exe, rate, seconds, batch_ms, work):
     load_before = loadavg()
     f = Feeder(feeder_exe, rate, seconds, work / f"{name}-feeder.log")
     s = System(make_cmd(f.port, batch_ms, data), work / f"{name}-stderr.log", f.p.pid)
-    if not f.wait(seconds + 60):
-        log(f"{work.name} {name}: the feeder did not finish (the job never connected?)")
+    if not wait_feed(f, s, seconds + 60):
+        log(f"{work.name} {name}: the feeder did not finish (the job died or never connected)")
     time.sleep(2 * batch_ms / 1000 + 1)  # let the last batches complete
     s.kill()
     f.stop()
