@@ -154,4 +154,7 @@ pub use dstream::{
 pub use error::{Error, Result};
 pub use names::{NameError, STREAM_NAME_BYTES_MAX};
 pub use scheduler::{BatchStats, SchedulerError};
+pub use source::{
+    JetStreamAuth, JetStreamConfig, JetStreamError, JetStreamStats, JsRecord, PartitionStats,
+};
 pub use storage::AtomicWriteError;

@@ -50,6 +50,22 @@ pub trait Source<T>: Send + Sync {
         }
         Ok(())
     }
+    /// Like [`Source::read_each`], with each record's position. A source
+    /// whose positions have gaps (JetStream sequences of deleted messages)
+    /// implements it, so that bad records and skipped ranges name real
+    /// positions. Default: dense positions counted from `range.start`.
+    fn read_each_at(
+        &self,
+        range: Range<u64>,
+        f: &mut dyn FnMut(u64, T) -> bool,
+    ) -> Result<(), BoxError> {
+        let mut pos = range.start;
+        self.read_each(range, &mut |x| {
+            let p = pos;
+            pos += 1;
+            f(p, x)
+        })
+    }
     /// Records before `end` will never be read again and may be dropped.
     fn release(&self, end: u64) {
         let _ = end;
@@ -110,21 +126,48 @@ impl<T: Data> PartFn<T> for SourceParts<T> {
             return;
         }
         let sub = self.ranges[p].clone();
-        let mut pos = sub.start;
-        let read = self.src.read_each(sub.clone(), &mut |x| {
-            pos += 1;
-            if self.skipped.iter().any(|r| r.contains(&(pos - 1))) {
-                return more();
+        // Skipped ranges are never read: their records may be gone from
+        // the log (a JetStream range removed by retention, then skipped).
+        let mut stopped = false;
+        let mut read = Ok(());
+        for piece in unskipped(sub.clone(), &self.skipped) {
+            read = self.src.read_each_at(piece, &mut |pos, x| {
+                bad::set_position(Some((self.index, pos)));
+                sink(x);
+                stopped = !more();
+                !stopped
+            });
+            if read.is_err() || stopped {
+                break;
             }
-            bad::set_position(Some((self.index, pos - 1)));
-            sink(x);
-            more()
-        });
+        }
         bad::set_position(None);
         if let Err(reason) = read {
             self.failure.set(&self.source_name, sub, &reason);
         }
     }
+}
+
+/// The parts of `sub` outside every range of `skipped`, in order.
+fn unskipped(sub: Range<u64>, skipped: &[Range<u64>]) -> Vec<Range<u64>> {
+    let mut cuts: Vec<&Range<u64>> = skipped.iter().filter(|r| r.start < r.end).collect();
+    cuts.sort_by_key(|r| r.start);
+    let mut out = Vec::new();
+    let mut at = sub.start;
+    for r in cuts {
+        if r.start > at {
+            out.push(at..r.start.min(sub.end));
+        }
+        at = at.max(r.end);
+        if at >= sub.end {
+            break;
+        }
+    }
+    if at < sub.end {
+        out.push(at..sub.end);
+    }
+    out.retain(|r| r.start < r.end);
+    out
 }
 
 impl<T: Data> Stream<T> for SourceStream<T> {
@@ -407,6 +450,15 @@ mod tests {
         assert_eq!(q.len(), 1);
         q.release(2); // never goes back
         assert!(q.read(2..3).is_err());
+    }
+
+    #[test]
+    fn unskipped_leaves_out_every_skipped_range() {
+        assert_eq!(unskipped(0..10, &[]), vec![0..10]);
+        assert_eq!(unskipped(0..10, &[3..5, 1..2]), vec![0..1, 2..3, 5..10]);
+        assert_eq!(unskipped(0..10, &[0..4, 2..10]), Vec::<Range<u64>>::new());
+        assert_eq!(unskipped(5..10, &[0..6, 8..20]), vec![6..8]);
+        assert_eq!(unskipped(5..10, &[7..7]), vec![5..10]);
     }
 
     #[test]
