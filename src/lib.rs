@@ -155,6 +155,7 @@ pub use error::{Error, Result};
 pub use names::{NameError, STREAM_NAME_BYTES_MAX};
 pub use scheduler::{BatchStats, SchedulerError};
 pub use source::{
-    JetStreamAuth, JetStreamConfig, JetStreamError, JetStreamStats, JsRecord, PartitionStats,
+    Assignment, Claim, JetStreamAuth, JetStreamConfig, JetStreamError, JetStreamStats, JsRecord,
+    LeaseError, LostWhy, PartitionStats, ScaleOut,
 };
 pub use storage::AtomicWriteError;

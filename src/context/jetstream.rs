@@ -14,6 +14,12 @@
 //! dead-letter log with its stream and sequence), in the partition's own
 //! step `<partition>.decode`.
 //!
+//! Scale-out: `config.scale_out` picks the streams this instance reads
+//! (partition names stay `<name>-<STREAM>` whatever the assignment) and,
+//! in a context with a data directory, claims them in the owner and
+//! lease buckets before any is read (`crate::source::Leases`,
+//! `docs/scale-out.md`); each partition's reads then check the lease.
+//!
 //! Limits: 1 to [`STREAMS_MAX`] streams, as [`JetStreamConfig::validate`]
 //! checks; one connection (and its 2-thread runtime) per call.
 //! Must never: write a WAL for a JetStream stream, or name two partitions
@@ -22,9 +28,10 @@
 use std::sync::Arc;
 
 use super::{ContextError, StreamingContext};
-use crate::dstream::DStream;
+use crate::dstream::{DStream, Source};
 use crate::source::{
-    JetStreamConfig, JetStreamConnection, JetStreamSource, JetStreamStats, JsRecord, STREAMS_MAX,
+    Claim, JetStreamConfig, JetStreamConnection, JetStreamSource, JetStreamStats, JsRecord,
+    LeasedSource, Leases, STREAMS_MAX,
 };
 use crate::Result;
 
@@ -88,30 +95,77 @@ impl StreamingContext {
         config.validate()?;
         debug_assert!(config.streams.len() <= STREAMS_MAX);
         crate::names::validate_stream_name(name).map_err(ContextError::from)?;
-        let names: Vec<String> = config
-            .streams
+        // This instance's streams (all of them unless scaled out).
+        let owned = config.scale_out.assignment.owned(config.streams.len());
+        let names: Vec<String> = owned
             .iter()
-            .map(|s| jetstream_partition_name(name, s))
+            .map(|&k| jetstream_partition_name(name, &config.streams[k]))
             .collect();
         for n in &names {
             crate::names::validate_stream_name(n).map_err(ContextError::from)?;
         }
         let conn = Arc::new(JetStreamConnection::connect(config)?);
+        let leases = self.claim_partitions(&conn, name, config, &owned)?;
         let mut stats = JetStreamStats::default();
         let mut parts = Vec::with_capacity(names.len());
-        for (js_stream, part_name) in config.streams.iter().zip(names) {
+        for (&k, part_name) in owned.iter().zip(names) {
             let src = JetStreamSource::open(
                 conn.clone(),
-                js_stream,
+                &config.streams[k],
                 &part_name,
                 config.record_bytes_max,
             )?;
             stats.partitions.push(src.stats());
-            let d = self
-                .source_stream("jetstream", Arc::new(src))
-                .name(&part_name);
+            let src: Arc<dyn Source<JsRecord>> = match &leases {
+                Some(l) => Arc::new(LeasedSource::new(Arc::new(src), l.clone())),
+                None => Arc::new(src),
+            };
+            let d = self.source_stream("jetstream", src).name(&part_name);
             parts.push((part_name, d));
         }
         Ok((parts, Arc::new(stats)))
+    }
+
+    /// Claims this instance's streams (`owned`, indexes into
+    /// `config.streams`) for its data directory, when leases are on and
+    /// the context has a data directory; `None` otherwise.
+    fn claim_partitions(
+        &self,
+        conn: &Arc<JetStreamConnection>,
+        name: &str,
+        config: &JetStreamConfig,
+        owned: &[usize],
+    ) -> Result<Option<Arc<Leases>>> {
+        let (Some(dir), Some(id)) = (self.data_dir.as_ref(), self.data_dir_id) else {
+            return Ok(None);
+        };
+        if !config.scale_out.leases {
+            return Ok(None);
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+        let me = Claim {
+            data_dir_id: id.to_string(),
+            name: config
+                .scale_out
+                .instance_name
+                .clone()
+                .unwrap_or_else(|| host.clone()),
+            host,
+            dir: dir.display().to_string(),
+        };
+        let streams: Vec<String> = owned.iter().map(|&k| config.streams[k].clone()).collect();
+        let ttl = config.scale_out.lease_ttl_ms;
+        let leases = Leases::acquire(conn.clone(), name, &streams, &me, ttl)
+            .map_err(crate::source::JetStreamError::from)?;
+        tracing::info!(
+            source = name,
+            streams = streams.join(","),
+            instance = me.name,
+            "claimed the JetStream streams this instance reads (owner and lease keys)"
+        );
+        Ok(Some(Arc::new(leases)))
     }
 }

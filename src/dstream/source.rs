@@ -70,6 +70,13 @@ pub trait Source<T>: Send + Sync {
     fn release(&self, end: u64) {
         let _ = end;
     }
+    /// Called before every batch is cut: an error stops the pipeline
+    /// before anything is allocated for the batch (a source that can no
+    /// longer read, such as a JetStream partition whose lease was lost).
+    /// Default: always ready.
+    fn check(&self) -> Result<(), BoxError> {
+        Ok(())
+    }
 }
 
 pub(crate) struct Control<T>(pub Arc<dyn Source<T>>);
@@ -87,6 +94,9 @@ impl<T> SourceControl for Control<T> {
     }
     fn release(&self, end: u64) {
         self.0.release(end)
+    }
+    fn check(&self) -> Result<(), BoxError> {
+        self.0.check()
     }
 }
 

@@ -77,6 +77,9 @@ pub enum JetStreamError {
         /// What is accepted.
         expected: String,
     },
+    /// The scale-out settings, an owner or lease claim, or a lost lease.
+    #[error(transparent)]
+    Lease(Box<super::jetstream_lease::LeaseError>),
     /// The client could not connect.
     #[error("could not connect to NATS at {servers}: {detail}. Check that the servers run and the URLs, credentials and TLS settings are right")]
     Connect {
@@ -130,6 +133,12 @@ pub enum JetStreamError {
         /// The last error.
         detail: String,
     },
+}
+
+impl From<super::jetstream_lease::LeaseError> for JetStreamError {
+    fn from(e: super::jetstream_lease::LeaseError) -> Self {
+        JetStreamError::Lease(Box::new(e))
+    }
 }
 
 /// One message of a JetStream stream, as the source gives it.

@@ -20,6 +20,7 @@ use super::jetstream::{
     read_batch, Chunk, JetStreamError, READ_BATCH_BYTES_MAX, RECORD_BYTES_MAX_DEFAULT, SERVERS_MAX,
     STREAMS_MAX,
 };
+use super::scale_out::ScaleOut;
 use crate::dstream::OnError;
 
 /// Largest `connect_timeout_ms` and `request_timeout_ms`.
@@ -73,6 +74,9 @@ pub struct JetStreamConfig {
     /// What an oversized or non-UTF-8 message does: fail the batch, or go
     /// to the dead-letter log.
     pub on_error: OnError,
+    /// Which streams this instance reads, and how it fences them
+    /// (`docs/scale-out.md`).
+    pub scale_out: ScaleOut,
 }
 
 impl JetStreamConfig {
@@ -88,6 +92,7 @@ impl JetStreamConfig {
             request_timeout_ms: 5_000,
             record_bytes_max: RECORD_BYTES_MAX_DEFAULT,
             on_error: OnError::Fail,
+            scale_out: ScaleOut::default(),
         }
     }
 
@@ -125,6 +130,7 @@ impl JetStreamConfig {
                 return bad(setting, v.to_string(), format!("1 to {TIMEOUT_MS_MAX}"));
             }
         }
+        self.scale_out.validate(self.streams.len())?;
         if self.record_bytes_max == 0 || self.record_bytes_max > RECORD_BYTES_CEILING {
             let n = self.record_bytes_max.to_string();
             return bad("record_bytes_max", n, format!("1 to {RECORD_BYTES_CEILING}"));
@@ -209,6 +215,16 @@ impl JetStreamConnection {
             js,
             request_timeout,
         })
+    }
+
+    /// The runtime the client runs on (for the lease's renewals).
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.rt
+    }
+
+    /// The JetStream context (for the lease's key-value buckets).
+    pub(crate) fn context(&self) -> &jetstream::Context {
+        &self.js
     }
 
     /// Stream `name`'s info (config and state), from its leader.

@@ -8,7 +8,8 @@
 //! into it; [`generator`], the built-in tweet-like source of the service.
 //! [`JetStreamSource`] (`jetstream.rs`, its connection and configuration
 //! in `jetstream_conn.rs`): one NATS JetStream stream per partition, read
-//! by sequence interval. A Kafka source would land here.
+//! by sequence interval; [`Leases`] (`jetstream_lease.rs`): which
+//! instance owns which of those partitions, fenced in key-value buckets. A Kafka source would land here.
 //!
 //! Limits: a source holds no records of its own beyond one read (a
 //! `WalSource` decodes one record at a time; the generator caches
@@ -23,6 +24,8 @@
 pub mod generator;
 mod jetstream;
 mod jetstream_conn;
+mod jetstream_lease;
+mod scale_out;
 mod wal;
 
 pub use jetstream::{
@@ -35,5 +38,10 @@ pub use jetstream_conn::{
     TIMEOUT_MS_MAX,
 };
 
+pub use jetstream_lease::{
+    Claim, LeaseError, LeaseHealth, Leases, LostWhy, PartitionRef, INSTANCE_NAME_BYTES_MAX, LEASES_BUCKET,
+    LEASE_TTL_MS_DEFAULT, LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, OWNERS_BUCKET,
+};
+pub use scale_out::{Assignment, LeasedSource, ScaleOut};
 pub(crate) use wal::OnRelease;
 pub use wal::{Decoder, WalSource};
