@@ -73,6 +73,7 @@ fn every_sink_and_source_kind_parses_from_its_table_entry() {
             "generator" => "rate = 5",
             "socket" | "ingest" => "address = \"127.0.0.1:7070\"",
             "directory" => "path = \"in\"",
+            "jetstream" => "servers = [\"nats://127.0.0.1:4222\"]\nstreams = [\"EV0\"]",
             other => panic!("add a sample for the new source `{other}` here"),
         };
         let text = format!(
