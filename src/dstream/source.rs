@@ -66,6 +66,15 @@ pub trait Source<T>: Send + Sync {
             f(p, x)
         })
     }
+    /// Checked once per batch and consumer before the batch's `range` is
+    /// read (skipped ranges left out): an error if the source can tell at
+    /// once that it no longer holds the start of it (a JetStream range
+    /// retention removed), so the error names the whole gap rather than a
+    /// worker's share of it. Default: nothing to check.
+    fn check_held(&self, range: Range<u64>) -> Result<(), BoxError> {
+        let _ = range;
+        Ok(())
+    }
     /// Records before `end` will never be read again and may be dropped.
     fn release(&self, end: u64) {
         let _ = end;
@@ -192,15 +201,22 @@ impl<T: Data> Stream<T> for SourceStream<T> {
         let n = ctx.partitions() as u64;
         let len = r.end - r.start;
         let bound = |i: u64| r.start + super::chunk_start(len, n, i);
+        let skipped: Vec<Range<u64>> = ctx
+            .skipped
+            .get(self.index)
+            .map(|v| v.iter().filter(|s| s.start < r.end && r.start < s.end).cloned().collect())
+            .unwrap_or_default();
+        let source_name = ctx.name(self.id).to_string();
+        if let Some(first) = unskipped(r.clone(), &skipped).first() {
+            if let Err(reason) = self.src.check_held(first.clone()) {
+                ctx.read_failure.set(&source_name, r.clone(), &reason);
+            }
+        }
         Ok(Arc::new(SourceParts {
             src: self.src.clone(),
             index: self.index,
-            skipped: ctx
-                .skipped
-                .get(self.index)
-                .map(|v| v.iter().filter(|s| s.start < r.end && r.start < s.end).cloned().collect())
-                .unwrap_or_default(),
-            source_name: ctx.name(self.id).to_string(),
+            skipped,
+            source_name,
             ranges: (0..n).map(|i| bound(i)..bound(i + 1)).collect(),
             failure: ctx.read_failure.clone(),
         }))

@@ -217,6 +217,8 @@ pub struct JetStreamSource {
     record_bytes_max: usize,
     /// The stream's last sequence as seen at the last cut.
     last_seq: Mutex<u64>,
+    /// The stream's first sequence as seen at the last cut.
+    first_seq: AtomicU64,
     stats: Arc<PartitionStats>,
 }
 
@@ -248,6 +250,7 @@ impl JetStreamSource {
             partition: partition.to_string(),
             record_bytes_max,
             last_seq: Mutex::new(info.state.last_sequence),
+            first_seq: AtomicU64::new(info.state.first_sequence),
             stats,
         })
     }
@@ -266,6 +269,8 @@ impl JetStreamSource {
     fn refresh(&self) -> u64 {
         match self.conn.info(&self.stream) {
             Ok(info) => {
+                self.first_seq
+                    .store(info.state.first_sequence, Ordering::Relaxed);
                 let last = info.state.last_sequence;
                 let mut g = self.last_seq.lock().unwrap_or_else(|e| e.into_inner());
                 // A stream's last sequence never goes back; a replica that
@@ -340,16 +345,21 @@ impl JetStreamSource {
 
     /// A read found fewer records than `range` spans: fails if the stream
     /// no longer holds the start of it (retention, purge).
+    ///
+    /// The error names every missing sequence from the range's start on,
+    /// up to the stream's first (past `range.end` too: later batches
+    /// would miss them as well), so one `weir wal skip` covers the gap.
     fn check_retained(&self, range: Range<u64>) -> Result<(), JetStreamError> {
         let info = self.conn.info(&self.stream)?;
         let first = info.state.first_sequence;
+        self.first_seq.store(first, Ordering::Relaxed);
         let from = range.start.max(1);
         if first > from && from < range.end {
             return Err(JetStreamError::Removed {
                 stream: self.stream.clone(),
                 partition: self.partition.clone(),
                 from,
-                until: first.min(range.end),
+                until: first,
                 first,
             });
         }
@@ -446,6 +456,15 @@ impl Source<JsRecord> for JetStreamSource {
         f: &mut dyn FnMut(u64, JsRecord) -> bool,
     ) -> Result<(), BoxError> {
         Ok(self.read_range(range, f)?)
+    }
+
+    fn check_held(&self, range: Range<u64>) -> Result<(), BoxError> {
+        // Asks the stream only when the first sequence seen at the last
+        // cut is past the range's start.
+        if self.first_seq.load(Ordering::Relaxed) > range.start.max(1) {
+            self.check_retained(range)?;
+        }
+        Ok(())
     }
 
     fn release(&self, end: u64) {

@@ -150,10 +150,21 @@ fn valid_stream_name(s: &str) -> bool {
 
 /// A connected client and the runtime it runs on; see the module docs.
 pub struct JetStreamConnection {
-    rt: tokio::runtime::Runtime,
+    /// Taken only by `drop`.
+    rt: Option<tokio::runtime::Runtime>,
     client: async_nats::Client,
     js: jetstream::Context,
     request_timeout: Duration,
+}
+
+impl Drop for JetStreamConnection {
+    fn drop(&mut self) {
+        // The service drops its pipeline inside its own async runtime,
+        // where a runtime may not block while shutting down.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl std::fmt::Debug for JetStreamConnection {
@@ -210,7 +221,7 @@ impl JetStreamConnection {
             .build(client.clone());
         drop(entered);
         Ok(JetStreamConnection {
-            rt,
+            rt: Some(rt),
             client,
             js,
             request_timeout,
@@ -219,7 +230,7 @@ impl JetStreamConnection {
 
     /// The runtime the client runs on (for the lease's renewals).
     pub(crate) fn runtime(&self) -> &tokio::runtime::Runtime {
-        &self.rt
+        self.rt()
     }
 
     /// The JetStream context (for the lease's key-value buckets).
@@ -227,9 +238,14 @@ impl JetStreamConnection {
         &self.js
     }
 
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        // Present until drop.
+        self.rt.as_ref().expect("the runtime lives as long as the connection")
+    }
+
     /// Stream `name`'s info (config and state), from its leader.
     pub fn info(&self, name: &str) -> Result<stream::Info, JetStreamError> {
-        self.rt
+        self.rt()
             .block_on(async {
                 let s = self.js.get_stream_no_info(name).await?;
                 Ok::<_, async_nats::Error>(s.get_info().await?)
@@ -245,7 +261,7 @@ impl JetStreamConnection {
     pub(crate) fn direct_batch(&self, name: &str, at: u64, want: u64) -> Result<Chunk, String> {
         let subject = format!("$JS.API.DIRECT.GET.{name}");
         let body = format!(r#"{{"seq":{at},"batch":{want},"max_bytes":{READ_BATCH_BYTES_MAX}}}"#);
-        self.rt.block_on(async {
+        self.rt().block_on(async {
             let inbox = self.client.new_inbox();
             let mut sub = self
                 .client
@@ -266,7 +282,7 @@ impl JetStreamConnection {
     /// holds (`None`: none).
     pub(crate) fn leader_next(&self, name: &str, at: u64) -> Result<Option<u64>, String> {
         use async_nats::jetstream::stream::RawMessageErrorKind;
-        self.rt.block_on(async {
+        self.rt().block_on(async {
             let s = self
                 .js
                 .get_stream_no_info(name)

@@ -8,8 +8,8 @@
 //!   directory starting on it would read it again from the start. Another
 //!   instance is refused ([`LeaseError::Owned`]) naming the owner. Moving
 //!   a partition is deliberate: move the data directory, or delete the key
-//!   (`nats kv del weir_owners KEY`) and accept that the new owner starts
-//!   from the stream's first sequence.
+//!   (`nats kv del weir_owners KEY`) and accept that the new owner reads
+//!   the stream again from sequence 1.
 //! - `weir_leases` (entries expire `lease_ttl_ms` after their last
 //!   update): the same key, held by the running process and renewed every
 //!   third of the TTL with the revision it last wrote (compare-and-set). A
@@ -60,7 +60,7 @@ pub const CLAIM_TRIES_MAX: u32 = 4;
 #[non_exhaustive]
 pub enum LeaseError {
     /// Another data directory owns the partition.
-    #[error("JetStream stream `{}` of source `{}` is owned by instance `{}` (host {}, data directory {} with id {}); this instance's data directory has id {mine}. Give this instance other partitions (`partitions` or `instance`/`instances`), or, to move the partition here deliberately, stop that instance and delete its claim: nats kv del {OWNERS_BUCKET} {} (this instance then reads the stream from its first sequence)", .partition.stream, .partition.source_id, .owner.name, .owner.host, .owner.dir, .owner.data_dir_id, .partition.key)]
+    #[error("JetStream stream `{}` of source `{}` is owned by instance `{}` (host {}, data directory {} with id {}); this instance's data directory has id {mine}. Give this instance other partitions (`partitions` or `instance`/`instances`), or, to move the partition here deliberately, stop that instance and delete its claim: nats kv del {OWNERS_BUCKET} {} (this instance then reads the stream again from sequence 1)", .partition.stream, .partition.source_id, .owner.name, .owner.host, .owner.dir, .owner.data_dir_id, .partition.key)]
     Owned {
         /// The partition.
         partition: Box<PartitionRef>,
@@ -377,18 +377,28 @@ impl Drop for Leases {
         let held = std::mem::take(&mut *self.held.lock().unwrap_or_else(|e| e.into_inner()));
         let conn = self.conn.clone();
         // Release: delete each lease key at the revision this process
-        // wrote (a key someone else wrote since stays).
-        conn.runtime().block_on(async {
-            if let Some(t) = task {
-                let _ = t.await;
-            }
-            let Ok(leases) = conn.context().get_key_value(LEASES_BUCKET).await else {
-                return;
-            };
-            for h in held {
-                let _ = leases.delete_expect_revision(&h.key, Some(h.revision)).await;
-            }
-        });
+        // wrote (a key someone else wrote since stays). On a thread of its
+        // own: a context may be dropped inside another async runtime,
+        // where blocking on this one is not allowed. Best effort: an
+        // unreleased lease expires after its TTL.
+        let release = std::thread::Builder::new()
+            .name("weir-lease-release".into())
+            .spawn(move || {
+                conn.runtime().block_on(async {
+                    if let Some(t) = task {
+                        let _ = t.await;
+                    }
+                    let Ok(leases) = conn.context().get_key_value(LEASES_BUCKET).await else {
+                        return;
+                    };
+                    for h in held {
+                        let _ = leases.delete_expect_revision(&h.key, Some(h.revision)).await;
+                    }
+                })
+            });
+        if let Ok(t) = release {
+            let _ = t.join();
+        }
     }
 }
 

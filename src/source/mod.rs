@@ -39,7 +39,7 @@ pub use jetstream_conn::{
 };
 
 pub use jetstream_lease::{
-    Claim, LeaseError, LeaseHealth, Leases, LostWhy, PartitionRef, INSTANCE_NAME_BYTES_MAX, LEASES_BUCKET,
+    Claim, LeaseError, Leases, LostWhy, PartitionRef, INSTANCE_NAME_BYTES_MAX, LEASES_BUCKET,
     LEASE_TTL_MS_DEFAULT, LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, OWNERS_BUCKET,
 };
 pub use scale_out::{Assignment, LeasedSource, ScaleOut};
