@@ -144,7 +144,9 @@ impl ScaleOut {
 }
 
 /// A partition's source behind its lease: every read first checks that
-/// the instance still holds its leases. Holds the [`Leases`] (shared by
+/// the instance still holds its leases. It forwards every method of
+/// [`Source`] (a method left to its default would hide the inner
+/// source's own, such as real positions in `read_each_at`). Holds the [`Leases`] (shared by
 /// the instance's partitions), so they are released when the last
 /// partition's source is dropped.
 pub struct LeasedSource<T> {
@@ -178,6 +180,17 @@ impl<T> Source<T> for LeasedSource<T> {
     fn read_each(&self, range: Range<u64>, f: &mut dyn FnMut(T) -> bool) -> Result<(), BoxError> {
         self.health.check()?;
         self.inner.read_each(range, f)
+    }
+    fn read_each_at(
+        &self,
+        range: Range<u64>,
+        f: &mut dyn FnMut(u64, T) -> bool,
+    ) -> Result<(), BoxError> {
+        self.health.check()?;
+        self.inner.read_each_at(range, f)
+    }
+    fn check_held(&self, range: Range<u64>) -> Result<(), BoxError> {
+        self.inner.check_held(range)
     }
     fn release(&self, end: u64) {
         self.inner.release(end)
