@@ -17,7 +17,8 @@
 //!   directory on another host) is refused while the lease lives
 //!   ([`LeaseError::Busy`]); the same directory on the same host and path
 //!   takes its own lease over at once after a crash (its directory lock
-//!   proves the old process is gone). A renewal that finds another
+//!   proves the old process is gone). A failed round of renewals is tried
+//!   again every [`RENEW_RETRY_PAUSE`]. A renewal that finds another
 //!   revision, or no successful renewal for a whole TTL, marks the lease
 //!   lost: [`LeaseHealth::check`] fails every read after that, so the
 //!   batch is not committed and the service stops, naming why.
@@ -52,6 +53,8 @@ pub const LEASE_TTL_MS_MAX: u64 = 600_000;
 pub const CLAIM_BYTES_MAX: usize = 1024;
 /// Longest instance name.
 pub const INSTANCE_NAME_BYTES_MAX: usize = 128;
+/// Pause before trying again after a round of renewals failed.
+pub const RENEW_RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// Tries per key when a claim races an expiry or a release.
 pub const CLAIM_TRIES_MAX: u32 = 4;
 
@@ -580,18 +583,23 @@ async fn renew_loop(
     health: Arc<LeaseHealth>,
     mut stopped: tokio::sync::oneshot::Receiver<()>,
 ) {
-    let every = health.ttl / 3;
+    let mut pause = health.ttl / 3;
     loop {
         tokio::select! {
             _ = &mut stopped => return,
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
         let sent = Instant::now();
+        // After a failed round (a leader election, a server restarting),
+        // try again soon: the lease lives until a whole TTL has passed
+        // since the last round that succeeded.
+        pause = RENEW_RETRY_PAUSE;
         match renew_once(&conn, &value, &held).await {
             Ok(()) => {
                 let mut s = health.lock();
                 s.renewed = sent;
                 s.last_error = None;
+                pause = health.ttl / 3;
             }
             Err(RenewFailure::Taken(stream)) => {
                 tracing::error!(
