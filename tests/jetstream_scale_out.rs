@@ -5,10 +5,15 @@
 //! refused naming the owner; a copy of a running instance's data
 //! directory is refused while the lease lives; a restart of the same
 //! directory takes its own lease over at once; a lease another process
-//! writes is lost and the next batch fails instead of committing.
+//! writes is lost and the next batch fails instead of committing. The
+//! same through the real `weir run` with pipeline files: two instances
+//! (`instance = i`, `instances = 2`) write disjoint outputs that together
+//! hold every message once, and a third given a taken partition exits
+//! non-zero naming the owner.
 
 mod common;
 mod nats_common;
+mod service_common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -211,4 +216,99 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(e.path(), &dest).unwrap();
         }
     }
+}
+
+/// A pipeline file for one instance: `assign` is its scale-out keys.
+fn pipeline_file(dir: &Path, c: &Cluster, name: &str, assign: &str) -> std::path::PathBuf {
+    let servers: Vec<String> = c.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let streams: Vec<String> = STREAMS.iter().map(|s| format!("\"{s}\"")).collect();
+    let text = format!(
+        "[pipeline]\nbatch_interval = \"100ms\"\n[service]\nhttp_address = \"off\"\n\
+         [[source]]\nid = \"events\"\nkind = \"jetstream\"\nservers = [{}]\nstreams = [{}]\n\
+         instance_name = \"{name}\"\n{assign}\n\
+         [[sink]]\nkind = \"text_files\"\nprefix = \"out/n\"\nskip_empty = true\n",
+        servers.join(", "),
+        streams.join(", ")
+    );
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(&p, text).expect("write the pipeline");
+    p
+}
+
+/// Every output line under `data/out`, with its count.
+fn output_lines(data: &Path) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for e in std::fs::read_dir(data.join("out"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        for l in std::fs::read_to_string(e.path())
+            .unwrap_or_default()
+            .lines()
+        {
+            *m.entry(l.to_string()).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+#[test]
+fn weir_run_instances_split_the_streams_and_an_overlap_exits_naming_the_owner() {
+    use service_common::{all_lines, spawn_logged, wait_for, weir};
+    let c = filled_cluster();
+    let root = tempfile::tempdir().unwrap();
+    let run = |name: &str, assign: &str| {
+        let p = pipeline_file(root.path(), &c, name, assign);
+        let data = root.path().join(name);
+        let (g, rx) = spawn_logged(weir().arg("run").arg(&p).arg("--data-dir").arg(&data));
+        (g, rx, data)
+    };
+    let ((mut a, rx_a, data_a), (mut b, rx_b, data_b)) = (
+        run("node-a", "instance = 0\ninstances = 2"),
+        run("node-b", "instance = 1\ninstances = 2"),
+    );
+    let half = 2 * PER_STREAM;
+    for (g, rx, data) in [(&mut a, &rx_a, &data_a), (&mut b, &rx_b, &data_b)] {
+        wait_for("an instance's streams", || {
+            if let Ok(Some(st)) = g.child().try_wait() {
+                panic!("an instance exited ({st}):\n{}", all_lines(rx));
+            }
+            output_lines(data).len() >= half
+        });
+    }
+
+    let (mut c3, rx3, _) = run("node-c", "partitions = [3]");
+    let status = c3.wait_exit(Duration::from_secs(60));
+    assert_ne!(
+        status.code(),
+        Some(0),
+        "an overlapping instance must not run"
+    );
+    let log = all_lines(&rx3);
+    assert!(
+        log.contains("`EV3`") && log.contains("owned by instance `node-b`"),
+        "{log}"
+    );
+
+    for g in [&mut a, &mut b] {
+        g.signal("TERM");
+        assert_eq!(g.wait_exit(Duration::from_secs(60)).code(), Some(0));
+    }
+    let (la, lb) = (output_lines(&data_a), output_lines(&data_b));
+    assert!(
+        la.keys()
+            .all(|l| l.starts_with("p0-") || l.starts_with("p2-")),
+        "{la:?}"
+    );
+    assert!(
+        lb.keys()
+            .all(|l| l.starts_with("p1-") || l.starts_with("p3-")),
+        "{lb:?}"
+    );
+    assert_eq!(la.len() + lb.len(), STREAMS.len() * PER_STREAM);
+    assert!(la.values().chain(lb.values()).all(|&n| n == 1), "each once");
 }

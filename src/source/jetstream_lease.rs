@@ -55,8 +55,11 @@ pub const CLAIM_BYTES_MAX: usize = 1024;
 pub const INSTANCE_NAME_BYTES_MAX: usize = 128;
 /// Pause before trying again after a round of renewals failed.
 pub const RENEW_RETRY_PAUSE: Duration = Duration::from_millis(250);
-/// Tries per key when a claim races an expiry or a release.
-pub const CLAIM_TRIES_MAX: u32 = 4;
+/// Tries per key when a claim races an expiry or a release, and tries of
+/// a claim whose requests fail (about 25 s in all with the pauses).
+pub const CLAIM_TRIES_MAX: u32 = 8;
+/// First pause before a failed claim is tried again (doubling).
+pub const CLAIM_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Why partitions could not be claimed, or a lease was lost.
 #[derive(Debug, thiserror::Error)]
@@ -332,8 +335,7 @@ impl Leases {
             for stream in streams {
                 let key = lease_key(source_id, stream);
                 let p = Partition { source_id, stream, key: &key };
-                claim_owner(&owners, &p, me).await?;
-                let revision = take_lease(&leases, &p, me, ttl_ms).await?;
+                let revision = claim_retrying(&owners, &leases, &p, me, ttl_ms).await?;
                 held.push(Held { stream: stream.clone(), key, revision });
             }
             Ok::<_, LeaseError>(held)
@@ -504,6 +506,35 @@ async fn live_entry(
         .await
         .map_err(|e| request_error(bucket, key, e))?;
     Ok(e.filter(|e| e.operation == Operation::Put))
+}
+
+/// Claims the partition (owner, then lease), trying again with a pause
+/// doubling from [`CLAIM_RETRY_PAUSE`] while a request fails (a bucket
+/// another instance just created may not answer yet: "no responders"),
+/// at most [`CLAIM_TRIES_MAX`] times. An owner or holder found is final.
+async fn claim_retrying(
+    owners: &kv::Store,
+    leases: &kv::Store,
+    p: &Partition<'_>,
+    me: &Claim,
+    ttl_ms: u64,
+) -> Result<u64, LeaseError> {
+    let mut pause = CLAIM_RETRY_PAUSE;
+    let mut tries = 1;
+    loop {
+        let got = match claim_owner(owners, p, me).await {
+            Ok(()) => take_lease(leases, p, me, ttl_ms).await,
+            Err(e) => Err(e),
+        };
+        match got {
+            Err(LeaseError::Request { .. }) if tries < CLAIM_TRIES_MAX => {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Makes `me` the owner of the partition, or finds it already is.
