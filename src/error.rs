@@ -39,6 +39,9 @@ pub enum Error {
     /// Receivers (socket, directory, ingest, custom).
     #[error(transparent)]
     Receiver(#[from] crate::receiver::ReceiverError),
+    /// The JetStream source (configuration, connection, reads).
+    #[error(transparent)]
+    JetStream(#[from] crate::source::JetStreamError),
     /// The ingest server (setup, producer table recovery and snapshot).
     #[error(transparent)]
     Ingest(#[from] crate::ingest::IngestError),

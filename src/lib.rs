@@ -154,4 +154,9 @@ pub use dstream::{
 pub use error::{Error, Result};
 pub use names::{NameError, STREAM_NAME_BYTES_MAX};
 pub use scheduler::{BatchStats, SchedulerError};
+pub use source::{
+    Assignment, Claim, JetStreamAuth, JetStreamConfig, JetStreamError, JetStreamStats, JsRecord,
+    LeaseError, LostWhy, PartitionRef, PartitionStats, ScaleOut, INSTANCE_NAME_BYTES_MAX,
+    LEASES_BUCKET, LEASE_TTL_MS_DEFAULT, LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, OWNERS_BUCKET,
+};
 pub use storage::AtomicWriteError;

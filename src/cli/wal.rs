@@ -57,7 +57,8 @@ pub enum WalCommand {
     /// dead-lettering is not wanted. Writes an audit record (range,
     /// reason, time, user, host) into the checkpoint, shown by `weir
     /// checkpoint show`. Refused while weir runs (the checkpoint is
-    /// locked), for records already committed, and past the log's end.
+    /// locked), for records already committed, and past the log's end
+    /// (for a JetStream partition: past what batches allocated).
     ///
     /// Example: weir wal skip --data-dir /var/lib/weir --stream events --from 4 --to 5 --reason "malformed, ticket 12"
     #[command(verbatim_doc_comment)]
@@ -70,7 +71,9 @@ pub struct SkipArgs {
     /// The data directory.
     #[arg(long)]
     data_dir: PathBuf,
-    /// The input stream (its log is DATA_DIR/wal/STREAM).
+    /// The input stream (its log is DATA_DIR/wal/STREAM; a JetStream
+    /// partition, `<source id>-<JS STREAM>`, has none: then only
+    /// positions a batch allocated can be skipped).
     #[arg(long)]
     stream: String,
     /// First record to skip.
@@ -272,7 +275,6 @@ fn skip(a: &SkipArgs) -> crate::Result<ExitCode> {
     crate::names::validate_stream_name(&a.stream)
         .map_err(|e| crate::Error::Usage(format!("--stream: {e}")))?;
     let dir = crate::layout::wal_dir(&a.data_dir, &a.stream);
-    require_dir(&dir)?;
     // Locked while weir runs: refused with the lock's error.
     let mut store = crate::checkpoint::open_existing(&a.data_dir)?;
     let committed = store
@@ -289,12 +291,47 @@ fn skip(a: &SkipArgs) -> crate::Result<ExitCode> {
             a.from, a.to, a.stream
         ));
     }
-    let end = wal::verify_dir(&RealFs, &dir)?.end_lsn().unwrap_or(0);
-    if a.to > end {
-        return usage(format!(
-            "records {}..{} of stream `{}`: the log ends at record {end}; a range past the end would skip records not yet received",
-            a.from, a.to, a.stream
-        ));
+    if dir.is_dir() {
+        let end = wal::verify_dir(&RealFs, &dir)?.end_lsn().unwrap_or(0);
+        if a.to > end {
+            return usage(format!(
+                "records {}..{} of stream `{}`: the log ends at record {end}; a range past the end would skip records not yet received",
+                a.from, a.to, a.stream
+            ));
+        }
+    } else {
+        // A stream without a local log (a JetStream partition): only
+        // positions some batch already allocated can be skipped.
+        use crate::checkpoint::CheckpointStore;
+        let allocated = store
+            .pending()?
+            .iter()
+            .chain(store.completed()?.iter())
+            .flat_map(|b| b.ranges.iter())
+            .filter(|r| r.source == a.stream)
+            .map(|r| r.end)
+            .max();
+        let Some(end) = allocated else {
+            return usage(format!(
+                "stream `{}` has no log in {} and no batch of it in the checkpoint: check the name (`weir checkpoint show` lists the streams)",
+                a.stream,
+                dir.display()
+            ));
+        };
+        if a.from > end {
+            return usage(format!(
+                "records {}..{} of stream `{}`: batches were allocated up to {end} only; skip from a position a batch allocated",
+                a.from, a.to, a.stream
+            ));
+        }
+        if a.to > end {
+            // A JetStream gap: sequences retention removed, past what
+            // batches allocated so far; later batches skip them too.
+            println!(
+                "note: records {end}..{} of stream `{}` are past what batches allocated so far; later batches will not read them either",
+                a.to, a.stream
+            );
+        }
     }
     let (user, host) = who();
     let r = crate::checkpoint::SkipRecordV1 {

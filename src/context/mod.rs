@@ -9,7 +9,8 @@
 //! `get_or_create`, statistics, key-value readers); `builder.rs` the
 //! settings and their checks; `inputs.rs` every stream-creating
 //! constructor (queue, source, WAL, receiver, socket and directory
-//! streams). Every named stream's name passes
+//! streams); `partitions.rs` partitioned receiver streams; `jetstream.rs`
+//! JetStream streams. Every named stream's name passes
 //! `crate::names::validate_stream_name`, and its files are where
 //! `crate::layout` says.
 //!
@@ -24,6 +25,7 @@
 mod builder;
 mod identity;
 mod inputs;
+mod jetstream;
 mod partitions;
 
 use std::path::{Path, PathBuf};
@@ -37,6 +39,7 @@ pub use identity::{
     adopt_logs, check_offline, check_offline_missing, scan_logs, Adopted, IdentityError,
     LogIdentity,
 };
+pub use jetstream::jetstream_partition_name;
 pub use partitions::{partition_name, STREAM_PARTITIONS_MAX};
 
 use crate::checkpoint::{CheckpointStore, MemoryCheckpointStore, StateReader};

@@ -65,6 +65,10 @@ pub trait SourceControl: Send + Sync {
     fn next_cut(&self, start: u64, max_end: u64) -> u64;
     /// Records before `end` will never be read again.
     fn release(&self, end: u64);
+    /// Whether the source can go on: checked before every cut.
+    fn check(&self) -> Result<(), super::BoxError> {
+        Ok(())
+    }
 }
 
 #[derive(Clone)]

@@ -50,9 +50,41 @@ pub trait Source<T>: Send + Sync {
         }
         Ok(())
     }
+    /// Like [`Source::read_each`], with each record's position. A source
+    /// whose positions have gaps (JetStream sequences of deleted messages)
+    /// implements it, so that bad records and skipped ranges name real
+    /// positions. Default: dense positions counted from `range.start`.
+    fn read_each_at(
+        &self,
+        range: Range<u64>,
+        f: &mut dyn FnMut(u64, T) -> bool,
+    ) -> Result<(), BoxError> {
+        let mut pos = range.start;
+        self.read_each(range, &mut |x| {
+            let p = pos;
+            pos += 1;
+            f(p, x)
+        })
+    }
+    /// Checked once per batch and consumer before the batch's `range` is
+    /// read (skipped ranges left out): an error if the source can tell at
+    /// once that it no longer holds the start of it (a JetStream range
+    /// retention removed), so the error names the whole gap rather than a
+    /// worker's share of it. Default: nothing to check.
+    fn check_held(&self, range: Range<u64>) -> Result<(), BoxError> {
+        let _ = range;
+        Ok(())
+    }
     /// Records before `end` will never be read again and may be dropped.
     fn release(&self, end: u64) {
         let _ = end;
+    }
+    /// Called before every batch is cut: an error stops the pipeline
+    /// before anything is allocated for the batch (a source that can no
+    /// longer read, such as a JetStream partition whose lease was lost).
+    /// Default: always ready.
+    fn check(&self) -> Result<(), BoxError> {
+        Ok(())
     }
 }
 
@@ -71,6 +103,9 @@ impl<T> SourceControl for Control<T> {
     }
     fn release(&self, end: u64) {
         self.0.release(end)
+    }
+    fn check(&self) -> Result<(), BoxError> {
+        self.0.check()
     }
 }
 
@@ -110,21 +145,48 @@ impl<T: Data> PartFn<T> for SourceParts<T> {
             return;
         }
         let sub = self.ranges[p].clone();
-        let mut pos = sub.start;
-        let read = self.src.read_each(sub.clone(), &mut |x| {
-            pos += 1;
-            if self.skipped.iter().any(|r| r.contains(&(pos - 1))) {
-                return more();
+        // Skipped ranges are never read: their records may be gone from
+        // the log (a JetStream range removed by retention, then skipped).
+        let mut stopped = false;
+        let mut read = Ok(());
+        for piece in unskipped(sub.clone(), &self.skipped) {
+            read = self.src.read_each_at(piece, &mut |pos, x| {
+                bad::set_position(Some((self.index, pos)));
+                sink(x);
+                stopped = !more();
+                !stopped
+            });
+            if read.is_err() || stopped {
+                break;
             }
-            bad::set_position(Some((self.index, pos - 1)));
-            sink(x);
-            more()
-        });
+        }
         bad::set_position(None);
         if let Err(reason) = read {
             self.failure.set(&self.source_name, sub, &reason);
         }
     }
+}
+
+/// The parts of `sub` outside every range of `skipped`, in order.
+fn unskipped(sub: Range<u64>, skipped: &[Range<u64>]) -> Vec<Range<u64>> {
+    let mut cuts: Vec<&Range<u64>> = skipped.iter().filter(|r| r.start < r.end).collect();
+    cuts.sort_by_key(|r| r.start);
+    let mut out = Vec::new();
+    let mut at = sub.start;
+    for r in cuts {
+        if r.start > at {
+            out.push(at..r.start.min(sub.end));
+        }
+        at = at.max(r.end);
+        if at >= sub.end {
+            break;
+        }
+    }
+    if at < sub.end {
+        out.push(at..sub.end);
+    }
+    out.retain(|r| r.start < r.end);
+    out
 }
 
 impl<T: Data> Stream<T> for SourceStream<T> {
@@ -139,15 +201,22 @@ impl<T: Data> Stream<T> for SourceStream<T> {
         let n = ctx.partitions() as u64;
         let len = r.end - r.start;
         let bound = |i: u64| r.start + super::chunk_start(len, n, i);
+        let skipped: Vec<Range<u64>> = ctx
+            .skipped
+            .get(self.index)
+            .map(|v| v.iter().filter(|s| s.start < r.end && r.start < s.end).cloned().collect())
+            .unwrap_or_default();
+        let source_name = ctx.name(self.id).to_string();
+        if let Some(first) = unskipped(r.clone(), &skipped).first() {
+            if let Err(reason) = self.src.check_held(first.clone()) {
+                ctx.read_failure.set(&source_name, r.clone(), &reason);
+            }
+        }
         Ok(Arc::new(SourceParts {
             src: self.src.clone(),
             index: self.index,
-            skipped: ctx
-                .skipped
-                .get(self.index)
-                .map(|v| v.iter().filter(|s| s.start < r.end && r.start < s.end).cloned().collect())
-                .unwrap_or_default(),
-            source_name: ctx.name(self.id).to_string(),
+            skipped,
+            source_name,
             ranges: (0..n).map(|i| bound(i)..bound(i + 1)).collect(),
             failure: ctx.read_failure.clone(),
         }))
@@ -407,6 +476,15 @@ mod tests {
         assert_eq!(q.len(), 1);
         q.release(2); // never goes back
         assert!(q.read(2..3).is_err());
+    }
+
+    #[test]
+    fn unskipped_leaves_out_every_skipped_range() {
+        assert_eq!(unskipped(0..10, &[]), vec![0..10]);
+        assert_eq!(unskipped(0..10, &[3..5, 1..2]), vec![0..1, 2..3, 5..10]);
+        assert_eq!(unskipped(0..10, &[0..4, 2..10]), Vec::<Range<u64>>::new());
+        assert_eq!(unskipped(5..10, &[0..6, 8..20]), vec![6..8]);
+        assert_eq!(unskipped(5..10, &[7..7]), vec![5..10]);
     }
 
     #[test]

@@ -96,6 +96,17 @@ pub enum SchedulerError {
         /// Why they could not be stored.
         reason: String,
     },
+    /// A source cannot go on (`Source::check`); nothing was allocated for
+    /// the batch.
+    #[error("source `{source_name}` cannot go on, so batch {time_ms} ms was not started (nothing allocated, every committed batch stays committed): {cause}")]
+    SourceRefused {
+        /// Batch time.
+        time_ms: u64,
+        /// The source's stream.
+        source_name: String,
+        /// Why.
+        cause: crate::dstream::BoxError,
+    },
     /// The scheduler stopped with an error reported earlier.
     #[error("streaming stopped after an error: {0}")]
     Failed(String),
@@ -546,6 +557,7 @@ impl Engine {
             if now < self.next_ms {
                 continue;
             }
+            self.check_sources(self.next_ms)?;
             let spec = self.cut(self.next_ms);
             self.store.allocate(&spec).map_err(SchedulerError::from)?;
             crate::failpoint::hit("after_allocate").map_err(SchedulerError::from)?;
@@ -553,6 +565,18 @@ impl Engine {
             self.next_ms += self.plan.interval_ms();
             self.shared.lock().next_ms = self.next_ms;
         }
+    }
+
+    /// Every source can go on (`Source::check`), or the first that cannot.
+    fn check_sources(&self, time_ms: u64) -> Result<(), SchedulerError> {
+        for (i, s) in self.sources.iter().enumerate() {
+            s.check().map_err(|cause| SchedulerError::SourceRefused {
+                time_ms,
+                source_name: self.source_names[i].clone(),
+                cause,
+            })?;
+        }
+        Ok(())
     }
 
     fn cut(&mut self, time_ms: u64) -> BatchSpec {

@@ -121,6 +121,8 @@ pub struct Compiled {
     pub generators: Vec<(String, Arc<GeneratorSource>)>,
     /// Receiver counters by source id.
     pub receivers: Vec<(String, ReceiverCounters)>,
+    /// JetStream partitions (weir stream name, counters).
+    pub jetstreams: Vec<(String, Arc<crate::PartitionStats>)>,
     /// Where each ingest source listens (port 0 resolved).
     pub ingest_addrs: Vec<(String, std::net::SocketAddr)>,
     /// Per-step dropped records.
@@ -180,9 +182,26 @@ pub fn compile(p: &Pipeline, ssc: &StreamingContext, data_dir: &Path) -> crate::
 /// builds (`weir check --data-dir`).
 pub fn compile_offline(p: &Pipeline, ssc: &StreamingContext) -> crate::Result<()> {
     compile_with(p, ssc, Path::new("."), |src, ssc, _| {
-        Ok(match src.kind {
+        Ok(match &src.kind {
             SourceKind::Generator(_) => {
                 S::Lines(ssc.queue_stream(&crate::Queue::new()).name(&src.id))
+            }
+            // Stand-ins named as the partitions are (`<id>-<STREAM>`).
+            SourceKind::JetStream(cfg) => {
+                let owned = cfg.scale_out.assignment.owned(cfg.streams.len());
+                let parts: Vec<DStream<String>> = owned
+                    .iter()
+                    .map(|&k| {
+                        let name =
+                            crate::context::jetstream_partition_name(&src.id, &cfg.streams[k]);
+                        ssc.queue_stream(&crate::Queue::new()).name(&name)
+                    })
+                    .collect();
+                let d = match parts.len() {
+                    1 => parts[0].clone(),
+                    _ => ssc.union(&parts).name(&src.id),
+                };
+                lines(d, &src.id)
             }
             _ => lines(ssc.queue_stream(&crate::Queue::new()).name(&src.id), &src.id),
         })
@@ -274,6 +293,14 @@ fn source(src: &SourceDef, ssc: &StreamingContext, compiled: &mut Compiled) -> c
                 .receivers
                 .push((src.id.clone(), ReceiverCounters::Ingest(s.stats.clone())));
             lines(s.stream, &src.id)
+        }
+        SourceKind::JetStream(cfg) => {
+            let (d, stats) = ssc.jetstream_stream(&src.id, cfg.clone())?;
+            for p in &stats.partitions {
+                let name = crate::context::jetstream_partition_name(&src.id, &p.stream);
+                compiled.jetstreams.push((name, p.clone()));
+            }
+            lines(d, &src.id)
         }
         SourceKind::Directory { path, partitions } => {
             let (d, stats) = ssc.text_file_stream_partitioned(

@@ -45,6 +45,7 @@ struct ContextProbe {
     ssc: Arc<StreamingContext>,
     wals: Vec<(String, Arc<Wal>)>,
     generators: Vec<(String, Arc<generator::GeneratorSource>)>,
+    jetstreams: Vec<(String, Arc<crate::PartitionStats>)>,
     receivers: Vec<(String, compile::ReceiverCounters)>,
     dropped: Option<Arc<compile::Dropped>>,
     rates: Rates,
@@ -83,6 +84,17 @@ impl Probe for ContextProbe {
                 name: name.clone(),
                 committed: c,
                 backlog_records: g.available_end().saturating_sub(c),
+            });
+        }
+        // A JetStream partition's backlog is its lag: sequences in the
+        // stream past the committed end.
+        for (name, p) in &self.jetstreams {
+            let c = pos(name).unwrap_or(0);
+            let last = p.last_seq.load(std::sync::atomic::Ordering::Relaxed);
+            sources.push(SourceRow {
+                name: name.clone(),
+                committed: c,
+                backlog_records: (last + 1).saturating_sub(c.max(1)),
             });
         }
         let dropped = self
@@ -194,9 +206,9 @@ fn watchdog_for(period: Option<Duration>, interval: Duration) -> Option<Watchdog
 /// in `opts.wals`, and the compiled pipeline's generators (whose
 /// `stop_accepting` joins `opts.on_stop`), receivers and drop counts.
 fn live_status(ssc: &Arc<StreamingContext>, opts: &mut ServiceOptions) -> Arc<Live> {
-    let (generators, receivers, dropped) = match opts.compiled.take() {
-        Some(c) => (c.generators, c.receivers, Some(c.dropped)),
-        None => (Vec::new(), Vec::new(), None),
+    let (generators, jetstreams, receivers, dropped) = match opts.compiled.take() {
+        Some(c) => (c.generators, c.jetstreams, c.receivers, Some(c.dropped)),
+        None => (Vec::new(), Vec::new(), Vec::new(), None),
     };
     // Every input log the context opened, plus any the caller named.
     let mut wals = std::mem::take(&mut opts.wals);
@@ -216,6 +228,7 @@ fn live_status(ssc: &Arc<StreamingContext>, opts: &mut ServiceOptions) -> Arc<Li
             ssc: ssc.clone(),
             wals,
             generators,
+            jetstreams,
             receivers,
             dropped,
             rates: Rates::default(),

@@ -460,6 +460,18 @@ pub fn describe(p: &Pipeline) -> String {
                         rate(rate_max),
                         logs_words(&src.id, limits.partitions, "partition")
                     ),
+                    SourceKind::JetStream(cfg) => format!(
+                        "NATS JetStream streams {} on {} ({} partition{}: weir streams {}; no local log, ranges of sequences replayed from JetStream)",
+                        cfg.streams.join(", "),
+                        cfg.servers.join(", "),
+                        cfg.streams.len(),
+                        if cfg.streams.len() == 1 { "" } else { "s" },
+                        cfg.streams
+                            .iter()
+                            .map(|s| format!("`{}`", crate::context::jetstream_partition_name(&src.id, s)))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                     SourceKind::Directory { path, partitions } => format!(
                         "new files in {} ({})",
                         path.display(),

@@ -6,7 +6,10 @@
 //! Owns: [`WalSource`] (`wal.rs`), the bridge from a write-ahead log to
 //! the engine, with `OnRelease`, the hook a receiver-fed stream plugs
 //! into it; [`generator`], the built-in tweet-like source of the service.
-//! Later JetStream and Kafka sources land here.
+//! [`JetStreamSource`] (`jetstream.rs`, its connection and configuration
+//! in `jetstream_conn.rs`): one NATS JetStream stream per partition, read
+//! by sequence interval; [`Leases`] (`jetstream_lease.rs`): which
+//! instance owns which of those partitions, fenced in key-value buckets. A Kafka source would land here.
 //!
 //! Limits: a source holds no records of its own beyond one read (a
 //! `WalSource` decodes one record at a time; the generator caches
@@ -19,7 +22,26 @@
 //! [`Source`]: crate::dstream::Source
 
 pub mod generator;
+mod jetstream;
+mod jetstream_conn;
+mod jetstream_lease;
+mod scale_out;
 mod wal;
 
+pub use jetstream::{
+    JetStreamError, JetStreamSource, JetStreamStats, JsRecord, PartitionStats,
+    OVERSIZED_KEPT_BYTES, READ_BATCH_BYTES_MAX, READ_BATCH_RECORDS_MAX, READ_TRIES_MAX,
+    RECORD_BYTES_MAX_DEFAULT, SERVERS_MAX, STREAMS_MAX,
+};
+pub use jetstream_conn::{
+    JetStreamAuth, JetStreamConfig, JetStreamConnection, RECORD_BYTES_CEILING, RUNTIME_THREADS,
+    TIMEOUT_MS_MAX,
+};
+
+pub use jetstream_lease::{
+    Claim, LeaseError, Leases, LostWhy, PartitionRef, INSTANCE_NAME_BYTES_MAX, LEASES_BUCKET,
+    LEASE_TTL_MS_DEFAULT, LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, OWNERS_BUCKET,
+};
+pub use scale_out::{Assignment, LeasedSource, ScaleOut};
 pub(crate) use wal::OnRelease;
 pub use wal::{Decoder, WalSource};

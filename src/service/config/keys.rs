@@ -43,6 +43,8 @@ pub enum KeyType {
     Text,
     /// A list of strings.
     TextList,
+    /// A list of whole numbers (ranges are checked by the builder).
+    WholeList,
     /// A table of strings (`{ old = "new" }`).
     TextTable,
 }
@@ -62,6 +64,7 @@ impl KeyType {
             KeyType::Bool => "a boolean (true or false)".to_string(),
             KeyType::Text => "text in quotes".to_string(),
             KeyType::TextList => "a list of strings such as [\"user\", \"text\"]".to_string(),
+            KeyType::WholeList => "a list of whole numbers such as [0, 3, 6]".to_string(),
             KeyType::TextTable => "a table of strings such as { old = \"new\" }".to_string(),
         }
     }
@@ -78,6 +81,7 @@ impl KeyType {
             KeyType::Bool => "boolean".to_string(),
             KeyType::Text => "string".to_string(),
             KeyType::TextList => "list of strings".to_string(),
+            KeyType::WholeList => "list of integers".to_string(),
             KeyType::TextTable => "table of strings".to_string(),
         }
     }
@@ -90,6 +94,7 @@ impl KeyType {
             | (KeyType::Bool, Value::Boolean(_))
             | (KeyType::Text, Value::String(_)) => true,
             (KeyType::TextList, Value::Array(a)) => a.iter().all(Value::is_str),
+            (KeyType::WholeList, Value::Array(a)) => a.iter().all(Value::is_integer),
             (KeyType::TextTable, Value::Table(t)) => t.values().all(Value::is_str),
             _ => false,
         }
@@ -371,6 +376,20 @@ impl Item<'_> {
                 a.iter()
                     .filter_map(|x| x.as_str().map(str::to_string))
                     .collect(),
+            )),
+            _ => None,
+        }))
+    }
+
+    /// A list-of-whole-numbers key's value.
+    pub(super) fn whole_list(
+        &self,
+        spec: &KeySpec,
+    ) -> Result<Option<Spanned<Vec<i64>>>, ConfigError> {
+        Ok(self.typed(spec)?.and_then(|v| match v.get_ref() {
+            Value::Array(a) => Some(Spanned::new(
+                v.span(),
+                a.iter().filter_map(Value::as_integer).collect(),
             )),
             _ => None,
         }))

@@ -158,6 +158,9 @@ pub enum SourceKind {
         /// Connection and producer-table limits.
         limits: IngestLimits,
     },
+    /// Messages of NATS JetStream streams, one partition each
+    /// (`jetstream_stream`).
+    JetStream(crate::JetStreamConfig),
     /// Lines of the files appearing in a directory (`text_file_stream`).
     Directory {
         /// The directory (resolved against the pipeline file's directory).

@@ -6,9 +6,11 @@
 //!
 //! Limits: generator rates up to [`GENERATOR_RATE_MAX`] records per
 //! second, [`LINES_PER_RECORD_MAX`] lines per record; receivers listen on
-//! or connect to loopback addresses only.
+//! or connect to loopback addresses only; a JetStream source reaches a
+//! server off this machine only with `tls_required = true` and
+//! credentials.
 //! Must never: open a socket or a directory (`compile.rs` starts the
-//! receivers), or accept a non-loopback address.
+//! receivers), or accept a non-loopback address for a receiver.
 
 use std::net::SocketAddr;
 
@@ -141,6 +143,99 @@ const PRODUCERS_IDLE_MS_MAX: KeySpec = KeySpec::whole(
     "ms a producer with no connection is remembered (default 604800000, 7 days); after it, it starts anew",
 );
 
+const SERVERS: KeySpec = KeySpec::of(
+    "servers",
+    KeyType::TextList,
+    "NATS server URLs such as [\"nats://127.0.0.1:4222\"]; one off this machine needs tls_required = true and credentials",
+);
+const STREAMS: KeySpec = KeySpec::of(
+    "streams",
+    KeyType::TextList,
+    "JetStream stream names, one partition each (weir stream `<id>-<NAME>`), such as [\"EV0\", \"EV1\", \"EV2\"]; the streams need allow_direct",
+);
+const CREDENTIALS_FILE: KeySpec = KeySpec::of(
+    "credentials_file",
+    KeyType::Text,
+    "a NATS .creds file (user JWT and NKEY seed); relative paths are from this file's directory",
+);
+const TOKEN: KeySpec = KeySpec::of(
+    "token",
+    KeyType::Text,
+    "a NATS authentication token (prefer credentials_file: this file then holds a secret)",
+);
+const USER: KeySpec = KeySpec::of("user", KeyType::Text, "a NATS user name (with password)");
+const PASSWORD: KeySpec = KeySpec::of(
+    "password",
+    KeyType::Text,
+    "the NATS user's password (prefer credentials_file: this file then holds a secret)",
+);
+const TLS_CA_FILE: KeySpec = KeySpec::of(
+    "tls_ca_file",
+    KeyType::Text,
+    "a PEM file of the certificate authorities to trust; relative paths are from this file's directory",
+);
+const TLS_REQUIRED: KeySpec = KeySpec::of(
+    "tls_required",
+    KeyType::Bool,
+    "true refuses servers that do not speak TLS (required for a server off this machine)",
+);
+const CONNECT_TIMEOUT_MS: KeySpec = KeySpec::whole(
+    "connect_timeout_ms",
+    1,
+    crate::source::TIMEOUT_MS_MAX as i64,
+    "ms connecting may take at start (default 5000)",
+);
+const REQUEST_TIMEOUT_MS: KeySpec = KeySpec::whole(
+    "request_timeout_ms",
+    1,
+    crate::source::TIMEOUT_MS_MAX as i64,
+    "ms one request (stream info, one read of up to 1024 messages) may take before it is retried (default 5000)",
+);
+const RECORD_BYTES_MAX: KeySpec = KeySpec::whole(
+    "record_bytes_max",
+    1,
+    crate::source::RECORD_BYTES_CEILING as i64,
+    "largest message in bytes (default 1048576); a larger one follows on_error",
+);
+const ON_ERROR: KeySpec = KeySpec::of(
+    "on_error",
+    KeyType::Text,
+    "what a message larger than record_bytes_max or not UTF-8 does: \"fail\" (default) stops the batch naming the stream and sequence; \"dead_letter\" writes it to DATA_DIR/dead-letter/ and goes on",
+);
+const INSTANCE: KeySpec = KeySpec::whole(
+    "instance",
+    0,
+    crate::source::STREAMS_MAX as i64 - 1,
+    "this instance's number, 0 to instances - 1: it reads the streams whose index k has k % instances == instance (docs/scale-out.md)",
+);
+const INSTANCES: KeySpec = KeySpec::whole(
+    "instances",
+    1,
+    crate::source::STREAMS_MAX as i64,
+    "how many weir instances share the streams (with instance)",
+);
+const JS_PARTITIONS: KeySpec = KeySpec::of(
+    "partitions",
+    KeyType::WholeList,
+    "the indexes into streams this instance reads, such as [0, 3, 6] (instead of instance/instances; docs/scale-out.md)",
+);
+const LEASES: KeySpec = KeySpec::of(
+    "leases",
+    KeyType::Bool,
+    "false skips claiming the streams in the weir_owners and weir_leases key-value buckets (default true; docs/scale-out.md)",
+);
+const LEASE_TTL_MS: KeySpec = KeySpec::whole(
+    "lease_ttl_ms",
+    crate::source::LEASE_TTL_MS_MIN as i64,
+    crate::source::LEASE_TTL_MS_MAX as i64,
+    "ms a lease lives without renewal (default 15000); renewed every third of it",
+);
+const INSTANCE_NAME: KeySpec = KeySpec::of(
+    "instance_name",
+    KeyType::Text,
+    "the name other instances' errors show for this one (default: the host name)",
+);
+
 /// Every source kind, in the order `weir check` and the docs list them.
 pub(super) const SOURCES: &[SourceSpec] = &[
     SourceSpec {
@@ -195,6 +290,30 @@ pub(super) const SOURCES: &[SourceSpec] = &[
         name: "directory",
         keys: &[PATH, PARTITIONS],
         build: directory,
+    },
+    SourceSpec {
+        name: "jetstream",
+        keys: &[
+            SERVERS,
+            STREAMS,
+            CREDENTIALS_FILE,
+            TOKEN,
+            USER,
+            PASSWORD,
+            TLS_CA_FILE,
+            TLS_REQUIRED,
+            CONNECT_TIMEOUT_MS,
+            REQUEST_TIMEOUT_MS,
+            RECORD_BYTES_MAX,
+            ON_ERROR,
+            INSTANCE,
+            INSTANCES,
+            JS_PARTITIONS,
+            LEASES,
+            LEASE_TTL_MS,
+            INSTANCE_NAME,
+        ],
+        build: jetstream,
     },
 ];
 
@@ -367,4 +486,221 @@ fn directory(item: &Item<'_>, base: &std::path::Path) -> Result<SourceKind, Conf
 /// `partitions` (default 1).
 fn partitions(item: &Item<'_>) -> Result<usize, ConfigError> {
     Ok(item.positive(&PARTITIONS)?.map_or(1, |n| n as usize))
+}
+
+/// A `jetstream` source: servers, streams, credentials, TLS and limits,
+/// checked by `JetStreamConfig::validate` and the off-machine rule.
+fn jetstream(item: &Item<'_>, base: &std::path::Path) -> Result<SourceKind, ConfigError> {
+    let list = |spec: &KeySpec, example: &str| -> Result<Vec<String>, ConfigError> {
+        match item.list(spec)? {
+            Some(v) if !v.get_ref().is_empty() => Ok(v.into_inner()),
+            found => Err(item.err(
+                found.as_ref().map_or(item.span(), |v| v.span()),
+                spec.name,
+                "a non-empty list of strings",
+                Some(if found.is_some() { "[]" } else { "nothing" }.into()),
+                format!("add {} = {example}", spec.name),
+            )),
+        }
+    };
+    let servers = list(&SERVERS, "[\"nats://127.0.0.1:4222\"]")?;
+    let streams = list(&STREAMS, "[\"EV0\", \"EV1\"]")?;
+    let mut cfg = crate::JetStreamConfig::new(&[], &[]);
+    cfg.servers = servers;
+    cfg.streams = streams;
+    cfg.auth = jetstream_auth(item, base)?;
+    cfg.tls_ca_file = item.string(&TLS_CA_FILE)?.map(|p| base.join(p));
+    cfg.tls_required = item.flag(&TLS_REQUIRED)?.is_some_and(|b| *b.get_ref());
+    if let Some(n) = item.positive(&CONNECT_TIMEOUT_MS)? {
+        cfg.connect_timeout_ms = n;
+    }
+    if let Some(n) = item.positive(&REQUEST_TIMEOUT_MS)? {
+        cfg.request_timeout_ms = n;
+    }
+    if let Some(n) = item.positive(&RECORD_BYTES_MAX)? {
+        cfg.record_bytes_max = n as usize;
+    }
+    if let Some(v) = item.text(&ON_ERROR)? {
+        cfg.on_error = match *v.get_ref() {
+            "fail" => crate::dstream::OnError::Fail,
+            "dead_letter" => crate::dstream::OnError::DeadLetter,
+            other => {
+                return Err(item.err(
+                    v.span(),
+                    ON_ERROR.name,
+                    "\"fail\" or \"dead_letter\"",
+                    Some(format!("\"{other}\"")),
+                    ON_ERROR.hint,
+                ))
+            }
+        };
+    }
+    cfg.scale_out = jetstream_scale_out(item)?;
+    if let Err(e) = cfg.validate() {
+        return Err(item.err(
+            item.span(),
+            "jetstream",
+            "settings within their limits",
+            None,
+            e.to_string(),
+        ));
+    }
+    jetstream_off_machine(item, &cfg)?;
+    Ok(SourceKind::JetStream(cfg))
+}
+
+/// Which streams this instance reads (`instance` of `instances`, or
+/// `partitions`, never both) and its lease settings; ranges against the
+/// streams are checked by `JetStreamConfig::validate`.
+fn jetstream_scale_out(item: &Item<'_>) -> Result<crate::ScaleOut, ConfigError> {
+    use crate::Assignment;
+    let mut so = crate::ScaleOut::default();
+    let (instance, instances) = (item.positive(&INSTANCE)?, item.positive(&INSTANCES)?);
+    let parts = item.whole_list(&JS_PARTITIONS)?;
+    let conflict = |key: &'static str, hint: &str| {
+        Err(item.err(
+            item.span(),
+            key,
+            "one way to assign streams",
+            None,
+            hint.to_string(),
+        ))
+    };
+    so.assignment = match (instance, instances, parts) {
+        (None, None, None) => Assignment::All,
+        (Some(i), Some(n), None) => Assignment::Instance {
+            index: i as usize,
+            count: n as usize,
+        },
+        (Some(_), None, _) | (None, Some(_), None) => {
+            return conflict(
+                "instance",
+                "set both instance and instances (instance i of n), or neither",
+            )
+        }
+        (None, None, Some(p)) => {
+            let mut v = Vec::with_capacity(p.get_ref().len());
+            for &k in p.get_ref() {
+                let Ok(k) = usize::try_from(k) else {
+                    let found = Some(k.to_string());
+                    let hint = "list indexes into streams, from 0";
+                    return Err(item.err(p.span(), "partitions", "indexes from 0", found, hint));
+                };
+                v.push(k);
+            }
+            Assignment::Partitions(v)
+        }
+        (_, _, Some(_)) => {
+            return conflict(
+                "partitions",
+                "use partitions or instance/instances, not both",
+            )
+        }
+    };
+    so.leases = item.flag(&LEASES)?.is_none_or(|b| *b.get_ref());
+    if let Some(ms) = item.positive(&LEASE_TTL_MS)? {
+        so.lease_ttl_ms = ms;
+    }
+    so.instance_name = item.string(&INSTANCE_NAME)?;
+    Ok(so)
+}
+
+/// At most one way to log in: a credentials file, a token, or a user
+/// with a password.
+fn jetstream_auth(
+    item: &Item<'_>,
+    base: &std::path::Path,
+) -> Result<crate::JetStreamAuth, ConfigError> {
+    use crate::JetStreamAuth as A;
+    let creds = item.string(&CREDENTIALS_FILE)?;
+    let token = item.string(&TOKEN)?;
+    let user = item.string(&USER)?;
+    let password = item.string(&PASSWORD)?;
+    let ways = [
+        creds.is_some(),
+        token.is_some(),
+        user.is_some() || password.is_some(),
+    ];
+    if ways.iter().filter(|w| **w).count() > 1 {
+        return Err(item.err(
+            item.span(),
+            "credentials_file",
+            "one way to log in",
+            Some("several".into()),
+            "set credentials_file, or token, or user and password; not more than one",
+        ));
+    }
+    Ok(match (creds, token, user, password) {
+        (Some(p), _, _, _) => A::CredentialsFile(base.join(p)),
+        (_, Some(t), _, _) => A::Token(t),
+        (_, _, Some(user), Some(password)) => A::UserPassword { user, password },
+        (_, _, None, None) => A::None,
+        _ => {
+            return Err(item.err(
+                item.span(),
+                "password",
+                "user and password together",
+                Some("only one of them".into()),
+                "set both user and password",
+            ))
+        }
+    })
+}
+
+/// A server off this machine only with TLS required and credentials: a
+/// pipeline's input must not travel in clear or unauthenticated.
+fn jetstream_off_machine(item: &Item<'_>, cfg: &crate::JetStreamConfig) -> Result<(), ConfigError> {
+    let remote = cfg.servers.iter().find(|u| !loopback_url(u));
+    let Some(url) = remote else {
+        return Ok(());
+    };
+    if cfg.tls_required && cfg.auth != crate::JetStreamAuth::None {
+        return Ok(());
+    }
+    Err(item.err(
+        item.span(),
+        SERVERS.name,
+        "loopback servers, or tls_required = true and credentials for a server off this machine",
+        Some(format!("\"{url}\"")),
+        "add tls_required = true (and tls_ca_file for a private authority) and credentials_file (or token, or user and password)",
+    ))
+}
+
+/// Whether a server URL (`nats://host:port`, `host:port`, `tls://...`)
+/// names this machine.
+fn loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host_port = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod jetstream_tests {
+    use super::loopback_url;
+
+    #[test]
+    fn loopback_urls_are_recognised() {
+        for u in [
+            "nats://127.0.0.1:4222",
+            "localhost:4222",
+            "tls://[::1]:4222",
+            "nats://u:p@127.0.0.2:1",
+        ] {
+            assert!(loopback_url(u), "{u}");
+        }
+        for u in [
+            "nats://10.0.0.1:4222",
+            "nats://nats.example.com:4222",
+            "demo.nats.io",
+        ] {
+            assert!(!loopback_url(u), "{u}");
+        }
+    }
 }

@@ -73,6 +73,7 @@ fn every_sink_and_source_kind_parses_from_its_table_entry() {
             "generator" => "rate = 5",
             "socket" | "ingest" => "address = \"127.0.0.1:7070\"",
             "directory" => "path = \"in\"",
+            "jetstream" => "servers = [\"nats://127.0.0.1:4222\"]\nstreams = [\"EV0\"]",
             other => panic!("add a sample for the new source `{other}` here"),
         };
         let text = format!(
@@ -140,4 +141,50 @@ fn a_file_sink_inside_weirs_own_directories_is_refused() {
     }
     let text = format!("{HEAD}[[sink]]\nkind = \"text_files\"\nprefix = \"out/checkpoint\"\n");
     parse("p.toml", &text, Path::new("/data")).expect("a prefix elsewhere is fine");
+}
+
+/// The scale-out keys of a `jetstream` source: what each builds, and
+/// conflicting or out-of-range assignments refused naming the key.
+#[test]
+fn jetstream_scale_out_keys_build_the_assignment_or_name_the_key() {
+    let js = |keys: &str| {
+        let text = format!(
+            "[[source]]\nid = \"s\"\nkind = \"jetstream\"\nservers = [\"nats://127.0.0.1:4222\"]\nstreams = [\"EV0\", \"EV1\", \"EV2\", \"EV3\"]\n{keys}\n[[sink]]\nkind = \"print\"\n"
+        );
+        parse("t.toml", &text, Path::new(".")).map(|p| match &p.nodes[0] {
+            Node::Source(SourceDef {
+                kind: SourceKind::JetStream(cfg),
+                ..
+            }) => cfg.scale_out.clone(),
+            _ => panic!("not a jetstream source"),
+        })
+    };
+    use crate::Assignment as A;
+    let so = js("").unwrap();
+    assert_eq!((so.assignment, so.leases), (A::All, true));
+    let so =
+        js("instance = 1\ninstances = 2\nlease_ttl_ms = 5000\ninstance_name = \"n1\"").unwrap();
+    assert_eq!(so.assignment, A::Instance { index: 1, count: 2 });
+    assert_eq!(
+        (so.lease_ttl_ms, so.instance_name.as_deref()),
+        (5000, Some("n1"))
+    );
+    assert_eq!(
+        js("partitions = [3, 0]").unwrap().assignment,
+        A::Partitions(vec![3, 0])
+    );
+    assert!(!js("leases = false").unwrap().leases);
+    for (keys, words) in [
+        ("instance = 1", "instance"),
+        ("instances = 2", "instance"),
+        ("partitions = [0]\ninstance = 0\ninstances = 2", "not both"),
+        ("partitions = [4]", "0 to 3"),
+        ("partitions = [-1]", "indexes from 0"),
+        ("partitions = [\"EV0\"]", "a list of whole numbers"),
+        ("instance = 2\ninstances = 2", "0 to 1"),
+        ("lease_ttl_ms = 10", "lease_ttl_ms"),
+    ] {
+        let e = js(keys).expect_err(keys).to_string();
+        assert!(e.contains(words), "{keys}: {e}");
+    }
 }

@@ -1,0 +1,334 @@
+//! The JetStream source's configuration ([`JetStreamConfig`]) and its
+//! connection ([`JetStreamConnection`]): one NATS client and the small
+//! tokio runtime its I/O runs on, shared by every partition of one weir
+//! stream. The engine calls sources from plain worker threads; each call
+//! here blocks on the runtime for one request.
+//!
+//! Limits: 1 to [`SERVERS_MAX`] servers and [`STREAMS_MAX`] streams;
+//! `connect_timeout_ms` and `request_timeout_ms` 1 to
+//! [`TIMEOUT_MS_MAX`]; `record_bytes_max` 1 to [`RECORD_BYTES_CEILING`];
+//! [`RUNTIME_THREADS`] runtime threads per connection.
+//! Must never: be called from inside an async runtime (it blocks on its
+//! own), or keep a subscription past the request it serves.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+
+use super::jetstream::{
+    read_batch, Chunk, JetStreamError, READ_BATCH_BYTES_MAX, RECORD_BYTES_MAX_DEFAULT, SERVERS_MAX,
+    STREAMS_MAX,
+};
+use super::scale_out::ScaleOut;
+use crate::dstream::OnError;
+
+/// Largest `connect_timeout_ms` and `request_timeout_ms`.
+pub const TIMEOUT_MS_MAX: u64 = 600_000;
+/// Largest `record_bytes_max` (JetStream's own payload ceiling, 64 MiB).
+pub const RECORD_BYTES_CEILING: usize = 64 << 20;
+/// Threads of a connection's runtime.
+pub const RUNTIME_THREADS: usize = 2;
+
+/// How the client authenticates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum JetStreamAuth {
+    /// No credentials.
+    #[default]
+    None,
+    /// A `.creds` file (user JWT and NKEY seed).
+    CredentialsFile(PathBuf),
+    /// A token.
+    Token(String),
+    /// A user name and password.
+    UserPassword {
+        /// The user.
+        user: String,
+        /// The password.
+        password: String,
+    },
+}
+
+/// A JetStream input: where the servers are, how to log in, which streams
+/// (one weir partition each) and how records are checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JetStreamConfig {
+    /// Server URLs (`nats://host:port`, `tls://host:port`), 1 to
+    /// [`SERVERS_MAX`].
+    pub servers: Vec<String>,
+    /// JetStream stream names, one partition each, 1 to [`STREAMS_MAX`].
+    pub streams: Vec<String>,
+    /// Credentials.
+    pub auth: JetStreamAuth,
+    /// A PEM file of certificate authorities to trust (TLS).
+    pub tls_ca_file: Option<PathBuf>,
+    /// Refuse servers that do not speak TLS.
+    pub tls_required: bool,
+    /// How long connecting may take, in ms.
+    pub connect_timeout_ms: u64,
+    /// How long one request (stream info, one direct-get batch) may take,
+    /// in ms.
+    pub request_timeout_ms: u64,
+    /// Largest record, in bytes; a larger message follows `on_error`.
+    pub record_bytes_max: usize,
+    /// What an oversized or non-UTF-8 message does: fail the batch, or go
+    /// to the dead-letter log.
+    pub on_error: OnError,
+    /// Which streams this instance reads, and how it fences them
+    /// (`docs/scale-out.md`).
+    pub scale_out: ScaleOut,
+}
+
+impl JetStreamConfig {
+    /// A config for `streams` on `servers`, with default limits.
+    pub fn new(servers: &[&str], streams: &[&str]) -> Self {
+        JetStreamConfig {
+            servers: servers.iter().map(|s| s.to_string()).collect(),
+            streams: streams.iter().map(|s| s.to_string()).collect(),
+            auth: JetStreamAuth::None,
+            tls_ca_file: None,
+            tls_required: false,
+            connect_timeout_ms: 5_000,
+            request_timeout_ms: 5_000,
+            record_bytes_max: RECORD_BYTES_MAX_DEFAULT,
+            on_error: OnError::Fail,
+            scale_out: ScaleOut::default(),
+        }
+    }
+
+    /// Checks every setting against its limits.
+    pub fn validate(&self) -> Result<(), JetStreamError> {
+        let bad = |setting, found: String, expected: String| {
+            Err(JetStreamError::Config {
+                setting,
+                found,
+                expected,
+            })
+        };
+        if self.servers.is_empty() || self.servers.len() > SERVERS_MAX {
+            let n = self.servers.len().to_string();
+            return bad("servers", n, format!("1 to {SERVERS_MAX} URLs"));
+        }
+        if self.streams.is_empty() || self.streams.len() > STREAMS_MAX {
+            let n = self.streams.len().to_string();
+            return bad("streams", n, format!("1 to {STREAMS_MAX} stream names"));
+        }
+        for s in &self.streams {
+            if !valid_stream_name(s) {
+                return bad("stream name", format!("{s:?}"), "1 to 255 characters without spaces, '.', '*', '>', '/' or '\\'".into());
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = self.streams.iter().find(|s| !seen.insert(s.as_str())) {
+            return bad("streams", format!("{dup:?} twice"), "each stream once".into());
+        }
+        for (setting, v) in [
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("request_timeout_ms", self.request_timeout_ms),
+        ] {
+            if v == 0 || v > TIMEOUT_MS_MAX {
+                return bad(setting, v.to_string(), format!("1 to {TIMEOUT_MS_MAX}"));
+            }
+        }
+        self.scale_out.validate(self.streams.len())?;
+        if self.record_bytes_max == 0 || self.record_bytes_max > RECORD_BYTES_CEILING {
+            let n = self.record_bytes_max.to_string();
+            return bad("record_bytes_max", n, format!("1 to {RECORD_BYTES_CEILING}"));
+        }
+        Ok(())
+    }
+}
+
+/// JetStream's rule for stream names.
+fn valid_stream_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
+}
+
+/// A connected client and the runtime it runs on; see the module docs.
+pub struct JetStreamConnection {
+    /// Taken only by `drop`.
+    rt: Option<tokio::runtime::Runtime>,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    request_timeout: Duration,
+}
+
+impl Drop for JetStreamConnection {
+    fn drop(&mut self) {
+        // The service drops its pipeline inside its own async runtime,
+        // where a runtime may not block while shutting down.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl std::fmt::Debug for JetStreamConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamConnection")
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JetStreamConnection {
+    /// Connects to `cfg.servers` (validated first).
+    pub fn connect(cfg: &JetStreamConfig) -> Result<Self, JetStreamError> {
+        cfg.validate()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(RUNTIME_THREADS)
+            .thread_name("weir-nats")
+            .enable_all()
+            .build()
+            .map_err(JetStreamError::Runtime)?;
+        let servers = cfg.servers.join(",");
+        let connect_err = |detail: String| JetStreamError::Connect {
+            servers: servers.clone(),
+            detail,
+        };
+        let request_timeout = Duration::from_millis(cfg.request_timeout_ms);
+        let client = rt.block_on(async {
+            let mut o = async_nats::ConnectOptions::new()
+                .name("weir")
+                .connection_timeout(Duration::from_millis(cfg.connect_timeout_ms))
+                .request_timeout(Some(request_timeout))
+                .require_tls(cfg.tls_required);
+            if let Some(ca) = &cfg.tls_ca_file {
+                o = o.add_root_certificates(ca.clone());
+            }
+            o = match &cfg.auth {
+                JetStreamAuth::None => o,
+                JetStreamAuth::Token(t) => o.token(t.clone()),
+                JetStreamAuth::UserPassword { user, password } => {
+                    o.user_and_password(user.clone(), password.clone())
+                }
+                JetStreamAuth::CredentialsFile(p) => o.credentials_file(p).await.map_err(|e| {
+                    connect_err(format!("credentials file {}: {e}", p.display()))
+                })?,
+            };
+            o.connect(cfg.servers.clone())
+                .await
+                .map_err(|e| connect_err(e.to_string()))
+        })?;
+        // The context spawns its acker task on the current runtime.
+        let entered = rt.enter();
+        let js = jetstream::ContextBuilder::new()
+            .timeout(request_timeout)
+            .build(client.clone());
+        drop(entered);
+        Ok(JetStreamConnection {
+            rt: Some(rt),
+            client,
+            js,
+            request_timeout,
+        })
+    }
+
+    /// The runtime the client runs on (for the lease's renewals).
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.rt()
+    }
+
+    /// The JetStream context (for the lease's key-value buckets).
+    pub(crate) fn context(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        // Present until drop.
+        self.rt.as_ref().expect("the runtime lives as long as the connection")
+    }
+
+    /// Stream `name`'s info (config and state), from its leader.
+    pub fn info(&self, name: &str) -> Result<stream::Info, JetStreamError> {
+        self.rt()
+            .block_on(async {
+                let s = self.js.get_stream_no_info(name).await?;
+                Ok::<_, async_nats::Error>(s.get_info().await?)
+            })
+            .map_err(|e| JetStreamError::Info {
+                stream: name.to_string(),
+                detail: e.to_string(),
+            })
+    }
+
+    /// One direct-get batch of at most `want` records from sequence `at`
+    /// (any replica may answer).
+    pub(crate) fn direct_batch(&self, name: &str, at: u64, want: u64) -> Result<Chunk, String> {
+        let subject = format!("$JS.API.DIRECT.GET.{name}");
+        let body = format!(r#"{{"seq":{at},"batch":{want},"max_bytes":{READ_BATCH_BYTES_MAX}}}"#);
+        self.rt().block_on(async {
+            let inbox = self.client.new_inbox();
+            let mut sub = self
+                .client
+                .subscribe(inbox.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            self.client
+                .publish_with_reply(subject, inbox, body.into())
+                .await
+                .map_err(|e| e.to_string())?;
+            let got = read_batch(&mut sub, self.request_timeout).await;
+            let _ = sub.unsubscribe().await;
+            got
+        })
+    }
+
+    /// The first sequence at or after `at` that stream `name`'s leader
+    /// holds (`None`: none).
+    pub(crate) fn leader_next(&self, name: &str, at: u64) -> Result<Option<u64>, String> {
+        use async_nats::jetstream::stream::RawMessageErrorKind;
+        self.rt().block_on(async {
+            let s = self
+                .js
+                .get_stream_no_info(name)
+                .await
+                .map_err(|e| e.to_string())?;
+            match s
+                .raw_message_builder()
+                .sequence(at)
+                .next_by_subject(">")
+                .send()
+                .await
+            {
+                Ok(m) => Ok(Some(m.sequence)),
+                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_checks_every_limit() {
+        let ok = JetStreamConfig::new(&["nats://127.0.0.1:4222"], &["EV0", "EV1"]);
+        assert!(ok.validate().is_ok());
+        let mut c = ok.clone();
+        c.streams.clear();
+        assert!(c.validate().is_err());
+        let mut c = ok.clone();
+        c.streams = vec!["EV.0".into()];
+        assert!(c.validate().is_err());
+        let mut c = ok.clone();
+        c.streams = vec!["EV0".into(), "EV0".into()];
+        assert!(c.validate().is_err());
+        let mut c = ok.clone();
+        c.servers.clear();
+        assert!(c.validate().is_err());
+        let mut c = ok.clone();
+        c.request_timeout_ms = 0;
+        assert!(c.validate().is_err());
+        let mut c = ok;
+        c.record_bytes_max = RECORD_BYTES_CEILING + 1;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("record_bytes_max"), "{e}");
+    }
+}
