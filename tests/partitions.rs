@@ -308,7 +308,7 @@ fn ingest_producers_stick_to_one_partition_across_a_restart_with_more() {
                     .expect("a producer's record");
                 let prev = owner.insert(producer, part);
                 assert!(
-                    prev.map_or(true, |q| q == part),
+                    prev.is_none_or(|q| q == part),
                     "producer {producer} in two partitions"
                 );
             }

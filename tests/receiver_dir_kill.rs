@@ -22,7 +22,7 @@ const KILLS: usize = 12;
 const FILES_PER_RUN: u64 = 5;
 
 fn lines_of(f: u64) -> u64 {
-    if f % 5 == 0 {
+    if f.is_multiple_of(5) {
         12_000 // large: a few hundred chunks of 100 lines
     } else {
         f * 37 % 400

@@ -344,7 +344,7 @@ fn utc_by_date(ms: u64) -> String {
         .output()
         .expect("date");
     let s = text(&out.stdout).trim().to_string();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         s
     } else {
         format!("{s}.{:06}", ms % 1000 * 1000)

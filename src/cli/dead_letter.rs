@@ -53,7 +53,7 @@ pub fn run(cmd: DeadLetterCommand) -> crate::Result<ExitCode> {
     let dir = dir.unwrap_or_else(crate::service::default_data_dir);
     let entries: Vec<DeadLetter> = read_dead_letters(&dir)?
         .into_iter()
-        .filter(|e| step.as_ref().map_or(true, |s| *s == e.step))
+        .filter(|e| step.as_ref().is_none_or(|s| *s == e.step))
         .collect();
     let mut out = std::io::stdout().lock();
     let io =

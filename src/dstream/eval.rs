@@ -276,7 +276,7 @@ impl<'a> BatchCtx<'a> {
 
     /// Whether a stream sliding every `slide_ms` produces a batch now.
     pub(crate) fn valid(&self, slide_ms: u64) -> bool {
-        self.time_ms >= self.zero_ms && (self.time_ms - self.zero_ms) % slide_ms == 0
+        self.time_ms >= self.zero_ms && (self.time_ms - self.zero_ms).is_multiple_of(slide_ms)
     }
 
     pub(crate) fn partitions(&self) -> usize {

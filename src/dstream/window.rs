@@ -90,7 +90,7 @@ impl<T: Data + Persist> PaneStore<T> {
 
 pub(crate) fn duration_ms<T>(d: &DStream<T>, what: &str, v: Duration) -> u64 {
     let ms = v.as_millis() as u64;
-    if v.subsec_nanos() % 1_000_000 != 0 {
+    if !v.subsec_nanos().is_multiple_of(1_000_000) {
         d.g.problem(
             d.id,
             format!("{what} {v:?} is not a whole number of milliseconds"),

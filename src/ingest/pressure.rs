@@ -209,7 +209,7 @@ impl AddrTable {
         let idlest = map
             .conns
             .values()
-            .filter(|a| ip.map_or(true, |ip| a.ip == ip) && !a.evicted.load(Ordering::Acquire))
+            .filter(|a| ip.is_none_or(|ip| a.ip == ip) && !a.evicted.load(Ordering::Acquire))
             .filter(|a| now.saturating_sub(a.active_ms.load(Ordering::Acquire)) >= min)
             .min_by_key(|a| a.active_ms.load(Ordering::Acquire));
         match idlest {

@@ -277,7 +277,7 @@ pub(crate) fn to_text(line: &[u8]) -> Cow<'_, str> {
 /// Whether the `n`-th (1-based) occurrence of a problem is logged: the first
 /// ten, then every thousandth, so a flood of bad input cannot flood the log.
 pub(crate) fn log_nth(n: u64) -> bool {
-    n <= 10 || n % 1000 == 0
+    n <= 10 || n.is_multiple_of(1000)
 }
 
 #[cfg(test)]

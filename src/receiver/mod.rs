@@ -288,7 +288,7 @@ impl StreamShared {
             || self
                 .scheduler
                 .get()
-                .is_some_and(|w| w.upgrade().map_or(true, |s| s.is_finished()))
+                .is_some_and(|w| w.upgrade().is_none_or(|s| s.is_finished()))
     }
 
     fn release(&self, end: u64) {

@@ -210,7 +210,7 @@ pub fn utc_date_time(time_ms: u64) -> String {
         rem / 60 % 60,
         rem % 60
     );
-    if time_ms % 1000 != 0 {
+    if !time_ms.is_multiple_of(1000) {
         let _ = write!(s, ".{:06}", time_ms % 1000 * 1000);
     }
     s

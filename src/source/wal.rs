@@ -161,7 +161,7 @@ impl<T> WalSource<T> {
     fn warn_removal(&self, e: &crate::wal::WalError) {
         let mut last = self.last_warn.lock().unwrap_or_else(|p| p.into_inner());
         let first = !self.failing.swap(true, Ordering::Relaxed);
-        if first || last.map_or(true, |t| t.elapsed() >= REMOVAL_WARN_INTERVAL) {
+        if first || last.is_none_or(|t| t.elapsed() >= REMOVAL_WARN_INTERVAL) {
             *last = Some(Instant::now());
             let st = self.wal.stats();
             tracing::warn!(

@@ -716,7 +716,7 @@ fn assert_scan_fits(scan: &SegmentScan, image_bytes: usize) {
             && scan
                 .index
                 .last()
-                .map_or(true, |&(lsn, off)| lsn < first.0 + scan.records
+                .is_none_or(|&(lsn, off)| lsn < first.0 + scan.records
                     && off < at as u64),
         "the segment index ({} entries) does not fit {} records in {at} bytes",
         scan.index.len(),

@@ -323,7 +323,7 @@ impl Keeper {
         let now = Instant::now();
         let mut st = self.lock();
         debug_assert!(
-            st.pending.map_or(true, |(p, _, _)| p.end_lsn <= m.end_lsn),
+            st.pending.is_none_or(|(p, _, _)| p.end_lsn <= m.end_lsn),
             "synced positions go backwards"
         );
         let was_idle = st.pending.is_none();

@@ -239,7 +239,7 @@ impl SegmentMeta {
         assert!(
             lsn >= self.first_lsn
                 && offset >= format::SEGMENT_HEADER_BYTES as u64
-                && self.sealed_end().map_or(true, |end| lsn < end),
+                && self.sealed_end().is_none_or(|end| lsn < end),
             "record {lsn} at byte {offset} is not in segment {}",
             self.path.display()
         );
@@ -566,7 +566,7 @@ impl Wal {
         assert!(
             kept.last()
                 .zip(segments.first())
-                .map_or(true, |(k, first)| k.sealed_end() == Some(first.first_lsn)),
+                .is_none_or(|(k, first)| k.sealed_end() == Some(first.first_lsn)),
             "segments put back must precede the listed ones"
         );
         let rest = std::mem::take(&mut *segments);

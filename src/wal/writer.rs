@@ -353,7 +353,7 @@ pub(crate) fn create_segment(shared: &Shared, first_lsn: Lsn) -> Result<NewSegme
         assert!(
             segments
                 .last()
-                .map_or(true, |s| s.sealed_end() == Some(first_lsn)),
+                .is_none_or(|s| s.sealed_end() == Some(first_lsn)),
             "segment {first_lsn} does not continue the sealed log"
         );
         segments.push(Arc::clone(&meta));

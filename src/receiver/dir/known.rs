@@ -81,7 +81,7 @@ trait OlderThan {
 
 impl OlderThan for Option<&FileProgress> {
     fn is_none_or_older(&self, lsn: u64) -> bool {
-        self.map_or(true, |q| q.lsn < lsn)
+        self.is_none_or(|q| q.lsn < lsn)
     }
 }
 

@@ -95,7 +95,7 @@ pub(super) fn settings(p: &Item<'_>, svc: &Item<'_>, base: &Path) -> Result<Sett
         parallelism: p.positive(&PARALLELISM)?.map(|n| n as usize),
         batch_records_max: p.positive(&BATCH_RECORDS_MAX)?,
         dead_letter_bytes_max: p.positive(&DEAD_LETTER_BYTES_MAX)?,
-        adaptive_batches: p.flag(&ADAPTIVE_BATCHES)?.map_or(true, |b| *b.get_ref()),
+        adaptive_batches: p.flag(&ADAPTIVE_BATCHES)?.is_none_or(|b| *b.get_ref()),
         data_dir: data_dir(p, base)?,
         stop_timeout: duration(&STOP_TIMEOUT, STOP_TIMEOUT_DEFAULT)?,
         http_address: http_address(svc)?,

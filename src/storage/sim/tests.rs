@@ -198,7 +198,7 @@ fn torn_crash_keeps_a_sector_aligned_prefix_never_less_than_durable() {
             assert!(len >= 700, "sector {sector} seed {seed}: lost durable data");
             assert_eq!(after, live[..len], "sector {sector} seed {seed}");
             assert!(
-                len == 700 || len == live.len() || len as u64 % sector == 0,
+                len == 700 || len == live.len() || (len as u64).is_multiple_of(sector),
                 "sector {sector} seed {seed}: cut {len} not aligned"
             );
             lengths.insert(len);
@@ -223,7 +223,7 @@ fn torn_crash_with_zero_fill_zeroes_the_torn_sector() {
             assert!(cut >= 700, "sector {sector} seed {seed}");
             assert_eq!(after[..cut], live[..cut], "sector {sector} seed {seed}");
             assert!(after[cut..].iter().all(|&b| b == 0));
-            assert!(cut == 700 || cut == live.len() || cut as u64 % sector == 0);
+            assert!(cut == 700 || cut == live.len() || (cut as u64).is_multiple_of(sector));
             let boundary = (cut as u64 / sector + 1) * sector;
             // At most one 512-byte sector of zeros survives.
             let expected_len = if cut == live.len() {
