@@ -14,7 +14,6 @@
 //! Run: `cargo run --release --example bench_jetstream_sink [RECORDS] [ROUNDS]`.
 
 #[path = "../tests/nats_common/mod.rs"]
-#[allow(dead_code)]
 mod nats_common;
 
 use std::collections::VecDeque;

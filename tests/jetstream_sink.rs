@@ -4,7 +4,8 @@
 //! the batch and the server drops the copies; a replay older than the
 //! stream's dedup window is refused (and published only with the explicit
 //! option); the stream leader killed mid-run loses nothing and doubles
-//! nothing.
+//! nothing; the real `weir run` binary SIGKILLed while it publishes, then
+//! restarted, leaves each record in the stream once.
 //!
 //! The failpoint registry is process-global: the tests here run one at a
 //! time (`SERIAL`). Correctness never depends on timing: waits are bounded
@@ -12,6 +13,7 @@
 
 mod common;
 mod nats_common;
+mod service_common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -335,4 +337,85 @@ fn the_pipeline_file_sink_is_checked_key_by_key() {
     )
     .expect_err("no servers");
     assert_eq!(e.key, "sink[0].servers", "{e}");
+}
+
+/// Polls the stream until it holds at least `n` messages (bounded).
+fn wait_messages(c: &mut Cluster, n: u64) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while c.stream_info("OUT").state.messages < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream did not reach {n} messages within {WAIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `weir run` on a directory of 30,000 lines: batches of 5,000 every
+/// 100 ms keep the sink publishing nearly all the time, so each SIGKILL
+/// (at 3,000, 11,000 and 19,000 messages in the stream) most likely lands
+/// mid-output; the correctness check does not depend on where it lands.
+#[test]
+fn weir_run_killed_while_publishing_then_restarted_publishes_each_record_once() {
+    let _g = serial();
+    let mut c = Cluster::start();
+    out_stream(&mut c, Duration::from_secs(120));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).expect("input dir");
+    let recs = lines(0, 30_000);
+    let staged = dir.path().join("staged.txt");
+    std::fs::write(&staged, recs.join("\n") + "\n").expect("write input");
+    std::fs::rename(&staged, input.join("part-0.txt")).expect("rename in");
+    let servers: Vec<String> = c.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let file = dir.path().join("p.toml");
+    let toml = format!(
+        "[pipeline]\nbatch_interval = \"100ms\"\nbatch_records_max = 5000\nadaptive_batches = false\n\n\
+         [[source]]\nid = \"in\"\nkind = \"directory\"\npath = \"{}\"\n\n\
+         [[step]]\nop = \"uppercase\"\n\n\
+         [[sink]]\nkind = \"jetstream\"\nservers = [{}]\nsubject = \"out.lines\"\n",
+        input.display(),
+        servers.join(", ")
+    );
+    std::fs::write(&file, toml).expect("write pipeline");
+    let check = service_common::weir()
+        .arg("check")
+        .arg(&file)
+        .output()
+        .expect("weir check");
+    let words = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{words}");
+    assert!(
+        words.contains("NATS JetStream subject `out.lines` (sink id `out.lines`, at most 1024 acks in flight; a replay older than the stream's duplicate_window is refused)"),
+        "{words}"
+    );
+    let data = dir.path().join("data");
+    let run = || {
+        service_common::spawn_logged(
+            service_common::weir()
+                .arg("run")
+                .arg(&file)
+                .arg("--data-dir")
+                .arg(&data)
+                .arg("--http-address")
+                .arg("off"),
+        )
+    };
+    for at in [3_000, 11_000, 19_000] {
+        let (mut g, _log) = run();
+        wait_messages(&mut c, at);
+        g.signal("KILL");
+        g.wait_exit(Duration::from_secs(30));
+    }
+    let (mut g, log) = run();
+    wait_messages(&mut c, 30_000);
+    g.signal("TERM");
+    let status = g.wait_exit(Duration::from_secs(60));
+    if status.code() != Some(0) {
+        panic!(
+            "exit status {status:?}:\n{}",
+            service_common::all_lines(&log)
+        );
+    }
+    assert_exactly_once(&mut c, &recs);
 }

@@ -11,7 +11,8 @@
 //! `publish_tries_max` rounds per batch, backoff doubling from
 //! [`RETRY_BACKOFF_MS_FIRST`] to [`RETRY_BACKOFF_MS_MAX`] ms.
 //! Must never: be called from inside an async runtime (it blocks on its
-//! own), publish a record under two message ids, or report a batch
+//! own; dropping it there is fine, its runtime shuts down in the
+//! background), publish a record under two message ids, or report a batch
 //! published before every one of its acks arrived.
 
 use std::collections::VecDeque;
@@ -49,9 +50,28 @@ pub(super) struct Published {
     pub(super) retried: u64,
 }
 
+/// The sink's runtime: shut down in the background when dropped, so a
+/// context holding the sink may be dropped inside another runtime (the
+/// service's), where dropping a runtime in place would panic.
+struct Rt(Option<tokio::runtime::Runtime>);
+
+impl Rt {
+    fn get(&self) -> &tokio::runtime::Runtime {
+        self.0.as_ref().expect("the runtime is present until drop")
+    }
+}
+
+impl Drop for Rt {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// A connected client and its target stream; see the module docs.
 pub(super) struct SinkConnection {
-    rt: tokio::runtime::Runtime,
+    rt: Rt,
     js: jetstream::Context,
     subject: Subject,
     /// The stream the subject belongs to.
@@ -103,15 +123,17 @@ impl SinkConnection {
     /// Connects (`cfg` validated by the caller) and finds the stream that
     /// captures `cfg.subject` and its dedup window.
     pub(super) fn connect(cfg: &JetStreamSinkConfig) -> Result<Self, JetStreamSinkError> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(RUNTIME_THREADS)
-            .thread_name("weir-nats-sink")
-            .enable_all()
-            .build()
-            .map_err(JetStreamSinkError::Runtime)?;
-        let client = rt.block_on(client(cfg))?;
+        let rt = Rt(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(RUNTIME_THREADS)
+                .thread_name("weir-nats-sink")
+                .enable_all()
+                .build()
+                .map_err(JetStreamSinkError::Runtime)?,
+        ));
+        let client = rt.get().block_on(client(cfg))?;
         // The context spawns its acker task on the current runtime.
-        let entered = rt.enter();
+        let entered = rt.get().enter();
         let js = jetstream::ContextBuilder::new()
             .timeout(Duration::from_millis(cfg.ack_timeout_ms))
             .max_ack_inflight(cfg.acks_in_flight_max)
@@ -119,6 +141,7 @@ impl SinkConnection {
             .build(client);
         drop(entered);
         let (stream, window) = rt
+            .get()
             .block_on(async {
                 let name = js.stream_by_subject(cfg.subject.clone()).await?;
                 let info = js.get_stream_no_info(&name).await?.get_info().await?;
@@ -146,7 +169,7 @@ impl SinkConnection {
         in_flight_max: usize,
         tries_max: u32,
     ) -> Result<Published, JetStreamSinkError> {
-        self.rt.block_on(async {
+        self.rt.get().block_on(async {
             let mut counts = Published::default();
             let mut todo: Vec<usize> = (0..msgs.len()).collect();
             let mut backoff = Duration::from_millis(RETRY_BACKOFF_MS_FIRST);
