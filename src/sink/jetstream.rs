@@ -405,11 +405,17 @@ impl Sink {
                 });
             }
         }
-        let done = c.publish_all(
-            &msgs,
-            self.cfg.acks_in_flight_max,
-            self.cfg.publish_tries_max,
-        )?;
+        let done = c
+            .publish_all(
+                &msgs,
+                self.cfg.acks_in_flight_max,
+                self.cfg.publish_tries_max,
+            )
+            .inspect_err(|_| {
+                // The retry of the batch starts on a fresh connection (and
+                // a fresh ack bound), whatever state this one is in.
+                *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            })?;
         let s = &self.stats;
         s.acked.fetch_add(done.acked, Ordering::Relaxed);
         s.duplicates.fetch_add(done.duplicates, Ordering::Relaxed);

@@ -78,6 +78,9 @@ pub(super) struct SinkConnection {
     pub(super) stream: String,
     /// The stream's `duplicate_window`.
     pub(super) window: Duration,
+    /// Longest wait for room to publish or for one ack (twice the ack
+    /// timeout: the client's own timeout fires first when it has one).
+    wait_max: Duration,
 }
 
 impl std::fmt::Debug for SinkConnection {
@@ -157,6 +160,7 @@ impl SinkConnection {
             subject: Subject::from(cfg.subject.as_str()),
             stream,
             window,
+            wait_max: Duration::from_millis(cfg.ack_timeout_ms.saturating_mul(2)),
         })
     }
 
@@ -199,6 +203,19 @@ impl SinkConnection {
         })
     }
 
+    /// An ack, waited for at most `wait_max`.
+    async fn bounded<F>(&self, ack: F) -> Result<jetstream::publish::PublishAck, String>
+    where
+        F: std::future::Future<
+            Output = Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
+        >,
+    {
+        match tokio::time::timeout(self.wait_max, ack).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no acknowledgement within {:?}", self.wait_max)),
+        }
+    }
+
     /// One round over `todo`: the indices that failed and the last error
     /// (`None`: every ack arrived).
     async fn round(
@@ -232,22 +249,27 @@ impl SinkConnection {
         for &i in todo {
             if pending.len() >= in_flight_max {
                 if let Some((j, ack)) = pending.pop_front() {
-                    settle(j, ack.await.map_err(|e| e.to_string()));
+                    settle(j, self.bounded(ack).await);
                 }
             }
             let mut h = HeaderMap::new();
             h.insert(NATS_MESSAGE_ID, msgs[i].id.as_str());
-            let sent = self
-                .js
-                .publish_with_headers(self.subject.clone(), h, msgs[i].payload.clone())
-                .await;
-            match sent {
-                Ok(ack) => pending.push_back((i, ack.into_future())),
-                Err(e) => settle(i, Err(e.to_string())),
+            let sent =
+                self.js
+                    .publish_with_headers(self.subject.clone(), h, msgs[i].payload.clone());
+            // Bounded even where the client's own wait is not (its wait
+            // for an ack permit has no deadline).
+            match tokio::time::timeout(self.wait_max, sent).await {
+                Ok(Ok(ack)) => pending.push_back((i, ack.into_future())),
+                Ok(Err(e)) => settle(i, Err(e.to_string())),
+                Err(_) => settle(
+                    i,
+                    Err(format!("no room to publish within {:?}", self.wait_max)),
+                ),
             }
         }
         while let Some((j, ack)) = pending.pop_front() {
-            settle(j, ack.await.map_err(|e| e.to_string()));
+            settle(j, self.bounded(ack).await);
         }
         (failed, detail)
     }
