@@ -154,6 +154,7 @@ pub use dstream::{
 pub use error::{Error, Result};
 pub use names::{NameError, STREAM_NAME_BYTES_MAX};
 pub use scheduler::{BatchStats, SchedulerError};
+pub use sink::{JetStreamSinkConfig, JetStreamSinkError, JetStreamSinkStats};
 pub use source::{
     Assignment, Claim, JetStreamAuth, JetStreamConfig, JetStreamError, JetStreamStats, JsRecord,
     LeaseError, LostWhy, PartitionRef, PartitionStats, ScaleOut, INSTANCE_NAME_BYTES_MAX,

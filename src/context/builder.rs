@@ -195,11 +195,13 @@ impl StreamingContextBuilder {
                 self.dead_letter_bytes_max,
             ))
         });
+        let graph = Graph::new(interval_ms, self.partitions);
+        graph.set_data_dir_id(self.data_dir_id.map(|id| id.to_string()));
         Ok(StreamingContext {
             dead_letters: dead_letters.clone(),
             input_logs: Mutex::new(Vec::new()),
             data_dir_lock: Mutex::new(None),
-            graph: Graph::new(interval_ms, self.partitions),
+            graph,
             state_reader: store.state_reader(),
             cfg: SchedulerConfig {
                 clock: self.clock,

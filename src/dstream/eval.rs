@@ -219,6 +219,9 @@ pub struct BatchCtx<'a> {
     /// Per source (plan order): record ranges never fed to the pipeline
     /// (`weir wal skip`).
     pub(crate) skipped: Arc<Vec<Vec<Range<u64>>>>,
+    /// Whether this batch may have run before (a pending batch replayed at
+    /// start, or a retry): external sinks check their dedup window.
+    pub(crate) replay: bool,
 }
 
 impl<'a> BatchCtx<'a> {
@@ -245,6 +248,7 @@ impl<'a> BatchCtx<'a> {
             read_failure: Arc::default(),
             bad_records: Arc::default(),
             skipped: Arc::default(),
+            replay: false,
         }
     }
 
@@ -260,6 +264,18 @@ impl<'a> BatchCtx<'a> {
     pub fn with_skipped(mut self, skipped: Arc<Vec<Vec<Range<u64>>>>) -> Self {
         self.skipped = skipped;
         self
+    }
+
+    /// Marks the batch as one that may have run before (a replay at start
+    /// or a retry).
+    pub fn with_replay(mut self, replay: bool) -> Self {
+        self.replay = replay;
+        self
+    }
+
+    /// Whether the batch may have run before ([`BatchCtx::with_replay`]).
+    pub fn is_replay(&self) -> bool {
+        self.replay
     }
 
     /// The records this batch dead-lettered (taken once, before the

@@ -96,6 +96,9 @@ pub(crate) struct GraphInner {
     /// Problems found while building, reported by `build()` with the
     /// operator's resolved name.
     pub problems: Vec<(NodeId, String)>,
+    /// The data directory's identity as text (contexts built by
+    /// `get_or_create`): external sinks derive idempotency keys from it.
+    pub data_dir_id: Option<String>,
 }
 
 /// The shared, lazily built operator graph of one streaming context.
@@ -123,12 +126,23 @@ impl Graph {
                 sources: Vec::new(),
                 stateful: Vec::new(),
                 problems: Vec::new(),
+                data_dir_id: None,
             }),
         })
     }
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, GraphInner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records the data directory's identity (the context's builder).
+    pub(crate) fn set_data_dir_id(&self, id: Option<String>) {
+        self.lock().data_dir_id = id;
+    }
+
+    /// The data directory's identity, when the context has one.
+    pub(crate) fn data_dir_id(&self) -> Option<String> {
+        self.lock().data_dir_id.clone()
     }
 
     /// The batch interval in milliseconds.

@@ -624,7 +624,7 @@ impl Engine {
                 attempt,
                 replayed,
             });
-            match self.execute_once(spec, replayed) {
+            match self.execute_once(spec, replayed, replayed || attempt > 1) {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     if let Some(point) = crate::failpoint::fired() {
@@ -707,7 +707,8 @@ impl Engine {
             .collect()
     }
 
-    fn execute_once(&mut self, spec: &BatchSpec, replayed: bool) -> Result<(), Error> {
+    /// `replay`: the batch may have run before (a replay, or a retry).
+    fn execute_once(&mut self, spec: &BatchSpec, replayed: bool, replay: bool) -> Result<(), Error> {
         let started = Instant::now();
         let scheduling_delay_ms = self.cfg.clock.now_ms().saturating_sub(spec.time_ms);
         let ranges: Vec<Range<u64>> = self
@@ -731,7 +732,8 @@ impl Engine {
                 &self.runner,
                 &self.state,
             )
-            .with_skipped(self.skipped.clone());
+            .with_skipped(self.skipped.clone())
+            .with_replay(replay);
             match catch_unwind(AssertUnwindSafe(|| {
                 self.plan.run_batch(&ctx, &mut output_times)
             })) {

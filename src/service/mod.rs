@@ -519,6 +519,16 @@ pub fn describe(p: &Pipeline) -> String {
             SinkKind::Kv { table } => {
                 format!("key-value table `{table}` (weir kv scan DATA_DIR {table})")
             }
+            SinkKind::JetStream(c) => format!(
+                "NATS JetStream subject `{}` (sink id `{}`, at most {} acks in flight; a replay older than the stream's duplicate_window is {})",
+                c.subject,
+                c.sink_id,
+                c.acks_in_flight_max,
+                match c.replay_older_than_window {
+                    crate::sink::ReplayOlderThanWindow::Refuse => "refused",
+                    crate::sink::ReplayOlderThanWindow::Publish => "published anyway",
+                }
+            ),
             SinkKind::JsonFiles {
                 prefix,
                 suffix,

@@ -1,5 +1,7 @@
-//! Output operations: `print`, `save_as_text_files`, `foreach_batch`, and
-//! the transactional key-value sink `save_to_kv` (`kv`).
+//! Output operations: `print`, `save_as_text_files`, `foreach_batch`, the
+//! transactional key-value sink `save_to_kv` (`kv`), and the NATS
+//! JetStream sink `save_to_jetstream` (`jetstream`, its connection in
+//! `jetstream_conn`).
 //!
 //! Owns: how a batch's records leave the engine. Files are written
 //! atomically through `crate::storage::write_atomic` (temp file, fsync,
@@ -22,12 +24,20 @@ use crate::dstream::{BoxError, DStream, Data, EngineError, Text};
 use crate::storage::{AtomicWriteError, RealFs};
 
 mod dead_letter;
+mod jetstream;
+mod jetstream_conn;
 internal! {
     mod kv;
 }
 pub use dead_letter::{
     read_dead_letters, DeadLetter, DeadLetterLog, DEAD_LETTER_BYTES_MAX_DEFAULT,
     DEAD_LETTER_READ_BYTES_MAX,
+};
+pub use jetstream::{
+    jetstream_sink_op, message_id, JetStreamSinkConfig, JetStreamSinkError, JetStreamSinkStats,
+    NatsAuth, ReplayOlderThanWindow, ACKS_IN_FLIGHT_CEILING, ACKS_IN_FLIGHT_MAX_DEFAULT,
+    PUBLISH_TRIES_CEILING, PUBLISH_TRIES_MAX_DEFAULT, SINK_ID_BYTES_MAX, SINK_SERVERS_MAX,
+    SINK_TIMEOUT_MS_MAX,
 };
 pub use kv::KvTable;
 

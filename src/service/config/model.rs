@@ -383,6 +383,9 @@ pub enum SinkKind {
         /// The table's name.
         table: String,
     },
+    /// Publishes every record to a NATS JetStream subject, deduplicated by
+    /// message id (`crate::sink::JetStreamSinkConfig`).
+    JetStream(Box<crate::sink::JetStreamSinkConfig>),
     /// One JSON-lines file per batch.
     JsonFiles {
         /// Path prefix (resolved against the data directory).

@@ -8,7 +8,9 @@
 //! variant (`compile.rs` matches every variant).
 //!
 //! Limits: `print` shows 1 to [`PRINT_COUNT_MAX`] records a batch; a
-//! `kv` table name is letters, digits, `_` and `-`.
+//! `kv` table name is letters, digits, `_` and `-`; `jetstream` takes the
+//! limits of `crate::sink::JetStreamSinkConfig::validate` (1 to 4,096 acks
+//! in flight, 1 to 100 publish rounds, timeouts 1 to 600,000 ms).
 //! Must never: write anything (`compile.rs` adds the outputs), or accept a
 //! key its entry does not list.
 
@@ -64,6 +66,69 @@ const TABLE: KeySpec = KeySpec::of(
     "the table is kept in the checkpoint under this name; read it with `weir kv get|scan DATA_DIR TABLE`",
 );
 
+const SERVERS: KeySpec = KeySpec::of(
+    "servers",
+    KeyType::TextList,
+    "the NATS servers, such as [\"nats://127.0.0.1:4222\"]",
+);
+const SUBJECT: KeySpec = KeySpec::of(
+    "subject",
+    KeyType::Text,
+    "every record is published to this subject; a JetStream stream must capture it",
+);
+const SINK_ID: KeySpec = KeySpec::of(
+    "sink_id",
+    KeyType::Text,
+    "the sink's part of each message id (default: the subject); keep it when you edit the file, or replays are not recognised",
+);
+const CREDENTIALS_FILE: KeySpec = KeySpec::of(
+    "credentials_file",
+    KeyType::Text,
+    "a NATS .creds file; relative paths are under the data directory",
+);
+const TOKEN: KeySpec = KeySpec::of("token", KeyType::Text, "a NATS token");
+const USER: KeySpec = KeySpec::of("user", KeyType::Text, "a NATS user (with password)");
+const PASSWORD: KeySpec = KeySpec::of("password", KeyType::Text, "the NATS user's password");
+const TLS_CA_FILE: KeySpec = KeySpec::of(
+    "tls_ca_file",
+    KeyType::Text,
+    "a PEM file of certificate authorities to trust; relative paths are under the data directory",
+);
+const TLS_REQUIRED: KeySpec = KeySpec::of(
+    "tls_required",
+    KeyType::Bool,
+    "tls_required = true refuses servers that do not speak TLS",
+);
+const CONNECT_TIMEOUT_MS: KeySpec = KeySpec::whole(
+    "connect_timeout_ms",
+    1,
+    crate::sink::SINK_TIMEOUT_MS_MAX as i64,
+    "how long connecting may take, in ms (default 5000)",
+);
+const ACK_TIMEOUT_MS: KeySpec = KeySpec::whole(
+    "ack_timeout_ms",
+    1,
+    crate::sink::SINK_TIMEOUT_MS_MAX as i64,
+    "how long one publish acknowledgement may take, in ms (default 5000)",
+);
+const ACKS_IN_FLIGHT_MAX: KeySpec = KeySpec::whole(
+    "acks_in_flight_max",
+    1,
+    crate::sink::ACKS_IN_FLIGHT_CEILING as i64,
+    "acknowledgements awaited at once (default 1024)",
+);
+const PUBLISH_TRIES_MAX: KeySpec = KeySpec::whole(
+    "publish_tries_max",
+    1,
+    crate::sink::PUBLISH_TRIES_CEILING as i64,
+    "rounds of publishing a batch's unacknowledged records before the batch fails (default 10)",
+);
+const REPLAY_OLDER_THAN_WINDOW: KeySpec = KeySpec::of(
+    "replay_older_than_window",
+    KeyType::Text,
+    "\"refuse\" (default): a replay older than the stream's duplicate_window stops the pipeline; \"publish\": publish it anyway, accepting duplicates",
+);
+
 const ANY: &[Kind] = &[Kind::Lines, Kind::Records, Kind::Keyed, Kind::Counts];
 
 /// Every sink kind, in the order `weir check` and the docs list them.
@@ -109,6 +174,28 @@ pub(super) const SINKS: &[SinkSpec] = &[
         inputs: &[Kind::Counts, Kind::Keyed],
         input_hint: "a table maps keys to values: count, sum or key_by first",
         build: kv,
+    },
+    SinkSpec {
+        name: "jetstream",
+        keys: &[
+            SERVERS,
+            SUBJECT,
+            SINK_ID,
+            CREDENTIALS_FILE,
+            TOKEN,
+            USER,
+            PASSWORD,
+            TLS_CA_FILE,
+            TLS_REQUIRED,
+            CONNECT_TIMEOUT_MS,
+            ACK_TIMEOUT_MS,
+            ACKS_IN_FLIGHT_MAX,
+            PUBLISH_TRIES_MAX,
+            REPLAY_OLDER_THAN_WINDOW,
+        ],
+        inputs: ANY,
+        input_hint: "JetStream takes any records (each published as print shows it)",
+        build: jetstream,
     },
 ];
 
@@ -218,5 +305,99 @@ fn kv(s: &SinkIn<'_>) -> Result<SinkKind, ConfigError> {
     }
     Ok(SinkKind::Kv {
         table: name.to_string(),
+    })
+}
+
+/// The `jetstream` sink: the keys into a checked
+/// [`crate::sink::JetStreamSinkConfig`].
+fn jetstream(s: &SinkIn<'_>) -> Result<SinkKind, ConfigError> {
+    use crate::sink::{JetStreamSinkConfig, JetStreamSinkError, ReplayOlderThanWindow};
+    let servers = s.item.list(&SERVERS)?.ok_or_else(|| {
+        s.item.err(
+            s.item.span(),
+            SERVERS.name,
+            "a list of server URLs",
+            Some("nothing".into()),
+            "add servers = [\"nats://127.0.0.1:4222\"]",
+        )
+    })?;
+    let subject = s
+        .item
+        .required(&SUBJECT, "a subject such as \"out.counts\"", SUBJECT.hint)?;
+    let mut c = JetStreamSinkConfig::new(&[], subject.get_ref());
+    c.servers = servers.get_ref().clone();
+    if let Some(id) = s.item.string(&SINK_ID)? {
+        c.sink_id = id;
+    }
+    c.auth = nats_auth(s)?;
+    c.tls_ca_file = s.item.string(&TLS_CA_FILE)?.map(PathBuf::from);
+    c.tls_required = s.item.flag(&TLS_REQUIRED)?.is_some_and(|b| *b.get_ref());
+    if let Some(n) = s.item.positive(&CONNECT_TIMEOUT_MS)? {
+        c.connect_timeout_ms = n;
+    }
+    if let Some(n) = s.item.positive(&ACK_TIMEOUT_MS)? {
+        c.ack_timeout_ms = n;
+    }
+    if let Some(n) = s.item.positive(&ACKS_IN_FLIGHT_MAX)? {
+        c.acks_in_flight_max = n as usize;
+    }
+    if let Some(n) = s.item.positive(&PUBLISH_TRIES_MAX)? {
+        c.publish_tries_max = n as u32;
+    }
+    if let Some(v) = s.item.text(&REPLAY_OLDER_THAN_WINDOW)? {
+        c.replay_older_than_window = match *v.get_ref() {
+            "refuse" => ReplayOlderThanWindow::Refuse,
+            "publish" => ReplayOlderThanWindow::Publish,
+            other => {
+                return Err(s.item.err(
+                    v.span(),
+                    REPLAY_OLDER_THAN_WINDOW.name,
+                    "\"refuse\" or \"publish\"",
+                    Some(format!("\"{other}\"")),
+                    REPLAY_OLDER_THAN_WINDOW.hint,
+                ))
+            }
+        };
+    }
+    if let Err(JetStreamSinkError::Config {
+        setting,
+        found,
+        expected,
+    }) = c.validate()
+    {
+        let span = s.item.raw.get(setting).map_or(s.item.span(), |v| v.span());
+        let hint = "docs/pipeline.md, `jetstream`, says what each key takes";
+        return Err(s.item.err(span, setting, expected, Some(found), hint));
+    }
+    Ok(SinkKind::JetStream(Box::new(c)))
+}
+
+/// At most one way to log in: `credentials_file`, `token`, or `user`
+/// with `password`.
+fn nats_auth(s: &SinkIn<'_>) -> Result<crate::sink::NatsAuth, ConfigError> {
+    use crate::sink::NatsAuth;
+    let creds = s.item.string(&CREDENTIALS_FILE)?;
+    let token = s.item.string(&TOKEN)?;
+    let user = s.item.string(&USER)?;
+    let password = s.item.string(&PASSWORD)?;
+    let ways = [
+        creds.is_some(),
+        token.is_some(),
+        user.is_some() || password.is_some(),
+    ];
+    if ways.iter().filter(|w| **w).count() > 1 || user.is_some() != password.is_some() {
+        return Err(s.item.err(
+            s.item.span(),
+            "credentials",
+            "one way to log in: credentials_file, token, or user with password",
+            Some("another combination".into()),
+            "keep one of them",
+        ));
+    }
+    Ok(match (creds, token, user, password) {
+        (Some(p), _, _, _) => NatsAuth::CredentialsFile(PathBuf::from(p)),
+        (_, Some(t), _, _) => NatsAuth::Token(t),
+        (_, _, Some(user), Some(password)) => NatsAuth::UserPassword { user, password },
+        _ => NatsAuth::None,
     })
 }
