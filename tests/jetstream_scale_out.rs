@@ -116,14 +116,14 @@ fn two_instances_share_the_streams_and_overlaps_or_copies_are_refused() {
 
     // A third data directory given EV2 (owned by node-a): refused.
     let dir_c = root.path().join("c");
-    let e = instance(
+    let Err(e) = instance(
         &dir_c,
         clock.clone(),
         config(&c, Assignment::Partitions(vec![2]), "node-c"),
-    )
-    .err()
-    .expect("an overlapping instance is refused")
-    .to_string();
+    ) else {
+        panic!("an overlapping instance is refused");
+    };
+    let e = e.to_string();
     assert!(
         e.contains("`EV2`") && e.contains("owned by instance `node-a`"),
         "{e}"
@@ -137,10 +137,10 @@ fn two_instances_share_the_streams_and_overlaps_or_copies_are_refused() {
     // node-a runs: refused while the lease lives.
     let copy = root.path().join("a-copy");
     copy_dir(&dir_a, &copy);
-    let e = instance(&copy, clock.clone(), config(&c, half(0), "node-a2"))
-        .err()
-        .expect("a copy is refused")
-        .to_string();
+    let Err(e) = instance(&copy, clock.clone(), config(&c, half(0), "node-a2")) else {
+        panic!("a copy is refused");
+    };
+    let e = e.to_string();
     assert!(e.contains("is being read by instance `node-a`"), "{e}");
 
     // node-a stops and starts again on its own directory: its claims are

@@ -484,7 +484,10 @@ mod tests {
         assert_eq!(unskipped(0..10, &[3..5, 1..2]), vec![0..1, 2..3, 5..10]);
         assert_eq!(unskipped(0..10, &[0..4, 2..10]), Vec::<Range<u64>>::new());
         assert_eq!(unskipped(5..10, &[0..6, 8..20]), vec![6..8]);
-        assert_eq!(unskipped(5..10, &[7..7]), vec![5..10]);
+        assert_eq!(
+            unskipped(5..10, &[Range { start: 7, end: 7 }]),
+            vec![5..10]
+        );
     }
 
     #[test]
