@@ -60,6 +60,7 @@ fn every_sink_and_source_kind_parses_from_its_table_entry() {
             "print" => "count = 2",
             "text_files" | "json_files" => "prefix = \"out/x\"",
             "kv" => "table = \"t\"",
+            "jetstream" => "servers = [\"nats://127.0.0.1:4222\"]\nsubject = \"out.x\"",
             other => panic!("add a sample for the new sink `{other}` here"),
         };
         let text = format!(
