@@ -212,6 +212,8 @@ pub struct JetStreamSource {
     last_seq: Mutex<u64>,
     /// The stream's first sequence as seen at the last cut.
     first_seq: AtomicU64,
+    /// Whether a stream ending below the committed position was logged.
+    behind_warned: std::sync::atomic::AtomicBool,
     stats: Arc<PartitionStats>,
 }
 
@@ -246,6 +248,7 @@ impl JetStreamSource {
             record_bytes_max,
             last_seq: Mutex::new(info.state.last_sequence),
             first_seq: AtomicU64::new(info.state.first_sequence),
+            behind_warned: std::sync::atomic::AtomicBool::new(false),
             stats,
         })
     }
@@ -422,7 +425,11 @@ impl Source<JsRecord> for JetStreamSource {
 
     fn next_cut(&self, start: u64, max_end: u64) -> u64 {
         // One stream info request per batch.
-        (self.refresh() + 1).min(max_end).max(start)
+        let last = self.refresh();
+        if last + 1 < start && !self.behind_warned.swap(true, Ordering::Relaxed) {
+            tracing::error!(stream = %self.stream, partition = %self.partition, last_sequence = last, committed = start, "the JetStream stream ends below what weir already committed of it: was it deleted and created again? weir reads nothing of it until its sequences pass the committed position; to start over on the new stream, give the source a new id (its partitions are new weir streams)");
+        }
+        (last + 1).min(max_end).max(start)
     }
 
     fn read(&self, range: Range<u64>) -> Result<Vec<JsRecord>, BoxError> {
