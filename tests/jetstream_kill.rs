@@ -150,7 +150,18 @@ fn sigkill_of_a_streams_leader_mid_run_stalls_then_completes_exactly_once() {
         assert_ne!(new_leader, leader);
         c.restart(leader);
     }
-    wait_for("every message", || total(&number_counts(&out)) >= published);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while total(&number_counts(&out)) < published {
+        if Instant::now() > deadline {
+            let log: Vec<String> = rx.try_iter().collect();
+            panic!(
+                "{} of {published} after 90 s; weir's log:\n{}",
+                total(&number_counts(&out)),
+                log.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     stop(g);
     let log = all_lines(&rx);
     eprintln!(

@@ -152,6 +152,11 @@ fn a_range_is_an_interval_of_sequences_and_reads_the_same_every_time() {
     let conn = Arc::new(JetStreamConnection::connect(&config(&c, &["G"])).expect("connect"));
     let src = JetStreamSource::open(conn, "G", "in-G", 1 << 20).expect("open");
     assert_eq!(src.available_end(), 51);
+    assert_eq!(src.next_cut(0, 20), 20, "capped in sequences");
+    assert_eq!(src.next_cut(10, 1000), 51);
+    // A stream that ends below the committed position (deleted and made
+    // again): nothing is cut, and it is logged once.
+    assert_eq!(src.next_cut(60, 1000), 60);
     let seqs = |r: std::ops::Range<u64>| -> Vec<u64> {
         let mut v = Vec::new();
         src.read_each_at(r, &mut |s, rec| {

@@ -5,13 +5,19 @@
 //! records each range before the batch runs, and a replay reads exactly
 //! that interval again from JetStream.
 //!
-//! Reads: direct-get batches (`$JS.API.DIRECT.GET.<stream>` with `seq` and
-//! `batch`, server 2.11+, the stream needs `allow_direct`), at most
-//! [`READ_BATCH_RECORDS_MAX`] records and [`READ_BATCH_BYTES_MAX`] bytes
-//! per request, through a small tokio runtime the source owns (the engine
-//! calls it from plain worker threads). Any replica may answer a direct
-//! get: an answer from a replica whose last sequence is short of the
-//! range is retried (bounded), never taken as the end of the range.
+//! Reads: an ordered consumer (ephemeral, served by the stream's leader,
+//! no acknowledgements) from the range's start, stopped at its end or when
+//! the stream has nothing after the last message, through a small tokio
+//! runtime the connection owns (the engine calls sources from plain
+//! worker threads). A message that does not come within the request
+//! timeout fails the attempt; the next one resumes after the last record
+//! given, [`READ_TRIES_MAX`] attempts in all. Measured faster than
+//! direct-get batches (`docs/performance.md`); any replica may answer a
+//! direct get, the consumer always reads the leader's view. async-nats
+//! 0.52 recreates an ordered consumer that resets before its first message
+//! from the stream's first sequence: a read that sees a sequence below
+//! where it stands gives nothing of it, and starts again from there with
+//! a fresh consumer (a failed attempt).
 //!
 //! Retention: a read that finds fewer records than the interval holds asks
 //! the stream for its first sequence; if retention or a purge removed part
@@ -23,8 +29,9 @@
 //! supported kind) there is nothing to acknowledge: `release` only records
 //! the committed end for the lag counter.
 //!
-//! Limits: [`READ_BATCH_RECORDS_MAX`] and [`READ_BATCH_BYTES_MAX`] per
-//! request; a record larger than `record_bytes_max` (default
+//! Limits: the consumer buffers at most one pull batch (async-nats's
+//! ordered batch, 500 messages, each at most the server's `max_payload`,
+//! 1 MiB by default); a record larger than `record_bytes_max` (default
 //! [`RECORD_BYTES_MAX_DEFAULT`], 1 MiB) keeps only its first
 //! [`OVERSIZED_KEPT_BYTES`] bytes and goes to the bad-record policy;
 //! [`READ_TRIES_MAX`] tries of a request; servers 1 to [`SERVERS_MAX`],
@@ -40,23 +47,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 
 use crate::dstream::{BoxError, RecordText, Source};
 
 use super::jetstream_conn::JetStreamConnection;
 
-/// Most records one direct-get request asks for.
-pub const READ_BATCH_RECORDS_MAX: u64 = 1024;
-/// Most payload bytes one direct-get request asks for (the server stops a
-/// batch at this size; one record larger still comes alone).
-pub const READ_BATCH_BYTES_MAX: usize = 8 << 20;
 /// Default largest record, in bytes (JetStream's own default payload max).
 pub const RECORD_BYTES_MAX_DEFAULT: usize = 1 << 20;
 /// Bytes an oversized record keeps for its dead letter.
 pub const OVERSIZED_KEPT_BYTES: usize = 4096;
-/// Tries of one request (stale replica, timeout, no leader) before the
-/// read fails.
+/// Attempts of one read (timeout, no leader) before it fails.
 pub const READ_TRIES_MAX: u32 = 20;
 /// Most server URLs of one source.
 pub const SERVERS_MAX: usize = 64;
@@ -99,11 +99,13 @@ pub enum JetStreamError {
         /// The client's error.
         detail: String,
     },
-    /// The stream does not allow direct gets.
-    #[error("JetStream stream `{stream}` does not allow direct gets, which weir reads with. Turn them on: nats stream edit {stream} --allow-direct")]
-    NoDirect {
+    /// The stream does not use limits retention.
+    #[error("JetStream stream `{stream}` uses {retention} retention; weir reads streams with limits retention only (it never acknowledges, so a work-queue or interest stream would keep or drop messages regardless of weir's commits). Read a limits stream (a mirror or a copy of this one, say)")]
+    NotLimits {
         /// The JetStream stream.
         stream: String,
+        /// Its retention policy.
+        retention: String,
     },
     /// Retention or a purge removed sequences of an allocated range.
     #[error("sequences {from}..{until} of JetStream stream `{stream}` (weir stream `{partition}`) are gone: the stream now starts at sequence {first}, so retention (max_age, max_msgs, max_bytes) or a purge removed them before weir committed the batch that reads them. weir never skips records on its own. Way out: if the records can be published again, restore them; otherwise record the loss deliberately, with the service stopped: weir wal skip --data-dir DATA_DIR --stream {partition} --from {from} --to {until} --reason \"...\", then start again. To stop it recurring, give the stream more retention than weir's longest outage")]
@@ -187,7 +189,7 @@ pub struct PartitionStats {
     pub records_read: AtomicU64,
     /// Payload bytes read.
     pub bytes_read: AtomicU64,
-    /// Requests retried (stale replica, timeout, no leader).
+    /// Read attempts retried (timeout, no leader).
     pub retries: AtomicU64,
     /// Stream info requests that failed (the cut kept its last view).
     pub info_errors: AtomicU64,
@@ -219,12 +221,14 @@ pub struct JetStreamSource {
     last_seq: Mutex<u64>,
     /// The stream's first sequence as seen at the last cut.
     first_seq: AtomicU64,
+    /// Whether a stream ending below the committed position was logged.
+    behind_warned: std::sync::atomic::AtomicBool,
     stats: Arc<PartitionStats>,
 }
 
 impl JetStreamSource {
     /// The source of JetStream stream `stream`, read as weir stream
-    /// `partition`; checks that the stream exists and allows direct gets.
+    /// `partition`; checks that the stream exists and uses limits retention.
     pub fn open(
         conn: Arc<JetStreamConnection>,
         stream: &str,
@@ -232,9 +236,11 @@ impl JetStreamSource {
         record_bytes_max: usize,
     ) -> Result<Self, JetStreamError> {
         let info = conn.info(stream)?;
-        if !info.config.allow_direct {
-            return Err(JetStreamError::NoDirect {
+        let retention = info.config.retention;
+        if retention != async_nats::jetstream::stream::RetentionPolicy::Limits {
+            return Err(JetStreamError::NotLimits {
                 stream: stream.to_string(),
+                retention: format!("{retention:?}").to_lowercase(),
             });
         }
         let stats = Arc::new(PartitionStats {
@@ -251,6 +257,7 @@ impl JetStreamSource {
             record_bytes_max,
             last_seq: Mutex::new(info.state.last_sequence),
             first_seq: AtomicU64::new(info.state.first_sequence),
+            behind_warned: std::sync::atomic::AtomicBool::new(false),
             stats,
         })
     }
@@ -287,8 +294,9 @@ impl JetStreamSource {
         }
     }
 
-    /// Reads `range` chunk by chunk, calling `f` with each record in
-    /// sequence order; see the module docs.
+    /// Reads `range` with an ordered consumer from its start, calling
+    /// `f` with each record in sequence order; a failed attempt resumes
+    /// after the last record given. See the module docs.
     fn read_range(
         &self,
         range: Range<u64>,
@@ -297,14 +305,39 @@ impl JetStreamSource {
         // Sequences start at 1: position 0 is never a message.
         let mut at = range.start.max(1);
         let mut gap = false;
-        while at < range.end {
-            let want = (range.end - at).min(READ_BATCH_RECORDS_MAX);
-            let chunk = self.fetch(at, range.end, want)?;
-            let mut stop = false;
-            for (seq, payload) in chunk.records {
+        let mut stopped = false;
+        let mut detail = String::new();
+        let mut done = at >= range.end;
+        let mut attempt = 0;
+        while !done {
+            if attempt == READ_TRIES_MAX {
+                return Err(JetStreamError::Read {
+                    stream: self.stream.clone(),
+                    from: at,
+                    until: range.end,
+                    tries: READ_TRIES_MAX,
+                    detail,
+                });
+            }
+            if attempt > 0 {
+                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                if attempt == 1 || attempt % 5 == 0 {
+                    tracing::warn!(stream = %self.stream, from = at, until = range.end, attempt, error = %detail, "a JetStream read failed; retrying after what it got");
+                }
+                std::thread::sleep(retry_pause(attempt));
+            }
+            attempt += 1;
+            let mut restarted = None;
+            let got = self.conn.consume(&self.stream, at, &mut |seq, payload, pending| {
                 if seq >= range.end {
-                    stop = true;
-                    break;
+                    return false;
+                }
+                if seq < at {
+                    // async-nats 0.52 recreates an ordered consumer that
+                    // reset before its first message from the stream's
+                    // start: begin again from `at` with a new one.
+                    restarted = Some(seq);
+                    return false;
                 }
                 gap |= seq != at;
                 at = seq + 1;
@@ -313,15 +346,37 @@ impl JetStreamSource {
                     .bytes_read
                     .fetch_add(payload.len() as u64, Ordering::Relaxed);
                 if !f(seq, self.record(seq, payload)) {
-                    return Ok(());
+                    stopped = true;
+                    return false;
                 }
-            }
-            if stop || chunk.at_end {
-                gap |= at < range.end;
-                break;
+                // Nothing after this one in the stream: the rest of the
+                // range was deleted (or removed: checked below).
+                at < range.end && pending > 0
+            });
+            match (got, restarted) {
+                // Ended before the range's end: the rest is deleted only
+                // if the leader holds nothing more below it (the consumer
+                // may have seen a view from before a leader change).
+                (Ok(()), None) if !stopped && at < range.end => {
+                    match self.conn.leader_next(&self.stream, at) {
+                        Ok(next) if next.is_none_or(|s| s >= range.end) => done = true,
+                        Ok(next) => {
+                            detail = format!(
+                                "the consumer ended at {at}, the leader holds {next:?} below {}",
+                                range.end
+                            )
+                        }
+                        Err(e) => detail = e,
+                    }
+                }
+                (Ok(()), None) => done = true,
+                (Ok(()), Some(seq)) => {
+                    detail = format!("the consumer restarted at sequence {seq}, before {at}")
+                }
+                (Err(e), _) => detail = e,
             }
         }
-        if gap {
+        if !stopped && (gap || at < range.end) {
             self.check_retained(range)?;
         }
         Ok(())
@@ -365,62 +420,11 @@ impl JetStreamSource {
         }
         Ok(())
     }
-
-    /// One direct-get batch from `at`, retried while the request fails or
-    /// the answering replica is behind the leader below `until`.
-    fn fetch(&self, at: u64, until: u64, want: u64) -> Result<Chunk, JetStreamError> {
-        let mut detail = String::new();
-        for attempt in 0..READ_TRIES_MAX {
-            if attempt > 0 {
-                self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                std::thread::sleep(retry_pause(attempt));
-            }
-            let c = match self.conn.direct_batch(&self.stream, at, want) {
-                Ok(c) => c,
-                Err(e) => {
-                    detail = e;
-                    continue;
-                }
-            };
-            if !c.at_end || c.records.last().is_some_and(|(s, _)| s + 1 >= until) {
-                return Ok(c);
-            }
-            // The answering server has nothing more below `until`: the end
-            // of the range (deleted messages), or a replica behind the
-            // leader. The leader says which.
-            let after = c.records.last().map_or(at, |(s, _)| s + 1);
-            match self.conn.leader_next(&self.stream, after) {
-                Ok(next) if next.is_none_or(|s| s >= until) => return Ok(c),
-                Ok(next) => {
-                    detail = format!(
-                        "a replica had no message from {after} on, the leader has {next:?}"
-                    )
-                }
-                Err(e) => detail = e,
-            }
-        }
-        Err(JetStreamError::Read {
-            stream: self.stream.clone(),
-            from: at,
-            until,
-            tries: READ_TRIES_MAX,
-            detail,
-        })
-    }
 }
 
 /// Pause before try `attempt` (1-based): 10 ms doubling to 1 s.
 fn retry_pause(attempt: u32) -> Duration {
     Duration::from_millis((10u64 << attempt.min(7)).min(1000))
-}
-
-/// One direct-get batch's answer.
-#[derive(Debug, Default)]
-pub(crate) struct Chunk {
-    /// (sequence, payload), ascending.
-    pub(crate) records: Vec<(u64, Bytes)>,
-    /// No message follows the last one given (the server said so).
-    pub(crate) at_end: bool,
 }
 
 impl Source<JsRecord> for JetStreamSource {
@@ -430,7 +434,11 @@ impl Source<JsRecord> for JetStreamSource {
 
     fn next_cut(&self, start: u64, max_end: u64) -> u64 {
         // One stream info request per batch.
-        (self.refresh() + 1).min(max_end).max(start)
+        let last = self.refresh();
+        if last + 1 < start && !self.behind_warned.swap(true, Ordering::Relaxed) {
+            tracing::error!(stream = %self.stream, partition = %self.partition, last_sequence = last, committed = start, "the JetStream stream ends below what weir already committed of it: was it deleted and created again? weir reads nothing of it until its sequences pass the committed position; to start over on the new stream, give the source a new id (its partitions are new weir streams)");
+        }
+        (last + 1).min(max_end).max(start)
     }
 
     fn read(&self, range: Range<u64>) -> Result<Vec<JsRecord>, BoxError> {
@@ -471,52 +479,5 @@ impl Source<JsRecord> for JetStreamSource {
         // Limits retention: nothing to acknowledge or purge (see the
         // module docs); the committed end feeds the lag counter only.
         self.stats.committed_end.fetch_max(end, Ordering::Relaxed);
-    }
-}
-
-/// Reads the answers of one direct-get batch request from `sub`.
-pub(crate) async fn read_batch(
-    sub: &mut async_nats::Subscriber,
-    timeout: Duration,
-) -> Result<Chunk, String> {
-    let mut chunk = Chunk::default();
-    loop {
-        let msg = match tokio::time::timeout(timeout, sub.next()).await {
-            Ok(Some(m)) => m,
-            Ok(None) => return Err("the subscription closed".into()),
-            Err(_) => return Err(format!("no answer within {timeout:?}")),
-        };
-        let header = |name: &str| {
-            msg.headers
-                .as_ref()
-                .and_then(|h| h.get(name))
-                .and_then(|v| v.as_str().parse::<u64>().ok())
-        };
-        match msg.status.map(|s| s.as_u16()) {
-            // End of batch: how many messages follow, the last sequence.
-            Some(204) => {
-                chunk.at_end = header("Nats-Num-Pending") == Some(0);
-                return Ok(chunk);
-            }
-            // No message at or after the sequence asked for.
-            Some(404) => {
-                chunk.at_end = true;
-                return Ok(chunk);
-            }
-            Some(code) => {
-                return Err(format!(
-                    "the server answered {code} {}",
-                    msg.description.as_deref().unwrap_or("")
-                ))
-            }
-            None => {
-                let seq = header("Nats-Sequence")
-                    .ok_or_else(|| "an answer without Nats-Sequence".to_string())?;
-                if chunk.records.last().is_some_and(|(s, _)| *s >= seq) {
-                    return Err(format!("sequence {seq} out of order"));
-                }
-                chunk.records.push((seq, msg.payload));
-            }
-        }
     }
 }

@@ -14,12 +14,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+use futures_util::StreamExt;
 
-use super::jetstream::{
-    read_batch, Chunk, JetStreamError, READ_BATCH_BYTES_MAX, RECORD_BYTES_MAX_DEFAULT, SERVERS_MAX,
-    STREAMS_MAX,
-};
+use super::jetstream::{JetStreamError, RECORD_BYTES_MAX_DEFAULT, SERVERS_MAX, STREAMS_MAX};
 use super::scale_out::ScaleOut;
 use crate::dstream::OnError;
 
@@ -66,7 +66,7 @@ pub struct JetStreamConfig {
     pub tls_required: bool,
     /// How long connecting may take, in ms.
     pub connect_timeout_ms: u64,
-    /// How long one request (stream info, one direct-get batch) may take,
+    /// How long one request (stream info, a consumer's next message) may take,
     /// in ms.
     pub request_timeout_ms: u64,
     /// Largest record, in bytes; a larger message follows `on_error`.
@@ -152,7 +152,6 @@ fn valid_stream_name(s: &str) -> bool {
 pub struct JetStreamConnection {
     /// Taken only by `drop`.
     rt: Option<tokio::runtime::Runtime>,
-    client: async_nats::Client,
     js: jetstream::Context,
     request_timeout: Duration,
 }
@@ -218,11 +217,10 @@ impl JetStreamConnection {
         let entered = rt.enter();
         let js = jetstream::ContextBuilder::new()
             .timeout(request_timeout)
-            .build(client.clone());
+            .build(client);
         drop(entered);
         Ok(JetStreamConnection {
             rt: Some(rt),
-            client,
             js,
             request_timeout,
         })
@@ -256,30 +254,66 @@ impl JetStreamConnection {
             })
     }
 
-    /// One direct-get batch of at most `want` records from sequence `at`
-    /// (any replica may answer).
-    pub(crate) fn direct_batch(&self, name: &str, at: u64, want: u64) -> Result<Chunk, String> {
-        let subject = format!("$JS.API.DIRECT.GET.{name}");
-        let body = format!(r#"{{"seq":{at},"batch":{want},"max_bytes":{READ_BATCH_BYTES_MAX}}}"#);
+    /// Reads stream `name` from sequence `at` on with an ordered
+    /// consumer (ephemeral, served by the stream's leader), calling `f`
+    /// with each message's sequence, payload and the number of messages
+    /// after it, until `f` returns false. Returns at once when nothing is
+    /// at or after `at`; an error when a message does not come within the
+    /// request timeout (the caller resumes after what it got).
+    pub(crate) fn consume(
+        &self,
+        name: &str,
+        at: u64,
+        f: &mut dyn FnMut(u64, Bytes, u64) -> bool,
+    ) -> Result<(), String> {
         self.rt().block_on(async {
-            let inbox = self.client.new_inbox();
-            let mut sub = self
-                .client
-                .subscribe(inbox.clone())
+            let s = self
+                .js
+                .get_stream_no_info(name)
                 .await
                 .map_err(|e| e.to_string())?;
-            self.client
-                .publish_with_reply(subject, inbox, body.into())
+            let wait = self.request_timeout;
+            let late = |what: &str| format!("{what} took longer than {wait:?}");
+            let consumer = tokio::time::timeout(
+                wait,
+                s.create_consumer(OrderedConfig {
+                    deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: at },
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(|_| late("creating the consumer"))?
+            .map_err(|e| e.to_string())?;
+            if consumer.cached_info().num_pending == 0 {
+                return Ok(());
+            }
+            let mut messages = tokio::time::timeout(wait, consumer.messages())
                 .await
+                .map_err(|_| late("starting the consumer"))?
                 .map_err(|e| e.to_string())?;
-            let got = read_batch(&mut sub, self.request_timeout).await;
-            let _ = sub.unsubscribe().await;
-            got
+            loop {
+                let m = match tokio::time::timeout(self.request_timeout, messages.next()).await {
+                    Ok(Some(Ok(m))) => m,
+                    Ok(Some(Err(e))) => return Err(e.to_string()),
+                    Ok(None) => return Err("the consumer ended".into()),
+                    Err(_) => return Err(format!("no message within {:?}", self.request_timeout)),
+                };
+                let (seq, pending) = match m.info() {
+                    Ok(i) => (i.stream_sequence, i.pending),
+                    Err(e) => return Err(e.to_string()),
+                };
+                if !f(seq, m.message.payload, pending) {
+                    return Ok(());
+                }
+            }
         })
     }
+}
 
+impl JetStreamConnection {
     /// The first sequence at or after `at` that stream `name`'s leader
-    /// holds (`None`: none).
+    /// holds (`None`: none). A direct `STREAM.MSG.GET`, which only the
+    /// leader answers.
     pub(crate) fn leader_next(&self, name: &str, at: u64) -> Result<Option<u64>, String> {
         use async_nats::jetstream::stream::RawMessageErrorKind;
         self.rt().block_on(async {
@@ -288,13 +322,13 @@ impl JetStreamConnection {
                 .get_stream_no_info(name)
                 .await
                 .map_err(|e| e.to_string())?;
-            match s
+            let got = s
                 .raw_message_builder()
                 .sequence(at)
                 .next_by_subject(">")
                 .send()
-                .await
-            {
+                .await;
+            match got {
                 Ok(m) => Ok(Some(m.sequence)),
                 Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
                 Err(e) => Err(e.to_string()),

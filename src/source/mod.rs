@@ -29,12 +29,10 @@ mod scale_out;
 mod wal;
 
 pub use jetstream::{
-    JetStreamError, JetStreamSource, JetStreamStats, JsRecord, PartitionStats,
-    OVERSIZED_KEPT_BYTES, READ_BATCH_BYTES_MAX, READ_BATCH_RECORDS_MAX, READ_TRIES_MAX,
-    RECORD_BYTES_MAX_DEFAULT, SERVERS_MAX, STREAMS_MAX,
+    JetStreamError, JetStreamSource, JetStreamStats, JsRecord, PartitionStats, STREAMS_MAX,
 };
 pub use jetstream_conn::{
-    JetStreamAuth, JetStreamConfig, JetStreamConnection, RECORD_BYTES_CEILING, RUNTIME_THREADS,
+    JetStreamAuth, JetStreamConfig, JetStreamConnection, RECORD_BYTES_CEILING,
     TIMEOUT_MS_MAX,
 };
 

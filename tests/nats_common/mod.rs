@@ -332,8 +332,8 @@ impl Cluster {
     }
 
     /// Creates a file-backed, 3-replica, limits-retention stream `name`
-    /// over `subjects`, with direct gets allowed (what the weir source
-    /// reads with), and waits until it has a leader.
+    /// over `subjects`, with direct gets allowed, and waits until it has
+    /// a leader.
     pub fn create_stream(&mut self, name: &str, subjects: &[&str]) -> stream::Info {
         let replicas = self.nodes.len().min(3);
         self.create_stream_with(stream::Config {
@@ -501,12 +501,17 @@ async fn publish_chunk(
                 .message_id(format!("{id_prefix}{}", base + k));
             acks.push((k, js.send_publish(subject.to_string(), p).await));
         }
+        // Awaited together: each ack's timeout starts when it is awaited,
+        // so one after the other a leaderless moment would cost 256 of them.
+        let results = futures_util::future::join_all(acks.into_iter().map(|(k, ack)| async move {
+            match ack {
+                Ok(f) => (k, f.await.map_err(|e| e.to_string())),
+                Err(e) => (k, Err(e.to_string())),
+            }
+        }))
+        .await;
         let mut again = Vec::new();
-        for (k, ack) in acks {
-            let res = match ack {
-                Ok(f) => f.await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
+        for (k, res) in results {
             match res {
                 Ok(a) => seqs[k] = a.sequence,
                 Err(e) => {

@@ -151,7 +151,7 @@ const SERVERS: KeySpec = KeySpec::of(
 const STREAMS: KeySpec = KeySpec::of(
     "streams",
     KeyType::TextList,
-    "JetStream stream names, one partition each (weir stream `<id>-<NAME>`), such as [\"EV0\", \"EV1\", \"EV2\"]; the streams need allow_direct",
+    "JetStream stream names, one partition each (weir stream `<id>-<NAME>`), such as [\"EV0\", \"EV1\", \"EV2\"]; the streams need limits retention",
 );
 const CREDENTIALS_FILE: KeySpec = KeySpec::of(
     "credentials_file",
@@ -189,7 +189,7 @@ const REQUEST_TIMEOUT_MS: KeySpec = KeySpec::whole(
     "request_timeout_ms",
     1,
     crate::source::TIMEOUT_MS_MAX as i64,
-    "ms one request (stream info, one read of up to 1024 messages) may take before it is retried (default 5000)",
+    "ms one request (stream info, a read's next message) may take before it is retried (default 5000)",
 );
 const RECORD_BYTES_MAX: KeySpec = KeySpec::whole(
     "record_bytes_max",
