@@ -18,9 +18,11 @@
 //! Must never: parse configuration, or evaluate operators itself (that is
 //! `dstream::Plan::run_batch`).
 
+mod error;
 mod sizer;
 mod stats;
 
+pub use error::SchedulerError;
 pub use stats::{ActiveBatch, BatchQueue, BatchStats, OutputTime};
 
 use std::collections::VecDeque;
@@ -32,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use crate::checkpoint::{BatchSpec, CheckpointError, CheckpointStore, StreamRange};
+use crate::checkpoint::{BatchSpec, CheckpointStore, StreamRange};
 use crate::clock::Clock;
 use crate::dstream::graph::SourceControl;
 use crate::dstream::{BadRecord, BatchCtx, DeadLetterSink, EngineError, Plan, Runner, StateStore};
@@ -45,86 +47,6 @@ pub const STATS_BATCHES_MAX_DEFAULT: usize = 1000;
 /// How long one clock wait may block before the stop flag is checked.
 const STOP_POLL: Duration = Duration::from_millis(20);
 
-/// Errors of the scheduler.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SchedulerError {
-    /// A user function panicked while the batch ran; committed state is
-    /// unchanged and the batch stays pending.
-    #[error("batch {time_ms} ms failed: a user function panicked: {message}")]
-    Panicked {
-        /// Batch time.
-        time_ms: u64,
-        /// The panic message.
-        message: String,
-    },
-    /// Batch bookkeeping failed.
-    #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
-    /// The worker pool could not be built.
-    #[error("cannot build worker pool: {0}")]
-    Pool(String),
-    /// The scheduler thread could not be started.
-    #[error("cannot start scheduler thread: {0}")]
-    Thread(std::io::Error),
-    /// A crash test's failpoint fired: the simulated process died here.
-    #[error(transparent)]
-    Crashed(#[from] crate::failpoint::Crash),
-    /// A batch kept failing; its records stay in the WAL for the next start.
-    #[error(
-        "batch {time_ms} ms failed {attempts} times and was not committed; its input stays in the log \
-         for the next start, nothing was skipped. Last error: {cause}"
-    )]
-    BatchFailed {
-        /// Batch time.
-        time_ms: u64,
-        /// How often it was tried.
-        attempts: u32,
-        /// The last attempt's error.
-        cause: Box<Error>,
-    },
-    /// A batch dead-lettered records and they could not be stored, so it
-    /// was not committed.
-    #[error("batch {time_ms} ms dead-lettered {records} records (first: step `{step}`) but they could not be stored: {reason}")]
-    DeadLetters {
-        /// Batch time.
-        time_ms: u64,
-        /// Records dead-lettered by the batch.
-        records: usize,
-        /// The step of the first one.
-        step: String,
-        /// Why they could not be stored.
-        reason: String,
-    },
-    /// A source cannot go on (`Source::check`); nothing was allocated for
-    /// the batch.
-    #[error("source `{source_name}` cannot go on, so batch {time_ms} ms was not started (nothing allocated, every committed batch stays committed): {cause}")]
-    SourceRefused {
-        /// Batch time.
-        time_ms: u64,
-        /// The source's stream.
-        source_name: String,
-        /// Why.
-        cause: crate::dstream::BoxError,
-    },
-    /// The scheduler stopped with an error reported earlier.
-    #[error("streaming stopped after an error: {0}")]
-    Failed(String),
-    /// Waiting for a batch timed out.
-    #[error("timed out after {waited:?} waiting for batch {time_ms} ms")]
-    Timeout {
-        /// Batch time awaited.
-        time_ms: u64,
-        /// How long we waited.
-        waited: Duration,
-    },
-    /// The scheduler stopped before the awaited batch completed.
-    #[error("scheduler stopped before batch {time_ms} ms completed")]
-    StoppedBefore {
-        /// Batch time awaited.
-        time_ms: u64,
-    },
-}
 
 /// Scheduler settings.
 #[derive(Debug, Clone)]

@@ -422,7 +422,7 @@ fn ends_at(delimiter: Option<&str>) -> String {
 
 /// The graph of a validated pipeline, as `weir check` prints it.
 pub fn describe(p: &Pipeline) -> String {
-    use config::{Node, SinkKind, SourceKind};
+    use config::Node;
     use std::fmt::Write as _;
     let s = &p.settings;
     let mut o = format!(
@@ -436,48 +436,7 @@ pub fn describe(p: &Pipeline) -> String {
     for n in &p.nodes {
         match n {
             Node::Source(src) => {
-                let rate = |r: &Option<u64>| {
-                    r.map_or(String::new(), |r| format!(", at most {r} records/s"))
-                };
-                let what = match &src.kind {
-                    SourceKind::Generator(g) => generator_words(g, &src.id),
-                    SourceKind::Socket {
-                        address,
-                        rate_max,
-                        delimiter,
-                        partitions,
-                    } => format!(
-                        "socket client of {address}{} ({})",
-                        rate(rate_max) + &ends_at(delimiter.as_deref()),
-                        logs_words(&src.id, *partitions, "connection")
-                    ),
-                    SourceKind::Ingest {
-                        address,
-                        rate_max,
-                        limits,
-                    } => format!(
-                        "ingest server on {address}{} ({})",
-                        rate(rate_max),
-                        logs_words(&src.id, limits.partitions, "partition")
-                    ),
-                    SourceKind::JetStream(cfg) => format!(
-                        "NATS JetStream streams {} on {} ({} partition{}: weir streams {}; no local log, ranges of sequences replayed from JetStream)",
-                        cfg.streams.join(", "),
-                        cfg.servers.join(", "),
-                        cfg.streams.len(),
-                        if cfg.streams.len() == 1 { "" } else { "s" },
-                        cfg.streams
-                            .iter()
-                            .map(|s| format!("`{}`", crate::context::jetstream_partition_name(&src.id, s)))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                    SourceKind::Directory { path, partitions } => format!(
-                        "new files in {} ({})",
-                        path.display(),
-                        logs_words(&src.id, *partitions, "receiver")
-                    ),
-                };
+                let what = source_words(src);
                 let _ = writeln!(o, "  source {:<16} {what} -> {}", src.id, n.kind().label());
             }
             Node::Step(st) => {
@@ -499,49 +458,121 @@ pub fn describe(p: &Pipeline) -> String {
     }
     for sink in &p.sinks {
         let input = p.nodes[sink.input].id();
-        let what = match &sink.kind {
-            SinkKind::Print { count, time_format } => format!(
-                "print the first {count} of each batch, time {}",
-                match time_format {
-                    crate::sink::TimeFormat::Millis => "in ms",
-                    crate::sink::TimeFormat::DateTime => "as UTC date and time",
-                }
-            ),
-            SinkKind::TextFiles {
-                prefix,
-                suffix,
-                skip_empty,
-            } => format!(
-                "text files {}-<batch ms>.{suffix}{}",
-                prefix.display(),
-                skipping(*skip_empty)
-            ),
-            SinkKind::Kv { table } => {
-                format!("key-value table `{table}` (weir kv scan DATA_DIR {table})")
-            }
-            SinkKind::JetStream(c) => format!(
-                "NATS JetStream subject `{}` (sink id `{}`, at most {} acks in flight; a replay older than the stream's duplicate_window is {})",
-                c.subject,
-                c.sink_id,
-                c.acks_in_flight_max,
-                match c.replay_older_than_window {
-                    crate::sink::ReplayOlderThanWindow::Refuse => "refused",
-                    crate::sink::ReplayOlderThanWindow::Publish => "published anyway",
-                }
-            ),
-            SinkKind::JsonFiles {
-                prefix,
-                suffix,
-                skip_empty,
-            } => format!(
-                "JSON-lines files {}-<batch ms>.{suffix}{}",
-                prefix.display(),
-                skipping(*skip_empty)
-            ),
-        };
+        let what = sink_words(&sink.kind);
         let _ = writeln!(o, "  sink   {input} -> {what}");
     }
     o
+}
+
+/// What a source reads, in `weir check`'s words.
+fn source_words(src: &config::SourceDef) -> String {
+    use config::SourceKind;
+    let rate = |r: &Option<u64>| r.map_or(String::new(), |r| format!(", at most {r} records/s"));
+    match &src.kind {
+        SourceKind::Generator(g) => generator_words(g, &src.id),
+        SourceKind::Socket {
+            address,
+            rate_max,
+            delimiter,
+            partitions,
+        } => format!(
+            "socket client of {address}{} ({})",
+            rate(rate_max) + &ends_at(delimiter.as_deref()),
+            logs_words(&src.id, *partitions, "connection")
+        ),
+        SourceKind::Ingest {
+            address,
+            rate_max,
+            limits,
+        } => format!(
+            "ingest server on {address}{} ({})",
+            rate(rate_max),
+            logs_words(&src.id, limits.partitions, "partition")
+        ),
+        SourceKind::JetStream(cfg) => jetstream_words(&src.id, cfg),
+        SourceKind::Directory { path, partitions } => format!(
+            "new files in {} ({})",
+            path.display(),
+            logs_words(&src.id, *partitions, "receiver")
+        ),
+    }
+}
+
+/// A JetStream source in words: the streams this instance reads (its
+/// share when scaled out) and whether it claims them.
+fn jetstream_words(id: &str, cfg: &crate::JetStreamConfig) -> String {
+    let owned = cfg.scale_out.assignment.owned(cfg.streams.len());
+    let names: Vec<String> = owned
+        .iter()
+        .map(|&k| format!("`{}`", crate::context::jetstream_partition_name(id, &cfg.streams[k])))
+        .collect();
+    let share = match &cfg.scale_out.assignment {
+        crate::Assignment::All => String::new(),
+        crate::Assignment::Instance { index, count } => {
+            format!(", as instance {index} of {count}")
+        }
+        crate::Assignment::Partitions(_) => ", the listed partitions".to_string(),
+    };
+    let claims = if cfg.scale_out.leases {
+        "claimed in weir_owners and weir_leases"
+    } else {
+        "not claimed (leases = false)"
+    };
+    let read: Vec<&str> = owned.iter().map(|&k| cfg.streams[k].as_str()).collect();
+    format!(
+        "NATS JetStream streams {} of {} on {}{share} ({} partition{}: weir streams {}; {claims}; no local log, ranges of sequences replayed from JetStream)",
+        read.join(", "),
+        cfg.streams.len(),
+        cfg.servers.join(", "),
+        owned.len(),
+        if owned.len() == 1 { "" } else { "s" },
+        names.join(", ")
+    )
+}
+
+/// What a sink writes, in `weir check`'s words.
+fn sink_words(kind: &config::SinkKind) -> String {
+    use config::SinkKind;
+    match kind {
+        SinkKind::Print { count, time_format } => format!(
+            "print the first {count} of each batch, time {}",
+            match time_format {
+                crate::sink::TimeFormat::Millis => "in ms",
+                crate::sink::TimeFormat::DateTime => "as UTC date and time",
+            }
+        ),
+        SinkKind::TextFiles {
+            prefix,
+            suffix,
+            skip_empty,
+        } => format!(
+            "text files {}-<batch ms>.{suffix}{}",
+            prefix.display(),
+            skipping(*skip_empty)
+        ),
+        SinkKind::Kv { table } => {
+            format!("key-value table `{table}` (weir kv scan DATA_DIR {table})")
+        }
+        SinkKind::JetStream(c) => format!(
+            "NATS JetStream subject `{}` (sink id `{}`, at most {} acks in flight; a replay older than the stream's duplicate_window is {})",
+            c.subject,
+            c.sink_id,
+            c.acks_in_flight_max,
+            match c.replay_older_than_window {
+                crate::sink::ReplayOlderThanWindow::Refuse => "refused",
+                crate::sink::ReplayOlderThanWindow::Publish => "published anyway",
+            }
+        ),
+        SinkKind::JsonFiles {
+            prefix,
+            suffix,
+            skip_empty,
+        } => format!(
+            "JSON-lines files {}-<batch ms>.{suffix}{}",
+            prefix.display(),
+            skipping(*skip_empty)
+        ),
+    }
 }
 
 fn skipping(skip_empty: bool) -> &'static str {
