@@ -8,8 +8,11 @@
 //! Limits: [`RUNTIME_THREADS`] runtime threads; at most
 //! `acks_in_flight_max` (1 to 4,096) acks awaited at once (the context's
 //! own bound is set to the same number, below async-nats' 5,000);
-//! `publish_tries_max` rounds per batch, backoff doubling from
-//! [`RETRY_BACKOFF_MS_FIRST`] to [`RETRY_BACKOFF_MS_MAX`] ms.
+//! `publish_tries_max` rounds per batch (and tries of the stream lookup),
+//! backoff doubling from [`RETRY_BACKOFF_MS_FIRST`] to
+//! [`RETRY_BACKOFF_MS_MAX`] ms; each ack's deadline is its publish plus
+//! twice `ack_timeout_ms`, and a failed publish ends its round, so a
+//! round over a dead connection lasts about one such deadline.
 //! Must never: be called from inside an async runtime (it blocks on its
 //! own; dropping it there is fine, its runtime shuts down in the
 //! background), publish a record under two message ids, or report a batch
