@@ -91,39 +91,61 @@ fn build(
 }
 
 /// Every message of stream `OUT`: (Nats-Msg-Id, payload), in stream
-/// order, read by an ephemeral pull consumer (bounded waits).
+/// order, read by an ephemeral pull consumer. Right after a node was
+/// killed the cluster may answer a read with an error: the whole read is
+/// retried on a new consumer, bounded.
 fn messages(c: &mut Cluster) -> Vec<(String, String)> {
-    use async_nats::jetstream::consumer::{pull, AckPolicy};
-    use futures_util::StreamExt;
     let total = c.stream_info("OUT").state.messages as usize;
     let js = c.js();
-    c.block_on(async {
-        let s = js.get_stream_no_info("OUT").await.expect("stream");
-        let consumer = s
-            .create_consumer(pull::Config {
-                ack_policy: AckPolicy::None,
-                ..Default::default()
-            })
-            .await
-            .expect("consumer");
-        let mut msgs = consumer.messages().await.expect("messages");
-        let mut out = Vec::with_capacity(total);
-        while out.len() < total {
-            let m = tokio::time::timeout(Duration::from_secs(30), msgs.next())
-                .await
-                .expect("a message within 30 s")
-                .expect("more messages")
-                .expect("a message");
-            let id = m
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("Nats-Msg-Id"))
-                .map(|v| v.as_str().to_string())
-                .unwrap_or_default();
-            out.push((id, String::from_utf8_lossy(&m.payload).into_owned()));
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match c.block_on(read_all(&js, total)) {
+            Ok(v) => return v,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("reading the stream: {e}; reading again");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("reading the stream: {e}"),
         }
-        out
-    })
+    }
+}
+
+async fn read_all(
+    js: &async_nats::jetstream::Context,
+    total: usize,
+) -> Result<Vec<(String, String)>, String> {
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    use futures_util::StreamExt;
+    let s = js
+        .get_stream_no_info("OUT")
+        .await
+        .map_err(|e| e.to_string())?;
+    let consumer = s
+        .create_consumer(pull::Config {
+            ack_policy: AckPolicy::None,
+            memory_storage: true,
+            num_replicas: 1,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("consumer: {e}"))?;
+    let mut msgs = consumer.messages().await.map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(total);
+    while out.len() < total {
+        let m = tokio::time::timeout(Duration::from_secs(30), msgs.next())
+            .await
+            .map_err(|_| "no message within 30 s".to_string())?
+            .ok_or("the consumer ended")?
+            .map_err(|e| format!("message: {e}"))?;
+        let id = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Msg-Id"))
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_default();
+        out.push((id, String::from_utf8_lossy(&m.payload).into_owned()));
+    }
+    Ok(out)
 }
 
 /// Checks that the stream holds exactly `want` (as a multiset), each

@@ -8,8 +8,11 @@
 //! Limits: [`RUNTIME_THREADS`] runtime threads; at most
 //! `acks_in_flight_max` (1 to 4,096) acks awaited at once (the context's
 //! own bound is set to the same number, below async-nats' 5,000);
-//! `publish_tries_max` rounds per batch, backoff doubling from
-//! [`RETRY_BACKOFF_MS_FIRST`] to [`RETRY_BACKOFF_MS_MAX`] ms.
+//! `publish_tries_max` rounds per batch (and tries of the stream lookup),
+//! backoff doubling from [`RETRY_BACKOFF_MS_FIRST`] to
+//! [`RETRY_BACKOFF_MS_MAX`] ms; each ack's deadline is its publish plus
+//! twice `ack_timeout_ms`, and a failed publish ends its round, so a
+//! round over a dead connection lasts about one such deadline.
 //! Must never: be called from inside an async runtime (it blocks on its
 //! own; dropping it there is fine, its runtime shuts down in the
 //! background), publish a record under two message ids, or report a batch
@@ -143,17 +146,33 @@ impl SinkConnection {
             .backpressure_on_inflight(true)
             .build(client);
         drop(entered);
-        let (stream, window) = rt
-            .get()
-            .block_on(async {
-                let name = js.stream_by_subject(cfg.subject.clone()).await?;
-                let info = js.get_stream_no_info(&name).await?.get_info().await?;
-                Ok::<_, async_nats::Error>((name, info.config.duplicate_window))
-            })
-            .map_err(|e| JetStreamSinkError::NoStream {
-                subject: cfg.subject.clone(),
-                detail: e.to_string(),
-            })?;
+        // Right after a node loss the meta group may still be electing:
+        // the lookup is retried like a publish round, bounded.
+        let lookup = rt.get().block_on(async {
+            let mut backoff = Duration::from_millis(RETRY_BACKOFF_MS_FIRST);
+            let mut tries = 1;
+            loop {
+                let got = async {
+                    let name = js.stream_by_subject(cfg.subject.clone()).await?;
+                    let info = js.get_stream_no_info(&name).await?.get_info().await?;
+                    Ok::<_, async_nats::Error>((name, info.config.duplicate_window))
+                }
+                .await;
+                match got {
+                    Err(e) if tries < cfg.publish_tries_max => {
+                        tracing::warn!(subject = %cfg.subject, tries, error = %e, "could not find the JetStream stream of the sink's subject; trying again");
+                    }
+                    other => return other,
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(RETRY_BACKOFF_MS_MAX));
+                tries += 1;
+            }
+        });
+        let (stream, window) = lookup.map_err(|e| JetStreamSinkError::NoStream {
+            subject: cfg.subject.clone(),
+            detail: e.to_string(),
+        })?;
         Ok(SinkConnection {
             rt,
             js,
@@ -203,14 +222,18 @@ impl SinkConnection {
         })
     }
 
-    /// An ack, waited for at most `wait_max`.
-    async fn bounded<F>(&self, ack: F) -> Result<jetstream::publish::PublishAck, String>
+    /// An ack, waited for until `due` (its publish plus `wait_max`).
+    async fn bounded<F>(
+        &self,
+        ack: F,
+        due: tokio::time::Instant,
+    ) -> Result<jetstream::publish::PublishAck, String>
     where
         F: std::future::Future<
             Output = Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
         >,
     {
-        match tokio::time::timeout(self.wait_max, ack).await {
+        match tokio::time::timeout_at(due, ack).await {
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(_) => Err(format!("no acknowledgement within {:?}", self.wait_max)),
         }
@@ -226,7 +249,10 @@ impl SinkConnection {
         counts: &mut Published,
     ) -> (Vec<usize>, Option<String>) {
         type AckFut = <jetstream::context::PublishAckFuture as IntoFuture>::IntoFuture;
-        let mut pending: VecDeque<(usize, AckFut)> = VecDeque::with_capacity(in_flight_max);
+        // Each ack's deadline runs from its publish: awaited in order, the
+        // client's own timeouts would only start at the first poll.
+        let mut pending: VecDeque<(usize, tokio::time::Instant, AckFut)> =
+            VecDeque::with_capacity(in_flight_max);
         let mut failed = Vec::new();
         let mut detail = None;
         let mut settle = |i: usize, r: Result<jetstream::publish::PublishAck, String>| match r {
@@ -246,10 +272,10 @@ impl SinkConnection {
                 detail = Some(e);
             }
         };
-        for &i in todo {
+        for (n, &i) in todo.iter().enumerate() {
             if pending.len() >= in_flight_max {
-                if let Some((j, ack)) = pending.pop_front() {
-                    settle(j, self.bounded(ack).await);
+                if let Some((j, due, ack)) = pending.pop_front() {
+                    settle(j, self.bounded(ack, due).await);
                 }
             }
             let mut h = HeaderMap::new();
@@ -259,17 +285,24 @@ impl SinkConnection {
                     .publish_with_headers(self.subject.clone(), h, msgs[i].payload.clone());
             // Bounded even where the client's own wait is not (its wait
             // for an ack permit has no deadline).
-            match tokio::time::timeout(self.wait_max, sent).await {
-                Ok(Ok(ack)) => pending.push_back((i, ack.into_future())),
-                Ok(Err(e)) => settle(i, Err(e.to_string())),
-                Err(_) => settle(
-                    i,
-                    Err(format!("no room to publish within {:?}", self.wait_max)),
-                ),
+            let err = match tokio::time::timeout(self.wait_max, sent).await {
+                Ok(Ok(ack)) => {
+                    let due = tokio::time::Instant::now() + self.wait_max;
+                    pending.push_back((i, due, ack.into_future()));
+                    continue;
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no room to publish within {:?}", self.wait_max),
+            };
+            // The connection or the stream is in trouble: the rest of the
+            // round waits for the next one rather than for a timeout each.
+            for &k in &todo[n..] {
+                settle(k, Err(err.clone()));
             }
+            break;
         }
-        while let Some((j, ack)) = pending.pop_front() {
-            settle(j, self.bounded(ack).await);
+        while let Some((j, due, ack)) = pending.pop_front() {
+            settle(j, self.bounded(ack, due).await);
         }
         (failed, detail)
     }
