@@ -504,7 +504,12 @@ fn jetstream_words(id: &str, cfg: &crate::JetStreamConfig) -> String {
     let owned = cfg.scale_out.assignment.owned(cfg.streams.len());
     let names: Vec<String> = owned
         .iter()
-        .map(|&k| format!("`{}`", crate::context::jetstream_partition_name(id, &cfg.streams[k])))
+        .map(|&k| {
+            format!(
+                "`{}`",
+                crate::context::jetstream_partition_name(id, &cfg.streams[k])
+            )
+        })
         .collect();
     let share = match &cfg.scale_out.assignment {
         crate::Assignment::All => String::new(),
