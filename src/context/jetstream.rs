@@ -155,6 +155,7 @@ impl StreamingContext {
                 .unwrap_or_else(|| host.clone()),
             host,
             dir: dir.display().to_string(),
+            session: Claim::new_session(),
         };
         let streams: Vec<String> = owned.iter().map(|&k| config.streams[k].clone()).collect();
         let ttl = config.scale_out.lease_ttl_ms;

@@ -44,7 +44,7 @@ pub const OWNERS_BUCKET: &str = "weir_owners";
 /// The bucket of live leases (entries expire).
 pub const LEASES_BUCKET: &str = "weir_leases";
 /// Default lease TTL.
-pub const LEASE_TTL_MS_DEFAULT: u64 = 15_000;
+pub const LEASE_TTL_MS_DEFAULT: u64 = 30_000;
 /// Shortest lease TTL.
 pub const LEASE_TTL_MS_MIN: u64 = 3_000;
 /// Longest lease TTL.
@@ -172,6 +172,10 @@ pub struct Claim {
     pub host: String,
     /// The data directory's path on that host.
     pub dir: String,
+    /// Random per process (`Claim::new_session`): tells this process's own
+    /// lease value from any other's, so a renewal whose acknowledgement
+    /// was lost is recognised, not taken for another writer.
+    pub session: String,
 }
 
 impl Claim {
@@ -179,11 +183,12 @@ impl Claim {
     pub fn encode(&self) -> Bytes {
         let clean = |s: &str| s.replace(['\n', '\r'], " ");
         Bytes::from(format!(
-            "weir-claim 1\ndata_dir_id={}\nname={}\nhost={}\ndir={}\n",
+            "weir-claim 1\ndata_dir_id={}\nname={}\nhost={}\ndir={}\nsession={}\n",
             clean(&self.data_dir_id),
             clean(&self.name),
             clean(&self.host),
-            clean(&self.dir)
+            clean(&self.dir),
+            clean(&self.session)
         ))
     }
 
@@ -202,6 +207,7 @@ impl Claim {
             name: String::new(),
             host: String::new(),
             dir: String::new(),
+            session: String::new(),
         };
         for l in lines {
             let (k, v) = l.split_once('=')?;
@@ -210,11 +216,17 @@ impl Claim {
                 "name" => &mut c.name,
                 "host" => &mut c.host,
                 "dir" => &mut c.dir,
+                "session" => &mut c.session,
                 _ => continue,
             };
             *slot = v.to_string();
         }
         (!c.data_dir_id.is_empty()).then_some(c)
+    }
+
+    /// A fresh random session id for a claim of this process.
+    pub fn new_session() -> String {
+        crate::checkpoint::DataDirId::random().to_string()
     }
 
     fn same_process_place(&self, other: &Claim) -> bool {
@@ -328,7 +340,7 @@ impl Leases {
         check_settings(me, ttl_ms)?;
         let ttl = Duration::from_millis(ttl_ms);
         let sent = Instant::now();
-        let held = conn.runtime().block_on(async {
+        let (held, leases) = conn.runtime().block_on(async {
             let owners = open_bucket(&conn, OWNERS_BUCKET, None).await?;
             let leases = open_bucket(&conn, LEASES_BUCKET, Some(ttl)).await?;
             let mut held = Vec::with_capacity(streams.len());
@@ -338,7 +350,7 @@ impl Leases {
                 let revision = claim_retrying(&owners, &leases, &p, me, ttl_ms).await?;
                 held.push(Held { stream: stream.clone(), key, revision });
             }
-            Ok::<_, LeaseError>(held)
+            Ok::<_, LeaseError>((held, leases))
         })?;
         let health = Arc::new(LeaseHealth {
             source_id: source_id.to_string(),
@@ -352,7 +364,7 @@ impl Leases {
         let held = Arc::new(Mutex::new(held));
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let task = conn.runtime().spawn(renew_loop(
-            conn.clone(),
+            leases,
             me.encode(),
             held.clone(),
             health.clone(),
@@ -569,6 +581,7 @@ fn unknown_claim(value: &[u8]) -> Claim {
         name: "(unknown)".into(),
         host: "(unknown)".into(),
         dir: "(unknown)".into(),
+        session: String::new(),
     }
 }
 
@@ -608,7 +621,7 @@ async fn take_lease(
 
 /// Renews every held lease each third of the TTL until `stopped`.
 async fn renew_loop(
-    conn: Arc<JetStreamConnection>,
+    leases: kv::Store,
     value: Bytes,
     held: Arc<Mutex<Vec<Held>>>,
     health: Arc<LeaseHealth>,
@@ -625,7 +638,7 @@ async fn renew_loop(
         // try again soon: the lease lives until a whole TTL has passed
         // since the last round that succeeded.
         pause = RENEW_RETRY_PAUSE;
-        match renew_once(&conn, &value, &held).await {
+        match renew_once(&leases, &value, &held).await {
             Ok(()) => {
                 let mut s = health.lock();
                 s.renewed = sent;
@@ -651,28 +664,33 @@ enum RenewFailure {
     Error(String),
 }
 
+/// One round: each held key updated at the revision this process last
+/// wrote. A key found at another revision holding this process's own
+/// value (an update stored whose acknowledgement was lost) is adopted;
+/// holding another value, it was taken.
 async fn renew_once(
-    conn: &JetStreamConnection,
+    leases: &kv::Store,
     value: &Bytes,
     held: &Mutex<Vec<Held>>,
 ) -> Result<(), RenewFailure> {
-    let leases = conn
-        .context()
-        .get_key_value(LEASES_BUCKET)
-        .await
-        .map_err(|e| RenewFailure::Error(e.to_string()))?;
     let keys: Vec<Held> = held.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for (i, h) in keys.iter().enumerate() {
-        match leases.update(&h.key, value.clone(), h.revision).await {
-            Ok(rev) => {
-                if let Some(slot) = held.lock().unwrap_or_else(|e| e.into_inner()).get_mut(i) {
-                    slot.revision = rev;
+        let rev = match leases.update(&h.key, value.clone(), h.revision).await {
+            Ok(rev) => rev,
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                let entry = live_entry(leases, LEASES_BUCKET, &h.key)
+                    .await
+                    .map_err(|e| RenewFailure::Error(e.to_string()))?;
+                match entry {
+                    Some(e) if e.value == *value => e.revision,
+                    Some(_) => return Err(RenewFailure::Taken(h.stream.clone())),
+                    None => return Err(RenewFailure::Error("the lease key expired".into())),
                 }
             }
-            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
-                return Err(RenewFailure::Taken(h.stream.clone()));
-            }
             Err(e) => return Err(RenewFailure::Error(e.to_string())),
+        };
+        if let Some(slot) = held.lock().unwrap_or_else(|e| e.into_inner()).get_mut(i) {
+            slot.revision = rev;
         }
     }
     Ok(())
@@ -688,6 +706,7 @@ mod tests {
             name: "a".into(),
             host: "h".into(),
             dir: "/d".into(),
+            session: "s1".into(),
         }
     }
 

@@ -228,7 +228,7 @@ const LEASE_TTL_MS: KeySpec = KeySpec::whole(
     "lease_ttl_ms",
     crate::source::LEASE_TTL_MS_MIN as i64,
     crate::source::LEASE_TTL_MS_MAX as i64,
-    "ms a lease lives without renewal (default 15000); renewed every third of it",
+    "ms a lease lives without renewal (default 30000); renewed every third of it",
 );
 const INSTANCE_NAME: KeySpec = KeySpec::of(
     "instance_name",
