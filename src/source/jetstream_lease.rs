@@ -85,6 +85,17 @@ pub enum LeaseError {
         /// The lease TTL.
         ttl_ms: u64,
     },
+    /// Another data directory (the partition's previous owner, whose
+    /// owner claim was deleted) still holds a live lease.
+    #[error("JetStream stream `{}` of source `{}` is still leased by instance `{}` on host {} (data directory {}), its previous owner. Stop that instance, or wait {ttl_ms} ms for its lease to expire if it is gone", .partition.stream, .partition.source_id, .holder.name, .holder.host, .holder.dir)]
+    Previous {
+        /// The partition.
+        partition: Box<PartitionRef>,
+        /// The holder's claim.
+        holder: Box<Claim>,
+        /// The lease TTL.
+        ttl_ms: u64,
+    },
     /// The lease was lost while running.
     #[error("lost the lease on JetStream stream `{stream}` of source `{source_id}`: {why}. The batch is not committed; start again once the NATS servers are reachable (and no other process uses this data directory)")]
     Lost {
@@ -343,6 +354,13 @@ impl Leases {
         let (held, leases) = conn.runtime().block_on(async {
             let owners = open_bucket(&conn, OWNERS_BUCKET, None).await?;
             let leases = open_bucket(&conn, LEASES_BUCKET, Some(ttl)).await?;
+            // Every owner first, read only: a refused instance leaves no
+            // claim on the streams before the one that refused it.
+            for stream in streams {
+                let key = lease_key(source_id, stream);
+                let p = Partition { source_id, stream, key: &key };
+                check_owner(&owners, &p, me).await?;
+            }
             let mut held = Vec::with_capacity(streams.len());
             for stream in streams {
                 let key = lease_key(source_id, stream);
@@ -483,14 +501,30 @@ async fn open_bucket(
             ..Default::default()
         };
         match js.create_key_value(config).await {
-            Ok(s) => return Ok(s),
-            Err(e) => {
-                first_error.get_or_insert(e.to_string());
+            Ok(s) => {
+                if replicas == 1 {
+                    tracing::warn!(
+                        bucket = name,
+                        "created the key-value bucket with one replica: the cluster cannot hold three"
+                    );
+                }
+                return Ok(s);
             }
-        }
-        // Another instance may have created it meanwhile.
-        if let Ok(s) = js.get_key_value(name).await {
-            return Ok(s);
+            Err(e) => {
+                // Another instance may have created it meanwhile.
+                if let Ok(s) = js.get_key_value(name).await {
+                    return Ok(s);
+                }
+                let text = e.to_string();
+                // One replica only where three cannot be placed.
+                let too_few = text.contains("insufficient resources")
+                    || text.contains("non-clustered")
+                    || text.contains("replicas");
+                first_error.get_or_insert(text);
+                if !too_few {
+                    break;
+                }
+            }
         }
     }
     Err(LeaseError::Bucket {
@@ -549,6 +583,23 @@ async fn claim_retrying(
     }
 }
 
+/// Fails if another data directory owns the partition (absent, or ours:
+/// fine). Requests that fail are left to the claim, which retries them.
+async fn check_owner(store: &kv::Store, p: &Partition<'_>, me: &Claim) -> Result<(), LeaseError> {
+    let Ok(Some(entry)) = live_entry(store, OWNERS_BUCKET, p.key).await else {
+        return Ok(());
+    };
+    let owner = Claim::decode(&entry.value).unwrap_or_else(|| unknown_claim(&entry.value));
+    if owner.data_dir_id == me.data_dir_id {
+        return Ok(());
+    }
+    Err(LeaseError::Owned {
+        partition: p.boxed(),
+        owner: Box::new(owner),
+        mine: me.data_dir_id.clone(),
+    })
+}
+
 /// Makes `me` the owner of the partition, or finds it already is.
 async fn claim_owner(store: &kv::Store, p: &Partition<'_>, me: &Claim) -> Result<(), LeaseError> {
     for _ in 0..CLAIM_TRIES_MAX {
@@ -603,6 +654,13 @@ async fn take_lease(
             continue; // expired or released meanwhile
         };
         let holder = Claim::decode(&entry.value).unwrap_or_else(|| unknown_claim(&entry.value));
+        if holder.data_dir_id != me.data_dir_id {
+            return Err(LeaseError::Previous {
+                partition: p.boxed(),
+                holder: Box::new(holder),
+                ttl_ms,
+            });
+        }
         if !holder.same_process_place(me) {
             return Err(LeaseError::Busy {
                 partition: p.boxed(),
