@@ -133,6 +133,7 @@ internal! {
     mod failpoint;
     mod layout;
     mod names;
+    mod nats;
     mod scheduler;
     mod source;
     mod storage;
@@ -153,11 +154,12 @@ pub use dstream::{
 };
 pub use error::{Error, Result};
 pub use names::{NameError, STREAM_NAME_BYTES_MAX};
+pub use nats::NatsAuth;
 pub use scheduler::{BatchStats, SchedulerError};
 pub use sink::{JetStreamSinkConfig, JetStreamSinkError, JetStreamSinkStats};
 pub use source::{
-    Assignment, Claim, JetStreamAuth, JetStreamConfig, JetStreamError, JetStreamStats, JsRecord,
-    LeaseError, LostWhy, PartitionRef, PartitionStats, ScaleOut, INSTANCE_NAME_BYTES_MAX,
-    LEASES_BUCKET, LEASE_TTL_MS_DEFAULT, LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, OWNERS_BUCKET,
+    Assignment, Claim, JetStreamConfig, JetStreamError, JetStreamStats, JsRecord, LeaseError,
+    LostWhy, PartitionRef, PartitionStats, ScaleOut, INSTANCE_NAME_BYTES_MAX, LEASES_BUCKET,
+    LEASE_TTL_MS_DEFAULT, LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, OWNERS_BUCKET,
 };
 pub use storage::AtomicWriteError;

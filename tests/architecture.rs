@@ -100,6 +100,24 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
         "sink",
         &["receiver", "ingest", "source", "service", "cli", "wal"],
     ),
+    // The NATS client plumbing the JetStream source and sink share.
+    (
+        "nats",
+        &[
+            "dstream",
+            "wal",
+            "storage",
+            "checkpoint",
+            "scheduler",
+            "context",
+            "receiver",
+            "ingest",
+            "source",
+            "sink",
+            "service",
+            "cli",
+        ],
+    ),
     ("context", &["service", "cli"]),
     ("service", &["cli"]),
 ];

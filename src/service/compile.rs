@@ -363,11 +363,8 @@ fn add_sink(input: &S, kind: &SinkKind, data_dir: &Path) -> crate::Result<()> {
             each_kind!(input, d => json_files(d, &prefix, suffix, *skip_empty))
         }
         SinkKind::JetStream(c) => {
-            let mut c = (**c).clone();
-            c.tls_ca_file = c.tls_ca_file.map(|p| resolve(data_dir, &p));
-            if let crate::sink::NatsAuth::CredentialsFile(p) = &mut c.auth {
-                *p = resolve(data_dir, p);
-            }
+            // Its files were resolved from the pipeline file's directory.
+            let c = (**c).clone();
             each_kind!(input, d => d.save_to_jetstream(c).map(|_| ()))?;
             Ok(())
         }

@@ -29,12 +29,12 @@
 //! times are the context's clock (the system clock in production);
 //! "now" is the system clock, as the server's window is.
 //!
-//! Limits: servers 1 to [`SINK_SERVERS_MAX`]; a sink id 1 to
+//! Limits: servers 1 to [`crate::nats::SERVERS_MAX`]; a sink id 1 to
 //! [`SINK_ID_BYTES_MAX`] bytes of letters, digits, `_`, `-`, `.`;
 //! `acks_in_flight_max` 1 to [`ACKS_IN_FLIGHT_CEILING`] (default
 //! [`ACKS_IN_FLIGHT_MAX_DEFAULT`]); `publish_tries_max` 1 to
 //! [`PUBLISH_TRIES_CEILING`] (default [`PUBLISH_TRIES_MAX_DEFAULT`]);
-//! timeouts 1 to [`SINK_TIMEOUT_MS_MAX`] ms. A batch's payloads are held
+//! timeouts 1 to [`crate::nats::TIMEOUT_MS_MAX`] ms. A batch's payloads are held
 //! in memory once more, rendered (bounded by `batch_records_max`).
 //! Must never: return Ok before every record's ack, publish a record under
 //! an id that depends on anything but its place in the batch, or publish
@@ -51,6 +51,8 @@ use super::jetstream_conn::{Msg, SinkConnection};
 use super::Show;
 use crate::dstream::graph::OutputEntry;
 use crate::dstream::{meta, BatchCtx, DStream, Data, EngineError};
+pub use crate::nats::NatsAuth;
+use crate::nats::{check_client, ClientSpec, SINK_CLIENT_NAME};
 
 /// Default bound on acks awaited at once.
 pub const ACKS_IN_FLIGHT_MAX_DEFAULT: usize = 1024;
@@ -60,12 +62,8 @@ pub const ACKS_IN_FLIGHT_CEILING: usize = 4096;
 pub const PUBLISH_TRIES_MAX_DEFAULT: u32 = 10;
 /// Largest `publish_tries_max`.
 pub const PUBLISH_TRIES_CEILING: u32 = 100;
-/// Most server URLs of one sink.
-pub const SINK_SERVERS_MAX: usize = 64;
 /// Longest sink id, in bytes.
 pub const SINK_ID_BYTES_MAX: usize = 64;
-/// Largest `connect_timeout_ms` and `ack_timeout_ms`.
-pub const SINK_TIMEOUT_MS_MAX: u64 = 600_000;
 
 /// Errors of the JetStream sink.
 #[derive(Debug, thiserror::Error)]
@@ -138,25 +136,6 @@ pub enum JetStreamSinkError {
     },
 }
 
-/// How the client authenticates.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum NatsAuth {
-    /// No credentials.
-    #[default]
-    None,
-    /// A `.creds` file (user JWT and NKEY seed).
-    CredentialsFile(PathBuf),
-    /// A token.
-    Token(String),
-    /// A user name and password.
-    UserPassword {
-        /// The user.
-        user: String,
-        /// The password.
-        password: String,
-    },
-}
-
 /// What a replay older than the stream's dedup window does.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ReplayOlderThanWindow {
@@ -214,6 +193,19 @@ impl JetStreamSinkConfig {
         }
     }
 
+    /// The client's part of the settings.
+    pub(crate) fn client_spec(&self) -> ClientSpec<'_> {
+        ClientSpec {
+            name: SINK_CLIENT_NAME,
+            servers: &self.servers,
+            auth: &self.auth,
+            tls_ca_file: self.tls_ca_file.as_deref(),
+            tls_required: self.tls_required,
+            connect_timeout_ms: self.connect_timeout_ms,
+            request_timeout_ms: self.ack_timeout_ms,
+        }
+    }
+
     /// Checks every setting against its limits.
     pub fn validate(&self) -> Result<(), JetStreamSinkError> {
         let bad = |setting, found: String, expected: String| {
@@ -223,9 +215,8 @@ impl JetStreamSinkConfig {
                 expected,
             })
         };
-        if self.servers.is_empty() || self.servers.len() > SINK_SERVERS_MAX {
-            let n = self.servers.len().to_string();
-            return bad("servers", n, format!("1 to {SINK_SERVERS_MAX} URLs"));
+        if let Some((setting, found, expected)) = check_client(&self.client_spec()) {
+            return bad(setting, found, expected);
         }
         if !valid_subject(&self.subject) {
             let s = format!("{:?}", self.subject);
@@ -242,18 +233,6 @@ impl JetStreamSinkConfig {
                 s,
                 format!("1 to {SINK_ID_BYTES_MAX} letters, digits, `_`, `-` or `.`"),
             );
-        }
-        for (setting, v) in [
-            ("connect_timeout_ms", self.connect_timeout_ms),
-            ("ack_timeout_ms", self.ack_timeout_ms),
-        ] {
-            if v == 0 || v > SINK_TIMEOUT_MS_MAX {
-                return bad(
-                    setting,
-                    v.to_string(),
-                    format!("1 to {SINK_TIMEOUT_MS_MAX}"),
-                );
-            }
         }
         if self.acks_in_flight_max == 0 || self.acks_in_flight_max > ACKS_IN_FLIGHT_CEILING {
             let n = self.acks_in_flight_max.to_string();

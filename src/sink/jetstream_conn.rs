@@ -5,7 +5,7 @@
 //! batch with bounded acks in flight and retries what failed under the
 //! same message ids.
 //!
-//! Limits: [`RUNTIME_THREADS`] runtime threads; at most
+//! Limits: [`crate::nats::RUNTIME_THREADS`] runtime threads; at most
 //! `acks_in_flight_max` (1 to 4,096) acks awaited at once (the context's
 //! own bound is set to the same number, below async-nats' 5,000);
 //! `publish_tries_max` rounds per batch (and tries of the stream lookup),
@@ -27,10 +27,15 @@ use async_nats::jetstream;
 use async_nats::Subject;
 use bytes::Bytes;
 
-use super::jetstream::{JetStreamSinkConfig, JetStreamSinkError, NatsAuth};
+use super::jetstream::{JetStreamSinkConfig, JetStreamSinkError};
+use crate::nats::{connect, NatsError, NatsRuntime};
 
-/// Threads of the sink's runtime.
-pub const RUNTIME_THREADS: usize = 2;
+fn connect_error(cfg: &JetStreamSinkConfig, e: NatsError) -> JetStreamSinkError {
+    JetStreamSinkError::Connect {
+        servers: cfg.servers.join(","),
+        detail: e.to_string(),
+    }
+}
 /// First pause between publish rounds, in ms.
 pub const RETRY_BACKOFF_MS_FIRST: u64 = 50;
 /// Longest pause between publish rounds, in ms.
@@ -53,28 +58,9 @@ pub(super) struct Published {
     pub(super) retried: u64,
 }
 
-/// The sink's runtime: shut down in the background when dropped, so a
-/// context holding the sink may be dropped inside another runtime (the
-/// service's), where dropping a runtime in place would panic.
-struct Rt(Option<tokio::runtime::Runtime>);
-
-impl Rt {
-    fn get(&self) -> &tokio::runtime::Runtime {
-        self.0.as_ref().expect("the runtime is present until drop")
-    }
-}
-
-impl Drop for Rt {
-    fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
 /// A connected client and its target stream; see the module docs.
 pub(super) struct SinkConnection {
-    rt: Rt,
+    rt: NatsRuntime,
     js: jetstream::Context,
     subject: Subject,
     /// The stream the subject belongs to.
@@ -95,49 +81,18 @@ impl std::fmt::Debug for SinkConnection {
     }
 }
 
-/// Connects a client with `cfg`'s options.
-async fn client(cfg: &JetStreamSinkConfig) -> Result<async_nats::Client, JetStreamSinkError> {
-    let connect_err = |detail: String| JetStreamSinkError::Connect {
-        servers: cfg.servers.join(","),
-        detail,
-    };
-    let mut o = async_nats::ConnectOptions::new()
-        .name("weir-sink")
-        .connection_timeout(Duration::from_millis(cfg.connect_timeout_ms))
-        .request_timeout(Some(Duration::from_millis(cfg.ack_timeout_ms)))
-        .require_tls(cfg.tls_required);
-    if let Some(ca) = &cfg.tls_ca_file {
-        o = o.add_root_certificates(ca.clone());
-    }
-    o = match &cfg.auth {
-        NatsAuth::None => o,
-        NatsAuth::Token(t) => o.token(t.clone()),
-        NatsAuth::UserPassword { user, password } => {
-            o.user_and_password(user.clone(), password.clone())
-        }
-        NatsAuth::CredentialsFile(p) => o
-            .credentials_file(p)
-            .await
-            .map_err(|e| connect_err(format!("credentials file {}: {e}", p.display())))?,
-    };
-    o.connect(cfg.servers.clone())
-        .await
-        .map_err(|e| connect_err(e.to_string()))
-}
-
 impl SinkConnection {
     /// Connects (`cfg` validated by the caller) and finds the stream that
     /// captures `cfg.subject` and its dedup window.
     pub(super) fn connect(cfg: &JetStreamSinkConfig) -> Result<Self, JetStreamSinkError> {
-        let rt = Rt(Some(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(RUNTIME_THREADS)
-                .thread_name("weir-nats-sink")
-                .enable_all()
-                .build()
-                .map_err(JetStreamSinkError::Runtime)?,
-        ));
-        let client = rt.get().block_on(client(cfg))?;
+        let rt = NatsRuntime::new("weir-nats-sink").map_err(|e| match e {
+            NatsError::Runtime(io) => JetStreamSinkError::Runtime(io),
+            other => connect_error(cfg, other),
+        })?;
+        let client = rt
+            .get()
+            .block_on(connect(&cfg.client_spec()))
+            .map_err(|e| connect_error(cfg, e))?;
         // The context spawns its acker task on the current runtime.
         let entered = rt.get().enter();
         let js = jetstream::ContextBuilder::new()

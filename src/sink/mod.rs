@@ -36,8 +36,7 @@ pub use dead_letter::{
 pub use jetstream::{
     jetstream_sink_op, message_id, JetStreamSinkConfig, JetStreamSinkError, JetStreamSinkStats,
     NatsAuth, ReplayOlderThanWindow, ACKS_IN_FLIGHT_CEILING, ACKS_IN_FLIGHT_MAX_DEFAULT,
-    PUBLISH_TRIES_CEILING, PUBLISH_TRIES_MAX_DEFAULT, SINK_ID_BYTES_MAX, SINK_SERVERS_MAX,
-    SINK_TIMEOUT_MS_MAX,
+    PUBLISH_TRIES_CEILING, PUBLISH_TRIES_MAX_DEFAULT, SINK_ID_BYTES_MAX,
 };
 pub use kv::KvTable;
 

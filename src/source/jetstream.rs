@@ -34,7 +34,7 @@
 //! 1 MiB by default); a record larger than `record_bytes_max` (default
 //! [`RECORD_BYTES_MAX_DEFAULT`], 1 MiB) keeps only its first
 //! [`OVERSIZED_KEPT_BYTES`] bytes and goes to the bad-record policy;
-//! [`READ_TRIES_MAX`] tries of a request; servers 1 to [`SERVERS_MAX`],
+//! [`READ_TRIES_MAX`] tries of a request; servers 1 to [`crate::nats::SERVERS_MAX`],
 //! streams 1 to [`STREAMS_MAX`].
 //! Must never: acknowledge or purge anything before the commit of the batch
 //! that read it, skip a sequence it was asked for, or return a range's
@@ -58,8 +58,6 @@ pub const RECORD_BYTES_MAX_DEFAULT: usize = 1 << 20;
 pub const OVERSIZED_KEPT_BYTES: usize = 4096;
 /// Attempts of one read (timeout, no leader) before it fails.
 pub const READ_TRIES_MAX: u32 = 20;
-/// Most server URLs of one source.
-pub const SERVERS_MAX: usize = 64;
 /// Most JetStream streams (partitions) of one weir stream.
 pub const STREAMS_MAX: usize = 64;
 

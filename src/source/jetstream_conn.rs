@@ -4,10 +4,10 @@
 //! stream. The engine calls sources from plain worker threads; each call
 //! here blocks on the runtime for one request.
 //!
-//! Limits: 1 to [`SERVERS_MAX`] servers and [`STREAMS_MAX`] streams;
+//! Limits: 1 to [`crate::nats::SERVERS_MAX`] servers and [`STREAMS_MAX`] streams;
 //! `connect_timeout_ms` and `request_timeout_ms` 1 to
 //! [`TIMEOUT_MS_MAX`]; `record_bytes_max` 1 to [`RECORD_BYTES_CEILING`];
-//! [`RUNTIME_THREADS`] runtime threads per connection.
+//! [`crate::nats::RUNTIME_THREADS`] runtime threads per connection.
 //! Must never: be called from inside an async runtime (it blocks on its
 //! own), or keep a subscription past the request it serves.
 
@@ -19,47 +19,26 @@ use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::jetstream::{JetStreamError, RECORD_BYTES_MAX_DEFAULT, SERVERS_MAX, STREAMS_MAX};
+use super::jetstream::{JetStreamError, RECORD_BYTES_MAX_DEFAULT, STREAMS_MAX};
+use crate::nats::{check_client, connect, ClientSpec, NatsError, NatsRuntime, SOURCE_CLIENT_NAME};
+pub use crate::nats::NatsAuth;
 use super::scale_out::ScaleOut;
 use crate::dstream::OnError;
 
-/// Largest `connect_timeout_ms` and `request_timeout_ms`.
-pub const TIMEOUT_MS_MAX: u64 = 600_000;
 /// Largest `record_bytes_max` (JetStream's own payload ceiling, 64 MiB).
 pub const RECORD_BYTES_CEILING: usize = 64 << 20;
-/// Threads of a connection's runtime.
-pub const RUNTIME_THREADS: usize = 2;
-
-/// How the client authenticates.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum JetStreamAuth {
-    /// No credentials.
-    #[default]
-    None,
-    /// A `.creds` file (user JWT and NKEY seed).
-    CredentialsFile(PathBuf),
-    /// A token.
-    Token(String),
-    /// A user name and password.
-    UserPassword {
-        /// The user.
-        user: String,
-        /// The password.
-        password: String,
-    },
-}
 
 /// A JetStream input: where the servers are, how to log in, which streams
 /// (one weir partition each) and how records are checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JetStreamConfig {
     /// Server URLs (`nats://host:port`, `tls://host:port`), 1 to
-    /// [`SERVERS_MAX`].
+    /// [`crate::nats::SERVERS_MAX`].
     pub servers: Vec<String>,
     /// JetStream stream names, one partition each, 1 to [`STREAMS_MAX`].
     pub streams: Vec<String>,
     /// Credentials.
-    pub auth: JetStreamAuth,
+    pub auth: NatsAuth,
     /// A PEM file of certificate authorities to trust (TLS).
     pub tls_ca_file: Option<PathBuf>,
     /// Refuse servers that do not speak TLS.
@@ -85,7 +64,7 @@ impl JetStreamConfig {
         JetStreamConfig {
             servers: servers.iter().map(|s| s.to_string()).collect(),
             streams: streams.iter().map(|s| s.to_string()).collect(),
-            auth: JetStreamAuth::None,
+            auth: NatsAuth::None,
             tls_ca_file: None,
             tls_required: false,
             connect_timeout_ms: 5_000,
@@ -93,6 +72,19 @@ impl JetStreamConfig {
             record_bytes_max: RECORD_BYTES_MAX_DEFAULT,
             on_error: OnError::Fail,
             scale_out: ScaleOut::default(),
+        }
+    }
+
+    /// The client's part of the settings.
+    pub(crate) fn client_spec(&self) -> ClientSpec<'_> {
+        ClientSpec {
+            name: SOURCE_CLIENT_NAME,
+            servers: &self.servers,
+            auth: &self.auth,
+            tls_ca_file: self.tls_ca_file.as_deref(),
+            tls_required: self.tls_required,
+            connect_timeout_ms: self.connect_timeout_ms,
+            request_timeout_ms: self.request_timeout_ms,
         }
     }
 
@@ -105,9 +97,8 @@ impl JetStreamConfig {
                 expected,
             })
         };
-        if self.servers.is_empty() || self.servers.len() > SERVERS_MAX {
-            let n = self.servers.len().to_string();
-            return bad("servers", n, format!("1 to {SERVERS_MAX} URLs"));
+        if let Some((setting, found, expected)) = check_client(&self.client_spec()) {
+            return bad(setting, found, expected);
         }
         if self.streams.is_empty() || self.streams.len() > STREAMS_MAX {
             let n = self.streams.len().to_string();
@@ -121,14 +112,6 @@ impl JetStreamConfig {
         let mut seen = std::collections::BTreeSet::new();
         if let Some(dup) = self.streams.iter().find(|s| !seen.insert(s.as_str())) {
             return bad("streams", format!("{dup:?} twice"), "each stream once".into());
-        }
-        for (setting, v) in [
-            ("connect_timeout_ms", self.connect_timeout_ms),
-            ("request_timeout_ms", self.request_timeout_ms),
-        ] {
-            if v == 0 || v > TIMEOUT_MS_MAX {
-                return bad(setting, v.to_string(), format!("1 to {TIMEOUT_MS_MAX}"));
-            }
         }
         self.scale_out.validate(self.streams.len())?;
         if self.record_bytes_max == 0 || self.record_bytes_max > RECORD_BYTES_CEILING {
@@ -150,20 +133,9 @@ fn valid_stream_name(s: &str) -> bool {
 
 /// A connected client and the runtime it runs on; see the module docs.
 pub struct JetStreamConnection {
-    /// Taken only by `drop`.
-    rt: Option<tokio::runtime::Runtime>,
+    rt: NatsRuntime,
     js: jetstream::Context,
     request_timeout: Duration,
-}
-
-impl Drop for JetStreamConnection {
-    fn drop(&mut self) {
-        // The service drops its pipeline inside its own async runtime,
-        // where a runtime may not block while shutting down.
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
-    }
 }
 
 impl std::fmt::Debug for JetStreamConnection {
@@ -178,49 +150,27 @@ impl JetStreamConnection {
     /// Connects to `cfg.servers` (validated first).
     pub fn connect(cfg: &JetStreamConfig) -> Result<Self, JetStreamError> {
         cfg.validate()?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(RUNTIME_THREADS)
-            .thread_name("weir-nats")
-            .enable_all()
-            .build()
-            .map_err(JetStreamError::Runtime)?;
-        let servers = cfg.servers.join(",");
-        let connect_err = |detail: String| JetStreamError::Connect {
-            servers: servers.clone(),
-            detail,
+        let connect_err = |e: NatsError| match e {
+            NatsError::Runtime(io) => JetStreamError::Runtime(io),
+            other => JetStreamError::Connect {
+                servers: cfg.servers.join(","),
+                detail: other.to_string(),
+            },
         };
+        let rt = NatsRuntime::new("weir-nats").map_err(connect_err)?;
         let request_timeout = Duration::from_millis(cfg.request_timeout_ms);
-        let client = rt.block_on(async {
-            let mut o = async_nats::ConnectOptions::new()
-                .name("weir")
-                .connection_timeout(Duration::from_millis(cfg.connect_timeout_ms))
-                .request_timeout(Some(request_timeout))
-                .require_tls(cfg.tls_required);
-            if let Some(ca) = &cfg.tls_ca_file {
-                o = o.add_root_certificates(ca.clone());
-            }
-            o = match &cfg.auth {
-                JetStreamAuth::None => o,
-                JetStreamAuth::Token(t) => o.token(t.clone()),
-                JetStreamAuth::UserPassword { user, password } => {
-                    o.user_and_password(user.clone(), password.clone())
-                }
-                JetStreamAuth::CredentialsFile(p) => o.credentials_file(p).await.map_err(|e| {
-                    connect_err(format!("credentials file {}: {e}", p.display()))
-                })?,
-            };
-            o.connect(cfg.servers.clone())
-                .await
-                .map_err(|e| connect_err(e.to_string()))
-        })?;
+        let client = rt
+            .get()
+            .block_on(connect(&cfg.client_spec()))
+            .map_err(connect_err)?;
         // The context spawns its acker task on the current runtime.
-        let entered = rt.enter();
+        let entered = rt.get().enter();
         let js = jetstream::ContextBuilder::new()
             .timeout(request_timeout)
             .build(client);
         drop(entered);
         Ok(JetStreamConnection {
-            rt: Some(rt),
+            rt,
             js,
             request_timeout,
         })
@@ -237,8 +187,7 @@ impl JetStreamConnection {
     }
 
     fn rt(&self) -> &tokio::runtime::Runtime {
-        // Present until drop.
-        self.rt.as_ref().expect("the runtime lives as long as the connection")
+        self.rt.get()
     }
 
     /// Stream `name`'s info (config and state), from its leader.

@@ -32,8 +32,7 @@ pub use jetstream::{
     JetStreamError, JetStreamSource, JetStreamStats, JsRecord, PartitionStats, STREAMS_MAX,
 };
 pub use jetstream_conn::{
-    JetStreamAuth, JetStreamConfig, JetStreamConnection, RECORD_BYTES_CEILING,
-    TIMEOUT_MS_MAX,
+    JetStreamConfig, JetStreamConnection, RECORD_BYTES_CEILING,
 };
 
 pub use jetstream_lease::{

@@ -29,6 +29,7 @@
 mod error;
 mod keys;
 mod model;
+mod nats_keys;
 mod ops;
 mod raw;
 mod settings;

@@ -19,6 +19,10 @@ use std::path::PathBuf;
 use super::error::ConfigError;
 use super::keys::{entry_names, impl_entry, keys_cell, KeySpec, KeyType};
 use super::model::{Kind, SinkKind};
+use super::nats_keys::{
+    nats_client, CONNECT_TIMEOUT_MS, CREDENTIALS_FILE, PASSWORD, SERVERS, TLS_CA_FILE,
+    TLS_REQUIRED, TOKEN, USER,
+};
 use super::validate::SinkIn;
 
 /// Most records `print` shows per batch.
@@ -66,11 +70,6 @@ const TABLE: KeySpec = KeySpec::of(
     "the table is kept in the checkpoint under this name; read it with `weir kv get|scan DATA_DIR TABLE`",
 );
 
-const SERVERS: KeySpec = KeySpec::of(
-    "servers",
-    KeyType::TextList,
-    "the NATS servers, such as [\"nats://127.0.0.1:4222\"]",
-);
 const SUBJECT: KeySpec = KeySpec::of(
     "subject",
     KeyType::Text,
@@ -81,34 +80,10 @@ const SINK_ID: KeySpec = KeySpec::of(
     KeyType::Text,
     "the sink's part of each message id (default: the subject); keep it when you edit the file, or replays are not recognised",
 );
-const CREDENTIALS_FILE: KeySpec = KeySpec::of(
-    "credentials_file",
-    KeyType::Text,
-    "a NATS .creds file; relative paths are under the data directory",
-);
-const TOKEN: KeySpec = KeySpec::of("token", KeyType::Text, "a NATS token");
-const USER: KeySpec = KeySpec::of("user", KeyType::Text, "a NATS user (with password)");
-const PASSWORD: KeySpec = KeySpec::of("password", KeyType::Text, "the NATS user's password");
-const TLS_CA_FILE: KeySpec = KeySpec::of(
-    "tls_ca_file",
-    KeyType::Text,
-    "a PEM file of certificate authorities to trust; relative paths are under the data directory",
-);
-const TLS_REQUIRED: KeySpec = KeySpec::of(
-    "tls_required",
-    KeyType::Bool,
-    "tls_required = true refuses servers that do not speak TLS",
-);
-const CONNECT_TIMEOUT_MS: KeySpec = KeySpec::whole(
-    "connect_timeout_ms",
-    1,
-    crate::sink::SINK_TIMEOUT_MS_MAX as i64,
-    "how long connecting may take, in ms (default 5000)",
-);
 const ACK_TIMEOUT_MS: KeySpec = KeySpec::whole(
     "ack_timeout_ms",
     1,
-    crate::sink::SINK_TIMEOUT_MS_MAX as i64,
+    crate::nats::TIMEOUT_MS_MAX as i64,
     "how long one publish acknowledgement may take, in ms (default 5000)",
 );
 const ACKS_IN_FLIGHT_MAX: KeySpec = KeySpec::whole(
@@ -312,27 +287,19 @@ fn kv(s: &SinkIn<'_>) -> Result<SinkKind, ConfigError> {
 /// [`crate::sink::JetStreamSinkConfig`].
 fn jetstream(s: &SinkIn<'_>) -> Result<SinkKind, ConfigError> {
     use crate::sink::{JetStreamSinkConfig, JetStreamSinkError, ReplayOlderThanWindow};
-    let servers = s.item.list(&SERVERS)?.ok_or_else(|| {
-        s.item.err(
-            s.item.span(),
-            SERVERS.name,
-            "a list of server URLs",
-            Some("nothing".into()),
-            "add servers = [\"nats://127.0.0.1:4222\"]",
-        )
-    })?;
+    let client = nats_client(s.item, s.base)?;
     let subject = s
         .item
         .required(&SUBJECT, "a subject such as \"out.counts\"", SUBJECT.hint)?;
     let mut c = JetStreamSinkConfig::new(&[], subject.get_ref());
-    c.servers = servers.get_ref().clone();
+    c.servers = client.servers;
     if let Some(id) = s.item.string(&SINK_ID)? {
         c.sink_id = id;
     }
-    c.auth = nats_auth(s)?;
-    c.tls_ca_file = s.item.string(&TLS_CA_FILE)?.map(PathBuf::from);
-    c.tls_required = s.item.flag(&TLS_REQUIRED)?.is_some_and(|b| *b.get_ref());
-    if let Some(n) = s.item.positive(&CONNECT_TIMEOUT_MS)? {
+    c.auth = client.auth;
+    c.tls_ca_file = client.tls_ca_file;
+    c.tls_required = client.tls_required;
+    if let Some(n) = client.connect_timeout_ms {
         c.connect_timeout_ms = n;
     }
     if let Some(n) = s.item.positive(&ACK_TIMEOUT_MS)? {
@@ -370,34 +337,4 @@ fn jetstream(s: &SinkIn<'_>) -> Result<SinkKind, ConfigError> {
         return Err(s.item.err(span, setting, expected, Some(found), hint));
     }
     Ok(SinkKind::JetStream(Box::new(c)))
-}
-
-/// At most one way to log in: `credentials_file`, `token`, or `user`
-/// with `password`.
-fn nats_auth(s: &SinkIn<'_>) -> Result<crate::sink::NatsAuth, ConfigError> {
-    use crate::sink::NatsAuth;
-    let creds = s.item.string(&CREDENTIALS_FILE)?;
-    let token = s.item.string(&TOKEN)?;
-    let user = s.item.string(&USER)?;
-    let password = s.item.string(&PASSWORD)?;
-    let ways = [
-        creds.is_some(),
-        token.is_some(),
-        user.is_some() || password.is_some(),
-    ];
-    if ways.iter().filter(|w| **w).count() > 1 || user.is_some() != password.is_some() {
-        return Err(s.item.err(
-            s.item.span(),
-            "credentials",
-            "one way to log in: credentials_file, token, or user with password",
-            Some("another combination".into()),
-            "keep one of them",
-        ));
-    }
-    Ok(match (creds, token, user, password) {
-        (Some(p), _, _, _) => NatsAuth::CredentialsFile(PathBuf::from(p)),
-        (_, Some(t), _, _) => NatsAuth::Token(t),
-        (_, _, Some(user), Some(password)) => NatsAuth::UserPassword { user, password },
-        _ => NatsAuth::None,
-    })
 }

@@ -17,6 +17,10 @@ use std::net::SocketAddr;
 use super::error::ConfigError;
 use super::keys::{entry_names, impl_entry, keys_cell, Item, KeySpec, KeyType};
 use super::model::{IngestLimits, SourceKind};
+use super::nats_keys::{
+    nats_client, CONNECT_TIMEOUT_MS, CREDENTIALS_FILE, PASSWORD, SERVERS, TLS_CA_FILE,
+    TLS_REQUIRED, TOKEN, USER,
+};
 use crate::ingest::{
     CONNECTIONS_CEILING, HELLO_TIMEOUT_CEILING_MS, PRODUCERS_CEILING, PRODUCERS_IDLE_CEILING_MS,
 };
@@ -143,52 +147,15 @@ const PRODUCERS_IDLE_MS_MAX: KeySpec = KeySpec::whole(
     "ms a producer with no connection is remembered (default 604800000, 7 days); after it, it starts anew",
 );
 
-const SERVERS: KeySpec = KeySpec::of(
-    "servers",
-    KeyType::TextList,
-    "NATS server URLs such as [\"nats://127.0.0.1:4222\"]; one off this machine needs tls_required = true and credentials",
-);
 const STREAMS: KeySpec = KeySpec::of(
     "streams",
     KeyType::TextList,
     "JetStream stream names, one partition each (weir stream `<id>-<NAME>`), such as [\"EV0\", \"EV1\", \"EV2\"]; the streams need limits retention",
 );
-const CREDENTIALS_FILE: KeySpec = KeySpec::of(
-    "credentials_file",
-    KeyType::Text,
-    "a NATS .creds file (user JWT and NKEY seed); relative paths are from this file's directory",
-);
-const TOKEN: KeySpec = KeySpec::of(
-    "token",
-    KeyType::Text,
-    "a NATS authentication token (prefer credentials_file: this file then holds a secret)",
-);
-const USER: KeySpec = KeySpec::of("user", KeyType::Text, "a NATS user name (with password)");
-const PASSWORD: KeySpec = KeySpec::of(
-    "password",
-    KeyType::Text,
-    "the NATS user's password (prefer credentials_file: this file then holds a secret)",
-);
-const TLS_CA_FILE: KeySpec = KeySpec::of(
-    "tls_ca_file",
-    KeyType::Text,
-    "a PEM file of the certificate authorities to trust; relative paths are from this file's directory",
-);
-const TLS_REQUIRED: KeySpec = KeySpec::of(
-    "tls_required",
-    KeyType::Bool,
-    "true refuses servers that do not speak TLS (required for a server off this machine)",
-);
-const CONNECT_TIMEOUT_MS: KeySpec = KeySpec::whole(
-    "connect_timeout_ms",
-    1,
-    crate::source::TIMEOUT_MS_MAX as i64,
-    "ms connecting may take at start (default 5000)",
-);
 const REQUEST_TIMEOUT_MS: KeySpec = KeySpec::whole(
     "request_timeout_ms",
     1,
-    crate::source::TIMEOUT_MS_MAX as i64,
+    crate::nats::TIMEOUT_MS_MAX as i64,
     "ms one request (stream info, a read's next message) may take before it is retried (default 5000)",
 );
 const RECORD_BYTES_MAX: KeySpec = KeySpec::whole(
@@ -489,29 +456,29 @@ fn partitions(item: &Item<'_>) -> Result<usize, ConfigError> {
 }
 
 /// A `jetstream` source: servers, streams, credentials, TLS and limits,
-/// checked by `JetStreamConfig::validate` and the off-machine rule.
+/// checked by `JetStreamConfig::validate` and the off-machine rule
+/// (`nats_keys`).
 fn jetstream(item: &Item<'_>, base: &std::path::Path) -> Result<SourceKind, ConfigError> {
-    let list = |spec: &KeySpec, example: &str| -> Result<Vec<String>, ConfigError> {
-        match item.list(spec)? {
-            Some(v) if !v.get_ref().is_empty() => Ok(v.into_inner()),
-            found => Err(item.err(
+    let client = nats_client(item, base)?;
+    let streams = match item.list(&STREAMS)? {
+        Some(v) if !v.get_ref().is_empty() => v.into_inner(),
+        found => {
+            return Err(item.err(
                 found.as_ref().map_or(item.span(), |v| v.span()),
-                spec.name,
+                STREAMS.name,
                 "a non-empty list of strings",
                 Some(if found.is_some() { "[]" } else { "nothing" }.into()),
-                format!("add {} = {example}", spec.name),
-            )),
+                "add streams = [\"EV0\", \"EV1\"]",
+            ))
         }
     };
-    let servers = list(&SERVERS, "[\"nats://127.0.0.1:4222\"]")?;
-    let streams = list(&STREAMS, "[\"EV0\", \"EV1\"]")?;
     let mut cfg = crate::JetStreamConfig::new(&[], &[]);
-    cfg.servers = servers;
+    cfg.servers = client.servers;
     cfg.streams = streams;
-    cfg.auth = jetstream_auth(item, base)?;
-    cfg.tls_ca_file = item.string(&TLS_CA_FILE)?.map(|p| base.join(p));
-    cfg.tls_required = item.flag(&TLS_REQUIRED)?.is_some_and(|b| *b.get_ref());
-    if let Some(n) = item.positive(&CONNECT_TIMEOUT_MS)? {
+    cfg.auth = client.auth;
+    cfg.tls_ca_file = client.tls_ca_file;
+    cfg.tls_required = client.tls_required;
+    if let Some(n) = client.connect_timeout_ms {
         cfg.connect_timeout_ms = n;
     }
     if let Some(n) = item.positive(&REQUEST_TIMEOUT_MS)? {
@@ -545,7 +512,6 @@ fn jetstream(item: &Item<'_>, base: &std::path::Path) -> Result<SourceKind, Conf
             e.to_string(),
         ));
     }
-    jetstream_off_machine(item, &cfg)?;
     Ok(SourceKind::JetStream(cfg))
 }
 
@@ -603,104 +569,4 @@ fn jetstream_scale_out(item: &Item<'_>) -> Result<crate::ScaleOut, ConfigError> 
     }
     so.instance_name = item.string(&INSTANCE_NAME)?;
     Ok(so)
-}
-
-/// At most one way to log in: a credentials file, a token, or a user
-/// with a password.
-fn jetstream_auth(
-    item: &Item<'_>,
-    base: &std::path::Path,
-) -> Result<crate::JetStreamAuth, ConfigError> {
-    use crate::JetStreamAuth as A;
-    let creds = item.string(&CREDENTIALS_FILE)?;
-    let token = item.string(&TOKEN)?;
-    let user = item.string(&USER)?;
-    let password = item.string(&PASSWORD)?;
-    let ways = [
-        creds.is_some(),
-        token.is_some(),
-        user.is_some() || password.is_some(),
-    ];
-    if ways.iter().filter(|w| **w).count() > 1 {
-        return Err(item.err(
-            item.span(),
-            "credentials_file",
-            "one way to log in",
-            Some("several".into()),
-            "set credentials_file, or token, or user and password; not more than one",
-        ));
-    }
-    Ok(match (creds, token, user, password) {
-        (Some(p), _, _, _) => A::CredentialsFile(base.join(p)),
-        (_, Some(t), _, _) => A::Token(t),
-        (_, _, Some(user), Some(password)) => A::UserPassword { user, password },
-        (_, _, None, None) => A::None,
-        _ => {
-            return Err(item.err(
-                item.span(),
-                "password",
-                "user and password together",
-                Some("only one of them".into()),
-                "set both user and password",
-            ))
-        }
-    })
-}
-
-/// A server off this machine only with TLS required and credentials: a
-/// pipeline's input must not travel in clear or unauthenticated.
-fn jetstream_off_machine(item: &Item<'_>, cfg: &crate::JetStreamConfig) -> Result<(), ConfigError> {
-    let remote = cfg.servers.iter().find(|u| !loopback_url(u));
-    let Some(url) = remote else {
-        return Ok(());
-    };
-    if cfg.tls_required && cfg.auth != crate::JetStreamAuth::None {
-        return Ok(());
-    }
-    Err(item.err(
-        item.span(),
-        SERVERS.name,
-        "loopback servers, or tls_required = true and credentials for a server off this machine",
-        Some(format!("\"{url}\"")),
-        "add tls_required = true (and tls_ca_file for a private authority) and credentials_file (or token, or user and password)",
-    ))
-}
-
-/// Whether a server URL (`nats://host:port`, `host:port`, `tls://...`)
-/// names this machine.
-fn loopback_url(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let host_port = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-    let host = match host_port.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => host_port.split(':').next().unwrap_or(""),
-    };
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-#[cfg(test)]
-mod jetstream_tests {
-    use super::loopback_url;
-
-    #[test]
-    fn loopback_urls_are_recognised() {
-        for u in [
-            "nats://127.0.0.1:4222",
-            "localhost:4222",
-            "tls://[::1]:4222",
-            "nats://u:p@127.0.0.2:1",
-        ] {
-            assert!(loopback_url(u), "{u}");
-        }
-        for u in [
-            "nats://10.0.0.1:4222",
-            "nats://nats.example.com:4222",
-            "demo.nats.io",
-        ] {
-            assert!(!loopback_url(u), "{u}");
-        }
-    }
 }

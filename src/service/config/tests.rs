@@ -189,3 +189,74 @@ fn jetstream_scale_out_keys_build_the_assignment_or_name_the_key() {
         assert!(e.contains(words), "{keys}: {e}");
     }
 }
+
+/// The JetStream source and sink read their client keys the same way:
+/// files from the pipeline file's directory, one way to log in, and a
+/// server off this machine only over TLS with credentials.
+#[test]
+fn jetstream_source_and_sink_share_the_client_keys_and_their_rules() {
+    let source = |keys: &str| {
+        format!("[[source]]\nid = \"s\"\nkind = \"jetstream\"\nstreams = [\"EV0\"]\n{keys}\n[[sink]]\nkind = \"print\"\n")
+    };
+    let sink =
+        |keys: &str| format!("{HEAD}[[sink]]\nkind = \"jetstream\"\nsubject = \"o.x\"\n{keys}\n");
+    let files = "servers = [\"nats://127.0.0.1:4222\"]\ncredentials_file = \"n.creds\"\ntls_ca_file = \"ca.pem\"";
+    let base = Path::new("/etc/weir");
+    let p = parse("t.toml", &source(files), base).expect("source");
+    let Node::Source(SourceDef {
+        kind: SourceKind::JetStream(c),
+        ..
+    }) = &p.nodes[0]
+    else {
+        panic!("not a jetstream source")
+    };
+    assert_eq!(
+        c.auth,
+        crate::NatsAuth::CredentialsFile(base.join("n.creds"))
+    );
+    assert_eq!(
+        c.tls_ca_file.as_deref(),
+        Some(base.join("ca.pem").as_path())
+    );
+    let p = parse("t.toml", &sink(files), base).expect("sink");
+    let Some(SinkKind::JetStream(c)) = p.sinks.iter().map(|s| &s.kind).last() else {
+        panic!("not a jetstream sink")
+    };
+    assert_eq!(
+        c.auth,
+        crate::NatsAuth::CredentialsFile(base.join("n.creds"))
+    );
+    assert_eq!(
+        c.tls_ca_file.as_deref(),
+        Some(base.join("ca.pem").as_path())
+    );
+    for text in [source(""), sink("")] {
+        let e = parse("t.toml", &text, base)
+            .expect_err("no servers")
+            .to_string();
+        assert!(e.contains("servers"), "{e}");
+    }
+    for (keys, words) in [
+        ("servers = [\"nats://10.1.1.1:4222\"]", "off this machine"),
+        (
+            "servers = [\"nats://10.1.1.1:4222\"]\ntls_required = true",
+            "off this machine",
+        ),
+        (
+            "servers = [\"nats://127.0.0.1:4222\"]\ntoken = \"t\"\nuser = \"u\"\npassword = \"p\"",
+            "one way to log in",
+        ),
+        (
+            "servers = [\"nats://127.0.0.1:4222\"]\nuser = \"u\"",
+            "user and password together",
+        ),
+    ] {
+        for text in [source(keys), sink(keys)] {
+            let e = parse("t.toml", &text, base).expect_err(keys).to_string();
+            assert!(e.contains(words), "{keys}: {e}");
+        }
+    }
+    let remote = "servers = [\"tls://10.1.1.1:4222\"]\ntls_required = true\ntoken = \"t\"";
+    parse("t.toml", &source(remote), base).expect("remote source over TLS with a token");
+    parse("t.toml", &sink(remote), base).expect("remote sink over TLS with a token");
+}

@@ -131,6 +131,10 @@ pub(super) struct StepIn<'a> {
 pub(super) struct SinkIn<'a> {
     /// The sink's table.
     pub(super) item: &'a Item<'a>,
+    /// The pipeline file's directory (relative paths of files the sink
+    /// reads, such as credentials, start there; outputs are under the
+    /// data directory).
+    pub(super) base: &'a Path,
 }
 
 /// The file's tables, each with its entries in file order.
@@ -494,7 +498,10 @@ impl Validator<'_> {
         reads.needs(spec.inputs, spec.input_hint)?;
         Ok(SinkDef {
             input,
-            kind: (spec.build)(&SinkIn { item })?,
+            kind: (spec.build)(&SinkIn {
+                item,
+                base: self.base,
+            })?,
         })
     }
 }
