@@ -219,7 +219,7 @@ fn jetstream_source_and_sink_share_the_client_keys_and_their_rules() {
         Some(base.join("ca.pem").as_path())
     );
     let p = parse("t.toml", &sink(files), base).expect("sink");
-    let Some(SinkKind::JetStream(c)) = p.sinks.iter().map(|s| &s.kind).last() else {
+    let Some(SinkKind::JetStream(c)) = p.sinks.iter().map(|s| &s.kind).next_back() else {
         panic!("not a jetstream sink")
     };
     assert_eq!(
