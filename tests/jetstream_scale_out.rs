@@ -5,7 +5,8 @@
 //! refused naming the owner; a copy of a running instance's data
 //! directory is refused while the lease lives; a restart of the same
 //! directory takes its own lease over at once; a lease another process
-//! writes is lost and the next batch fails instead of committing. The
+//! writes is lost and the next batch fails instead of committing; an
+//! instance with another lease TTL than the bucket's is refused. The
 //! same through the real `weir run` with pipeline files: two instances
 //! (`instance = i`, `instances = 2`) write disjoint outputs that together
 //! hold every message once, and a third given a taken partition exits
@@ -174,6 +175,21 @@ fn a_lease_written_by_another_process_is_lost_and_the_batch_fails() {
     let (a, out) = instance(dir.path(), clock.clone(), cfg).unwrap();
     a.start().unwrap();
     run_until(&a, &clock, &out, PER_STREAM);
+
+    // An instance whose lease_ttl_ms differs from the TTL the bucket was
+    // created with is refused, naming both.
+    let other = tempfile::tempdir().unwrap();
+    let mut cfg = config(&c, Assignment::Partitions(vec![2]), "node-b");
+    cfg.scale_out.lease_ttl_ms = weir::source::LEASE_TTL_MS_MIN + 1000;
+    let e = instance(other.path(), clock.clone(), cfg)
+        .expect_err("another TTL is refused")
+        .to_string();
+    let bucket_ms = weir::source::LEASE_TTL_MS_MIN;
+    assert!(
+        e.contains(&format!("Set lease_ttl_ms = {bucket_ms}"))
+            && e.contains("lease_ttl_ms is 4000"),
+        "{e}"
+    );
 
     // Another process overwrites the lease key (as one that found it
     // expired would): the next renewal fails its compare-and-set.

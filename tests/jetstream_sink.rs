@@ -412,7 +412,7 @@ fn weir_run_killed_while_publishing_then_restarted_publishes_each_record_once() 
         "{words}"
     );
     let data = dir.path().join("data");
-    let run = || {
+    let run = |http: &str| {
         service_common::spawn_logged(
             service_common::weir()
                 .arg("run")
@@ -420,17 +420,36 @@ fn weir_run_killed_while_publishing_then_restarted_publishes_each_record_once() 
                 .arg("--data-dir")
                 .arg(&data)
                 .arg("--http-address")
-                .arg("off"),
+                .arg(http),
         )
     };
     for at in [3_000, 11_000, 19_000] {
-        let (mut g, _log) = run();
+        let (mut g, _log) = run("off");
         wait_messages(&mut c, at);
         g.signal("KILL");
         g.wait_exit(Duration::from_secs(30));
     }
-    let (mut g, log) = run();
+    let (mut g, log) = run("127.0.0.1:0");
+    let addr = service_common::status_address(&log);
     wait_messages(&mut c, 30_000);
+    // The sink's counters on /metrics: every record of the last run
+    // acknowledged once it committed.
+    let acked = |m: &str| -> u64 {
+        let name =
+            "weir_sink_records_acked_total{sink=\"jetstream:out.lines\",kind=\"jetstream\"} ";
+        m.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{m}"))
+    };
+    service_common::wait_for("the sink's counter on /metrics", || {
+        acked(&service_common::http_get(&addr, "/metrics").1) > 0
+    });
+    let m = service_common::http_get(&addr, "/metrics").1;
+    assert!(
+        m.contains("# TYPE weir_sink_duplicates_total counter"),
+        "{m}"
+    );
     g.signal("TERM");
     let status = g.wait_exit(Duration::from_secs(60));
     if status.code() != Some(0) {

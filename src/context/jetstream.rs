@@ -154,6 +154,7 @@ impl StreamingContext {
                 .clone()
                 .unwrap_or_else(|| host.clone()),
             host,
+            place: Claim::place_of(&dir),
             dir: dir.display().to_string(),
             session: Claim::new_session(),
         };

@@ -70,6 +70,17 @@ pub enum SchedulerError {
         /// Why.
         cause: crate::dstream::BoxError,
     },
+    /// A source found, after its batch ran, that it cannot go on (a lease
+    /// lost while the batch ran): the batch is not committed.
+    #[error("source `{source_name}` cannot go on, so batch {time_ms} ms, which ran, was not committed (its input stays allocated and is replayed with the same ranges at the next start): {cause}")]
+    SourceLost {
+        /// Batch time.
+        time_ms: u64,
+        /// The source's stream.
+        source_name: String,
+        /// Why.
+        cause: crate::dstream::BoxError,
+    },
     /// The scheduler stopped with an error reported earlier.
     #[error("streaming stopped after an error: {0}")]
     Failed(String),

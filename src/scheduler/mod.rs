@@ -554,10 +554,12 @@ impl Engine {
                             SchedulerError::Crashed(crate::failpoint::Crash { point }).into()
                         );
                     }
-                    // A bad record fails the same way every time: no retry.
+                    // A bad record fails the same way every time, and a
+                    // source that lost its lease stays lost: no retry.
                     let deterministic = matches!(
                         &e,
                         Error::Engine(EngineError::BadRecord { .. } | EngineError::BadRecordsFull { .. })
+                            | Error::Scheduler(SchedulerError::SourceLost { .. })
                     );
                     if attempt >= attempts_max || deterministic {
                         return Err(SchedulerError::BatchFailed {
@@ -672,6 +674,20 @@ impl Engine {
         };
         let (deltas, bad) = deltas;
         self.store_dead_letters(spec.time_ms, &bad)?;
+        // Asked again before the commit: a lease lost while the batch ran
+        // leaves it uncommitted.
+        self.check_sources(spec.time_ms).map_err(|e| match e {
+            SchedulerError::SourceRefused {
+                time_ms,
+                source_name,
+                cause,
+            } => SchedulerError::SourceLost {
+                time_ms,
+                source_name,
+                cause,
+            },
+            other => other,
+        })?;
         crate::failpoint::hit("before_commit").map_err(SchedulerError::from)?;
         self.store
             .commit(spec.time_ms, &deltas)

@@ -127,6 +127,8 @@ pub struct Compiled {
     pub ingest_addrs: Vec<(String, std::net::SocketAddr)>,
     /// Per-step dropped records.
     pub dropped: Arc<Dropped>,
+    /// Sinks that count what they did, by name (`jetstream:<sink id>`).
+    pub sinks: Vec<(String, Arc<dyn crate::sink::SinkCounters>)>,
 }
 
 /// A stream of one record kind (the kinds of `config::Kind`).
@@ -237,7 +239,9 @@ fn compile_with(
         streams.push(s);
     }
     for sink in &p.sinks {
-        add_sink(&streams[sink.input], &sink.kind, data_dir)?;
+        if let Some(counted) = add_sink(&streams[sink.input], &sink.kind, data_dir)? {
+            compiled.sinks.push(counted);
+        }
     }
     Ok(compiled)
 }
@@ -335,8 +339,23 @@ macro_rules! each_kind {
     };
 }
 
-/// Adds one sink on its input stream.
-fn add_sink(input: &S, kind: &SinkKind, data_dir: &Path) -> crate::Result<()> {
+/// A sink's name and counters, for the service's metrics.
+type Counted = (String, Arc<dyn crate::sink::SinkCounters>);
+
+/// Adds one sink on its input stream; its counters if it keeps any.
+fn add_sink(input: &S, kind: &SinkKind, data_dir: &Path) -> crate::Result<Option<Counted>> {
+    if let SinkKind::JetStream(c) = kind {
+        // Its files were resolved from the pipeline file's directory.
+        let c = (**c).clone();
+        let name = crate::sink::jetstream_sink_op(&c.sink_id);
+        let stats = each_kind!(input, d => d.save_to_jetstream(c))?;
+        return Ok(Some((name, stats)));
+    }
+    add_plain_sink(input, kind, data_dir).map(|()| None)
+}
+
+/// Adds a sink that keeps no counters.
+fn add_plain_sink(input: &S, kind: &SinkKind, data_dir: &Path) -> crate::Result<()> {
     match kind {
         SinkKind::Kv { table } => add_kv(input, table),
         SinkKind::Print { count, time_format } => {
@@ -362,12 +381,8 @@ fn add_sink(input: &S, kind: &SinkKind, data_dir: &Path) -> crate::Result<()> {
             let prefix = resolve(data_dir, prefix).display().to_string();
             each_kind!(input, d => json_files(d, &prefix, suffix, *skip_empty))
         }
-        SinkKind::JetStream(c) => {
-            // Its files were resolved from the pipeline file's directory.
-            let c = (**c).clone();
-            each_kind!(input, d => d.save_to_jetstream(c).map(|_| ()))?;
-            Ok(())
-        }
+        // Added with its counters by `add_sink`.
+        SinkKind::JetStream(_) => Ok(()),
     }
 }
 

@@ -47,6 +47,7 @@ struct ContextProbe {
     generators: Vec<(String, Arc<generator::GeneratorSource>)>,
     jetstreams: Vec<(String, Arc<crate::PartitionStats>)>,
     receivers: Vec<(String, compile::ReceiverCounters)>,
+    sinks: Vec<(String, Arc<dyn crate::sink::SinkCounters>)>,
     dropped: Option<Arc<compile::Dropped>>,
     rates: Rates,
 }
@@ -109,6 +110,15 @@ impl Probe for ContextProbe {
             dropped,
             dead_lettered: self.ssc.dead_letter_counts(),
             receivers,
+            sinks: self
+                .sinks
+                .iter()
+                .map(|(name, s)| super::status::SinkRow {
+                    name: name.clone(),
+                    kind: s.kind(),
+                    counters: s.counters(),
+                })
+                .collect(),
             state_keys: self.ssc.state_keys(),
             queue: self.ssc.batch_queue(),
             now_ms: self.ssc.clock().now_ms(),
@@ -206,10 +216,11 @@ fn watchdog_for(period: Option<Duration>, interval: Duration) -> Option<Watchdog
 /// in `opts.wals`, and the compiled pipeline's generators (whose
 /// `stop_accepting` joins `opts.on_stop`), receivers and drop counts.
 fn live_status(ssc: &Arc<StreamingContext>, opts: &mut ServiceOptions) -> Arc<Live> {
-    let (generators, jetstreams, receivers, dropped) = match opts.compiled.take() {
-        Some(c) => (c.generators, c.jetstreams, c.receivers, Some(c.dropped)),
-        None => (Vec::new(), Vec::new(), Vec::new(), None),
-    };
+    let compiled = opts.compiled.take();
+    let dropped = compiled.as_ref().map(|c| c.dropped.clone());
+    let c = compiled.unwrap_or_default();
+    let (generators, jetstreams, receivers, sinks) =
+        (c.generators, c.jetstreams, c.receivers, c.sinks);
     // Every input log the context opened, plus any the caller named.
     let mut wals = std::mem::take(&mut opts.wals);
     for (name, w) in ssc.input_logs() {
@@ -230,6 +241,7 @@ fn live_status(ssc: &Arc<StreamingContext>, opts: &mut ServiceOptions) -> Arc<Li
             generators,
             jetstreams,
             receivers,
+            sinks,
             dropped,
             rates: Rates::default(),
         }),

@@ -51,6 +51,7 @@ pub fn metrics_text(s: &Status) -> String {
         last_batch_metrics(&mut o, b);
     }
     source_metrics(&mut o, s);
+    sink_metrics(&mut o, s);
     wal_metrics(&mut o, &s.wal);
     o.by(
         "weir_state_keys",
@@ -190,6 +191,29 @@ fn source_metrics(o: &mut Exposition, s: &Status) {
         "source",
         &per_source(|r| r.committed),
     );
+}
+
+/// Each counting sink's counters: one metric `weir_sink_<counter>_total`
+/// per counter name, one sample per sink (labels `sink`, `kind`).
+fn sink_metrics(o: &mut Exposition, s: &Status) {
+    let mut names: Vec<(&str, &str)> = Vec::new();
+    for c in s.sinks.iter().flat_map(|r| &r.counters) {
+        if !names.iter().any(|(n, _)| *n == c.name) {
+            names.push((c.name, c.help));
+        }
+    }
+    for (name, help) in names {
+        let rows: Vec<(String, String)> = s
+            .sinks
+            .iter()
+            .filter_map(|r| {
+                let c = r.counters.iter().find(|c| c.name == name)?;
+                let labels = format!("{{sink=\"{}\",kind=\"{}\"}}", label(&r.name), r.kind);
+                Some((labels, c.value.to_string()))
+            })
+            .collect();
+        o.metric(&format!("weir_sink_{name}_total"), "counter", help, &rows);
+    }
 }
 
 /// Each input log's figures.

@@ -146,6 +146,17 @@ pub struct SourceRow {
     pub backlog_records: u64,
 }
 
+/// One sink's counters.
+#[derive(Debug, Clone, Serialize)]
+pub struct SinkRow {
+    /// Its name (`jetstream:<sink id>`).
+    pub name: String,
+    /// Its kind (`jetstream`).
+    pub kind: &'static str,
+    /// Its counters since start.
+    pub counters: Vec<crate::sink::SinkCounter>,
+}
+
 /// One write-ahead log's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct WalRow {
@@ -209,6 +220,8 @@ pub struct Sample {
     pub dead_lettered: Vec<(String, u64)>,
     /// Receivers.
     pub receivers: Vec<ReceiverRow>,
+    /// Sinks that keep counters.
+    pub sinks: Vec<SinkRow>,
     /// `(operator, keys)` of the committed state.
     pub state_keys: Vec<(String, u64)>,
     /// The batch in flight and those due (None before start).
@@ -247,6 +260,8 @@ pub struct Status {
     pub dead_lettered: Vec<(String, u64)>,
     /// Receivers' counters.
     pub receivers: Vec<ReceiverRow>,
+    /// Sinks' counters (the sinks that keep them).
+    pub sinks: Vec<SinkRow>,
     /// Stateful operators (their state lives in the checkpoint).
     pub stateful_operators: Vec<String>,
     /// `(operator, keys)` of the committed state, live.
@@ -340,6 +355,7 @@ impl Live {
             dropped,
             dead_lettered,
             receivers,
+            sinks,
             state_keys,
             queue,
             now_ms,
@@ -367,6 +383,7 @@ impl Live {
             dropped,
             dead_lettered,
             receivers,
+            sinks,
             stateful_operators: self.operators.clone(),
             state_keys,
             active_batch,
@@ -443,6 +460,15 @@ mod tests {
                     rejected: vec![("line_too_long".into(), 2)],
                     producers: Some((3, 1)),
                 }],
+                sinks: vec![SinkRow {
+                    name: "jetstream:out".into(),
+                    kind: "jetstream",
+                    counters: vec![crate::sink::SinkCounter {
+                        name: "duplicates",
+                        help: "Duplicates.",
+                        value: 6,
+                    }],
+                }],
                 state_keys: vec![("totals".into(), 12)],
                 queue: Some(BatchQueue {
                     active: Some(crate::scheduler::ActiveBatch {
@@ -499,6 +525,7 @@ mod tests {
             "weir_ingest_producers{source=\"in\"} 3",
             "weir_ingest_producers_expired_total{source=\"in\"} 1",
             "weir_receiver_state{source=\"in\",state=\"retrying\"} 1",
+            "weir_sink_duplicates_total{sink=\"jetstream:out\",kind=\"jetstream\"} 6",
         ] {
             assert!(m.lines().any(|l| l == line), "missing {line} in\n{m}");
         }

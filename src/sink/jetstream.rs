@@ -303,6 +303,28 @@ pub struct JetStreamSinkStats {
     pub late_replays_published: AtomicU64,
 }
 
+impl super::SinkCounters for JetStreamSinkStats {
+    fn kind(&self) -> &'static str {
+        "jetstream"
+    }
+
+    fn counters(&self) -> Vec<super::SinkCounter> {
+        let c = |name, help, v: &AtomicU64| super::SinkCounter {
+            name,
+            help,
+            value: v.load(Ordering::Relaxed),
+        };
+        vec![
+            c("records_acked", "Records the target stream acknowledged (a replay counts again).", &self.acked),
+            c("duplicates", "Acknowledged records the stream already held (replays, deduplicated by message id).", &self.duplicates),
+            c("records_retried", "Records published again after a failed publish or ack.", &self.retried),
+            c("batches", "Batches whose records were all acknowledged.", &self.batches),
+            c("replays_refused", "Replays refused as older than the stream's duplicate_window.", &self.refused_replays),
+            c("late_replays_published", "Replays older than the window published anyway (replay_older_than_window = \"publish\").", &self.late_replays_published),
+        ]
+    }
+}
+
 /// One sink: its config, identity, lazily made connection and counters.
 struct Sink {
     cfg: JetStreamSinkConfig,

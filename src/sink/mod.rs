@@ -40,6 +40,26 @@ pub use jetstream::{
 };
 pub use kv::KvTable;
 
+/// One counter of a sink, for `/metrics` and `/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SinkCounter {
+    /// Its name in the metric `weir_sink_<name>_total`.
+    pub name: &'static str,
+    /// What it counts (the metric's help).
+    #[serde(skip)]
+    pub help: &'static str,
+    /// Its value since start.
+    pub value: u64,
+}
+
+/// A sink that counts what it did (the service shows the counters).
+pub trait SinkCounters: Send + Sync + std::fmt::Debug {
+    /// The sink's kind, as in pipeline files (`jetstream`).
+    fn kind(&self) -> &'static str;
+    /// Every counter, always in the same order.
+    fn counters(&self) -> Vec<SinkCounter>;
+}
+
 /// Errors of the sinks.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -32,11 +32,12 @@
 //! revision it did not write, or delete an owner key on its own.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
 use bytes::Bytes;
 
+use super::jetstream_claim::{lease_key, unknown_claim, Claim, CLAIM_BYTES_MAX};
 use super::jetstream_conn::JetStreamConnection;
 
 /// The bucket of owners (no expiry).
@@ -49,8 +50,6 @@ pub const LEASE_TTL_MS_DEFAULT: u64 = 30_000;
 pub const LEASE_TTL_MS_MIN: u64 = 3_000;
 /// Longest lease TTL.
 pub const LEASE_TTL_MS_MAX: u64 = 600_000;
-/// Largest encoded claim.
-pub const CLAIM_BYTES_MAX: usize = 1024;
 /// Longest instance name.
 pub const INSTANCE_NAME_BYTES_MAX: usize = 128;
 /// Pause before trying again after a round of renewals failed.
@@ -124,6 +123,15 @@ pub enum LeaseError {
         /// The client's error.
         detail: String,
     },
+    /// The leases bucket expires entries after another TTL than this
+    /// instance's `lease_ttl_ms`.
+    #[error("the key-value bucket `{LEASES_BUCKET}` expires leases {bucket_ms} ms after their last renewal, but this instance's lease_ttl_ms is {ttl_ms}: every instance must use the TTL the bucket was created with. Set lease_ttl_ms = {bucket_ms}, or, to change the TTL, stop every instance, delete the bucket (nats kv del {LEASES_BUCKET}) and start them with the new lease_ttl_ms")]
+    TtlMismatch {
+        /// The bucket's TTL.
+        bucket_ms: u64,
+        /// This instance's `lease_ttl_ms`.
+        ttl_ms: u64,
+    },
     /// A setting is out of its range.
     #[error("invalid scale-out setting: {setting} {found} must be {expected}")]
     Config {
@@ -172,96 +180,6 @@ impl std::fmt::Display for LostWhy {
     }
 }
 
-/// Who claims a partition: an instance, by its data directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claim {
-    /// The data directory's identity (hex).
-    pub data_dir_id: String,
-    /// The instance's name (default: the host name).
-    pub name: String,
-    /// The host.
-    pub host: String,
-    /// The data directory's path on that host.
-    pub dir: String,
-    /// Random per process (`Claim::new_session`): tells this process's own
-    /// lease value from any other's, so a renewal whose acknowledgement
-    /// was lost is recognised, not taken for another writer.
-    pub session: String,
-}
-
-impl Claim {
-    /// The claim's bytes: `weir-claim 1` and one `key=value` line each.
-    pub fn encode(&self) -> Bytes {
-        let clean = |s: &str| s.replace(['\n', '\r'], " ");
-        Bytes::from(format!(
-            "weir-claim 1\ndata_dir_id={}\nname={}\nhost={}\ndir={}\nsession={}\n",
-            clean(&self.data_dir_id),
-            clean(&self.name),
-            clean(&self.host),
-            clean(&self.dir),
-            clean(&self.session)
-        ))
-    }
-
-    /// A claim read back; `None` if it is not one (written by hand?).
-    pub fn decode(b: &[u8]) -> Option<Claim> {
-        if b.len() > CLAIM_BYTES_MAX {
-            return None;
-        }
-        let text = std::str::from_utf8(b).ok()?;
-        let mut lines = text.lines();
-        if lines.next()? != "weir-claim 1" {
-            return None;
-        }
-        let mut c = Claim {
-            data_dir_id: String::new(),
-            name: String::new(),
-            host: String::new(),
-            dir: String::new(),
-            session: String::new(),
-        };
-        for l in lines {
-            let (k, v) = l.split_once('=')?;
-            let slot = match k {
-                "data_dir_id" => &mut c.data_dir_id,
-                "name" => &mut c.name,
-                "host" => &mut c.host,
-                "dir" => &mut c.dir,
-                "session" => &mut c.session,
-                _ => continue,
-            };
-            *slot = v.to_string();
-        }
-        (!c.data_dir_id.is_empty()).then_some(c)
-    }
-
-    /// A fresh random session id for a claim of this process.
-    pub fn new_session() -> String {
-        crate::checkpoint::DataDirId::random().to_string()
-    }
-
-    fn same_process_place(&self, other: &Claim) -> bool {
-        self.data_dir_id == other.data_dir_id && self.host == other.host && self.dir == other.dir
-    }
-}
-
-/// The key of partition `stream` of source `source_id`: characters a key
-/// may not hold are written `=XX` (hex), so distinct names stay distinct.
-pub fn lease_key(source_id: &str, stream: &str) -> String {
-    let esc = |s: &str| {
-        let mut o = String::with_capacity(s.len());
-        for b in s.bytes() {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_') {
-                o.push(b as char);
-            } else {
-                o.push_str(&format!("={b:02X}"));
-            }
-        }
-        o
-    };
-    format!("{}.{}", esc(source_id), esc(stream))
-}
-
 /// The health of an instance's leases, checked before every read.
 #[derive(Debug)]
 pub struct LeaseHealth {
@@ -272,8 +190,9 @@ pub struct LeaseHealth {
 
 #[derive(Debug)]
 struct HealthState {
-    /// When the last full round of renewals was sent (each succeeded).
-    renewed: Instant,
+    /// When the last full round of renewals was sent (each succeeded), on
+    /// the [`boot_clock`].
+    renewed: Duration,
     /// The last renewal error since then.
     last_error: Option<String>,
     /// A lease found taken: `(stream, why)`.
@@ -293,7 +212,7 @@ impl LeaseHealth {
         if let Some((stream, why)) = &s.lost {
             return Err(self.lost(stream, why.clone()));
         }
-        if s.renewed.elapsed() >= self.ttl {
+        if boot_clock().saturating_sub(s.renewed) >= self.ttl {
             let why = LostWhy::Expired {
                 ttl_ms: self.ttl.as_millis() as u64,
                 detail: s.last_error.clone().unwrap_or_else(|| "none answered".into()),
@@ -350,10 +269,11 @@ impl Leases {
     ) -> Result<Leases, LeaseError> {
         check_settings(me, ttl_ms)?;
         let ttl = Duration::from_millis(ttl_ms);
-        let sent = Instant::now();
+        let sent = boot_clock();
         let (held, leases) = conn.runtime().block_on(async {
             let owners = open_bucket(&conn, OWNERS_BUCKET, None).await?;
             let leases = open_bucket(&conn, LEASES_BUCKET, Some(ttl)).await?;
+            check_bucket_ttl(&leases, ttl_ms).await?;
             // Every owner first, read only: a refused instance leaves no
             // claim on the streams before the one that refused it.
             for stream in streams {
@@ -624,18 +544,6 @@ async fn claim_owner(store: &kv::Store, p: &Partition<'_>, me: &Claim) -> Result
     Err(request_error(OWNERS_BUCKET, p.key, "the key changed on every try"))
 }
 
-/// A value that is not a claim, shown as what it holds.
-fn unknown_claim(value: &[u8]) -> Claim {
-    let shown = String::from_utf8_lossy(&value[..value.len().min(64)]).into_owned();
-    Claim {
-        data_dir_id: format!("(not a weir claim: {shown:?})"),
-        name: "(unknown)".into(),
-        host: "(unknown)".into(),
-        dir: "(unknown)".into(),
-        session: String::new(),
-    }
-}
-
 /// Takes the partition's lease: creates the key, or takes over one this
 /// data directory held at the same host and path (a crashed run).
 async fn take_lease(
@@ -661,7 +569,7 @@ async fn take_lease(
                 ttl_ms,
             });
         }
-        if !holder.same_process_place(me) {
+        if !holder.same_place(me) {
             return Err(LeaseError::Busy {
                 partition: p.boxed(),
                 holder: Box::new(holder),
@@ -675,6 +583,44 @@ async fn take_lease(
         }
     }
     Err(request_error(LEASES_BUCKET, p.key, "the key changed on every try"))
+}
+
+/// Time since boot with the time suspended included (`CLOCK_BOOTTIME`):
+/// the server's expiry of a lease goes on while this machine sleeps, so
+/// the check of the last renewal must count that time too (`Instant`
+/// does not).
+fn boot_clock() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `clock_gettime` writes one `timespec` through the pointer,
+    // which points to a live, writable `timespec` for the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    if rc != 0 {
+        // Not on this kernel (before Linux 2.6.39): CLOCK_MONOTONIC.
+        // SAFETY: as above.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    }
+    Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32)
+}
+
+/// Fails unless the leases bucket expires entries after `ttl_ms`: every
+/// instance must renew within the TTL the bucket enforces, which the
+/// first instance set when it created the bucket.
+async fn check_bucket_ttl(store: &kv::Store, ttl_ms: u64) -> Result<(), LeaseError> {
+    let status = store
+        .status()
+        .await
+        .map_err(|e| LeaseError::Bucket {
+            bucket: LEASES_BUCKET.to_string(),
+            detail: e.to_string(),
+        })?;
+    let bucket_ms = status.max_age().as_millis() as u64;
+    if bucket_ms == ttl_ms {
+        return Ok(());
+    }
+    Err(LeaseError::TtlMismatch { bucket_ms, ttl_ms })
 }
 
 /// Renews every held lease each third of the TTL until `stopped`.
@@ -691,7 +637,7 @@ async fn renew_loop(
             _ = &mut stopped => return,
             _ = tokio::time::sleep(pause) => {}
         }
-        let sent = Instant::now();
+        let sent = boot_clock();
         // After a failed round (a leader election, a server restarting),
         // try again soon: the lease lives until a whole TTL has passed
         // since the last round that succeeded.
@@ -759,31 +705,7 @@ mod tests {
     use super::*;
 
     fn claim(id: &str) -> Claim {
-        Claim {
-            data_dir_id: id.into(),
-            name: "a".into(),
-            host: "h".into(),
-            dir: "/d".into(),
-            session: "s1".into(),
-        }
-    }
-
-    #[test]
-    fn claims_round_trip_and_reject_other_values() {
-        let c = claim("00ff");
-        assert_eq!(Claim::decode(&c.encode()), Some(c));
-        assert_eq!(Claim::decode(b"something else"), None);
-        assert_eq!(Claim::decode(&vec![b'x'; CLAIM_BYTES_MAX + 1]), None);
-        let mut nl = claim("1");
-        nl.name = "two\nlines".into();
-        assert_eq!(Claim::decode(&nl.encode()).map(|c| c.name), Some("two lines".into()));
-    }
-
-    #[test]
-    fn keys_escape_what_a_key_may_not_hold() {
-        assert_eq!(lease_key("events", "EV0"), "events.EV0");
-        assert_eq!(lease_key("a.b", "S@1"), "a=2Eb.S=401");
-        assert_ne!(lease_key("a.b", "c"), lease_key("a", "b.c"));
+        super::super::jetstream_claim::tests::claim(id)
     }
 
     #[test]

@@ -24,6 +24,7 @@
 pub mod generator;
 mod jetstream;
 mod jetstream_conn;
+mod jetstream_claim;
 mod jetstream_lease;
 mod scale_out;
 mod wal;
@@ -35,8 +36,9 @@ pub use jetstream_conn::{
     JetStreamConfig, JetStreamConnection, RECORD_BYTES_CEILING,
 };
 
+pub use jetstream_claim::Claim;
 pub use jetstream_lease::{
-    Claim, LeaseError, Leases, LostWhy, PartitionRef, INSTANCE_NAME_BYTES_MAX, LEASES_BUCKET,
+    LeaseError, Leases, LostWhy, PartitionRef, INSTANCE_NAME_BYTES_MAX, LEASES_BUCKET,
     LEASE_TTL_MS_DEFAULT, LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, OWNERS_BUCKET,
 };
 pub use scale_out::{Assignment, LeasedSource, ScaleOut};
