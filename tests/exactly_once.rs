@@ -548,3 +548,80 @@ proptest! {
         failpoint::reset();
     }
 }
+
+/// A pending batch (allocated, then a crash) holding records of a stream
+/// the restarted pipeline no longer reads is refused, naming the batch,
+/// the stream and its records, rather than committed without them; with
+/// the stream back it replays and commits them.
+#[test]
+fn a_pending_batch_of_a_removed_stream_is_refused_not_committed_without_it() {
+    let _g = serial();
+    failpoint::reset();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(0));
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let open = |with_b: bool| {
+        let seen = seen.clone();
+        StreamingContext::get_or_create(dir.path(), |b| {
+            let ssc = b
+                .batch_interval(Duration::from_secs(1))
+                .clock(clock.clone())
+                .batch_retries(1, Duration::from_millis(1))
+                .build()?;
+            let (a, wa) = ssc.wal_text_stream("a")?;
+            if wa.end() == 0 {
+                wa.append(&["a1".to_string()])?;
+            }
+            let lines = if with_b {
+                let (b, wb) = ssc.wal_text_stream("b")?;
+                if wb.end() == 0 {
+                    wb.append(&["b1".to_string(), "b2".to_string()])?;
+                }
+                a.union(&b)
+            } else {
+                a
+            };
+            lines.foreach_batch(move |_, v| {
+                seen.lock().unwrap().extend(v.iter().cloned());
+                Ok(())
+            })?;
+            Ok(ssc)
+        })
+        .expect("build")
+    };
+    failpoint::arm("after_allocate", 0);
+    let ssc = open(true);
+    ssc.start().expect("start");
+    clock.set(1000);
+    assert!(ssc.await_batch(1000, WAIT).is_err(), "the failpoint fires");
+    let _ = ssc.stop(false);
+    drop(ssc);
+    failpoint::reset();
+
+    let ssc = open(false);
+    let e = match ssc.start() {
+        Err(e) => e.to_string(),
+        Ok(()) => {
+            let e = ssc
+                .await_batch(1000, WAIT)
+                .expect_err("the pending batch is refused");
+            let _ = ssc.stop(false);
+            e.to_string()
+        }
+    };
+    assert!(
+        e.contains("batch 1000 ms") && e.contains("records 0..2 of stream `b`"),
+        "{e}"
+    );
+    drop(ssc);
+    assert!(seen.lock().unwrap().is_empty(), "nothing ran or committed");
+
+    let ssc = open(true);
+    ssc.start().expect("restart with the stream back");
+    ssc.await_batch(1000, WAIT)
+        .expect("the pending batch replays");
+    ssc.stop(false).expect("stop");
+    let mut got = seen.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(got, ["a1", "b1", "b2"]);
+}

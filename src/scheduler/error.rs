@@ -81,6 +81,19 @@ pub enum SchedulerError {
         /// Why.
         cause: crate::dstream::BoxError,
     },
+    /// A batch allocated before the stop, not committed, holds records of
+    /// a source the pipeline no longer has.
+    #[error("batch {time_ms} ms was allocated before the last stop with records {start}..{end} of stream `{source_name}`, which this pipeline no longer reads, and it has not committed: replaying it without them would lose those records. Put the stream back as it was until that batch commits (start once with it, then stop gracefully), then remove it")]
+    PendingSourceGone {
+        /// The pending batch.
+        time_ms: u64,
+        /// The stream that is gone.
+        source_name: String,
+        /// First record of its range.
+        start: u64,
+        /// End of its range.
+        end: u64,
+    },
     /// The scheduler stopped with an error reported earlier.
     #[error("streaming stopped after an error: {0}")]
     Failed(String),

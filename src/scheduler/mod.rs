@@ -453,7 +453,13 @@ impl Engine {
     }
 
     fn run_inner(&mut self) -> Result<(), Error> {
-        for spec in self.store.pending().map_err(SchedulerError::from)? {
+        let pending = self.store.pending().map_err(SchedulerError::from)?;
+        // Before any replay: a pending batch holding records of a source
+        // this pipeline no longer has would commit without them.
+        for spec in &pending {
+            self.check_pending_sources(spec)?;
+        }
+        for spec in pending {
             tracing::info!(time_ms = spec.time_ms, "replaying pending batch");
             self.execute(&spec, true)?;
         }
@@ -486,6 +492,24 @@ impl Engine {
             self.execute(&spec, false)?;
             self.next_ms += self.plan.interval_ms();
             self.shared.lock().next_ms = self.next_ms;
+        }
+    }
+
+    /// Fails if pending batch `spec` holds records of a source this
+    /// pipeline does not read (removed or renamed since it was allocated).
+    fn check_pending_sources(&self, spec: &BatchSpec) -> Result<(), SchedulerError> {
+        let missing = spec
+            .ranges
+            .iter()
+            .find(|r| r.end > r.start && !self.source_names.contains(&r.source));
+        match missing {
+            None => Ok(()),
+            Some(r) => Err(SchedulerError::PendingSourceGone {
+                time_ms: spec.time_ms,
+                source_name: r.source.clone(),
+                start: r.start,
+                end: r.end,
+            }),
         }
     }
 
