@@ -7,7 +7,10 @@
 //! Limits: 1 to [`crate::nats::SERVERS_MAX`] servers and [`STREAMS_MAX`] streams;
 //! `connect_timeout_ms` and `request_timeout_ms` 1 to
 //! [`TIMEOUT_MS_MAX`]; `record_bytes_max` 1 to [`RECORD_BYTES_CEILING`];
-//! [`crate::nats::RUNTIME_THREADS`] runtime threads per connection.
+//! [`crate::nats::RUNTIME_THREADS`] runtime threads per connection; a
+//! read's consumer asks for at most [`read_batch_max`] messages at once
+//! (at most [`READ_BUFFER_BYTES_MAX`] bytes of `record_bytes_max`-sized
+//! messages buffered, 500 at most).
 //! Must never: be called from inside an async runtime (it blocks on its
 //! own), or keep a subscription past the request it serves.
 
@@ -131,11 +134,26 @@ fn valid_stream_name(s: &str) -> bool {
             .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
 }
 
+/// Bytes of messages one read may have buffered at most (pulled but not
+/// yet handed to the batch), counted at `record_bytes_max` each.
+pub const READ_BUFFER_BYTES_MAX: usize = 256 << 20;
+/// The client's own batch of an ordered consumer's pull.
+const ORDERED_PULL_MAX: usize = 500;
+
+/// Messages a read's consumer pulls at once: as many
+/// `record_bytes_max`-sized messages as fit in [`READ_BUFFER_BYTES_MAX`],
+/// 1 to 500.
+pub fn read_batch_max(record_bytes_max: usize) -> usize {
+    (READ_BUFFER_BYTES_MAX / record_bytes_max.max(1)).clamp(1, ORDERED_PULL_MAX)
+}
+
 /// A connected client and the runtime it runs on; see the module docs.
 pub struct JetStreamConnection {
     rt: NatsRuntime,
     js: jetstream::Context,
     request_timeout: Duration,
+    /// [`read_batch_max`] of the source's `record_bytes_max`.
+    read_batch_max: usize,
 }
 
 impl std::fmt::Debug for JetStreamConnection {
@@ -173,6 +191,7 @@ impl JetStreamConnection {
             rt,
             js,
             request_timeout,
+            read_batch_max: read_batch_max(cfg.record_bytes_max),
         })
     }
 
@@ -227,6 +246,8 @@ impl JetStreamConnection {
                 wait,
                 s.create_consumer(OrderedConfig {
                     deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: at },
+                    // Bounds what the client buffers (its pulls).
+                    max_batch: self.read_batch_max as i64,
                     ..Default::default()
                 }),
             )
@@ -289,6 +310,17 @@ impl JetStreamConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_buffers_at_most_its_byte_bound() {
+        assert_eq!(read_batch_max(1), 500);
+        assert_eq!(read_batch_max(RECORD_BYTES_MAX_DEFAULT), 256);
+        assert_eq!(read_batch_max(RECORD_BYTES_CEILING), 4);
+        assert_eq!(read_batch_max(READ_BUFFER_BYTES_MAX + 1), 1);
+        for n in [1, 1000, RECORD_BYTES_MAX_DEFAULT, RECORD_BYTES_CEILING] {
+            assert!(read_batch_max(n) * n <= READ_BUFFER_BYTES_MAX.max(n));
+        }
+    }
 
     #[test]
     fn validate_checks_every_limit() {
