@@ -15,7 +15,7 @@ use weir::wal::{Wal, WalConfig};
 use weir::StreamingContext;
 
 use service_common::{
-    all_lines, line_with, number_counts, spawn_logged, start_ingest, wait_for, weir,
+    all_lines, feed_file, line_with, number_counts, spawn_logged, start_ingest, wait_for, weir,
 };
 
 const PIPELINE: &str = r#"
@@ -58,24 +58,7 @@ fn processed(root: &Path, name: &str) -> (PathBuf, PathBuf) {
     let data = root.join(name);
     let (mut g, addr, rx) = start_ingest(&p, &data);
     line_with(&rx, "ready");
-    let fed = weir()
-        .args(["feed", &addr])
-        .arg(&input)
-        .args([
-            "--producer",
-            "t",
-            "--progress",
-            "none",
-            "--retry-secs",
-            "60",
-        ])
-        .output()
-        .expect("feed");
-    assert!(
-        fed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fed.stderr)
-    );
+    feed_file(&addr, &input, "t");
     wait_for("every record written", || {
         lines(&data.join("out")) == RECORDS as u32
     });

@@ -16,19 +16,7 @@ use weir::storage::sim::{SimFs, Tear};
 use weir::storage::Storage;
 use weir::wal::{Wal, WalConfig, WalError};
 
-const PIPELINE: &str = r#"
-[pipeline]
-batch_interval = "100ms"
-[service]
-http_address = "off"
-[[source]]
-id = "events"
-kind = "ingest"
-address = "127.0.0.1:0"
-[[sink]]
-kind = "text_files"
-prefix = "out/records"
-"#;
+const PIPELINE: &str = service_common::INGEST_TO_FILES;
 
 fn run(pipeline: &Path, data: &Path) -> std::process::Command {
     let mut c = weir();

@@ -14,21 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use service_common::{line_with, spawn_logged, weir, Guard};
+use service_common::{feed_file, line_with, spawn_logged, start_ingest, weir};
 
-const PIPELINE: &str = r#"
-[pipeline]
-batch_interval = "100ms"
-[service]
-http_address = "off"
-[[source]]
-id = "events"
-kind = "ingest"
-address = "127.0.0.1:0"
-[[sink]]
-kind = "text_files"
-prefix = "out/records"
-"#;
+const PIPELINE: &str = service_common::INGEST_TO_FILES;
 
 /// A tempdir with the pipeline file; 100 records fed into its data
 /// directory, processed, and the service stopped cleanly.
@@ -52,18 +40,6 @@ impl Fed {
     }
 }
 
-fn start(pipeline: &Path, data: &Path) -> (Guard, String, std::sync::mpsc::Receiver<String>) {
-    let (g, rx) = spawn_logged(weir().arg("run").arg(pipeline).arg("--data-dir").arg(data));
-    let l = line_with(&rx, "ingest server listening");
-    let addr = l
-        .split("address=")
-        .nth(1)
-        .and_then(|a| a.split_whitespace().next())
-        .expect("address")
-        .to_string();
-    (g, addr, rx)
-}
-
 fn fed() -> Fed {
     let f = Fed {
         dir: tempfile::tempdir().expect("tempdir"),
@@ -72,26 +48,9 @@ fn fed() -> Fed {
     let input = f.dir.path().join("numbers.txt");
     let text: String = (0..100).map(|i| format!("{i}\n")).collect();
     fs::write(&input, text).expect("write input");
-    let (mut g, addr, rx) = start(&f.pipeline(), &f.data());
+    let (mut g, addr, rx) = start_ingest(&f.pipeline(), &f.data());
     line_with(&rx, "ready");
-    let out = weir()
-        .args(["feed", &addr])
-        .arg(&input)
-        .args([
-            "--producer",
-            "t",
-            "--progress",
-            "none",
-            "--retry-secs",
-            "60",
-        ])
-        .output()
-        .expect("feed");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    feed_file(&addr, &input, "t");
     g.signal("TERM");
     assert_eq!(g.wait_exit(Duration::from_secs(30)).code(), Some(0));
     let v = verify(&f.wal());

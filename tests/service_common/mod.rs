@@ -130,6 +130,23 @@ pub fn all_lines(rx: &mpsc::Receiver<String>) -> String {
     }
 }
 
+/// A pipeline file: an ingest source `events` on a free loopback port,
+/// 100 ms batches, every record to text files under `out/records`, no
+/// status endpoint.
+pub const INGEST_TO_FILES: &str = r#"
+[pipeline]
+batch_interval = "100ms"
+[service]
+http_address = "off"
+[[source]]
+id = "events"
+kind = "ingest"
+address = "127.0.0.1:0"
+[[sink]]
+kind = "text_files"
+prefix = "out/records"
+"#;
+
 /// Starts `weir run PIPELINE --data-dir DATA` on a pipeline with an
 /// ingest source; returns it, the ingest address it logged and its log.
 pub fn start_ingest(pipeline: &Path, data: &Path) -> (Guard, String, mpsc::Receiver<String>) {
