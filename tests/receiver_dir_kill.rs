@@ -2,7 +2,7 @@
 //! run the test moves five more files (one large, so kills land mid-file)
 //! into the input directory; the test-support binary (`weir-testkit test-dir-pipeline`,
 //! text_file_stream → save_as_text_files) is killed with SIGKILL at random
-//! moments, once it has logged input, at least twelve times and restarted; a last run finishes. Every line of
+//! moments, once it has logged a few chunks of lines, at least twelve times and restarted; a last run finishes. Every line of
 //! every moved file must be in the output exactly once, no temp file's line
 //! may appear, and no output file may be partial.
 //!
@@ -62,18 +62,32 @@ fn spawn(bin: &str, root: &Path, run: usize) -> Child {
         .expect("spawn weir")
 }
 
-/// Bytes in the files below `dir` (recursively); 0 if it does not exist.
-fn bytes_under(dir: &Path) -> u64 {
-    let mut total = 0;
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        match e.file_type() {
-            Ok(t) if t.is_dir() => total += bytes_under(&e.path()),
-            Ok(_) => total += e.metadata().map_or(0, |m| m.len()),
-            Err(_) => {}
+/// Records the size of every log segment (`*.wal`) below `dir` in
+/// `seen` (the largest size each had), and returns the bytes logged in
+/// all segments ever seen: it only grows, also when the cleaner removes
+/// committed segments. The identity, lock and synced-end files, which a
+/// start writes before reading anything, do not count.
+fn logged_bytes(dir: &Path, seen: &mut HashMap<std::path::PathBuf, u64>) -> u64 {
+    fn walk(dir: &Path, seen: &mut HashMap<std::path::PathBuf, u64>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => walk(&e.path(), seen),
+                Ok(_) if e.file_name().to_string_lossy().ends_with(".wal") => {
+                    let len = e.metadata().map_or(0, |m| m.len());
+                    let slot = seen.entry(e.path()).or_insert(0);
+                    *slot = (*slot).max(len);
+                }
+                _ => {}
+            }
         }
     }
-    total
+    walk(dir, seen);
+    seen.values().sum()
 }
+
+/// Bytes of records a run must have logged before it is killed: a few
+/// chunks of lines, far from the end of the large file (about 400 KiB).
+const LOGGED_BYTES_MIN: u64 = 4096;
 
 /// Every output line with its count; panics on a partial file.
 fn outputs(out: &Path) -> HashMap<String, u64> {
@@ -119,19 +133,28 @@ fn every_line_of_every_file_is_output_exactly_once_across_sigkills() {
     // fast or slow the build. At least KILLS runs, and more while files
     // remain until two kills are known to have landed mid-file.
     let (mut runs, mut moved) = (0, 0);
+    let mut seen = HashMap::new();
     while runs < KILLS || (resumed(runs) < 2 && moved < FILES) {
         let until = (moved + FILES_PER_RUN).min(FILES);
         for f in moved..until {
             move_in(&staging, &input, f);
         }
+        let got_files = until > moved;
         moved = until;
-        let before = bytes_under(&wal);
+        let before = logged_bytes(&wal, &mut seen);
         let mut child = spawn(bin, root.path(), runs);
-        // Kill once this run has logged input (so the kill lands while
-        // files are being read, not during start-up), at a random moment
-        // after that; bounded, so a run with nothing to read is killed too.
+        // Kill once this run has logged records (so the kill lands while
+        // its large file is being read, not during start-up, however slow
+        // the machine), at a random moment after that. A run given no
+        // files has nothing to log: it is killed after a short wait.
         let started = Instant::now();
-        while bytes_under(&wal) == before && started.elapsed() < Duration::from_secs(5) {
+        let wait_max = Duration::from_secs(if got_files { 120 } else { 2 });
+        while logged_bytes(&wal, &mut seen) < before + LOGGED_BYTES_MIN
+            && started.elapsed() < wait_max
+        {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("run {runs} exited before it was killed: {status}");
+            }
             std::thread::sleep(Duration::from_millis(1));
         }
         std::thread::sleep(Duration::from_millis(next_rand(&mut rng) % 20));
