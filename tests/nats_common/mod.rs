@@ -1,7 +1,7 @@
 //! Test harness for everything that talks to NATS JetStream: a real
 //! `nats-server` (2.15.1, from the PyPI wheel pinned by version and sha256
 //! in `tests/tools/nats-requirements.txt`), started as a 3-node JetStream
-//! cluster on free loopback ports, and the helpers the source, sink and
+//! cluster on free loopback ports (or one standalone node), and the helpers the source, sink and
 //! scale-out tests share (R3 streams, acknowledged publishes, killing and
 //! restarting nodes, finding a stream's leader).
 //!
@@ -187,15 +187,24 @@ impl Cluster {
             std::fs::create_dir_all(&store).map_err(|e| e.to_string())?;
             let conf = dir.path().join(&name).join("server.conf");
             let log = dir.path().join(&name).join("server.log");
+            // One node runs standalone (a cluster of one never elects a
+            // meta leader).
+            let cluster = if n == 1 {
+                String::new()
+            } else {
+                format!(
+                    "cluster {{\n  name: weirtest\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                    ports[3 * i + 1],
+                    routes.join(", ")
+                )
+            };
             let text = format!(
                 "server_name: {name}\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\n\
                  jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n  max_memory_store: 256MB\n  max_file_store: 4GB\n}}\n\
-                 cluster {{\n  name: weirtest\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n{}\n",
+                 {cluster}{}\n",
                 ports[3 * i],
                 ports[3 * i + 2],
                 store.display(),
-                ports[3 * i + 1],
-                routes.join(", "),
                 opts.extra_config
             );
             std::fs::write(&conf, text).map_err(|e| e.to_string())?;
@@ -276,10 +285,17 @@ impl Cluster {
         }
     }
 
-    /// Waits until a running node reports a JetStream meta leader.
+    /// Waits until a running node reports a JetStream meta leader (one
+    /// standalone node: until JetStream is healthy; its name).
     pub fn wait_meta_leader(&self) -> Result<String, String> {
         let deadline = Instant::now() + NATS_DEADLINE;
         loop {
+            if let [one] = self.nodes.as_slice() {
+                let health = http_get(one.http_port, "/healthz?js-enabled-only=true");
+                if health.is_some_and(|b| b.contains("\"ok\"")) {
+                    return Ok(one.name.clone());
+                }
+            }
             for n in self.nodes.iter().filter(|n| n.running()) {
                 if let Some(leader) = meta_leader(n.http_port) {
                     return Ok(leader);
