@@ -3,7 +3,9 @@
 //!
 //! A reader holds one segment open and a buffer of `read_chunk_bytes` (or one
 //! frame, if larger): memory is bounded by `max(read_chunk_bytes,
-//! record_bytes_max + 16)` per reader. It starts at the nearest indexed
+//! record_bytes_max + 16)` per reader. Reads start at 64 KiB and double up
+//! to `read_chunk_bytes`, and the buffer is reused (zeroed only where it
+//! grows), so a short range costs a short read. It starts at the nearest indexed
 //! position at or before `start` and records index positions it passes, so
 //! later reads of finished segments start close to their target.
 //!
@@ -48,7 +50,14 @@ struct Cursor {
     /// File offset from which the next frame is offered to the segment's
     /// index: one lock per `index_interval_bytes` read, not one per frame.
     note_from: u64,
+    /// Bytes the next refill asks for: [`FIRST_READ_BYTES`], doubling per
+    /// refill up to `read_chunk_bytes`, so a short range (a batch's share
+    /// is often far below a chunk) neither zeroes nor reads a whole chunk.
+    read_ahead: usize,
 }
+
+/// The first refill of a cursor reads at most this much (64 KiB).
+const FIRST_READ_BYTES: usize = 64 << 10;
 
 /// Reads a range of records; see the module docs.
 pub struct WalReader {
@@ -184,7 +193,9 @@ impl WalReader {
                     }
                 }
                 Decoded::Incomplete { needed } => {
-                    if cursor.refill(needed.max(chunk))? == 0 {
+                    let ahead = cursor.read_ahead.min(chunk);
+                    cursor.read_ahead = ahead.saturating_mul(2);
+                    if cursor.refill(needed.max(ahead))? == 0 {
                         let found = cursor.len - cursor.pos;
                         return Err(corrupt(
                             cursor,
@@ -267,6 +278,7 @@ impl WalReader {
             pos: 0,
             lsn,
             note_from: offset,
+            read_ahead: FIRST_READ_BYTES,
         })
     }
 }
@@ -324,17 +336,23 @@ mod tests {
     /// Records shorter and longer than the read chunk, read in ranges that
     /// start anywhere: the buffer is reused across refills (consumed bytes
     /// moved out, stale bytes read over), grows for a long frame and keeps
-    /// serving short ones after it.
+    /// serving short ones after it; with the default chunk, reads grow from
+    /// 64 KiB through every doubling.
     #[test]
     fn reused_buffer_reads_every_record_whole() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = WalConfig {
+        let tiny = WalConfig {
             segment_bytes_max: 1024,
             record_bytes_max: 300,
             index_interval_bytes: 64,
             read_chunk_bytes: 40,
             ..WalConfig::default()
         };
+        read_back(tiny, 60);
+        read_back(WalConfig::default(), 12_000);
+    }
+
+    fn read_back(config: WalConfig, n: u64) {
+        let dir = tempfile::tempdir().expect("tempdir");
         let (wal, _) = Wal::open(dir.path(), config).expect("open");
         let rec = |i: u64| -> Vec<u8> {
             let n = [3, 30, 250, 0, 41, 7][(i % 6) as usize];
@@ -342,18 +360,18 @@ mod tests {
                 .map(|j| (i as u8).wrapping_mul(31).wrapping_add(j as u8))
                 .collect()
         };
-        let records: Vec<Vec<u8>> = (0..60).map(rec).collect();
+        let records: Vec<Vec<u8>> = (0..n).map(rec).collect();
         wal.append(&records).expect("append");
         wal.sync().expect("sync");
-        for start in [0u64, 1, 2, 5, 17, 59] {
-            let mut r = wal.read(start..60).expect("range");
+        for start in [0, 1, 2, 5, 17, n - 1] {
+            let mut r = wal.read(start..n).expect("range");
             let mut want = start;
             while let Some(x) = r.next_ref() {
                 let (lsn, payload) = x.expect("record");
                 assert_eq!((lsn, payload), (want, &rec(want)[..]), "from {start}");
                 want += 1;
             }
-            assert_eq!(want, 60, "from {start}");
+            assert_eq!(want, n, "from {start}");
         }
     }
 }
