@@ -303,14 +303,23 @@ pub fn frame_crc(salt: u32, len_field: u32, lsn: Lsn, payload: &[u8]) -> u32 {
     buf[0..4].copy_from_slice(&salt.to_le_bytes());
     buf[4..8].copy_from_slice(&len_field.to_le_bytes());
     buf[8..16].copy_from_slice(&lsn.to_le_bytes());
+    let mut h = crc_hasher();
     if payload.len() <= CRC_ONE_CALL_PAYLOAD_MAX {
         buf[PREFIX..PREFIX + payload.len()].copy_from_slice(payload);
-        return crc32fast::hash(&buf[..PREFIX + payload.len()]);
+        h.update(&buf[..PREFIX + payload.len()]);
+        return h.finalize();
     }
-    let mut h = crc32fast::Hasher::new();
     h.update(&buf[..PREFIX]);
     h.update(payload);
     h.finalize()
+}
+
+/// A fresh CRC-32 hasher: a copy of one made once per process, so the CPU
+/// feature detection `crc32fast::Hasher::new` does runs once, not per frame.
+#[inline]
+fn crc_hasher() -> crc32fast::Hasher {
+    static PROTOTYPE: std::sync::OnceLock<crc32fast::Hasher> = std::sync::OnceLock::new();
+    PROTOTYPE.get_or_init(crc32fast::Hasher::new).clone()
 }
 
 /// The longest payload [`frame_crc`] checksums in one call over a stack
