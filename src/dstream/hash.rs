@@ -137,6 +137,7 @@ pub type TableHasher = foldhash::fast::SeedableRandomState;
 /// Hashes `K` itself (not `&K`, which `BuildHasher::hash_one` would hash
 /// through a forwarding call the compiler did not inline in the combine).
 #[inline(always)]
+#[allow(clippy::manual_hash_one)] // hash_one(&key) is the `&K` detour this avoids
 pub fn table_hash_with<K: Hash + ?Sized>(st: &TableHasher, key: &K) -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = st.build_hasher();
