@@ -120,8 +120,29 @@ fn table_state() -> &'static foldhash::fast::SeedableRandomState {
 /// index probes with. Differs between processes.
 #[inline]
 pub fn table_hash<K: Hash + ?Sized>(key: &K) -> u64 {
-    use std::hash::BuildHasher;
-    table_state().hash_one(key)
+    table_hash_with(table_hasher(), key)
+}
+
+/// The seeded table hasher of this process, for loops that hash many keys
+/// ([`table_hash_with`]): looked up once, not once per key.
+#[inline]
+pub fn table_hasher() -> &'static TableHasher {
+    table_state()
+}
+
+/// The state behind [`table_hash`] ([`table_hasher`]).
+pub type TableHasher = foldhash::fast::SeedableRandomState;
+
+/// [`table_hash`] with the hasher looked up by the caller: the same value.
+/// Hashes `K` itself (not `&K`, which `BuildHasher::hash_one` would hash
+/// through a forwarding call the compiler did not inline in the combine).
+#[inline(always)]
+#[allow(clippy::manual_hash_one)] // hash_one(&key) is the `&K` detour this avoids
+pub fn table_hash_with<K: Hash + ?Sized>(st: &TableHasher, key: &K) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = st.build_hasher();
+    key.hash(&mut h);
+    h.finish()
 }
 
 /// Insertion-ordered map with the seeded table hasher: iteration order is
@@ -152,6 +173,18 @@ pub fn partition_of_hash(hash: u64, partitions: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn table_hash_with_is_table_hash() {
+        use std::hash::BuildHasher;
+        let st = super::table_hasher();
+        for w in ["", "a", "word", "a much longer word than twenty-two bytes"] {
+            let t = crate::Text::new(w);
+            assert_eq!(super::table_hash_with(st, &t), super::table_hash(&t));
+            assert_eq!(super::table_hash_with(st, &t), super::TableBuild.hash_one(&t));
+            assert_eq!(super::table_hash_with(st, w), super::table_hash(w));
+        }
+    }
+
     #[test]
     fn partition_is_stable_and_in_range() {
         for k in 0..1000u64 {

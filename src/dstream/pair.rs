@@ -15,7 +15,7 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use super::eval::{BatchCtx, PartFn};
-use super::hash::{partition_of, table_hash, OrderedMap};
+use super::hash::{partition_of, table_hash_with, table_hasher, OrderedMap};
 use super::{meta, DStream, Data, EngineError};
 
 /// A key type: hashable, comparable for equality, shareable.
@@ -33,7 +33,7 @@ impl<T: Data + Hash + Eq> Key for T {}
 /// rejected without touching the entry. Every entry keeps its full hash:
 /// growing the index never rehashes a key, and the reduce side merges by
 /// the hash carried from the map side. The hash is the seeded
-/// [`table_hash`] (crafted colliding keys cannot make probing quadratic);
+/// [`table_hash`](super::hash::table_hash) (crafted colliding keys cannot make probing quadratic);
 /// partitions use the deterministic hash, once per distinct key.
 ///
 /// Limits: fewer than `u32::MAX` entries. Must never: reorder entries.
@@ -62,7 +62,7 @@ impl<K: Eq, C> Combiner<K, C> {
         prefetch_read(&self.slots[i]);
     }
 
-    /// Merges `v` into the entry of `k` (hash `h`, from [`table_hash`]), or
+    /// Merges `v` into the entry of `k` (hash `h`, from [`table_hash`](super::hash::table_hash)), or
     /// appends a new entry `create(v)`.
     #[inline(always)]
     pub(crate) fn upsert<V>(
@@ -194,8 +194,9 @@ where
         let mut m: Combiner<K, C> = Combiner::with_capacity(1024);
         let mut ring: [Option<(u64, K, V)>; PREFETCH_LAG] = std::array::from_fn(|_| None);
         let mut pos = 0usize;
+        let hasher = table_hasher();
         d.run(p, &mut |(k, v)| {
-            let h = table_hash(&k);
+            let h = table_hash_with(hasher, &k);
             m.prefetch(h);
             let slot = &mut ring[pos % PREFETCH_LAG];
             pos = pos.wrapping_add(1);
@@ -551,7 +552,7 @@ impl<K: Key, V: Data> DStream<(K, V)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dstream::hash::hash_of;
+    use crate::dstream::hash::{hash_of, table_hash};
     use crate::Text;
 
     /// Keys `(a, b)` that all have the same fixed (partition) hash: the
