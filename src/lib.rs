@@ -155,6 +155,7 @@ pub use error::{Error, Result};
 pub use names::{NameError, STREAM_NAME_BYTES_MAX};
 pub use scheduler::{BatchStats, SchedulerError};
 pub use sink::{JetStreamSinkConfig, JetStreamSinkError, JetStreamSinkStats};
+pub use sink::{PostgresSinkConfig, PostgresSinkError, PostgresSinkStats};
 pub use source::{
     Assignment, Claim, JetStreamAuth, JetStreamConfig, JetStreamError, JetStreamStats, JsRecord,
     LeaseError, LostWhy, PartitionRef, PartitionStats, ScaleOut, INSTANCE_NAME_BYTES_MAX,

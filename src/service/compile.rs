@@ -371,6 +371,7 @@ fn add_sink(input: &S, kind: &SinkKind, data_dir: &Path) -> crate::Result<()> {
             each_kind!(input, d => d.save_to_jetstream(c).map(|_| ()))?;
             Ok(())
         }
+        SinkKind::Postgres(def) => each_kind!(input, d => super::compile_pg::add_postgres(d, def)),
     }
 }
 

@@ -131,6 +131,10 @@ pub(super) struct StepIn<'a> {
 pub(super) struct SinkIn<'a> {
     /// The sink's table.
     pub(super) item: &'a Item<'a>,
+    /// What its input carries.
+    pub(super) input: Kind,
+    /// The pipeline file's directory (relative paths start there).
+    pub(super) base: &'a Path,
 }
 
 /// The file's tables, each with its entries in file order.
@@ -494,7 +498,11 @@ impl Validator<'_> {
         reads.needs(spec.inputs, spec.input_hint)?;
         Ok(SinkDef {
             input,
-            kind: (spec.build)(&SinkIn { item })?,
+            kind: (spec.build)(&SinkIn {
+                item,
+                input: reads.kind,
+                base: self.base,
+            })?,
         })
     }
 }
