@@ -33,7 +33,7 @@ use tokio_postgres::types::{IsNull, ToSql, Type};
 use tokio_postgres::{Client, NoTls, Transaction};
 
 use super::postgres::{
-    PgFence, PgMode, PgOnError, PgPassword, PgRow, PgValue, PostgresSinkConfig, PostgresSinkError,
+    PgFence, PgMode, PgOnError, PgPassword, PgRow, PostgresSinkConfig, PostgresSinkError,
     PostgresSinkStats, PG_BACKOFF_MS_FIRST, PG_BACKOFF_MS_MAX, PG_COPY_CHUNK_BYTES,
 };
 use super::postgres_copy::{qualified, row_json, Column, Enc, Encoded, Plan};
@@ -247,8 +247,15 @@ impl PgWriter {
                 )))
             }
         };
-        let mut cells: Vec<Vec<PgValue>> = Vec::new();
         let flat: Vec<&T> = parts.iter().flatten().collect();
+        // Only a row the server rejects is rendered again (dead letter).
+        let json_of = |plan: &Plan, row: usize| {
+            let mut v = Vec::new();
+            if let Some(r) = flat.get(row) {
+                r.pg_row(&mut v);
+            }
+            row_json(plan, &v)
+        };
         let mut encoded: Option<Encoded> = None;
         let mut backoff = Duration::from_millis(PG_BACKOFF_MS_FIRST);
         let mut tries = 0;
@@ -258,25 +265,13 @@ impl PgWriter {
                 let mut session = self.session().await?;
                 let plan = session.plan.clone();
                 if encoded.is_none() {
-                    cells = flat
-                        .iter()
-                        .map(|r| {
-                            let mut v = Vec::with_capacity(plan.columns.len());
-                            r.pg_row(&mut v);
-                            v
-                        })
-                        .collect();
-                    encoded = Some(Encoded::new(
-                        &plan,
-                        &self.key_indices(),
-                        cells.iter().map(Vec::as_slice),
-                    ));
+                    encoded = Some(Encoded::new(&plan, &self.key_indices(), &flat));
                 }
                 let enc = encoded.as_ref().ok_or_else(|| {
                     TryError::Fatal(PostgresSinkError::Runtime(std::io::Error::other("no rows")))
                 })?;
                 let done = self
-                    .transaction(&mut session, time_ms, &plan, enc, &cells)
+                    .transaction(&mut session, time_ms, &plan, enc, &json_of)
                     .await?;
                 self.session = Some(session);
                 Ok(done)
@@ -546,7 +541,7 @@ impl PgWriter {
         time_ms: u64,
         plan: &Plan,
         enc: &Encoded,
-        cells: &[Vec<PgValue>],
+        json_of: &dyn Fn(&Plan, usize) -> String,
     ) -> Result<Done, TryError> {
         let cfg = &self.cfg;
         let db = |step: &'static str| {
@@ -594,7 +589,7 @@ impl PgWriter {
             Ok(n) => n,
             Err(e) if data_error(&e) => {
                 row_by_row = true;
-                let found = one_by_one(&mut tx, plan, enc, cfg.on_error, cells).await;
+                let found = one_by_one(&mut tx, plan, enc, cfg.on_error, json_of).await;
                 let (n, found) = found.map_err(db("writing rows one by one"))?;
                 if cfg.on_error == PgOnError::Fail {
                     if let Some(b) = found.first() {
@@ -696,7 +691,7 @@ async fn one_by_one(
     plan: &Plan,
     enc: &Encoded,
     on_error: PgOnError,
-    cells: &[Vec<PgValue>],
+    json_of: &dyn Fn(&Plan, usize) -> String,
 ) -> Result<(u64, Vec<BadFound>), tokio_postgres::Error> {
     let stmt = tx.prepare(&plan.insert_one).await?;
     let mut bad = Vec::new();
@@ -724,9 +719,7 @@ async fn one_by_one(
                     column: d.and_then(|d| d.column()).map(str::to_string),
                     message: words(&e),
                     sqlstate: e.code().map(|s| s.code().to_string()),
-                    json: cells
-                        .get(row)
-                        .map_or_else(String::new, |c| row_json(plan, c)),
+                    json: json_of(plan, row),
                 });
                 if on_error == PgOnError::Fail {
                     break;

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
-use super::postgres::{PgMode, PgValue, PostgresSinkConfig, PG_IDENTIFIER_BYTES_MAX};
+use super::postgres::{PgMode, PgRow, PgValue, PostgresSinkConfig, PG_IDENTIFIER_BYTES_MAX};
 
 /// Whether `s` can be an identifier (it is always quoted).
 pub(super) fn valid_ident(s: &str) -> bool {
@@ -217,7 +217,7 @@ pub(super) struct EncodeError {
 #[derive(Debug, Default)]
 pub(super) struct Encoded {
     /// The tuples, back to back (no header or trailer).
-    pub(super) data: Vec<u8>,
+    pub(super) data: Bytes,
     /// Start of each tuple in `data`, and the end.
     pub(super) starts: Vec<usize>,
     /// Each tuple's row in the batch.
@@ -233,28 +233,28 @@ pub(super) struct Encoded {
 const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 
 impl Encoded {
-    /// Encodes `rows` (each the cells of one row) for `plan`; `key` are
-    /// the indices of the key columns (upsert).
-    pub(super) fn new<'a>(
-        plan: &Plan,
-        key: &[usize],
-        rows: impl Iterator<Item = &'a [PgValue]>,
-    ) -> Encoded {
+    /// Encodes `rows` for `plan`; `key` are the indices of the key
+    /// columns (upsert).
+    pub(super) fn new<T: PgRow>(plan: &Plan, key: &[usize], rows: &[&T]) -> Encoded {
         let mut e = Encoded {
             round_count: 1,
             ..Encoded::default()
         };
+        let mut data = Vec::with_capacity(rows.len() * (2 + 12 * plan.columns.len()));
         let mut seen: HashMap<Vec<u8>, u32> = HashMap::new();
         let fields = plan.columns.len() + usize::from(plan.rounds);
         let fields = i16::try_from(fields).unwrap_or(i16::MAX);
-        for (r, cells) in rows.enumerate() {
+        let mut cells = Vec::with_capacity(plan.columns.len());
+        for (r, rec) in rows.iter().enumerate() {
+            cells.clear();
+            rec.pg_row(&mut cells);
             e.total += 1;
-            let start = e.data.len();
-            e.data.extend_from_slice(&fields.to_be_bytes());
+            let start = data.len();
+            data.extend_from_slice(&fields.to_be_bytes());
             let mut failed = None;
             for (c, col) in plan.columns.iter().enumerate() {
                 let v = cells.get(c).unwrap_or(&PgValue::Null);
-                if let Err(message) = encode(&mut e.data, col.enc, v) {
+                if let Err(message) = encode(&mut data, col.enc, v) {
                     failed = Some((col.name.clone(), message));
                     break;
                 }
@@ -268,8 +268,8 @@ impl Encoded {
                 failed = Some((String::new(), message));
             }
             if let Some((column, message)) = failed {
-                e.data.truncate(start);
-                let json = row_json(plan, cells);
+                data.truncate(start);
+                let json = row_json(plan, &cells);
                 e.bad.push(EncodeError {
                     row: r,
                     column,
@@ -281,18 +281,19 @@ impl Encoded {
             if plan.rounds {
                 let mut k = Vec::new();
                 for &i in key {
-                    field(&e.data[start..], i, &mut k);
+                    field(&data[start..], i, &mut k);
                 }
                 let round = seen.entry(k).or_insert(0);
-                e.data.extend_from_slice(&4i32.to_be_bytes());
-                e.data.extend_from_slice(&(*round as i32).to_be_bytes());
+                data.extend_from_slice(&4i32.to_be_bytes());
+                data.extend_from_slice(&(*round as i32).to_be_bytes());
                 *round += 1;
                 e.round_count = e.round_count.max(*round);
             }
             e.starts.push(start);
             e.rows.push(r);
         }
-        e.starts.push(e.data.len());
+        e.starts.push(data.len());
+        e.data = Bytes::from(data);
         e
     }
 
@@ -309,7 +310,7 @@ impl Encoded {
         head.extend_from_slice(&0i32.to_be_bytes());
         head.extend_from_slice(&0i32.to_be_bytes());
         let mut out = vec![Bytes::from(head)];
-        let all = Bytes::copy_from_slice(&self.data);
+        let all = &self.data;
         let mut at = 0;
         while at < all.len() {
             let end = (at + chunk).min(all.len());
@@ -565,7 +566,8 @@ mod tests {
                 PgValue::Text("now".into()),
             ],
         ];
-        let e = Encoded::new(&p, &[0], rows.iter().map(Vec::as_slice));
+        let refs: Vec<&Vec<PgValue>> = rows.iter().collect();
+        let e = Encoded::new(&p, &[0], &refs);
         assert_eq!(e.len(), 2);
         assert_eq!(e.rows, vec![0, 2]);
         assert_eq!(e.round_count, 2);
