@@ -328,8 +328,12 @@ impl PostgresSinkConfig {
         let ident = format!(
             "1 to {PG_IDENTIFIER_BYTES_MAX} bytes without control characters (as `name` or `schema.name`)"
         );
-        if let Err(e) = self.url.parse::<tokio_postgres::Config>() {
-            return bad("url", "(not shown)".into(), format!("a connection string such as \"host=127.0.0.1 port=5432 user=weir dbname=app\" or \"postgresql://weir@127.0.0.1:5432/app\" ({e})"));
+        match self.url.parse::<tokio_postgres::Config>() {
+            Err(e) => return bad("url", "(not shown)".into(), format!("a connection string such as \"host=127.0.0.1 port=5432 user=weir dbname=app\" or \"postgresql://weir@127.0.0.1:5432/app\" ({e})")),
+            Ok(c) if c.get_ssl_mode() == tokio_postgres::config::SslMode::Require => {
+                return bad("url", "sslmode=require".into(), "a connection without TLS (the sink does not speak TLS yet: use a local or tunnelled server)".into());
+            }
+            Ok(_) => {}
         }
         let dl = self.dead_letter_table();
         for (setting, t) in [
@@ -651,6 +655,9 @@ mod tests {
         let mut c = ok.clone();
         c.tries_max = 0;
         assert!(c.validate().is_err());
+        let mut c = ok.clone();
+        c.url = "host=x sslmode=require".into();
+        assert!(c.validate().unwrap_err().to_string().contains("TLS"));
         let mut c = ok;
         c.url = "postgresql://[".into();
         assert!(c.validate().is_err());
