@@ -157,6 +157,7 @@ pub use names::{NameError, STREAM_NAME_BYTES_MAX};
 pub use nats::NatsAuth;
 pub use scheduler::{BatchStats, SchedulerError};
 pub use sink::{JetStreamSinkConfig, JetStreamSinkError, JetStreamSinkStats};
+pub use sink::{PostgresSinkConfig, PostgresSinkError, PostgresSinkStats};
 pub use source::{
     Assignment, Claim, JetStreamConfig, JetStreamError, JetStreamStats, JsRecord, LeaseError,
     LostWhy, PartitionRef, PartitionStats, ScaleOut, INSTANCE_NAME_BYTES_MAX, LEASES_BUCKET,

@@ -351,6 +351,11 @@ fn add_sink(input: &S, kind: &SinkKind, data_dir: &Path) -> crate::Result<Option
         let stats = each_kind!(input, d => d.save_to_jetstream(c))?;
         return Ok(Some((name, stats)));
     }
+    if let SinkKind::Postgres(def) = kind {
+        let name = crate::sink::postgres_sink_op(&def.config.sink_id);
+        let stats = each_kind!(input, d => super::compile_pg::add_postgres(d, def))?;
+        return Ok(Some((name, stats)));
+    }
     add_plain_sink(input, kind, data_dir).map(|()| None)
 }
 
@@ -381,8 +386,8 @@ fn add_plain_sink(input: &S, kind: &SinkKind, data_dir: &Path) -> crate::Result<
             let prefix = resolve(data_dir, prefix).display().to_string();
             each_kind!(input, d => json_files(d, &prefix, suffix, *skip_empty))
         }
-        // Added with its counters by `add_sink`.
-        SinkKind::JetStream(_) => Ok(()),
+        // Added with their counters by `add_sink`.
+        SinkKind::JetStream(_) | SinkKind::Postgres(_) => Ok(()),
     }
 }
 

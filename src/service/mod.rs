@@ -35,6 +35,7 @@ internal! {
     mod chaos;
     mod check;
     mod compile;
+    mod compile_pg;
     mod gen_feed;
     mod http;
     mod initial;
@@ -568,6 +569,33 @@ fn sink_words(kind: &config::SinkKind) -> String {
                 crate::sink::ReplayOlderThanWindow::Publish => "published anyway",
             }
         ),
+        SinkKind::Postgres(d) => {
+            let c = &d.config;
+            let cols: Vec<String> = c
+                .columns
+                .iter()
+                .zip(&d.sources)
+                .map(|(c, s)| format!("{c} ← {s}"))
+                .collect();
+            format!(
+                "PostgreSQL table {} ({}; {}, rejected rows {}; progress row ({}, {}, {}) in {})",
+                c.table,
+                cols.join(", "),
+                match &c.mode {
+                    crate::sink::PgMode::Insert => "insert".to_string(),
+                    crate::sink::PgMode::Upsert { key, .. } => format!("upsert on {}", key.join(", ")),
+                },
+                match c.on_error {
+                    crate::sink::PgOnError::Fail => "fail the batch".to_string(),
+                    crate::sink::PgOnError::DeadLetter =>
+                        format!("go to {}", c.dead_letter_table()),
+                },
+                c.pipeline,
+                c.sink_id,
+                c.partition,
+                c.progress_table
+            )
+        }
         SinkKind::JsonFiles {
             prefix,
             suffix,

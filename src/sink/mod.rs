@@ -1,7 +1,9 @@
 //! Output operations: `print`, `save_as_text_files`, `foreach_batch`, the
-//! transactional key-value sink `save_to_kv` (`kv`), and the NATS
+//! transactional key-value sink `save_to_kv` (`kv`), the NATS
 //! JetStream sink `save_to_jetstream` (`jetstream`, its connection in
-//! `jetstream_conn`).
+//! `jetstream_conn`), and the PostgreSQL sink `save_to_postgres`
+//! (`postgres`, its rows in `postgres_copy`, its transaction in
+//! `postgres_conn`).
 //!
 //! Owns: how a batch's records leave the engine. Files are written
 //! atomically through `crate::storage::write_atomic` (temp file, fsync,
@@ -26,6 +28,9 @@ use crate::storage::{AtomicWriteError, RealFs};
 mod dead_letter;
 mod jetstream;
 mod jetstream_conn;
+mod postgres;
+mod postgres_conn;
+mod postgres_copy;
 internal! {
     mod kv;
 }
@@ -39,6 +44,16 @@ pub use jetstream::{
     PUBLISH_TRIES_CEILING, PUBLISH_TRIES_MAX_DEFAULT, SINK_ID_BYTES_MAX,
 };
 pub use kv::KvTable;
+pub use postgres::{
+    postgres_sink_op, PgCell, PgFence, PgMode, PgOnError, PgPassword, PgRow, PgValue,
+    PostgresSinkConfig, PostgresSinkError, PostgresSinkStats, PG_BACKOFF_MS_FIRST,
+    PG_BACKOFF_MS_MAX, PG_COLUMNS_MAX, PG_COPY_CHUNK_BYTES, PG_IDENTIFIER_BYTES_MAX,
+    PG_SINK_ID_BYTES_MAX, PG_TIMEOUT_MS_MAX, PG_TRIES_CEILING, PG_TRIES_MAX_DEFAULT,
+};
+pub use postgres_conn::{
+    BEFORE_COMMIT_FAILPOINT as POSTGRES_BEFORE_COMMIT_FAILPOINT,
+    BEFORE_TRANSACTION_FAILPOINT as POSTGRES_BEFORE_TRANSACTION_FAILPOINT,
+};
 
 /// One counter of a sink, for `/metrics` and `/status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -33,6 +33,7 @@ mod nats_keys;
 mod ops;
 mod raw;
 mod settings;
+mod sink_postgres;
 mod sinks;
 mod sources;
 mod validate;
@@ -44,8 +45,8 @@ use std::path::Path;
 
 pub use error::ConfigError;
 pub use model::{
-    Kind, Node, OnBadRecord, Op, Pipeline, Predicate, Settings, SinkDef, SinkKind, SourceDef,
-    SourceKind, StepDef, HTTP_ADDRESS_DEFAULT, STOP_TIMEOUT_DEFAULT,
+    Kind, Node, OnBadRecord, Op, Pipeline, PostgresSinkDef, Predicate, Settings, SinkDef, SinkKind,
+    SourceDef, SourceKind, StepDef, HTTP_ADDRESS_DEFAULT, STOP_TIMEOUT_DEFAULT,
 };
 pub use ops::{op_names, ops_markdown, TOP_N_MAX};
 pub use raw::FOUND_CHARS_MAX;

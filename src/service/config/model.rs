@@ -386,6 +386,10 @@ pub enum SinkKind {
     /// Publishes every record to a NATS JetStream subject, deduplicated by
     /// message id (`crate::sink::JetStreamSinkConfig`).
     JetStream(Box<crate::sink::JetStreamSinkConfig>),
+    /// Writes every record as one row of a PostgreSQL table, exactly once
+    /// (`crate::sink::PostgresSinkConfig`); `columns` say where each
+    /// column's value comes from.
+    Postgres(Box<PostgresSinkDef>),
     /// One JSON-lines file per batch.
     JsonFiles {
         /// Path prefix (resolved against the data directory).
@@ -395,6 +399,18 @@ pub enum SinkKind {
         /// No file for a batch without records.
         skip_empty: bool,
     },
+}
+
+/// A `postgres` sink: the sink's config (its `columns` in the order of
+/// `sources`) and where each column's value comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostgresSinkDef {
+    /// The sink (password file resolved against the pipeline file's
+    /// directory).
+    pub config: crate::sink::PostgresSinkConfig,
+    /// Per column: `line`; `key`, `value` or `value.<path>` (pairs);
+    /// `.` (the whole record) or a dotted field path (JSON records).
+    pub sources: Vec<String>,
 }
 
 /// A node of the pipeline graph: a source or a step.

@@ -10,7 +10,9 @@
 //! Limits: `print` shows 1 to [`PRINT_COUNT_MAX`] records a batch; a
 //! `kv` table name is letters, digits, `_` and `-`; `jetstream` takes the
 //! limits of `crate::sink::JetStreamSinkConfig::validate` (1 to 4,096 acks
-//! in flight, 1 to 100 publish rounds, timeouts 1 to 600,000 ms).
+//! in flight, 1 to 100 publish rounds, timeouts 1 to 600,000 ms);
+//! `postgres` (its keys and builder in `sink_postgres.rs`) those of
+//! `crate::sink::PostgresSinkConfig::validate`.
 //! Must never: write anything (`compile.rs` adds the outputs), or accept a
 //! key its entry does not list.
 
@@ -171,6 +173,14 @@ pub(super) const SINKS: &[SinkSpec] = &[
         inputs: ANY,
         input_hint: "JetStream takes any records (each published as print shows it)",
         build: jetstream,
+    },
+    SinkSpec {
+        name: "postgres",
+        keys: super::sink_postgres::KEYS,
+        inputs: ANY,
+        input_hint:
+            "PostgreSQL takes any records; `columns` says where each column's value comes from",
+        build: super::sink_postgres::postgres,
     },
 ];
 

@@ -131,6 +131,8 @@ pub(super) struct StepIn<'a> {
 pub(super) struct SinkIn<'a> {
     /// The sink's table.
     pub(super) item: &'a Item<'a>,
+    /// What its input carries.
+    pub(super) input: Kind,
     /// The pipeline file's directory (relative paths of files the sink
     /// reads, such as credentials, start there; outputs are under the
     /// data directory).
@@ -500,6 +502,7 @@ impl Validator<'_> {
             input,
             kind: (spec.build)(&SinkIn {
                 item,
+                input: reads.kind,
                 base: self.base,
             })?,
         })
