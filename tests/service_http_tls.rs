@@ -465,3 +465,54 @@ fn the_limits_hold_connections_head_size_and_head_time() {
     g.signal("TERM");
     assert_eq!(g.wait_exit(Duration::from_secs(60)).code(), Some(0));
 }
+
+/// One plain HTTP request on loopback (`Connection: close`): the response.
+fn plain(addr: &str, request: &str) -> String {
+    let mut t = TcpStream::connect(addr).expect("connect");
+    t.write_all(request.as_bytes()).expect("write");
+    read_until_closed(&mut t).0
+}
+
+#[test]
+fn tokens_on_loopback_are_enforced_everywhere_and_reloaded() {
+    let s = Setup::new();
+    let (mut g, addr, rx) =
+        s.run("http_address = \"127.0.0.1:0\"\nhttp_tokens_file = \"tokens\"\n");
+    for path in ["/", "/status", "/metrics", "/nope"] {
+        let r = plain(&addr, &get(path, None));
+        assert!(r.starts_with("HTTP/1.1 401"), "{path}: {r}");
+    }
+    let r = plain(&addr, &get("/metrics", Some(TOKEN)));
+    assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
+    let head = plain(
+        &addr,
+        &format!("HEAD /status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"),
+    );
+    assert!(
+        head.starts_with("HTTP/1.1 200 OK") && head.ends_with("\r\n\r\n"),
+        "no body: {head}"
+    );
+
+    // The file changes: `prom` gets a new token, the old one is refused.
+    let fresh = "prom-fresh-aaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let tokens = s.path("tokens");
+    std::fs::write(&tokens, format!("prom {fresh}\n# ops left\n")).expect("tokens");
+    chmod(&tokens, 0o600);
+    wait_for("the new token accepted", || {
+        plain(&addr, &get("/status", Some(fresh))).starts_with("HTTP/1.1 200")
+    });
+    let r = plain(&addr, &get("/status", Some(TOKEN)));
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    let l = line_with(&rx, "tokens reloaded");
+    assert!(l.contains("prom") && !l.contains(fresh), "{l}");
+
+    // A file others may read is not loaded: the tokens in use stay.
+    chmod(&tokens, 0o644);
+    g.signal("HUP");
+    let l = line_with(&rx, "tokens reload failed");
+    assert!(l.contains("chmod 600"), "{l}");
+    let r = plain(&addr, &get("/status", Some(fresh)));
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    g.signal("TERM");
+    assert_eq!(g.wait_exit(Duration::from_secs(60)).code(), Some(0));
+}
