@@ -134,7 +134,7 @@ impl HttpSettings {
     }
 }
 
-/// Default HTTP address (loopback only).
+/// Default HTTP address (loopback: plain HTTP needs no TLS or tokens there).
 pub const HTTP_ADDRESS_DEFAULT: &str = "127.0.0.1:9464";
 /// Default for `stop_timeout`: well inside systemd's 90 s stop timeout.
 pub const STOP_TIMEOUT_DEFAULT: Duration = Duration::from_secs(20);
