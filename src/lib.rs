@@ -134,6 +134,7 @@ internal! {
     mod layout;
     mod names;
     mod nats;
+    mod net;
     mod scheduler;
     mod source;
     mod storage;

@@ -118,6 +118,24 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
             "cli",
         ],
     ),
+    // TLS and tokens of the listeners (status endpoint, later ingest).
+    (
+        "net",
+        &[
+            "dstream",
+            "wal",
+            "storage",
+            "checkpoint",
+            "scheduler",
+            "context",
+            "receiver",
+            "ingest",
+            "source",
+            "sink",
+            "service",
+            "cli",
+        ],
+    ),
     ("context", &["service", "cli"]),
     ("service", &["cli"]),
 ];

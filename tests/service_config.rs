@@ -322,7 +322,8 @@ fn mistakes_are_located_with_key_expected_and_hint() {
     assert_eq!((e.line, e.column, e.key.as_str()), (5, 8, "sink[0].kind"));
     assert_eq!(e.found.as_deref(), Some("text lines from `in`"));
 
-    // The status endpoint stays on loopback.
+    // The status endpoint stays on loopback unless it has TLS and tokens;
+    // the error names the key to add.
     let e = err(&format!(
         "[service]\nhttp_address = \"0.0.0.0:9464\"\n{HEAD}"
     ));
@@ -330,7 +331,19 @@ fn mistakes_are_located_with_key_expected_and_hint() {
         (e.line, e.column, e.key.as_str()),
         (2, 16, "service.http_address")
     );
-    assert_eq!(e.expected, "a loopback address (127.0.0.1 or [::1])");
+    assert_eq!(
+        e.expected,
+        "a loopback address (127.0.0.1 or [::1]), or TLS and tokens for an address off this machine"
+    );
+    assert!(e.hint.starts_with("add http_tls_cert_file"), "{}", e.hint);
+    let e = err(&format!(
+        "[service]\nhttp_address = \"0.0.0.0:9464\"\nhttp_tls_cert_file = \"c.pem\"\nhttp_tls_key_file = \"k.pem\"\n{HEAD}"
+    ));
+    assert!(e.hint.starts_with("add http_tokens_file"), "{}", e.hint);
+    let e = err(&format!(
+        "[service]\nhttp_tls_cert_file = \"c.pem\"\n{HEAD}"
+    ));
+    assert_eq!(e.key, "service.http_tls_key_file");
 
     // A stateful step needs a stable name.
     let e = err(&format!("{HEAD}[[step]]\nop = \"running_total\"\n"));
@@ -870,13 +883,14 @@ fn generated_block<'d>(doc: &'d str, name: &str) -> &'d str {
 
 #[test]
 fn the_docs_tables_of_ops_sinks_and_sources_are_the_tables_of_the_code() {
-    use weir::service::config::{ops_markdown, sinks_markdown, sources_markdown};
+    use weir::service::config::{ops_markdown, service_markdown, sinks_markdown, sources_markdown};
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/pipeline.md"))
         .expect("docs/pipeline.md");
     for (name, table) in [
         ("ops_markdown", ops_markdown()),
         ("sinks_markdown", sinks_markdown()),
         ("sources_markdown", sources_markdown()),
+        ("service_markdown", service_markdown()),
     ] {
         assert_eq!(
             generated_block(&doc, name),

@@ -29,8 +29,10 @@ pub struct RunArgs {
     /// Stop gracefully after N new batches (for tests and CI).
     #[arg(long, value_name = "N")]
     pub batches: Option<u64>,
-    /// Status endpoint address (loopback), or `off`. Default: the file's
-    /// service.http_address, else 127.0.0.1:9464.
+    /// Status endpoint address, or `off`. Default: the file's
+    /// service.http_address, else 127.0.0.1:9464. Off loopback it needs
+    /// the file's service.http_tls_cert_file, http_tls_key_file and
+    /// http_tokens_file.
     #[arg(long, value_name = "ADDR")]
     pub http_address: Option<String>,
 }
@@ -128,6 +130,9 @@ pub fn check(a: &CheckArgs) -> crate::Result<ExitCode> {
     for line in check_initial_files(&p, &kept)? {
         println!("{line}");
     }
+    if let Some(line) = crate::service::http::check_http(&p.settings)? {
+        println!("{line}");
+    }
     println!("ok: the pipeline is valid");
     Ok(ExitCode::SUCCESS)
 }
@@ -162,6 +167,7 @@ pub fn run(args: RunArgs) -> crate::Result<ExitCode> {
         ssc,
         ServiceOptions {
             http_address,
+            http: p.settings.http.clone(),
             batches_max: args.batches,
             compiled: Some(compiled),
             ..ServiceOptions::default()

@@ -8,8 +8,9 @@
 //! Limits: polls every [`super::POLL`]; pings the watchdog every quarter
 //! period while a batch completed within three quarters of it; a period
 //! under twice the batch interval is refused (no pings).
-//! Must never: block its runtime (start and stop run in blocking tasks),
-//! hold engine logic, or listen on a non-loopback address.
+//! Must never: block its runtime (start, stop and file reads run in
+//! blocking tasks), hold engine logic, or listen off loopback without TLS
+//! and tokens.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,12 +30,13 @@ pub(super) struct Signals {
     pub(super) term: tokio::signal::unix::Signal,
     /// SIGINT: stop gracefully.
     pub(super) int: tokio::signal::unix::Signal,
-    /// SIGHUP: reload (nothing is reloaded yet: logged, never fatal).
+    /// SIGHUP: reload the status endpoint's TLS and tokens (never fatal).
     pub(super) hup: tokio::signal::unix::Signal,
 }
 
-/// What SIGHUP logs: weir reloads nothing while it runs.
-pub(super) const RELOAD_WORDS: &str = "reload requested (SIGHUP): nothing to reload, weir keeps running; the log level ($WEIR_LOG) and the pipeline file are read at start, so a pipeline change needs a restart: `weir check --data-dir DIR PIPELINE`, then `systemctl restart weir` (a restart drains, commits and recovers; nothing is lost)";
+/// What SIGHUP logs: weir reloads only the status endpoint's TLS
+/// certificate and tokens while it runs.
+pub(super) const RELOAD_WORDS: &str = "reload requested (SIGHUP): the status endpoint's TLS files and tokens file are read again (if set), nothing else; weir keeps running; the log level ($WEIR_LOG) and the pipeline file are read at start, so a pipeline change needs a restart: `weir check --data-dir DIR PIPELINE`, then `systemctl restart weir` (a restart drains, commits and recovers; nothing is lost)";
 
 /// Stop signals arriving within this many milliseconds of the first are
 /// the same request (one from the parent, one to the process group); a
@@ -248,24 +250,73 @@ fn live_status(ssc: &Arc<StreamingContext>, opts: &mut ServiceOptions) -> Arc<Li
     )
 }
 
-/// Binds the HTTP endpoint (if `addr`) and serves `live` on it; returns
-/// the bound address and the serving task.
+/// The HTTP endpoint: where it listens, its serving task, its TLS and
+/// tokens (reloaded on SIGHUP).
+#[derive(Default)]
+struct Http {
+    address: Option<SocketAddr>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    security: Option<Arc<crate::net::Security>>,
+}
+
+/// Loads the endpoint's TLS and tokens, binds it (if `addr`) and serves
+/// `live` on it.
 async fn start_http(
     addr: Option<SocketAddr>,
+    settings: &super::config::HttpSettings,
     live: &Arc<Live>,
-) -> crate::Result<(Option<SocketAddr>, Option<tokio::task::JoinHandle<()>>)> {
+) -> crate::Result<Http> {
     let Some(addr) = addr else {
-        return Ok((None, None));
+        return Ok(Http::default());
     };
+    if let Some(key) = settings.missing_for(addr) {
+        return Err(ServiceError::Usage(format!(
+            "the status endpoint on {addr} is off this machine: it needs TLS and tokens; add service.{key} to the pipeline file (see docs/security.md), or listen on 127.0.0.1"
+        ))
+        .into());
+    }
+    let files = http::security_files(settings);
+    let security = tokio::task::spawn_blocking(move || crate::net::Security::load(files))
+        .await
+        .map_err(|e| {
+            ServiceError::Usage(format!(
+                "loading the status endpoint's TLS and tokens failed: {e}"
+            ))
+        })?
+        .map_err(|e| ServiceError::Security(Box::new(e)))?;
+    let security = Arc::new(security);
     let l = http::bind(addr)
         .await
         .map_err(|source| ServiceError::Listen { addr, source })?;
     let bound = l.local_addr().unwrap_or(addr);
-    tracing::info!(address = %format!("http://{bound}/"), "status page (also /metrics and /status)");
-    Ok((
-        Some(bound),
-        Some(tokio::spawn(http::serve(l, live.clone()))),
-    ))
+    let ep = Arc::new(http::Endpoint::new(
+        live.clone(),
+        settings.clone(),
+        security.clone(),
+    ));
+    let names = security
+        .tokens()
+        .map(|t| t.names().collect::<Vec<_>>().join(","));
+    tracing::info!(
+        address = %format!("{}://{bound}/", ep.scheme()),
+        tokens = names.as_deref().unwrap_or("none"),
+        client_certificates = security.files().tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+        "status page (also /metrics and /status)"
+    );
+    Ok(Http {
+        address: Some(bound),
+        task: Some(tokio::spawn(http::serve(l, ep))),
+        security: Some(security),
+    })
+}
+
+/// SIGHUP: reload the endpoint's TLS and tokens (if any), say what else
+/// is not reloaded.
+async fn on_hup(security: Option<Arc<crate::net::Security>>) {
+    tracing::info!(signal = "SIGHUP", "{RELOAD_WORDS}");
+    if let Some(sec) = security {
+        let _ = tokio::task::spawn_blocking(move || sec.reload("SIGHUP")).await;
+    }
 }
 
 type Task = tokio::task::JoinHandle<crate::Result<()>>;
@@ -428,14 +479,9 @@ impl Driver {
 
     /// After the loop: stopped phase, endpoint closed, final status and
     /// log line, the report.
-    fn finish(
-        self,
-        result: crate::Result<()>,
-        http_task: Option<tokio::task::JoinHandle<()>>,
-        http_address: Option<SocketAddr>,
-    ) -> crate::Result<ServiceReport> {
+    fn finish(self, result: crate::Result<()>, http: Http) -> crate::Result<ServiceReport> {
         self.live.set_phase(Phase::Stopped);
-        if let Some(t) = http_task {
+        if let Some(t) = http.task {
             t.abort();
         }
         let st = self.live.status();
@@ -459,7 +505,7 @@ impl Driver {
             batches: st.batches_completed,
             records: st.records_total,
             signal: self.signal_name,
-            http_address,
+            http_address: http.address,
         })
     }
 }
@@ -471,17 +517,9 @@ pub(super) async fn serve(
     mut opts: ServiceOptions,
     mut signals: Signals,
 ) -> crate::Result<ServiceReport> {
-    if let Some(a) = opts.http_address {
-        if !a.ip().is_loopback() {
-            return Err(ServiceError::Usage(format!(
-                "the status endpoint must listen on a loopback address, not {a}; put a reverse proxy in front to expose it"
-            ))
-            .into());
-        }
-    }
     let live = live_status(&ssc, &mut opts);
     let notifier = opts.notify_socket.as_deref().and_then(notify::Notifier::to);
-    let (http_address, http_task) = start_http(opts.http_address, &live).await?;
+    let http = start_http(opts.http_address, &opts.http, &live).await?;
     let interval = Duration::from_millis(ssc.batch_interval_ms());
     let mut d = Driver {
         ssc: ssc.clone(),
@@ -508,7 +546,7 @@ pub(super) async fn serve(
         tokio::select! {
             _ = signals.term.recv() => d.on_signal("SIGTERM", 15),
             _ = signals.int.recv() => d.on_signal("SIGINT", 2),
-            _ = signals.hup.recv() => tracing::info!(signal = "SIGHUP", "{RELOAD_WORDS}"),
+            _ = signals.hup.recv() => on_hup(http.security.clone()).await,
             r = join(&mut d.start), if d.start.is_some() => {
                 if let Some(r) = d.on_started(r) {
                     break r;
@@ -522,7 +560,7 @@ pub(super) async fn serve(
             }
         }
     };
-    d.finish(result, http_task, http_address)
+    d.finish(result, http)
 }
 
 /// "no input waits ..." or "N records past the last batch wait in the

@@ -1,182 +1,303 @@
-//! The HTTP endpoint: a small HTTP/1.1 responder over tokio serving
-//! `GET /metrics`, `GET /status`, `GET /` (and `HEAD` of each).
+//! The HTTP endpoint: `GET /metrics`, `GET /status`, `GET /` (and `HEAD`
+//! of each) on hyper's HTTP/1.1 server, over plain TCP on loopback or
+//! over TLS (`crate::net`), with bearer tokens when configured.
 //!
-//! Hand-written rather than axum/hyper: three read-only GET routes with
-//! `Connection: close` need a request-line parser and a response writer
-//! (about 100 lines, tested below), against some 40 more crates to build on
-//! this 2-core machine. Every connection is bounded (size, time, count).
-//!
-//! Limits: a request head is at most [`REQUEST_BYTES_MAX`] bytes and must
-//! arrive within [`REQUEST_TIMEOUT`]; at most [`CONNECTIONS_MAX`]
-//! connections at once (more get `503`).
-//! Must never: bind anything but the configured (loopback) address, or
-//! block the batch loop.
+//! Every connection is bounded: its request head is at most
+//! `http_head_bytes_max` bytes (hyper's read buffer; more gets `431`) and
+//! must arrive within `http_head_timeout_ms` (hyper's header timer: it
+//! also closes an idle kept-alive connection; the TLS handshake has the
+//! same time), a connection lives at most [`CONNECTION_LIFETIME_MAX`]
+//! (then it is closed after its response), and at most
+//! `http_connections_max` are served at once: as many more get `503`,
+//! any beyond are closed at once. Defaults 8192 bytes, 5 s, 64.
+//! Every request is counted in `weir_http_requests_total{token,route,code}`
+//! (the token's name from the file, or `anonymous`; routes `/`,
+//! `/status`, `/metrics`, `other`) and logged with the same fields.
+//! Must never: change state (GET and HEAD only, others `405`), answer
+//! without a valid token when tokens are configured, log a token, or
+//! listen off loopback without TLS and tokens (`daemon.rs` checks).
 
+use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::metrics::metrics_text;
+use super::config::HttpSettings;
+use super::metrics::{label, metrics_text};
 use super::status::{status_json, Live, PAGE_HTML};
+use crate::net::{Auth, Security, SecurityFiles, TlsFiles, RELOAD_POLL};
 
-/// Largest request head, in bytes.
-pub const REQUEST_BYTES_MAX: usize = 8192;
-/// Longest wait for a request head.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections served at once.
-pub const CONNECTIONS_MAX: usize = 64;
+/// Longest a connection is kept (then closed after its response).
+pub const CONNECTION_LIFETIME_MAX: Duration = Duration::from_secs(300);
+/// Most header fields in one request.
+pub const HEADERS_MAX: usize = 64;
+/// Most `(token, route, code)` series counted; beyond, requests are
+/// counted under the token name `other`.
+pub const SERIES_MAX: usize = 4096;
 
-/// A parsed request line.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Request<'a> {
-    /// `GET`, `HEAD`, ...
-    pub method: &'a str,
-    /// The path without the query string.
-    pub path: &'a str,
-}
+/// The token name of requests without one.
+const ANONYMOUS: &str = crate::net::tokens::ANONYMOUS;
 
-/// Parses the head of a request (the bytes up to the blank line). None:
-/// not a well-formed HTTP/1.x request line.
-pub fn parse_request(head: &[u8]) -> Option<Request<'_>> {
-    let text = std::str::from_utf8(head).ok()?;
-    let line = text.split("\r\n").next()?;
-    let mut parts = line.split(' ');
-    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || !version.starts_with("HTTP/1.") || method.is_empty() {
-        return None;
-    }
-    if !target.starts_with('/') {
-        return None;
-    }
-    let path = target.split(['?', '#']).next().unwrap_or(target);
-    Some(Request { method, path })
-}
-
-/// The response to a request: status line, content type, body.
-pub fn respond(req: Option<&Request<'_>>, live: &Live) -> (&'static str, &'static str, String) {
-    let Some(req) = req else {
-        return (
-            "400 Bad Request",
-            "text/plain; charset=utf-8",
-            "bad request\n".into(),
-        );
+/// The security files `s` names (TLS when both certificate and key are
+/// set).
+pub fn security_files(s: &HttpSettings) -> SecurityFiles {
+    let tls = match (&s.tls_cert_file, &s.tls_key_file) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: s.tls_client_ca_file.clone(),
+        }),
+        _ => None,
     };
-    if req.method != "GET" && req.method != "HEAD" {
-        return (
-            "405 Method Not Allowed",
-            "text/plain; charset=utf-8",
-            "only GET and HEAD\n".into(),
-        );
-    }
-    match req.path {
-        "/" | "/index.html" => ("200 OK", "text/html; charset=utf-8", PAGE_HTML.to_string()),
-        "/metrics" => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            metrics_text(&live.status()),
-        ),
-        "/status" => ("200 OK", "application/json", status_json(&live.status())),
-        _ => (
-            "404 Not Found",
-            "text/plain; charset=utf-8",
-            "not found: try /, /status or /metrics\n".into(),
-        ),
+    SecurityFiles {
+        tls,
+        tokens: s.tokens_file.clone(),
     }
 }
 
-/// Binds `addr` (the caller checked it is loopback).
+/// What the endpoint serves and with what: the live status, the limits,
+/// TLS and tokens, the request counts.
+pub struct Endpoint {
+    live: Arc<Live>,
+    settings: HttpSettings,
+    /// TLS and tokens, reloadable (SIGHUP, file changes).
+    pub security: Arc<Security>,
+    counts: Mutex<BTreeMap<(String, &'static str, u16), u64>>,
+}
+
+impl Endpoint {
+    /// An endpoint serving `live` with `settings`; `security` loaded.
+    pub fn new(live: Arc<Live>, settings: HttpSettings, security: Arc<Security>) -> Endpoint {
+        Endpoint {
+            live,
+            settings,
+            security,
+            counts: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.security.files().tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    fn count(&self, token: &str, route: &'static str, code: u16) {
+        let Ok(mut m) = self.counts.lock() else {
+            return;
+        };
+        let mut key = (token.to_string(), route, code);
+        if !m.contains_key(&key) && m.len() >= SERIES_MAX {
+            key.0 = "other".into();
+        }
+        *m.entry(key).or_insert(0) += 1;
+    }
+
+    /// `weir_http_requests_total` in Prometheus text.
+    fn requests_metric(&self) -> String {
+        let mut out = String::from(
+            "# HELP weir_http_requests_total Requests to the status endpoint by token name (anonymous: none), route and status code.\n# TYPE weir_http_requests_total counter\n",
+        );
+        if let Ok(m) = self.counts.lock() {
+            for ((token, route, code), n) in m.iter() {
+                out.push_str(&format!(
+                    "weir_http_requests_total{{token=\"{}\",route=\"{route}\",code=\"{code}\"}} {n}\n",
+                    label(token)
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// `weir check`'s line about the endpoint when it has TLS or tokens:
+/// their files loaded as `weir run` would (an error refuses).
+pub fn check_http(s: &super::config::Settings) -> crate::Result<Option<String>> {
+    let files = security_files(&s.http);
+    let Some(addr) = s.http_address else {
+        return Ok(None);
+    };
+    if files.tls.is_none() && files.tokens.is_none() {
+        return Ok(None);
+    }
+    let sec = Security::load(files).map_err(|e| super::ServiceError::Security(Box::new(e)))?;
+    let scheme = if sec.files().tls.is_some() { "https" } else { "http" };
+    let tokens = sec
+        .tokens()
+        .map_or("none".to_string(), |t| t.names().collect::<Vec<_>>().join(", "));
+    let mtls = sec.files().tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    Ok(Some(format!(
+        "status endpoint {scheme}://{addr}/: tokens {tokens}; client certificates {}",
+        if mtls { "required" } else { "not required" }
+    )))
+}
+
+/// Binds `addr` (the caller checked the rule for addresses off loopback).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serves connections until the task is dropped.
-pub async fn serve(listener: TcpListener, live: Arc<Live>) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
+/// The route label of a path.
+fn route(path: &str) -> &'static str {
+    match path {
+        "/" | "/index.html" => "/",
+        "/status" => "/status",
+        "/metrics" => "/metrics",
+        _ => "other",
+    }
+}
+
+fn text(code: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    reply(code, "text/plain; charset=utf-8", body.into())
+}
+
+fn reply(code: StatusCode, ctype: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = code;
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// The response to one request and the token name it came with.
+fn respond(ep: &Endpoint, req: &Request<Incoming>, busy: bool) -> (Response<Full<Bytes>>, String) {
+    if busy {
+        let name = ANONYMOUS.to_string();
+        return (text(StatusCode::SERVICE_UNAVAILABLE, "busy: too many connections\n"), name);
+    }
+    let name = match ep.security.tokens() {
+        None => ANONYMOUS.to_string(),
+        Some(tokens) => match tokens.authorize(req.headers().get(AUTHORIZATION).map(|v| v.as_bytes())) {
+            Auth::Named(n) => n,
+            Auth::Missing => {
+                let mut r = text(StatusCode::UNAUTHORIZED, "a token is needed: send `Authorization: Bearer TOKEN`\n");
+                r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"weir\""));
+                return (r, ANONYMOUS.to_string());
+            }
+            Auth::Wrong => {
+                return (text(StatusCode::FORBIDDEN, "the token is not accepted\n"), ANONYMOUS.to_string());
+            }
+        },
+    };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+        r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return (r, name);
+    }
+    let r = match route(req.uri().path()) {
+        "/" => reply(StatusCode::OK, "text/html; charset=utf-8", PAGE_HTML.to_string()),
+        "/metrics" => {
+            let mut body = metrics_text(&ep.live.status());
+            body.push_str(&ep.requests_metric());
+            reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body)
+        }
+        "/status" => reply(StatusCode::OK, "application/json", status_json(&ep.live.status())),
+        _ => text(StatusCode::NOT_FOUND, "not found: try /, /status or /metrics\n"),
+    };
+    (r, name)
+}
+
+/// Serves connections until the task is dropped; looks for changed TLS
+/// or token files every [`RELOAD_POLL`].
+pub async fn serve(listener: TcpListener, ep: Arc<Endpoint>) {
+    let n = ep.settings.connections_max;
+    let (serving, overflow) = (Arc::new(Semaphore::new(n)), Arc::new(Semaphore::new(n)));
+    let mut poll = tokio::time::interval(RELOAD_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let (mut conn, _) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                // Out of file descriptors and the like: wait, then go on.
-                tracing::warn!(error = %e, "status endpoint: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+        let (conn, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, then go on.
+                    tracing::warn!(error = %e, "status endpoint: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = poll.tick() => {
+                let sec = ep.security.clone();
+                // Reading files blocks: off the runtime's threads.
+                let _ = tokio::task::spawn_blocking(move || sec.reload_if_changed()).await;
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tokio::spawn(async move {
-                let _ = write_response(
-                    &mut conn,
-                    "503 Service Unavailable",
-                    "text/plain",
-                    "busy\n",
-                    false,
-                )
-                .await;
-            });
-            continue;
+        let (permit, busy) = match serving.clone().try_acquire_owned() {
+            Ok(p) => (p, false),
+            Err(_) => match overflow.clone().try_acquire_owned() {
+                Ok(p) => (p, true),
+                Err(_) => continue, // dropped: closed at once
+            },
         };
-        let live = live.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let _ = tokio::time::timeout(REQUEST_TIMEOUT * 2, handle(conn, &live)).await;
-        });
+        tokio::spawn(connection(conn, peer, permit, busy, ep.clone()));
     }
 }
 
-async fn handle(mut conn: TcpStream, live: &Live) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break Some(i);
-        }
-        if buf.len() >= REQUEST_BYTES_MAX {
-            break None;
-        }
-        let n = match tokio::time::timeout(REQUEST_TIMEOUT, conn.read(&mut chunk)).await {
-            Ok(r) => r?,
-            Err(_) => return Ok(()),
-        };
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
+/// One connection: the TLS handshake if configured, then HTTP.
+async fn connection(tcp: TcpStream, peer: SocketAddr, _permit: OwnedSemaphorePermit, busy: bool, ep: Arc<Endpoint>) {
+    let Some(config) = ep.security.tls() else {
+        return serve_http(tcp, peer, busy, ep).await;
     };
-    let Some(end) = head_end else {
-        return write_response(
-            &mut conn,
-            "431 Request Header Fields Too Large",
-            "text/plain",
-            "request head too large\n",
-            false,
-        )
-        .await;
-    };
-    let req = parse_request(&buf[..end]);
-    let head_only = req.as_ref().is_some_and(|r| r.method == "HEAD");
-    let (status, ctype, body) = respond(req.as_ref(), live);
-    write_response(&mut conn, status, ctype, &body, head_only).await
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    match tokio::time::timeout(ep.settings.head_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => serve_http(tls, peer, busy, ep).await,
+        Ok(Err(e)) => tracing::info!(peer = %peer, error = %e, "status endpoint: TLS handshake failed"),
+        Err(_) => tracing::info!(peer = %peer, "status endpoint: TLS handshake timed out"),
+    }
 }
 
-async fn write_response(
-    conn: &mut TcpStream,
-    status: &str,
-    ctype: &str,
-    body: &str,
-    head_only: bool,
-) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    conn.write_all(head.as_bytes()).await?;
-    if !head_only {
-        conn.write_all(body.as_bytes()).await?;
+/// HTTP/1.1 on `io` with the limits of the settings.
+async fn serve_http<I>(io: I, peer: SocketAddr, busy: bool, ep: Arc<Endpoint>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let s = &ep.settings;
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(s.head_timeout)
+        .max_buf_size(s.head_bytes_max)
+        .max_headers(HEADERS_MAX)
+        .keep_alive(s.keep_alive && !busy)
+        .title_case_headers(true);
+    let svc_ep = ep.clone();
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let ep = svc_ep.clone();
+        async move {
+            let (resp, token) = respond(&ep, &req, busy);
+            let (route, code) = (route(req.uri().path()), resp.status().as_u16());
+            ep.count(&token, route, code);
+            tracing::info!(peer = %peer, token = %token, method = %req.method(), route, code, "status endpoint request");
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let conn = b.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(peer = %peer, error = %e, "status endpoint: connection ended");
+            }
+        }
+        _ = tokio::time::sleep(CONNECTION_LIFETIME_MAX) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(s.head_timeout, conn).await;
+        }
     }
-    conn.shutdown().await
 }
 
 #[cfg(test)]
@@ -184,29 +305,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_lines_parse_strictly() {
-        assert_eq!(
-            parse_request(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a"),
-            Some(Request {
-                method: "GET",
-                path: "/metrics"
-            })
-        );
-        assert_eq!(
-            parse_request(b"GET / HTTP/1.0"),
-            Some(Request {
-                method: "GET",
-                path: "/"
-            })
-        );
-        assert_eq!(parse_request(b"GET /  HTTP/1.1"), None, "two spaces");
-        assert_eq!(
-            parse_request(b"GET http://x/ HTTP/1.1"),
-            None,
-            "absolute form is refused"
-        );
-        assert_eq!(parse_request(b"GET / SPDY/3"), None);
-        assert_eq!(parse_request(b"\xff\xfe"), None);
-        assert_eq!(parse_request(b""), None);
+    fn routes_are_a_closed_set() {
+        assert_eq!(route("/"), "/");
+        assert_eq!(route("/index.html"), "/");
+        assert_eq!(route("/metrics"), "/metrics");
+        assert_eq!(route("/status"), "/status");
+        assert_eq!(route("/../etc/passwd"), "other");
+    }
+
+    #[test]
+    fn only_loopback_goes_without_tls_and_tokens() {
+        let mut s = HttpSettings::default();
+        let out: SocketAddr = "0.0.0.0:9464".parse().expect("addr");
+        assert_eq!(s.missing_for("127.0.0.1:1".parse().expect("addr")), None);
+        assert_eq!(s.missing_for("[::1]:1".parse().expect("addr")), None);
+        assert_eq!(s.missing_for(out), Some("http_tls_cert_file"));
+        s.tls_cert_file = Some("c".into());
+        s.tls_key_file = Some("k".into());
+        assert_eq!(s.missing_for(out), Some("http_tokens_file"));
+        s.tokens_file = Some("t".into());
+        assert_eq!(s.missing_for(out), None);
+        assert!(security_files(&s).tls.is_some());
     }
 }

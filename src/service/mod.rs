@@ -5,7 +5,8 @@
 //!
 //! [`run_service`] is the one call a library user needs for the same
 //! behaviour as `weir run`. Its life cycle:
-//! 1. bind the HTTP endpoint (loopback), start the context (recovery:
+//! 1. bind the HTTP endpoint (loopback, or TLS with tokens; see
+//!    `docs/security.md`), start the context (recovery:
 //!    load state, replay pending batches);
 //! 2. `READY=1` once the first new batch after recovery has committed (so
 //!    recovery is done and the batch loop and receivers are live);
@@ -20,8 +21,10 @@
 //!    return (exit 0). What is left stays in the WAL for the next start.
 //!    A second signal exits at once (status 128 + signal); recovery does
 //!    the rest at the next start.
-//! 5. SIGHUP (systemd's `ExecReload`): logged and otherwise ignored — the
-//!    service keeps running. Nothing is reloaded while weir runs: the log
+//! 5. SIGHUP (systemd's `ExecReload`): the status endpoint's TLS files
+//!    and tokens file are read again (a failure keeps the old ones and is
+//!    logged; they are also reloaded when they change); nothing else is
+//!    reloaded and the service keeps running: the log
 //!    level (`$WEIR_LOG`) and the pipeline file are read at start, and a
 //!    pipeline change needs a restart (check it first with `weir check
 //!    --data-dir`); a restart drains, commits and recovers, losing nothing.
@@ -29,7 +32,8 @@
 //! Limits: status history `status::RECENT_BATCHES_MAX` batches; HTTP
 //! limits in `http.rs`; the service loop polls every [`POLL`].
 //! Must never: contain engine logic (it drives the public
-//! `StreamingContext` API only), or listen on a non-loopback address.
+//! `StreamingContext` API only), or listen off loopback without TLS and
+//! tokens.
 
 internal! {
     mod chaos;
@@ -57,6 +61,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::net::{SecurityError, TlsError, TokenError};
 pub use compile::{compile, Compiled, Num};
 pub use config::{ConfigError, Pipeline};
 
@@ -115,6 +120,9 @@ pub enum ServiceError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The status endpoint's TLS or tokens file cannot be used.
+    #[error("the status endpoint cannot start: {0}")]
+    Security(Box<crate::net::SecurityError>),
     /// `weir check --data-dir` could not copy the checkpoint to read it.
     #[error("cannot copy the checkpoint to check it ({}): {source}; `weir check --data-dir` reads a copy under $TMPDIR (as large as the checkpoint): point TMPDIR at a directory with room", path.display())]
     CheckCopy {
@@ -158,8 +166,12 @@ pub type StopHook = Box<dyn FnOnce() + Send>;
 /// [`config::HTTP_ADDRESS_DEFAULT`], systemd from the environment, no
 /// batch limit.
 pub struct ServiceOptions {
-    /// The HTTP endpoint (None: off). Must be loopback.
+    /// The HTTP endpoint (None: off). Off loopback, `http` must name TLS
+    /// files and a tokens file.
     pub http_address: Option<SocketAddr>,
+    /// The HTTP endpoint's limits, TLS and tokens (default: today's
+    /// limits, plain HTTP, no tokens).
+    pub http: config::HttpSettings,
     /// Stop gracefully after this many new batches (not counting replays).
     pub batches_max: Option<u64>,
     /// systemd's notification socket (default: `$NOTIFY_SOCKET`).
@@ -187,6 +199,7 @@ impl Default for ServiceOptions {
     fn default() -> Self {
         ServiceOptions {
             http_address: config::HTTP_ADDRESS_DEFAULT.parse().ok(),
+            http: config::HttpSettings::default(),
             batches_max: None,
             notify_socket: std::env::var("NOTIFY_SOCKET").ok(),
             watchdog: notify::watchdog_from_env(),
@@ -202,6 +215,7 @@ impl std::fmt::Debug for ServiceOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServiceOptions")
             .field("http_address", &self.http_address)
+            .field("http", &self.http)
             .field("batches_max", &self.batches_max)
             .field("watchdog", &self.watchdog)
             .field("default_logging", &self.default_logging)

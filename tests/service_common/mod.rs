@@ -201,7 +201,13 @@ pub fn http_get(addr: &str, path: &str) -> (String, String) {
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("write");
+    // The endpoint keeps connections alive: ask for the close that ends
+    // the read.
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
     let mut resp = String::new();
     s.read_to_string(&mut resp).expect("read");
     let (head, body) = resp.split_once("\r\n\r\n").expect("head/body");
@@ -211,7 +217,7 @@ pub fn http_get(addr: &str, path: &str) -> (String, String) {
 /// The status endpoint's address from weir's "status page" log line.
 pub fn status_address(rx: &mpsc::Receiver<String>) -> String {
     line_with(rx, "status page")
-        .split("http://")
+        .split("://")
         .nth(1)
         .and_then(|r| r.split('/').next())
         .expect("address in the log line")

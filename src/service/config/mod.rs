@@ -12,7 +12,8 @@
 //! - `ops.rs`, `sinks.rs`, `sources.rs`: THE tables, one entry per op or
 //!   kind (keys with types, input and output kinds, builder); `weir
 //!   check`'s lists, "did you mean" and the docs tables come from them;
-//! - `settings.rs`: `[pipeline]` and `[service]`;
+//! - `settings.rs`: `[pipeline]` and `[service]`; `http_keys.rs` the
+//!   status endpoint's keys and the rule for an address off this machine;
 //! - `validate.rs`: the validator that walks the file through the tables;
 //! - `model.rs`: the validated [`Pipeline`];
 //! - `error.rs`: [`ConfigError`], its location, caret and suggestions.
@@ -27,6 +28,7 @@
 #![allow(clippy::result_large_err)]
 
 mod error;
+mod http_keys;
 mod keys;
 mod model;
 mod nats_keys;
@@ -44,9 +46,12 @@ mod tests;
 use std::path::Path;
 
 pub use error::ConfigError;
+pub use http_keys::service_markdown;
 pub use model::{
-    Kind, Node, OnBadRecord, Op, Pipeline, PostgresSinkDef, Predicate, Settings, SinkDef, SinkKind,
-    SourceDef, SourceKind, StepDef, HTTP_ADDRESS_DEFAULT, STOP_TIMEOUT_DEFAULT,
+    HttpSettings, Kind, Node, OnBadRecord, Op, Pipeline, PostgresSinkDef, Predicate, Settings,
+    SinkDef, SinkKind, SourceDef, SourceKind, StepDef, HTTP_ADDRESS_DEFAULT,
+    HTTP_CONNECTIONS_DEFAULT, HTTP_HEAD_BYTES_DEFAULT, HTTP_HEAD_TIMEOUT_DEFAULT,
+    STOP_TIMEOUT_DEFAULT,
 };
 pub use ops::{op_names, ops_markdown, TOP_N_MAX};
 pub use raw::FOUND_CHARS_MAX;

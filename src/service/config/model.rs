@@ -68,9 +68,73 @@ pub struct Settings {
     pub stop_timeout: Duration,
     /// Address of the HTTP endpoint (`None`: off).
     pub http_address: Option<std::net::SocketAddr>,
+    /// The HTTP endpoint's limits, TLS and tokens.
+    pub http: HttpSettings,
 }
 
-/// Default HTTP address (loopback only).
+/// The status endpoint's limits, TLS files and tokens file (paths
+/// resolved against the pipeline file's directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// Largest request head (request line and headers), bytes.
+    pub head_bytes_max: usize,
+    /// Longest wait for a request head (and for the TLS handshake).
+    pub head_timeout: Duration,
+    /// Connections served at once; more get `503`.
+    pub connections_max: usize,
+    /// Whether a connection may carry several requests.
+    pub keep_alive: bool,
+    /// The certificate chain (PEM); with `tls_key_file`, the endpoint
+    /// speaks only TLS.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub tls_key_file: Option<PathBuf>,
+    /// Authorities whose client certificates are required (mTLS).
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// `name token` lines; when set, every request needs a token.
+    pub tokens_file: Option<PathBuf>,
+}
+
+/// Default of [`HttpSettings::head_bytes_max`] (and the least hyper takes).
+pub const HTTP_HEAD_BYTES_DEFAULT: usize = 8192;
+/// Default of [`HttpSettings::head_timeout`].
+pub const HTTP_HEAD_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
+/// Default of [`HttpSettings::connections_max`].
+pub const HTTP_CONNECTIONS_DEFAULT: usize = 64;
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            head_bytes_max: HTTP_HEAD_BYTES_DEFAULT,
+            head_timeout: HTTP_HEAD_TIMEOUT_DEFAULT,
+            connections_max: HTTP_CONNECTIONS_DEFAULT,
+            keep_alive: true,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            tokens_file: None,
+        }
+    }
+}
+
+impl HttpSettings {
+    /// The key an endpoint on `addr` still needs: off loopback, TLS
+    /// (`http_tls_cert_file`) and tokens (`http_tokens_file`) are
+    /// required. None: nothing is missing.
+    pub fn missing_for(&self, addr: std::net::SocketAddr) -> Option<&'static str> {
+        if addr.ip().is_loopback() {
+            None
+        } else if self.tls_cert_file.is_none() || self.tls_key_file.is_none() {
+            Some("http_tls_cert_file")
+        } else if self.tokens_file.is_none() {
+            Some("http_tokens_file")
+        } else {
+            None
+        }
+    }
+}
+
+/// Default HTTP address (loopback: plain HTTP needs no TLS or tokens there).
 pub const HTTP_ADDRESS_DEFAULT: &str = "127.0.0.1:9464";
 /// Default for `stop_timeout`: well inside systemd's 90 s stop timeout.
 pub const STOP_TIMEOUT_DEFAULT: Duration = Duration::from_secs(20);

@@ -4,17 +4,15 @@
 //! Limits: `batch_interval` at most [`crate::context::BATCH_INTERVAL_MAX`],
 //! `partitions` 1 to [`crate::context::PARTITIONS_MAX`],
 //! `parallelism` 1 to [`crate::context::PARALLELISM_MAX`]; the status
-//! endpoint is on loopback or off.
-//! Must never: accept a non-loopback `http_address` (the endpoint has no
-//! authentication).
+//! endpoint's keys are in `http_keys.rs`.
+//! Must never: accept a value outside its key's range.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::error::ConfigError;
 use super::keys::{Item, KeySpec, KeyType};
-use super::model::{Settings, HTTP_ADDRESS_DEFAULT, STOP_TIMEOUT_DEFAULT};
+use super::model::{Settings, STOP_TIMEOUT_DEFAULT};
 
 const BATCH_INTERVAL: KeySpec = KeySpec::of(
     "batch_interval",
@@ -60,12 +58,6 @@ const STOP_TIMEOUT: KeySpec = KeySpec::of(
     KeyType::Duration,
     "how long a stop may keep draining the backlog; keep it well under systemd's 90 s",
 );
-const HTTP_ADDRESS: KeySpec = KeySpec::of(
-    "http_address",
-    KeyType::Text,
-    "the status endpoint: \"127.0.0.1:PORT\", \"[::1]:PORT\" or \"off\"",
-);
-
 /// The keys of `[pipeline]`.
 pub(super) const PIPELINE_KEYS: &[KeySpec] = &[
     BATCH_INTERVAL,
@@ -78,8 +70,8 @@ pub(super) const PIPELINE_KEYS: &[KeySpec] = &[
     STOP_TIMEOUT,
 ];
 
-/// The keys of `[service]`.
-pub(super) const SERVICE_KEYS: &[KeySpec] = &[HTTP_ADDRESS];
+/// The keys of `[service]` (those of the status endpoint).
+pub(super) use super::http_keys::SERVICE_KEYS;
 
 /// The settings of `[pipeline]` and `[service]` (defaults for what is
 /// left out); relative paths are resolved against `base`.
@@ -89,6 +81,7 @@ pub(super) fn settings(p: &Item<'_>, svc: &Item<'_>, base: &Path) -> Result<Sett
     let duration = |k: &KeySpec, default: Duration| -> Result<Duration, ConfigError> {
         Ok(p.duration(k)?.map_or(default, |d| *d.get_ref()))
     };
+    let (http_address, http) = super::http_keys::http(svc, base)?;
     Ok(Settings {
         batch_interval: batch_interval(p)?,
         partitions: p.positive(&PARTITIONS)?.map(|n| n as usize),
@@ -98,7 +91,8 @@ pub(super) fn settings(p: &Item<'_>, svc: &Item<'_>, base: &Path) -> Result<Sett
         adaptive_batches: p.flag(&ADAPTIVE_BATCHES)?.is_none_or(|b| *b.get_ref()),
         data_dir: data_dir(p, base)?,
         stop_timeout: duration(&STOP_TIMEOUT, STOP_TIMEOUT_DEFAULT)?,
-        http_address: http_address(svc)?,
+        http_address,
+        http,
     })
 }
 
@@ -131,34 +125,4 @@ fn data_dir(p: &Item<'_>, base: &Path) -> Result<Option<PathBuf>, ConfigError> {
         )),
         v => Ok(v.map(|v| base.join(v.get_ref()))),
     }
-}
-
-/// `http_address`: loopback, `"off"` (None), or the default.
-fn http_address(svc: &Item<'_>) -> Result<Option<SocketAddr>, ConfigError> {
-    let Some(a) = svc.text(&HTTP_ADDRESS)? else {
-        return Ok(HTTP_ADDRESS_DEFAULT.parse().ok());
-    };
-    let text = a.get_ref().trim();
-    if text == "off" {
-        return Ok(None);
-    }
-    let addr: SocketAddr = text.parse().map_err(|_| {
-        svc.err(
-            a.span(),
-            HTTP_ADDRESS.name,
-            "an address such as \"127.0.0.1:9464\", or \"off\"",
-            Some(format!("\"{text}\"")),
-            "give an IP address and port (no host names)",
-        )
-    })?;
-    if !addr.ip().is_loopback() {
-        return Err(svc.err(
-            a.span(),
-            HTTP_ADDRESS.name,
-            "a loopback address (127.0.0.1 or [::1])",
-            Some(format!("\"{text}\"")),
-            "the endpoint has no authentication; put a reverse proxy in front to expose it",
-        ));
-    }
-    Ok(Some(addr))
 }
