@@ -432,7 +432,7 @@ fn weir_run_killed_while_publishing_then_restarted_publishes_each_record_once() 
     let (mut g, log) = run("127.0.0.1:0");
     let addr = service_common::status_address(&log);
     // Up (its SIGTERM handler installed) before it is stopped below.
-    service_common::line_with(&log, "ready");
+    service_common::wait_ready(&mut g, &log);
     wait_messages(&mut c, 30_000);
     // The sink's counters on /metrics: every record of the last run
     // acknowledged once it committed.

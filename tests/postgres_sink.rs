@@ -535,7 +535,7 @@ fn weir_run_killed_ten_times_leaves_the_table_as_an_uninterrupted_run() {
     let (mut g, log) = run();
     // A run killed late may have written every row already: wait until
     // this one is up (its SIGTERM handler installed) before stopping it.
-    service_common::line_with(&log, "ready");
+    service_common::wait_ready(&mut g, &log);
     pg.wait("every row", || count() >= 30_000);
     g.signal("TERM");
     let status = g.wait_exit(Duration::from_secs(60));

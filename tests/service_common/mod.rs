@@ -98,11 +98,40 @@ pub fn spawn_logged(cmd: &mut Command) -> (Guard, mpsc::Receiver<String>) {
 /// Waits for a log line containing `needle`; returns it.
 pub fn line_with(rx: &mpsc::Receiver<String>, needle: &str) -> String {
     let start = Instant::now();
+    let mut seen = Vec::new();
     loop {
         match rx.recv_timeout(DEADLINE.saturating_sub(start.elapsed())) {
             Ok(l) if l.contains(needle) => return l,
-            Ok(_) => {}
-            Err(e) => panic!("no log line with {needle:?}: {e}"),
+            Ok(l) => seen.push(l),
+            Err(e) => panic!(
+                "no log line with {needle:?}: {e}; the lines before:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
+}
+
+/// Waits for weir's "ready" line (recovery done, batches running, the
+/// stop signals handled); if the process exits first, fails with its exit
+/// status and every line it wrote.
+pub fn wait_ready(g: &mut Guard, rx: &mpsc::Receiver<String>) {
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(DEADLINE.saturating_sub(start.elapsed())) {
+            Ok(l) if l.contains("ready") => return,
+            Ok(l) => seen.push(l),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = g.wait_exit(Duration::from_secs(30));
+                panic!(
+                    "weir exited before it was ready ({status:?}):\n{}",
+                    seen.join("\n")
+                );
+            }
+            Err(e) => panic!(
+                "weir not ready within {DEADLINE:?} ({e}):\n{}",
+                seen.join("\n")
+            ),
         }
     }
 }
