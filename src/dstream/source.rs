@@ -79,10 +79,12 @@ pub trait Source<T>: Send + Sync {
     fn release(&self, end: u64) {
         let _ = end;
     }
-    /// Called before every batch is cut: an error stops the pipeline
-    /// before anything is allocated for the batch (a source that can no
-    /// longer read, such as a JetStream partition whose lease was lost).
-    /// Default: always ready.
+    /// Called before every batch is cut (an error stops the pipeline
+    /// before anything is allocated for the batch) and again just before
+    /// a batch commits (an error leaves it uncommitted, to be replayed):
+    /// a source that can no longer read, such as a JetStream partition
+    /// whose lease was lost. Called twice a batch: keep it cheap (no
+    /// network round trip). Default: always ready.
     fn check(&self) -> Result<(), BoxError> {
         Ok(())
     }
