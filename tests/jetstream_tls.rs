@@ -1,7 +1,7 @@
 //! The JetStream source and sink against a server that requires TLS and
 //! a token (tests/nats_common, one node, `sync_interval: always`): a
 //! throwaway certificate authority and server certificate made with the
-//! `openssl` command; weir's sink publishes into a stream over TLS with
+//! `openssl` command (`tests/tls_common`); weir's sink publishes into a stream over TLS with
 //! the token, weir's source reads it back over TLS with the token (its
 //! scale-out lease too: the key-value buckets go over the same
 //! connection), each record exactly once. A wrong token, a missing
@@ -10,9 +10,9 @@
 
 mod common;
 mod nats_common;
+mod tls_common;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,71 +26,11 @@ use weir::{JetStreamConfig, JetStreamSinkConfig, ManualClock, NatsAuth, Streamin
 const TOKEN: &str = "weir-test-token-7f3a9c";
 const WAIT: Duration = Duration::from_secs(60);
 
-/// Runs `openssl` with `args` in `dir`; panics with its output on failure.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl (install the openssl package)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A CA (`ca.pem`) and a server certificate for 127.0.0.1 and localhost
 /// signed by it (`server.pem`, `server.key`), in `dir`.
 fn certificates(dir: &Path) {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-    let mut ca = vec!["req", "-x509", "-nodes", "-days", "2"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-subj",
-        "/CN=weir test CA",
-    ]);
-    openssl(dir, &ca);
-    let mut csr = vec!["req", "-nodes"];
-    csr.extend(ec);
-    csr.extend([
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    openssl(dir, &csr);
-    std::fs::write(
-        dir.join("san.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
-    )
-    .expect("write san.ext");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-            "-out",
-            "server.pem",
-        ],
-    );
+    tls_common::make_ca(dir, "ca");
+    tls_common::make_leaf(dir, "ca", "server", true);
 }
 
 /// One node requiring TLS (the certificates in `certs`) and the token.
