@@ -309,11 +309,7 @@ impl super::SinkCounters for JetStreamSinkStats {
     }
 
     fn counters(&self) -> Vec<super::SinkCounter> {
-        let c = |name, help, v: &AtomicU64| super::SinkCounter {
-            name,
-            help,
-            value: v.load(Ordering::Relaxed),
-        };
+        let c = super::SinkCounter::read;
         vec![
             c("records_acked", "Records the target stream acknowledged (a replay counts again).", &self.acked),
             c("duplicates", "Acknowledged records the stream already held (replays, deduplicated by message id).", &self.duplicates),

@@ -67,6 +67,17 @@ pub struct SinkCounter {
     pub value: u64,
 }
 
+impl SinkCounter {
+    /// The counter `name` (help `help`) read from `v` now.
+    pub fn read(name: &'static str, help: &'static str, v: &std::sync::atomic::AtomicU64) -> Self {
+        SinkCounter {
+            name,
+            help,
+            value: v.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+}
+
 /// A sink that counts what it did (the service shows the counters).
 pub trait SinkCounters: Send + Sync + std::fmt::Debug {
     /// The sink's kind, as in pipeline files (`jetstream`).

@@ -581,12 +581,7 @@ impl super::SinkCounters for PostgresSinkStats {
     }
 
     fn counters(&self) -> Vec<super::SinkCounter> {
-        use std::sync::atomic::Ordering;
-        let c = |name, help, v: &AtomicU64| super::SinkCounter {
-            name,
-            help,
-            value: v.load(Ordering::Relaxed),
-        };
+        let c = super::SinkCounter::read;
         vec![
             c(
                 "batches",
