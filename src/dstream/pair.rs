@@ -583,7 +583,12 @@ mod tests {
             m.upsert(table_hash(k), *k, 1, |v| v, |c, v| *c += v);
         }
         assert_eq!(m.len(), keys.len());
-        assert!(m.probe_max() < 64, "longest probe {}", m.probe_max());
+        // Unseeded, the crafted keys would share one chain of 20,000
+        // probes. Seeded (a new seed each process), linear probing at a
+        // load of up to 3/4 gives a longest chain of tens: 64 was passed
+        // now and then (68 seen), so the bound sits well above chance
+        // and far below the attack.
+        assert!(m.probe_max() < 256, "longest probe {}", m.probe_max());
     }
 
     #[test]
