@@ -146,6 +146,9 @@ pub mod pipelines;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing_http;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::CodecError;

@@ -11,6 +11,7 @@
 //! not fit the WAL with its stored header, a zero count or timeout).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::proto::Limits;
@@ -18,6 +19,7 @@ use super::records::stored_header_bytes;
 use super::IngestError;
 #[cfg(doc)]
 use super::IngestStream;
+use crate::net::Security;
 use crate::wal::Wal;
 
 /// Largest `connections_max`, `connections_per_address_max` and
@@ -81,7 +83,70 @@ pub struct IngestConfig {
     /// `crate::context::STREAM_PARTITIONS_MAX`): a producer's records go
     /// to one of them (`super::parts`), each log with its own writer.
     pub partitions: usize,
+    /// TLS and bearer tokens of the listener (None: plain TCP, no
+    /// authentication: loopback only). A listener off this machine
+    /// needs both ([`check_config`]).
+    pub security: Option<Arc<Security>>,
+    /// What the listener speaks: the binary ingest protocol (default) or
+    /// HTTP (`docs/http-ingest.md`).
+    pub protocol: Protocol,
 }
+
+/// The protocol of an ingest listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Protocol {
+    /// The binary ingest protocol (`docs/ingest-protocol.md`), spoken by
+    /// `weir feed`.
+    Binary,
+    /// `POST /v1/streams/<stream>` with newline-delimited records
+    /// (`docs/http-ingest.md`).
+    Http(HttpLimits),
+}
+
+/// The limits of an HTTP ingest listener (beside the connection and
+/// producer limits of [`IngestConfig`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Largest request body in bytes (default 4 MiB, at most
+    /// [`HTTP_BODY_BYTES_CEILING`]); a larger one gets `413`.
+    pub body_bytes_max: usize,
+    /// Most records in one request (default 100 000); more gets `413`.
+    pub records_per_request_max: usize,
+    /// Largest request head in bytes (default 8192, hyper's least; at
+    /// most 1 MiB); a larger one gets `431`.
+    pub head_bytes_max: usize,
+    /// Time for the TLS handshake, each request head, and the longest an
+    /// idle kept-alive connection stays open (default 5 s).
+    pub head_timeout: Duration,
+    /// Time to receive a request's body once its head arrived (default
+    /// 10 s); then `408`.
+    pub body_timeout: Duration,
+    /// How long a request waits for the stream's backlog to drain before
+    /// it is answered `429` with `Retry-After` (default 1 s).
+    pub pressure_wait: Duration,
+    /// Whether connections are kept alive between requests (default true).
+    pub keep_alive: bool,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            body_bytes_max: 4 << 20,
+            records_per_request_max: 100_000,
+            head_bytes_max: 8192,
+            head_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(10),
+            pressure_wait: Duration::from_secs(1),
+            keep_alive: true,
+        }
+    }
+}
+
+/// Largest `body_bytes_max` accepted (a body is held whole while it is
+/// checked and stored).
+pub const HTTP_BODY_BYTES_CEILING: usize = 256 << 20;
+/// Largest `records_per_request_max` accepted.
+pub const HTTP_RECORDS_PER_REQUEST_CEILING: usize = 10_000_000;
 
 impl IngestConfig {
     /// The defaults for a server on `listen_addr`: default [`Limits`], 64
@@ -103,6 +168,8 @@ impl IngestConfig {
             read_timeout: Duration::from_secs(10),
             records_per_second_max: None,
             partitions: 1,
+            security: None,
+            protocol: Protocol::Binary,
         }
     }
 }
@@ -170,6 +237,10 @@ pub(super) fn check_config(stream: &str, cfg: &IngestConfig, wal: &Wal) -> Resul
                 .into(),
         ));
     }
+    check_listener(cfg).map_err(bad)?;
+    if let Protocol::Http(h) = &cfg.protocol {
+        check_http(h).map_err(bad)?;
+    }
     let need = cfg.limits.record_bytes_max as usize
         + stored_header_bytes(cfg.limits.producer_id_bytes_max);
     let wal_max = wal.config().record_bytes_max as usize;
@@ -179,6 +250,65 @@ pub(super) fn check_config(stream: &str, cfg: &IngestConfig, wal: &Wal) -> Resul
             cfg.limits.record_bytes_max,
             need - cfg.limits.record_bytes_max as usize
         )));
+    }
+    Ok(())
+}
+
+/// A listener off this machine needs TLS and tokens.
+fn check_listener(cfg: &IngestConfig) -> Result<(), String> {
+    if cfg.protocol == Protocol::Binary && cfg.security.is_some() {
+        return Err("the binary ingest protocol takes no TLS or tokens yet: use Protocol::Http for a listener with TLS and tokens".into());
+    }
+    let files = cfg
+        .security
+        .as_ref()
+        .map(|s| s.files().clone())
+        .unwrap_or_default();
+    if cfg.listen_addr.ip().is_loopback() || (files.tls.is_some() && files.tokens.is_some()) {
+        return Ok(());
+    }
+    let missing = if files.tls.is_none() {
+        "TLS (a certificate and key)"
+    } else {
+        "tokens (a tokens file)"
+    };
+    Err(format!(
+        "it would listen on {}, off this machine, without {missing}: a listener other hosts can reach needs TLS and tokens (docs/security.md); add them, or listen on 127.0.0.1",
+        cfg.listen_addr
+    ))
+}
+
+/// The HTTP limits: positive, under their ceilings.
+fn check_http(h: &HttpLimits) -> Result<(), String> {
+    let checks: [(&str, u128, u128, u128); 4] = [
+        (
+            "body_bytes_max",
+            h.body_bytes_max as u128,
+            1,
+            HTTP_BODY_BYTES_CEILING as u128,
+        ),
+        (
+            "records_per_request_max",
+            h.records_per_request_max as u128,
+            1,
+            HTTP_RECORDS_PER_REQUEST_CEILING as u128,
+        ),
+        ("head_bytes_max", h.head_bytes_max as u128, 8192, 1 << 20),
+        ("head_timeout (ms)", h.head_timeout.as_millis(), 1, 600_000),
+    ];
+    let more: [(&str, u128, u128, u128); 2] = [
+        ("body_timeout (ms)", h.body_timeout.as_millis(), 1, 600_000),
+        (
+            "pressure_wait (ms)",
+            h.pressure_wait.as_millis(),
+            0,
+            600_000,
+        ),
+    ];
+    for (what, v, min, max) in checks.into_iter().chain(more) {
+        if v < min || v > max {
+            return Err(format!("{what} is {v}; {min} to {max} is accepted"));
+        }
     }
     Ok(())
 }

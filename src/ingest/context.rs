@@ -74,9 +74,6 @@ impl StreamingContext {
         cfg: IngestConfig,
         decode: fn(&[u8]) -> Result<T, BoxError>,
     ) -> crate::Result<IngestStream<T>> {
-        if !cfg.listen_addr.ip().is_loopback() {
-            tracing::warn!(stream = name, addr = %cfg.listen_addr, "the ingest server listens on a non-loopback address; it has no authentication");
-        }
         let listener =
             std::net::TcpListener::bind(cfg.listen_addr).map_err(|source| IngestError::Listen {
                 stream: name.into(),
@@ -96,6 +93,7 @@ impl StreamingContext {
         let check: RecordCheck = Arc::new(move |stored: &[u8]| decode(stored).map(drop));
         let n = cfg.partitions;
         let mut server = Some(IngestServer {
+            stream: name.to_string(),
             cfg: cfg.clone(),
             listener,
             parts: slot.clone(),

@@ -43,14 +43,18 @@ internal! {
 mod config;
 mod context;
 mod error;
+mod http;
+pub mod http_request;
 mod parts;
 mod pressure;
 mod producers;
 mod server;
+mod store;
 
 pub use client::{feed, FeedConfig, FeedError, FeedReport, Progress};
 pub use config::{
-    IngestConfig, CONNECTIONS_CEILING, HELLO_TIMEOUT_CEILING_MS, PRODUCERS_CEILING,
+    HttpLimits, IngestConfig, Protocol, CONNECTIONS_CEILING, HELLO_TIMEOUT_CEILING_MS,
+    HTTP_BODY_BYTES_CEILING, HTTP_RECORDS_PER_REQUEST_CEILING, PRODUCERS_CEILING,
     PRODUCERS_IDLE_CEILING_MS,
 };
 pub use context::IngestStream;
@@ -65,6 +69,14 @@ use crate::dstream::BoxError;
 /// The stored record's payload (the DStream's view of an ingest record).
 pub fn payload(bytes: &[u8]) -> Result<Vec<u8>, BoxError> {
     Ok(records::decode_stored(bytes)?.payload.to_vec())
+}
+
+/// The stored record's payload as UTF-8 text that is one JSON value
+/// (an HTTP source with `format = "json"`).
+pub fn payload_json(bytes: &[u8]) -> Result<String, BoxError> {
+    let text = payload_utf8(bytes)?;
+    serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| format!("not JSON ({e})"))?;
+    Ok(text)
 }
 
 /// The stored record's payload as UTF-8 text.

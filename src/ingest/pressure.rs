@@ -121,9 +121,33 @@ pub struct IngestStats {
     /// Producers forgotten after `producers_idle_max`.
     pub producers_expired: AtomicU64,
     refused: [AtomicU64; Refusal::ALL.len()],
+    /// HTTP requests by token name and status code (at most
+    /// [`REQUEST_SERIES_MAX`] series; beyond, under the token `other`).
+    requests: Mutex<std::collections::BTreeMap<(String, u16), u64>>,
 }
 
+/// Most `(token, code)` series an HTTP ingest listener counts.
+pub const REQUEST_SERIES_MAX: usize = 4096;
+
 impl IngestStats {
+    /// Counts an HTTP request answered `code` for token `token`.
+    pub(super) fn count_request(&self, token: &str, code: u16) {
+        let mut m = lock(&self.requests);
+        let mut key = (token.to_string(), code);
+        if !m.contains_key(&key) && m.len() >= REQUEST_SERIES_MAX {
+            key.0 = "other".into();
+        }
+        *m.entry(key).or_insert(0) += 1;
+    }
+
+    /// HTTP requests so far: `(token name, status code, count)`, sorted.
+    pub fn requests(&self) -> Vec<(String, u16, u64)> {
+        lock(&self.requests)
+            .iter()
+            .map(|((t, c), n)| (t.clone(), *c, *n))
+            .collect()
+    }
+
     pub(super) fn refuse(&self, why: Refusal) {
         self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
     }

@@ -218,6 +218,13 @@ impl ProducerTable {
         lock(&self.map).contains_key(id)
     }
 
+    /// The next sequence number expected from producer `id` (0: unknown).
+    pub(super) fn next_of(&self, id: &[u8]) -> u64 {
+        lock(&self.map)
+            .get(id)
+            .map_or(0, |p| p.published.load(Ordering::Acquire))
+    }
+
     /// Producers in the table now.
     pub(super) fn len(&self) -> usize {
         lock(&self.map).len()
@@ -348,6 +355,8 @@ fn scan_into(
             return;
         }
         match decode_stored(rec) {
+            // Anonymous (HTTP without a producer id): no sequence to keep.
+            Ok(s) if s.producer.is_empty() => {}
             Ok(s) => {
                 if let Some(ends) = ends.as_deref_mut() {
                     match ends.get_mut(s.producer) {

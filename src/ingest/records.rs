@@ -139,10 +139,9 @@ pub fn decode_stored(b: &[u8]) -> Result<Stored<'_>, RecordError> {
     let Some(&len) = b.get(1) else {
         return Err(bad(1, "truncated before the producer id length"));
     };
+    // Length 0: an anonymous record (an HTTP request without a producer
+    // id): no producer, not in the producer table.
     let len = usize::from(len);
-    if len == 0 {
-        return Err(bad(1, "empty producer id"));
-    }
     if b.len() < stored_header_bytes(len) {
         return Err(bad(b.len(), "truncated inside the header"));
     }

@@ -44,15 +44,16 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
 
 use super::parts::{partition_of, Part};
-use super::pressure::{AddrSlot, AddrTable, Close, IngestStats, LogBudget, Refusal, Summary};
+use super::pressure::{AddrSlot, AddrTable, Close, IngestStats, LogBudget, Refusal};
 use super::producers::{lock, show_id, Producer, ProducerTable};
 use super::proto::{
     encode_ack, encode_error, encode_welcome, ClientDecoder, ClientFrame, ErrorCode, FrameBuffer,
 };
 use super::records::encode_stored;
-use super::IngestConfig;
+use super::store::{check_record, store_frames, Housekeeping, PendingFrame, Server};
+use super::{IngestConfig, Protocol};
 use crate::dstream::BoxError;
-use crate::receiver::{Receiver, ReceiverContext, ReceiverError};
+use crate::receiver::{Receiver, ReceiverContext};
 
 /// How often the accept loop checks for a stop (the trait asks for 100 ms).
 const STOP_POLL: Duration = Duration::from_millis(50);
@@ -60,10 +61,6 @@ const STOP_POLL: Duration = Duration::from_millis(50);
 const ERROR_SEND_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long `stop` waits for connections to finish before dropping them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
-/// Longest time between two sweeps for expired producers.
-const EXPIRY_SWEEP_MAX: Duration = Duration::from_secs(1);
-/// Expired producer ids a summary line names at most.
-const EXPIRED_SHOWN_MAX: usize = 5;
 
 /// A check of one stored record (header + payload) before it is stored:
 /// the stream's decoder, its value dropped.
@@ -73,6 +70,8 @@ pub(super) type RecordCheck = Arc<dyn Fn(&[u8]) -> Result<(), BoxError> + Send +
 /// [`crate::StreamingContext::ingest_stream_with`], which recovers its
 /// producer table and registers the release hook before `start()`.
 pub struct IngestServer {
+    /// The stream's name (its partitions' logs add `-p<p>`).
+    pub(super) stream: String,
     pub(super) cfg: IngestConfig,
     pub(super) listener: std::net::TcpListener,
     /// Filled in right after the stream's partitions are registered
@@ -84,35 +83,10 @@ pub struct IngestServer {
     pub(super) check: Option<RecordCheck>,
 }
 
-/// Shared by the connections of one server.
-struct Server {
-    cfg: IngestConfig,
-    /// The stream's name (its partitions' logs add `-p<p>`).
-    name: String,
-    /// Every partition, in order (one for an unpartitioned stream).
-    parts: Vec<Part>,
-    /// Set when a store failed for a reason other than stopping: the
-    /// receiver returns it as its error.
-    fatal: Mutex<Option<String>>,
-    /// Per WAL append.
-    append_records_max: usize,
-    append_bytes_max: usize,
-    stats: Arc<IngestStats>,
-    addrs: Arc<AddrTable>,
-    budget: LogBudget,
-    check: Option<RecordCheck>,
-}
-
-/// A DATA frame waiting to be stored: its first sequence and record count,
-/// and where its stored records (header + payload) are in the batch buffer.
-struct PendingFrame {
-    first_seq: u64,
-    records: Vec<std::ops::Range<usize>>,
-}
-
 impl Receiver for IngestServer {
     fn run(self: Box<Self>, ctx: ReceiverContext) -> Result<(), BoxError> {
         let IngestServer {
+            stream,
             cfg,
             listener,
             parts,
@@ -143,6 +117,7 @@ impl Receiver for IngestServer {
             stats,
             cfg,
             name: ctx.stream_name().to_string(),
+            stream,
             parts,
             fatal: Mutex::new(None),
         });
@@ -151,7 +126,10 @@ impl Receiver for IngestServer {
             .thread_name("weir-ingest")
             .enable_all()
             .build()?;
-        let result = rt.block_on(accept_loop(server.clone(), listener));
+        let result = match server.cfg.protocol {
+            Protocol::Binary => rt.block_on(accept_loop(server.clone(), listener)),
+            Protocol::Http(_) => rt.block_on(super::http::accept_loop(server.clone(), listener)),
+        };
         rt.shutdown_timeout(Duration::from_millis(200));
         result?;
         let fatal = lock(&server.fatal).take();
@@ -170,10 +148,7 @@ async fn accept_loop(server: Arc<Server>, listener: std::net::TcpListener) -> Re
     let mut tasks = tokio::task::JoinSet::new();
     let mut tick = tokio::time::interval(STOP_POLL);
     let stream = server.name.clone();
-    let sweep_every = (server.cfg.producers_idle_max / 4).min(EXPIRY_SWEEP_MAX);
-    let mut last_sweep = Instant::now();
-    let mut summary = Summary::new();
-    let mut expired_ids = Vec::new();
+    let mut house = Housekeeping::new(&server.cfg);
     loop {
         tokio::select! {
             r = listener.accept() => match r {
@@ -217,23 +192,7 @@ async fn accept_loop(server: Arc<Server>, listener: std::net::TcpListener) -> Re
             },
             _ = tick.tick() => {
                 while tasks.try_join_next().is_some() {}
-                if last_sweep.elapsed() >= sweep_every {
-                    last_sweep = Instant::now();
-                    for part in &server.parts {
-                        let (ids, n) = part.table.expire_idle(EXPIRED_SHOWN_MAX);
-                        if n > 0 {
-                            server.stats.producers_expired.fetch_add(n, Ordering::Relaxed);
-                            expired_ids.extend(ids);
-                            expired_ids.truncate(EXPIRED_SHOWN_MAX);
-                        }
-                    }
-                    let producers: usize = server.parts.iter().map(|p| p.table.len()).sum();
-                    server.stats.producers.store(producers as u64, Ordering::Relaxed);
-                    if summary.maybe_log(&stream, &server.stats, &expired_ids) {
-                        expired_ids.clear();
-                    }
-                }
-                if server.parts[0].ctx.is_stopping() || lock(&server.fatal).is_some() {
+                if house.tick(&server).await {
                     break;
                 }
             }
@@ -250,7 +209,7 @@ async fn accept_loop(server: Arc<Server>, listener: std::net::TcpListener) -> Re
 
 /// A global permit and a per-address slot for a new connection from
 /// `peer`, or the ERROR that refuses it.
-fn admit(
+pub(super) fn admit(
     server: &Server,
     permits: &Arc<Semaphore>,
     peer: SocketAddr,
@@ -644,7 +603,8 @@ impl Conn {
                 store_frames(server, part, &p, generation, frames, batch)
             });
             self.slot.touch();
-            stored?
+            let o = stored?;
+            (o.next, o.gap)
         };
         self.out.clear();
         if next > self.acked || gap.is_none() {
@@ -678,106 +638,4 @@ impl Conn {
             )),
         }
     }
-}
-
-/// Runs the stream's decoder (if `check_records`) on a stored record
-/// (record `index` of its DATA frame, sequence `seq`); a refusal or a
-/// panic is an `invalid_record` ERROR naming the sequence and the reason.
-fn check_record(server: &Server, stored: &[u8], seq: u64, index: usize) -> Result<(), Close> {
-    let Some(check) = &server.check else {
-        return Ok(());
-    };
-    let why = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(stored))) {
-        Ok(Ok(())) => return Ok(()),
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => "the stream's decoder panicked on it".to_string(),
-    };
-    Err(Close::new(
-        ErrorCode::InvalidRecord,
-        format!(
-            "record {seq} (record {index} of its DATA frame) cannot be processed by this stream: {why}; it was not stored, nor anything after it: fix or remove it and send again from {seq}"
-        ),
-    ))
-}
-
-/// Under the producer's lock: checks ownership, drops duplicates, refuses a
-/// gap, stores the rest (in WAL-sized appends), and advances the table.
-/// Returns the producer's next expected sequence and, for a gap, the
-/// reason to close (frames before it are stored).
-fn store_frames(
-    server: &Server,
-    part: &Part,
-    p: &Producer,
-    generation: u64,
-    frames: &[PendingFrame],
-    batch: &[u8],
-) -> Result<(u64, Option<Close>), Close> {
-    let mut next = lock(&p.next);
-    if p.generation.load(Ordering::Acquire) != generation {
-        return Err(Close::new(
-            ErrorCode::Superseded,
-            "this producer connected again; the newer connection is used",
-        ));
-    }
-    let mut expected = *next;
-    let mut slices: Vec<&[u8]> = Vec::new();
-    let mut gap = None;
-    for f in frames {
-        if f.first_seq > expected {
-            gap = Some(Close::new(
-                ErrorCode::SequenceGap,
-                format!(
-                    "sequence gap: expected {expected}, the DATA frame starts at {} ({} records missing); nothing of it was stored",
-                    f.first_seq,
-                    f.first_seq - expected
-                ),
-            ));
-            break;
-        }
-        let skip = (expected - f.first_seq) as usize;
-        for r in f.records.iter().skip(skip) {
-            slices.push(&batch[r.clone()]);
-        }
-        expected = expected.max(f.first_seq + f.records.len() as u64);
-    }
-    let mut stored = 0usize;
-    while stored < slices.len() {
-        let mut bytes = 0usize;
-        let mut end = stored;
-        while end < slices.len()
-            && end - stored < server.append_records_max
-            && (end == stored || bytes + slices[end].len() <= server.append_bytes_max)
-        {
-            bytes += slices[end].len();
-            end += 1;
-        }
-        match part.ctx.store(&slices[stored..end]) {
-            Ok(lsns) => {
-                p.stored_below(lsns.end);
-                server
-                    .stats
-                    .records_stored
-                    .fetch_add((end - stored) as u64, Ordering::Relaxed);
-            }
-            Err(ReceiverError::Stopping) => {
-                // What was stored so far stays; the table says so.
-                p.advance(&mut next, expected - (slices.len() - stored) as u64);
-                return Err(Close::new(
-                    ErrorCode::Stopping,
-                    "the server is stopping; reconnect later",
-                ));
-            }
-            Err(e) => {
-                p.advance(&mut next, expected - (slices.len() - stored) as u64);
-                let msg = format!("storing records failed: {e}");
-                *lock(&server.fatal) = Some(msg.clone());
-                return Err(Close::new(ErrorCode::Storage, msg));
-            }
-        }
-        stored = end;
-        // Durable now: later frames' checks see it at once.
-        p.advance(&mut next, expected - (slices.len() - stored) as u64);
-    }
-    p.advance(&mut next, expected);
-    Ok((*next, gap))
 }

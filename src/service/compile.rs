@@ -31,6 +31,8 @@ use serde_json::Value;
 
 use super::config::{Kind, Node, OnBadRecord, Op, Pipeline, Predicate, SinkKind, SourceDef, SourceKind};
 use super::generator::GeneratorSource;
+pub use super::compile_sources::ReceiverCounters;
+use super::compile_sources::source;
 use crate::dstream::{BoxError, DStream, Data, OnError, Text, UpdateSpec};
 use crate::StreamingContext;
 pub use super::values::{Num, ToJson};
@@ -61,57 +63,6 @@ impl Dropped {
     }
 }
 
-/// A receiver's counters, for the metrics.
-#[derive(Debug, Clone)]
-pub enum ReceiverCounters {
-    /// A socket source.
-    Socket(Arc<crate::receiver::socket::SocketStats>),
-    /// A directory source.
-    Directory(Arc<crate::receiver::dir::DirStats>),
-    /// An ingest source.
-    Ingest(Arc<crate::ingest::IngestStats>),
-    /// A durable generator (`durable = true`): records it stored.
-    Generator(Arc<AtomicU64>),
-}
-
-impl ReceiverCounters {
-    /// `(records stored, [(rejection reason, count)])`.
-    pub fn sample(&self) -> (u64, Vec<(&'static str, u64)>) {
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        match self {
-            ReceiverCounters::Socket(s) => (
-                l(&s.lines_stored),
-                vec![
-                    ("line_too_long", l(&s.lines_too_long)),
-                    ("invalid_utf8_replaced", l(&s.lines_repaired)),
-                    ("partial_line_discarded", l(&s.partial_lines_discarded)),
-                    ("connect_failed", l(&s.connect_failures)),
-                ],
-            ),
-            ReceiverCounters::Directory(d) => (
-                l(&d.lines_stored),
-                vec![
-                    ("line_too_long", l(&d.lines_too_long)),
-                    ("invalid_utf8_replaced", l(&d.lines_repaired)),
-                ],
-            ),
-            ReceiverCounters::Ingest(s) => (l(&s.records_stored), s.refusals()),
-            ReceiverCounters::Generator(n) => (l(n), Vec::new()),
-        }
-    }
-
-    /// An ingest source's `(producers in the table, producers expired)`.
-    pub fn producers(&self) -> Option<(u64, u64)> {
-        match self {
-            ReceiverCounters::Ingest(s) => Some((
-                s.producers.load(Ordering::Relaxed),
-                s.producers_expired.load(Ordering::Relaxed),
-            )),
-            _ => None,
-        }
-    }
-}
-
 /// What compiling left for the service: the generators (to stop them at
 /// a graceful stop), receivers' counters and ingest addresses, and the
 /// drop counters (for the metrics).
@@ -125,6 +76,8 @@ pub struct Compiled {
     pub jetstreams: Vec<(String, Arc<crate::PartitionStats>)>,
     /// Where each ingest source listens (port 0 resolved).
     pub ingest_addrs: Vec<(String, std::net::SocketAddr)>,
+    /// The TLS and tokens of listening sources (reloaded on SIGHUP).
+    pub securities: Vec<Arc<crate::net::Security>>,
     /// Per-step dropped records.
     pub dropped: Arc<Dropped>,
     /// Sinks that count what they did, by name (`jetstream:<sink id>`).
@@ -133,7 +86,7 @@ pub struct Compiled {
 
 /// A stream of one record kind (the kinds of `config::Kind`).
 #[derive(Clone)]
-enum S {
+pub(super) enum S {
     Lines(DStream<Text>),
     Records(DStream<Value>),
     Keyed(DStream<(Text, Value)>),
@@ -189,7 +142,7 @@ pub fn compile_offline(p: &Pipeline, ssc: &StreamingContext) -> crate::Result<()
                 S::Lines(ssc.queue_stream(&crate::Queue::new()).name(&src.id))
             }
             // Stand-ins named as the partitions are (`<id>-<STREAM>`).
-            SourceKind::JetStream(cfg) => {
+        SourceKind::JetStream(cfg) => {
                 let owned = cfg.scale_out.assignment.owned(cfg.streams.len());
                 let parts: Vec<DStream<String>> = owned
                     .iter()
@@ -246,83 +199,8 @@ fn compile_with(
     Ok(compiled)
 }
 
-/// Starts a source's receiver (or generator) and records its counters.
-fn source(src: &SourceDef, ssc: &StreamingContext, compiled: &mut Compiled) -> crate::Result<S> {
-    Ok(match &src.kind {
-        SourceKind::Generator(g) if g.durable => {
-            let (d, stored) = super::gen_feed::stream(ssc, &src.id, g)?;
-            let counters = ReceiverCounters::Generator(stored);
-            compiled.receivers.push((src.id.clone(), counters));
-            lines(d, &src.id)
-        }
-        SourceKind::Generator(g) => {
-            let gen = Arc::new(GeneratorSource::new(g.clone(), ssc.clock()));
-            compiled.generators.push((src.id.clone(), gen.clone()));
-            S::Lines(ssc.source_stream("generator", gen).name(&src.id))
-        }
-        SourceKind::Socket {
-            address,
-            rate_max,
-            delimiter,
-            partitions,
-        } => {
-            let mut cfg = crate::receiver::socket::SocketConfig {
-                records_per_second_max: *rate_max,
-                ..Default::default()
-            };
-            if let Some(d) = delimiter {
-                cfg.delimiter = d.as_bytes().to_vec();
-            }
-            let (d, stats) =
-                ssc.socket_text_stream_partitioned(&src.id, address, *partitions, cfg)?;
-            compiled
-                .receivers
-                .push((src.id.clone(), ReceiverCounters::Socket(stats)));
-            lines(d, &src.id)
-        }
-        SourceKind::Ingest {
-            address,
-            rate_max,
-            limits,
-        } => {
-            let mut cfg = crate::ingest::IngestConfig::new(*address);
-            cfg.records_per_second_max = *rate_max;
-            limits.apply(&mut cfg);
-            // A text source: a record that is not UTF-8 is refused at
-            // ingest (check_records), never stored.
-            let s = ssc.ingest_stream_with(&src.id, cfg, crate::ingest::payload_utf8)?;
-            tracing::info!(source = %src.id, address = %s.local_addr, "ingest server listening");
-            compiled.ingest_addrs.push((src.id.clone(), s.local_addr));
-            compiled
-                .receivers
-                .push((src.id.clone(), ReceiverCounters::Ingest(s.stats.clone())));
-            lines(s.stream, &src.id)
-        }
-        SourceKind::JetStream(cfg) => {
-            let (d, stats) = ssc.jetstream_stream(&src.id, cfg.clone())?;
-            for p in &stats.partitions {
-                let name = crate::context::jetstream_partition_name(&src.id, &p.stream);
-                compiled.jetstreams.push((name, p.clone()));
-            }
-            lines(d, &src.id)
-        }
-        SourceKind::Directory { path, partitions } => {
-            let (d, stats) = ssc.text_file_stream_partitioned(
-                &src.id,
-                path,
-                *partitions,
-                crate::receiver::dir::DirConfig::default(),
-            )?;
-            compiled
-                .receivers
-                .push((src.id.clone(), ReceiverCounters::Directory(stats)));
-            lines(d, &src.id)
-        }
-    })
-}
-
 /// A receiver's `String` lines as `Text` (named after the source).
-fn lines(d: DStream<String>, id: &str) -> S {
+pub(super) fn lines(d: DStream<String>, id: &str) -> S {
     S::Lines(d.map(Text::from).name(&format!("{id}.text")))
 }
 

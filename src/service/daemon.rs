@@ -36,7 +36,7 @@ pub(super) struct Signals {
 
 /// What SIGHUP logs: weir reloads only the status endpoint's TLS
 /// certificate and tokens while it runs.
-pub(super) const RELOAD_WORDS: &str = "reload requested (SIGHUP): the status endpoint's TLS files and tokens file are read again (if set), nothing else; weir keeps running; the log level ($WEIR_LOG) and the pipeline file are read at start, so a pipeline change needs a restart: `weir check --data-dir DIR PIPELINE`, then `systemctl restart weir` (a restart drains, commits and recovers; nothing is lost)";
+pub(super) const RELOAD_WORDS: &str = "reload requested (SIGHUP): the TLS files and tokens files of the status endpoint and of listening sources are read again (if set), nothing else; weir keeps running; the log level ($WEIR_LOG) and the pipeline file are read at start, so a pipeline change needs a restart: `weir check --data-dir DIR PIPELINE`, then `systemctl restart weir` (a restart drains, commits and recovers; nothing is lost)";
 
 /// Stop signals arriving within this many milliseconds of the first are
 /// the same request (one from the parent, one to the process group); a
@@ -134,6 +134,7 @@ fn receiver_kind(c: &compile::ReceiverCounters) -> &'static str {
         compile::ReceiverCounters::Socket(_) => "socket",
         compile::ReceiverCounters::Directory(_) => "directory",
         compile::ReceiverCounters::Ingest(_) => "ingest",
+        compile::ReceiverCounters::Http(_) => "http",
         compile::ReceiverCounters::Generator(_) => "generator",
     }
 }
@@ -182,6 +183,7 @@ impl ContextProbe {
                         .map(|(w, n)| (w.to_string(), n))
                         .collect(),
                     producers: c.and_then(|c| c.producers()),
+                    requests: c.map(|c| c.requests()).unwrap_or_default(),
                     name,
                 }
             })
@@ -310,11 +312,11 @@ async fn start_http(
     })
 }
 
-/// SIGHUP: reload the endpoint's TLS and tokens (if any), say what else
-/// is not reloaded.
-async fn on_hup(security: Option<Arc<crate::net::Security>>) {
+/// SIGHUP: reload the TLS and tokens of the endpoint and the listening
+/// sources (if any), say what else is not reloaded.
+async fn on_hup(securities: Vec<Arc<crate::net::Security>>) {
     tracing::info!(signal = "SIGHUP", "{RELOAD_WORDS}");
-    if let Some(sec) = security {
+    for sec in securities {
         let _ = tokio::task::spawn_blocking(move || sec.reload("SIGHUP")).await;
     }
 }
@@ -517,6 +519,11 @@ pub(super) async fn serve(
     mut opts: ServiceOptions,
     mut signals: Signals,
 ) -> crate::Result<ServiceReport> {
+    let sources_security: Vec<Arc<crate::net::Security>> = opts
+        .compiled
+        .as_ref()
+        .map(|c| c.securities.clone())
+        .unwrap_or_default();
     let live = live_status(&ssc, &mut opts);
     let notifier = opts.notify_socket.as_deref().and_then(notify::Notifier::to);
     let http = start_http(opts.http_address, &opts.http, &live).await?;
@@ -546,7 +553,7 @@ pub(super) async fn serve(
         tokio::select! {
             _ = signals.term.recv() => d.on_signal("SIGTERM", 15),
             _ = signals.int.recv() => d.on_signal("SIGINT", 2),
-            _ = signals.hup.recv() => on_hup(http.security.clone()).await,
+            _ = signals.hup.recv() => on_hup(http.security.iter().chain(&sources_security).cloned().collect()).await,
             r = join(&mut d.start), if d.start.is_some() => {
                 if let Some(r) = d.on_started(r) {
                     break r;

@@ -349,6 +349,21 @@ fn receiver_metrics(o: &mut Exposition, receivers: &[ReceiverRow]) {
         "source",
         &table,
     );
+    let requests: Vec<(String, String)> = receivers
+        .iter()
+        .flat_map(|r| {
+            r.requests.iter().map(move |(token, code, n)| {
+                let l = format!("{{source=\"{}\",token=\"{}\",code=\"{code}\"}}", label(&r.name), label(token));
+                (l, n.to_string())
+            })
+        })
+        .collect();
+    o.metric(
+        "weir_http_ingest_requests_total",
+        "counter",
+        "Requests to an HTTP ingest source by token name (anonymous: none) and status code.",
+        &requests,
+    );
     let expired: Vec<(String, u64)> = receivers
         .iter()
         .filter_map(|r| r.producers.map(|(_, e)| (r.name.clone(), e)))

@@ -39,6 +39,7 @@ internal! {
     mod chaos;
     mod check;
     mod compile;
+    mod compile_sources;
     mod compile_pg;
     mod gen_feed;
     mod http;
@@ -123,6 +124,14 @@ pub enum ServiceError {
     /// The status endpoint's TLS or tokens file cannot be used.
     #[error("the status endpoint cannot start: {0}")]
     Security(Box<crate::net::SecurityError>),
+    /// A listening source's TLS or tokens file cannot be used.
+    #[error("source {source_id} cannot start: {error}")]
+    SourceSecurity {
+        /// The source's id.
+        source_id: String,
+        /// Why.
+        error: Box<crate::net::SecurityError>,
+    },
     /// `weir check --data-dir` could not copy the checkpoint to read it.
     #[error("cannot copy the checkpoint to check it ({}): {source}; `weir check --data-dir` reads a copy under $TMPDIR (as large as the checkpoint): point TMPDIR at a directory with room", path.display())]
     CheckCopy {
@@ -503,6 +512,30 @@ fn source_words(src: &config::SourceDef) -> String {
             "ingest server on {address}{} ({})",
             rate(rate_max),
             logs_words(&src.id, limits.partitions, "partition")
+        ),
+        SourceKind::Http {
+            address,
+            rate_max,
+            limits,
+            json,
+            security,
+            ..
+        } => format!(
+            "HTTP ingest of {} on {}://{address}/v1/streams/{}{} ({}; tokens {})",
+            if *json { "JSON lines" } else { "text lines" },
+            if security.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
+            src.id,
+            rate(rate_max),
+            logs_words(&src.id, limits.partitions, "partition"),
+            if security.tokens.is_some() {
+                "required"
+            } else {
+                "not required"
+            }
         ),
         SourceKind::JetStream(cfg) => jetstream_words(&src.id, cfg),
         SourceKind::Directory { path, partitions } => format!(

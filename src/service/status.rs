@@ -205,6 +205,10 @@ pub struct ReceiverRow {
     /// expired since start)`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub producers: Option<(u64, u64)>,
+    /// An HTTP ingest source's requests: `(token name, status code,
+    /// count)`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<(String, u16, u64)>,
 }
 
 /// What a [`Probe`] reads at one moment.
@@ -459,6 +463,7 @@ mod tests {
                     records: 15,
                     rejected: vec![("line_too_long".into(), 2)],
                     producers: Some((3, 1)),
+                    requests: vec![("ci".into(), 200, 7)],
                 }],
                 sinks: vec![SinkRow {
                     name: "jetstream:out".into(),

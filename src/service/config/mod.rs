@@ -30,6 +30,7 @@
 mod error;
 mod http_keys;
 mod keys;
+mod listen_keys;
 mod model;
 mod nats_keys;
 mod ops;

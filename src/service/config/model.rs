@@ -222,6 +222,22 @@ pub enum SourceKind {
         /// Connection and producer-table limits.
         limits: IngestLimits,
     },
+    /// HTTP ingest (`POST /v1/streams/<id>`, `IngestConfig` with
+    /// `Protocol::Http`).
+    Http {
+        /// Where it listens (off this machine only with TLS and tokens).
+        address: std::net::SocketAddr,
+        /// Most records per second stored.
+        rate_max: Option<u64>,
+        /// Connection and producer-table limits.
+        limits: IngestLimits,
+        /// Body and request limits.
+        http: crate::ingest::HttpLimits,
+        /// Whether each record must be one JSON value (else UTF-8 text).
+        json: bool,
+        /// TLS and tokens.
+        security: crate::net::SecurityFiles,
+    },
     /// Messages of NATS JetStream streams, one partition each
     /// (`jetstream_stream`).
     JetStream(crate::JetStreamConfig),

@@ -6,16 +6,21 @@
 //!
 //! Limits: generator rates up to [`GENERATOR_RATE_MAX`] records per
 //! second, [`LINES_PER_RECORD_MAX`] lines per record; receivers listen on
-//! or connect to loopback addresses only; a JetStream source reaches a
-//! server off this machine only with `tls_required = true` and
-//! credentials.
+//! or connect to loopback addresses, except an `http` source with TLS
+//! and tokens (`listen_keys.rs`); a JetStream source reaches a server
+//! off this machine only with `tls_required = true` and credentials.
 //! Must never: open a socket or a directory (`compile.rs` starts the
-//! receivers), or accept a non-loopback address for a receiver.
+//! receivers), or accept a non-loopback address for a receiver without
+//! TLS and tokens.
 
 use std::net::SocketAddr;
 
 use super::error::ConfigError;
 use super::keys::{entry_names, impl_entry, keys_cell, Item, KeySpec, KeyType};
+use super::listen_keys::{
+    http_source, BODY_BYTES_MAX, RECORDS_PER_REQUEST_MAX, RECORD_FORMAT, TLS_CERT_FILE,
+    TLS_CLIENT_CA_FILE, TLS_KEY_FILE, TOKENS_FILE,
+};
 use super::model::{IngestLimits, SourceKind};
 use super::nats_keys::{
     nats_client, CONNECT_TIMEOUT_MS, CREDENTIALS_FILE, PASSWORD, SERVERS, TLS_CA_FILE,
@@ -222,7 +227,7 @@ pub(super) const SOURCES: &[SourceSpec] = &[
         name: "socket",
         keys: &[ADDRESS, RATE_MAX, DELIMITER, PARTITIONS],
         build: |item, _| {
-            let (address, rate_max) = receiver(item, true)?;
+            let (address, rate_max) = receiver(item, true, false)?;
             Ok(SourceKind::Socket {
                 address: address.to_string(),
                 rate_max,
@@ -245,13 +250,34 @@ pub(super) const SOURCES: &[SourceSpec] = &[
             PARTITIONS,
         ],
         build: |item, _| {
-            let (address, rate_max) = receiver(item, false)?;
+            let (address, rate_max) = receiver(item, false, false)?;
             Ok(SourceKind::Ingest {
                 address,
                 rate_max,
                 limits: ingest_limits(item)?,
             })
         },
+    },
+    SourceSpec {
+        name: "http",
+        keys: &[
+            ADDRESS,
+            RATE_MAX,
+            RECORD_FORMAT,
+            BODY_BYTES_MAX,
+            RECORDS_PER_REQUEST_MAX,
+            CONNECTIONS_MAX,
+            CONNECTIONS_PER_ADDRESS_MAX,
+            HANDSHAKES_PER_ADDRESS_MAX,
+            PRODUCERS_MAX,
+            PRODUCERS_IDLE_MS_MAX,
+            PARTITIONS,
+            TLS_CERT_FILE,
+            TLS_KEY_FILE,
+            TLS_CLIENT_CA_FILE,
+            TOKENS_FILE,
+        ],
+        build: http_source,
     },
     SourceSpec {
         name: "directory",
@@ -336,7 +362,11 @@ fn generator(item: &Item<'_>) -> Result<SourceKind, ConfigError> {
 
 /// A receiver's `address` (loopback; a socket's port is not 0) and
 /// `rate_max`.
-fn receiver(item: &Item<'_>, socket: bool) -> Result<(SocketAddr, Option<u64>), ConfigError> {
+pub(super) fn receiver(
+    item: &Item<'_>,
+    socket: bool,
+    any_ip: bool,
+) -> Result<(SocketAddr, Option<u64>), ConfigError> {
     let rate_max = item.positive(&RATE_MAX)?;
     let a = item.required(
         &ADDRESS,
@@ -354,7 +384,7 @@ fn receiver(item: &Item<'_>, socket: bool) -> Result<(SocketAddr, Option<u64>), 
         .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
         .or_else(|| text.parse::<SocketAddr>().ok());
     let addr = match addr {
-        Some(x) if x.ip().is_loopback() => x,
+        Some(x) if any_ip || x.ip().is_loopback() => x,
         other => {
             return Err(item.err(
                 a.span(),
@@ -401,7 +431,7 @@ fn delimiter(item: &Item<'_>) -> Result<Option<String>, ConfigError> {
 }
 
 /// An ingest source's limits: its keys over `IngestConfig`'s defaults.
-fn ingest_limits(item: &Item<'_>) -> Result<IngestLimits, ConfigError> {
+pub(super) fn ingest_limits(item: &Item<'_>) -> Result<IngestLimits, ConfigError> {
     let mut l = IngestLimits::default();
     let count = |spec: &KeySpec, v: &mut usize| -> Result<(), ConfigError> {
         if let Some(n) = item.positive(spec)? {

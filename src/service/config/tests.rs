@@ -75,6 +75,7 @@ fn every_sink_and_source_kind_parses_from_its_table_entry() {
             "generator" => "rate = 5",
             "socket" | "ingest" => "address = \"127.0.0.1:7070\"",
             "directory" => "path = \"in\"",
+            "http" => "address = \"0.0.0.0:8080\"\nformat = \"json\"\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\ntokens_file = \"tokens\"",
             "jetstream" => "servers = [\"nats://127.0.0.1:4222\"]\nstreams = [\"EV0\"]",
             other => panic!("add a sample for the new source `{other}` here"),
         };
@@ -260,4 +261,65 @@ fn jetstream_source_and_sink_share_the_client_keys_and_their_rules() {
     let remote = "servers = [\"tls://10.1.1.1:4222\"]\ntls_required = true\ntoken = \"t\"";
     parse("t.toml", &source(remote), base).expect("remote source over TLS with a token");
     parse("t.toml", &sink(remote), base).expect("remote sink over TLS with a token");
+}
+
+#[test]
+fn an_http_source_listens_off_this_machine_only_with_tls_and_tokens() {
+    let source = |keys: &str| {
+        format!(
+            "[[source]]\nid = \"events\"\nkind = \"http\"\n{keys}\n[[sink]]\nkind = \"print\"\n"
+        )
+    };
+    let base = Path::new("/etc/weir");
+    let keys = "address = \"0.0.0.0:8080\"\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\ntokens_file = \"t\"\nbody_bytes_max = 1024\nrecords_per_request_max = 10";
+    let p = parse("t.toml", &source(keys), base).expect("http source");
+    let Node::Source(SourceDef {
+        kind:
+            SourceKind::Http {
+                security,
+                http,
+                json,
+                ..
+            },
+        ..
+    }) = &p.nodes[0]
+    else {
+        panic!("not an http source")
+    };
+    let tls = security.tls.as_ref().expect("tls");
+    assert_eq!(tls.cert, base.join("c.pem"));
+    assert_eq!(security.tokens.as_deref(), Some(base.join("t").as_path()));
+    assert_eq!(
+        (http.body_bytes_max, http.records_per_request_max, *json),
+        (1024, 10, false)
+    );
+    for (keys, words) in [
+        ("address = \"0.0.0.0:8080\"", "add tls_cert_file"),
+        (
+            "address = \"10.0.0.1:8080\"\ntls_cert_file = \"c\"\ntls_key_file = \"k\"",
+            "add tokens_file",
+        ),
+        (
+            "address = \"127.0.0.1:8080\"\ntls_cert_file = \"c\"",
+            "tls_key_file",
+        ),
+        (
+            "address = \"127.0.0.1:8080\"\ntls_client_ca_file = \"c\"",
+            "client certificates need TLS",
+        ),
+        (
+            "address = \"127.0.0.1:8080\"\nformat = \"xml\"",
+            "\"text\" or \"json\"",
+        ),
+        (
+            "address = \"127.0.0.1:8080\"\nbody_bytes_max = 0",
+            "body_bytes_max",
+        ),
+    ] {
+        let e = parse("t.toml", &source(keys), base)
+            .expect_err(keys)
+            .to_string();
+        assert!(e.contains(words), "{keys}: {e}");
+    }
+    parse("t.toml", &source("address = \"127.0.0.1:8080\""), base).expect("loopback without TLS");
 }
