@@ -8,7 +8,16 @@
 //! fails the batch naming the row, or goes to the dead-letter table; the
 //! server stopped and started mid-run loses and doubles nothing; the
 //! real `weir run` binary SIGKILLed ten times leaves the table equal to
-//! an uninterrupted run's.
+//! an uninterrupted run's. Over TLS (a server with `ssl = on`, certificates
+//! from tests/tls_common): rows land once through a crash after COMMIT
+//! (verify-full, the connection seen as TLS 1.3 by the server); a wrong
+//! authority and a name the certificate does not hold are refused at the
+//! connect, at once (verify-ca then accepts the name), and so is a server
+//! without TLS (never used in clear); a client certificate
+//! logs in where the server asks for one; `weir check` reads the files.
+//! The pipeline file's rules (sslmode in the url, `require` without a CA,
+//! a server off this machine without TLS or credentials) are checked
+//! without a server.
 //!
 //! The failpoint registry is process-global: the tests here run one at a
 //! time (`SERIAL`). Waits are bounded polls, never sleeps for
@@ -16,14 +25,15 @@
 
 mod pg_common;
 mod service_common;
+mod tls_common;
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pg_common::Pg;
-use weir::sink::{PgMode, PgOnError, PgRow, PgValue};
+use pg_common::{Pg, ServerTls};
+use weir::sink::{PgMode, PgOnError, PgRow, PgTls, PgTlsMode, PgValue};
 use weir::wal::Wal;
 use weir::{failpoint, ManualClock, PostgresSinkConfig, PostgresSinkStats, StreamingContext};
 
@@ -435,7 +445,7 @@ fn a_pipeline_file_sink_is_checked_key_by_key() {
     let parse = |keys: &str| {
         weir::service::config::parse("p.toml", &format!("{head}{keys}\n"), base).map_err(Box::new)
     };
-    let ok = parse("url = \"host=db user=weir dbname=app\"\ntable = \"counts\"\ncolumns = { word = \"key\", n = \"value\" }\npassword_file = \"pg.pass\"")
+    let ok = parse("url = \"host=db user=weir dbname=app\"\ntable = \"counts\"\ncolumns = { word = \"key\", n = \"value\" }\npassword_file = \"pg.pass\"\ntls_ca_file = \"pg-ca.pem\"")
         .expect("valid");
     let weir::service::config::SinkKind::Postgres(d) = &ok.sinks[0].kind else {
         panic!("not a postgres sink");
@@ -446,6 +456,57 @@ fn a_pipeline_file_sink_is_checked_key_by_key() {
         d.config.password,
         weir::sink::PgPassword::File(base.join("pg.pass"))
     );
+    assert_eq!(d.config.tls, PgTls::verify_full(base.join("pg-ca.pem")));
+    let local = "table = \"t\"\ncolumns = { a = \"key\" }\nurl = \"host=127.0.0.1 user=weir\"";
+    let remote = "table = \"t\"\ncolumns = { a = \"key\" }\nurl = \"host=db.example user=weir\"";
+    for (keys, words) in [
+        // One way to ask for TLS: the keys, not the url.
+        (
+            "table = \"t\"\ncolumns = { a = \"key\" }\nurl = \"host=127.0.0.1 sslmode=require\""
+                .to_string(),
+            vec!["without sslmode", "tls_mode"],
+        ),
+        // libpq's require checks nothing; weir's needs the authority.
+        (
+            format!("{local}\ntls_mode = \"require\""),
+            vec!["tls_ca_file", "verify-full", "require does not"],
+        ),
+        (
+            format!("{local}\ntls_mode = \"prefer\""),
+            vec!["\"verify-full\", \"verify-ca\""],
+        ),
+        (
+            format!("{local}\ntls_ca_file = \"ca.pem\"\ntls_cert_file = \"c.pem\""),
+            vec!["tls_key_file"],
+        ),
+        // Off this machine: verified TLS, then credentials.
+        (
+            format!("{remote}\npassword_file = \"pg.pass\""),
+            vec!["host db.example without tls_ca_file", "add tls_ca_file"],
+        ),
+        (
+            format!("{remote}\npassword_file = \"pg.pass\"\ntls_mode = \"disable\""),
+            vec!["add tls_ca_file"],
+        ),
+        (
+            format!("{remote}\ntls_ca_file = \"ca.pem\""),
+            vec!["without credentials", "password_file"],
+        ),
+    ] {
+        let e = parse(&keys).expect_err(&keys).to_string();
+        for w in words {
+            assert!(e.contains(w), "{w} missing from: {e}");
+        }
+    }
+    let p = parse(&format!(
+        "{remote}\ntls_mode = \"verify-ca\"\ntls_ca_file = \"ca.pem\"\ntls_cert_file = \"c.pem\"\ntls_key_file = \"c.key\""
+    ))
+    .expect("a client certificate is a credential");
+    let weir::service::config::SinkKind::Postgres(d) = &p.sinks[0].kind else {
+        panic!("not a postgres sink");
+    };
+    assert_eq!(d.config.tls.mode, PgTlsMode::VerifyCa);
+    assert_eq!(d.config.tls.key_file, Some(base.join("c.key")));
     let e = parse(
         "url = \"postgresql://weir:secret@db/app\"\ntable = \"t\"\ncolumns = { a = \"key\" }",
     )
@@ -559,4 +620,205 @@ fn weir_run_killed_ten_times_leaves_the_table_as_an_uninterrupted_run() {
     assert_eq!(got, vec![want]);
     let whole = pg.one("a", "SELECT line FROM out WHERE n = 42");
     assert_eq!(whole, "{\"l\":\"line 42\",\"n\":42}");
+}
+
+/// The test authority `ca` (server certificate `server` for 127.0.0.1 and
+/// localhost, client certificate `certuser`) and a second one, `other`,
+/// that signed nothing of this server.
+fn certificates(dir: &Path) {
+    tls_common::make_ca(dir, "ca");
+    tls_common::make_leaf(dir, "ca", "server", true);
+    tls_common::make_leaf(dir, "ca", "certuser", false);
+    tls_common::make_ca(dir, "other");
+}
+
+/// A server with `ssl = on` that asks for client certificates by `ca`, and
+/// logs `certuser` in by its certificate only.
+fn tls_server(certs: &Path) -> Pg {
+    let tls = ServerTls {
+        cert: certs.join("server.pem"),
+        key: certs.join("server.key"),
+        client_ca: Some(certs.join("ca.pem")),
+    };
+    let pg = Pg::start_with(
+        Some(&tls),
+        &[
+            "hostssl all certuser 127.0.0.1/32 cert",
+            "host all certuser 127.0.0.1/32 reject",
+        ],
+    );
+    lines_table(&pg, "a");
+    pg
+}
+
+/// The batch at `t` of a fresh data directory with `cfg` fails; its error.
+fn fails_at_connect(cfg: &PostgresSinkConfig, clock: &Arc<ManualClock>, t: u64) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ssc, wal, stats) = build(dir.path(), clock.clone(), cfg.clone(), 1000, row);
+    ssc.start().expect("start");
+    wal.append(&lines(0, 5)).expect("append");
+    clock.set(t);
+    let err = ssc.await_batch(t, WAIT).expect_err("refused").to_string();
+    let _ = ssc.stop(false);
+    eprintln!("refused: {err}");
+    assert_eq!(stats.retries.load(Ordering::Relaxed), 0, "retried: {err}");
+    assert_eq!(stats.rows.load(Ordering::Relaxed), 0);
+    err
+}
+
+#[test]
+fn rows_land_once_over_verified_tls_and_a_wrong_certificate_is_refused_at_connect() {
+    let _g = serial();
+    failpoint::reset();
+    let certs = tempfile::tempdir().expect("tempdir");
+    certificates(certs.path());
+    let pg = tls_server(certs.path());
+    let url = |host: &str, user: &str, db: &str| {
+        format!("{host} port={} user={user} dbname={db}", pg.port)
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(T0));
+    let mut cfg =
+        PostgresSinkConfig::new(&url("host=localhost", "weir", "a"), "out", &["line", "n"]);
+    cfg.tls = PgTls::verify_full(certs.path().join("ca.pem"));
+    let (ssc, wal, stats) = build(dir.path(), clock.clone(), cfg.clone(), 400, row);
+    ssc.start().expect("start");
+    let mut all = lines(0, 1000);
+    wal.append(&all).expect("append");
+    clock.set(T0 + 3000);
+    ssc.await_batch(T0 + 3000, WAIT)
+        .expect("three batches over TLS");
+    assert_eq!(stats.batches.load(Ordering::Relaxed), 3);
+    assert_exactly_once(&pg, "a", &all);
+    // The server sees the sink's session (still open) as TLS 1.3.
+    let seen = pg.sql(
+        "a",
+        "SELECT s.ssl::text, s.version FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'weir out'",
+    );
+    assert_eq!(
+        seen,
+        vec![vec![Some("true".to_string()), Some("TLSv1.3".to_string())]]
+    );
+    ssc.stop(false).expect("stop");
+    drop((ssc, wal));
+    // PostgreSQL committed, weir did not: the replay over TLS is skipped.
+    crash_and_replay(
+        &pg,
+        dir.path(),
+        &cfg,
+        &clock,
+        &mut all,
+        T0 + 5000,
+        "before_commit",
+        true,
+    );
+
+    // Another authority: refused at the connect, not retried.
+    let mut wrong = cfg.clone();
+    wrong.tls = PgTls::verify_full(certs.path().join("other.pem"));
+    let err = fails_at_connect(&wrong, &clock, T0 + 8000);
+    for w in [
+        "TLS failed",
+        "not signed by an authority in tls_ca_file",
+        "Nothing was written",
+    ] {
+        assert!(err.contains(w), "{w} missing from: {err}");
+    }
+    // A name the certificate does not hold (reached at 127.0.0.1):
+    // refused under verify-full, accepted under verify-ca.
+    let mut named = cfg.clone();
+    named.url = url("host=db.invalid hostaddr=127.0.0.1", "weir", "a");
+    let err = fails_at_connect(&named, &clock, T0 + 9000);
+    assert!(err.contains("does not name the host"), "{err}");
+    named.tls.mode = PgTlsMode::VerifyCa;
+    let (ssc, wal, _) = build(dir.path(), clock.clone(), named, 400, row);
+    ssc.start().expect("restart");
+    let more = lines(all.len(), 100);
+    wal.append(&more).expect("append");
+    all.extend(more);
+    clock.set(T0 + 10_000);
+    ssc.await_batch(T0 + 10_000, WAIT).expect("verify-ca");
+    assert_exactly_once(&pg, "a", &all);
+    ssc.stop(false).expect("stop");
+    drop((ssc, wal));
+
+    // `certuser` logs in by a client certificate only.
+    pg.sql("postgres", "CREATE ROLE certuser LOGIN SUPERUSER");
+    lines_table(&pg, "m");
+    let mut client = cfg.clone();
+    client.url = url("host=127.0.0.1", "certuser", "m");
+    client.tries_max = 1;
+    let err = fails_at_connect(&client, &clock, T0 + 11_000);
+    assert!(err.contains("requires a valid client certificate"), "{err}");
+    client.tls.cert_file = Some(certs.path().join("certuser.pem"));
+    client.tls.key_file = Some(certs.path().join("certuser.key"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ssc, wal, _) = build(dir.path(), clock.clone(), client, 400, row);
+    ssc.start().expect("start");
+    wal.append(&lines(0, 50)).expect("append");
+    clock.set(T0 + 12_000);
+    ssc.await_batch(T0 + 12_000, WAIT)
+        .expect("a client certificate");
+    assert_exactly_once(&pg, "m", &lines(0, 50));
+    ssc.stop(false).expect("stop");
+}
+
+#[test]
+fn a_server_without_tls_is_refused_never_used_in_clear() {
+    let _g = serial();
+    failpoint::reset();
+    let certs = tempfile::tempdir().expect("tempdir");
+    certificates(certs.path());
+    let pg = Pg::start();
+    lines_table(&pg, "a");
+    let mut cfg = PostgresSinkConfig::new(&pg.url("a"), "out", &["line", "n"]);
+    cfg.tls = PgTls::verify_full(certs.path().join("ca.pem"));
+    let clock = Arc::new(ManualClock::new(T0));
+    let err = fails_at_connect(&cfg, &clock, T0 + 1000);
+    assert!(
+        err.contains("the server does not accept TLS: set ssl = on"),
+        "{err}"
+    );
+    assert_eq!(pg.one("a", "SELECT count(*) FROM out"), "0");
+}
+
+/// `weir check` reads a `postgres` sink's TLS files as `weir run` would.
+#[test]
+fn weir_check_reads_the_tls_files() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    certificates(certs.path());
+    let pipeline = |ca: &str| {
+        let file = certs.path().join("p.toml");
+        let toml = format!(
+            "[[source]]\nid = \"in\"\nkind = \"generator\"\n[[step]]\nop = \"count_by_key\"\n\
+             [[sink]]\nkind = \"postgres\"\nurl = \"host=localhost user=weir dbname=app\"\n\
+             table = \"counts\"\ncolumns = {{ word = \"key\", n = \"value\" }}\ntls_ca_file = \"{ca}\"\n"
+        );
+        std::fs::write(&file, toml).expect("write pipeline");
+        service_common::weir()
+            .arg("check")
+            .arg(&file)
+            .output()
+            .expect("weir check")
+    };
+    let out = pipeline("ca.pem");
+    let words = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{words}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        words.contains("TLS verify-full (the authority and the host name: "),
+        "{words}"
+    );
+    assert!(words.contains("files read"), "{words}");
+    let out = pipeline("missing.pem");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("cannot read the PostgreSQL CA file (tls_ca_file)"),
+        "{err}"
+    );
+    assert!(err.contains("missing.pem"), "{err}");
 }

@@ -130,11 +130,37 @@ pub fn check(a: &CheckArgs) -> crate::Result<ExitCode> {
     for line in check_initial_files(&p, &kept)? {
         println!("{line}");
     }
+    for line in postgres_tls(&p)? {
+        println!("{line}");
+    }
     if let Some(line) = crate::service::http::check_http(&p.settings)? {
         println!("{line}");
     }
     println!("ok: the pipeline is valid");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads every `postgres` sink's TLS files as `run` will: a wrong path or
+/// a key that does not belong to its certificate fails the check.
+fn postgres_tls(p: &crate::service::Pipeline) -> crate::Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for s in &p.sinks {
+        if let crate::service::config::SinkKind::Postgres(d) = &s.kind {
+            let c = &d.config;
+            if c.tls
+                .load()
+                .map_err(|e| crate::Error::Usage(e.to_string()))?
+                .is_some()
+            {
+                lines.push(format!(
+                    "PostgreSQL sink `{}`: {}, files read",
+                    c.sink_id,
+                    c.tls.describe()
+                ));
+            }
+        }
+    }
+    Ok(lines)
 }
 
 fn http_address(

@@ -1,7 +1,9 @@
 //! TLS for a listener: a rustls server configuration (TLS 1.3, the ring
 //! provider) built from a certificate chain and a private key in PEM
 //! files, optionally requiring client certificates signed by an authority
-//! (mTLS), read again on demand ([`server_config`]).
+//! (mTLS), read again on demand ([`server_config`]); the PEM readers
+//! ([`certificates`], [`private_key`]) also load the PostgreSQL sink's
+//! client files (`sink/postgres_tls.rs`).
 //!
 //! Limits: each PEM file at most [`PEM_BYTES_MAX`] (1 MiB); TLS 1.3 only
 //! (the rustls features the tree already builds).
@@ -129,8 +131,8 @@ pub fn certificates(
     Ok(certs)
 }
 
-fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let what = "the TLS key file";
+/// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
+pub fn private_key(what: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let bytes = read_pem(what, path)?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| TlsError::Pem {
         what,
@@ -143,7 +145,7 @@ fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 /// Reads `files` into a server configuration (HTTP/1.1 by ALPN).
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = certificates("the TLS certificate file", &files.cert)?;
-    let key = private_key(&files.key)?;
+    let key = private_key("the TLS key file", &files.key)?;
     let refused = |why: String| TlsError::Refused {
         cert: files.cert.clone(),
         key: files.key.clone(),

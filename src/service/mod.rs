@@ -625,7 +625,7 @@ fn sink_words(kind: &config::SinkKind) -> String {
                 .map(|(c, s)| format!("{c} ← {s}"))
                 .collect();
             format!(
-                "PostgreSQL table {} ({}; {}, rejected rows {}; progress row ({}, {}, {}) in {})",
+                "PostgreSQL table {} ({}; {}, rejected rows {}; progress row ({}, {}, {}) in {}; {})",
                 c.table,
                 cols.join(", "),
                 match &c.mode {
@@ -640,7 +640,8 @@ fn sink_words(kind: &config::SinkKind) -> String {
                 c.pipeline,
                 c.sink_id,
                 c.partition,
-                c.progress_table
+                c.progress_table,
+                c.tls.describe()
             )
         }
         SinkKind::JsonFiles {

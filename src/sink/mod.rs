@@ -3,7 +3,7 @@
 //! JetStream sink `save_to_jetstream` (`jetstream`, its connection in
 //! `jetstream_conn`), and the PostgreSQL sink `save_to_postgres`
 //! (`postgres`, its rows in `postgres_copy`, its transaction in
-//! `postgres_conn`).
+//! `postgres_conn`, its TLS in `postgres_tls`).
 //!
 //! Owns: how a batch's records leave the engine. Files are written
 //! atomically through `crate::storage::write_atomic` (temp file, fsync,
@@ -31,6 +31,7 @@ mod jetstream_conn;
 mod postgres;
 mod postgres_conn;
 mod postgres_copy;
+mod postgres_tls;
 internal! {
     mod kv;
 }
@@ -54,6 +55,7 @@ pub use postgres_conn::{
     BEFORE_COMMIT_FAILPOINT as POSTGRES_BEFORE_COMMIT_FAILPOINT,
     BEFORE_TRANSACTION_FAILPOINT as POSTGRES_BEFORE_TRANSACTION_FAILPOINT,
 };
+pub use postgres_tls::{pg_off_machine_host, PgTls, PgTlsMode};
 
 /// One counter of a sink, for `/metrics` and `/status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -43,6 +43,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use super::postgres_conn::PgWriter;
+use super::postgres_tls::PgTls;
 use crate::dstream::graph::OutputEntry;
 use crate::dstream::{meta, BatchCtx, DStream, Data, EngineError, Text};
 
@@ -161,6 +162,19 @@ pub enum PostgresSinkError {
         /// The database's detail, if any.
         detail: Option<String>,
     },
+    /// The TLS files cannot be read or used.
+    #[error("the PostgreSQL sink cannot use its TLS files: {0}")]
+    TlsFiles(#[source] Box<crate::net::TlsError>),
+    /// The TLS handshake failed in a way a retry does not cure.
+    #[error("PostgreSQL at {target}: TLS failed ({detail}): {hint}. Nothing was written; the batch stays in weir's log and is written after a restart with the fix (docs/security.md, PostgreSQL)")]
+    Tls {
+        /// Host, port and database.
+        target: String,
+        /// The client's words.
+        detail: String,
+        /// What to do.
+        hint: &'static str,
+    },
     /// A crash test's failpoint fired (tests only).
     #[error(transparent)]
     Crashed(#[from] crate::failpoint::Crash),
@@ -255,8 +269,11 @@ pub enum PgOnError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PostgresSinkConfig {
     /// A libpq-style connection string (`host=... port=... user=...
-    /// dbname=...`) or URL (`postgresql://user@host:port/db`).
+    /// dbname=...`) or URL (`postgresql://user@host:port/db`), without
+    /// `sslmode`: TLS is `tls`.
     pub url: String,
+    /// TLS (default: none).
+    pub tls: PgTls,
     /// The password's source.
     pub password: PgPassword,
     /// The target table (`table` or `schema.table`).
@@ -293,6 +310,7 @@ impl PostgresSinkConfig {
     pub fn new(url: &str, table: &str, columns: &[&str]) -> Self {
         PostgresSinkConfig {
             url: url.to_string(),
+            tls: PgTls::default(),
             password: PgPassword::None,
             table: table.to_string(),
             columns: columns.iter().map(|c| c.to_string()).collect(),
@@ -328,12 +346,10 @@ impl PostgresSinkConfig {
         let ident = format!(
             "1 to {PG_IDENTIFIER_BYTES_MAX} bytes without control characters (as `name` or `schema.name`)"
         );
-        match self.url.parse::<tokio_postgres::Config>() {
-            Err(e) => return bad("url", "(not shown)".into(), format!("a connection string such as \"host=127.0.0.1 port=5432 user=weir dbname=app\" or \"postgresql://weir@127.0.0.1:5432/app\" ({e})")),
-            Ok(c) if c.get_ssl_mode() == tokio_postgres::config::SslMode::Require => {
-                return bad("url", "sslmode=require".into(), "a connection without TLS (the sink does not speak TLS yet: use a local or tunnelled server)".into());
-            }
-            Ok(_) => {}
+        if let Some((setting, found, expected)) =
+            super::postgres_tls::check_url(&self.url, &self.tls)
+        {
+            return bad(setting, found, expected);
         }
         let dl = self.dead_letter_table();
         for (setting, t) in [
@@ -621,8 +637,9 @@ pub fn postgres_sink_op(sink_id: &str) -> String {
 impl<T: Data + PgRow> DStream<T> {
     /// Writes every record of every batch as one row of `config.table`,
     /// exactly once (see the module docs). Needs a context with a data
-    /// directory (`StreamingContext::get_or_create`). Nothing connects
-    /// before the first batch. Returns the sink's counters.
+    /// directory (`StreamingContext::get_or_create`). The TLS files are
+    /// read here; nothing connects before the first batch. Returns the
+    /// sink's counters.
     pub fn save_to_postgres(
         &self,
         config: PostgresSinkConfig,
@@ -631,6 +648,7 @@ impl<T: Data + PgRow> DStream<T> {
             problems: vec![format!("save_to_postgres: {e}")],
         };
         config.validate().map_err(invalid)?;
+        let tls = config.tls.load().map_err(invalid)?;
         let identity = self.g.data_dir_id().ok_or_else(|| {
             invalid(PostgresSinkError::NoDataDir {
                 sink: config.sink_id.clone(),
@@ -645,7 +663,12 @@ impl<T: Data + PgRow> DStream<T> {
         ));
         self.g.set_name(id, &postgres_sink_op(&config.sink_id));
         let stats = Arc::new(PostgresSinkStats::default());
-        let writer = Arc::new(Mutex::new(PgWriter::new(config, identity, stats.clone())));
+        let writer = Arc::new(Mutex::new(PgWriter::new(
+            config,
+            tls,
+            identity,
+            stats.clone(),
+        )));
         let s = self.s.clone();
         self.g.add_output(OutputEntry {
             node: id,
@@ -695,7 +718,17 @@ mod tests {
         assert!(c.validate().is_err());
         let mut c = ok.clone();
         c.url = "host=x sslmode=require".into();
-        assert!(c.validate().unwrap_err().to_string().contains("TLS"));
+        assert!(c.validate().unwrap_err().to_string().contains("tls_mode"));
+        let mut c = ok.clone();
+        c.tls.mode = crate::sink::PgTlsMode::Require;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("tls_ca_file") && e.contains("verify-full"),
+            "{e}"
+        );
+        let mut c = ok.clone();
+        c.url = "host=x channel_binding=require".into();
+        assert!(c.validate().is_err());
         let mut c = ok;
         c.url = "postgresql://[".into();
         assert!(c.validate().is_err());

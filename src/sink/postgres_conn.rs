@@ -15,7 +15,8 @@
 //! connections (53300), serialization failures and deadlocks (40001,
 //! 40P01) and a read-only server (25006) are retried on a fresh
 //! connection after a backoff doubling from 100 ms to 5 s; anything else
-//! fails the output at once.
+//! fails the output at once, as does a TLS failure that a retry does not
+//! cure (a certificate refused, a server without TLS: `postgres_tls`).
 //!
 //! Limits: [`RUNTIME_THREADS`] runtime thread; the session sets
 //! `statement_timeout`, `lock_timeout` and
@@ -30,7 +31,7 @@ use std::time::Duration;
 
 use futures_util::SinkExt;
 use tokio_postgres::types::{IsNull, ToSql, Type};
-use tokio_postgres::{Client, NoTls, Transaction};
+use tokio_postgres::{Client, Transaction};
 
 use super::postgres::{
     PgFence, PgMode, PgOnError, PgPassword, PgRow, PostgresSinkConfig, PostgresSinkError,
@@ -84,6 +85,7 @@ struct Done {
 /// One sink's writer; see the module docs.
 pub(super) struct PgWriter {
     cfg: PostgresSinkConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
     identity: String,
     stats: Arc<PostgresSinkStats>,
     rt: Option<Rt>,
@@ -160,6 +162,7 @@ impl ToSql for Raw<'_> {
 impl PgWriter {
     pub(super) fn new(
         cfg: PostgresSinkConfig,
+        tls: Option<Arc<rustls::ClientConfig>>,
         identity: String,
         stats: Arc<PostgresSinkStats>,
     ) -> PgWriter {
@@ -168,6 +171,7 @@ impl PgWriter {
         let dead_letter = qualified(&cfg.dead_letter_table()).unwrap_or_default();
         PgWriter {
             cfg,
+            tls,
             identity,
             stats,
             rt: None,
@@ -344,13 +348,23 @@ impl PgWriter {
         pc.connect_timeout(Duration::from_millis(self.cfg.connect_timeout_ms));
         pc.application_name(format!("weir {}", self.cfg.sink_id));
         pc.keepalives(true);
-        let retry = |step| move |error| TryError::Retry { step, error };
-        let (client, conn) = pc.connect(NoTls).await.map_err(retry("connect"))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "PostgreSQL sink connection ended");
+        let client = match super::postgres_tls::connect(&mut pc, self.tls.as_ref()).await {
+            Ok(c) => c,
+            Err(error) => {
+                return Err(match super::postgres_tls::tls_failure(&error) {
+                    Some(hint) => TryError::Fatal(PostgresSinkError::Tls {
+                        target: self.target(),
+                        detail: words(&error),
+                        hint,
+                    }),
+                    None => TryError::Retry {
+                        step: "connect",
+                        error,
+                    },
+                })
             }
-        });
+        };
+        let retry = |step| move |error| TryError::Retry { step, error };
         let t = self.cfg.statement_timeout_ms;
         client
             .batch_execute(&format!(

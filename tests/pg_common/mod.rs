@@ -11,6 +11,12 @@
 //! machine). Missing binaries fail the test with how to install them
 //! (`apt-get install postgresql-15`), never skip it.
 //!
+//! [`Pg::start_with`] turns TLS on ([`ServerTls`]: `ssl = on` with a
+//! certificate and key copied into the server's directory, the key owned
+//! by the server's user with mode 0600, optionally `ssl_ca_file` for
+//! client certificates) and puts lines at the top of `pg_hba.conf`, both
+//! before the server first starts.
+//!
 //! Every wait polls with a deadline ([`PG_DEADLINE`]); dropping a [`Pg`]
 //! stops the server (`pg_ctl stop -m immediate`) and removes its
 //! directory, also after a failed test.
@@ -54,6 +60,16 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// The server's TLS files (copied into its directory at start).
+pub struct ServerTls {
+    /// The certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// The authority of client certificates (`ssl_ca_file`), if any.
+    pub client_ca: Option<PathBuf>,
+}
+
 /// One private server.
 pub struct Pg {
     dir: tempfile::TempDir,
@@ -64,6 +80,12 @@ pub struct Pg {
 impl Pg {
     /// Creates a cluster and starts it.
     pub fn start() -> Pg {
+        Pg::start_with(None, &[])
+    }
+
+    /// Creates a cluster, with TLS by `tls` and `hba_first` above the
+    /// rules of `pg_hba.conf`, and starts it.
+    pub fn start_with(tls: Option<&ServerTls>, hba_first: &[&str]) -> Pg {
         let bin = pg_bin();
         let dir = tempfile::tempdir().expect("tempdir");
         if is_root() {
@@ -95,8 +117,51 @@ impl Pg {
                 "--locale=C",
             ],
         );
+        if let Some(t) = tls {
+            pg.enable_tls(t);
+        }
+        if !hba_first.is_empty() {
+            let hba = data.join("pg_hba.conf");
+            let rest = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+            let text = format!("{}\n{rest}", hba_first.join("\n"));
+            std::fs::write(&hba, text).expect("write pg_hba.conf");
+        }
         pg.start_server();
         pg
+    }
+
+    /// Copies `t`'s files into the server's directory (owned by the
+    /// server's user, the key 0600) and sets `ssl = on` with them.
+    fn enable_tls(&self, t: &ServerTls) {
+        use std::os::unix::fs::PermissionsExt;
+        let mut conf = String::from("\nssl = on\n");
+        let mut files = vec![
+            ("server.crt", &t.cert, "ssl_cert_file"),
+            ("server.key", &t.key, "ssl_key_file"),
+        ];
+        if let Some(ca) = &t.client_ca {
+            files.push(("client-ca.crt", ca, "ssl_ca_file"));
+        }
+        for (name, from, setting) in files {
+            let to = self.dir.path().join(name);
+            std::fs::copy(from, &to).expect("copy a TLS file");
+            let mode = if name == "server.key" { 0o600 } else { 0o644 };
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode))
+                .expect("chmod a TLS file");
+            if is_root() {
+                let ok = Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(&to)
+                    .status()
+                    .expect("run chown");
+                assert!(ok.success(), "chown {} to postgres", to.display());
+            }
+            conf.push_str(&format!("{setting} = '{}'\n", path(&to)));
+        }
+        let pc = self.data_dir().join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&pc).expect("read postgresql.conf");
+        text.push_str(&conf);
+        std::fs::write(&pc, text).expect("write postgresql.conf");
     }
 
     fn data_dir(&self) -> PathBuf {

@@ -7,11 +7,18 @@
 //! `value.<path>`; JSON records `.` (the whole record, as JSON) or a
 //! dotted field path (`user.id`; a missing field is NULL).
 //!
+//! TLS: `tls_mode` (libpq's `sslmode` values; `verify-full` when
+//! `tls_ca_file` is given without it) and the files `tls_ca_file`,
+//! `tls_cert_file`, `tls_key_file`, from the pipeline file's directory;
+//! the url's own `sslmode` is refused (one way to say it). A server off
+//! this machine needs verified TLS and credentials ([`off_machine`]).
+//!
 //! Limits: those of `PostgresSinkConfig::validate` (identifiers 1 to 63
 //! bytes, 1 to 256 columns, timeouts 1 to 3,600,000 ms, 1 to 1,000
 //! tries). Must never: accept a password in the file (`url` with one is
-//! refused: `password_file` or `password_env`), or a column source its
-//! input cannot give.
+//! refused: `password_file` or `password_env`), a column source its
+//! input cannot give, or a server off this machine in clear or without
+//! credentials.
 
 use std::path::Path;
 
@@ -19,12 +26,35 @@ use super::error::ConfigError;
 use super::keys::{KeySpec, KeyType};
 use super::model::{Kind, PostgresSinkDef, SinkKind};
 use super::validate::SinkIn;
-use crate::sink::{PgMode, PgOnError, PgPassword, PostgresSinkConfig, PostgresSinkError};
+use crate::sink::{
+    pg_off_machine_host, PgMode, PgOnError, PgPassword, PgTls, PgTlsMode, PostgresSinkConfig,
+    PostgresSinkError,
+};
 
 pub(super) const URL: KeySpec = KeySpec::of(
     "url",
     KeyType::Text,
     "a connection string without the password, such as \"host=127.0.0.1 port=5432 user=weir dbname=app\" or \"postgresql://weir@127.0.0.1:5432/app\"",
+);
+pub(super) const TLS_MODE: KeySpec = KeySpec::of(
+    "tls_mode",
+    KeyType::Text,
+    "libpq's sslmode values: \"verify-full\" (the default with tls_ca_file: the authority and the host name), \"verify-ca\", \"require\" (as verify-ca: weir always checks the authority) or \"disable\" (the default without tls_ca_file; a server on this machine only)",
+);
+pub(super) const TLS_CA_FILE: KeySpec = KeySpec::of(
+    "tls_ca_file",
+    KeyType::Text,
+    "a PEM file of the authorities that sign the server's certificate (TLS on; needed for a server off this machine); relative paths are from this file's directory",
+);
+pub(super) const TLS_CERT_FILE: KeySpec = KeySpec::of(
+    "tls_cert_file",
+    KeyType::Text,
+    "a client certificate chain (PEM, with tls_key_file) for a server that asks for one; relative paths are from this file's directory",
+);
+pub(super) const TLS_KEY_FILE: KeySpec = KeySpec::of(
+    "tls_key_file",
+    KeyType::Text,
+    "the client certificate's private key (PEM); relative paths are from this file's directory",
 );
 pub(super) const PASSWORD_FILE: KeySpec = KeySpec::of(
     "password_file",
@@ -116,6 +146,10 @@ pub(super) const KEYS: &[KeySpec] = &[
     URL,
     PASSWORD_FILE,
     PASSWORD_ENV,
+    TLS_MODE,
+    TLS_CA_FILE,
+    TLS_CERT_FILE,
+    TLS_KEY_FILE,
     PG_TABLE,
     COLUMNS,
     MODE,
@@ -195,6 +229,7 @@ pub(super) fn postgres(s: &SinkIn<'_>) -> Result<SinkKind, ConfigError> {
         ));
     }
     c.password = password(s, s.base)?;
+    c.tls = tls(s)?;
     c.mode = mode(s)?;
     if let Some(v) = s.item.text(&ON_ERROR)? {
         c.on_error = match *v.get_ref() {
@@ -233,6 +268,17 @@ pub(super) fn postgres(s: &SinkIn<'_>) -> Result<SinkKind, ConfigError> {
     if let Some(n) = s.item.positive(&TRIES_MAX)? {
         c.tries_max = u32::try_from(n).unwrap_or(u32::MAX);
     }
+    validated(s, &c)?;
+    off_machine(s, &c)?;
+    let sources = cols.get_ref().values().cloned().collect();
+    Ok(SinkKind::Postgres(Box::new(PostgresSinkDef {
+        config: c,
+        sources,
+    })))
+}
+
+/// `c.validate()`, its mistake pointed at the key.
+fn validated(s: &SinkIn<'_>, c: &PostgresSinkConfig) -> Result<(), ConfigError> {
     if let Err(PostgresSinkError::Config {
         setting,
         found,
@@ -240,14 +286,14 @@ pub(super) fn postgres(s: &SinkIn<'_>) -> Result<SinkKind, ConfigError> {
     }) = c.validate()
     {
         let span = s.item.raw.get(setting).map_or(s.item.span(), |v| v.span());
-        let hint = "docs/pipeline.md, `postgres`, says what each key takes";
+        let hint = if setting.starts_with("tls_") || found.contains("sslmode") {
+            "docs/security.md, `PostgreSQL`, says what each TLS key takes"
+        } else {
+            "docs/pipeline.md, `postgres`, says what each key takes"
+        };
         return Err(s.item.err(span, setting, expected, Some(found), hint));
     }
-    let sources = cols.get_ref().values().cloned().collect();
-    Ok(SinkKind::Postgres(Box::new(PostgresSinkDef {
-        config: c,
-        sources,
-    })))
+    Ok(())
 }
 
 /// `password_file` or `password_env` (at most one).
@@ -311,4 +357,62 @@ fn mode(s: &SinkIn<'_>) -> Result<PgMode, ConfigError> {
             MODE.hint,
         )),
     }
+}
+
+/// `tls_mode` and the TLS files (from `s.base`); `verify-full` where
+/// `tls_ca_file` is given without a mode.
+fn tls(s: &SinkIn<'_>) -> Result<PgTls, ConfigError> {
+    let file =
+        |k: &KeySpec| -> Result<_, ConfigError> { Ok(s.item.string(k)?.map(|p| s.base.join(p))) };
+    let mut t = PgTls {
+        ca_file: file(&TLS_CA_FILE)?,
+        cert_file: file(&TLS_CERT_FILE)?,
+        key_file: file(&TLS_KEY_FILE)?,
+        ..PgTls::default()
+    };
+    t.mode = match s.item.text(&TLS_MODE)? {
+        None if t.ca_file.is_some() => PgTlsMode::VerifyFull,
+        None => PgTlsMode::Disable,
+        Some(v) => PgTlsMode::parse(v.get_ref()).ok_or_else(|| {
+            s.item.err(
+                v.span(),
+                TLS_MODE.name,
+                "\"verify-full\", \"verify-ca\", \"require\" or \"disable\"",
+                Some(format!("\"{}\"", v.get_ref())),
+                "libpq's allow and prefer may fall back to plain TCP: weir does not; docs/security.md, `PostgreSQL`",
+            )
+        })?,
+    };
+    Ok(t)
+}
+
+/// A server off this machine only over verified TLS and with credentials
+/// (a password or a client certificate): a pipeline's rows must not
+/// travel in clear or to an unchecked server.
+fn off_machine(s: &SinkIn<'_>, c: &PostgresSinkConfig) -> Result<(), ConfigError> {
+    let Some(host) = pg_off_machine_host(&c.url) else {
+        return Ok(());
+    };
+    let (missing, how) = if c.tls.mode == PgTlsMode::Disable {
+        let how = match s.item.raw.get(TLS_MODE.name) {
+            Some(_) => "tls_ca_file, the authority that signed the server's certificate, and remove tls_mode = \"disable\" (it then defaults to verify-full)",
+            None => "tls_ca_file, the authority that signed the server's certificate (tls_mode then defaults to verify-full)",
+        };
+        ("tls_ca_file", how)
+    } else if c.password == PgPassword::None && c.tls.cert_file.is_none() {
+        (
+            "credentials",
+            "password_file (or password_env, or tls_cert_file and tls_key_file)",
+        )
+    } else {
+        return Ok(());
+    };
+    let span = s.item.raw.get(URL.name).map_or(s.item.span(), |v| v.span());
+    Err(s.item.err(
+        span,
+        URL.name,
+        "a server on this machine (localhost, a loopback address, a unix socket), or verified TLS and credentials for one off it",
+        Some(format!("host {host} without {missing}")),
+        format!("add {how}; docs/security.md, `PostgreSQL`"),
+    ))
 }

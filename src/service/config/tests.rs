@@ -61,7 +61,7 @@ fn every_sink_and_source_kind_parses_from_its_table_entry() {
             "text_files" | "json_files" => "prefix = \"out/x\"",
             "kv" => "table = \"t\"",
             "jetstream" => "servers = [\"nats://127.0.0.1:4222\"]\nsubject = \"out.x\"",
-            "postgres" => "url = \"host=127.0.0.1 user=weir dbname=app\"\ntable = \"counts\"\ncolumns = { word = \"key\", n = \"value\" }\nmode = \"upsert\"\nkey = [\"word\"]\nupdate = \"n = counts.n + excluded.n\"",
+            "postgres" => "url = \"host=127.0.0.1 user=weir dbname=app\"\ntable = \"counts\"\ncolumns = { word = \"key\", n = \"value\" }\nmode = \"upsert\"\nkey = [\"word\"]\nupdate = \"n = counts.n + excluded.n\"\ntls_mode = \"verify-ca\"\ntls_ca_file = \"ca.pem\"",
             other => panic!("add a sample for the new sink `{other}` here"),
         };
         let text = format!(
