@@ -37,6 +37,7 @@
 
 internal! {
     mod client;
+    mod http_request;
     mod proto;
     mod records;
 }
@@ -44,7 +45,6 @@ mod config;
 mod context;
 mod error;
 mod http;
-pub mod http_request;
 mod parts;
 mod pressure;
 mod producers;

@@ -1,0 +1,180 @@
+//! HTTP ingest with the real binary (#16): a producer posts numbered
+//! requests of 50 records to `weir run` while it is killed with SIGKILL
+//! three times (each at a random point of its quarter of the requests)
+//! and restarted on the same port; the producer retries each unanswered request as it was,
+//! and the output holds every number exactly once. Also: `weir check`
+//! describes an `http` source and refuses one off this machine without
+//! TLS and tokens, naming the key. Every wait is bounded.
+
+mod service_common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use service_common::{line_with, number_counts, spawn_logged, wait_for, wait_ready, weir, Guard};
+use weir::testing_http::HttpClient;
+
+const RECORDS: u64 = 10_000;
+const PER_REQUEST: u64 = 50;
+const KILLS: usize = 3;
+
+fn pipeline(dir: &Path, port: u16) -> std::path::PathBuf {
+    let p = dir.join("p.toml");
+    let text = format!(
+        r#"
+[pipeline]
+batch_interval = "100ms"
+[service]
+http_address = "off"
+[[source]]
+id = "events"
+kind = "http"
+address = "127.0.0.1:{port}"
+[[sink]]
+kind = "text_files"
+prefix = "out/records"
+"#
+    );
+    std::fs::write(&p, text).expect("pipeline");
+    p
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+fn start(p: &Path, data: &Path) -> (Guard, std::sync::mpsc::Receiver<String>) {
+    let (mut g, rx) = spawn_logged(weir().arg("run").arg(p).arg("--data-dir").arg(data));
+    line_with(&rx, "HTTP ingest listening");
+    wait_ready(&mut g, &rx);
+    (g, rx)
+}
+
+/// Posts request `k` (records `k*50+1 ..= k*50+50`, sequence `k*50`)
+/// until it is answered 200 (retrying it as it was after any failure, as
+/// a producer that lost the answer does); false if `give_up` says so.
+fn post_until_stored(
+    addr: SocketAddr,
+    k: u64,
+    c: &mut Option<HttpClient>,
+    give_up: Instant,
+) -> bool {
+    let body: String = (k * PER_REQUEST + 1..=(k + 1) * PER_REQUEST)
+        .map(|i| format!("{i}\n"))
+        .collect();
+    while Instant::now() < give_up {
+        if c.is_none() {
+            *c = HttpClient::connect(addr).ok();
+        }
+        let Some(client) = c.as_mut() else {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        match client.post(
+            "/v1/streams/events",
+            Some(("p", k * PER_REQUEST)),
+            None,
+            body.as_bytes(),
+        ) {
+            Ok(r) if r.code == 200 => return true,
+            Ok(r) => {
+                assert!(
+                    r.code == 429 || r.code == 503,
+                    "request {k}: {} {}",
+                    r.code,
+                    r.body
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(_) => *c = None,
+        }
+    }
+    false
+}
+
+#[test]
+fn sigkill_while_posting_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let p = pipeline(dir.path(), port);
+    let data = dir.path().join("data");
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let requests = RECORDS / PER_REQUEST;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let progress = done.clone();
+    let poster = std::thread::spawn(move || {
+        let mut c = None;
+        let give_up = Instant::now() + Duration::from_secs(240);
+        for k in 0..requests {
+            assert!(
+                post_until_stored(addr, k, &mut c, give_up),
+                "request {k} never stored"
+            );
+            progress.store(k + 1, std::sync::atomic::Ordering::Release);
+        }
+    });
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(port);
+    let quarter = requests / (KILLS as u64 + 1);
+    for kill in 0..KILLS as u64 {
+        let (mut g, _rx) = start(&p, &data);
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let target = kill * quarter + 1 + seed % quarter;
+        wait_for("the producer's progress", || {
+            done.load(std::sync::atomic::Ordering::Acquire) >= target
+        });
+        g.signal("KILL");
+        g.wait_exit(Duration::from_secs(30));
+        let at = done.load(std::sync::atomic::Ordering::Acquire);
+        assert!(
+            at < requests,
+            "the producer finished before kill {kill}: raise RECORDS"
+        );
+    }
+    let (mut g, _rx) = start(&p, &data);
+    poster.join().expect("the producer");
+    let out = data.join("out");
+    wait_for("every record in the output", || {
+        number_counts(&out).len() as u64 == RECORDS
+    });
+    g.signal("TERM");
+    assert!(g.wait_exit(Duration::from_secs(30)).success());
+    let counts = number_counts(&out);
+    let doubled: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(
+        doubled.is_empty(),
+        "records stored more than once: {doubled:?}"
+    );
+    assert_eq!(
+        counts.keys().copied().collect::<Vec<_>>(),
+        (1..=RECORDS).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn check_describes_an_http_source_and_refuses_one_off_this_machine_without_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = pipeline(dir.path(), 18080);
+    let out = weir().arg("check").arg(&p).output().expect("check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("HTTP ingest of text lines on http://127.0.0.1:18080/v1/streams/events"),
+        "{stdout}"
+    );
+    let text = std::fs::read_to_string(&p)
+        .expect("read")
+        .replace("127.0.0.1:18080", "0.0.0.0:18080");
+    std::fs::write(&p, text).expect("write");
+    let out = weir().arg("check").arg(&p).output().expect("check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("add tls_cert_file"), "{stderr}");
+}
