@@ -177,4 +177,17 @@ fn check_describes_an_http_source_and_refuses_one_off_this_machine_without_tls()
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("add tls_cert_file"), "{stderr}");
+    // With the keys, check reads the files as run will.
+    let text = std::fs::read_to_string(&p).expect("read").replace(
+        "address = \"0.0.0.0:18080\"",
+        "address = \"0.0.0.0:18080\"\ntls_cert_file = \"missing.pem\"\ntls_key_file = \"missing.key\"\ntokens_file = \"tokens\"",
+    );
+    std::fs::write(&p, text).expect("write");
+    let out = weir().arg("check").arg(&p).output().expect("check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("source `events`") && stderr.contains("missing.pem"),
+        "{stderr}"
+    );
 }

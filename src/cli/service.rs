@@ -133,6 +133,9 @@ pub fn check(a: &CheckArgs) -> crate::Result<ExitCode> {
     for line in postgres_tls(&p)? {
         println!("{line}");
     }
+    for line in listener_security(&p)? {
+        println!("{line}");
+    }
     if let Some(line) = crate::service::http::check_http(&p.settings)? {
         println!("{line}");
     }
@@ -159,6 +162,37 @@ fn postgres_tls(p: &crate::service::Pipeline) -> crate::Result<Vec<String>> {
                 ));
             }
         }
+    }
+    Ok(lines)
+}
+
+/// Reads every listening source's TLS and tokens files as `run` will: a
+/// missing file, a key that does not fit its certificate or a tokens file
+/// others can read fails the check.
+fn listener_security(p: &crate::service::Pipeline) -> crate::Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for n in &p.nodes {
+        let crate::service::config::Node::Source(src) = n else {
+            continue;
+        };
+        let Some(files) = src.kind.listener_security() else {
+            continue;
+        };
+        if files.tls.is_none() && files.tokens.is_none() {
+            continue;
+        }
+        let sec = crate::net::Security::load(files.clone())
+            .map_err(|e| crate::Error::Usage(format!("source `{}`: {e}", src.id)))?;
+        let tokens = sec.tokens().map_or("none".to_string(), |t| {
+            t.names().collect::<Vec<_>>().join(", ")
+        });
+        let mtls = files.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        lines.push(format!(
+            "source `{}`: TLS {}, tokens {tokens}, client certificates {}; files read",
+            src.id,
+            if files.tls.is_some() { "on" } else { "off" },
+            if mtls { "required" } else { "not required" }
+        ));
     }
     Ok(lines)
 }

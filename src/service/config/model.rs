@@ -251,6 +251,17 @@ pub enum SourceKind {
     },
 }
 
+impl SourceKind {
+    /// The TLS and tokens files of a source that listens for other
+    /// hosts (None: the source does not listen).
+    pub fn listener_security(&self) -> Option<&crate::net::SecurityFiles> {
+        match self {
+            SourceKind::Http { security, .. } => Some(security),
+            _ => None,
+        }
+    }
+}
+
 /// A transformation step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepDef {
