@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use service_common::{line_with, number_counts, spawn_logged, wait_for, wait_ready, weir, Guard};
 use weir::testing_http::HttpClient;
 
-const RECORDS: u64 = 10_000;
+const RECORDS: u64 = 20_000;
 const PER_REQUEST: u64 = 50;
 const KILLS: usize = 3;
 
