@@ -49,8 +49,7 @@ use bytes::Bytes;
 
 use super::jetstream_conn::{Msg, SinkConnection};
 use super::Show;
-use crate::dstream::graph::OutputEntry;
-use crate::dstream::{meta, BatchCtx, DStream, Data, EngineError};
+use crate::dstream::{DStream, Data, EngineError};
 pub use crate::nats::NatsAuth;
 use crate::nats::{check_client, ClientSpec, SINK_CLIENT_NAME};
 
@@ -436,41 +435,27 @@ impl<T: Data + Show> DStream<T> {
             problems: vec![format!("save_to_jetstream: {e}")],
         };
         config.validate().map_err(invalid)?;
-        let identity = self.g.data_dir_id().ok_or_else(|| {
+        let identity = self.sink_identity().ok_or_else(|| {
             invalid(JetStreamSinkError::NoDataDir {
                 sink: config.sink_id.clone(),
             })
         })?;
-        let params = vec![("subject", config.subject.clone())];
-        let id = self.g.add_node(meta(
-            "jetstream_sink",
-            vec![self.id],
-            self.slide_ms(),
-            params,
-        ));
-        self.g.set_name(id, &jetstream_sink_op(&config.sink_id));
+        let place = super::ExternalSink {
+            node: "jetstream_sink",
+            output: "save_to_jetstream",
+            name: jetstream_sink_op(&config.sink_id),
+            params: vec![("subject", config.subject.clone())],
+        };
         let stats = Arc::new(JetStreamSinkStats::default());
-        let sink = Arc::new(Sink {
+        let sink = Sink {
             cfg: config,
             identity,
             conn: Mutex::new(None),
             stats: stats.clone(),
-        });
-        let s = self.s.clone();
-        self.g.add_output(OutputEntry {
-            node: id,
-            kind: "save_to_jetstream",
-            slide_ms: self.slide_ms(),
-            run: Arc::new(move |ctx: &BatchCtx| {
-                let d = s.prepare(ctx)?;
-                let parts = ctx.collect(&*d)?;
-                sink.write(ctx.time_ms, ctx.is_replay(), &parts)
-                    .map_err(|e| EngineError::Output {
-                        kind: "save_to_jetstream",
-                        input: ctx.name(id).to_string(),
-                        reason: Box::new(e),
-                    })
-            }),
+        };
+        self.add_external_sink(place, move |time_ms, replay, parts| {
+            sink.write(time_ms, replay, parts)
+                .map_err(|e| -> crate::dstream::BoxError { Box::new(e) })
         })?;
         Ok(stats)
     }

@@ -57,6 +57,62 @@ pub use postgres_conn::{
 };
 pub use postgres_tls::{pg_off_machine_host, PgTls, PgTlsMode};
 
+/// Where an exactly-once sink to an outside system sits in the graph:
+/// its node and operator name (checked against the checkpoint like any
+/// operator's), its output kind for errors, and the parameters that
+/// describe it.
+pub(crate) struct ExternalSink {
+    /// The node kind (`postgres_sink`, `jetstream_sink`).
+    pub(crate) node: &'static str,
+    /// The output kind errors name (`save_to_postgres`, ...).
+    pub(crate) output: &'static str,
+    /// The operator's name (`postgres_sink_op(sink_id)`, ...).
+    pub(crate) name: String,
+    /// Its description's parameters.
+    pub(crate) params: Vec<(&'static str, String)>,
+}
+
+impl<T: Data> DStream<T> {
+    /// The data directory's identity an exactly-once sink fences with
+    /// (None: the context has no data directory).
+    pub(crate) fn sink_identity(&self) -> Option<String> {
+        self.g.data_dir_id()
+    }
+
+    /// Registers an outside sink: its node, its name, and the output
+    /// that hands `write` every batch's records (time, whether a replay,
+    /// the partitions); a failure is the output's error, naming its input.
+    pub(crate) fn add_external_sink(
+        &self,
+        sink: ExternalSink,
+        write: impl Fn(u64, bool, &[Vec<T>]) -> Result<(), BoxError> + Send + Sync + 'static,
+    ) -> Result<(), EngineError> {
+        let id = self.g.add_node(crate::dstream::meta(
+            sink.node,
+            vec![self.id],
+            self.slide_ms(),
+            sink.params,
+        ));
+        self.g.set_name(id, &sink.name);
+        let s = self.s.clone();
+        let kind = sink.output;
+        self.g.add_output(crate::dstream::graph::OutputEntry {
+            node: id,
+            kind,
+            slide_ms: self.slide_ms(),
+            run: Arc::new(move |ctx: &crate::dstream::BatchCtx| {
+                let d = s.prepare(ctx)?;
+                let parts = ctx.collect(&*d)?;
+                write(ctx.time_ms, ctx.is_replay(), &parts).map_err(|reason| EngineError::Output {
+                    kind,
+                    input: ctx.name(id).to_string(),
+                    reason,
+                })
+            }),
+        })
+    }
+}
+
 /// One counter of a sink, for `/metrics` and `/status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct SinkCounter {

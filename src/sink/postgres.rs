@@ -44,8 +44,7 @@ use std::sync::{Arc, Mutex};
 
 use super::postgres_conn::PgWriter;
 use super::postgres_tls::PgTls;
-use crate::dstream::graph::OutputEntry;
-use crate::dstream::{meta, BatchCtx, DStream, Data, EngineError, Text};
+use crate::dstream::{DStream, Data, EngineError, Text};
 
 /// Longest identifier PostgreSQL keeps (NAMEDATALEN - 1), in bytes.
 pub const PG_IDENTIFIER_BYTES_MAX: usize = 63;
@@ -649,42 +648,23 @@ impl<T: Data + PgRow> DStream<T> {
         };
         config.validate().map_err(invalid)?;
         let tls = config.tls.load().map_err(invalid)?;
-        let identity = self.g.data_dir_id().ok_or_else(|| {
+        let identity = self.sink_identity().ok_or_else(|| {
             invalid(PostgresSinkError::NoDataDir {
                 sink: config.sink_id.clone(),
             })
         })?;
-        let params = vec![("table", config.table.clone())];
-        let id = self.g.add_node(meta(
-            "postgres_sink",
-            vec![self.id],
-            self.slide_ms(),
-            params,
-        ));
-        self.g.set_name(id, &postgres_sink_op(&config.sink_id));
+        let place = super::ExternalSink {
+            node: "postgres_sink",
+            output: "save_to_postgres",
+            name: postgres_sink_op(&config.sink_id),
+            params: vec![("table", config.table.clone())],
+        };
         let stats = Arc::new(PostgresSinkStats::default());
-        let writer = Arc::new(Mutex::new(PgWriter::new(
-            config,
-            tls,
-            identity,
-            stats.clone(),
-        )));
-        let s = self.s.clone();
-        self.g.add_output(OutputEntry {
-            node: id,
-            kind: "save_to_postgres",
-            slide_ms: self.slide_ms(),
-            run: Arc::new(move |ctx: &BatchCtx| {
-                let d = s.prepare(ctx)?;
-                let parts = ctx.collect(&*d)?;
-                let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
-                w.write(ctx.time_ms, &parts)
-                    .map_err(|e| EngineError::Output {
-                        kind: "save_to_postgres",
-                        input: ctx.name(id).to_string(),
-                        reason: Box::new(e),
-                    })
-            }),
+        let writer = Mutex::new(PgWriter::new(config, tls, identity, stats.clone()));
+        self.add_external_sink(place, move |time_ms, _replay, parts| {
+            let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+            w.write(time_ms, parts)
+                .map_err(|e| -> crate::dstream::BoxError { Box::new(e) })
         })?;
         Ok(stats)
     }
