@@ -179,15 +179,14 @@ async fn serve<I>(c: Conn, io: I, admitted: Admitted, mut stop: watch::Receiver<
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (slot, busy) = match admitted {
+    // A refused connection holds its overflow permit until it closes, so
+    // at most `connections_max` of them are answered at once.
+    let (slot, busy, _overflow) = match admitted {
         Ok((permit, mut slot)) => {
             slot.greeted();
-            (Some(Arc::new((permit, slot))), None)
+            (Some(Arc::new((permit, slot))), None, None)
         }
-        Err((permit, why)) => {
-            drop(permit);
-            (None, Some(why))
-        }
+        Err((permit, why)) => (None, Some(why), Some(permit)),
     };
     let h = c.limits().clone();
     let mut b = hyper::server::conn::http1::Builder::new();
