@@ -389,10 +389,20 @@ fn tokens_on_loopback_are_enforced_everywhere_and_reloaded() {
     let s = Setup::new();
     let (mut g, addr, rx) =
         s.run("http_address = \"127.0.0.1:0\"\nhttp_tokens_file = \"tokens\"\n");
-    for path in ["/", "/status", "/metrics", "/nope"] {
+    for path in ["/status", "/metrics", "/nope"] {
         let r = plain(&addr, &get(path, None));
         assert!(r.starts_with("HTTP/1.1 401"), "{path}: {r}");
     }
+    // The page holds no data: a browser loads it and asks for the token.
+    let r = plain(&addr, &get("/", None));
+    assert!(
+        r.starts_with("HTTP/1.1 200 OK") && r.contains("id=\"login\""),
+        "{r}"
+    );
+    assert!(
+        r.contains("Authorization") && r.contains("sessionStorage"),
+        "{r}"
+    );
     let r = plain(&addr, &get("/metrics", Some(TOKEN)));
     assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
     let head = plain(

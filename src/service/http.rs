@@ -14,8 +14,11 @@
 //! (the token's name from the file, or `anonymous`; routes `/`,
 //! `/status`, `/metrics`, `other`) and logged with the same fields.
 //! Must never: change state (GET and HEAD only, others `405`), answer
-//! without a valid token when tokens are configured, log a token, or
-//! listen off loopback without TLS and tokens (`daemon.rs` checks).
+//! `/status` or `/metrics` without a valid token when tokens are
+//! configured (the page at `/` holds no data and is served to anyone who
+//! reaches the endpoint, so a browser can load it and ask for the token),
+//! log a token, or listen off loopback without TLS and tokens (`daemon.rs`
+//! checks).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -180,8 +183,13 @@ fn respond(ep: &Endpoint, req: &Request<Incoming>, busy: bool) -> (Response<Full
         let name = ANONYMOUS.to_string();
         return (text(StatusCode::SERVICE_UNAVAILABLE, "busy: too many connections\n"), name);
     }
+    // The page itself holds no pipeline data (it reads /status with the
+    // token the user types in): a browser, which cannot send a bearer
+    // header when it navigates, can load it.
+    let page = route(req.uri().path()) == "/" && (req.method() == Method::GET || req.method() == Method::HEAD);
     let name = match ep.security.tokens() {
         None => ANONYMOUS.to_string(),
+        Some(_) if page => ANONYMOUS.to_string(),
         Some(tokens) => match tokens.authorize(req.headers().get(AUTHORIZATION).map(|v| v.as_bytes())) {
             Auth::Named(n) => n,
             Auth::Missing => {
