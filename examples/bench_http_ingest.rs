@@ -16,17 +16,15 @@
 //! (default 1000000 records per run, split between the connections).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use weir::ingest::{payload, HttpLimits, IngestConfig, Protocol};
+use weir::ingest::{HttpLimits, IngestConfig, Protocol};
 use weir::testing_http::HttpClient;
-use weir::StreamingContext;
 
-#[path = "support/binary_producer.rs"]
-mod binary_producer;
-use binary_producer::{produce, RECORD_BYTES};
+#[path = "support/ingest_bench.rs"]
+mod ingest_bench;
+use ingest_bench::{counting_server, produce, RECORD_BYTES};
 
 const RECORDS_PER_REQUEST: u64 = 100;
 const CONNECTIONS: usize = 8;
@@ -52,35 +50,6 @@ fn post(addr: SocketAddr, id: String, n: u64) -> Vec<Duration> {
     lat
 }
 
-/// A context with a counting pipeline on a stream of `cfg`; returns it,
-/// the address and the counter.
-fn server(
-    dir: &std::path::Path,
-    cfg: IngestConfig,
-) -> (StreamingContext, SocketAddr, Arc<AtomicU64>) {
-    let ssc = StreamingContext::builder()
-        .data_dir(dir)
-        .batch_interval(Duration::from_millis(200))
-        .batch_records_max(2_000_000)
-        .parallelism(2)
-        .build()
-        .expect("context");
-    let s = ssc
-        .ingest_stream_with("bench", cfg, payload)
-        .expect("ingest stream");
-    let counted = Arc::new(AtomicU64::new(0));
-    let c = counted.clone();
-    s.stream
-        .count()
-        .foreach_batch(move |_, n| {
-            c.fetch_add(n.iter().sum::<u64>(), Ordering::Relaxed);
-            Ok(())
-        })
-        .expect("sink");
-    ssc.start().expect("start");
-    (ssc, s.local_addr, counted)
-}
-
 /// Runs `producers` producer threads of `per` records each against a
 /// fresh server; prints and returns records/s.
 fn run(what: &str, http: bool, frame: usize, total: u64) -> f64 {
@@ -89,7 +58,7 @@ fn run(what: &str, http: bool, frame: usize, total: u64) -> f64 {
     if http {
         cfg.protocol = Protocol::Http(HttpLimits::default());
     }
-    let (ssc, addr, counted) = server(dir.path(), cfg);
+    let (ssc, addr, counted) = counting_server(dir.path(), cfg);
     let per = total / CONNECTIONS as u64 / RECORDS_PER_REQUEST * RECORDS_PER_REQUEST;
     let t = Instant::now();
     let handles: Vec<_> = (0..CONNECTIONS)

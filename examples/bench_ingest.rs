@@ -10,51 +10,26 @@
 //! Run: `cargo run --release --example bench_ingest [RECORDS_PER_PRODUCER_RUN]`
 //! (default 2000000 records in total per run, split between producers).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use weir::ingest::{payload, IngestConfig};
-use weir::StreamingContext;
+use weir::ingest::IngestConfig;
 
-#[path = "support/binary_producer.rs"]
-mod binary_producer;
-use binary_producer::{produce, RECORD_BYTES};
+#[path = "support/ingest_bench.rs"]
+mod ingest_bench;
+use ingest_bench::{counting_server, produce, RECORD_BYTES};
 
 const RECORDS_PER_FRAME: usize = 2000;
 const FRAMES_IN_FLIGHT: usize = 8;
 
 fn run(producers: usize, total: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ssc = StreamingContext::builder()
-        .data_dir(dir.path())
-        .batch_interval(Duration::from_millis(200))
-        .batch_records_max(2_000_000)
-        .parallelism(2)
-        .build()
-        .expect("context");
-    let s = ssc
-        .ingest_stream_with(
-            "bench",
-            IngestConfig::new("127.0.0.1:0".parse().expect("addr")),
-            payload,
-        )
-        .expect("ingest stream");
-    let counted = Arc::new(AtomicU64::new(0));
-    let c = counted.clone();
-    s.stream
-        .count()
-        .foreach_batch(move |_, n| {
-            c.fetch_add(n.iter().sum::<u64>(), Ordering::Relaxed);
-            Ok(())
-        })
-        .expect("sink");
-    ssc.start().expect("start");
+    let cfg = IngestConfig::new("127.0.0.1:0".parse().expect("addr"));
+    let (ssc, addr, counted) = counting_server(dir.path(), cfg);
     let per = total / producers as u64;
     let t = Instant::now();
     let handles: Vec<_> = (0..producers)
         .map(|i| {
-            let addr = s.local_addr;
             std::thread::spawn(move || {
                 produce(
                     addr,

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pg_common::Pg;
-use service_common::{spawn_logged, wait_ready, weir, Guard};
+use service_common::{free_port, post_until_stored, spawn_logged, wait_ready, weir, Guard};
 use weir::testing_http::HttpClient;
 
 const SENSORS: u64 = 5;
@@ -88,7 +88,8 @@ fn start(p: &std::path::Path, data: &std::path::Path) -> Guard {
     g
 }
 
-/// Posts request `k` until it is answered 200, retrying it as it was.
+/// Posts request `k` (readings `k*50 ..`, sequence `k*50`) until it is
+/// stored.
 fn post(addr: SocketAddr, k: u64, c: &mut Option<HttpClient>, give_up: Instant) {
     let body: String = (k * PER_REQUEST..(k + 1) * PER_REQUEST)
         .map(|i| {
@@ -96,34 +97,8 @@ fn post(addr: SocketAddr, k: u64, c: &mut Option<HttpClient>, give_up: Instant) 
             format!("{{\"sensor\":\"{s}\",\"kwh\":{kwh}}}\n")
         })
         .collect();
-    while Instant::now() < give_up {
-        if c.is_none() {
-            *c = HttpClient::connect(addr).ok();
-        }
-        let Some(client) = c.as_mut() else {
-            std::thread::sleep(Duration::from_millis(10));
-            continue;
-        };
-        match client.post(
-            "/v1/streams/readings",
-            Some(("meter", k * PER_REQUEST)),
-            None,
-            body.as_bytes(),
-        ) {
-            Ok(r) if r.code == 200 => return,
-            Ok(r) => {
-                assert!(
-                    r.code == 429 || r.code == 503,
-                    "request {k}: {} {}",
-                    r.code,
-                    r.body
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(_) => *c = None,
-        }
-    }
-    panic!("request {k} was never stored");
+    let seq = ("meter", k * PER_REQUEST);
+    post_until_stored(addr, "/v1/streams/readings", seq, &body, c, give_up);
 }
 
 #[test]
@@ -136,11 +111,7 @@ fn http_to_postgres_through_sigkills_sums_every_reading_once() {
          CREATE TABLE sensor_last_minute (sensor text PRIMARY KEY, kwh bigint NOT NULL)",
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = free_port();
     let p = pipeline(dir.path(), port, &pg);
     let data = dir.path().join("data");
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();

@@ -12,7 +12,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use service_common::{line_with, number_counts, spawn_logged, wait_for, wait_ready, weir, Guard};
+use service_common::{
+    free_port, line_with, number_counts, post_until_stored, spawn_logged, wait_for, wait_ready,
+    weir, Guard,
+};
 use weir::testing_http::HttpClient;
 
 const RECORDS: u64 = 20_000;
@@ -40,11 +43,6 @@ prefix = "out/records"
     p
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 fn start(p: &Path, data: &Path) -> (Guard, std::sync::mpsc::Receiver<String>) {
     let (mut g, rx) = spawn_logged(weir().arg("run").arg(p).arg("--data-dir").arg(data));
     line_with(&rx, "HTTP ingest listening");
@@ -53,45 +51,19 @@ fn start(p: &Path, data: &Path) -> (Guard, std::sync::mpsc::Receiver<String>) {
 }
 
 /// Posts request `k` (records `k*50+1 ..= k*50+50`, sequence `k*50`)
-/// until it is answered 200 (retrying it as it was after any failure, as
-/// a producer that lost the answer does); false if `give_up` says so.
-fn post_until_stored(
-    addr: SocketAddr,
-    k: u64,
-    c: &mut Option<HttpClient>,
-    give_up: Instant,
-) -> bool {
+/// until it is stored.
+fn post(addr: SocketAddr, k: u64, c: &mut Option<HttpClient>, give_up: Instant) {
     let body: String = (k * PER_REQUEST + 1..=(k + 1) * PER_REQUEST)
         .map(|i| format!("{i}\n"))
         .collect();
-    while Instant::now() < give_up {
-        if c.is_none() {
-            *c = HttpClient::connect(addr).ok();
-        }
-        let Some(client) = c.as_mut() else {
-            std::thread::sleep(Duration::from_millis(10));
-            continue;
-        };
-        match client.post(
-            "/v1/streams/events",
-            Some(("p", k * PER_REQUEST)),
-            None,
-            body.as_bytes(),
-        ) {
-            Ok(r) if r.code == 200 => return true,
-            Ok(r) => {
-                assert!(
-                    r.code == 429 || r.code == 503,
-                    "request {k}: {} {}",
-                    r.code,
-                    r.body
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(_) => *c = None,
-        }
-    }
-    false
+    post_until_stored(
+        addr,
+        "/v1/streams/events",
+        ("p", k * PER_REQUEST),
+        &body,
+        c,
+        give_up,
+    );
 }
 
 #[test]
@@ -108,10 +80,7 @@ fn sigkill_while_posting_loses_and_doubles_nothing() {
         let mut c = None;
         let give_up = Instant::now() + Duration::from_secs(240);
         for k in 0..requests {
-            assert!(
-                post_until_stored(addr, k, &mut c, give_up),
-                "request {k} never stored"
-            );
+            post(addr, k, &mut c, give_up);
             progress.store(k + 1, std::sync::atomic::Ordering::Release);
         }
     });

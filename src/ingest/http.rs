@@ -123,12 +123,7 @@ pub(super) async fn accept_loop(
             }
         }
     }
-    let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    tasks.abort_all();
+    super::store::drain(tasks, stop_tx, DRAIN_TIMEOUT).await;
     Ok(())
 }
 

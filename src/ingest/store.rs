@@ -279,3 +279,15 @@ impl Housekeeping {
         server.parts[0].ctx.is_stopping() || lock(&server.fatal).is_some()
     }
 }
+
+/// Ends the accept loop's connections: tells them to stop, waits up to
+/// `drain` for them to finish their requests, then drops the rest.
+pub(super) async fn drain(
+    mut tasks: tokio::task::JoinSet<()>,
+    stop: tokio::sync::watch::Sender<bool>,
+    drain: Duration,
+) {
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
+    tasks.abort_all();
+}

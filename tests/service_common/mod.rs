@@ -252,3 +252,48 @@ pub fn status_address(rx: &mpsc::Receiver<String>) -> String {
         .expect("address in the log line")
         .to_string()
 }
+
+/// A loopback port free a moment ago (for a process that must be
+/// restarted on the same port).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// Posts `body` to `path` as `producer` from `seq` until it is answered
+/// 200, retrying it as it was after any failure (a connection refused or
+/// reset while weir restarts, `429`, `503`), as a producer that lost the
+/// answer does; reconnects through `c`. Panics on any other answer, and
+/// when `give_up` passes.
+pub fn post_until_stored(
+    addr: std::net::SocketAddr,
+    path: &str,
+    (producer, seq): (&str, u64),
+    body: &str,
+    c: &mut Option<weir::testing_http::HttpClient>,
+    give_up: Instant,
+) {
+    while Instant::now() < give_up {
+        if c.is_none() {
+            *c = weir::testing_http::HttpClient::connect(addr).ok();
+        }
+        let Some(client) = c.as_mut() else {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        match client.post(path, Some((producer, seq)), None, body.as_bytes()) {
+            Ok(r) if r.code == 200 => return,
+            Ok(r) => {
+                assert!(
+                    r.code == 429 || r.code == 503,
+                    "{producer} from {seq}: {} {}",
+                    r.code,
+                    r.body
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(_) => *c = None,
+        }
+    }
+    panic!("{producer} from {seq}: never stored");
+}

@@ -1,11 +1,18 @@
-//! The benchmarks' binary-protocol producer (`bench_ingest`,
-//! `bench_http_ingest`): HELLO, then DATA frames of `records_per_frame`
-//! records of [`RECORD_BYTES`] bytes, at most `frames_in_flight`
-//! unacknowledged, until `n` records are acknowledged.
+//! What the ingest benchmarks share (`bench_ingest`,
+//! `bench_http_ingest`): the binary-protocol producer (HELLO, then DATA
+//! frames of `records_per_frame` records of [`RECORD_BYTES`] bytes, at
+//! most `frames_in_flight` unacknowledged, until `n` records are
+//! acknowledged) and the server behind both (an ingest stream whose
+//! pipeline counts its records, 200 ms batches).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use weir::ingest::{payload, IngestConfig};
+use weir::StreamingContext;
 
 use weir::ingest::proto::{
     decode_server_frame, encode_data, encode_hello, encode_preamble, ServerFrame,
@@ -74,4 +81,33 @@ pub fn produce(
         }
     }
     lat
+}
+
+/// A context with a counting pipeline on a stream of `cfg`; returns it,
+/// the address and the counter.
+pub fn counting_server(
+    dir: &std::path::Path,
+    cfg: IngestConfig,
+) -> (StreamingContext, SocketAddr, Arc<AtomicU64>) {
+    let ssc = StreamingContext::builder()
+        .data_dir(dir)
+        .batch_interval(Duration::from_millis(200))
+        .batch_records_max(2_000_000)
+        .parallelism(2)
+        .build()
+        .expect("context");
+    let s = ssc
+        .ingest_stream_with("bench", cfg, payload)
+        .expect("ingest stream");
+    let counted = Arc::new(AtomicU64::new(0));
+    let c = counted.clone();
+    s.stream
+        .count()
+        .foreach_batch(move |_, n| {
+            c.fetch_add(n.iter().sum::<u64>(), Ordering::Relaxed);
+            Ok(())
+        })
+        .expect("sink");
+    ssc.start().expect("start");
+    (ssc, s.local_addr, counted)
 }
