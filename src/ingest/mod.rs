@@ -16,7 +16,9 @@
 //!   scan) and its snapshot `DATA_DIR/wal/<name>.producers`, saved by the
 //!   release hook before WAL segments are deleted.
 //! - `server.rs` — [`IngestServer`] (a `Receiver` running a 2-thread tokio
-//!   runtime) and [`IngestConfig`]: accept loop, connections, store then ack.
+//!   runtime) and [`IngestConfig`]: accept loop, connections, store then
+//!   ack; `server_tls.rs` — its TLS handshake (a plain-text client told to
+//!   use TLS).
 //! - `config.rs` — [`IngestConfig`], its ceilings and its validation.
 //! - `parts.rs` — the partitions of a stream (a log and a producer table
 //!   each) and which one a producer sticks to.
@@ -49,6 +51,7 @@ mod parts;
 mod pressure;
 mod producers;
 mod server;
+mod server_tls;
 mod store;
 
 pub use client::{feed, FeedConfig, FeedError, FeedReport, Progress};

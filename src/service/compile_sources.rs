@@ -70,6 +70,18 @@ impl ReceiverCounters {
         }
     }
 
+    /// An ingest source's connections: `(token name, outcome, count)`.
+    pub fn connections(&self) -> Vec<(String, String, u64)> {
+        match self {
+            ReceiverCounters::Ingest(s) => s
+                .connections()
+                .into_iter()
+                .map(|(t, o, n)| (t, o.to_string(), n))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// An HTTP ingest source's requests: `(token name, code, count)`.
     pub fn requests(&self) -> Vec<(String, u16, u64)> {
         match self {
