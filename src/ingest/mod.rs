@@ -27,7 +27,9 @@
 //! - `pressure.rs` — per-address connection limits, [`IngestStats`]
 //!   (refusals by reason, table size, expiries) and the once-a-minute
 //!   summary line.
-//! - `client.rs` — [`feed`], the client behind `weir feed`.
+//! - `client.rs` — [`feed`], the client behind `weir feed`; its
+//!   connections (TCP or TLS, the token, HELLO, the reader thread) in
+//!   `client_conn.rs`.
 //! - `error.rs` — [`IngestError`] (the client's is [`FeedError`]).
 //!
 //! Limits: those of [`IngestConfig`] (server), [`Limits`] (wire) and
@@ -39,6 +41,7 @@
 
 internal! {
     mod client;
+    mod client_conn;
     mod proto;
     mod records;
 }
@@ -54,7 +57,7 @@ mod server;
 mod server_tls;
 mod store;
 
-pub use client::{feed, FeedConfig, FeedError, FeedReport, Progress};
+pub use client::{feed, FeedConfig, FeedError, FeedReport, FeedTls, FeedToken, Progress};
 pub use config::{
     HttpLimits, IngestConfig, Protocol, CONNECTIONS_CEILING, HELLO_TIMEOUT_CEILING_MS,
     HTTP_BODY_BYTES_CEILING, HTTP_RECORDS_PER_REQUEST_CEILING, PRODUCERS_CEILING,
