@@ -1,13 +1,14 @@
-//! Property tests of the ingest protocol codec against a model (the list
-//! of frames that was encoded): whatever the records, and wherever the
-//! byte stream is split into reads, the decoder yields exactly those
-//! frames; any single flipped byte is refused (CRC or layout), never
-//! silently accepted as different data.
+//! Property tests of the ingest protocol codec against a model (the
+//! token, producer and list of frames that were encoded): whatever the
+//! records, with or without an AUTH frame, and wherever the byte stream
+//! is split into reads, the decoder yields exactly those frames; any
+//! single flipped byte is refused (CRC or layout), never silently
+//! accepted as different data.
 
 use proptest::prelude::*;
 use weir::ingest::proto::{
-    encode_data, encode_hello, encode_preamble, ClientDecoder, ClientFrame, FrameBuffer, Limits,
-    ProtoError,
+    encode_auth, encode_data, encode_hello, encode_preamble, ClientDecoder, ClientFrame,
+    FrameBuffer, Limits, ProtoError,
 };
 
 const LIMITS: Limits = Limits {
@@ -19,9 +20,21 @@ const LIMITS: Limits = Limits {
 
 type Frames = Vec<(u64, Vec<Vec<u8>>)>;
 
-fn encode(producer: &[u8], first: u64, frames: &[Vec<Vec<u8>>]) -> (Vec<u8>, Frames) {
+/// What a stream decodes to: the token (if an AUTH came), the producer,
+/// the DATA frames and the bytes left undecoded.
+type Decoded = (Option<Vec<u8>>, Vec<u8>, Frames, usize);
+
+fn encode(
+    token: Option<&[u8]>,
+    producer: &[u8],
+    first: u64,
+    frames: &[Vec<Vec<u8>>],
+) -> (Vec<u8>, Frames) {
     let mut b = Vec::new();
     encode_preamble(&mut b);
+    if let Some(t) = token {
+        encode_auth(&mut b, t);
+    }
     encode_hello(&mut b, producer);
     let mut seq = first;
     let mut model = Vec::new();
@@ -33,11 +46,12 @@ fn encode(producer: &[u8], first: u64, frames: &[Vec<Vec<u8>>]) -> (Vec<u8>, Fra
     (b, model)
 }
 
-/// Feeds `bytes` in chunks of the given sizes; returns producer, frames
-/// decoded and bytes left undecoded, or the first error.
-fn decode_split(bytes: &[u8], chunks: &[usize]) -> Result<(Vec<u8>, Frames, usize), ProtoError> {
+/// Feeds `bytes` in chunks of the given sizes; returns token, producer,
+/// frames decoded and bytes left undecoded, or the first error.
+fn decode_split(bytes: &[u8], chunks: &[usize]) -> Result<Decoded, ProtoError> {
     let mut d = ClientDecoder::new(LIMITS);
     let mut buf = FrameBuffer::new(LIMITS.buffer_bytes());
+    let mut token = None;
     let mut producer = Vec::new();
     let mut frames = Vec::new();
     let mut fed = 0;
@@ -49,6 +63,7 @@ fn decode_split(bytes: &[u8], chunks: &[usize]) -> Result<(Vec<u8>, Frames, usiz
         while let Some((f, n)) = d.decode(buf.data())? {
             match f {
                 ClientFrame::Preamble => {}
+                ClientFrame::Auth { token: t } => token = Some(t.to_vec()),
                 ClientFrame::Hello { producer: p } => producer = p.to_vec(),
                 ClientFrame::Data(data) => {
                     frames.push((data.first_seq, data.records().map(<[u8]>::to_vec).collect()))
@@ -57,7 +72,7 @@ fn decode_split(bytes: &[u8], chunks: &[usize]) -> Result<(Vec<u8>, Frames, usiz
             buf.consume(n);
         }
     }
-    Ok((producer, frames, buf.data().len()))
+    Ok((token, producer, frames, buf.data().len()))
 }
 
 fn frames_strategy() -> impl Strategy<Value = Vec<Vec<Vec<u8>>>> {
@@ -72,16 +87,18 @@ proptest! {
 
     #[test]
     fn any_split_decodes_the_same_frames(
+        token in prop::option::of(prop::collection::vec(any::<u8>(), 1..=300)),
         producer in prop::collection::vec(any::<u8>(), 1..=16),
         first in 0u64..1_000_000,
         frames in frames_strategy(),
         chunks in prop::collection::vec(1usize..200, 1..20),
     ) {
-        let (bytes, model) = encode(&producer, first, &frames);
+        let (bytes, model) = encode(token.as_deref(), &producer, first, &frames);
         let whole = decode_split(&bytes, &[bytes.len()]).expect("decodes whole");
-        prop_assert_eq!(&whole.0, &producer);
-        prop_assert_eq!(&whole.1, &model);
-        prop_assert_eq!(whole.2, 0, "bytes left over after a whole stream");
+        prop_assert_eq!(&whole.0, &token);
+        prop_assert_eq!(&whole.1, &producer);
+        prop_assert_eq!(&whole.2, &model);
+        prop_assert_eq!(whole.3, 0, "bytes left over after a whole stream");
         let split = decode_split(&bytes, &chunks).expect("decodes split");
         prop_assert_eq!(split, whole);
     }
@@ -92,7 +109,7 @@ proptest! {
         at in any::<prop::sample::Index>(),
         bit in 0u8..8,
     ) {
-        let (mut bytes, model) = encode(b"prod", 0, &frames);
+        let (mut bytes, model) = encode(Some(b"tok-0123456789abcdef"), b"prod", 0, &frames);
         let i = at.index(bytes.len());
         bytes[i] ^= 1 << bit;
         match decode_split(&bytes, &[7]) {
@@ -100,7 +117,7 @@ proptest! {
             // A flip can only pass if it made the stream end early inside
             // a frame (a length grew): then fewer frames came out, each
             // equal to the model's.
-            Ok((p, got, left)) => {
+            Ok((_, p, got, left)) => {
                 // The frame cut short may be the HELLO itself: then no
                 // producer was decoded, and no data frame either.
                 prop_assert!(

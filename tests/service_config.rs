@@ -293,7 +293,7 @@ fn mistakes_are_located_with_key_expected_and_hint() {
     assert_eq!((e.line, e.key.as_str()), (4, "source[0].path"));
     assert_eq!(
         e.expected,
-        "only keys that apply to kind = \"ingest\" (address, rate_max, connections_max, connections_per_address_max, handshakes_per_address_max, hello_timeout_ms, producers_max, producers_idle_ms_max, partitions)"
+        "only keys that apply to kind = \"ingest\" (address, rate_max, connections_max, connections_per_address_max, handshakes_per_address_max, hello_timeout_ms, producers_max, producers_idle_ms_max, partitions, tls_cert_file, tls_key_file, tls_client_ca_file, tokens_file)"
     );
     // The ingest limits: accepted at their ceiling, refused above it.
     let ingest = |kv: &str| {

@@ -4,17 +4,18 @@
 //! From the input: raw bytes (fed to the server-side decoder, the client's
 //! server-frame decoder, the stored-record and the snapshot decoders: each
 //! must return a frame, "need more" or a typed error, never panic), a
-//! producer id, frames of records, and split points. The encoded stream
-//! (preamble, HELLO, DATA frames) is pushed through a `FrameBuffer` in
-//! input-chosen chunks and must decode to exactly the records encoded.
+//! producer id, a token, frames of records, and split points. The encoded
+//! stream (preamble, AUTH when the token is not empty, HELLO, DATA frames)
+//! is pushed through a `FrameBuffer` in input-chosen chunks and must
+//! decode to exactly the token, producer and records encoded.
 
 #![no_main]
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use weir::ingest::proto::{
-    decode_server_frame, encode_data, encode_hello, encode_preamble, ClientDecoder, ClientFrame,
-    FrameBuffer, Limits,
+    decode_server_frame, encode_auth, encode_data, encode_hello, encode_preamble, ClientDecoder,
+    ClientFrame, FrameBuffer, Limits,
 };
 use weir::ingest::records::{decode_snapshot, decode_stored};
 
@@ -22,6 +23,7 @@ use weir::ingest::records::{decode_snapshot, decode_stored};
 struct Input {
     raw: Vec<u8>,
     producer: Vec<u8>,
+    token: Vec<u8>,
     first_seq: u32,
     frames: Vec<Vec<Vec<u8>>>,
     splits: Vec<u16>,
@@ -67,8 +69,15 @@ fuzz_target!(|input: Input| {
                 .collect()
         })
         .collect();
+    // At most 4096 bytes (the wire's limit), and well within this
+    // target's frame_bytes_max (8192).
+    let mut token = input.token.clone();
+    token.truncate(4096);
     let mut bytes = Vec::new();
     encode_preamble(&mut bytes);
+    if !token.is_empty() {
+        encode_auth(&mut bytes, &token);
+    }
     encode_hello(&mut bytes, &producer);
     let mut seq = u64::from(input.first_seq);
     for f in &frames {
@@ -78,6 +87,7 @@ fuzz_target!(|input: Input| {
     let mut d = ClientDecoder::new(limits);
     let mut buf = FrameBuffer::new(limits.buffer_bytes());
     let mut got_producer = None;
+    let mut got_token = None;
     let mut got: Vec<(u64, Vec<Vec<u8>>)> = Vec::new();
     let mut fed = 0;
     let mut split = input.splits.iter().cycle();
@@ -91,6 +101,10 @@ fuzz_target!(|input: Input| {
             let n = match d.decode(buf.data()).expect("well-formed input decodes") {
                 None => break,
                 Some((ClientFrame::Preamble, n)) => n,
+                Some((ClientFrame::Auth { token }, n)) => {
+                    got_token = Some(token.to_vec());
+                    n
+                }
                 Some((ClientFrame::Hello { producer }, n)) => {
                     got_producer = Some(producer.to_vec());
                     n
@@ -105,6 +119,7 @@ fuzz_target!(|input: Input| {
     }
     assert!(buf.is_empty());
     assert_eq!(got_producer.as_deref(), Some(producer.as_slice()));
+    assert_eq!(got_token, (!token.is_empty()).then_some(token));
     let mut seq = u64::from(input.first_seq);
     let want: Vec<(u64, Vec<Vec<u8>>)> = frames
         .iter()

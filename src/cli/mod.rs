@@ -111,6 +111,10 @@ pub(crate) enum Command {
     /// failures; exits 0 only when every line is acknowledged (durable).
     ///
     /// Example: weir feed 127.0.0.1:7070 events.log --producer host-a
+    ///
+    /// Over TLS with a token (a server off this machine):
+    /// weir feed ingest.example:7070 events.log --producer host-a
+    /// --tls-ca ca.pem --token-file ~/.weir-token
     Feed(FeedArgs),
     /// Read a key-value table (written by `save_to_kv`) of a stopped data
     /// directory.

@@ -18,18 +18,26 @@
 //! (`backoff_initial` 50 ms to `backoff_max` 2 s) and gives up when
 //! `retry_time_max` (default 120 s) passes with no new acknowledgement.
 //!
+//! With [`FeedConfig::tls`] every connection is TLS and with
+//! [`FeedConfig::token`] it shows the token before its HELLO
+//! (`client_conn.rs`); a refused certificate or token ends the feed at
+//! once (a retry would fail the same way).
+//!
 //! Must never: report success before the server acknowledged every record,
-//! hold unbounded input, or connect anywhere the caller did not name.
+//! hold unbounded input, connect anywhere the caller did not name, or send
+//! the token in plain text to an address off this machine.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use super::client_conn::{connect, ended_by, Conn, Ended, FromServer, ServerLimits, Session};
+pub use super::client_conn::{FeedTls, FeedToken};
 use super::proto::{
-    decode_server_frame, encode_data, encode_hello, encode_preamble, ErrorCode, FrameBuffer,
-    ServerFrame, FRAME_HEADER_BYTES, PRODUCER_ID_WIRE_MAX, SERVER_FRAME_BYTES_MAX,
+    encode_data, ErrorCode, ServerFrame, FRAME_HEADER_BYTES, PRODUCER_ID_WIRE_MAX,
 };
 
 /// The input's read buffer.
@@ -111,6 +119,65 @@ pub enum FeedError {
     /// which).
     #[error("bad producer id: {0}")]
     Producer(String),
+    /// The TLS handshake failed in a way a retry cannot fix (a certificate,
+    /// a name, a client certificate the server refused, no TLS there).
+    #[error("TLS with {addr} failed ({why}): {hint}")]
+    Tls {
+        /// The server's address.
+        addr: SocketAddr,
+        /// rustls's reason.
+        why: String,
+        /// What to look at, in words.
+        hint: &'static str,
+    },
+    /// A TLS file (authority, client certificate or key) cannot be read.
+    #[error("cannot read {what} {}: {source}; check the path and that this user may read it", path.display())]
+    File {
+        /// Which file (e.g. "the TLS authority file (--tls-ca)").
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A TLS file holds no usable certificate or key, or they do not match.
+    #[error(transparent)]
+    TlsFiles(Box<crate::net::TlsError>),
+    /// A client certificate without its key, or the other way round.
+    #[error("a client certificate needs its key: give --tls-cert and --tls-key together")]
+    ClientCertificate,
+    /// The server name is neither a DNS name nor an IP address.
+    #[error("`{name}` is not a server name TLS can check: give a DNS name or an IP address (--tls-server-name)")]
+    ServerName {
+        /// The name given.
+        name: String,
+    },
+    /// The token cannot be used (its text is never shown).
+    #[error("the token from {from} cannot be used: {why}")]
+    Token {
+        /// Where it came from ("the file ...", "WEIR_TOKEN").
+        from: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A token would travel in plain text to a server off this machine.
+    #[error("refusing to send the token in plain text to {addr}, off this machine: connect with TLS (--tls-ca FILE)")]
+    Plaintext {
+        /// The server's address.
+        addr: SocketAddr,
+    },
+    /// The server requires a token and this feed sent none.
+    #[error("the server at {addr} requires a token and this feed sent none: give --token-file FILE or set WEIR_TOKEN (a token of the server's tokens_file)")]
+    TokenMissing {
+        /// The server's address.
+        addr: SocketAddr,
+    },
+    /// The server does not accept the token this feed sent.
+    #[error("the server at {addr} does not accept this feed's token (forbidden): it is not in the server's tokens_file; check --token-file or WEIR_TOKEN")]
+    TokenRefused {
+        /// The server's address.
+        addr: SocketAddr,
+    },
 }
 
 /// How progress is shown.
@@ -157,6 +224,11 @@ pub struct FeedConfig {
     pub progress_interval: Duration,
     /// Input size in bytes if known (a file), for the bar's percentage.
     pub input_bytes: Option<u64>,
+    /// TLS to the server (None: plain TCP).
+    pub tls: Option<FeedTls>,
+    /// The bearer token sent in an AUTH frame before the HELLO (None:
+    /// none). Without TLS only to an address on this machine.
+    pub token: Option<FeedToken>,
 }
 
 impl FeedConfig {
@@ -177,6 +249,8 @@ impl FeedConfig {
             progress: Progress::Quiet,
             progress_interval: Duration::from_secs(1),
             input_bytes: None,
+            tls: None,
+            token: None,
         }
     }
 }
@@ -265,160 +339,10 @@ impl<R: Read> Lines<R> {
     }
 }
 
-/// Messages from a connection's reader thread.
-enum FromServer {
-    Frame(ServerFrame),
-    Closed(String),
-}
-
-/// A live connection: the socket for writing, acks from the reader thread.
-struct Conn {
-    sock: TcpStream,
-    rx: mpsc::Receiver<FromServer>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        let _ = self.sock.shutdown(std::net::Shutdown::Both);
-        if let Some(h) = self.reader.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-fn read_frames(mut sock: TcpStream, tx: mpsc::Sender<FromServer>) {
-    let mut buf = FrameBuffer::new(FRAME_HEADER_BYTES + SERVER_FRAME_BYTES_MAX as usize);
-    loop {
-        loop {
-            match decode_server_frame(buf.data()) {
-                Ok(None) => break,
-                Ok(Some((f, n))) => {
-                    buf.consume(n);
-                    let last = matches!(f, ServerFrame::Error { .. });
-                    if tx.send(FromServer::Frame(f)).is_err() || last {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.send(FromServer::Closed(format!(
-                        "bad frame from the server: {e}"
-                    )));
-                    return;
-                }
-            }
-        }
-        match sock.read(buf.spare()) {
-            Ok(0) => {
-                let _ = tx.send(FromServer::Closed(
-                    "the server closed the connection".into(),
-                ));
-                return;
-            }
-            Ok(n) => buf.filled(n),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                let _ = tx.send(FromServer::Closed(format!("reading from the server: {e}")));
-                return;
-            }
-        }
-    }
-}
-
-/// Limits the server announced.
-#[derive(Debug, Clone, Copy)]
-struct ServerLimits {
-    record_bytes_max: usize,
-    records_per_frame_max: usize,
-    frame_bytes_max: usize,
-}
-
-/// Why a connection ended (the feed decides whether to retry).
-enum Ended {
-    Retry(String),
-    Fatal(FeedError),
-}
-
-impl From<FeedError> for Ended {
-    fn from(e: FeedError) -> Self {
-        Ended::Fatal(e)
-    }
-}
-
-fn connect(
-    addr: SocketAddr,
-    producer: &[u8],
-    timeout: Duration,
-) -> Result<(Conn, u64, ServerLimits), Ended> {
-    let retry = |what: &str, e: std::io::Error| Ended::Retry(format!("{what} {addr}: {e}"));
-    let mut sock =
-        TcpStream::connect_timeout(&addr, timeout).map_err(|e| retry("connecting to", e))?;
-    let _ = sock.set_nodelay(true);
-    sock.set_write_timeout(Some(timeout))
-        .map_err(|e| retry("configuring", e))?;
-    let mut hello = Vec::new();
-    encode_preamble(&mut hello);
-    encode_hello(&mut hello, producer);
-    sock.write_all(&hello).map_err(|e| retry("greeting", e))?;
-    let reader_sock = sock
-        .try_clone()
-        .map_err(|e| retry("cloning the socket to", e))?;
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::Builder::new()
-        .name("weir-feed-reader".into())
-        .spawn(move || read_frames(reader_sock, tx))
-        .map_err(|e| retry("starting a reader thread for", e))?;
-    let conn = Conn {
-        sock,
-        rx,
-        reader: Some(reader),
-    };
-    match conn.rx.recv_timeout(timeout) {
-        Ok(FromServer::Frame(ServerFrame::Welcome {
-            next_seq,
-            record_bytes_max,
-            records_per_frame_max,
-            frame_bytes_max,
-        })) => Ok((
-            conn,
-            next_seq,
-            ServerLimits {
-                record_bytes_max: record_bytes_max as usize,
-                records_per_frame_max: (records_per_frame_max as usize).max(1),
-                frame_bytes_max: frame_bytes_max as usize,
-            },
-        )),
-        Ok(FromServer::Frame(f)) => Err(server_said(f, producer)),
-        Ok(FromServer::Closed(why)) => Err(Ended::Retry(why)),
-        Err(_) => Err(Ended::Retry(format!(
-            "no WELCOME from {addr} within {} ms",
-            timeout.as_millis()
-        ))),
-    }
-}
-
-/// An unexpected frame or an ERROR from the server.
-fn server_said(f: ServerFrame, producer: &[u8]) -> Ended {
-    match f {
-        ServerFrame::Error {
-            code,
-            raw_code,
-            message,
-        } => match code {
-            Some(c) if c.retryable() => Ended::Retry(format!("server: {} ({message})", c.name())),
-            c => Ended::Fatal(FeedError::Refused {
-                producer: String::from_utf8_lossy(producer).into_owned(),
-                code: raw_code,
-                name: c.map_or("unknown", ErrorCode::name),
-                message,
-            }),
-        },
-        other => Ended::Retry(format!("unexpected frame from the server: {other:?}")),
-    }
-}
-
 /// The feed's state across connections.
 struct Feed<R> {
+    /// The server's address.
+    addr: SocketAddr,
     cfg: FeedConfig,
     input: Lines<R>,
     window: VecDeque<Pending>,
@@ -551,9 +475,10 @@ impl<R: Read> Feed<R> {
     }
 
     /// One connection's life: send everything unacknowledged, process acks.
-    fn run_conn(&mut self, addr: SocketAddr) -> Result<(), Ended> {
+    fn run_conn(&mut self, addr: SocketAddr, session: &Session) -> Result<(), Ended> {
         let producer = self.producer().to_vec();
-        let (mut conn, expected, limits) = connect(addr, &producer, self.cfg.io_timeout)?;
+        let (mut conn, expected, limits) =
+            connect(addr, &producer, self.cfg.io_timeout, session)?;
         self.report.connections += 1;
         self.resume_at(expected, &limits)?;
         let mut sent = 0usize; // window entries already sent on this connection
@@ -582,7 +507,7 @@ impl<R: Read> Feed<R> {
                 let first = self.window[sent].seq;
                 let recs: Vec<&[u8]> = self.window.range(sent..to).map(|p| &p.bytes[..]).collect();
                 encode_data(&mut frame, first, &recs);
-                if let Err(e) = conn.sock.write_all(&frame) {
+                if let Err(e) = conn.write_all(&frame) {
                     // The server may have closed with an ERROR that says why.
                     self.take_last_words(&conn, &producer)?;
                     return Err(Ended::Retry(format!("sending to {addr}: {e}")));
@@ -649,8 +574,7 @@ impl<R: Read> Feed<R> {
                 line: self.acked,
                 message,
             })),
-            FromServer::Frame(f) => Err(server_said(f, producer)),
-            FromServer::Closed(why) => Err(Ended::Retry(why)),
+            m => Err(ended_by(m, producer, self.addr, self.cfg.token.is_some())),
         }
     }
 
@@ -728,8 +652,10 @@ pub fn feed<R: Read>(addr: SocketAddr, input: R, cfg: FeedConfig) -> Result<Feed
             id.len()
         )));
     }
+    let session = Session::new(cfg.tls.as_ref(), cfg.token.clone(), addr)?;
     let now = Instant::now();
     let mut f = Feed {
+        addr,
         cfg,
         input: Lines {
             r: BufReader::with_capacity(INPUT_BUFFER_BYTES, input),
@@ -751,7 +677,7 @@ pub fn feed<R: Read>(addr: SocketAddr, input: R, cfg: FeedConfig) -> Result<Feed
     let mut backoff = f.cfg.backoff_initial;
     loop {
         let acked_before = f.acked;
-        match f.run_conn(addr) {
+        match f.run_conn(addr, &session) {
             Ok(()) => break,
             Err(Ended::Fatal(e)) => return Err(e),
             Err(Ended::Retry(why)) => {

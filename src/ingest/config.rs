@@ -51,8 +51,10 @@ pub struct IngestConfig {
     /// Most connections from one source IP address that have not said
     /// HELLO yet (default 8); one more is refused with ERROR `busy`.
     pub handshakes_per_address_max: usize,
-    /// Longest time from accepting a connection to its complete preamble
-    /// and HELLO (default 5 s); then it is closed with ERROR `timeout`.
+    /// Longest time from accepting a connection to its complete TLS
+    /// handshake (with TLS), preamble, AUTH (with a token) and HELLO
+    /// (default 5 s); then it is closed with ERROR `timeout` (a handshake
+    /// not finished is closed without one).
     pub hello_timeout: Duration,
     /// Most producers the table holds (default 100000); a new one past it
     /// is refused with ERROR `producers_full`. A producer that never
@@ -83,9 +85,11 @@ pub struct IngestConfig {
     /// `crate::context::STREAM_PARTITIONS_MAX`): a producer's records go
     /// to one of them (`super::parts`), each log with its own writer.
     pub partitions: usize,
-    /// TLS and bearer tokens of the listener (None: plain TCP, no
-    /// authentication: loopback only). A listener off this machine
-    /// needs both ([`check_config`]).
+    /// TLS and bearer tokens of the listener, for either protocol (None:
+    /// plain TCP, no authentication: loopback only). A listener off this
+    /// machine needs both ([`check_config`]). Binary protocol: the
+    /// handshake first, the token in an AUTH frame before HELLO
+    /// (`docs/ingest-protocol.md`).
     pub security: Option<Arc<Security>>,
     /// What the listener speaks: the binary ingest protocol (default) or
     /// HTTP (`docs/http-ingest.md`).
@@ -256,9 +260,6 @@ pub(super) fn check_config(stream: &str, cfg: &IngestConfig, wal: &Wal) -> Resul
 
 /// A listener off this machine needs TLS and tokens.
 fn check_listener(cfg: &IngestConfig) -> Result<(), String> {
-    if cfg.protocol == Protocol::Binary && cfg.security.is_some() {
-        return Err("the binary ingest protocol takes no TLS or tokens yet: use Protocol::Http for a listener with TLS and tokens".into());
-    }
     let files = cfg
         .security
         .as_ref()

@@ -16,7 +16,9 @@
 //!   scan) and its snapshot `DATA_DIR/wal/<name>.producers`, saved by the
 //!   release hook before WAL segments are deleted.
 //! - `server.rs` — [`IngestServer`] (a `Receiver` running a 2-thread tokio
-//!   runtime) and [`IngestConfig`]: accept loop, connections, store then ack.
+//!   runtime) and [`IngestConfig`]: accept loop, connections, store then
+//!   ack; `server_tls.rs` — its TLS handshake (a plain-text client told to
+//!   use TLS).
 //! - `config.rs` — [`IngestConfig`], its ceilings and its validation.
 //! - `parts.rs` — the partitions of a stream (a log and a producer table
 //!   each) and which one a producer sticks to.
@@ -25,7 +27,9 @@
 //! - `pressure.rs` — per-address connection limits, [`IngestStats`]
 //!   (refusals by reason, table size, expiries) and the once-a-minute
 //!   summary line.
-//! - `client.rs` — [`feed`], the client behind `weir feed`.
+//! - `client.rs` — [`feed`], the client behind `weir feed`; its
+//!   connections (TCP or TLS, the token, HELLO, the reader thread) in
+//!   `client_conn.rs`.
 //! - `error.rs` — [`IngestError`] (the client's is [`FeedError`]).
 //!
 //! Limits: those of [`IngestConfig`] (server), [`Limits`] (wire) and
@@ -37,6 +41,7 @@
 
 internal! {
     mod client;
+    mod client_conn;
     mod http_request;
     mod proto;
     mod records;
@@ -49,9 +54,10 @@ mod parts;
 mod pressure;
 mod producers;
 mod server;
+mod server_tls;
 mod store;
 
-pub use client::{feed, FeedConfig, FeedError, FeedReport, Progress};
+pub use client::{feed, FeedConfig, FeedError, FeedReport, FeedTls, FeedToken, Progress};
 pub use config::{
     HttpLimits, IngestConfig, Protocol, CONNECTIONS_CEILING, HELLO_TIMEOUT_CEILING_MS,
     HTTP_BODY_BYTES_CEILING, HTTP_RECORDS_PER_REQUEST_CEILING, PRODUCERS_CEILING,

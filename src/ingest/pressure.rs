@@ -59,10 +59,13 @@ pub(super) enum Refusal {
     Timeout,
     /// Closed, idle, to make room when a connection limit was reached.
     IdleEvicted,
+    /// No token, or one the tokens file does not hold (binary protocol;
+    /// HTTP counts its `401`/`403` by request).
+    Token,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 9] = [
+    const ALL: [Refusal; 10] = [
         Refusal::ConnectionsMax,
         Refusal::ConnectionsPerAddress,
         Refusal::HandshakesPerAddress,
@@ -72,6 +75,7 @@ impl Refusal {
         Refusal::Protocol,
         Refusal::Timeout,
         Refusal::IdleEvicted,
+        Refusal::Token,
     ];
 
     /// The metric label (`reason="..."`).
@@ -86,6 +90,7 @@ impl Refusal {
             Refusal::Protocol => "protocol_error",
             Refusal::Timeout => "timeout",
             Refusal::IdleEvicted => "idle_evicted",
+            Refusal::Token => "token",
         }
     }
 
@@ -107,6 +112,9 @@ impl Refusal {
                 format!("{n} connections timed out (idle_timeout or read_timeout)")
             }
             Refusal::IdleEvicted => format!("{n} idle connections closed to make room"),
+            Refusal::Token => {
+                format!("{n} connections refused for a missing or wrong token (unauthorized, forbidden)")
+            }
         }
     }
 }
@@ -124,6 +132,9 @@ pub struct IngestStats {
     /// HTTP requests by token name and status code (at most
     /// [`REQUEST_SERIES_MAX`] series; beyond, under the token `other`).
     requests: Mutex<std::collections::BTreeMap<(String, u16), u64>>,
+    /// Binary-protocol connections by token name and outcome (at most
+    /// [`REQUEST_SERIES_MAX`] series; beyond, under the token `other`).
+    connections: Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
 }
 
 /// Most `(token, code)` series an HTTP ingest listener counts.
@@ -148,6 +159,26 @@ impl IngestStats {
             .collect()
     }
 
+    /// Counts a binary-protocol connection's HELLO (`"accepted"`) or its
+    /// refusal (`"unauthorized"`, `"forbidden"`) for token `token`.
+    pub(super) fn count_connection(&self, token: &str, outcome: &'static str) {
+        let mut m = lock(&self.connections);
+        let mut key = (token.to_string(), outcome);
+        if !m.contains_key(&key) && m.len() >= REQUEST_SERIES_MAX {
+            key.0 = "other".into();
+        }
+        *m.entry(key).or_insert(0) += 1;
+    }
+
+    /// Binary-protocol connections so far: `(token name, outcome,
+    /// count)`, sorted.
+    pub fn connections(&self) -> Vec<(String, &'static str, u64)> {
+        lock(&self.connections)
+            .iter()
+            .map(|((t, o), n)| (t.clone(), *o, *n))
+            .collect()
+    }
+
     pub(super) fn refuse(&self, why: Refusal) {
         self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
     }
@@ -155,7 +186,8 @@ impl IngestStats {
     /// `(reason, count)` of every refusal reason, in a fixed order:
     /// `connections_max`, `connections_per_address_max`,
     /// `handshakes_per_address_max`, `hello_timeout`, `producers_max`,
-    /// `invalid_record`, `protocol_error`, `timeout`, `idle_evicted`.
+    /// `invalid_record`, `protocol_error`, `timeout`, `idle_evicted`,
+    /// `token`.
     pub fn refusals(&self) -> Vec<(&'static str, u64)> {
         Refusal::ALL
             .iter()
@@ -459,6 +491,7 @@ impl Close {
             ErrorCode::ProducersFull => Some(Refusal::ProducersMax),
             ErrorCode::Timeout => Some(Refusal::Timeout),
             ErrorCode::InvalidRecord => Some(Refusal::InvalidRecord),
+            ErrorCode::Unauthorized | ErrorCode::Forbidden => Some(Refusal::Token),
             _ => Some(Refusal::Protocol),
         })
     }

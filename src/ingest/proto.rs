@@ -1,23 +1,30 @@
 //! The ingest protocol's wire bytes: pure, bounded, incremental
 //! encode/decode.
 //!
-//! Owns the wire format of `docs/ingest-protocol.md` (preamble, HELLO,
-//! DATA, WELCOME, ACK, ERROR frames) and [`FrameBuffer`], the bounded input
-//! buffer both sides read into. The at-rest formats (the stored-record
-//! header, the producer-table snapshot) are in [`super::records`].
+//! Owns the wire format of `docs/ingest-protocol.md` (preamble, AUTH,
+//! HELLO, DATA, WELCOME, ACK, ERROR frames) and, in `buffer.rs`,
+//! [`FrameBuffer`], the bounded input buffer both sides read into. The
+//! at-rest formats (the stored-record header, the producer-table
+//! snapshot) are in [`super::records`].
 //!
 //! Limits (as numbers, [`Limits`]): a frame's length field is checked
 //! against `frame_bytes_max` (default 1 MiB + 64 KiB) as soon as its 4 bytes
 //! are present, so no input needs more than `8 + frame_bytes_max` bytes of
 //! buffer; records at most `record_bytes_max` (64 KiB), at most
 //! `records_per_frame_max` (4096) per frame, producer ids at most
-//! `producer_id_bytes_max` (64, wire maximum 255) bytes; server frames at
-//! most [`SERVER_FRAME_BYTES_MAX`] (2048); error messages at most
+//! `producer_id_bytes_max` (64, wire maximum 255) bytes; an AUTH token 1 to
+//! [`TOKEN_WIRE_MAX`] (4096) bytes; server frames at most
+//! [`SERVER_FRAME_BYTES_MAX`] (2048); error messages at most
 //! [`ERROR_MESSAGE_BYTES_MAX`] (1024).
 //!
 //! Must never: do I/O, panic or allocate in proportion to a length field
-//! it has not checked against a limit. Every malformed input is a typed
-//! [`ProtoError`]; decoders borrow from the input instead of copying.
+//! it has not checked against a limit, or show a token's bytes in an
+//! error. Every malformed input is a typed [`ProtoError`]; decoders borrow
+//! from the input instead of copying.
+
+mod buffer;
+
+pub use buffer::FrameBuffer;
 
 // The WAL's little-endian readers (callers check bounds first).
 use crate::wal::format::{le_u16, le_u32, le_u64};
@@ -40,9 +47,13 @@ pub const PRODUCER_ID_WIRE_MAX: usize = 255;
 pub const DATA_HEADER_BYTES: usize = 12;
 /// Bytes of framing per record inside a DATA frame (its length).
 pub const RECORD_HEADER_BYTES: usize = 4;
+/// The wire's limit on an AUTH frame's token, in bytes (a tokens file
+/// holds tokens of at most 256).
+pub const TOKEN_WIRE_MAX: usize = 4096;
 
 const T_HELLO: u8 = 0x01;
 const T_DATA: u8 = 0x02;
+const T_AUTH: u8 = 0x03;
 const T_WELCOME: u8 = 0x81;
 const T_ACK: u8 = 0x82;
 const T_ERROR: u8 = 0x83;
@@ -120,6 +131,8 @@ pub enum ErrorCode {
     Stopping = 10,
     Storage = 11,
     InvalidRecord = 12,
+    Unauthorized = 13,
+    Forbidden = 14,
 }
 
 impl ErrorCode {
@@ -138,6 +151,8 @@ impl ErrorCode {
             10 => Stopping,
             11 => Storage,
             12 => InvalidRecord,
+            13 => Unauthorized,
+            14 => Forbidden,
             _ => return None,
         })
     }
@@ -165,6 +180,8 @@ impl ErrorCode {
             Stopping => "stopping",
             Storage => "storage",
             InvalidRecord => "invalid_record",
+            Unauthorized => "unauthorized",
+            Forbidden => "forbidden",
         }
     }
 }
@@ -211,10 +228,10 @@ pub enum ProtoError {
     #[error("unknown frame type {0:#04x}")]
     UnknownType(u8),
     /// A frame arrived at the wrong point of the conversation (DATA before
-    /// HELLO, or a second HELLO).
+    /// HELLO, a second HELLO, AUTH after HELLO or twice).
     #[error("frame type {kind} is not allowed here: {why}")]
     OutOfOrder {
-        /// The frame's type name (`"HELLO"`, `"DATA"`).
+        /// The frame's type name (`"AUTH"`, `"HELLO"`, `"DATA"`).
         kind: &'static str,
         /// The rule it broke.
         why: &'static str,
@@ -236,6 +253,13 @@ pub enum ProtoError {
         len: usize,
         /// The limit, in bytes.
         max: usize,
+    },
+    /// An AUTH frame's token is empty or longer than [`TOKEN_WIRE_MAX`]
+    /// (its bytes are never shown).
+    #[error("AUTH token length {len} is outside 1..={TOKEN_WIRE_MAX}")]
+    Token {
+        /// The token's length field, in bytes.
+        len: usize,
     },
     /// A DATA frame holds no records or more than `records_per_frame_max`.
     #[error("DATA frame record count {count} is outside 1..={max} (records_per_frame_max)")]
@@ -297,6 +321,7 @@ impl ProtoError {
             ProtoError::RecordTooLarge { .. } | ProtoError::ProducerId { .. } => {
                 ErrorCode::TooLarge
             }
+            ProtoError::Token { len } if *len > 0 => ErrorCode::TooLarge,
             ProtoError::OutOfOrder { .. } => ErrorCode::OutOfOrder,
             _ => ErrorCode::Malformed,
         }
@@ -342,6 +367,10 @@ impl<'a> Iterator for Records<'a> {
 pub enum ClientFrame<'a> {
     /// The preamble was read (magic and version are right).
     Preamble,
+    /// A bearer token (optional; after the preamble, before HELLO).
+    Auth {
+        token: &'a [u8],
+    },
     Hello {
         producer: &'a [u8],
     },
@@ -402,7 +431,10 @@ fn split_frame(buf: &[u8], frame_bytes_max: u32) -> Result<Option<(u8, &[u8], us
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Preamble,
+    /// Before HELLO; an AUTH may come first.
     Hello,
+    /// Before HELLO, after an AUTH.
+    Authed,
     Data,
 }
 
@@ -464,7 +496,18 @@ impl ClientDecoder {
             return Ok(None);
         };
         let frame = match (kind, self.stage) {
-            (T_HELLO, Stage::Hello) => {
+            (T_AUTH, Stage::Hello) => {
+                let token = decode_auth(body)?;
+                self.stage = Stage::Authed;
+                ClientFrame::Auth { token }
+            }
+            (T_AUTH, _) => {
+                return Err(ProtoError::OutOfOrder {
+                    kind: "AUTH",
+                    why: "a connection sends AUTH at most once, before HELLO",
+                })
+            }
+            (T_HELLO, Stage::Hello | Stage::Authed) => {
                 let producer = decode_hello(body, self.limits.producer_id_bytes_max)?;
                 self.stage = Stage::Data;
                 ClientFrame::Hello { producer }
@@ -486,6 +529,29 @@ impl ClientDecoder {
         };
         Ok(Some((frame, total)))
     }
+}
+
+/// An AUTH body: u16 token length, then the token.
+fn decode_auth(body: &[u8]) -> Result<&[u8], ProtoError> {
+    if body.len() < 2 {
+        return Err(ProtoError::BodyLength {
+            kind: "AUTH",
+            len: body.len(),
+            need: 2,
+        });
+    }
+    let len = usize::from(le_u16(body, 0));
+    if len == 0 || len > TOKEN_WIRE_MAX {
+        return Err(ProtoError::Token { len });
+    }
+    if body.len() != 2 + len {
+        return Err(ProtoError::BodyLength {
+            kind: "AUTH",
+            len: body.len(),
+            need: 2 + len,
+        });
+    }
+    Ok(&body[2..])
 }
 
 fn decode_hello(body: &[u8], max: usize) -> Result<&[u8], ProtoError> {
@@ -654,6 +720,17 @@ pub fn encode_preamble(out: &mut Vec<u8>) {
     out.extend_from_slice(&VERSION.to_le_bytes());
 }
 
+/// Appends an AUTH frame carrying `token` (1 to [`TOKEN_WIRE_MAX`] bytes:
+/// the caller checks; a longer one is cut so the frame stays
+/// well-formed).
+pub fn encode_auth(out: &mut Vec<u8>, token: &[u8]) {
+    let t = &token[..token.len().min(TOKEN_WIRE_MAX)];
+    let s = begin_frame(out, T_AUTH);
+    out.extend_from_slice(&(t.len() as u16).to_le_bytes());
+    out.extend_from_slice(t);
+    finish_frame(out, s);
+}
+
 /// Appends a HELLO frame. `producer` must be 1..=255 bytes (the caller
 /// checks; a longer id is cut to 255 so the frame stays well-formed).
 pub fn encode_hello(out: &mut Vec<u8>, producer: &[u8]) {
@@ -719,67 +796,6 @@ pub fn encode_error(out: &mut Vec<u8>, code: ErrorCode, message: &str) {
     out.extend_from_slice(&(m.len() as u16).to_le_bytes());
     out.extend_from_slice(m);
     finish_frame(out, s);
-}
-
-/// A fixed-capacity input buffer: read into [`FrameBuffer::spare`], mark
-/// with [`FrameBuffer::filled`], decode from [`FrameBuffer::data`], drop
-/// with [`FrameBuffer::consume`]. Never grows past its capacity, which
-/// must be at least [`Limits::buffer_bytes`] so one whole frame fits.
-#[derive(Debug)]
-pub struct FrameBuffer {
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
-}
-
-impl FrameBuffer {
-    pub fn new(capacity_bytes: usize) -> Self {
-        FrameBuffer {
-            buf: vec![0u8; capacity_bytes.max(PREAMBLE_BYTES)].into_boxed_slice(),
-            start: 0,
-            end: 0,
-        }
-    }
-
-    /// The unconsumed bytes.
-    pub fn data(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.start == self.end
-    }
-
-    /// Free space to read into, after moving the unconsumed bytes to the
-    /// front if that makes room. Empty only when the buffer is full.
-    pub fn spare(&mut self) -> &mut [u8] {
-        if self.start > 0 && (self.end == self.buf.len() || self.start == self.end) {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        &mut self.buf[self.end..]
-    }
-
-    /// Marks `n` bytes of the last [`FrameBuffer::spare`] as read.
-    pub fn filled(&mut self, n: usize) {
-        self.end = (self.end + n).min(self.buf.len());
-    }
-
-    #[cfg(any(test, feature = "testing"))]
-    /// Copies as much of `bytes` as fits; returns how many.
-    pub fn push(&mut self, bytes: &[u8]) -> usize {
-        let spare = self.spare();
-        let n = spare.len().min(bytes.len());
-        spare[..n].copy_from_slice(&bytes[..n]);
-        self.filled(n);
-        n
-    }
-
-    /// Drops `n` decoded bytes.
-    pub fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.end);
-    }
 }
 
 #[cfg(test)]
@@ -900,6 +916,65 @@ mod tests {
     }
 
     #[test]
+    fn an_auth_frame_comes_once_before_hello_and_is_bounded() {
+        let token = b"ingest-0123456789abcdef";
+        let mut b = Vec::new();
+        encode_preamble(&mut b);
+        encode_auth(&mut b, token);
+        encode_hello(&mut b, b"p1");
+        assert_eq!(b.len(), 6 + (8 + 1 + 2 + token.len()) + (8 + 1 + 1 + 2));
+        let mut d = ClientDecoder::new(Limits::default());
+        let (_, n) = d.decode(&b).unwrap().unwrap();
+        let (f, m) = d.decode(&b[n..]).unwrap().unwrap();
+        assert_eq!(f, ClientFrame::Auth { token });
+        assert!(!d.greeted(), "AUTH alone is not the HELLO");
+        let (f, k) = d.decode(&b[n + m..]).unwrap().unwrap();
+        assert_eq!(f, ClientFrame::Hello { producer: b"p1" });
+        assert_eq!(n + m + k, b.len());
+        assert!(d.greeted());
+        // AUTH after HELLO, and twice.
+        let mut again = Vec::new();
+        encode_auth(&mut again, token);
+        assert_eq!(d.decode(&again).unwrap_err().code(), ErrorCode::OutOfOrder);
+        let mut d = ClientDecoder::new(Limits::default());
+        d.decode(&b).unwrap();
+        d.decode(&b[n..]).unwrap();
+        assert_eq!(d.decode(&again).unwrap_err().code(), ErrorCode::OutOfOrder);
+        // Lengths: 0, over the wire limit (the token is never shown), and
+        // a body that does not match its length field.
+        let frame = |body: &[u8]| {
+            let mut f = Vec::new();
+            let s = begin_frame(&mut f, T_AUTH);
+            f.extend_from_slice(body);
+            finish_frame(&mut f, s);
+            f
+        };
+        let decode = |f: &[u8]| {
+            let mut d = ClientDecoder::new(Limits::default());
+            d.decode(&hello_bytes(b"p")[..6]).unwrap();
+            d.decode(f).map(|o| o.map(|(_, n)| n))
+        };
+        let e = decode(&frame(&[0, 0])).unwrap_err();
+        assert_eq!((e.clone(), e.code()), (ProtoError::Token { len: 0 }, ErrorCode::Malformed));
+        let mut long = (TOKEN_WIRE_MAX as u16 + 1).to_le_bytes().to_vec();
+        long.extend(std::iter::repeat_n(b's', TOKEN_WIRE_MAX + 1));
+        let e = decode(&frame(&long)).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::TooLarge);
+        assert!(!e.to_string().contains("sss"), "{e}");
+        let mut short = 5u16.to_le_bytes().to_vec();
+        short.extend_from_slice(b"abc");
+        assert!(matches!(
+            decode(&frame(&short)),
+            Err(ProtoError::BodyLength { kind: "AUTH", len: 5, need: 7 })
+        ));
+        let mut b = Vec::new();
+        encode_error(&mut b, ErrorCode::Forbidden, "no");
+        let (f, _) = decode_server_frame(&b).unwrap().unwrap();
+        assert!(matches!(f, ServerFrame::Error { code: Some(ErrorCode::Forbidden), raw_code: 14, .. }));
+        assert!(!ErrorCode::Unauthorized.retryable() && !ErrorCode::Forbidden.retryable());
+    }
+
+    #[test]
     fn server_frames_round_trip() {
         let mut b = Vec::new();
         encode_welcome(&mut b, 42, &Limits::default());
@@ -928,17 +1003,5 @@ mod tests {
         );
         assert_eq!(n + m + k, b.len());
         assert_eq!(decode_server_frame(&b[..n - 1]), Ok(None));
-    }
-
-    #[test]
-    fn frame_buffer_compacts_and_never_grows() {
-        let mut fb = FrameBuffer::new(8);
-        assert_eq!(fb.push(b"0123456789"), 8);
-        assert!(fb.spare().is_empty());
-        fb.consume(5);
-        assert_eq!(fb.data(), b"567");
-        assert_eq!(fb.spare().len(), 5);
-        assert_eq!(fb.push(b"ab"), 2);
-        assert_eq!(fb.data(), b"567ab");
     }
 }

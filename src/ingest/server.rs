@@ -1,12 +1,15 @@
-//! The reliable ingest server: producers connect over TCP, say who they
-//! are, learn the next sequence number expected from them, send numbered
-//! records, and get cumulative acknowledgements only after the records are
-//! durable in the stream's WAL. Protocol: `docs/ingest-protocol.md`.
+//! The reliable ingest server: producers connect over TCP (or TLS, when
+//! the listener has a certificate: `crate::net`), show a bearer token
+//! when the listener has a tokens file, say who they are, learn the next
+//! sequence number expected from them, send numbered records, and get
+//! cumulative acknowledgements only after the records are durable in the
+//! stream's WAL. Protocol: `docs/ingest-protocol.md`.
 //!
 //! Owns the listener and its connections (a tokio runtime inside
 //! [`Receiver::run`], 2 worker threads): [`IngestServer`], the accept
-//! loop, one task per connection, the record check and the store-then-ack
-//! step under the producer's lock. The configuration is in
+//! loop, one task per connection (its TLS handshake, its token check),
+//! the record check and the store-then-ack step under the producer's
+//! lock. The configuration is in
 //! [`super::config`], the producer table in [`super::producers`], the
 //! per-address counts and counters in [`super::pressure`], the bytes in
 //! [`super::proto`] and [`super::records`].
@@ -14,21 +17,25 @@
 //! Limits ([`IngestConfig`]): `connections_max` (64) open connections,
 //! `connections_per_address_max` (32) of them and
 //! `handshakes_per_address_max` (8) connections before HELLO per source IP
-//! address, `hello_timeout` (5 s) from accept to a complete preamble and
-//! HELLO, `producers_max` (100 000) producers in the table (a producer
-//! that never stored a record leaves with its connection; one idle for
-//! `producers_idle_max`, 7 days, expires), `idle_timeout` (60 s) between
-//! frames, `read_timeout` (10 s) to complete a started frame, one frame
-//! buffer of `8 + frame_bytes_max` bytes per connection, and the codec's
-//! limits ([`super::Limits`]). One WAL append carries at most the WAL's
-//! `append_records_max` / `append_bytes_max`. A connection refused at
-//! `connections_max` (or its address's limit) makes the connection idle
-//! longest (at least 1 s, not storing) close. Refusals are counted
-//! ([`IngestStats`]) and logged as one summary line a minute
-//! ([`super::pressure`]).
+//! address, `hello_timeout` (5 s) from accept to a complete TLS
+//! handshake, preamble, AUTH and HELLO, `producers_max` (100 000)
+//! producers in the table (a producer that never stored a record leaves
+//! with its connection; one idle for `producers_idle_max`, 7 days,
+//! expires), `idle_timeout` (60 s) between frames, `read_timeout` (10 s)
+//! to complete a started frame, one frame buffer of `8 + frame_bytes_max`
+//! bytes per connection, and the codec's limits ([`super::Limits`]; an
+//! AUTH token at most 4096 bytes). One WAL append carries at most the
+//! WAL's `append_records_max` / `append_bytes_max`. A connection refused
+//! at `connections_max` (or its address's limit) makes the connection
+//! idle longest (at least 1 s, not storing) close; on a TLS listener the
+//! refused connection is closed without an ERROR (no handshake was made).
+//! Refusals are counted ([`IngestStats`]) and logged as one summary line
+//! a minute ([`super::pressure`]).
 //!
 //! Must never: acknowledge a record before `ReceiverContext::store`
-//! returned for it, store anything of a malformed frame, store a record
+//! returned for it, take a HELLO without a valid token when the listener
+//! has tokens, log a token (only its name), store anything of a
+//! malformed frame, store a record
 //! the stream's decoder refuses (with `check_records`, the default), store
 //! a sequence number of a producer twice, or read more from a connection
 //! while its previous records are not stored (backpressure reaches the
@@ -39,7 +46,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
 
@@ -53,12 +60,14 @@ use super::records::encode_stored;
 use super::store::{check_record, store_frames, Housekeeping, PendingFrame, Server};
 use super::{IngestConfig, Protocol};
 use crate::dstream::BoxError;
+use crate::net::tokens::ANONYMOUS;
+use crate::net::Auth;
 use crate::receiver::{Receiver, ReceiverContext};
 
 /// How often the accept loop checks for a stop (the trait asks for 100 ms).
 const STOP_POLL: Duration = Duration::from_millis(50);
 /// How long a closing connection may take to accept its ERROR frame.
-const ERROR_SEND_TIMEOUT: Duration = Duration::from_secs(1);
+pub(super) const ERROR_SEND_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long `stop` waits for connections to finish before dropping them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -236,19 +245,42 @@ pub(super) fn admit(
     }
 }
 
-/// One connection, start to close.
+/// One connection, start to close: the TLS handshake first when the
+/// listener has TLS (within `hello_timeout` of the accept), then the
+/// protocol.
 async fn connection(
     server: Arc<Server>,
-    mut sock: TcpStream,
+    sock: TcpStream,
+    peer: SocketAddr,
+    slot: AddrSlot,
+    stop: watch::Receiver<bool>,
+) {
+    let _ = sock.set_nodelay(true);
+    let accepted = Instant::now();
+    let Some(tls) = server.cfg.security.as_ref().and_then(|s| s.tls()) else {
+        return serve_connection(server, sock, peer, slot, stop, accepted).await;
+    };
+    if let Some(s) = super::server_tls::handshake(&server, tls, sock, peer, accepted).await {
+        serve_connection(server, s, peer, slot, stop, accepted).await;
+    }
+}
+
+/// The protocol on `sock` (TCP or TLS), until either side closes.
+async fn serve_connection<S>(
+    server: Arc<Server>,
+    mut sock: S,
     peer: SocketAddr,
     slot: AddrSlot,
     mut stop: watch::Receiver<bool>,
-) {
-    let _ = sock.set_nodelay(true);
+    accepted: Instant,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut conn = Conn {
         peer,
-        accepted: Instant::now(),
+        accepted,
         slot,
+        token: None,
         producer: None,
         part: 0,
         table: None,
@@ -310,6 +342,9 @@ struct Conn {
     accepted: Instant,
     /// Its place in the per-address counts.
     slot: AddrSlot,
+    /// The name of the token its AUTH showed (None: no AUTH, or a
+    /// listener without tokens).
+    token: Option<String>,
     /// The producer's id and entry, once the HELLO was read.
     producer: Option<(Box<[u8]>, Arc<Producer>)>,
     /// The producer's partition (set by its HELLO).
@@ -350,10 +385,10 @@ impl Conn {
             .map_or_else(|| "(before HELLO)".to_string(), |(id, _)| show_id(id))
     }
 
-    async fn serve(
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         server: &Server,
-        sock: &mut TcpStream,
+        sock: &mut S,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<(), Close> {
         // Since when the frame (or handshake) being read is incomplete.
@@ -374,10 +409,10 @@ impl Conn {
     /// Handles every complete frame in the buffer: a pending WELCOME is
     /// sent, DATA frames are stored and acknowledged, then a bad frame or a
     /// newer connection of the producer closes this one.
-    async fn process_buffered(
+    async fn process_buffered<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         server: &Server,
-        sock: &mut TcpStream,
+        sock: &mut S,
     ) -> Result<(), Close> {
         let (frames, batch, problem) = self.decode_ready(server)?;
         // A WELCOME (HELLO comes before any DATA, so it goes first).
@@ -401,10 +436,10 @@ impl Conn {
     /// `partial_since` (an incomplete frame or handshake) or else
     /// `idle_timeout`. `Ok(false)`: the connection ended (closed by the
     /// producer, or broken), with nobody left to tell.
-    async fn read_more(
+    async fn read_more<S: AsyncRead + Unpin>(
         &mut self,
         server: &Server,
-        sock: &mut TcpStream,
+        sock: &mut S,
         stop: &mut watch::Receiver<bool>,
         partial_since: Option<Instant>,
     ) -> Result<bool, Close> {
@@ -521,31 +556,15 @@ impl Conn {
             };
             match frame {
                 ClientFrame::Preamble => {}
+                // Copied (at most 4096 and 255 bytes, once a connection):
+                // the frame borrows the buffer, `auth` and `hello` the rest.
+                ClientFrame::Auth { token } => {
+                    let token = token.to_vec();
+                    self.auth(server, &token)?;
+                }
                 ClientFrame::Hello { producer } => {
-                    let part = partition_of(&server.parts, producer);
-                    let table = server.parts[part].table.clone();
-                    let Ok(p) = table.connect(producer) else {
-                        return Err(Close::new(
-                            ErrorCode::ProducersFull,
-                            format!(
-                                "the producer table is full (producers_max = {}); producer {} is new",
-                                server.cfg.producers_max,
-                                show_id(producer)
-                            ),
-                        ));
-                    };
-                    self.generation = p.generation.fetch_add(1, Ordering::AcqRel) + 1;
-                    // A store of an older connection may be in flight: its
-                    // records are dropped as duplicates if re-sent.
-                    let next = p.published.load(Ordering::Acquire);
-                    self.acked = next;
-                    self.out.clear();
-                    encode_welcome(&mut self.out, next, &server.cfg.limits);
-                    let id: Box<[u8]> = producer.into();
-                    self.release_producer();
-                    self.producer = Some((id, p));
-                    (self.part, self.table) = (part, Some(table));
-                    self.slot.greeted();
+                    let producer = producer.to_vec();
+                    self.hello(server, &producer)?;
                 }
                 ClientFrame::Data(d) => {
                     let id = self.producer.as_ref().map_or(&[][..], |(id, _)| &id[..]);
@@ -577,12 +596,85 @@ impl Conn {
         }
     }
 
+    /// An AUTH frame: on a listener with tokens, the token's name is kept
+    /// for the HELLO, or the connection is refused as `forbidden`; on one
+    /// without, the token is ignored.
+    fn auth(&mut self, server: &Server, token: &[u8]) -> Result<(), Close> {
+        let Some(tokens) = server.cfg.security.as_ref().and_then(|s| s.tokens()) else {
+            return Ok(());
+        };
+        match tokens.authorize_token(Some(token)) {
+            Auth::Named(name) => {
+                self.token = Some(name);
+                Ok(())
+            }
+            Auth::Missing | Auth::Wrong => {
+                server.stats.count_connection(ANONYMOUS, "forbidden");
+                Err(Close::new(
+                    ErrorCode::Forbidden,
+                    "the token is not accepted: it is not in this server's tokens file",
+                ))
+            }
+        }
+    }
+
+    /// A HELLO: the token is checked (a listener with tokens needs an
+    /// AUTH first), the producer claimed in its partition's table, and
+    /// its WELCOME put in `self.out`.
+    fn hello(&mut self, server: &Server, producer: &[u8]) -> Result<(), Close> {
+        let tokens = server
+            .cfg
+            .security
+            .as_ref()
+            .is_some_and(|s| s.tokens().is_some());
+        if tokens && self.token.is_none() {
+            server.stats.count_connection(ANONYMOUS, "unauthorized");
+            return Err(Close::new(
+                ErrorCode::Unauthorized,
+                "this server requires a token: send it in an AUTH frame before HELLO (weir feed: --token-file FILE or the WEIR_TOKEN variable)",
+            ));
+        }
+        let part = partition_of(&server.parts, producer);
+        let table = server.parts[part].table.clone();
+        let Ok(p) = table.connect(producer) else {
+            return Err(Close::new(
+                ErrorCode::ProducersFull,
+                format!(
+                    "the producer table is full (producers_max = {}); producer {} is new",
+                    server.cfg.producers_max,
+                    show_id(producer)
+                ),
+            ));
+        };
+        self.generation = p.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        // A store of an older connection may be in flight: its records
+        // are dropped as duplicates if re-sent.
+        let next = p.published.load(Ordering::Acquire);
+        self.acked = next;
+        self.out.clear();
+        encode_welcome(&mut self.out, next, &server.cfg.limits);
+        let id: Box<[u8]> = producer.into();
+        self.release_producer();
+        self.producer = Some((id, p));
+        (self.part, self.table) = (part, Some(table));
+        self.slot.greeted();
+        let token = self.token.as_deref().unwrap_or(ANONYMOUS);
+        server.stats.count_connection(token, "accepted");
+        let (stream, id) = (server.name.as_str(), show_id(producer));
+        if tokens {
+            tracing::info!(stream, peer = %self.peer, producer = %id, token, next, "producer connected");
+        } else {
+            tracing::debug!(stream, peer = %self.peer, producer = %id, next, "producer connected");
+        }
+        Ok(())
+    }
+
     /// Stores the new records of `frames` (duplicates dropped, a gap
     /// refused) and sends one cumulative ACK (plus a pending WELCOME).
-    async fn store_and_ack(
+    async fn store_and_ack<S: AsyncWrite + Unpin>(
         &mut self,
         server: &Server,
-        sock: &mut TcpStream,
+        sock: &mut S,
         frames: &[PendingFrame],
         batch: &[u8],
     ) -> Result<(), Close> {
@@ -615,7 +707,11 @@ impl Conn {
 
     /// Sends `self.out` (bounded by the idle timeout: a producer that does
     /// not read its acks is dropped).
-    async fn send(&mut self, sock: &mut TcpStream, server: &Server) -> Result<(), Close> {
+    async fn send<S: AsyncWrite + Unpin>(
+        &mut self,
+        sock: &mut S,
+        server: &Server,
+    ) -> Result<(), Close> {
         if self.out.is_empty() {
             return Ok(());
         }

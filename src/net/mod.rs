@@ -3,7 +3,8 @@
 //! ([`tokens`]), and [`Security`], which holds both and reloads them (on
 //! SIGHUP through its owner, and when a file's modification time or size
 //! changes, polled every [`RELOAD_POLL`]). Used by the status endpoint
-//! (`service/http.rs`); built to serve the ingest listeners too.
+//! (`service/http.rs`) and both fronts of the ingest listener
+//! (`ingest/server.rs`, `ingest/http.rs`).
 //!
 //! Limits: those of [`tls`] and [`tokens`]; a change is seen within
 //! [`RELOAD_POLL`] (2 s).
@@ -42,6 +43,23 @@ pub struct SecurityFiles {
     pub tls: Option<TlsFiles>,
     /// Bearer tokens (None: no authentication).
     pub tokens: Option<PathBuf>,
+}
+
+impl SecurityFiles {
+    /// In words, for `weir check`: "TLS, tokens required", "no TLS,
+    /// tokens not required", "TLS with client certificates, ...".
+    pub fn describe(&self) -> String {
+        let tls = match &self.tls {
+            None => "no TLS",
+            Some(t) if t.client_ca.is_some() => "TLS with client certificates",
+            Some(_) => "TLS",
+        };
+        let tokens = match self.tokens {
+            Some(_) => "required",
+            None => "not required",
+        };
+        format!("{tls}, tokens {tokens}")
+    }
 }
 
 /// A file's modification time and length, to notice a change.

@@ -1,6 +1,7 @@
 //! Bearer tokens from a file: one `name token` pair a line, `#` starts a
-//! comment; a request's `Authorization: Bearer <token>` is compared with
-//! every token in constant time ([`Tokens::authorize`]) and answers with
+//! comment; a request's `Authorization: Bearer <token>` (or the ingest
+//! protocol's AUTH frame) is compared with every token in constant time
+//! ([`Tokens::authorize`], [`Tokens::authorize_token`]) and answers with
 //! the token's name, which logs and metrics show instead of the token.
 //!
 //! Limits: a token at least [`TOKEN_BYTES_MIN`] (16) and at most
@@ -180,9 +181,20 @@ impl Tokens {
         let Some(value) = header else {
             return Auth::Missing;
         };
-        let presented = match value.get(..7) {
-            Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => value[7..].trim_ascii(),
-            _ => return Auth::Wrong,
+        match value.get(..7) {
+            Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => {
+                self.authorize_token(Some(value[7..].trim_ascii()))
+            }
+            _ => Auth::Wrong,
+        }
+    }
+
+    /// Checks a bare token (the ingest protocol's AUTH frame; None: the
+    /// client sent none): every token is compared (in constant time
+    /// each), whatever matched.
+    pub fn authorize_token(&self, presented: Option<&[u8]>) -> Auth {
+        let Some(presented) = presented else {
+            return Auth::Missing;
         };
         let mut found: Option<&str> = None;
         for (name, token) in &self.entries {
@@ -258,6 +270,12 @@ mod tests {
         assert_eq!(auth("Basic 0123456789abcdef0123"), Auth::Wrong);
         assert_eq!(auth("Bearer"), Auth::Wrong);
         assert_eq!(t.authorize(None), Auth::Missing);
+        assert_eq!(
+            t.authorize_token(Some(b"fedcba9876543210fedc")),
+            Auth::Named("ops".into())
+        );
+        assert_eq!(t.authorize_token(Some(b"fedcba9876543210fed")), Auth::Wrong);
+        assert_eq!(t.authorize_token(None), Auth::Missing);
         assert!(!format!("{t:?}").contains("0123"), "no token in Debug");
     }
 

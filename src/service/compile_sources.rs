@@ -70,6 +70,18 @@ impl ReceiverCounters {
         }
     }
 
+    /// An ingest source's connections: `(token name, outcome, count)`.
+    pub fn connections(&self) -> Vec<(String, String, u64)> {
+        match self {
+            ReceiverCounters::Ingest(s) => s
+                .connections()
+                .into_iter()
+                .map(|(t, o, n)| (t, o.to_string(), n))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// An HTTP ingest source's requests: `(token name, code, count)`.
     pub fn requests(&self) -> Vec<(String, u16, u64)> {
         match self {
@@ -117,14 +129,20 @@ pub(super) fn source(src: &SourceDef, ssc: &StreamingContext, compiled: &mut Com
             address,
             rate_max,
             limits,
+            security,
         } => {
             let mut cfg = crate::ingest::IngestConfig::new(*address);
             cfg.records_per_second_max = *rate_max;
             limits.apply(&mut cfg);
+            cfg.security = load_security(security, &src.id)?;
+            if let Some(s) = &cfg.security {
+                compiled.securities.push(s.clone());
+            }
             // A text source: a record that is not UTF-8 is refused at
             // ingest (check_records), never stored.
             let s = ssc.ingest_stream_with(&src.id, cfg, crate::ingest::payload_utf8)?;
-            tracing::info!(source = %src.id, address = %s.local_addr, "ingest server listening");
+            let (tls, tokens) = (security.tls.is_some(), security.tokens.is_some());
+            tracing::info!(source = %src.id, address = %s.local_addr, tls, tokens, "ingest server listening");
             compiled.ingest_addrs.push((src.id.clone(), s.local_addr));
             compiled
                 .receivers

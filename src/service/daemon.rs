@@ -184,6 +184,7 @@ impl ContextProbe {
                         .collect(),
                     producers: c.and_then(|c| c.producers()),
                     requests: c.map(|c| c.requests()).unwrap_or_default(),
+                    connections: c.map(|c| c.connections()).unwrap_or_default(),
                     name,
                 }
             })

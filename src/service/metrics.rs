@@ -364,6 +364,21 @@ fn receiver_metrics(o: &mut Exposition, receivers: &[ReceiverRow]) {
         "Requests to an HTTP ingest source by token name (anonymous: none) and status code.",
         &requests,
     );
+    let connections: Vec<(String, String)> = receivers
+        .iter()
+        .flat_map(|r| {
+            r.connections.iter().map(move |(token, outcome, n)| {
+                let l = format!("{{source=\"{}\",token=\"{}\",outcome=\"{}\"}}", label(&r.name), label(token), label(outcome));
+                (l, n.to_string())
+            })
+        })
+        .collect();
+    o.metric(
+        "weir_ingest_connections_total",
+        "counter",
+        "Connections to an ingest source by token name (anonymous: none) and outcome (accepted, unauthorized, forbidden).",
+        &connections,
+    );
     let expired: Vec<(String, u64)> = receivers
         .iter()
         .filter_map(|r| r.producers.map(|(_, e)| (r.name.clone(), e)))

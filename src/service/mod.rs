@@ -508,10 +508,12 @@ fn source_words(src: &config::SourceDef) -> String {
             address,
             rate_max,
             limits,
+            security,
         } => format!(
-            "ingest server on {address}{} ({})",
+            "ingest server on {address}{} ({}; {})",
             rate(rate_max),
-            logs_words(&src.id, limits.partitions, "partition")
+            logs_words(&src.id, limits.partitions, "partition"),
+            security.describe()
         ),
         SourceKind::Http {
             address,
@@ -521,7 +523,7 @@ fn source_words(src: &config::SourceDef) -> String {
             security,
             ..
         } => format!(
-            "HTTP ingest of {} on {}://{address}/v1/streams/{}{} ({}; tokens {})",
+            "HTTP ingest of {} on {}://{address}/v1/streams/{}{} ({}; {})",
             if *json { "JSON lines" } else { "text lines" },
             if security.tls.is_some() {
                 "https"
@@ -531,11 +533,7 @@ fn source_words(src: &config::SourceDef) -> String {
             src.id,
             rate(rate_max),
             logs_words(&src.id, limits.partitions, "partition"),
-            if security.tokens.is_some() {
-                "required"
-            } else {
-                "not required"
-            }
+            security.describe()
         ),
         SourceKind::JetStream(cfg) => jetstream_words(&src.id, cfg),
         SourceKind::Directory { path, partitions } => format!(

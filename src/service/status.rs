@@ -209,6 +209,10 @@ pub struct ReceiverRow {
     /// count)`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub requests: Vec<(String, u16, u64)>,
+    /// An ingest source's connections by token: `(token name, outcome
+    /// (accepted, unauthorized, forbidden), count)`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub connections: Vec<(String, String, u64)>,
 }
 
 /// What a [`Probe`] reads at one moment.
@@ -464,6 +468,7 @@ mod tests {
                     rejected: vec![("line_too_long".into(), 2)],
                     producers: Some((3, 1)),
                     requests: vec![("ci".into(), 200, 7)],
+                    connections: vec![("ci".into(), "accepted".into(), 2)],
                 }],
                 sinks: vec![SinkRow {
                     name: "jetstream:out".into(),
@@ -529,6 +534,7 @@ mod tests {
             "weir_receiver_rejected_total{source=\"in\",reason=\"line_too_long\"} 2",
             "weir_ingest_producers{source=\"in\"} 3",
             "weir_ingest_producers_expired_total{source=\"in\"} 1",
+            "weir_ingest_connections_total{source=\"in\",token=\"ci\",outcome=\"accepted\"} 2",
             "weir_receiver_state{source=\"in\",state=\"retrying\"} 1",
             "weir_sink_duplicates_total{sink=\"jetstream:out\",kind=\"jetstream\"} 6",
         ] {

@@ -2,8 +2,9 @@
 //! key, client authorities) and bearer tokens, read by one function
 //! ([`listener`]) with one rule for relative paths (from the pipeline
 //! file's directory) and one for an address off this machine (TLS and
-//! tokens required); and the `http` source ([`http_source`]), HTTP
-//! ingest with its body and request limits and its record format.
+//! tokens required), used by the `ingest` and `http` sources; and the
+//! `http` source ([`http_source`]), HTTP ingest with its body and request
+//! limits and its record format.
 //!
 //! Limits: a request body of 1 byte to `HTTP_BODY_BYTES_CEILING`
 //! (256 MiB), 1 to `HTTP_RECORDS_PER_REQUEST_CEILING` (10 M) records per

@@ -215,12 +215,15 @@ pub enum SourceKind {
     },
     /// The ingest server (`ingest_stream`, fed by `weir feed`).
     Ingest {
-        /// Where it listens (loopback; port 0: any free port).
+        /// Where it listens (port 0: any free port; off this machine only
+        /// with TLS and tokens).
         address: std::net::SocketAddr,
         /// Most records per second stored.
         rate_max: Option<u64>,
         /// Connection and producer-table limits.
         limits: IngestLimits,
+        /// TLS and tokens.
+        security: crate::net::SecurityFiles,
     },
     /// HTTP ingest (`POST /v1/streams/<id>`, `IngestConfig` with
     /// `Protocol::Http`).
@@ -256,7 +259,9 @@ impl SourceKind {
     /// hosts (None: the source does not listen).
     pub fn listener_security(&self) -> Option<&crate::net::SecurityFiles> {
         match self {
-            SourceKind::Http { security, .. } => Some(security),
+            SourceKind::Http { security, .. } | SourceKind::Ingest { security, .. } => {
+                Some(security)
+            }
             _ => None,
         }
     }

@@ -6,8 +6,8 @@
 //!
 //! Limits: generator rates up to [`GENERATOR_RATE_MAX`] records per
 //! second, [`LINES_PER_RECORD_MAX`] lines per record; receivers listen on
-//! or connect to loopback addresses, except an `http` source with TLS
-//! and tokens (`listen_keys.rs`); a JetStream source reaches a server
+//! or connect to loopback addresses, except an `ingest` or `http` source
+//! with TLS and tokens (`listen_keys.rs`); a JetStream source reaches a server
 //! off this machine only with `tls_required = true` and credentials.
 //! Must never: open a socket or a directory (`compile.rs` starts the
 //! receivers), or accept a non-loopback address for a receiver without
@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use super::error::ConfigError;
 use super::keys::{entry_names, impl_entry, keys_cell, Item, KeySpec, KeyType};
 use super::listen_keys::{
-    http_source, BODY_BYTES_MAX, RECORDS_PER_REQUEST_MAX, RECORD_FORMAT, TLS_CERT_FILE,
+    http_source, listener, BODY_BYTES_MAX, RECORDS_PER_REQUEST_MAX, RECORD_FORMAT, TLS_CERT_FILE,
     TLS_CLIENT_CA_FILE, TLS_KEY_FILE, TOKENS_FILE,
 };
 use super::model::{IngestLimits, SourceKind};
@@ -248,13 +248,19 @@ pub(super) const SOURCES: &[SourceSpec] = &[
             PRODUCERS_MAX,
             PRODUCERS_IDLE_MS_MAX,
             PARTITIONS,
+            TLS_CERT_FILE,
+            TLS_KEY_FILE,
+            TLS_CLIENT_CA_FILE,
+            TOKENS_FILE,
         ],
-        build: |item, _| {
-            let (address, rate_max) = receiver(item, false, false)?;
+        build: |item, base| {
+            let (address, rate_max) = receiver(item, false, true)?;
+            let security = listener(item, base, address)?;
             Ok(SourceKind::Ingest {
                 address,
                 rate_max,
                 limits: ingest_limits(item)?,
+                security,
             })
         },
     },

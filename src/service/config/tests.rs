@@ -323,3 +323,75 @@ fn an_http_source_listens_off_this_machine_only_with_tls_and_tokens() {
     }
     parse("t.toml", &source("address = \"127.0.0.1:8080\""), base).expect("loopback without TLS");
 }
+
+#[test]
+fn an_ingest_source_listens_off_this_machine_only_with_tls_and_tokens() {
+    let source = |keys: &str| {
+        format!(
+            "[[source]]\nid = \"events\"\nkind = \"ingest\"\n{keys}\n[[sink]]\nkind = \"print\"\n"
+        )
+    };
+    let base = Path::new("/etc/weir");
+    let keys = "address = \"0.0.0.0:7070\"\ntls_cert_file = \"c.pem\"\ntls_key_file = \"/k.pem\"\ntls_client_ca_file = \"ca.pem\"\ntokens_file = \"t\"";
+    let p = parse("t.toml", &source(keys), base).expect("ingest source with TLS and tokens");
+    let Node::Source(SourceDef {
+        kind: SourceKind::Ingest {
+            address, security, ..
+        },
+        ..
+    }) = &p.nodes[0]
+    else {
+        panic!("not an ingest source")
+    };
+    assert_eq!(address.to_string(), "0.0.0.0:7070");
+    let tls = security.tls.as_ref().expect("tls");
+    assert_eq!(
+        (&tls.cert, &tls.key, tls.client_ca.as_deref()),
+        (
+            &base.join("c.pem"),
+            &std::path::PathBuf::from("/k.pem"),
+            Some(base.join("ca.pem").as_path())
+        )
+    );
+    assert_eq!(security.tokens.as_deref(), Some(base.join("t").as_path()));
+    for (keys, words) in [
+        ("address = \"0.0.0.0:7070\"", "add tls_cert_file"),
+        (
+            "address = \"10.0.0.1:7070\"\ntls_cert_file = \"c\"\ntls_key_file = \"k\"",
+            "add tokens_file",
+        ),
+        (
+            "address = \"[::]:7070\"\ntokens_file = \"t\"",
+            "add tls_cert_file",
+        ),
+        (
+            "address = \"127.0.0.1:7070\"\ntls_key_file = \"k\"",
+            "tls_cert_file",
+        ),
+        (
+            "address = \"127.0.0.1:7070\"\ntls_client_ca_file = \"c\"",
+            "client certificates need TLS",
+        ),
+        ("address = \"example.com:7070\"", "give an IP address"),
+    ] {
+        let e = parse("t.toml", &source(keys), base)
+            .expect_err(keys)
+            .to_string();
+        assert!(e.contains(words), "{keys}: {e}");
+    }
+    let p = parse("t.toml", &source("address = \"127.0.0.1:0\""), base).expect("loopback");
+    let Node::Source(SourceDef {
+        kind: SourceKind::Ingest { security, .. },
+        ..
+    }) = &p.nodes[0]
+    else {
+        panic!("not an ingest source")
+    };
+    assert_eq!(*security, crate::net::SecurityFiles::default());
+    parse(
+        "t.toml",
+        &source("address = \"127.0.0.1:7070\"\ntokens_file = \"t\""),
+        base,
+    )
+    .expect("loopback with tokens only");
+}
