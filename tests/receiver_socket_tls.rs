@@ -9,12 +9,14 @@
 //! close keeps an unterminated last line, a TCP close without it discards
 //! it. A server that does not speak TLS fails the connect in words, within
 //! `connect_timeout`. Missing files fail the constructor, naming the
-//! stream.
+//! stream, and `weir check` (the real binary), which reads them as `run`
+//! does and says what is verified.
 //!
 //! Certificates are made for each test with the `openssl` command
 //! (`tls_common`). Batches run on a manual clock; every wait is bounded.
 
 mod common;
+mod service_common;
 mod tls_common;
 
 use std::io::{ErrorKind, Write};
@@ -482,4 +484,59 @@ fn unusable_tls_files_fail_the_constructor_naming_the_stream() {
         ..SocketTls::new(dir.join("ca.pem"))
     });
     assert!(e.contains("tls_server_name"), "{e}");
+}
+
+/// `weir check` reads a socket source's TLS files as `run` will and says
+/// what is verified; a missing file fails it, naming the source and file.
+#[test]
+fn weir_check_reads_the_tls_files_and_says_what_is_verified() {
+    let certs = certs();
+    let check = |ca: &str| {
+        let file = certs.path().join("p.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[[source]]\nid = \"feed\"\nkind = \"socket\"\naddress = \"feed.example.com:9999\"\n\
+                 tls_ca_file = \"{ca}\"\ntls_cert_file = \"client.pem\"\ntls_key_file = \"client.key\"\n\
+                 [[sink]]\nkind = \"print\"\n"
+            ),
+        )
+        .unwrap();
+        service_common::weir()
+            .arg("check")
+            .arg(&file)
+            .output()
+            .expect("weir check")
+    };
+    let out = check("ca.pem");
+    let words = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{words}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verified = format!(
+        "TLS 1.3, verifying the authority ({}) and the name \"feed.example.com\", client certificate {}",
+        certs.path().join("ca.pem").display(),
+        certs.path().join("client.pem").display()
+    );
+    assert!(
+        words.contains(&format!(
+            "socket client of feed.example.com:9999 over {verified}"
+        )),
+        "{words}"
+    );
+    assert!(
+        words.contains(&format!("source `feed`: {verified}; files read")),
+        "{words}"
+    );
+    let out = check("missing.pem");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("stream `feed`"), "{err}");
+    assert!(
+        err.contains("cannot read the socket source's CA file (tls_ca_file)"),
+        "{err}"
+    );
+    assert!(err.contains("missing.pem"), "{err}");
 }
