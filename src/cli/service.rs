@@ -136,6 +136,9 @@ pub fn check(a: &CheckArgs) -> crate::Result<ExitCode> {
     for line in listener_security(&p)? {
         println!("{line}");
     }
+    for line in socket_tls(&p)? {
+        println!("{line}");
+    }
     if let Some(line) = crate::service::http::check_http(&p.settings)? {
         println!("{line}");
     }
@@ -162,6 +165,32 @@ fn postgres_tls(p: &crate::service::Pipeline) -> crate::Result<Vec<String>> {
                 ));
             }
         }
+    }
+    Ok(lines)
+}
+
+/// Reads every socket source's TLS files as `run` will: a missing file or
+/// a client key that does not fit its certificate fails the check.
+fn socket_tls(p: &crate::service::Pipeline) -> crate::Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for n in &p.nodes {
+        let crate::service::config::Node::Source(src) = n else {
+            continue;
+        };
+        let crate::service::config::SourceKind::Socket {
+            address,
+            tls: Some(tls),
+            ..
+        } = &src.kind
+        else {
+            continue;
+        };
+        tls.check_files(&src.id, address)?;
+        lines.push(format!(
+            "source `{}`: {}; files read",
+            src.id,
+            tls.describe(address)
+        ));
     }
     Ok(lines)
 }

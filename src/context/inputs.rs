@@ -167,7 +167,7 @@ impl StreamingContext {
         config: SocketConfig,
     ) -> Result<(DStream<String>, Arc<SocketStats>)> {
         config.validate(name, self.wal_config())?;
-        let (receiver, stats) = socket::receiver(addr, config);
+        let (receiver, stats) = socket::receiver(name, addr, config)?;
         let (stream, _) =
             self.receiver_stream_shared(name, receiver, Arc::new(crate::receiver::utf8))?;
         Ok((stream, stats))

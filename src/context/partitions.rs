@@ -66,11 +66,9 @@ impl StreamingContext {
     ) -> Result<(DStream<String>, Arc<SocketStats>)> {
         config.validate(name, self.wal_config())?;
         let stats = Arc::new(SocketStats::default());
-        let parts = (0..partitions)
-            .map(|_| {
-                let r = socket::receiver_with_stats(addr, config.clone(), stats.clone());
-                (r, None)
-            })
+        let parts = socket::receivers_with_stats(name, addr, config, stats.clone(), partitions)?
+            .into_iter()
+            .map(|r| (r, None))
             .collect();
         let stream = self.partitioned(name, partitions, parts, Arc::new(crate::receiver::utf8))?;
         Ok((stream, stats))

@@ -1,9 +1,13 @@
 //! TLS for a listener: a rustls server configuration (TLS 1.3, the ring
 //! provider) built from a certificate chain and a private key in PEM
 //! files, optionally requiring client certificates signed by an authority
-//! (mTLS), read again on demand ([`server_config`]); the PEM readers
-//! ([`certificates`], [`private_key`]) also load the PostgreSQL sink's
-//! client files (`sink/postgres_tls.rs`).
+//! (mTLS), read again on demand ([`server_config`]). And for a client:
+//! the trust store of a CA file ([`trust_roots`]), an optional client
+//! certificate ([`client_auth`]) and the whole configuration that verifies
+//! the server's chain and name ([`client_config`]), used by the socket
+//! source (`receiver/socket_tls.rs`) and, piece by piece, by the
+//! PostgreSQL sink (`sink/postgres_tls.rs`), whose `verify-ca` mode checks
+//! the chain alone.
 //!
 //! Limits: each PEM file at most [`PEM_BYTES_MAX`] (1 MiB); TLS 1.3 only
 //! (the rustls features the tree already builds).
@@ -13,9 +17,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::client::{WantsClientCert, WebPkiServerVerifier};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{ClientConfig, ConfigBuilder, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 
 /// Largest PEM file read, in bytes.
@@ -142,6 +148,92 @@ pub fn private_key(what: &'static str, path: &Path) -> Result<PrivateKeyDer<'sta
     })
 }
 
+/// The crypto provider of every TLS configuration in weir: ring, as
+/// async-nats builds it (no second crypto library); rustls 0.23.48
+/// deprecates it for lacking post-quantum key exchange, which aws-lc-rs
+/// (a C build) would bring.
+pub fn ring_provider() -> Arc<CryptoProvider> {
+    #[allow(deprecated)]
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The authorities of PEM file `path` (`what` names it in errors) as a
+/// trust store.
+pub fn trust_roots(what: &'static str, path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for c in certificates(what, path)? {
+        roots.add(c).map_err(|e| TlsError::Pem {
+            what,
+            path: path.to_path_buf(),
+            expected: "usable certificate authority",
+            why: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
+
+/// A client's own certificate (mTLS): the chain and key files, and the
+/// words errors name them by.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIdentity<'a> {
+    /// Which file the chain is (e.g. "the PostgreSQL client certificate
+    /// (tls_cert_file)").
+    pub cert_what: &'static str,
+    /// The certificate chain, leaf first (PEM).
+    pub cert: &'a Path,
+    /// Which file the key is.
+    pub key_what: &'static str,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: &'a Path,
+}
+
+/// Finishes a client configuration with `identity`'s certificate, sent
+/// when the server asks for one (mTLS), or with none.
+pub fn client_auth(
+    builder: ConfigBuilder<ClientConfig, WantsClientCert>,
+    identity: Option<ClientIdentity<'_>>,
+) -> Result<ClientConfig, TlsError> {
+    let Some(id) = identity else {
+        return Ok(builder.with_no_client_auth());
+    };
+    let chain = certificates(id.cert_what, id.cert)?;
+    let key = private_key(id.key_what, id.key)?;
+    builder
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| TlsError::Refused {
+            cert: id.cert.to_path_buf(),
+            key: id.key.to_path_buf(),
+            why: e.to_string(),
+        })
+}
+
+/// A client configuration (TLS 1.3, ring) that verifies the server's
+/// chain against the authorities of `ca` (`ca_what` names it) and its
+/// name (webpki: the DNS name or IP address in the subjectAltName), with
+/// `identity`'s certificate if given.
+pub fn client_config(
+    ca_what: &'static str,
+    ca: &Path,
+    identity: Option<ClientIdentity<'_>>,
+) -> Result<ClientConfig, TlsError> {
+    let roots = Arc::new(trust_roots(ca_what, ca)?);
+    let refused = |why: String| TlsError::Pem {
+        what: ca_what,
+        path: ca.to_path_buf(),
+        expected: "usable certificate authority",
+        why,
+    };
+    let provider = ring_provider();
+    let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+        .build()
+        .map_err(|e| refused(e.to_string()))?;
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| refused(e.to_string()))?
+        .with_webpki_verifier(verifier);
+    client_auth(builder, identity)
+}
+
 /// Reads `files` into a server configuration (HTTP/1.1 by ALPN).
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = certificates("the TLS certificate file", &files.cert)?;
@@ -151,26 +243,14 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
         key: files.key.clone(),
         why,
     };
-    // ring, as async-nats builds it (no second crypto library); rustls
-    // 0.23.48 deprecates it for lacking post-quantum key exchange, which
-    // aws-lc-rs (a C build) would bring.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = ring_provider();
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| refused(e.to_string()))?;
     let builder = match &files.client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
-            let mut roots = RootCertStore::empty();
-            for c in certificates("the TLS client CA file", ca)? {
-                roots.add(c).map_err(|e| TlsError::Pem {
-                    what: "the TLS client CA file",
-                    path: ca.clone(),
-                    expected: "usable certificate authority",
-                    why: e.to_string(),
-                })?;
-            }
+            let roots = trust_roots("the TLS client CA file", ca)?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(|e| refused(e.to_string()))?;

@@ -46,10 +46,12 @@ pub(crate) mod lines;
 internal! {
     mod dir;
     mod socket;
+    mod socket_tls;
 }
 pub use dir::{DirConfig, DirStats};
 pub use health::{HealthSnapshot, LastError, ReceiverHealth, ReceiverState};
 pub use socket::{SocketConfig, SocketStats, DELIMITER_BYTES_MAX};
+pub use socket_tls::{ClientCert, SocketTls};
 
 use crate::dstream::BoxError;
 use crate::scheduler::Scheduler;
@@ -104,6 +106,14 @@ pub enum ReceiverError {
         stream: String,
         /// What is wrong and what to do.
         message: String,
+    },
+    /// A receiver's TLS files cannot be used (read when it is built).
+    #[error("stream `{stream}`: {source}")]
+    TlsFiles {
+        /// Stream name.
+        stream: String,
+        /// What is wrong with which file, and what to do.
+        source: Box<crate::net::TlsError>,
     },
     /// A receiver's own I/O failed where it cannot retry.
     #[error("stream `{stream}`: cannot {action} {path}: {source}")]

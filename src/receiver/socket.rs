@@ -24,6 +24,16 @@
 //! While the stream's backlog is full the receiver stops reading, so TCP
 //! flow control pushes back on the server.
 //!
+//! TLS (`SocketConfig::tls`, `super::socket_tls`): the receiver connects
+//! TCP, then does the TLS handshake within `connect_timeout`, verifying the
+//! server's certificate (authority, dates, name), and reads lines over TLS
+//! by the same rules. A TLS failure (an unknown authority, a wrong name,
+//! a refused handshake, also an alert on the first read, as TLS 1.3
+//! reports a refused client certificate) is a failed connect: counted,
+//! retried with backoff, its reason the receiver's last error. A server
+//! that ends TLS without its close (`close_notify`) broke the connection:
+//! an unterminated last line is discarded, not stored cut short.
+//!
 //! Stores: the lines read so far are stored (one WAL append) when a read
 //! comes back short (the socket had nothing more queued), when a store is
 //! full, and when a read times out; so a line waits for at most one group
@@ -36,8 +46,9 @@
 //! line_bytes_max + 64 KiB` of its own. A read waits at most 50 ms, so a stop
 //! is noticed within about 100 ms.
 //! Must never: grow a buffer past those limits, or read while the backlog is
-//! full. The context's constructors (`socket_text_stream[_with]`) live in
-//! `crate::context`; this module never imports the context.
+//! full, or read a byte over TLS from a server whose certificate failed
+//! verification. The context's constructors (`socket_text_stream[_with]`)
+//! live in `crate::context`; this module never imports the context.
 
 use std::io::{ErrorKind, Read};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -47,6 +58,7 @@ use std::time::{Duration, Instant};
 
 use super::lines::{log_nth, to_text, Line, LineSplitter};
 pub use super::lines::DELIMITER_BYTES_MAX;
+use super::socket_tls::{self, ConnectError, Connector, SocketTls};
 use super::{
     sleep_unless_stopping, Receiver, ReceiverContext, ReceiverError, ReceiverState, STOP_POLL,
 };
@@ -84,6 +96,9 @@ pub struct SocketConfig {
     /// receiver warns (once per connection; the likely cause is a server
     /// that ends records otherwise).
     pub unterminated_warn_after: Duration,
+    /// TLS to the server (None: plain TCP, fit only for a server on this
+    /// machine; pipeline files refuse a server off it without TLS).
+    pub tls: Option<SocketTls>,
 }
 
 impl Default for SocketConfig {
@@ -98,6 +113,7 @@ impl Default for SocketConfig {
             connect_timeout: Duration::from_secs(1),
             records_per_second_max: None,
             unterminated_warn_after: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -181,6 +197,9 @@ impl SocketConfig {
         if self.records_per_second_max == Some(0) {
             return bad("records_per_second_max must be positive (None for no limit)".into());
         }
+        if self.connect_timeout.is_zero() {
+            return bad("connect_timeout must be positive: it bounds the TCP connect and the TLS handshake".into());
+        }
         Ok(())
     }
 }
@@ -189,6 +208,8 @@ struct SocketReceiver {
     addr: String,
     config: SocketConfig,
     stats: Arc<SocketStats>,
+    /// The TLS client (None: plain TCP).
+    tls: Option<Connector>,
 }
 
 /// Complete lines waiting for one store.
@@ -237,6 +258,9 @@ struct Unterminated {
 enum Ended {
     /// The server closed or broke the connection: reconnect.
     Reconnect,
+    /// The server refused TLS after the handshake, before any text (TLS
+    /// 1.3 reports a refused client certificate so): a failed connect.
+    Refused(ConnectError),
     /// The context is stopping.
     Stop,
 }
@@ -288,16 +312,15 @@ impl SocketReceiver {
         );
     }
 
-    fn serve(&self, mut conn: TcpStream, ctx: &ReceiverContext) -> Result<Ended, ReceiverError> {
+    /// Reads `conn` (its reads wait at most `READ_TIMEOUT`) until the
+    /// server ends it or the context stops.
+    fn serve(
+        &self,
+        mut conn: Box<dyn Read + Send>,
+        ctx: &ReceiverContext,
+    ) -> Result<Ended, ReceiverError> {
         let stream = ctx.stream_name().to_string();
-        let io = |action, e| ReceiverError::Io {
-            stream: stream.clone(),
-            action,
-            path: self.addr.clone(),
-            source: e,
-        };
-        conn.set_read_timeout(Some(READ_TIMEOUT))
-            .map_err(|e| io("set a read timeout on the connection to", e))?;
+        let mut got_bytes = false;
         let mut splitter =
             LineSplitter::with_delimiter(self.config.line_bytes_max, &self.config.delimiter);
         let mut pending = Pending {
@@ -352,19 +375,23 @@ impl SocketReceiver {
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
+                    if let Some(refused) = self.tls_refusal(&e, got_bytes) {
+                        return Ok(Ended::Refused(refused));
+                    }
                     if splitter.reset() {
                         SocketStats::add(&self.stats.partial_lines_discarded, 1);
                     }
                     if stopping(pending.flush(ctx, &self.stats))? {
                         return Ok(Ended::Stop);
                     }
-                    let why = format!("the connection to {} broke: {e}", self.addr);
+                    let why = self.broke_words(&e);
                     ctx.set_state(ReceiverState::Retrying, Some(&why));
-                    tracing::warn!(stream = %stream, server = %self.addr, error = %e, "the connection broke; an unterminated last line was discarded; reconnecting");
+                    tracing::warn!(stream = %stream, server = %self.addr, "{why}; an unterminated last line was discarded; reconnecting");
                     return Ok(Ended::Reconnect);
                 }
             };
             SocketStats::add(&self.stats.bytes_read, n as u64);
+            got_bytes = true;
             let mut data = &buf[..n];
             while !data.is_empty() {
                 let used = splitter.feed(data, |l| {
@@ -422,7 +449,72 @@ impl SocketReceiver {
                 <= self.config.store_bytes_max
     }
 
-    fn connect(&self) -> std::io::Result<TcpStream> {
+    /// A TLS failure on a connection that has sent nothing yet: the
+    /// server refused after the handshake (TLS 1.3 reports a refused
+    /// client certificate on the first read).
+    fn tls_refusal(&self, e: &std::io::Error, got_bytes: bool) -> Option<ConnectError> {
+        let c = self.tls.as_ref().filter(|_| !got_bytes)?;
+        ConnectError::from_tls(e, &self.addr, c)
+    }
+
+    /// Why the connection broke, in words.
+    fn broke_words(&self, e: &std::io::Error) -> String {
+        if self.tls.is_some() && e.kind() == ErrorKind::UnexpectedEof {
+            return format!(
+                "the server {} closed the connection without ending TLS (no close_notify)",
+                self.addr
+            );
+        }
+        format!("the connection to {} broke: {e}", self.addr)
+    }
+
+    /// Connects (TCP, then TLS where configured); reads then wait at most
+    /// `READ_TIMEOUT`.
+    fn connect(&self, ctx: &ReceiverContext) -> Result<Box<dyn Read + Send>, ConnectError> {
+        let tcp_failed = |source| ConnectError::Tcp {
+            addr: self.addr.clone(),
+            source,
+        };
+        let tcp = self.connect_tcp().map_err(tcp_failed)?;
+        match &self.tls {
+            None => {
+                tcp.set_read_timeout(Some(READ_TIMEOUT))
+                    .map_err(tcp_failed)?;
+                Ok(Box::new(tcp))
+            }
+            Some(c) => {
+                let times = (self.config.connect_timeout, READ_TIMEOUT);
+                let stopping = || ctx.is_stopping();
+                let tls = socket_tls::handshake(c, tcp, &self.addr, times, &stopping)?;
+                Ok(Box::new(tls))
+            }
+        }
+    }
+
+    /// Counts and reports a failed connect, then waits `backoff`; true
+    /// when the context stopped meanwhile.
+    fn failed(&self, ctx: &ReceiverContext, e: &ConnectError, backoff: Duration) -> bool {
+        let n = SocketStats::add(&self.stats.connect_failures, 1);
+        let why = e.to_string();
+        ctx.set_state(ReceiverState::Retrying, Some(&why));
+        if log_nth(n) {
+            let what = if e.is_tls() {
+                "the TLS handshake with the text server failed; retrying"
+            } else {
+                "cannot connect to the text server; retrying"
+            };
+            tracing::warn!(
+                stream = ctx.stream_name(),
+                server = %self.addr,
+                retry_in_ms = backoff.as_millis() as u64,
+                failures_total = n,
+                "{what}: {why}"
+            );
+        }
+        sleep_unless_stopping(ctx, backoff)
+    }
+
+    fn connect_tcp(&self) -> std::io::Result<TcpStream> {
         let mut last = None;
         for a in self.addr.to_socket_addrs()? {
             match TcpStream::connect_timeout(&a, self.config.connect_timeout) {
@@ -444,36 +536,27 @@ impl Receiver for SocketReceiver {
         let mut backoff = self.config.backoff_initial;
         ctx.set_state(ReceiverState::Connecting, None);
         while !ctx.is_stopping() {
-            match self.connect() {
+            let refused = match self.connect(&ctx) {
                 Ok(conn) => {
                     SocketStats::add(&self.stats.connects, 1);
                     ctx.set_state(ReceiverState::Connected, None);
-                    tracing::info!(stream = ctx.stream_name(), server = %self.addr, "connected");
-                    backoff = self.config.backoff_initial;
-                    if let Ended::Stop = self.serve(conn, &ctx)? {
-                        return Ok(());
+                    tracing::info!(stream = ctx.stream_name(), server = %self.addr, tls = self.tls.is_some(), "connected");
+                    match self.serve(conn, &ctx)? {
+                        Ended::Stop => return Ok(()),
+                        Ended::Reconnect => {
+                            backoff = self.config.backoff_initial;
+                            continue;
+                        }
+                        Ended::Refused(e) => e,
                     }
                 }
-                Err(e) => {
-                    let n = SocketStats::add(&self.stats.connect_failures, 1);
-                    let why = format!("cannot connect to {}: {e}", self.addr);
-                    ctx.set_state(ReceiverState::Retrying, Some(&why));
-                    if log_nth(n) {
-                        tracing::warn!(
-                            stream = ctx.stream_name(),
-                            server = %self.addr,
-                            error = %e,
-                            retry_in_ms = backoff.as_millis() as u64,
-                            failures_total = n,
-                            "cannot connect to the text server; retrying (is it running and listening on that address?)"
-                        );
-                    }
-                    if sleep_unless_stopping(&ctx, backoff) {
-                        return Ok(());
-                    }
-                    backoff = (backoff * 2).min(self.config.backoff_max);
-                }
+                Err(ConnectError::Stopped { .. }) => return Ok(()),
+                Err(e) => e,
+            };
+            if self.failed(&ctx, &refused, backoff) {
+                return Ok(());
             }
+            backoff = (backoff * 2).min(self.config.backoff_max);
         }
         Ok(())
     }
@@ -486,19 +569,32 @@ fn delimiter_text(d: &[u8]) -> String {
 
 /// The receiver of a socket text stream reading from `addr`, and its
 /// counters; `StreamingContext::socket_text_stream_with` (in
-/// `crate::context`) registers it after [`SocketConfig::validate`].
-pub(crate) fn receiver(addr: &str, config: SocketConfig) -> (Box<dyn Receiver>, Arc<SocketStats>) {
+/// `crate::context`) registers it after [`SocketConfig::validate`]. Reads
+/// the TLS files, if any: a missing or unusable file is an error naming
+/// the stream.
+pub(crate) fn receiver(
+    stream: &str,
+    addr: &str,
+    config: SocketConfig,
+) -> Result<(Box<dyn Receiver>, Arc<SocketStats>), ReceiverError> {
     let stats = Arc::new(SocketStats::default());
-    (receiver_with_stats(addr, config, stats.clone()), stats)
+    let mut parts = receivers_with_stats(stream, addr, config, stats.clone(), 1)?;
+    let r = parts.pop().ok_or_else(|| ReceiverError::Config {
+        stream: stream.to_string(),
+        message: "no receiver was built".into(),
+    })?;
+    Ok((r, stats))
 }
 
-/// A socket receiver counting into `stats` (the partitions of one stream
-/// share theirs).
-pub(crate) fn receiver_with_stats(
+/// `count` socket receivers counting into `stats` (the partitions of one
+/// stream share theirs, and one TLS client: the files are read once).
+pub(crate) fn receivers_with_stats(
+    stream: &str,
     addr: &str,
     config: SocketConfig,
     stats: Arc<SocketStats>,
-) -> Box<dyn Receiver> {
+    count: usize,
+) -> Result<Vec<Box<dyn Receiver>>, ReceiverError> {
     let mut config = config;
     if let Some(r) = config.records_per_second_max {
         // Stores no larger than the rate limit's burst, so the limit
@@ -506,9 +602,18 @@ pub(crate) fn receiver_with_stats(
         let burst = usize::try_from((r / 10).max(1)).unwrap_or(usize::MAX);
         config.lines_per_store_max = config.lines_per_store_max.min(burst);
     }
-    Box::new(SocketReceiver {
-        addr: addr.to_string(),
-        config,
-        stats,
-    })
+    let tls = match &config.tls {
+        Some(t) => Some(t.connector(stream, addr)?),
+        None => None,
+    };
+    Ok((0..count)
+        .map(|_| {
+            Box::new(SocketReceiver {
+                addr: addr.to_string(),
+                config: config.clone(),
+                stats: stats.clone(),
+                tls: tls.clone(),
+            }) as Box<dyn Receiver>
+        })
+        .collect())
 }

@@ -110,9 +110,11 @@ pub(super) fn source(src: &SourceDef, ssc: &StreamingContext, compiled: &mut Com
             rate_max,
             delimiter,
             partitions,
+            tls,
         } => {
             let mut cfg = crate::receiver::socket::SocketConfig {
                 records_per_second_max: *rate_max,
+                tls: tls.clone(),
                 ..Default::default()
             };
             if let Some(d) = delimiter {

@@ -499,8 +499,11 @@ fn source_words(src: &config::SourceDef) -> String {
             rate_max,
             delimiter,
             partitions,
+            tls,
         } => format!(
-            "socket client of {address}{} ({})",
+            "socket client of {address} over {}{} ({})",
+            tls.as_ref()
+                .map_or("plain TCP".into(), |t| t.describe(address)),
             rate(rate_max) + &ends_at(delimiter.as_deref()),
             logs_words(&src.id, *partitions, "connection")
         ),

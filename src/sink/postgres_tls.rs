@@ -46,7 +46,7 @@ use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream}
 use tokio_postgres::{Client, Connection, NoTls, Socket};
 
 use super::postgres::PostgresSinkError;
-use crate::net::tls::{certificates, private_key, TlsError};
+use crate::net::tls::{client_auth, ring_provider, trust_roots, ClientIdentity, TlsError};
 
 /// How the sink uses TLS; the values of libpq's `sslmode` (without
 /// `allow` and `prefer`, which may fall back to plain TCP).
@@ -173,22 +173,17 @@ impl PgTls {
             return Ok(None);
         };
         let files = |e: TlsError| PostgresSinkError::TlsFiles(Box::new(e));
+        const CA: &str = "the PostgreSQL CA file (tls_ca_file)";
         let refused = |why: String| {
             files(TlsError::Pem {
-                what: "the PostgreSQL CA file (tls_ca_file)",
+                what: CA,
                 path: ca.to_path_buf(),
                 expected: "usable certificate authority",
                 why,
             })
         };
-        let mut roots = RootCertStore::empty();
-        for c in certificates("the PostgreSQL CA file (tls_ca_file)", ca).map_err(files)? {
-            roots.add(c).map_err(|e| refused(e.to_string()))?;
-        }
-        let roots = Arc::new(roots);
-        // ring, as the rest of weir (`crate::net::tls`).
-        #[allow(deprecated)]
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let roots = Arc::new(trust_roots(CA, ca).map_err(files)?);
+        let provider = ring_provider();
         let webpki = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
             .build()
             .map_err(|e| refused(e.to_string()))?;
@@ -206,22 +201,16 @@ impl PgTls {
                     algs,
                 })),
         };
-        let mut config = match (&self.cert_file, &self.key_file) {
-            (Some(cert), Some(key)) => {
-                let chain = certificates("the PostgreSQL client certificate (tls_cert_file)", cert)
-                    .map_err(files)?;
-                let k =
-                    private_key("the PostgreSQL client key (tls_key_file)", key).map_err(files)?;
-                builder.with_client_auth_cert(chain, k).map_err(|e| {
-                    files(TlsError::Refused {
-                        cert: cert.clone(),
-                        key: key.clone(),
-                        why: e.to_string(),
-                    })
-                })?
-            }
-            _ => builder.with_no_client_auth(),
+        let identity = match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => Some(ClientIdentity {
+                cert_what: "the PostgreSQL client certificate (tls_cert_file)",
+                cert,
+                key_what: "the PostgreSQL client key (tls_key_file)",
+                key,
+            }),
+            _ => None,
         };
+        let mut config = client_auth(builder, identity).map_err(files)?;
         // As libpq 17 (needed by servers that take direct TLS).
         config.alpn_protocols = vec![b"postgresql".to_vec()];
         Ok(Some(Arc::new(config)))

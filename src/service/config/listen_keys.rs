@@ -141,7 +141,7 @@ pub(super) fn missing_for(files: &SecurityFiles, addr: SocketAddr) -> Option<&'s
 /// An `http` source: where it listens, its TLS and tokens, its limits and
 /// format.
 pub(super) fn http_source(item: &Item<'_>, base: &Path) -> Result<SourceKind, ConfigError> {
-    let (address, rate_max) = super::sources::receiver(item, false, true)?;
+    let (address, rate_max) = super::sources::receiver(item, true)?;
     let security = listener(item, base, address)?;
     let mut http = HttpLimits::default();
     if let Some(n) = item.positive(&BODY_BYTES_MAX)? {

@@ -14,6 +14,9 @@
 //!   check`'s lists, "did you mean" and the docs tables come from them;
 //! - `settings.rs`: `[pipeline]` and `[service]`; `http_keys.rs` the
 //!   status endpoint's keys and the rule for an address off this machine;
+//!   `listen_keys.rs`, `socket_keys.rs`, `nats_keys.rs` and
+//!   `sink_postgres.rs` the keys of sources and sinks that face the
+//!   network, each with its rule for a peer off this machine;
 //! - `validate.rs`: the validator that walks the file through the tables;
 //! - `model.rs`: the validated [`Pipeline`];
 //! - `error.rs`: [`ConfigError`], its location, caret and suggestions.
@@ -38,6 +41,7 @@ mod raw;
 mod settings;
 mod sink_postgres;
 mod sinks;
+mod socket_keys;
 mod sources;
 mod validate;
 

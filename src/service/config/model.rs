@@ -203,7 +203,7 @@ pub enum SourceKind {
     Generator(crate::service::generator::GeneratorConfig),
     /// Lines read from a TCP server (`socket_text_stream`).
     Socket {
-        /// `host:port` of the server (loopback).
+        /// `host:port` of the server (off this machine only with `tls`).
         address: String,
         /// Most lines per second stored.
         rate_max: Option<u64>,
@@ -212,6 +212,8 @@ pub enum SourceKind {
         /// Connections (each into its own log), 1 to
         /// `STREAM_PARTITIONS_MAX`.
         partitions: usize,
+        /// TLS to the server, its paths resolved and its name set.
+        tls: Option<crate::receiver::SocketTls>,
     },
     /// The ingest server (`ingest_stream`, fed by `weir feed`).
     Ingest {

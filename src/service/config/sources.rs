@@ -7,11 +7,13 @@
 //! Limits: generator rates up to [`GENERATOR_RATE_MAX`] records per
 //! second, [`LINES_PER_RECORD_MAX`] lines per record; receivers listen on
 //! or connect to loopback addresses, except an `ingest` or `http` source
-//! with TLS and tokens (`listen_keys.rs`); a JetStream source reaches a server
-//! off this machine only with `tls_required = true` and credentials.
+//! with TLS and tokens (`listen_keys.rs`) and a `socket` source with TLS
+//! that verifies the server (`socket_keys.rs`); a JetStream source
+//! reaches a server off this machine only with `tls_required = true` and
+//! credentials.
 //! Must never: open a socket or a directory (`compile.rs` starts the
-//! receivers), or accept a non-loopback address for a receiver without
-//! TLS and tokens.
+//! receivers), or accept a non-loopback address for a listener without
+//! TLS and tokens, or for a client without TLS.
 
 use std::net::SocketAddr;
 
@@ -26,6 +28,7 @@ use super::nats_keys::{
     nats_client, CONNECT_TIMEOUT_MS, CREDENTIALS_FILE, PASSWORD, SERVERS, TLS_CA_FILE,
     TLS_REQUIRED, TOKEN, USER,
 };
+use super::socket_keys::{socket_source, SOCKET_KEYS};
 use crate::ingest::{
     CONNECTIONS_CEILING, HELLO_TIMEOUT_CEILING_MS, PRODUCERS_CEILING, PRODUCERS_IDLE_CEILING_MS,
 };
@@ -92,12 +95,7 @@ const ADDRESS: KeySpec = KeySpec::of(
     KeyType::Text,
     "a loopback address with a port, such as \"127.0.0.1:7070\"",
 );
-const DELIMITER: KeySpec = KeySpec::of(
-    "delimiter",
-    KeyType::Text,
-    "what ends a record, 1 to 64 bytes, such as \"__end\" (default: a newline; bytes between delimiters are kept exactly)",
-);
-const RATE_MAX: KeySpec = KeySpec::whole(
+pub(super) const RATE_MAX: KeySpec = KeySpec::whole(
     "rate_max",
     1,
     GENERATOR_RATE_MAX as i64,
@@ -109,7 +107,7 @@ const PATH: KeySpec = KeySpec::of(
     "the directory new files appear in (relative paths are from this file's directory)",
 );
 
-const PARTITIONS: KeySpec = KeySpec::whole(
+pub(super) const PARTITIONS: KeySpec = KeySpec::whole(
     "partitions",
     1,
     crate::context::STREAM_PARTITIONS_MAX as i64,
@@ -225,16 +223,8 @@ pub(super) const SOURCES: &[SourceSpec] = &[
     },
     SourceSpec {
         name: "socket",
-        keys: &[ADDRESS, RATE_MAX, DELIMITER, PARTITIONS],
-        build: |item, _| {
-            let (address, rate_max) = receiver(item, true, false)?;
-            Ok(SourceKind::Socket {
-                address: address.to_string(),
-                rate_max,
-                delimiter: delimiter(item)?,
-                partitions: partitions(item)?,
-            })
-        },
+        keys: SOCKET_KEYS,
+        build: socket_source,
     },
     SourceSpec {
         name: "ingest",
@@ -254,7 +244,7 @@ pub(super) const SOURCES: &[SourceSpec] = &[
             TOKENS_FILE,
         ],
         build: |item, base| {
-            let (address, rate_max) = receiver(item, false, true)?;
+            let (address, rate_max) = receiver(item, true)?;
             let security = listener(item, base, address)?;
             Ok(SourceKind::Ingest {
                 address,
@@ -366,21 +356,16 @@ fn generator(item: &Item<'_>) -> Result<SourceKind, ConfigError> {
     Ok(SourceKind::Generator(g))
 }
 
-/// A receiver's `address` (loopback; a socket's port is not 0) and
+/// A listening receiver's `address` (loopback unless `any_ip`) and
 /// `rate_max`.
 pub(super) fn receiver(
     item: &Item<'_>,
-    socket: bool,
     any_ip: bool,
 ) -> Result<(SocketAddr, Option<u64>), ConfigError> {
     let rate_max = item.positive(&RATE_MAX)?;
     let a = item.required(
         &ADDRESS,
-        if socket {
-            "the server's address, e.g. \"127.0.0.1:9999\""
-        } else {
-            "where to listen, e.g. \"127.0.0.1:7070\""
-        },
+        "where to listen, e.g. \"127.0.0.1:7070\"",
         "add address = \"127.0.0.1:PORT\"",
     )?;
     let text = a.get_ref().trim();
@@ -389,51 +374,20 @@ pub(super) fn receiver(
         .and_then(|p| p.parse::<u16>().ok())
         .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
         .or_else(|| text.parse::<SocketAddr>().ok());
-    let addr = match addr {
-        Some(x) if any_ip || x.ip().is_loopback() => x,
-        other => {
-            return Err(item.err(
-                a.span(),
-                ADDRESS.name,
-                "a loopback address with a port: \"127.0.0.1:PORT\", \"[::1]:PORT\" or \"localhost:PORT\"",
-                Some(format!("\"{text}\"")),
-                if other.is_some() {
-                    "weir talks only to this machine; reach others through a local relay"
-                } else {
-                    "give an IP address (or localhost) and a port"
-                },
-            ))
-        }
-    };
-    if socket && addr.port() == 0 {
-        return Err(item.err(
+    match addr {
+        Some(x) if any_ip || x.ip().is_loopback() => Ok((x, rate_max)),
+        other => Err(item.err(
             a.span(),
             ADDRESS.name,
-            "the server's port (not 0)",
+            "a loopback address with a port: \"127.0.0.1:PORT\", \"[::1]:PORT\" or \"localhost:PORT\"",
             Some(format!("\"{text}\"")),
-            "a socket source connects to a server that listens on that port",
-        ));
+            if other.is_some() {
+                "weir talks only to this machine; reach others through a local relay"
+            } else {
+                "give an IP address (or localhost) and a port"
+            },
+        )),
     }
-    Ok((addr, rate_max))
-}
-
-/// A socket source's `delimiter`: 1 to `DELIMITER_BYTES_MAX` bytes.
-fn delimiter(item: &Item<'_>) -> Result<Option<String>, ConfigError> {
-    let Some(d) = item.text(&DELIMITER)? else {
-        return Ok(None);
-    };
-    let max = crate::receiver::socket::DELIMITER_BYTES_MAX;
-    let n = d.get_ref().len();
-    if n == 0 || n > max {
-        return Err(item.err(
-            d.span(),
-            DELIMITER.name,
-            format!("1 to {max} bytes of text that end each record"),
-            Some(format!("{n} bytes")),
-            "the Spark tutorial's server ends each tweet with \"__end\": delimiter = \"__end\"; leave the key out for newline-terminated lines",
-        ));
-    }
-    Ok(Some(d.get_ref().to_string()))
 }
 
 /// An ingest source's limits: its keys over `IngestConfig`'s defaults.
@@ -487,7 +441,7 @@ fn directory(item: &Item<'_>, base: &std::path::Path) -> Result<SourceKind, Conf
 }
 
 /// `partitions` (default 1).
-fn partitions(item: &Item<'_>) -> Result<usize, ConfigError> {
+pub(super) fn partitions(item: &Item<'_>) -> Result<usize, ConfigError> {
     Ok(item.positive(&PARTITIONS)?.map_or(1, |n| n as usize))
 }
 

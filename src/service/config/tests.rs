@@ -73,7 +73,8 @@ fn every_sink_and_source_kind_parses_from_its_table_entry() {
     for spec in SOURCES {
         let keys = match spec.name {
             "generator" => "rate = 5",
-            "socket" | "ingest" => "address = \"127.0.0.1:7070\"",
+            "ingest" => "address = \"127.0.0.1:7070\"",
+            "socket" => "address = \"feed.example.com:9999\"\ntls_ca_file = \"ca.pem\"\ntls_server_name = \"feed.example.com\"\ntls_cert_file = \"weir.pem\"\ntls_key_file = \"weir.key\"",
             "directory" => "path = \"in\"",
             "http" => "address = \"0.0.0.0:8080\"\nformat = \"json\"\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\ntokens_file = \"tokens\"",
             "jetstream" => "servers = [\"nats://127.0.0.1:4222\"]\nstreams = [\"EV0\"]",
@@ -394,4 +395,113 @@ fn an_ingest_source_listens_off_this_machine_only_with_tls_and_tokens() {
         base,
     )
     .expect("loopback with tokens only");
+}
+
+/// A socket source's server and TLS keys: loopback without TLS; off this
+/// machine (a name, an IP address) only with `tls_ca_file`; the verified
+/// name defaults to the address's host as written; paths from the file's
+/// directory; the certificate and key together; TLS keys need the CA file.
+#[test]
+fn a_socket_source_reaches_a_server_off_this_machine_only_over_verified_tls() {
+    use crate::receiver::{ClientCert, SocketTls};
+    let base = Path::new("/etc/weir");
+    let socket = |keys: &str| {
+        let text = format!(
+            "[[source]]\nid = \"feed\"\nkind = \"socket\"\n{keys}\n[[sink]]\nkind = \"print\"\n"
+        );
+        parse("t.toml", &text, base).map(|p| match &p.nodes[0] {
+            Node::Source(SourceDef {
+                kind: SourceKind::Socket { address, tls, .. },
+                ..
+            }) => (address.clone(), tls.clone()),
+            _ => panic!("not a socket source"),
+        })
+    };
+    let verified = |ca: &str, name: &str| SocketTls {
+        ca_file: base.join(ca),
+        server_name: Some(name.into()),
+        client_cert: None,
+    };
+    let ok = |keys: &str| socket(keys).unwrap_or_else(|e| panic!("{keys}: {e}"));
+    assert_eq!(
+        ok("address = \"feed.example.com:9999\"\ntls_ca_file = \"ca.pem\""),
+        (
+            "feed.example.com:9999".into(),
+            Some(verified("ca.pem", "feed.example.com"))
+        )
+    );
+    assert_eq!(
+        ok("address = \"[2001:db8::1]:9999\"\ntls_ca_file = \"/pki/ca.pem\""),
+        (
+            "[2001:db8::1]:9999".into(),
+            Some(verified("/pki/ca.pem", "2001:db8::1"))
+        )
+    );
+    let (address, tls) = ok("address = \"10.1.2.3:9999\"\ntls_ca_file = \"ca.pem\"\ntls_server_name = \"feed.internal\"\ntls_cert_file = \"weir.pem\"\ntls_key_file = \"weir.key\"");
+    assert_eq!(address, "10.1.2.3:9999");
+    assert_eq!(
+        tls,
+        Some(SocketTls {
+            client_cert: Some(ClientCert {
+                cert_file: base.join("weir.pem"),
+                key_file: base.join("weir.key"),
+            }),
+            ..verified("ca.pem", "feed.internal")
+        })
+    );
+    assert_eq!(
+        ok("address = \"localhost:9999\""),
+        ("127.0.0.1:9999".into(), None)
+    );
+    assert_eq!(ok("address = \"[::1]:9999\"").1, None);
+    assert_eq!(
+        ok("address = \"localhost:9999\"\ntls_ca_file = \"ca.pem\"").1,
+        Some(verified("ca.pem", "localhost"))
+    );
+    for (keys, key, words) in [
+        (
+            "address = \"feed.example.com:9999\"",
+            "address",
+            "add tls_ca_file",
+        ),
+        ("address = \"10.0.0.1:9999\"", "address", "add tls_ca_file"),
+        (
+            "address = \"[2001:db8::1]:9999\"",
+            "address",
+            "add tls_ca_file",
+        ),
+        (
+            "address = \"127.0.0.1:9999\"\ntls_server_name = \"feed\"",
+            "tls_ca_file",
+            "add tls_ca_file",
+        ),
+        (
+            "address = \"127.0.0.1:9999\"\ntls_cert_file = \"c\"\ntls_key_file = \"k\"",
+            "tls_ca_file",
+            "add tls_ca_file",
+        ),
+        (
+            "address = \"127.0.0.1:9999\"\ntls_ca_file = \"ca\"\ntls_cert_file = \"c\"",
+            "tls_key_file",
+            "add tls_key_file",
+        ),
+        (
+            "address = \"127.0.0.1:9999\"\ntls_ca_file = \"ca\"\ntls_key_file = \"k\"",
+            "tls_cert_file",
+            "add tls_cert_file",
+        ),
+        (
+            "address = \"127.0.0.1:9999\"\ntls_ca_file = \"ca\"\ntls_server_name = \"not a name\"",
+            "tls_server_name",
+            "a DNS name or an IP address",
+        ),
+        ("address = \"feed.example.com:0\"", "address", "1 to 65535"),
+        ("address = \"feed.example.com\"", "address", "HOST:PORT"),
+        ("address = \"2001:db8::1:9999\"", "address", "in brackets"),
+        ("address = \"feed_example!:9999\"", "address", "a host name"),
+    ] {
+        let e = socket(keys).expect_err(keys);
+        assert_eq!(e.key, format!("source[0].{key}"), "{keys}: {e}");
+        assert!(e.to_string().contains(words), "{keys}: {e}");
+    }
 }
