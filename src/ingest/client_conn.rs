@@ -523,7 +523,12 @@ fn server_said(f: ServerFrame, producer: &[u8], addr: SocketAddr, sent_token: bo
         message,
     } = f
     else {
-        return Ended::Retry(format!("unexpected frame from the server: {f:?}"));
+        let what = match f {
+            ServerFrame::Welcome { .. } => "a second WELCOME",
+            ServerFrame::Ack { .. } => "an ACK",
+            ServerFrame::Error { .. } => "an ERROR",
+        };
+        return Ended::Retry(format!("the server sent {what} where this feed expected an ERROR; reconnecting"));
     };
     match code {
         Some(c) if c.retryable() => Ended::Retry(format!("server: {} ({message})", c.name())),

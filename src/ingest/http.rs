@@ -158,13 +158,23 @@ async fn connection(c: Conn, tcp: TcpStream, admitted: Admitted, stop: watch::Re
         return serve(c, tcp, admitted, stop).await;
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let (stream, peer) = (c.server.name.clone(), c.peer);
+    let peer = c.peer;
     match tokio::time::timeout(c.limits().head_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => serve(c, tls, admitted, stop).await,
-        Ok(Err(e)) => {
-            tracing::info!(stream, peer = %peer, error = %e, "HTTP ingest: TLS handshake failed")
-        }
-        Err(_) => tracing::info!(stream, peer = %peer, "HTTP ingest: TLS handshake timed out"),
+        Ok(Err(e)) => handshake_failed(&c.server, peer, &e.to_string()),
+        Err(_) => handshake_failed(&c.server, peer, "timed out"),
+    }
+}
+
+/// A failed TLS handshake: counted, logged at info while the budget of
+/// detailed lines lasts (scanners must not flood the log), else at debug.
+fn handshake_failed(server: &Server, peer: SocketAddr, why: &str) {
+    server.stats.refuse(super::pressure::Refusal::Protocol);
+    let stream = server.name.as_str();
+    if server.budget.take() {
+        tracing::info!(stream, peer = %peer, "HTTP ingest: TLS handshake failed: {why}");
+    } else {
+        tracing::debug!(stream, peer = %peer, "HTTP ingest: TLS handshake failed: {why}");
     }
 }
 
@@ -360,20 +370,23 @@ impl Conn {
             return Err(Refused(too_large(h.body_bytes_max)));
         }
         let body = self.read_body(req.into_body(), h).await?;
-        let record_max = self.server.cfg.limits.record_bytes_max as usize;
-        let lines = split_records(&body, h.records_per_request_max, record_max)?;
-        if let Some((_, first)) = &origin {
-            check_span(*first, lines.len())?;
-        }
-        let (batch, records) = self.framed(&body, &lines, origin.as_ref())?;
+        // Splitting and decoding a large body is CPU work: off the
+        // runtime's two threads' async duty, as the store is.
+        let (batch, records) =
+            tokio::task::block_in_place(|| self.checked(&body, h, origin.as_ref()))?;
         drop(body);
-        self.wait_for_room(h)?;
+        let parts = &self.server.parts;
+        let part = match &origin {
+            Some((id, _)) => partition_of(parts, id),
+            None => self.rr.fetch_add(1, Ordering::Relaxed) % parts.len(),
+        };
+        self.wait_for_room(part, h)?;
         if let Some(s) = slot {
             s.busy();
         }
         let r = match origin {
-            Some((id, first)) => self.store_producer(&id, first, &batch, records),
-            None => self.store_anonymous(&batch, &records),
+            Some((id, first)) => self.store_producer(part, &id, first, &batch, records),
+            None => self.store_anonymous(part, &batch, &records),
         };
         if let Some(s) = slot {
             s.touch();
@@ -404,6 +417,22 @@ impl Conn {
                 )))
             }
         }
+    }
+
+    /// The body's records, within the request's limits and the sequence
+    /// space, framed and checked ([`Self::framed`]).
+    fn checked(
+        &self,
+        body: &[u8],
+        h: &HttpLimits,
+        origin: Option<&(Vec<u8>, u64)>,
+    ) -> Result<(Vec<u8>, Vec<std::ops::Range<usize>>), Refused> {
+        let record_max = self.server.cfg.limits.record_bytes_max as usize;
+        let lines = split_records(body, h.records_per_request_max, record_max)?;
+        if let Some((_, first)) = origin {
+            check_span(*first, lines.len())?;
+        }
+        self.framed(body, &lines, origin)
     }
 
     /// The records with their stored headers in one buffer, each checked
@@ -437,27 +466,21 @@ impl Conn {
         Ok((batch, records))
     }
 
-    /// Waits up to `pressure_wait` for room in the stream's backlog
-    /// (every partition); `429` if there is none.
-    fn wait_for_room(&self, h: &HttpLimits) -> Result<(), Refused> {
-        let full = |p: &super::parts::Part| p.ctx.backlog_full();
-        if !self.server.parts.iter().any(full) {
+    /// Waits up to `pressure_wait` for room in the backlog of partition
+    /// `part` (where the request goes); `429` if there is none.
+    fn wait_for_room(&self, part: usize, h: &HttpLimits) -> Result<(), Refused> {
+        let ctx = &self.server.parts[part].ctx;
+        if !ctx.backlog_full() {
             return Ok(());
         }
-        let room = tokio::task::block_in_place(|| {
-            self.server
-                .parts
-                .iter()
-                .all(|p| p.ctx.wait_backlog_below(h.pressure_wait))
-        });
-        if room {
+        if tokio::task::block_in_place(|| ctx.wait_backlog_below(h.pressure_wait)) {
             return Ok(());
         }
         Err(Refused(retry_later(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
                 "stream {:?} is behind: its backlog is full; retry after {RETRY_AFTER_S} s",
-                self.server.name
+                self.server.stream
             ),
         )))
     }
@@ -465,14 +488,14 @@ impl Conn {
     /// Stores a producer's request: duplicates acknowledged, a gap `409`.
     fn store_producer(
         &self,
+        part: usize,
         id: &[u8],
         first: u64,
         batch: &[u8],
         records: Vec<std::ops::Range<usize>>,
     ) -> Resp {
         let server = &self.server;
-        let part_i = partition_of(&server.parts, id);
-        let part = &server.parts[part_i];
+        let part = &server.parts[part];
         let Ok(p) = part.table.connect(id) else {
             let max = server.cfg.producers_max;
             server.stats.refuse(super::pressure::Refusal::ProducersMax);
@@ -486,11 +509,17 @@ impl Conn {
             first_seq: first,
             records,
         }];
+        // The claim goes back however the store ends (a panic too).
+        let claim = Claim {
+            table: &part.table,
+            id,
+            p: &p,
+        };
         let generation = p.generation.load(Ordering::Acquire);
         let outcome = tokio::task::block_in_place(|| {
             store_frames(server, part, &p, generation, &frame, batch)
         });
-        part.table.release(id, &p);
+        drop(claim);
         let o = match outcome {
             Ok(o) => o,
             Err(close) => return store_failed(close),
@@ -511,9 +540,13 @@ impl Conn {
     }
 
     /// Stores an anonymous request (at least once: a retry stores again).
-    fn store_anonymous(&self, batch: &[u8], records: &[std::ops::Range<usize>]) -> Resp {
-        let parts = &self.server.parts;
-        let part = &parts[self.rr.fetch_add(1, Ordering::Relaxed) % parts.len()];
+    fn store_anonymous(
+        &self,
+        part: usize,
+        batch: &[u8],
+        records: &[std::ops::Range<usize>],
+    ) -> Resp {
+        let part = &self.server.parts[part];
         let slices: Vec<&[u8]> = records.iter().map(|r| &batch[r.clone()]).collect();
         match tokio::task::block_in_place(|| store_anonymous(&self.server, part, &slices)) {
             Ok(n) => json(
@@ -525,9 +558,24 @@ impl Conn {
     }
 }
 
+/// A request's hold on its producer's entry, given back on drop.
+struct Claim<'a> {
+    table: &'a super::producers::ProducerTable,
+    id: &'a [u8],
+    p: &'a super::producers::Producer,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.table.release(self.id, self.p);
+    }
+}
+
 fn store_failed(close: Close) -> Resp {
     match close.code {
-        ErrorCode::Stopping => retry_later(StatusCode::SERVICE_UNAVAILABLE, close.reason),
+        ErrorCode::Stopping | ErrorCode::Superseded => {
+            retry_later(StatusCode::SERVICE_UNAVAILABLE, close.reason)
+        }
         _ => error(StatusCode::INTERNAL_SERVER_ERROR, &close.reason),
     }
 }

@@ -23,11 +23,11 @@
 //! from the input instead of copying.
 
 mod buffer;
+mod show;
 
 pub use buffer::FrameBuffer;
 
-// The WAL's little-endian readers (callers check bounds first).
-use crate::wal::format::{le_u16, le_u32, le_u64};
+use crate::wal::format::{le_u16, le_u32, le_u64}; // callers check bounds first
 
 /// The preamble's magic: `WING`.
 pub const MAGIC: [u8; 4] = *b"WING";
@@ -362,8 +362,8 @@ impl<'a> Iterator for Records<'a> {
     }
 }
 
-/// A frame from client to server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A frame from client to server (`Debug` never shows a token's bytes).
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum ClientFrame<'a> {
     /// The preamble was read (magic and version are right).
     Preamble,

@@ -186,11 +186,15 @@ async fn accept_loop(server: Arc<Server>, listener: std::net::TcpListener) -> Re
                             _ => false,
                         };
                         tracing::debug!(stream = %stream, peer = %peer, "refused a connection: {}", close.reason);
-                        let mut b = Vec::new();
-                        encode_error(&mut b, close.code, &close.reason);
                         // Best effort, never waits: the socket is fresh, so
-                        // its send buffer has room for one small frame.
-                        let _ = sock.try_write(&b);
+                        // its send buffer has room for one small frame. A
+                        // TLS listener sends nothing in clear: the
+                        // connection is just closed (docs/ingest-protocol.md).
+                        if server.cfg.security.as_ref().and_then(|s| s.tls()).is_none() {
+                            let mut b = Vec::new();
+                            encode_error(&mut b, close.code, &close.reason);
+                            let _ = sock.try_write(&b);
+                        }
                     }
                 },
                 Err(e) => {

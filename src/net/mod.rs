@@ -112,12 +112,15 @@ impl Security {
 
     /// The TLS configuration now (None: plain TCP).
     pub fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
-        self.tls.read().map_or(None, |g| g.clone())
+        // A poisoned lock still holds a whole value (every write is one
+        // assignment): never read it as "no TLS".
+        self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The tokens now (None: no authentication).
     pub fn tokens(&self) -> Option<Arc<Tokens>> {
-        self.tokens.read().map_or(None, |g| g.clone())
+        // Never read a poisoned lock as "no tokens" (that would fail open).
+        self.tokens.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Loads every file again; what fails keeps its old value and is

@@ -93,7 +93,7 @@ const DURABLE: KeySpec = KeySpec::of(
 const ADDRESS: KeySpec = KeySpec::of(
     "address",
     KeyType::Text,
-    "a loopback address with a port, such as \"127.0.0.1:7070\"",
+    "IP:PORT to listen on, such as \"127.0.0.1:7070\" (loopback); another address needs tls_cert_file, tls_key_file and tokens_file",
 );
 pub(super) const RATE_MAX: KeySpec = KeySpec::whole(
     "rate_max",
