@@ -14,18 +14,18 @@ mod service_common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pg_common::Pg;
-use service_common::{free_port, post_until_stored, spawn_logged, wait_ready, weir, Guard};
+use service_common::{free_port, post_until_stored, spawn_logged, wait_ready, weir, Gate, Guard};
 use weir::testing_http::HttpClient;
 
 const SENSORS: u64 = 5;
 const READINGS: u64 = 30_000;
 const PER_REQUEST: u64 = 50;
 const KILLS: u64 = 2;
+/// Requests the producer may post past a kill point before the kill.
+const SLACK: u64 = 8;
 
 fn reading(i: u64) -> (String, u64) {
     (format!("s{}", i % SENSORS), i % 7 + 1)
@@ -116,32 +116,32 @@ fn http_to_postgres_through_sigkills_sums_every_reading_once() {
     let data = dir.path().join("data");
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let requests = READINGS / PER_REQUEST;
-    let done = Arc::new(AtomicU64::new(0));
-    let progress = done.clone();
+    let share = requests / (KILLS + 1);
+    let mut seed = 0x2545_f491_4f6c_dd1du64 ^ u64::from(port);
+    let targets: Vec<u64> = (0..KILLS)
+        .map(|kill| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            kill * share + 1 + seed % (share - SLACK)
+        })
+        .collect();
+    let gate = Gate::new(targets[0] + SLACK);
+    let producer = gate.clone();
     let poster = std::thread::spawn(move || {
         let (mut c, give_up) = (None, Instant::now() + Duration::from_secs(240));
         for k in 0..requests {
+            producer.before(k);
             post(addr, k, &mut c, give_up);
-            progress.store(k + 1, Ordering::Release);
+            producer.stored(k);
         }
     });
-    let share = requests / (KILLS + 1);
-    let mut seed = 0x2545_f491_4f6c_dd1du64 ^ u64::from(port);
-    for kill in 0..KILLS {
+    for (kill, &target) in targets.iter().enumerate() {
         let mut g = start(&p, &data);
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let target = kill * share + 1 + seed % share;
-        pg.wait("the producer's progress", || {
-            done.load(Ordering::Acquire) >= target
-        });
+        gate.wait_done(target);
         g.signal("KILL");
         g.wait_exit(Duration::from_secs(30));
-        assert!(
-            done.load(Ordering::Acquire) < requests,
-            "the producer finished before kill {kill}"
-        );
+        gate.allow(targets.get(kill + 1).map_or(requests, |t| t + SLACK));
     }
     let mut g = start(&p, &data);
     poster.join().expect("the producer");

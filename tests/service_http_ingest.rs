@@ -14,13 +14,15 @@ use std::time::{Duration, Instant};
 
 use service_common::{
     free_port, line_with, number_counts, post_until_stored, spawn_logged, wait_for, wait_ready,
-    weir, Guard,
+    weir, Gate, Guard,
 };
 use weir::testing_http::HttpClient;
 
 const RECORDS: u64 = 20_000;
 const PER_REQUEST: u64 = 50;
 const KILLS: usize = 3;
+/// Requests the producer may post past a kill point before the kill.
+const SLACK: u64 = 8;
 
 fn pipeline(dir: &Path, port: u16) -> std::path::PathBuf {
     let p = dir.join("p.toml");
@@ -74,34 +76,33 @@ fn sigkill_while_posting_loses_and_doubles_nothing() {
     let data = dir.path().join("data");
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let requests = RECORDS / PER_REQUEST;
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let progress = done.clone();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(port);
+    let quarter = requests / (KILLS as u64 + 1);
+    let targets: Vec<u64> = (0..KILLS as u64)
+        .map(|kill| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            kill * quarter + 1 + seed % (quarter - SLACK)
+        })
+        .collect();
+    let gate = Gate::new(targets[0] + SLACK);
+    let producer = gate.clone();
     let poster = std::thread::spawn(move || {
         let mut c = None;
         let give_up = Instant::now() + Duration::from_secs(240);
         for k in 0..requests {
+            producer.before(k);
             post(addr, k, &mut c, give_up);
-            progress.store(k + 1, std::sync::atomic::Ordering::Release);
+            producer.stored(k);
         }
     });
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(port);
-    let quarter = requests / (KILLS as u64 + 1);
-    for kill in 0..KILLS as u64 {
+    for (kill, &target) in targets.iter().enumerate() {
         let (mut g, _rx) = start(&p, &data);
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let target = kill * quarter + 1 + seed % quarter;
-        wait_for("the producer's progress", || {
-            done.load(std::sync::atomic::Ordering::Acquire) >= target
-        });
+        gate.wait_done(target);
         g.signal("KILL");
         g.wait_exit(Duration::from_secs(30));
-        let at = done.load(std::sync::atomic::Ordering::Acquire);
-        assert!(
-            at < requests,
-            "the producer finished before kill {kill}: raise RECORDS"
-        );
+        gate.allow(targets.get(kill + 1).map_or(requests, |t| t + SLACK));
     }
     let (mut g, _rx) = start(&p, &data);
     poster.join().expect("the producer");

@@ -297,3 +297,56 @@ pub fn post_until_stored(
     }
     panic!("{producer} from {seq}: never stored");
 }
+
+/// A producer thread's progress (requests stored) and how far it may go
+/// before the test has done its next kill: the kill then lands while the
+/// producer is posting (within `slack` requests of the kill point), and
+/// the producer can never finish before the last kill, however fast.
+pub struct Gate {
+    done: std::sync::atomic::AtomicU64,
+    allowed: std::sync::atomic::AtomicU64,
+}
+
+impl Gate {
+    /// A gate letting the producer go up to request `allowed`.
+    pub fn new(allowed: u64) -> std::sync::Arc<Gate> {
+        std::sync::Arc::new(Gate {
+            done: std::sync::atomic::AtomicU64::new(0),
+            allowed: std::sync::atomic::AtomicU64::new(allowed),
+        })
+    }
+
+    /// Producer: request `k` was stored.
+    pub fn stored(&self, k: u64) {
+        self.done.store(k + 1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Producer: waits (at most [`DEADLINE`]) until request `k` may go.
+    pub fn before(&self, k: u64) {
+        let start = Instant::now();
+        while k >= self.allowed.load(std::sync::atomic::Ordering::Acquire) {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the test never let request {k} go"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Test: waits (at most [`DEADLINE`]) until `n` requests are stored.
+    pub fn wait_done(&self, n: u64) {
+        let start = Instant::now();
+        while self.done.load(std::sync::atomic::Ordering::Acquire) < n {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the producer did not reach request {n}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Test: lets the producer go up to request `n`.
+    pub fn allow(&self, n: u64) {
+        self.allowed.store(n, std::sync::atomic::Ordering::Release);
+    }
+}
