@@ -45,6 +45,10 @@ pub enum Error {
     /// The ingest server (setup, producer table recovery and snapshot).
     #[error(transparent)]
     Ingest(#[from] crate::ingest::IngestError),
+    /// A SQL step (`sql`).
+    #[cfg(feature = "sql")]
+    #[error(transparent)]
+    Sql(#[from] crate::sql::SqlError),
     /// The `weir feed` client.
     #[error(transparent)]
     Feed(#[from] crate::ingest::FeedError),

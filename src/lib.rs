@@ -123,6 +123,8 @@ pub mod ingest;
 pub mod receiver;
 pub mod service;
 pub mod sink;
+#[cfg(feature = "sql")]
+pub mod sql;
 pub mod wal;
 
 // Internals.

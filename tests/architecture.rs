@@ -36,6 +36,23 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
             "cli",
         ],
     ),
+    // SQL is an operator library on the engine: it may build DStreams and
+    // write its schema files through `storage`, nothing of the runtime.
+    (
+        "sql",
+        &[
+            "wal",
+            "checkpoint",
+            "scheduler",
+            "context",
+            "receiver",
+            "ingest",
+            "source",
+            "sink",
+            "service",
+            "cli",
+        ],
+    ),
     // The log knows nothing of batches, DStreams or sled.
     (
         "wal",

@@ -57,7 +57,8 @@ pub use stateful::{MapWithStateDStream, State, StateSpec};
 pub use text::Text;
 pub use update::UpdateSpec;
 
-pub(crate) use multi::{transform_all, union_all};
+pub(crate) use bad::cut as cut_text;
+pub(crate) use multi::{transform_all, try_transform_all, union_all};
 
 use eval::{MatParts, PartFn, Stream};
 use graph::{NodeId, NodeMeta, OutputEntry};
@@ -144,6 +145,14 @@ pub enum EngineError {
         /// Name of the stream it outputs.
         input: String,
         /// The sink's error.
+        reason: BoxError,
+    },
+    /// A whole-batch step (a SQL query) failed on this batch.
+    #[error("step `{step}` failed: {reason}. The batch is not committed and is tried again at the next start")]
+    Step {
+        /// The operator name.
+        step: String,
+        /// What went wrong, in the step's words.
         reason: BoxError,
     },
     /// The initial state of an operator could not be loaded.

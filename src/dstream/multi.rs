@@ -2,7 +2,8 @@
 //! and `DStream::union` for two) and the transform of several streams'
 //! batches together (Spark's `ssc.transform`).
 //!
-//! Owns: [`union_all`], [`transform_all`] and the n-ary union stream.
+//! Owns: [`union_all`], [`transform_all`] (and its fallible form
+//! [`try_transform_all`], which the SQL operator runs on) and the n-ary union stream.
 //! Limits: at least one input stream; every input slides at the same
 //! interval and belongs to the same context. A violation is a graph
 //! problem, refused at `start()` naming the operator, like a bad window.
@@ -14,7 +15,7 @@ use std::sync::Arc;
 
 use super::eval::{BatchCtx, PartFn, Stream};
 use super::graph::{Graph, NodeId};
-use super::{meta, split_even, DStream, Data, EngineError, Materialized};
+use super::{meta, split_even, BoxError, DStream, Data, EngineError, Materialized};
 
 /// The records of every input, input by input.
 pub(crate) struct UnionStream<T> {
@@ -130,10 +131,21 @@ pub(crate) fn transform_all<T: Data, U: Data>(
     streams: &[DStream<T>],
     f: impl Fn(u64, Vec<Vec<T>>) -> Vec<U> + Send + Sync + 'static,
 ) -> DStream<U> {
-    let c = check_inputs(g, "a transform", streams);
+    try_transform_all(g, streams, "transform", move |t, b| Ok(f(t, b)))
+}
+
+/// Like [`transform_all`] for an `f` that can fail: its error fails the
+/// batch as [`EngineError::Step`], naming the operator (of kind `kind`).
+pub(crate) fn try_transform_all<T: Data, U: Data>(
+    g: &Arc<Graph>,
+    streams: &[DStream<T>],
+    kind: &'static str,
+    f: impl Fn(u64, Vec<Vec<T>>) -> Result<Vec<U>, BoxError> + Send + Sync + 'static,
+) -> DStream<U> {
+    let c = check_inputs(g, kind, streams);
     let ids: Vec<NodeId> = c.inputs.iter().map(|s| s.id).collect();
     let inputs: Vec<Arc<dyn Stream<T>>> = c.inputs.iter().map(|s| s.s.clone()).collect();
-    let id = g.add_node(meta("transform", ids, c.slide_ms, vec![]));
+    let id = g.add_node(meta(kind, ids, c.slide_ms, vec![]));
     report(g, id, c.problems);
     let run = move |ctx: &BatchCtx| -> Result<Vec<Vec<U>>, EngineError> {
         let mut batches = Vec::with_capacity(inputs.len());
@@ -141,7 +153,11 @@ pub(crate) fn transform_all<T: Data, U: Data>(
             let d = s.prepare(ctx)?;
             batches.push(ctx.collect(&*d)?.into_iter().flatten().collect());
         }
-        Ok(split_even(f(ctx.time_ms, batches), ctx.partitions()))
+        let out = f(ctx.time_ms, batches).map_err(|reason| EngineError::Step {
+            step: ctx.name(id).to_string(),
+            reason,
+        })?;
+        Ok(split_even(out, ctx.partitions()))
     };
     DStream {
         g: g.clone(),
