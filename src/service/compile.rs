@@ -108,7 +108,7 @@ impl S {
 /// A step or sink given a stream its kind does not take: validation rules
 /// it out, so only a pipeline built by hand (not by `config::parse`) can
 /// get here.
-fn unvalidated(who: &str, what: &str, got: &S) -> crate::Error {
+pub(super) fn unvalidated(who: &str, what: &str, got: &S) -> crate::Error {
     crate::Error::Engine(crate::dstream::EngineError::InvalidGraph {
         problems: vec![format!(
             "{who} ({what}) cannot read {}; build pipelines with service::config::parse, which checks the record kinds",
@@ -128,7 +128,7 @@ pub fn resolve(data_dir: &Path, p: &Path) -> PathBuf {
 
 /// Builds `p`'s sources, steps and sinks on `ssc`.
 pub fn compile(p: &Pipeline, ssc: &StreamingContext, data_dir: &Path) -> crate::Result<Compiled> {
-    compile_with(p, ssc, data_dir, source)
+    compile_with(p, ssc, Some(data_dir), source)
 }
 
 /// Builds `p` on `ssc` with every source a stand-in of the same name that
@@ -136,7 +136,7 @@ pub fn compile(p: &Pipeline, ssc: &StreamingContext, data_dir: &Path) -> crate::
 /// description `start` compares with a checkpoint, is the one `run`
 /// builds (`weir check --data-dir`).
 pub fn compile_offline(p: &Pipeline, ssc: &StreamingContext) -> crate::Result<()> {
-    compile_with(p, ssc, Path::new("."), |src, ssc, _| {
+    compile_with(p, ssc, None, |src, ssc, _| {
         Ok(match &src.kind {
             SourceKind::Generator(_) => {
                 S::Lines(ssc.queue_stream(&crate::Queue::new()).name(&src.id))
@@ -166,18 +166,25 @@ pub fn compile_offline(p: &Pipeline, ssc: &StreamingContext) -> crate::Result<()
 
 type MakeSource = fn(&SourceDef, &StreamingContext, &mut Compiled) -> crate::Result<S>;
 
+/// `data_dir`: `None` for `weir check` (nothing is read or written).
 fn compile_with(
     p: &Pipeline,
     ssc: &StreamingContext,
-    data_dir: &Path,
+    data_dir: Option<&Path>,
     source: MakeSource,
 ) -> crate::Result<Compiled> {
     let mut compiled = Compiled::default();
     let mut streams: Vec<S> = Vec::with_capacity(p.nodes.len());
     let interval = Duration::from_millis(ssc.batch_interval_ms());
+    #[cfg(feature = "sql")]
+    let session = crate::sql::SqlSession::new();
     for node in &p.nodes {
         let s = match node {
             Node::Source(src) => source(src, ssc, &mut compiled)?,
+            #[cfg(feature = "sql")]
+            Node::Step(step) if matches!(step.op, Op::Sql(_)) => {
+                sql_step(p, step, &streams, interval, data_dir, &session, &compiled.dropped)?
+            }
             Node::Step(step) => {
                 let st = StepCtx {
                     name: &step.name,
@@ -191,12 +198,42 @@ fn compile_with(
         };
         streams.push(s);
     }
+    let data_dir = data_dir.unwrap_or(Path::new("."));
     for sink in &p.sinks {
         if let Some(counted) = add_sink(&streams[sink.input], &sink.kind, data_dir)? {
             compiled.sinks.push(counted);
         }
     }
     Ok(compiled)
+}
+
+/// An `op = "sql"` step on its inputs (`compile_sql.rs`).
+#[cfg(feature = "sql")]
+fn sql_step(
+    p: &Pipeline,
+    step: &super::config::StepDef,
+    streams: &[S],
+    interval: Duration,
+    data_dir: Option<&Path>,
+    session: &crate::sql::SqlSession,
+    dropped: &Dropped,
+) -> crate::Result<S> {
+    let Op::Sql(def) = &step.op else {
+        return Err(unvalidated(&format!("step `{}`", step.id), step.op.name(), &streams[step.input]));
+    };
+    let sql_dir = data_dir.map(|d| d.join("sql"));
+    let cx = super::compile_sql::SqlCtx {
+        name: &step.name,
+        interval,
+        sql_dir: sql_dir.as_deref(),
+        session,
+        dropped: (def.on_error == OnBadRecord::Drop).then(|| dropped.counter(&step.id)),
+    };
+    let inputs = std::iter::once(step.input)
+        .chain(step.also.iter().copied())
+        .map(|i| (p.nodes[i].id().to_string(), streams[i].clone()))
+        .collect();
+    super::compile_sql::build(def, &cx, inputs)
 }
 
 /// A receiver's `String` lines as `Text` (named after the source).
@@ -447,6 +484,9 @@ fn apply(op: &Op, st: &StepCtx<'_>, input: S) -> crate::Result<S> {
             initial,
         } => running_total(st, op, input, f.clone(), *on_error, initial.clone())?,
         Op::Top { n } => top(st, op, input, *n)?,
+        // Built by `sql_step` (it reads several inputs); without the `sql`
+        // feature the validator refuses it.
+        Op::Sql(_) => return Err(st.wrong(op, &input)),
     })
 }
 

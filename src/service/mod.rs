@@ -41,6 +41,8 @@ internal! {
     mod compile;
     mod compile_sources;
     mod compile_pg;
+    #[cfg(feature = "sql")]
+    mod compile_sql;
     mod gen_feed;
     mod http;
     mod initial;
@@ -768,6 +770,7 @@ fn op_words(op: &config::Op, interval: Duration) -> String {
             format!("{}{}{from}{}", op.name(), of(field), on_error(e))
         }
         Op::Top { n } => format!("top {n}"),
+        Op::Sql(def) => def.words(interval, &quoted),
         Op::Lowercase | Op::Uppercase | Op::Trim | Op::CountByKey => op.name().to_string(),
     }
 }

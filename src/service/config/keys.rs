@@ -43,6 +43,8 @@ pub enum KeyType {
     Text,
     /// A list of strings.
     TextList,
+    /// A string, or a list of strings (`from` of a step that joins).
+    Names,
     /// A list of whole numbers (ranges are checked by the builder).
     WholeList,
     /// A table of strings (`{ old = "new" }`).
@@ -64,6 +66,9 @@ impl KeyType {
             KeyType::Bool => "a boolean (true or false)".to_string(),
             KeyType::Text => "text in quotes".to_string(),
             KeyType::TextList => "a list of strings such as [\"user\", \"text\"]".to_string(),
+            KeyType::Names => {
+                "text in quotes, or a list of them such as [\"a\", \"b\"]".to_string()
+            }
             KeyType::WholeList => "a list of whole numbers such as [0, 3, 6]".to_string(),
             KeyType::TextTable => "a table of strings such as { old = \"new\" }".to_string(),
         }
@@ -81,6 +86,7 @@ impl KeyType {
             KeyType::Bool => "boolean".to_string(),
             KeyType::Text => "string".to_string(),
             KeyType::TextList => "list of strings".to_string(),
+            KeyType::Names => "string or list of strings".to_string(),
             KeyType::WholeList => "list of integers".to_string(),
             KeyType::TextTable => "table of strings".to_string(),
         }
@@ -93,7 +99,8 @@ impl KeyType {
             | (KeyType::Duration, Value::Integer(_) | Value::String(_))
             | (KeyType::Bool, Value::Boolean(_))
             | (KeyType::Text, Value::String(_)) => true,
-            (KeyType::TextList, Value::Array(a)) => a.iter().all(Value::is_str),
+            (KeyType::TextList | KeyType::Names, Value::Array(a)) => a.iter().all(Value::is_str),
+            (KeyType::Names, Value::String(_)) => true,
             (KeyType::WholeList, Value::Array(a)) => a.iter().all(Value::is_integer),
             (KeyType::TextTable, Value::Table(t)) => t.values().all(Value::is_str),
             _ => false,
@@ -371,6 +378,24 @@ impl Item<'_> {
     /// A list-of-strings key's value.
     pub(super) fn list(&self, spec: &KeySpec) -> Result<Option<Spanned<Vec<String>>>, ConfigError> {
         Ok(self.typed(spec)?.and_then(|v| match v.get_ref() {
+            Value::Array(a) => Some(Spanned::new(
+                v.span(),
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect(),
+            )),
+            _ => None,
+        }))
+    }
+
+    /// A `Names` key's value: one string, or each of a list (with the
+    /// span of the whole value).
+    pub(super) fn names(
+        &self,
+        spec: &KeySpec,
+    ) -> Result<Option<Spanned<Vec<String>>>, ConfigError> {
+        Ok(self.typed(spec)?.and_then(|v| match v.get_ref() {
+            Value::String(s) => Some(Spanned::new(v.span(), vec![s.clone()])),
             Value::Array(a) => Some(Spanned::new(
                 v.span(),
                 a.iter()

@@ -43,6 +43,7 @@ mod sink_postgres;
 mod sinks;
 mod socket_keys;
 mod sources;
+mod sql_keys;
 mod validate;
 
 #[cfg(test)]
@@ -54,7 +55,7 @@ pub use error::ConfigError;
 pub use http_keys::service_markdown;
 pub use model::{
     HttpSettings, Kind, Node, OnBadRecord, Op, Pipeline, PostgresSinkDef, Predicate, Settings,
-    SinkDef, SinkKind, SourceDef, SourceKind, StepDef, HTTP_ADDRESS_DEFAULT,
+    SinkDef, SinkKind, SourceDef, SourceKind, SqlStepDef, StepDef, HTTP_ADDRESS_DEFAULT,
     HTTP_CONNECTIONS_DEFAULT, HTTP_HEAD_BYTES_DEFAULT, HTTP_HEAD_TIMEOUT_DEFAULT,
     STOP_TIMEOUT_DEFAULT,
 };

@@ -279,10 +279,43 @@ pub struct StepDef {
     pub name: String,
     /// Index of its input in [`Pipeline::nodes`].
     pub input: usize,
+    /// Indexes of its other inputs (`from` lists of `op = "sql"`).
+    pub also: Vec<usize>,
     /// What it does.
     pub op: Op,
     /// The kind it produces.
     pub kind: Kind,
+}
+
+impl SqlStepDef {
+    /// What the step does in `weir check`'s words (`quote` quotes text).
+    pub fn words(&self, interval: Duration, quote: &dyn Fn(&str) -> String) -> String {
+        let mut out = format!("sql {}", quote(self.query.trim()));
+        if !self.window.is_zero() {
+            let slide = if self.slide.is_zero() {
+                interval
+            } else {
+                self.slide
+            };
+            out.push_str(&format!(
+                " over a window of {} ms sliding {} ms",
+                self.window.as_millis(),
+                slide.as_millis()
+            ));
+        }
+        match (&self.columns, self.infer) {
+            (Some(c), _) => {
+                let c: Vec<String> = c.iter().map(|(n, t)| format!("{n} {t}")).collect();
+                out.push_str(&format!(", columns {}", c.join(", ")));
+            }
+            (None, true) => out.push_str(", columns inferred from the first batch"),
+            (None, false) => {}
+        }
+        for (name, file) in &self.static_tables {
+            out.push_str(&format!(", static table {name} from {}", file.display()));
+        }
+        out
+    }
 }
 
 /// How `filter` tests a record.
@@ -416,6 +449,30 @@ pub enum Op {
         /// How many.
         n: usize,
     },
+    /// A SQL query over each batch (or window) of its inputs.
+    Sql(Box<SqlStepDef>),
+}
+
+/// An `op = "sql"` step (`config/sql_keys.rs` checks it, `compile.rs`
+/// builds it on `crate::sql`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlStepDef {
+    /// The query.
+    pub query: String,
+    /// Declared columns of JSON-record inputs as (name, type name), in
+    /// order; `None`: text lines (one `value` column) or inferred.
+    pub columns: Option<Vec<(String, String)>>,
+    /// `schema = "infer"`: JSON-record inputs' columns come from the
+    /// first batch (logged, saved under DATA_DIR/sql/).
+    pub infer: bool,
+    /// Static tables: (name, file), loaded at start.
+    pub static_tables: Vec<(String, std::path::PathBuf)>,
+    /// Window length (zero: each batch alone).
+    pub window: Duration,
+    /// Slide (zero: every batch).
+    pub slide: Duration,
+    /// What a JSON record that does not fit the columns does.
+    pub on_error: OnBadRecord,
 }
 
 impl Op {
@@ -438,11 +495,15 @@ impl Op {
             Op::WindowSum { .. } => "window_sum",
             Op::RunningTotal { .. } => "running_total",
             Op::Top { .. } => "top",
+            Op::Sql(_) => "sql",
         }
     }
 
     /// Whether the step keeps state across batches (its table entry says).
     pub fn stateful(&self) -> bool {
+        if let Op::Sql(s) = self {
+            return !s.window.is_zero();
+        }
         super::ops::op_spec(self.name()).is_some_and(|s| s.stateful)
     }
 }

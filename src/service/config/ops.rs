@@ -100,7 +100,7 @@ const FIELD: KeySpec = KeySpec::of(
     KeyType::Text,
     "a field of JSON records; dotted paths such as \"user.name\" reach into nested objects",
 );
-const ON_ERROR: KeySpec = KeySpec::of(
+pub(super) const ON_ERROR: KeySpec = KeySpec::of(
     "on_error",
     KeyType::Text,
     "what a record the step cannot process does: \"fail\" (default) stops the batch naming the step, stream and record number (nothing is skipped); \"dead_letter\" writes it with its position and error to DATA_DIR/dead-letter/ and goes on (counted; `weir dead-letter list`); \"drop\" skips it (counted only)",
@@ -115,12 +115,12 @@ const FIELDS_TABLE: KeySpec = KeySpec::of(
     KeyType::TextTable,
     "old = \"new\" renames the top-level key old",
 );
-const WINDOW: KeySpec = KeySpec::of(
+pub(super) const WINDOW: KeySpec = KeySpec::of(
     "window",
     KeyType::Duration,
     "a multiple of the batch interval",
 );
-const SLIDE: KeySpec = KeySpec::of(
+pub(super) const SLIDE: KeySpec = KeySpec::of(
     "slide",
     KeyType::Duration,
     "a multiple of the batch interval",
@@ -307,6 +307,15 @@ pub(super) const OPS: &[OpSpec] = &[
             })
         },
     },
+    OpSpec {
+        name: "sql",
+        keys: super::sql_keys::KEYS,
+        inputs: &[Kind::Lines, Kind::Records],
+        input_hint: "a SQL step reads text lines (one column `value`) or JSON records",
+        output: Output::Is(Kind::Records),
+        stateful: false,
+        build: super::sql_keys::build,
+    },
 ];
 
 impl_entry!(OpSpec);
@@ -457,7 +466,7 @@ fn initial(s: &StepIn<'_>) -> Result<Option<std::path::PathBuf>, ConfigError> {
     Ok(Some(s.base.join(p.get_ref())))
 }
 
-fn on_error(s: &StepIn<'_>) -> Result<OnBadRecord, ConfigError> {
+pub(super) fn on_error(s: &StepIn<'_>) -> Result<OnBadRecord, ConfigError> {
     let Some(v) = s.item.text(&ON_ERROR)? else {
         return Ok(OnBadRecord::Fail);
     };
@@ -563,7 +572,7 @@ fn sum_field(s: &StepIn<'_>, counts: bool) -> Result<Option<String>, ConfigError
 
 /// `window` (required) and `slide` (zero: every batch), both whole
 /// batches, the slide at most the window.
-fn window(s: &StepIn<'_>) -> Result<(Duration, Duration), ConfigError> {
+pub(super) fn window(s: &StepIn<'_>) -> Result<(Duration, Duration), ConfigError> {
     let w = s.item.duration(&WINDOW)?.ok_or_else(|| {
         s.item.err(
             s.item.span(),

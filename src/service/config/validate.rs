@@ -41,6 +41,11 @@ const NAME: KeySpec = KeySpec::of(
     "the operator's stable name: a stateful step keeps its state under it",
 );
 const FROM: KeySpec = KeySpec::of("from", KeyType::Text, "the id of the stream it reads");
+const STEP_FROM: KeySpec = KeySpec::of(
+    "from",
+    KeyType::Names,
+    "the id of the stream it reads (a list of ids for op = \"sql\" joining streams)",
+);
 const OP: KeySpec = KeySpec::of(
     "op",
     KeyType::Text,
@@ -50,7 +55,7 @@ const OP: KeySpec = KeySpec::of(
 /// Keys every `[[source]]`, `[[step]]`, `[[sink]]` may have, whatever
 /// its kind or op.
 const SOURCE_COMMON: &[KeySpec] = &[ID, KIND];
-const STEP_COMMON: &[KeySpec] = &[ID, NAME, FROM, OP];
+const STEP_COMMON: &[KeySpec] = &[ID, NAME, STEP_FROM, OP];
 const SINK_COMMON: &[KeySpec] = &[FROM, KIND];
 
 /// The top-level keys, and whether each is one table (else a list).
@@ -119,8 +124,10 @@ impl<'a> Input<'a> {
 pub(super) struct StepIn<'a> {
     /// The step's table.
     pub(super) item: &'a Item<'a>,
-    /// Its input.
+    /// Its input (the first of `from`).
     pub(super) input: &'a Input<'a>,
+    /// The other streams of a `from` list (only `op = "sql"` takes them).
+    pub(super) also: &'a [Input<'a>],
     /// The batch interval (windows are whole batches).
     pub(super) interval_ms: u64,
     /// The pipeline file's directory (relative paths start there).
@@ -410,33 +417,46 @@ impl Validator<'_> {
         nodes: &[Node],
         default: Option<usize>,
     ) -> Result<usize, ConfigError> {
-        let Some(f) = item.text(&FROM)? else {
-            return default.ok_or_else(|| {
-                item.err(
-                    item.span(),
-                    FROM.name,
-                    "`from`, the id of the stream it reads",
-                    Some("nothing".into()),
-                    "add from = \"<id>\" (it defaults to the [[step]] just above, or to the only source)",
-                )
-            });
+        match item.text(&FROM)? {
+            Some(f) => node_of(item, nodes, f.span(), f.get_ref()),
+            None => default.ok_or_else(|| no_from(item)),
+        }
+    }
+
+    /// The nodes a step's `from` names (one, or a list), or `default`.
+    fn inputs_of(
+        &self,
+        item: &Item<'_>,
+        nodes: &[Node],
+        default: Option<usize>,
+    ) -> Result<Vec<usize>, ConfigError> {
+        let Some(f) = item.names(&STEP_FROM)? else {
+            return Ok(vec![default.ok_or_else(|| no_from(item))?]);
         };
-        nodes
-            .iter()
-            .position(|n| n.id() == *f.get_ref())
-            .ok_or_else(|| {
-                let ids: Vec<&str> = nodes.iter().map(Node::id).collect();
-                item.err(
+        if f.get_ref().is_empty() {
+            return Err(item.err(
+                f.span(),
+                FROM.name,
+                "at least one id",
+                Some("[]".into()),
+                "name the stream it reads",
+            ));
+        }
+        let mut out = Vec::with_capacity(f.get_ref().len());
+        for id in f.get_ref() {
+            let n = node_of(item, nodes, f.span(), id)?;
+            if out.contains(&n) {
+                return Err(item.err(
                     f.span(),
                     FROM.name,
-                    format!("the id of a source or an earlier step ({})", ids.join(", ")),
-                    Some(format!("\"{}\"", f.get_ref())),
-                    super::error::nearest(f.get_ref(), &ids).map_or_else(
-                        || "steps can only read what is declared above them".to_string(),
-                        |n| format!("did you mean \"{n}\"?"),
-                    ),
-                )
-            })
+                    "each id once",
+                    Some(format!("\"{id}\" twice")),
+                    "a stream is one table; name it once",
+                ));
+            }
+            out.push(n);
+        }
+        Ok(out)
     }
 
     fn step(&self, item: &Item<'_>, index: usize, nodes: &[Node]) -> Result<StepDef, ConfigError> {
@@ -447,13 +467,34 @@ impl Validator<'_> {
             _ if nodes.len() == 1 => Some(0),
             _ => None,
         };
-        let input = self.input_of(item, nodes, default)?;
+        let inputs = self.inputs_of(item, nodes, default)?;
         let spec = self.entry(item, OPS, (&OP, STEP_COMMON), &op)?;
-        let reads = Input::new(item, nodes, input, &OP, &op);
-        reads.needs(spec.inputs, spec.input_hint)?;
+        let input = inputs[0];
+        if inputs.len() > 1 && spec.name != "sql" {
+            let span = item
+                .raw
+                .get(STEP_FROM.name)
+                .map_or(item.span(), |v| v.span());
+            return Err(item.err(
+                span,
+                FROM.name,
+                format!("one id for op = \"{}\"", spec.name),
+                Some(format!("{} ids", inputs.len())),
+                "only op = \"sql\" reads several streams (a join); union them upstream otherwise",
+            ));
+        }
+        let all: Vec<Input<'_>> = inputs
+            .iter()
+            .map(|&i| Input::new(item, nodes, i, &OP, &op))
+            .collect();
+        let reads = &all[0];
+        for r in &all {
+            r.needs(spec.inputs, spec.input_hint)?;
+        }
         let built = (spec.build)(&StepIn {
             item,
-            input: &reads,
+            input: reads,
+            also: &all[1..],
             interval_ms: self.interval_ms,
             base: self.base,
         })?;
@@ -473,6 +514,7 @@ impl Validator<'_> {
             name: name.unwrap_or_else(|| id.clone()),
             id,
             input,
+            also: inputs[1..].to_vec(),
             op: built,
             kind: spec.output.of(reads.kind),
         })
@@ -507,4 +549,37 @@ impl Validator<'_> {
             })?,
         })
     }
+}
+
+/// `from` missing where no default applies.
+fn no_from(item: &Item<'_>) -> ConfigError {
+    item.err(
+        item.span(),
+        FROM.name,
+        "`from`, the id of the stream it reads",
+        Some("nothing".into()),
+        "add from = \"<id>\" (it defaults to the [[step]] just above, or to the only source)",
+    )
+}
+
+/// The index of the node with id `id` (named at `span`).
+fn node_of(
+    item: &Item<'_>,
+    nodes: &[Node],
+    span: Range<usize>,
+    id: &str,
+) -> Result<usize, ConfigError> {
+    nodes.iter().position(|n| n.id() == id).ok_or_else(|| {
+        let ids: Vec<&str> = nodes.iter().map(Node::id).collect();
+        item.err(
+            span,
+            FROM.name,
+            format!("the id of a source or an earlier step ({})", ids.join(", ")),
+            Some(format!("\"{id}\"")),
+            super::error::nearest(id, &ids).map_or_else(
+                || "steps can only read what is declared above them".to_string(),
+                |n| format!("did you mean \"{n}\"?"),
+            ),
+        )
+    })
 }
