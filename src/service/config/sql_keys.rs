@@ -195,6 +195,7 @@ fn static_tables(s: &StepIn<'_>) -> Result<Vec<(String, PathBuf)>, ConfigError> 
 /// Where line `line`, column `column` (from 1, in characters) of the
 /// query string at `span` is in the file: exact for literal strings
 /// ('...' and '''...'''), approximate for quoted ones with escapes.
+#[cfg_attr(not(feature = "sql"), allow(dead_code))]
 pub(super) fn query_offset(
     text: &str,
     span: std::ops::Range<usize>,
