@@ -237,3 +237,72 @@ fn a_sql_step_across_sigkills_equals_an_uninterrupted_run() {
         "rows lost, doubled or changed across SIGKILLs"
     );
 }
+
+#[test]
+fn inferred_columns_are_saved_logged_and_checked_against_with_the_data_dir() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let text = "[pipeline]\nbatch_interval = \"50ms\"\n[service]\nhttp_address = \"off\"\n\
+         [[source]]\nid = \"events\"\nkind = \"ingest\"\naddress = \"127.0.0.1:0\"\n\
+         [[step]]\nid = \"parsed\"\nop = \"parse_json\"\n\
+         [[step]]\nid = \"q\"\nop = \"sql\"\nschema = \"infer\"\n\
+         query = \"SELECT user, amount * 2 AS double FROM batch\"\n\
+         [[sink]]\nkind = \"json_files\"\nprefix = \"out/rows\"\n";
+    let p = file(dir.path(), "p.toml", text);
+    let ev = file(
+        dir.path(),
+        "ev.jsonl",
+        "{\"user\": \"ann\", \"amount\": 2}\n{\"user\": \"bob\", \"amount\": 1.5}\n",
+    );
+    let (mut g, addr, rx) = start_ingest(&p, &data);
+    feed_file(&addr, &ev, "p1");
+    wait_for("both rows", || rows(&data).len() == 2);
+    g.signal("TERM");
+    assert!(g.wait_exit(Duration::from_secs(60)).success());
+    let log = all_lines(&rx);
+    assert!(log.contains("inferred the table's schema"), "{log}");
+    // JSON objects are read with their keys in name order.
+    assert!(
+        log.contains("columns=amount: double, user: string"),
+        "{log}"
+    );
+    let saved = data.join("sql").join("q.parsed.schema.json");
+    let columns = std::fs::read_to_string(&saved).expect("the schema file");
+    assert_eq!(
+        columns.trim(),
+        r#"{"columns":[["amount","double"],["user","string"]]}"#
+    );
+    let mut got: Vec<String> = rows(&data).into_keys().collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            r#"{"double":3.0,"user":"bob"}"#,
+            r#"{"double":4.0,"user":"ann"}"#
+        ]
+    );
+
+    let check_dir = |f: &Path| {
+        let out = weir()
+            .arg("check")
+            .arg("--data-dir")
+            .arg(&data)
+            .arg(f)
+            .output()
+            .expect("check");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, text_out) = check_dir(&p);
+    assert!(ok, "{text_out}");
+    let bad = file(
+        dir.path(),
+        "bad.toml",
+        &text.replace("amount * 2", "price * 2"),
+    );
+    let (ok, text_out) = check_dir(&bad);
+    assert!(!ok, "{text_out}");
+    assert!(text_out.contains("price"), "{text_out}");
+}

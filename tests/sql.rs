@@ -513,3 +513,33 @@ fn a_static_table_file_that_is_missing_or_of_unknown_type_is_refused() {
         .to_string();
     assert!(err.contains(".csv"), "{err}");
 }
+
+#[test]
+fn batches_before_the_first_record_give_no_rows_then_inference_happens() {
+    let h = ctx(2);
+    let s = h.ssc.queue_stream(&queue(vec![
+        vec![],
+        vec![json!({})],
+        vec![json!({"k": "a"}), json!({"k": "b"})],
+        vec![],
+    ]));
+    let t = SqlTable::json(
+        "batch",
+        &s,
+        SqlSchema::Infer(None),
+        Misfits::Policy(OnError::Fail),
+    )
+    .unwrap();
+    let out =
+        collect(&sql_with(&SqlSession::new(), &[t], "SELECT count(*) AS n FROM batch").unwrap());
+    h.run(4);
+    assert_eq!(
+        rows(&out),
+        vec![
+            (1000, vec![]),
+            (2000, vec![]),
+            (3000, vec![json!({"n": 2})]),
+            (4000, vec![json!({"n": 0})]),
+        ]
+    );
+}

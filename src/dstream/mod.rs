@@ -57,11 +57,11 @@ pub use stateful::{MapWithStateDStream, State, StateSpec};
 pub use text::Text;
 pub use update::UpdateSpec;
 
-pub(crate) use multi::{transform_all, union_all};
 #[cfg(feature = "sql")]
 pub(crate) use bad::cut as cut_text;
 #[cfg(feature = "sql")]
 pub(crate) use multi::try_transform_all;
+pub(crate) use multi::{transform_all, union_all};
 
 use eval::{MatParts, PartFn, Stream};
 use graph::{NodeId, NodeMeta, OutputEntry};

@@ -97,10 +97,12 @@ pub fn check_initial_files(p: &Pipeline, kept: &[String]) -> crate::Result<Vec<S
 }
 
 /// The description `run` would record for `p`: built on a context with no
-/// data directory, sources as stand-ins (nothing is opened).
-pub fn description(p: &Pipeline) -> crate::Result<PipelineDescription> {
+/// data directory, sources as stand-ins (nothing is opened); SQL steps'
+/// inferred columns read from `data_dir` when given (nothing written).
+pub fn description(p: &Pipeline, data_dir: Option<&Path>) -> crate::Result<PipelineDescription> {
     let ssc = super::configure(StreamingContext::builder(), &p.settings).build()?;
-    compile::compile_offline(p, &ssc)?;
+    let sql_dir = data_dir.map(|d| d.join("sql"));
+    compile::compile_offline(p, &ssc, sql_dir.as_deref())?;
     Ok(ssc.describe())
 }
 
@@ -120,7 +122,7 @@ pub fn check_data_dir(p: &Pipeline, data_dir: &Path) -> crate::Result<DataDirChe
         crate::context::check_offline_missing(data_dir)?;
         return nothing(format!("{} holds no checkpoint yet", data_dir.display()));
     }
-    let new = description(p)?;
+    let new = description(p, Some(data_dir))?;
     // sled rewrites its own files whenever it opens a database (its
     // snapshot, its log's tail): read a private copy, so the data
     // directory is never written, and a running weir's lock is no bar.

@@ -128,15 +128,23 @@ pub fn resolve(data_dir: &Path, p: &Path) -> PathBuf {
 
 /// Builds `p`'s sources, steps and sinks on `ssc`.
 pub fn compile(p: &Pipeline, ssc: &StreamingContext, data_dir: &Path) -> crate::Result<Compiled> {
-    compile_with(p, ssc, Some(data_dir), source)
+    let sql_dir = data_dir.join("sql");
+    compile_with(p, ssc, data_dir, Some(&sql_dir), source)
 }
 
 /// Builds `p` on `ssc` with every source a stand-in of the same name that
 /// opens, binds and starts nothing (an empty queue): the graph, and so the
 /// description `start` compares with a checkpoint, is the one `run`
 /// builds (`weir check --data-dir`).
-pub fn compile_offline(p: &Pipeline, ssc: &StreamingContext) -> crate::Result<()> {
-    compile_with(p, ssc, None, |src, ssc, _| {
+///
+/// `sql_dir`: where SQL steps' inferred columns were saved (read only, so
+/// their queries are planned against them), if anywhere.
+pub fn compile_offline(
+    p: &Pipeline,
+    ssc: &StreamingContext,
+    sql_dir: Option<&Path>,
+) -> crate::Result<()> {
+    compile_with(p, ssc, Path::new("."), sql_dir, |src, ssc, _| {
         Ok(match &src.kind {
             SourceKind::Generator(_) => {
                 S::Lines(ssc.queue_stream(&crate::Queue::new()).name(&src.id))
@@ -166,11 +174,13 @@ pub fn compile_offline(p: &Pipeline, ssc: &StreamingContext) -> crate::Result<()
 
 type MakeSource = fn(&SourceDef, &StreamingContext, &mut Compiled) -> crate::Result<S>;
 
-/// `data_dir`: `None` for `weir check` (nothing is read or written).
+/// `data_dir`: where relative sink paths go; `sql_dir`: where SQL steps
+/// keep inferred columns (`None` for `weir check` without a data dir).
 fn compile_with(
     p: &Pipeline,
     ssc: &StreamingContext,
-    data_dir: Option<&Path>,
+    data_dir: &Path,
+    sql_dir: Option<&Path>,
     source: MakeSource,
 ) -> crate::Result<Compiled> {
     let mut compiled = Compiled::default();
@@ -183,7 +193,7 @@ fn compile_with(
             Node::Source(src) => source(src, ssc, &mut compiled)?,
             #[cfg(feature = "sql")]
             Node::Step(step) if matches!(step.op, Op::Sql(_)) => {
-                sql_step(p, step, &streams, interval, data_dir, &session, &compiled.dropped)?
+                sql_step(p, step, &streams, interval, sql_dir, &session, &compiled.dropped)?
             }
             Node::Step(step) => {
                 let st = StepCtx {
@@ -198,7 +208,6 @@ fn compile_with(
         };
         streams.push(s);
     }
-    let data_dir = data_dir.unwrap_or(Path::new("."));
     for sink in &p.sinks {
         if let Some(counted) = add_sink(&streams[sink.input], &sink.kind, data_dir)? {
             compiled.sinks.push(counted);
@@ -214,18 +223,17 @@ fn sql_step(
     step: &super::config::StepDef,
     streams: &[S],
     interval: Duration,
-    data_dir: Option<&Path>,
+    sql_dir: Option<&Path>,
     session: &crate::sql::SqlSession,
     dropped: &Dropped,
 ) -> crate::Result<S> {
     let Op::Sql(def) = &step.op else {
         return Err(unvalidated(&format!("step `{}`", step.id), step.op.name(), &streams[step.input]));
     };
-    let sql_dir = data_dir.map(|d| d.join("sql"));
     let cx = super::compile_sql::SqlCtx {
         name: &step.name,
         interval,
-        sql_dir: sql_dir.as_deref(),
+        sql_dir,
         session,
         dropped: (def.on_error == OnBadRecord::Drop).then(|| dropped.counter(&step.id)),
     };

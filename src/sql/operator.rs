@@ -149,7 +149,12 @@ fn run(
     for ((names, cell), parts) in tables.iter().zip(parts) {
         let (cols, schema) = match cell.get() {
             Some(fixed) => fixed,
-            None => infer(q.step(), names, cell, &parts, time)?,
+            None => match infer(q.step(), names, cell, &parts, time)? {
+                Some(fixed) => fixed,
+                // Nothing to infer from yet: no rows, as the same batch
+                // gives again on a replay (its columns are still unknown).
+                None => return Ok(Vec::new()),
+            },
         };
         let mut batches = Vec::with_capacity(parts.len());
         for p in parts {
@@ -190,20 +195,30 @@ fn internal(q: &Query, message: String) -> SqlError {
 }
 
 /// Infers a table's schema from this batch's records, saves it (when the
-/// table has a file) and fixes it.
+/// table has a file) and fixes it; `None` when the batch has no field to
+/// infer from (no records, or only empty objects and non-objects).
 fn infer(
     step: &str,
     names: &[String],
     cell: &Cell,
     parts: &[Part],
     time: u64,
-) -> Result<(Columns, datafusion::arrow::datatypes::SchemaRef), SqlError> {
+) -> Result<Option<(Columns, datafusion::arrow::datatypes::SchemaRef)>, SqlError> {
     let rows = parts.iter().flat_map(|p| match p {
         Part::Json(v) => v.as_slice(),
         _ => &[],
     });
     let count = rows.clone().count();
     let cols = Columns::infer(rows)?;
+    if cols.0.is_empty() {
+        tracing::debug!(
+            step,
+            batch_time_ms = time,
+            records = count,
+            "no columns to infer from this batch: it gives no rows"
+        );
+        return Ok(None);
+    }
     if let Some(file) = &cell.file {
         save_schema(file, &cols)?;
     }
@@ -216,7 +231,7 @@ fn infer(
         file = %cell.file.as_ref().map_or("(not saved)".into(), |f| f.display().to_string()),
         "inferred the table's schema from this batch; it is fixed from now on (records that do not fit follow the step's on_error)"
     );
-    Ok(cell.set(cols))
+    Ok(Some(cell.set(cols)))
 }
 
 fn save_schema(file: &std::path::Path, cols: &Columns) -> Result<(), SqlError> {

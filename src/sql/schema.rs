@@ -259,7 +259,37 @@ pub fn kind_of(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
+
+    fn column_type() -> impl Strategy<Value = ColumnType> {
+        (0..TYPE_NAMES.len()).prop_map(|i| TYPE_NAMES[i].1)
+    }
+
+    proptest! {
+        /// A schema file round-trips, and damage to its text (cut short,
+        /// a byte changed) is an error or a valid schema, never a panic.
+        #[test]
+        fn schema_files_round_trip_and_damage_is_an_error(
+            cols in prop::collection::btree_map("[a-z_\\\"é ]{1,8}", column_type(), 1..12),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<prop::sample::Index>(),
+            junk in any::<u8>(),
+        ) {
+            let c = Columns::new(cols.into_iter().collect()).unwrap();
+            let text = c.to_file();
+            prop_assert_eq!(&Columns::from_file(&text).unwrap(), &c);
+            let bytes = text.as_bytes();
+            let _ = Columns::from_file(&String::from_utf8_lossy(&bytes[..cut.index(bytes.len())]));
+            let mut damaged = bytes.to_vec();
+            let i = flip.index(damaged.len());
+            damaged[i] = junk;
+            if let Ok(read) = Columns::from_file(&String::from_utf8_lossy(&damaged)) {
+                // What reads back is a valid schema, whatever it is.
+                prop_assert!(Columns::new(read.0.clone()).is_ok());
+            }
+        }
+    }
 
     #[test]
     fn inference_merges_types_in_first_seen_order() {
