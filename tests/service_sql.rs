@@ -65,6 +65,17 @@ fn check_points_at_the_mistake_inside_the_query() {
     assert!(text.contains("step[0].query"), "{text}");
     assert!(text.to_lowercase().contains("group by"), "{text}");
 
+    // A type mismatch, in user words (no "file a bug" sentence, one line).
+    let f = file(
+        dir.path(),
+        "t.toml",
+        &format!("{HEAD}[[step]]\nop = \"parse_json\"\n[[step]]\nop = \"sql\"\ncolumns = [\"ok boolean\"]\nquery = \"SELECT sum(ok) FROM batch\"\n"),
+    );
+    let (ok, text) = check(&f);
+    assert!(!ok, "{text}");
+    assert!(text.contains("sum(Boolean)"), "{text}");
+    assert!(!text.contains("bug"), "{text}");
+
     let good = file(
         dir.path(),
         "good.toml",

@@ -168,32 +168,69 @@ impl SqlError {
 pub(crate) fn user_message(e: &DataFusionError) -> (String, Option<(u64, u64)>) {
     if let Some(d) = e.diagnostic() {
         if let Some(span) = d.span.filter(|s| s.start.line > 0) {
-            return (
-                d.message.clone(),
-                Some((span.start.line, span.start.column)),
-            );
+            return (tidy(&d.message), Some((span.start.line, span.start.column)));
         }
     }
-    let mut text = e.strip_backtrace().trim().to_string();
-    for prefix in [
-        "Error during planning: ",
-        "Schema error: ",
-        "SQL error: ",
-        "This feature is not implemented: ",
-        "Execution error: ",
-        "Arrow error: ",
-        "ParserError(",
-    ] {
-        while let Some(rest) = text.strip_prefix(prefix) {
-            text = rest.to_string();
-        }
-    }
+    let text = strip_kinds(e.strip_backtrace().trim());
     let pos = parser_position(&text);
+    (tidy(&text), pos)
+}
+
+/// DataFusion's error-kind prefixes, in any order and nesting.
+const KIND_PREFIXES: &[&str] = &[
+    "Error during planning: ",
+    "Schema error: ",
+    "SQL error: ",
+    "This feature is not implemented: ",
+    "Execution error: ",
+    "Arrow error: ",
+    "Internal error: ",
+    "Optimizer rule ",
+];
+
+fn strip_kinds(text: &str) -> String {
+    let mut text = text.to_string();
+    while let Some(p) = KIND_PREFIXES.iter().find(|p| text.starts_with(**p)) {
+        text = text[p.len()..].to_string();
+    }
+    if let Some(inner) = text.strip_prefix("ParserError(\"") {
+        text = inner.trim_end_matches(")").trim_end_matches('"').to_string();
+    }
+    text
+}
+
+/// The message on one line, without DataFusion's "file a bug" sentence,
+/// its per-signature list (kept: the sentence naming the call and the
+/// candidate signatures) or the parser's position suffix; at most
+/// [`MESSAGE_CHARS_MAX`] characters.
+fn tidy(text: &str) -> String {
+    let mut text = text.to_string();
+    if let Some(i) = text.find("No function matches") {
+        text = text[i..].to_string();
+    }
+    if let Some(i) = text.find("This issue was likely caused by a bug") {
+        let end = text[i..].find("issues.").map_or(text.len(), |j| i + j + "issues.".len());
+        text.replace_range(i..end, "");
+    }
     if let Some(i) = text.find(" at Line: ") {
         text.truncate(i);
     }
-    (text.trim_end_matches(['"', ')']).to_string(), pos)
+    let (main, candidates) = match text.split_once("Candidate functions:") {
+        Some((m, c)) => (m.to_string(), Some(c.split_whitespace().collect::<Vec<_>>().join(" "))),
+        None => (text.clone(), None),
+    };
+    let mut out = main.split_whitespace().collect::<Vec<_>>().join(" ");
+    if let Some(c) = candidates.filter(|c| !c.is_empty()) {
+        out.push_str(&format!(" Candidates: {c}"));
+    }
+    if out.chars().count() > MESSAGE_CHARS_MAX {
+        out = out.chars().take(MESSAGE_CHARS_MAX).collect::<String>() + "...";
+    }
+    out
 }
+
+/// Longest message of a query error shown.
+const MESSAGE_CHARS_MAX: usize = 400;
 
 /// `... at Line: 3, Column: 14` in a parser message.
 fn parser_position(text: &str) -> Option<(u64, u64)> {
