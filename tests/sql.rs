@@ -543,3 +543,27 @@ fn batches_before_the_first_record_give_no_rows_then_inference_happens() {
         ]
     );
 }
+
+#[test]
+fn array_functions_give_json_lists() {
+    let h = ctx(1);
+    let s = h.ssc.queue_stream(&queue(vec![lines(&["a b", "c"])]));
+    let out = collect(
+        &s.sql(
+            &SqlSession::new(),
+            "SELECT string_to_array(value, ' ') AS words, array_length(string_to_array(value, ' ')) AS n FROM batch",
+        )
+        .unwrap(),
+    );
+    h.run(1);
+    assert_eq!(
+        rows(&out),
+        vec![(
+            1000,
+            vec![
+                json!({"words": ["a", "b"], "n": 2}),
+                json!({"words": ["c"], "n": 1})
+            ]
+        )]
+    );
+}

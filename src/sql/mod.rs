@@ -194,7 +194,10 @@ fn strip_kinds(text: &str) -> String {
         text = text[p.len()..].to_string();
     }
     if let Some(inner) = text.strip_prefix("ParserError(\"") {
-        text = inner.trim_end_matches(")").trim_end_matches('"').to_string();
+        text = inner
+            .trim_end_matches(")")
+            .trim_end_matches('"')
+            .to_string();
     }
     text
 }
@@ -209,14 +212,19 @@ fn tidy(text: &str) -> String {
         text = text[i..].to_string();
     }
     if let Some(i) = text.find("This issue was likely caused by a bug") {
-        let end = text[i..].find("issues.").map_or(text.len(), |j| i + j + "issues.".len());
+        let end = text[i..]
+            .find("issues.")
+            .map_or(text.len(), |j| i + j + "issues.".len());
         text.replace_range(i..end, "");
     }
     if let Some(i) = text.find(" at Line: ") {
         text.truncate(i);
     }
     let (main, candidates) = match text.split_once("Candidate functions:") {
-        Some((m, c)) => (m.to_string(), Some(c.split_whitespace().collect::<Vec<_>>().join(" "))),
+        Some((m, c)) => (
+            m.to_string(),
+            Some(c.split_whitespace().collect::<Vec<_>>().join(" ")),
+        ),
         None => (text.clone(), None),
     };
     let mut out = main.split_whitespace().collect::<Vec<_>>().join(" ");
