@@ -12,6 +12,7 @@
 //!   wal/<stream>.producers       an ingest stream's producer table
 //!   receivers/<stream>.progress  a directory stream's progress file
 //!   dead-letter/batch-<ms>.jsonl records steps dead-lettered, per batch
+//!   sql/<step>.<input>.schema.json  a SQL step's inferred columns
 //! ```
 //!
 //! Stream names pass [`crate::names::validate_stream_name`] before a path
@@ -36,12 +37,14 @@ const RECEIVERS_DIR: &str = "receivers";
 const IDENTITY_FILE: &str = "IDENTITY";
 /// Records the pipeline's steps dead-lettered, one file per batch.
 const DEAD_LETTER_DIR: &str = "dead-letter";
+/// SQL steps' inferred columns (`crate::sql`).
+const SQL_DIR: &str = "sql";
 /// Suffix of an ingest stream's producer table, beside its log.
 const PRODUCERS_SUFFIX: &str = "producers";
 /// Suffix of a directory stream's progress file.
 const PROGRESS_SUFFIX: &str = "progress";
 /// The entries of the data directory that belong to weir itself.
-pub const RESERVED: [&str; 4] = [CHECKPOINT_DIR, WAL_DIR, RECEIVERS_DIR, DEAD_LETTER_DIR];
+pub const RESERVED: [&str; 5] = [CHECKPOINT_DIR, WAL_DIR, RECEIVERS_DIR, DEAD_LETTER_DIR, SQL_DIR];
 
 /// `DATA_DIR/LOCK`: the data directory's lock file (`storage::try_lock`).
 pub fn data_dir_lock(data_dir: &Path) -> PathBuf {
@@ -82,6 +85,12 @@ pub fn producers_snapshot(data_dir: &Path, stream: &str) -> PathBuf {
 /// `DATA_DIR/dead-letter`: the dead-letter log (`crate::sink::DeadLetterLog`).
 pub fn dead_letter_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(DEAD_LETTER_DIR)
+}
+
+/// `DATA_DIR/sql`: SQL steps keep the columns they inferred here, one
+/// file `<step>.<input>.schema.json` each (`crate::sql::schema_file`).
+pub fn sql_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(SQL_DIR)
 }
 
 /// `DATA_DIR/receivers`.
@@ -161,6 +170,7 @@ mod tests {
             ("checkpoint/out", Some("checkpoint")),
             ("./wal/x/y", Some("wal")),
             ("receivers/p", Some("receivers")),
+            ("sql/p", Some("sql")),
             ("wal", None),
             ("out/counts", None),
             ("walrus/x", None),

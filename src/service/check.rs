@@ -101,7 +101,7 @@ pub fn check_initial_files(p: &Pipeline, kept: &[String]) -> crate::Result<Vec<S
 /// inferred columns read from `data_dir` when given (nothing written).
 pub fn description(p: &Pipeline, data_dir: Option<&Path>) -> crate::Result<PipelineDescription> {
     let ssc = super::configure(StreamingContext::builder(), &p.settings).build()?;
-    let sql_dir = data_dir.map(|d| d.join("sql"));
+    let sql_dir = data_dir.map(crate::layout::sql_dir);
     compile::compile_offline(p, &ssc, sql_dir.as_deref())?;
     Ok(ssc.describe())
 }

@@ -128,7 +128,7 @@ pub fn resolve(data_dir: &Path, p: &Path) -> PathBuf {
 
 /// Builds `p`'s sources, steps and sinks on `ssc`.
 pub fn compile(p: &Pipeline, ssc: &StreamingContext, data_dir: &Path) -> crate::Result<Compiled> {
-    let sql_dir = data_dir.join("sql");
+    let sql_dir = crate::layout::sql_dir(data_dir);
     compile_with(p, ssc, data_dir, Some(&sql_dir), source)
 }
 
