@@ -107,6 +107,12 @@ fn check_refuses_sql_keys_that_cannot_work() {
         (format!("{json}[[step]]\nop = \"lowercase\"\nfrom = [\"events\", \"j\"]\n"), "step[1].from"),
         ("[[step]]\nop = \"sql\"\nstatic_tables = { t = \"missing.csv\" }\nquery = \"SELECT * FROM batch\"\n".to_string(), "step[0].static_tables"),
         ("[[step]]\nop = \"sql\"\nquery = \"SELECT * FROM nowhere\"\n".to_string(), "step[0].query"),
+        // Inferred columns are kept in a file named after the step.
+        (format!("{json}[[step]]\nop = \"sql\"\nschema = \"infer\"\nquery = \"SELECT * FROM batch\"\n"), "step[1].id"),
+        // Only a query runs, even when the columns are not known yet.
+        (format!("{json}[[step]]\nid = \"q\"\nop = \"sql\"\nschema = \"infer\"\nquery = \"DROP TABLE batch\"\n"), "step[1].query"),
+        // SQL folds unquoted names: ids that differ only in case are one table.
+        ("[[source]]\nid = \"Events\"\nkind = \"ingest\"\naddress = \"127.0.0.1:0\"\n[[step]]\nop = \"sql\"\nfrom = [\"events\", \"Events\"]\nquery = \"SELECT * FROM batch\"\n".to_string(), "step[0].from"),
     ] {
         let f = file(dir.path(), "p.toml", &format!("{HEAD}{step}"));
         let (ok, text) = check(&f);

@@ -567,3 +567,79 @@ fn array_functions_give_json_lists() {
         )]
     );
 }
+
+#[test]
+fn json_records_that_are_not_objects_fail_their_batch() {
+    let h = ctx(1);
+    let s = h
+        .ssc
+        .queue_stream(&queue(vec![vec![json!({"a": 1}), json!([1, 2])]]));
+    let _out = collect(&s.sql(&SqlSession::new(), "SELECT a FROM batch").unwrap());
+    h.ssc.start().unwrap();
+    let t = h.clock.advance(1000);
+    let err = h.ssc.await_batch(t, WAIT).unwrap_err().to_string();
+    assert!(err.contains("not a JSON object"), "{err}");
+    let _ = h.ssc.stop(false);
+}
+
+#[test]
+fn results_that_a_row_object_cannot_hold_and_explain_are_refused() {
+    let h = ctx(1);
+    let s = h.ssc.queue_stream(&queue(vec![lines(&["a"])]));
+    let session = SqlSession::new();
+    let err = s
+        .sql(
+            &session,
+            "SELECT * FROM batch b1 JOIN batch b2 ON b1.value = b2.value",
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("two columns named `value`"), "{err}");
+    let err = s
+        .sql(&session, "EXPLAIN ANALYZE SELECT value FROM batch")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("EXPLAIN"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("t.csv");
+    std::fs::create_dir(&sub).unwrap();
+    let err = session.register_file("t", &sub).unwrap_err().to_string();
+    assert!(err.contains("not a plain file"), "{err}");
+}
+
+/// What a fresh context makes of one batch of `records` inferred into
+/// `file` (which may already hold the columns of an earlier run).
+fn infer_once(file: &std::path::Path, records: Vec<Value>) -> Vec<(u64, Vec<Value>)> {
+    let h = ctx(2);
+    let s = h.ssc.queue_stream(&queue(vec![records]));
+    let t = SqlTable::json(
+        "batch",
+        &s,
+        SqlSchema::Infer(Some(file.to_path_buf())),
+        Misfits::Drop(Arc::default()),
+    )
+    .unwrap();
+    let out = collect(&sql_with(&SqlSession::new(), &[t], "SELECT * FROM batch").unwrap());
+    h.run(1);
+    rows(&out)
+}
+
+#[test]
+fn the_batch_a_schema_was_inferred_from_replays_to_the_same_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.schema.json");
+    let batch = vec![json!({"a": 1, "b": "x"}), json!(7), json!({"a": 2.5})];
+    let first = infer_once(&file, batch.clone());
+    assert!(file.exists());
+    // A crash after the schema file was saved and before the commit: the
+    // replay reads the saved columns, and gives the same rows.
+    let replay = infer_once(&file, batch);
+    assert_eq!(first, replay);
+    assert_eq!(
+        first,
+        vec![(
+            1000,
+            vec![json!({"a": 1.0, "b": "x"}), json!({"a": 2.5, "b": null})]
+        )]
+    );
+}

@@ -98,7 +98,8 @@ pub fn text_batch<'a>(
     RecordBatch::try_new(schema.clone(), vec![Arc::new(b.finish())])
 }
 
-/// Every row of `batches` as a JSON object, columns in order.
+/// Every row of `batches` as a JSON object keyed by column name (its keys
+/// come out sorted: serde_json's map is ordered by key).
 pub fn rows_of(batches: &[RecordBatch]) -> Result<Vec<Value>, ArrowError> {
     let mut out = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
     for b in batches {

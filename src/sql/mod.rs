@@ -38,7 +38,8 @@ use crate::dstream::{DStream, Data, OnError, Text};
 
 pub use datafusion;
 pub use query::{
-    schema_file, SqlSession, QUERY_BYTES_MAX, STATIC_TABLES_MAX, STATIC_TABLE_BYTES_MAX, UDFS_MAX,
+    schema_file, SqlSession, QUERY_BYTES_MAX, QUERY_MEMORY_BYTES_MAX, RESULT_ROWS_MAX,
+    STATIC_TABLES_MAX, STATIC_TABLE_BYTES_MAX, UDFS_MAX,
 };
 pub use schema::{ColumnType, Columns, COLUMNS_MAX, SCHEMA_FILE_BYTES_MAX, TYPE_NAMES};
 
@@ -122,7 +123,7 @@ pub enum SqlError {
         name: String,
     },
     /// A schema file could not be read, parsed or written.
-    #[error("schema file {}: {reason}; delete it to infer the schema again from the next batch", path.display())]
+    #[error("schema file {}: {reason}; with weir stopped, fix or delete it (deleted: the columns are inferred again from the next batch with records)", path.display())]
     SchemaFile {
         /// The file.
         path: PathBuf,
@@ -342,18 +343,31 @@ impl SqlRecord for Value {
 /// A table's schema once it is known, shared by its partition stage and
 /// the query stage; `file`: where an inferred schema is saved.
 struct Cell {
-    fixed: RwLock<Option<(Columns, SchemaRef)>>,
+    fixed: RwLock<Option<Fixed>>,
     file: Option<PathBuf>,
 }
 
+/// A fixed schema: the columns (shared: every record's fit test reads
+/// them) and their Arrow schema.
+type Fixed = (Arc<Columns>, SchemaRef);
+
 impl Cell {
-    fn get(&self) -> Option<(Columns, SchemaRef)> {
+    fn new(cols: Option<Columns>, file: Option<PathBuf>) -> Cell {
+        Cell {
+            fixed: RwLock::new(cols.map(|c| {
+                let s = c.arrow();
+                (Arc::new(c), s)
+            })),
+            file,
+        }
+    }
+    fn get(&self) -> Option<Fixed> {
         self.fixed.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
-    fn set(&self, cols: Columns) -> (Columns, SchemaRef) {
+    fn set(&self, cols: Columns) -> Fixed {
         let schema = cols.arrow();
         let mut g = self.fixed.write().unwrap_or_else(|e| e.into_inner());
-        g.get_or_insert((cols, schema)).clone()
+        g.get_or_insert((Arc::new(cols), schema)).clone()
     }
 }
 
@@ -407,16 +421,19 @@ impl SqlTable {
     /// `stream` as table `name`: text records as one `value` column, JSON
     /// records with a schema inferred from the first batch (not saved:
     /// use [`SqlTable::json`] to keep it across restarts).
+    ///
+    /// JSON records that are not objects fail their batch; an inferred
+    /// schema lives in memory only, so a restart infers again from the
+    /// first batch it runs (possibly another one): for a pipeline that
+    /// must replay to the same rows, give the columns or a schema file.
     pub fn new<T: SqlRecord>(name: &str, stream: &DStream<T>) -> SqlTable {
-        let cols = T::fixed_columns();
-        let cell = Arc::new(Cell {
-            fixed: RwLock::new(cols.map(|c| {
-                let s = c.arrow();
-                (c, s)
-            })),
-            file: None,
-        });
-        SqlTable::of(name, stream, cell)
+        let Some(cols) = T::fixed_columns() else {
+            let json = stream.map(|r: T| r.as_json().cloned().unwrap_or(Value::Null));
+            let cell = Arc::new(Cell::new(None, None));
+            let fitted = fit(&json, cell.clone(), Misfits::Policy(OnError::Fail));
+            return SqlTable::of(name, &fitted, cell);
+        };
+        SqlTable::of(name, stream, Arc::new(Cell::new(Some(cols), None)))
     }
 
     /// JSON records as table `name` under `schema`; `misfits` says what
@@ -450,13 +467,7 @@ impl SqlTable {
             SqlSchema::Infer(f) => f,
             SqlSchema::Declared(_) => None,
         };
-        let cell = Arc::new(Cell {
-            fixed: RwLock::new(fixed.map(|c| {
-                let s = c.arrow();
-                (c, s)
-            })),
-            file,
-        });
+        let cell = Arc::new(Cell::new(fixed, file));
         let fitted = then(&fit(stream, cell.clone(), misfits));
         Ok(SqlTable::of(name, &fitted, cell))
     }
@@ -490,7 +501,7 @@ impl SqlTable {
 
     /// Its schema, if fixed yet.
     pub fn columns(&self) -> Option<Columns> {
-        self.cell.get().map(|c| c.0)
+        self.cell.get().map(|c| (*c.0).clone())
     }
 }
 
@@ -498,6 +509,12 @@ impl SqlTable {
 /// others follow `misfits`.
 fn fit(stream: &DStream<Value>, cell: Arc<Cell>, misfits: Misfits) -> DStream<Value> {
     let check = move |v: &Value| -> Result<(), String> {
+        if !v.is_object() {
+            return Err(format!(
+                "the record is {}, not a JSON object: a table's rows are objects",
+                schema::kind_of(v)
+            ));
+        }
         match cell.get().and_then(|(c, _)| c.misfit(v)) {
             None => Ok(()),
             Some((col, want, got)) => Err(format!(

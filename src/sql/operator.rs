@@ -203,7 +203,7 @@ fn infer(
     cell: &Cell,
     parts: &[Part],
     time: u64,
-) -> Result<Option<(Columns, datafusion::arrow::datatypes::SchemaRef)>, SqlError> {
+) -> Result<Option<super::Fixed>, SqlError> {
     let rows = parts.iter().flat_map(|p| match p {
         Part::Json(v) => v.as_slice(),
         _ => &[],

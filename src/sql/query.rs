@@ -6,13 +6,17 @@
 //! Limits: a query at most [`QUERY_BYTES_MAX`] bytes; at most
 //! [`STATIC_TABLES_MAX`] static tables of at most
 //! [`STATIC_TABLE_BYTES_MAX`] bytes each (file size); at most
-//! [`UDFS_MAX`] user functions. Queries run on one DataFusion partition
+//! [`UDFS_MAX`] user functions; a query's operators (hash tables, sorts)
+//! at most [`QUERY_MEMORY_BYTES_MAX`] bytes, its result at most
+//! [`RESULT_ROWS_MAX`] rows. Queries run on one DataFusion partition
 //! (`target_partitions = 1`), so a batch's result rows come out in the
 //! same order on every run of that batch.
-//! Must never: run anything but one read-only `SELECT`-like statement (no
-//! DDL, DML or `SET`), let a DataFusion panic unwind into the engine, or
-//! block a tokio worker (queries run on their own current-thread runtime,
-//! from a plain thread when called inside another runtime).
+//! Must never: run anything but one read-only query (no DDL, DML, `SET`
+//! or `EXPLAIN`, whose timings differ run to run), let a DataFusion panic
+//! unwind into the engine, keep a batch's tables after its query, or run
+//! a query on a tokio worker thread (queries run on their own
+//! current-thread runtime; a caller inside another runtime waits for a
+//! plain thread that runs it).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -23,7 +27,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
-use datafusion::logical_expr::ScalarUDF;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::{LogicalPlan, ScalarUDF};
 use datafusion::prelude::{CsvReadOptions, JsonReadOptions, SessionConfig, SessionContext};
 
 use super::SqlError;
@@ -36,6 +41,12 @@ pub const STATIC_TABLES_MAX: usize = 64;
 pub const STATIC_TABLE_BYTES_MAX: u64 = 256 * 1024 * 1024;
 /// Most user functions one session holds.
 pub const UDFS_MAX: usize = 256;
+/// Most memory one query's operators (hash tables, sorts) may hold; more
+/// fails the batch ("resources exhausted"). The batch's own tables are
+/// not counted: they are the engine's, bounded as any batch.
+pub const QUERY_MEMORY_BYTES_MAX: usize = 2 << 30;
+/// Most rows one query may return for one batch.
+pub const RESULT_ROWS_MAX: usize = 10_000_000;
 
 /// What a pipeline's queries share: static tables (loaded once, at
 /// registration), scalar user functions, and the runtime queries run on.
@@ -80,11 +91,15 @@ impl SqlSession {
         if let Some(rt) = self.inner.rt.get() {
             return Ok(rt.clone());
         }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .map_err(|source| SqlError::Runtime { source })?;
-        Ok(self.inner.rt.get_or_init(|| Arc::new(Rt(Some(rt)))).clone())
+        // Wrapped at once: a runtime that loses the race below is dropped
+        // as an `Rt` too (a plain drop inside async code panics).
+        let rt = Arc::new(Rt(Some(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .map_err(|source| SqlError::Runtime { source })?,
+        )));
+        Ok(self.inner.rt.get_or_init(|| rt).clone())
     }
 
     /// Loads the CSV file `path` (a header line, types inferred) into
@@ -141,6 +156,9 @@ impl SqlSession {
             message,
         };
         let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(fail("it is not a plain file".into()));
+        }
         if meta.len() > STATIC_TABLE_BYTES_MAX {
             return Err(fail(format!(
                 "the file has {} bytes, more than the {STATIC_TABLE_BYTES_MAX} a static table may have",
@@ -300,7 +318,11 @@ impl Query {
                 max: QUERY_BYTES_MAX,
             });
         }
-        let ctx = SessionContext::new_with_config(config());
+        let env = RuntimeEnvBuilder::new()
+            .with_memory_limit(QUERY_MEMORY_BYTES_MAX, 1.0)
+            .build_arc()
+            .map_err(|e| SqlError::plan(step, &e))?;
+        let ctx = SessionContext::new_with_config_rt(config(), env);
         for (name, t) in lock(&session.inner.tables).iter() {
             let table: Arc<dyn datafusion::catalog::TableProvider> = t.clone();
             ctx.register_table(name.as_str(), table)
@@ -318,7 +340,10 @@ impl Query {
         })
     }
 
-    fn register(&self, tables: Vec<BatchTable>) -> Result<(), SqlError> {
+    /// Registers a batch's tables; returns their names (for
+    /// [`Query::deregister`] once the query ran).
+    fn register(&self, tables: Vec<BatchTable>) -> Result<Vec<String>, SqlError> {
+        let mut names = Vec::with_capacity(tables.len());
         for t in tables {
             let mem = MemTable::try_new(t.schema, vec![t.batches])
                 .map_err(|e| SqlError::plan(&self.step, &e))?;
@@ -329,9 +354,18 @@ impl Query {
                 self.ctx
                     .register_table(n.as_str(), mem.clone())
                     .map_err(|e| SqlError::plan(&self.step, &e))?;
+                names.push(n);
             }
         }
-        Ok(())
+        Ok(names)
+    }
+
+    /// Drops a batch's tables: its rows are not held until the next batch.
+    fn deregister(&self, names: &[String]) {
+        for n in names {
+            // Nothing to do when it is already gone.
+            let _ = self.ctx.deregister_table(n.as_str());
+        }
     }
 
     fn options() -> SQLOptions {
@@ -345,18 +379,52 @@ impl Query {
     /// result's schema.
     pub(crate) fn plan(&self, tables: Vec<BatchTable>) -> Result<SchemaRef, SqlError> {
         let _turn = lock(&self.turn);
-        self.register(tables)?;
+        let names = self.register(tables)?;
         let ctx = self.ctx.clone();
         let text = self.text.clone();
         let df = block(&self.rt, async move {
             ctx.sql_with_options(&text, Query::options()).await
-        })
-        .map_err(|m| SqlError::Internal {
-            step: self.step.clone(),
-            message: m,
-        })?
-        .map_err(|e| SqlError::plan(&self.step, &e))?;
+        });
+        self.deregister(&names);
+        let df = df
+            .map_err(|m| self.internal(m))?
+            .map_err(|e| SqlError::plan(&self.step, &e))?;
+        self.refuse(df.logical_plan())?;
         Ok(Arc::new(df.schema().as_arrow().clone()))
+    }
+
+    fn internal(&self, message: String) -> SqlError {
+        SqlError::Internal {
+            step: self.step.clone(),
+            message,
+        }
+    }
+
+    /// A planned query weir does not run: `EXPLAIN` (its `ANALYZE` timings
+    /// differ on a replay), or a result with two columns of one name (a
+    /// row object would keep only one).
+    fn refuse(&self, plan: &LogicalPlan) -> Result<(), SqlError> {
+        let bad = |message: String| SqlError::Plan {
+            step: self.step.clone(),
+            message,
+            line: None,
+            column: None,
+        };
+        if matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)) {
+            return Err(bad(
+                "EXPLAIN is not run by a step; plan the query by hand with datafusion-cli".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for f in plan.schema().fields() {
+            if !seen.insert(f.name().as_str()) {
+                return Err(bad(format!(
+                    "the result has two columns named `{}`; give one another name with AS",
+                    f.name()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Runs the query on one batch's tables.
@@ -366,33 +434,52 @@ impl Query {
         time_ms: u64,
     ) -> Result<Vec<RecordBatch>, SqlError> {
         let _turn = lock(&self.turn);
-        self.register(tables)?;
+        let names = self.register(tables)?;
         let ctx = self.ctx.clone();
         let text = self.text.clone();
         let out = block(&self.rt, async move {
             let df = ctx.sql_with_options(&text, Query::options()).await?;
             df.collect().await
-        })
-        .map_err(|m| SqlError::Internal {
-            step: self.step.clone(),
-            message: m,
-        })?;
-        out.map_err(|e| SqlError::Execute {
+        });
+        self.deregister(&names);
+        let out = out.map_err(|m| self.internal(m))?;
+        let out = out.map_err(|e| SqlError::Execute {
             step: self.step.clone(),
             batch_time_ms: time_ms,
             message: super::user_message(&e).0,
-        })
+        })?;
+        let rows: usize = out.iter().map(RecordBatch::num_rows).sum();
+        if rows > RESULT_ROWS_MAX {
+            return Err(SqlError::Execute {
+                step: self.step.clone(),
+                batch_time_ms: time_ms,
+                message: format!(
+                    "the result has {rows} rows, more than the {RESULT_ROWS_MAX} a step may give for one batch; aggregate or filter more"
+                ),
+            });
+        }
+        Ok(out)
     }
 
-    /// Parses the query only (no table needed): syntax errors and
-    /// statements other than queries.
+    /// Parses the query only (no table needed): syntax errors, and
+    /// statements other than a query (`SELECT`, `WITH`, `VALUES`...).
     pub(crate) fn parse(&self) -> Result<(), SqlError> {
+        use datafusion::sql::parser::Statement as DfStatement;
+        use datafusion::sql::sqlparser::ast::Statement;
         let state = self.ctx.state();
         let dialect = datafusion::config::Dialect::Generic;
-        state
+        let stmt = state
             .sql_to_statement(&self.text, &dialect)
-            .map(|_| ())
-            .map_err(|e| SqlError::plan(&self.step, &e))
+            .map_err(|e| SqlError::plan(&self.step, &e))?;
+        match stmt {
+            DfStatement::Statement(s) if matches!(*s, Statement::Query(_)) => Ok(()),
+            _ => Err(SqlError::Plan {
+                step: self.step.clone(),
+                message: "only a query (SELECT, WITH ... SELECT, VALUES) runs in a step".into(),
+                line: None,
+                column: None,
+            }),
+        }
     }
 
     /// The step it belongs to.

@@ -176,13 +176,19 @@ impl Columns {
     /// other mix `json`; a field only ever `null` is `string`).
     pub fn infer<'a>(records: impl IntoIterator<Item = &'a Value>) -> Result<Columns, SqlError> {
         let mut cols: Vec<(String, Option<ColumnType>)> = Vec::new();
+        let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for r in records {
             let Value::Object(map) = r else { continue };
             for (k, v) in map {
                 let t = ColumnType::of(v);
-                match cols.iter_mut().find(|(n, _)| n == k) {
-                    Some((_, old)) => *old = merge_opt(*old, t),
-                    None => cols.push((k.clone(), t)),
+                match index.get(k) {
+                    Some(&i) => cols[i].1 = merge_opt(cols[i].1, t),
+                    // One past the limit is enough for `new` to refuse.
+                    None if cols.len() > COLUMNS_MAX => {}
+                    None => {
+                        index.insert(k.clone(), cols.len());
+                        cols.push((k.clone(), t));
+                    }
                 }
             }
         }

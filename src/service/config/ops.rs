@@ -343,10 +343,11 @@ pub fn ops_markdown() -> String {
             o.name,
             Kind::labels(o.inputs, ", "),
             keys_cell(o.keys),
-            if o.stateful {
-                "kept under its name"
-            } else {
-                "none"
+            match (o.stateful, o.name) {
+                (true, _) => "kept under its name",
+                // Its window's batches are state; without one it has none.
+                (false, "sql") => "with `window`: kept under its name",
+                (false, _) => "none",
             },
         ));
     }

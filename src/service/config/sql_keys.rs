@@ -59,13 +59,24 @@ pub(super) fn build(s: &StepIn<'_>) -> Result<Op, ConfigError> {
         Some(_) => window(s)?,
         None => (std::time::Duration::ZERO, std::time::Duration::ZERO),
     };
-    if !window.is_zero() && s.item.raw.get("id").or(s.item.raw.get("name")).is_none() {
+    let named = s.item.raw.get("id").or(s.item.raw.get("name")).is_some();
+    if (!window.is_zero() || infer) && !named {
+        let (what, why) = match infer {
+            true => (
+                "with schema = \"infer\"",
+                "its inferred columns are kept in a file named after it",
+            ),
+            false => (
+                "with a window",
+                "the window's batches are kept under its name",
+            ),
+        };
         return Err(s.item.err(
             s.item.span(),
             "id",
-            "an `id` (or `name`) on a windowed sql step",
+            format!("an `id` (or `name`) on a sql step {what}"),
             Some("nothing".into()),
-            "the window's batches are kept under this name across restarts; add id = \"...\" and keep it",
+            format!("{why} across restarts; add id = \"...\" and keep it"),
         ));
     }
     let def = SqlStepDef {
@@ -171,18 +182,37 @@ fn parse_columns(
     Ok(out)
 }
 
+/// Every table name of the step once, in lower case as the query sees
+/// it (SQL folds unquoted names): `batch`, the inputs' ids, the static
+/// tables.
 fn static_tables(s: &StepIn<'_>) -> Result<Vec<(String, PathBuf)>, ConfigError> {
+    let mut seen = std::collections::HashSet::from(["batch".to_string()]);
+    for (i, (names, _)) in table_names(s).into_iter().enumerate() {
+        // The first input's names are `batch` and its id; the others' their id.
+        for n in names.iter().skip(usize::from(i == 0)) {
+            let first_is_batch = i == 0 && n.eq_ignore_ascii_case("batch");
+            if !first_is_batch && !seen.insert(n.to_lowercase()) {
+                let span = s.item.raw.get("from").map_or(s.item.span(), |v| v.span());
+                return Err(s.item.err(
+                    span,
+                    "from",
+                    "inputs whose ids differ in more than letter case, none named `batch`",
+                    Some(format!("\"{n}\"")),
+                    "a query sees `Clicks` and `clicks` as one table, and `batch` is the first input",
+                ));
+            }
+        }
+    }
     let Some(t) = s.item.table(&STATIC_TABLES)? else {
         return Ok(Vec::new());
     };
-    let inputs = table_names(s);
     let mut out = Vec::with_capacity(t.get_ref().len());
     for (name, file) in t.get_ref() {
-        if inputs.iter().any(|(names, _)| names.contains(name)) {
+        if !seen.insert(name.to_lowercase()) {
             return Err(s.item.err(
                 t.span(),
                 STATIC_TABLES.name,
-                "names other than the inputs' (`batch` and the ids in `from`)",
+                "names other than the inputs' (`batch` and the ids in `from`), in any letter case",
                 Some(format!("\"{name}\"")),
                 "rename the static table",
             ));
