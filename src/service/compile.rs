@@ -188,6 +188,8 @@ fn compile_with(
     let interval = Duration::from_millis(ssc.batch_interval_ms());
     #[cfg(feature = "sql")]
     let session = crate::sql::SqlSession::new();
+    #[cfg(not(feature = "sql"))]
+    let _ = sql_dir;
     for node in &p.nodes {
         let s = match node {
             Node::Source(src) => source(src, ssc, &mut compiled)?,
