@@ -27,6 +27,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{LogicalPlan, ScalarUDF};
 use datafusion::prelude::{CsvReadOptions, JsonReadOptions, SessionConfig, SessionContext};
@@ -41,9 +42,10 @@ pub const STATIC_TABLES_MAX: usize = 64;
 pub const STATIC_TABLE_BYTES_MAX: u64 = 256 * 1024 * 1024;
 /// Most user functions one session holds.
 pub const UDFS_MAX: usize = 256;
-/// Most memory one query's operators (hash tables, sorts) may hold; more
-/// fails the batch ("resources exhausted"). The batch's own tables are
-/// not counted: they are the engine's, bounded as any batch.
+/// Most memory one query's operators (hash tables, sorts, a join's build
+/// side) may hold; more fails the batch ("resources exhausted"; nothing
+/// spills to disk). The batch's tables as registered are the engine's,
+/// bounded as any batch.
 pub const QUERY_MEMORY_BYTES_MAX: usize = 2 << 30;
 /// Most rows one query may return for one batch.
 pub const RESULT_ROWS_MAX: usize = 10_000_000;
@@ -318,7 +320,12 @@ impl Query {
                 max: QUERY_BYTES_MAX,
             });
         }
+        // No spilling: a query over its memory fails its batch rather than
+        // write files outside the data directory.
         let env = RuntimeEnvBuilder::new()
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
             .with_memory_limit(QUERY_MEMORY_BYTES_MAX, 1.0)
             .build_arc()
             .map_err(|e| SqlError::plan(step, &e))?;
@@ -345,15 +352,21 @@ impl Query {
     fn register(&self, tables: Vec<BatchTable>) -> Result<Vec<String>, SqlError> {
         let mut names = Vec::with_capacity(tables.len());
         for t in tables {
-            let mem = MemTable::try_new(t.schema, vec![t.batches])
-                .map_err(|e| SqlError::plan(&self.step, &e))?;
+            let mem = match MemTable::try_new(t.schema, vec![t.batches]) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.deregister(&names);
+                    return Err(SqlError::plan(&self.step, &e));
+                }
+            };
             let mem: Arc<dyn datafusion::catalog::TableProvider> = Arc::new(mem);
             for n in t.names {
                 // Replaces the previous batch's table of that name.
                 let _ = self.ctx.deregister_table(n.as_str());
-                self.ctx
-                    .register_table(n.as_str(), mem.clone())
-                    .map_err(|e| SqlError::plan(&self.step, &e))?;
+                if let Err(e) = self.ctx.register_table(n.as_str(), mem.clone()) {
+                    self.deregister(&names);
+                    return Err(SqlError::plan(&self.step, &e));
+                }
                 names.push(n);
             }
         }
@@ -437,12 +450,25 @@ impl Query {
         let names = self.register(tables)?;
         let ctx = self.ctx.clone();
         let text = self.text.clone();
+        // Planned and checked as at declaration (a first batch may be the
+        // first plan, for inferred columns), then collected with one row
+        // more than allowed at most, so an oversized result is refused
+        // without being built whole.
         let out = block(&self.rt, async move {
             let df = ctx.sql_with_options(&text, Query::options()).await?;
-            df.collect().await
+            let plan = df.logical_plan().clone();
+            let rows = df.limit(0, Some(RESULT_ROWS_MAX + 1))?.collect().await;
+            Ok::<_, datafusion::error::DataFusionError>((plan, rows))
         });
         self.deregister(&names);
         let out = out.map_err(|m| self.internal(m))?;
+        let out = match out {
+            Ok((plan, rows)) => {
+                self.refuse(&plan)?;
+                rows
+            }
+            Err(e) => Err(e),
+        };
         let out = out.map_err(|e| SqlError::Execute {
             step: self.step.clone(),
             batch_time_ms: time_ms,
