@@ -42,6 +42,9 @@ pub enum Error {
     /// The JetStream source (configuration, connection, reads).
     #[error(transparent)]
     JetStream(#[from] crate::source::JetStreamError),
+    /// The Kafka source (configuration, connection, reads).
+    #[error(transparent)]
+    Kafka(#[from] crate::source::KafkaSourceError),
     /// The ingest server (setup, producer table recovery and snapshot).
     #[error(transparent)]
     Ingest(#[from] crate::ingest::IngestError),

@@ -7,7 +7,8 @@
 //! durable, before the rename), `postgres_before_transaction` and
 //! `postgres_before_commit` (the PostgreSQL sink: before it connects or
 //! begins, and after its rows and progress row, before PostgreSQL's
-//! COMMIT), `before_commit`, `after_commit` (before WAL cleanup). Outside the commit protocol: `atomic_file_rename`
+//! COMMIT), `kafka_between_requests` (the Kafka sink, between two produce
+//! requests of a batch), `before_commit`, `after_commit` (before WAL cleanup). Outside the commit protocol: `atomic_file_rename`
 //! (`crate::storage::ATOMIC_FILE_RENAME`: the same step of every atomic
 //! file write, receivers' files included, right after `sink_write` in a
 //! sink's).

@@ -133,6 +133,7 @@ internal! {
     mod codec;
     mod error;
     mod failpoint;
+    mod kafka;
     mod layout;
     mod names;
     mod nats;
@@ -159,14 +160,19 @@ pub use dstream::{
     DStream, MapWithStateDStream, Queue, QueueMode, State, StateSpec, Text, UpdateSpec,
 };
 pub use error::{Error, Result};
+pub use kafka::{KafkaClientConfig, KafkaError, KafkaSasl, KafkaTls};
 pub use names::{NameError, STREAM_NAME_BYTES_MAX};
 pub use nats::NatsAuth;
 pub use scheduler::{BatchStats, SchedulerError};
 pub use sink::{JetStreamSinkConfig, JetStreamSinkError, JetStreamSinkStats};
+pub use sink::{KafkaSinkConfig, KafkaSinkError, KafkaSinkStats};
 pub use sink::{PostgresSinkConfig, PostgresSinkError, PostgresSinkStats};
 pub use source::{
     Assignment, Claim, JetStreamConfig, JetStreamError, JetStreamStats, JsRecord, LeaseError,
     LostWhy, PartitionRef, PartitionStats, ScaleOut, INSTANCE_NAME_BYTES_MAX, LEASES_BUCKET,
     LEASE_TTL_MS_DEFAULT, LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, OWNERS_BUCKET,
+};
+pub use source::{
+    KafkaFormat, KafkaPartitionStats, KafkaRecord, KafkaSourceConfig, KafkaSourceError, StartAt,
 };
 pub use storage::AtomicWriteError;

@@ -135,6 +135,25 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
             "cli",
         ],
     ),
+    // The Kafka client plumbing the Kafka source and sink share (it may
+    // use the NATS module's runtime wrapper and `net`'s TLS).
+    (
+        "kafka",
+        &[
+            "dstream",
+            "wal",
+            "storage",
+            "checkpoint",
+            "scheduler",
+            "context",
+            "receiver",
+            "ingest",
+            "source",
+            "sink",
+            "service",
+            "cli",
+        ],
+    ),
     // TLS and tokens of the listeners (status endpoint, later ingest).
     (
         "net",

@@ -75,7 +75,7 @@ impl StreamingContext {
         Ok((self.union_named(name, streams), stats))
     }
 
-    fn union_named<T: crate::dstream::Data>(
+    pub(super) fn union_named<T: crate::dstream::Data>(
         &self,
         name: &str,
         mut v: Vec<DStream<T>>,

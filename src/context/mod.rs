@@ -10,7 +10,7 @@
 //! settings and their checks; `inputs.rs` every stream-creating
 //! constructor (queue, source, WAL, receiver, socket and directory
 //! streams); `partitions.rs` partitioned receiver streams; `jetstream.rs`
-//! JetStream streams. Every named stream's name passes
+//! JetStream streams; `kafka.rs` Kafka streams. Every named stream's name passes
 //! `crate::names::validate_stream_name`, and its files are where
 //! `crate::layout` says.
 //!
@@ -26,6 +26,7 @@ mod builder;
 mod identity;
 mod inputs;
 mod jetstream;
+mod kafka;
 mod partitions;
 
 use std::path::{Path, PathBuf};
@@ -40,6 +41,7 @@ pub use identity::{
     LogIdentity,
 };
 pub use jetstream::jetstream_partition_name;
+pub use kafka::{kafka_partition_name, KafkaStats};
 pub use partitions::{partition_name, STREAM_PARTITIONS_MAX};
 
 use crate::checkpoint::{CheckpointStore, MemoryCheckpointStore, StateReader};

@@ -69,6 +69,10 @@ pub trait SourceControl: Send + Sync {
     fn check(&self) -> Result<(), super::BoxError> {
         Ok(())
     }
+    /// Where the source starts when the checkpoint records nothing of it.
+    fn first_position(&self) -> Result<u64, super::BoxError> {
+        Ok(0)
+    }
 }
 
 #[derive(Clone)]

@@ -79,6 +79,13 @@ pub trait Source<T>: Send + Sync {
     fn release(&self, end: u64) {
         let _ = end;
     }
+    /// Where this source's first batch starts when the checkpoint records
+    /// nothing of it (a fresh data directory, or a source new to the
+    /// pipeline): asked once, at start. A Kafka partition starts at its
+    /// earliest or latest offset, or one given. Default: 0.
+    fn first_position(&self) -> Result<u64, BoxError> {
+        Ok(0)
+    }
     /// Called before every batch is cut (an error stops the pipeline
     /// before anything is allocated for the batch) and again just before
     /// a batch commits (an error leaves it uncommitted, to be replayed):
@@ -108,6 +115,9 @@ impl<T> SourceControl for Control<T> {
     }
     fn check(&self) -> Result<(), BoxError> {
         self.0.check()
+    }
+    fn first_position(&self) -> Result<u64, BoxError> {
+        self.0.first_position()
     }
 }
 

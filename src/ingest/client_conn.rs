@@ -184,7 +184,7 @@ fn client_config(t: &FeedTls) -> Result<Arc<ClientConfig>, FeedError> {
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| refused(e.to_string()))?
         .with_root_certificates(roots);
     let config = match (&t.cert_file, &t.key_file) {

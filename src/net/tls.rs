@@ -228,7 +228,7 @@ pub fn client_config(
         .build()
         .map_err(|e| refused(e.to_string()))?;
     let builder = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| refused(e.to_string()))?
         .with_webpki_verifier(verifier);
     client_auth(builder, identity)
@@ -245,7 +245,7 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     };
     let provider = ring_provider();
     let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| refused(e.to_string()))?;
     let builder = match &files.client_ca {
         None => builder.with_no_client_auth(),

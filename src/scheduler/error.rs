@@ -59,6 +59,15 @@ pub enum SchedulerError {
         /// Why they could not be stored.
         reason: String,
     },
+    /// A source new to the checkpoint could not say where it starts
+    /// (`Source::first_position`): nothing was allocated.
+    #[error("source `{source_name}` could not find where to start reading (nothing of it is in the checkpoint yet, and nothing was allocated): {cause}")]
+    SourceStart {
+        /// The source's stream name.
+        source_name: String,
+        /// Why.
+        cause: crate::dstream::BoxError,
+    },
     /// A source cannot go on (`Source::check`); nothing was allocated for
     /// the batch.
     #[error("source `{source_name}` cannot go on, so batch {time_ms} ms was not started (nothing allocated, every committed batch stays committed): {cause}")]

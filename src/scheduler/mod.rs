@@ -156,6 +156,21 @@ struct Engine {
     skipped: Arc<Vec<Vec<Range<u64>>>>,
 }
 
+/// Each source's position: the end of its last allocated range, or, for
+/// one the checkpoint records nothing of, where it says it starts.
+fn first_positions(
+    sources: &[Arc<dyn SourceControl>],
+    names: &[String],
+    known: Vec<Option<u64>>,
+) -> Result<Vec<u64>, SchedulerError> {
+    let start = |i: usize| {
+        let source_name = names[i].clone();
+        (sources[i].first_position()).map_err(|cause| SchedulerError::SourceStart { source_name, cause })
+    };
+    let v = known.into_iter().enumerate().map(|(i, k)| k.map_or_else(|| start(i), Ok));
+    v.collect()
+}
+
 impl Scheduler {
     /// Recovers from `store` (loads committed state, prepares to replay
     /// pending batches) and starts the scheduler thread.
@@ -182,14 +197,17 @@ impl Scheduler {
         }
         let interval = plan.interval_ms();
         let source_names = plan.source_names();
-        let mut positions = vec![0u64; source_names.len()];
-        let (zero_ms, next_ms) = match store.last_allocated().map_err(SchedulerError::from)? {
+        let sources = plan.source_controls();
+        let mut positions = vec![None::<u64>; source_names.len()];
+        let last = store.last_allocated().map_err(SchedulerError::from)?;
+        for r in last.iter().flat_map(|l| &l.ranges) {
+            if let Some(i) = source_names.iter().position(|n| *n == r.source) {
+                positions[i] = Some(r.end);
+            }
+        }
+        let positions = first_positions(&sources, &source_names, positions)?;
+        let (zero_ms, next_ms) = match last {
             Some(last) => {
-                for r in &last.ranges {
-                    if let Some(i) = source_names.iter().position(|n| *n == r.source) {
-                        positions[i] = r.end;
-                    }
-                }
                 // No downtime storm: after a long stop, continue at the
                 // current tick instead of running every missed one. The
                 // first batch takes what is available, capped by
@@ -226,7 +244,7 @@ impl Scheduler {
             skipped: Arc::new(skipped),
             sizer,
             last_cut_capped: false,
-            sources: plan.source_controls(),
+            sources,
             plan,
             cfg,
             store,

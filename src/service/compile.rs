@@ -74,6 +74,8 @@ pub struct Compiled {
     pub receivers: Vec<(String, ReceiverCounters)>,
     /// JetStream partitions (weir stream name, counters).
     pub jetstreams: Vec<(String, Arc<crate::PartitionStats>)>,
+    /// Kafka partitions read: (weir stream name, counters).
+    pub kafkas: Vec<(String, Arc<crate::KafkaPartitionStats>)>,
     /// Where each ingest source listens (port 0 resolved).
     pub ingest_addrs: Vec<(String, std::net::SocketAddr)>,
     /// The TLS and tokens of listening sources (reloaded on SIGHUP).
@@ -276,6 +278,12 @@ fn add_sink(input: &S, kind: &SinkKind, data_dir: &Path) -> crate::Result<Option
         let stats = each_kind!(input, d => d.save_to_jetstream(c))?;
         return Ok(Some((name, stats)));
     }
+    if let SinkKind::Kafka(c) = kind {
+        let c = (**c).clone();
+        let name = crate::sink::kafka_sink_op(&c.sink_id);
+        let stats = each_kind!(input, d => d.save_to_kafka(c))?;
+        return Ok(Some((name, stats)));
+    }
     if let SinkKind::Postgres(def) = kind {
         let name = crate::sink::postgres_sink_op(&def.config.sink_id);
         let stats = each_kind!(input, d => super::compile_pg::add_postgres(d, def))?;
@@ -312,7 +320,7 @@ fn add_plain_sink(input: &S, kind: &SinkKind, data_dir: &Path) -> crate::Result<
             each_kind!(input, d => json_files(d, &prefix, suffix, *skip_empty))
         }
         // Added with their counters by `add_sink`.
-        SinkKind::JetStream(_) | SinkKind::Postgres(_) => Ok(()),
+        SinkKind::JetStream(_) | SinkKind::Postgres(_) | SinkKind::Kafka(_) => Ok(()),
     }
 }
 

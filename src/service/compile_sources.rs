@@ -189,6 +189,11 @@ pub(super) fn source(src: &SourceDef, ssc: &StreamingContext, compiled: &mut Com
             }
             lines(d, &src.id)
         }
+        SourceKind::Kafka(cfg) => {
+            let (d, stats) = ssc.kafka_stream(&src.id, (**cfg).clone())?;
+            compiled.kafkas.extend(stats.partitions.iter().cloned());
+            lines(d, &src.id)
+        }
         SourceKind::Directory { path, partitions } => {
             let (d, stats) = ssc.text_file_stream_partitioned(
                 &src.id,

@@ -541,6 +541,7 @@ fn source_words(src: &config::SourceDef) -> String {
             security.describe()
         ),
         SourceKind::JetStream(cfg) => jetstream_words(&src.id, cfg),
+        SourceKind::Kafka(cfg) => config::kafka_source_words(&src.id, cfg),
         SourceKind::Directory { path, partitions } => format!(
             "new files in {} ({})",
             path.display(),
@@ -619,6 +620,7 @@ fn sink_words(kind: &config::SinkKind) -> String {
                 crate::sink::ReplayOlderThanWindow::Publish => "published anyway",
             }
         ),
+        SinkKind::Kafka(c) => config::kafka_sink_words(c),
         SinkKind::Postgres(d) => {
             let c = &d.config;
             let cols: Vec<String> = c

@@ -3,7 +3,8 @@
 //! JetStream sink `save_to_jetstream` (`jetstream`, its connection in
 //! `jetstream_conn`), and the PostgreSQL sink `save_to_postgres`
 //! (`postgres`, its rows in `postgres_copy`, its transaction in
-//! `postgres_conn`, its TLS in `postgres_tls`).
+//! `postgres_conn`, its TLS in `postgres_tls`), and the Kafka sink
+//! `save_to_kafka` (`kafka`: replays find what they already wrote).
 //!
 //! Owns: how a batch's records leave the engine. Files are written
 //! atomically through `crate::storage::write_atomic` (temp file, fsync,
@@ -28,6 +29,7 @@ use crate::storage::{AtomicWriteError, RealFs};
 mod dead_letter;
 mod jetstream;
 mod jetstream_conn;
+mod kafka;
 mod postgres;
 mod postgres_conn;
 mod postgres_copy;
@@ -43,6 +45,12 @@ pub use jetstream::{
     jetstream_sink_op, message_id, JetStreamSinkConfig, JetStreamSinkError, JetStreamSinkStats,
     NatsAuth, ReplayOlderThanWindow, ACKS_IN_FLIGHT_CEILING, ACKS_IN_FLIGHT_MAX_DEFAULT,
     PUBLISH_TRIES_CEILING, PUBLISH_TRIES_MAX_DEFAULT, SINK_ID_BYTES_MAX,
+};
+pub use kafka::{
+    kafka_sink_op, KafkaSinkConfig, KafkaSinkError, KafkaSinkStats,
+    BETWEEN_REQUESTS_FAILPOINT as KAFKA_BETWEEN_REQUESTS_FAILPOINT, PLACE_HEADER,
+    PRODUCE_BYTES_CEILING, PRODUCE_BYTES_MAX_DEFAULT, REPLAY_SCAN_RECORDS_CEILING,
+    REPLAY_SCAN_RECORDS_MAX_DEFAULT, SINK_HEADER,
 };
 pub use kv::KvTable;
 pub use postgres::{

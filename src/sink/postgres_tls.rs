@@ -189,7 +189,7 @@ impl PgTls {
             .map_err(|e| refused(e.to_string()))?;
         let algs = provider.signature_verification_algorithms;
         let builder = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| refused(e.to_string()))?;
         let builder = match self.mode {
             PgTlsMode::VerifyFull => builder.with_webpki_verifier(webpki),

@@ -9,7 +9,9 @@
 //! [`JetStreamSource`] (`jetstream.rs`, its connection and configuration
 //! in `jetstream_conn.rs`): one NATS JetStream stream per partition, read
 //! by sequence interval; [`Leases`] (`jetstream_lease.rs`): which
-//! instance owns which of those partitions, fenced in key-value buckets. A Kafka source would land here.
+//! instance owns which of those partitions, fenced in key-value buckets. [`KafkaSource`] (`kafka.rs`, its settings in
+//! `kafka_config.rs`): one Kafka topic partition per weir partition, read
+//! by offset interval, through the connection of `crate::kafka`.
 //!
 //! Limits: a source holds no records of its own beyond one read (a
 //! `WalSource` decodes one record at a time; the generator caches
@@ -26,6 +28,8 @@ mod jetstream;
 mod jetstream_conn;
 mod jetstream_claim;
 mod jetstream_lease;
+mod kafka;
+mod kafka_config;
 mod scale_out;
 mod wal;
 
@@ -40,6 +44,17 @@ pub use jetstream_claim::Claim;
 pub use jetstream_lease::{
     LeaseError, Leases, LostWhy, PartitionRef, INSTANCE_NAME_BYTES_MAX, LEASES_BUCKET,
     LEASE_TTL_MS_DEFAULT, LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, OWNERS_BUCKET,
+};
+// The model-log seam (`PartitionLog`, `KafkaSource::open`) is for tests.
+#[cfg_attr(not(feature = "testing"), allow(unused_imports))]
+pub use kafka::{
+    ConnPartition, KafkaPartitionStats, KafkaRecord, KafkaSource, KafkaSourceError, PartitionLog,
+    PartitionSpec, READ_TRIES_MAX as KAFKA_READ_TRIES_MAX,
+};
+pub use crate::kafka::topic_name_ok;
+pub use kafka_config::{
+    KafkaFormat, KafkaSourceConfig, StartAt, FETCH_WAIT_MS_MAX,
+    RATE_PER_PARTITION_CEILING, RECORD_BYTES_CEILING as KAFKA_RECORD_BYTES_CEILING,
 };
 pub use scale_out::{Assignment, LeasedSource, ScaleOut};
 pub(crate) use wal::OnRelease;

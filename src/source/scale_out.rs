@@ -199,6 +199,9 @@ impl<T> Source<T> for LeasedSource<T> {
         self.health.check()?;
         self.inner.check()
     }
+    fn first_position(&self) -> Result<u64, BoxError> {
+        self.inner.first_position()
+    }
 }
 
 #[cfg(test)]

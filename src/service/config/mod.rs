@@ -32,6 +32,7 @@
 
 mod error;
 mod http_keys;
+mod kafka_keys;
 mod keys;
 mod listen_keys;
 mod model;
@@ -53,6 +54,7 @@ use std::path::Path;
 
 pub use error::ConfigError;
 pub use http_keys::service_markdown;
+pub(crate) use kafka_keys::{kafka_sink_words, kafka_source_words};
 pub use model::{
     HttpSettings, Kind, Node, OnBadRecord, Op, Pipeline, PostgresSinkDef, Predicate, Settings,
     SinkDef, SinkKind, SourceDef, SourceKind, SqlStepDef, StepDef, HTTP_ADDRESS_DEFAULT,

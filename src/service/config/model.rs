@@ -246,6 +246,8 @@ pub enum SourceKind {
     /// Messages of NATS JetStream streams, one partition each
     /// (`jetstream_stream`).
     JetStream(crate::JetStreamConfig),
+    /// Records of Kafka topics, one partition each (`kafka_stream`).
+    Kafka(Box<crate::KafkaSourceConfig>),
     /// Lines of the files appearing in a directory (`text_file_stream`).
     Directory {
         /// The directory (resolved against the pipeline file's directory).
@@ -545,6 +547,9 @@ pub enum SinkKind {
     /// Publishes every record to a NATS JetStream subject, deduplicated by
     /// message id (`crate::sink::JetStreamSinkConfig`).
     JetStream(Box<crate::sink::JetStreamSinkConfig>),
+    /// Produces every record to a Kafka topic; a replay reads back what it
+    /// already wrote (`crate::sink::KafkaSinkConfig`).
+    Kafka(Box<crate::sink::KafkaSinkConfig>),
     /// Writes every record as one row of a PostgreSQL table, exactly once
     /// (`crate::sink::PostgresSinkConfig`); `columns` say where each
     /// column's value comes from.

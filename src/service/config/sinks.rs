@@ -175,6 +175,13 @@ pub(super) const SINKS: &[SinkSpec] = &[
         build: jetstream,
     },
     SinkSpec {
+        name: "kafka",
+        keys: super::kafka_keys::SINK_KEYS,
+        inputs: ANY,
+        input_hint: "Kafka takes any records (each produced as print shows it)",
+        build: super::kafka_keys::kafka_sink,
+    },
+    SinkSpec {
         name: "postgres",
         keys: super::sink_postgres::KEYS,
         inputs: ANY,

@@ -10,7 +10,8 @@
 //! with TLS and tokens (`listen_keys.rs`) and a `socket` source with TLS
 //! that verifies the server (`socket_keys.rs`); a JetStream source
 //! reaches a server off this machine only with `tls_required = true` and
-//! credentials.
+//! credentials; a Kafka source (`kafka_keys.rs`) one off this machine only
+//! with TLS.
 //! Must never: open a socket or a directory (`compile.rs` starts the
 //! receivers), or accept a non-loopback address for a listener without
 //! TLS and tokens, or for a client without TLS.
@@ -303,6 +304,11 @@ pub(super) const SOURCES: &[SourceSpec] = &[
             INSTANCE_NAME,
         ],
         build: jetstream,
+    },
+    SourceSpec {
+        name: "kafka",
+        keys: super::kafka_keys::SOURCE_KEYS,
+        build: super::kafka_keys::kafka_source,
     },
 ];
 

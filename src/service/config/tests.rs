@@ -65,6 +65,7 @@ fn every_sink_and_source_kind_parses_from_its_table_entry() {
             "text_files" | "json_files" => "prefix = \"out/x\"",
             "kv" => "table = \"t\"",
             "jetstream" => "servers = [\"nats://127.0.0.1:4222\"]\nsubject = \"out.x\"",
+            "kafka" => "brokers = [\"127.0.0.1:9092\"]\ntopic = \"out\"\nsasl_mechanism = \"SCRAM-SHA-256\"\nsasl_user = \"u\"\nsasl_password = \"p\"",
             "postgres" => "url = \"host=127.0.0.1 user=weir dbname=app\"\ntable = \"counts\"\ncolumns = { word = \"key\", n = \"value\" }\nmode = \"upsert\"\nkey = [\"word\"]\nupdate = \"n = counts.n + excluded.n\"\ntls_mode = \"verify-ca\"\ntls_ca_file = \"ca.pem\"",
             other => panic!("add a sample for the new sink `{other}` here"),
         };
@@ -82,6 +83,7 @@ fn every_sink_and_source_kind_parses_from_its_table_entry() {
             "directory" => "path = \"in\"",
             "http" => "address = \"0.0.0.0:8080\"\nformat = \"json\"\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\ntokens_file = \"tokens\"",
             "jetstream" => "servers = [\"nats://127.0.0.1:4222\"]\nstreams = [\"EV0\"]",
+            "kafka" => "brokers = [\"kafka.example.com:9093\"]\ntopics = [\"orders\"]\ntls_ca_file = \"ca.pem\"\nstart = \"latest\"\nstart_offsets = [\"orders:0:7\"]\npartitions = [0]\nformat = \"record\"",
             other => panic!("add a sample for the new source `{other}` here"),
         };
         let text = format!(
