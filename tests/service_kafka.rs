@@ -180,3 +180,51 @@ fn check_reads_a_kafka_pipeline_and_refuses_a_far_broker_in_clear() {
         "{text}"
     );
 }
+
+/// systemd's `ExecStartPre` runs `weir check --data-dir`: a pipeline with
+/// the exactly-once sinks (Kafka, JetStream, PostgreSQL) must pass it
+/// against an existing checkpoint, though nothing connects offline.
+#[test]
+fn check_with_a_data_dir_accepts_the_exactly_once_sinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let head = "[pipeline]\nbatch_interval = \"100ms\"\n[service]\nhttp_address = \"off\"\n\
+                [[source]]\nid = \"events\"\nkind = \"generator\"\nrate = 50\n";
+    let first = dir.path().join("first.toml");
+    std::fs::write(&first, format!("{head}[[sink]]\nkind = \"print\"\n")).unwrap();
+    let out = weir()
+        .arg("run")
+        .arg(&first)
+        .args(["--batches", "2", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sinks = dir.path().join("sinks.toml");
+    std::fs::write(
+        &sinks,
+        format!(
+            "{head}[[sink]]\nkind = \"kafka\"\nbrokers = [\"127.0.0.1:9\"]\ntopic = \"out\"\n\
+             [[sink]]\nkind = \"jetstream\"\nservers = [\"nats://127.0.0.1:9\"]\nsubject = \"out.x\"\n"
+        ),
+    )
+    .unwrap();
+    let out = weir()
+        .arg("check")
+        .arg("--data-dir")
+        .arg(&data)
+        .arg(&sinks)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        !text.contains("needs a data directory") && !text.contains("needs a context"),
+        "{text}"
+    );
+}

@@ -104,7 +104,10 @@ impl KafkaConn {
             .block_on(async { tokio::time::timeout(connect, b.build()).await })
             .map_err(|_| KafkaError::Connect {
                 brokers: brokers.clone(),
-                detail: format!("no answer within connect_timeout_ms ({} ms)", cfg.connect_timeout_ms),
+                detail: format!(
+                    "no broker could be reached and answer within connect_timeout_ms ({} ms; refused connections are tried again until then)",
+                    cfg.connect_timeout_ms
+                ),
             })?
             .map_err(|e| KafkaError::Connect {
                 brokers: brokers.clone(),

@@ -97,10 +97,15 @@ pub fn check_initial_files(p: &Pipeline, kept: &[String]) -> crate::Result<Vec<S
 }
 
 /// The description `run` would record for `p`: built on a context with no
-/// data directory, sources as stand-ins (nothing is opened); SQL steps'
+/// data directory (a stand-in identity), sources as stand-ins (nothing is
+/// opened, no sink connects); SQL steps'
 /// inferred columns read from `data_dir` when given (nothing written).
 pub fn description(p: &Pipeline, data_dir: Option<&Path>) -> crate::Result<PipelineDescription> {
-    let ssc = super::configure(StreamingContext::builder(), &p.settings).build()?;
+    // A stand-in identity: the exactly-once sinks (JetStream, PostgreSQL,
+    // Kafka) refuse a context without one, and connect only at their first
+    // batch, which never runs here.
+    let b = super::configure(StreamingContext::builder(), &p.settings);
+    let ssc = b.data_dir_id(crate::checkpoint::DataDirId::random()).build()?;
     let sql_dir = data_dir.map(crate::layout::sql_dir);
     compile::compile_offline(p, &ssc, sql_dir.as_deref())?;
     Ok(ssc.describe())
