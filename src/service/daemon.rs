@@ -48,6 +48,7 @@ struct ContextProbe {
     wals: Vec<(String, Arc<Wal>)>,
     generators: Vec<(String, Arc<generator::GeneratorSource>)>,
     jetstreams: Vec<(String, Arc<crate::PartitionStats>)>,
+    kafkas: Vec<(String, Arc<crate::KafkaPartitionStats>)>,
     receivers: Vec<(String, compile::ReceiverCounters)>,
     sinks: Vec<(String, Arc<dyn crate::sink::SinkCounters>)>,
     dropped: Option<Arc<compile::Dropped>>,
@@ -98,6 +99,17 @@ impl Probe for ContextProbe {
                 name: name.clone(),
                 committed: c,
                 backlog_records: (last + 1).saturating_sub(c.max(1)),
+            });
+        }
+        // A Kafka partition's backlog: offsets below its high watermark
+        // past the committed end.
+        for (name, p) in &self.kafkas {
+            let c = pos(name).unwrap_or(0);
+            let hw = p.high_watermark.load(std::sync::atomic::Ordering::Relaxed);
+            sources.push(SourceRow {
+                name: name.clone(),
+                committed: c,
+                backlog_records: hw.saturating_sub(c),
             });
         }
         let dropped = self
@@ -224,8 +236,8 @@ fn live_status(ssc: &Arc<StreamingContext>, opts: &mut ServiceOptions) -> Arc<Li
     let compiled = opts.compiled.take();
     let dropped = compiled.as_ref().map(|c| c.dropped.clone());
     let c = compiled.unwrap_or_default();
-    let (generators, jetstreams, receivers, sinks) =
-        (c.generators, c.jetstreams, c.receivers, c.sinks);
+    let (generators, jetstreams, kafkas, receivers, sinks) =
+        (c.generators, c.jetstreams, c.kafkas, c.receivers, c.sinks);
     // Every input log the context opened, plus any the caller named.
     let mut wals = std::mem::take(&mut opts.wals);
     for (name, w) in ssc.input_logs() {
@@ -245,6 +257,7 @@ fn live_status(ssc: &Arc<StreamingContext>, opts: &mut ServiceOptions) -> Arc<Li
             wals,
             generators,
             jetstreams,
+            kafkas,
             receivers,
             sinks,
             dropped,
