@@ -121,7 +121,12 @@ fn sigkill_of_weir_at_random_moments_loses_and_doubles_nothing() {
     });
     g.signal("TERM");
     let status = g.wait_exit(Duration::from_secs(60));
-    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+    if status.code() != Some(0) {
+        panic!(
+            "exit status {status:?}; log:\n{}",
+            service_common::all_lines(&rx)
+        );
+    }
     assert_exactly_once(&number_counts(&out), produced, "text files");
     assert_exactly_once(&topic_counts(&b), produced, "the out topic");
 }

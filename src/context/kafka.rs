@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use super::{ContextError, StreamingContext};
 use crate::dstream::{DStream, Source};
-use crate::kafka::{KafkaConn, KafkaError, PARTITION_CLIENTS_MAX};
+use crate::kafka::{KafkaConn, KafkaError, Retries, PARTITION_CLIENTS_MAX};
 use crate::source::{
     ConnPartition, KafkaFormat, KafkaPartitionStats, KafkaRecord, KafkaSource, KafkaSourceConfig,
     KafkaSourceError, PartitionSpec,
@@ -92,22 +92,14 @@ impl StreamingContext {
         config.validate().map_err(KafkaSourceError::from)?;
         crate::names::validate_stream_name(name).map_err(ContextError::from)?;
         let conn = Arc::new(
-            KafkaConn::connect(&config.client, "weir-kafka").map_err(KafkaSourceError::from)?,
+            KafkaConn::connect(&config.client, "weir-kafka", Retries::UntilTimeout)
+                .map_err(KafkaSourceError::from)?,
         );
         let all = all_partitions(&conn, config)?;
-        if let Err(e) = config.assignment.validate(all.len()) {
-            let found = e.to_string();
-            return Err(KafkaSourceError::from(KafkaError::Config {
-                setting: "partitions",
-                found,
-                expected: format!(
-                    "an assignment of the {} partitions of the topics",
-                    all.len()
-                ),
-            })
-            .into());
-        }
-        let owned = config.assignment.owned(all.len());
+        let owned: Vec<usize> = match &config.partitions {
+            None => (0..all.len()).collect(),
+            Some(v) => owned_of(&all, v)?,
+        };
         let mut stats = KafkaStats::default();
         let mut parts: Vec<(String, DStream<KafkaRecord>)> = Vec::with_capacity(owned.len());
         let per_batch = config
@@ -155,6 +147,24 @@ impl StreamingContext {
         );
         Ok((parts, Arc::new(stats)))
     }
+}
+
+/// The indexes into `all` of the partitions `named`; each must exist.
+fn owned_of(all: &[(String, i32)], named: &[(String, i32)]) -> Result<Vec<usize>> {
+    let mut owned = Vec::with_capacity(named.len());
+    for (t, p) in named {
+        let Some(k) = all.iter().position(|(at, ap)| at == t && ap == p) else {
+            return Err(KafkaSourceError::from(KafkaError::Config {
+                setting: "partitions",
+                found: format!("{t}:{p}"),
+                expected: format!("a partition of topic `{t}`"),
+            })
+            .into());
+        };
+        owned.push(k);
+    }
+    owned.sort_unstable();
+    Ok(owned)
 }
 
 /// Every partition of `config.topics`, topic by topic, ascending.

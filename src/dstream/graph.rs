@@ -69,8 +69,10 @@ pub trait SourceControl: Send + Sync {
     fn check(&self) -> Result<(), super::BoxError> {
         Ok(())
     }
-    /// Where the source starts when the checkpoint records nothing of it.
-    fn first_position(&self) -> Result<u64, super::BoxError> {
+    /// Where the source starts when the checkpoint records nothing of it
+    /// (`fresh`: nor of any source).
+    fn first_position(&self, fresh: bool) -> Result<u64, super::BoxError> {
+        let _ = fresh;
         Ok(0)
     }
 }

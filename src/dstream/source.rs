@@ -80,10 +80,12 @@ pub trait Source<T>: Send + Sync {
         let _ = end;
     }
     /// Where this source's first batch starts when the checkpoint records
-    /// nothing of it (a fresh data directory, or a source new to the
-    /// pipeline): asked once, at start. A Kafka partition starts at its
-    /// earliest or latest offset, or one given. Default: 0.
-    fn first_position(&self) -> Result<u64, BoxError> {
+    /// nothing of it: asked once, at start; `fresh` when the checkpoint
+    /// records no batch at all (a first start), false for a source new to
+    /// a running pipeline (a Kafka partition added to a topic starts at
+    /// its earliest offset then, whatever `start` says). Default: 0.
+    fn first_position(&self, fresh: bool) -> Result<u64, BoxError> {
+        let _ = fresh;
         Ok(0)
     }
     /// Called before every batch is cut (an error stops the pipeline
@@ -116,8 +118,8 @@ impl<T> SourceControl for Control<T> {
     fn check(&self) -> Result<(), BoxError> {
         self.0.check()
     }
-    fn first_position(&self) -> Result<u64, BoxError> {
-        self.0.first_position()
+    fn first_position(&self, fresh: bool) -> Result<u64, BoxError> {
+        self.0.first_position(fresh)
     }
 }
 

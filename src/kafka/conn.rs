@@ -42,6 +42,17 @@ pub enum Fetched {
     OutOfRange,
 }
 
+/// Whether rskafka retries a failed request itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retries {
+    /// Until the request timeout (reads: a retry cannot double anything).
+    UntilTimeout,
+    /// Never: every error comes back at once (the sink: a produce whose
+    /// answer was lost may have been appended, so only weir's replay,
+    /// which reads back what is there, may send it again).
+    None,
+}
+
 /// One client connection; see the module docs.
 pub struct KafkaConn {
     rt: NatsRuntime,
@@ -60,7 +71,11 @@ impl std::fmt::Debug for KafkaConn {
 impl KafkaConn {
     /// Connects to `cfg`'s brokers (checked first); the runtime's threads
     /// are named `thread_name`.
-    pub fn connect(cfg: &KafkaClientConfig, thread_name: &str) -> Result<KafkaConn, KafkaError> {
+    pub fn connect(
+        cfg: &KafkaClientConfig,
+        thread_name: &str,
+        retries: Retries,
+    ) -> Result<KafkaConn, KafkaError> {
         cfg.check()?;
         let rt = NatsRuntime::new(thread_name).map_err(|e| match e {
             crate::nats::NatsError::Runtime(io) => KafkaError::Runtime(io),
@@ -73,7 +88,10 @@ impl KafkaConn {
                 init_backoff: Duration::from_millis(50),
                 max_backoff: Duration::from_secs(2),
                 base: 2.0,
-                deadline: Some(timeout),
+                deadline: Some(match retries {
+                    Retries::UntilTimeout => timeout,
+                    Retries::None => Duration::ZERO,
+                }),
             });
         if let Some(t) = &cfg.tls {
             let identity = match (&t.cert_file, &t.key_file) {
@@ -130,12 +148,46 @@ impl KafkaConn {
     /// Runs `fut` on the connection's runtime, failing past the request
     /// timeout.
     fn block<T>(&self, fut: impl Future<Output = Result<T, RsError>>) -> Result<T, String> {
+        self.block_raw(fut).map_err(|e| match e {
+            Some(e) => describe(&e),
+            None => self.timed_out(),
+        })
+    }
+
+    /// Runs `fut`; `Err(None)` when it did not finish within the timeout.
+    fn block_raw<T>(&self, fut: impl Future<Output = Result<T, RsError>>) -> Result<T, Option<RsError>> {
         let t = self.timeout;
         match self.rt.get().block_on(async { tokio::time::timeout(t, fut).await }) {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(describe(&e)),
-            Err(_) => Err(format!("no answer within request_timeout_ms ({} ms)", t.as_millis())),
+            Ok(Err(e)) => Err(Some(e)),
+            Err(_) => Err(None),
         }
+    }
+
+    fn timed_out(&self) -> String {
+        format!("no answer within request_timeout_ms ({} ms)", self.timeout.as_millis())
+    }
+
+    /// Runs a request of `topic`'s partition `p`; a timeout also drops
+    /// the partition's client (its connection may hang half-open), so the
+    /// next request connects again.
+    fn on_partition<T>(
+        &self,
+        what: &'static str,
+        topic: &str,
+        p: i32,
+        fut: impl Future<Output = Result<T, RsError>>,
+    ) -> Result<T, KafkaError> {
+        self.block_raw(fut).map_err(|e| {
+            let detail = match e {
+                Some(e) => describe(&e),
+                None => {
+                    self.lock().remove(&(topic.to_string(), p));
+                    self.timed_out()
+                }
+            };
+            self.request_err(what, topic, p, detail)
+        })
     }
 
     /// The partitions of `topic`, ascending.
@@ -179,8 +231,15 @@ impl KafkaConn {
         let c = self
             .block(self.client.partition_client(topic, p, UnknownTopicHandling::Retry))
             .map_err(|detail| self.request_err("connection to the partition's leader", topic, p, detail))?;
-        let c = Arc::new(c);
-        Ok(self.lock().entry(key).or_insert(c).clone())
+        let mut g = self.lock();
+        if !g.contains_key(&key) && g.len() >= PARTITION_CLIENTS_MAX {
+            return Err(KafkaError::TooManyPartitions {
+                topic: topic.to_string(),
+                partition: p,
+                max: PARTITION_CLIENTS_MAX,
+            });
+        }
+        Ok(g.entry(key).or_insert(Arc::new(c)).clone())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32), Arc<PartitionClient>>> {
@@ -199,16 +258,42 @@ impl KafkaConn {
     /// The earliest offset `topic`'s partition `p` holds.
     pub fn earliest(&self, topic: &str, p: i32) -> Result<i64, KafkaError> {
         let c = self.partition(topic, p)?;
-        self.block(c.get_offset(OffsetAt::Earliest))
-            .map_err(|d| self.request_err("list offsets (earliest)", topic, p, d))
+        self.on_partition("list offsets (earliest)", topic, p, c.get_offset(OffsetAt::Earliest))
     }
 
-    /// The high watermark (the offset the next record gets) of `topic`'s
-    /// partition `p`.
-    pub fn latest(&self, topic: &str, p: i32) -> Result<i64, KafkaError> {
+    /// The end of what `topic`'s partition `p` lets a reader read: rskafka
+    /// asks with read-committed isolation, so this is the last stable
+    /// offset (the high watermark, or the first offset of an open
+    /// transaction).
+    pub fn last_stable(&self, topic: &str, p: i32) -> Result<i64, KafkaError> {
         let c = self.partition(topic, p)?;
-        self.block(c.get_offset(OffsetAt::Latest))
-            .map_err(|d| self.request_err("list offsets (latest)", topic, p, d))
+        self.on_partition("list offsets (latest)", topic, p, c.get_offset(OffsetAt::Latest))
+    }
+
+    /// The end of what a reader of `topic`'s partition `p` may read now:
+    /// the last stable offset (rskafka reads committed records only, so it
+    /// never passes an open transaction). tansu 0.6 lists the last record
+    /// batch's base offset + 1 instead: a fetch of the record before the
+    /// listed end brings that whole batch, and so the real end (on Kafka
+    /// it brings records below the listed end only).
+    pub fn readable_end(&self, topic: &str, p: i32) -> Result<i64, KafkaError> {
+        let listed = self.last_stable(topic, p)?;
+        if listed <= 0 {
+            return Ok(listed.max(0));
+        }
+        match self.fetch(topic, p, listed - 1, END_PROBE_BYTES, PROBE_WAIT_MS)? {
+            Fetched::Records(r, _) => Ok(r.last().map_or(listed, |r| (r.offset + 1).max(listed))),
+            Fetched::OutOfRange => Ok(listed),
+        }
+    }
+
+    /// Whether `topic`'s partition `p` still holds a record at `offset`
+    /// (or after it): a fetch there brings one.
+    pub fn holds(&self, topic: &str, p: i32, offset: i64) -> Result<bool, KafkaError> {
+        match self.fetch(topic, p, offset, END_PROBE_BYTES, PROBE_WAIT_MS)? {
+            Fetched::Records(r, _) => Ok(r.iter().any(|r| r.offset >= offset)),
+            Fetched::OutOfRange => Ok(false),
+        }
     }
 
     /// Records of `topic`'s partition `p` from `offset` on: at most about
@@ -223,25 +308,15 @@ impl KafkaConn {
         wait_ms: i32,
     ) -> Result<Fetched, KafkaError> {
         let c = self.partition(topic, p)?;
-        let max = bytes_max.clamp(1, FETCH_BYTES_CEILING) as i32;
-        let t = self.timeout;
-        let got = self
-            .rt
-            .get()
-            .block_on(async { tokio::time::timeout(t, c.fetch_records(offset, 1..max, wait_ms)).await });
+        // rskafka asks for at most `end - 1` bytes of a `start..end` range.
+        let max = bytes_max.clamp(1, FETCH_BYTES_CEILING) as i32 + 1;
+        let got = self.on_partition("fetch", topic, p, c.fetch_records(offset, 1..max, wait_ms));
         match got {
-            Ok(Ok((records, hw))) => Ok(Fetched::Records(records, hw)),
-            Ok(Err(RsError::ServerError {
-                protocol_error: ProtocolError::OffsetOutOfRange,
-                ..
-            })) => Ok(Fetched::OutOfRange),
-            Ok(Err(e)) => Err(self.request_err("fetch", topic, p, describe(&e))),
-            Err(_) => Err(self.request_err(
-                "fetch",
-                topic,
-                p,
-                format!("no answer within request_timeout_ms ({} ms)", t.as_millis()),
-            )),
+            Ok((records, hw)) => Ok(Fetched::Records(records, hw)),
+            Err(KafkaError::Request { detail, .. }) if detail.starts_with(OUT_OF_RANGE) => {
+                Ok(Fetched::OutOfRange)
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -254,15 +329,28 @@ impl KafkaConn {
         records: Vec<ProduceRecord>,
     ) -> Result<Vec<i64>, KafkaError> {
         let c = self.partition(topic, p)?;
-        self.block(c.produce(records, Compression::NoCompression))
-            .map_err(|d| self.request_err("produce", topic, p, d))
+        self.on_partition("produce", topic, p, c.produce(records, Compression::NoCompression))
     }
 }
 
+/// Bytes the fetch of [`KafkaConn::readable_end`] asks for (room for the
+/// record batch it looks at: tansu sends none that does not fit).
+const END_PROBE_BYTES: usize = 1 << 20;
+/// How long that fetch waits, in ms (records are there: no wait on Kafka).
+const PROBE_WAIT_MS: i32 = 100;
+
+/// How [`describe`] starts the text of an OffsetOutOfRange answer.
+const OUT_OF_RANGE: &str = "the broker answered OffsetOutOfRange";
+
 /// rskafka's error in a line: the protocol error's name and the broker's
-/// message, without the request's debug form.
+/// message, through rskafka's retry wrapper, without the request's debug
+/// form.
 fn describe(e: &RsError) -> String {
     match e {
+        RsError::ServerError {
+            protocol_error: ProtocolError::OffsetOutOfRange,
+            ..
+        } => OUT_OF_RANGE.to_string(),
         RsError::ServerError {
             protocol_error,
             error_message,
@@ -271,6 +359,13 @@ fn describe(e: &RsError) -> String {
             Some(m) if !m.is_empty() => format!("the broker answered {protocol_error} ({m})"),
             _ => format!("the broker answered {protocol_error}"),
         },
+        RsError::RetryFailed(rskafka::BackoffError::DeadlineExceded { deadline, source }) => {
+            let inner = match source.downcast_ref::<RsError>() {
+                Some(e) => describe(e),
+                None => source.to_string(),
+            };
+            format!("{inner} (given up after {} ms of retries)", deadline.as_millis())
+        }
         other => other.to_string(),
     }
 }

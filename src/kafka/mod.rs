@@ -23,7 +23,7 @@ mod conn;
 
 use std::path::PathBuf;
 
-pub use conn::{FetchedRecord, Fetched, KafkaConn, ProduceRecord};
+pub use conn::{Fetched, FetchedRecord, KafkaConn, ProduceRecord, Retries};
 
 /// Most bootstrap brokers of one source or sink.
 pub const BROKERS_MAX: usize = 64;

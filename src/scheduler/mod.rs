@@ -162,10 +162,12 @@ fn first_positions(
     sources: &[Arc<dyn SourceControl>],
     names: &[String],
     known: Vec<Option<u64>>,
+    fresh: bool,
 ) -> Result<Vec<u64>, SchedulerError> {
     let start = |i: usize| {
         let source_name = names[i].clone();
-        (sources[i].first_position()).map_err(|cause| SchedulerError::SourceStart { source_name, cause })
+        (sources[i].first_position(fresh))
+            .map_err(|cause| SchedulerError::SourceStart { source_name, cause })
     };
     let v = known.into_iter().enumerate().map(|(i, k)| k.map_or_else(|| start(i), Ok));
     v.collect()
@@ -205,7 +207,7 @@ impl Scheduler {
                 positions[i] = Some(r.end);
             }
         }
-        let positions = first_positions(&sources, &source_names, positions)?;
+        let positions = first_positions(&sources, &source_names, positions, last.is_none())?;
         let (zero_ms, next_ms) = match last {
             Some(last) => {
                 // No downtime storm: after a long stop, continue at the

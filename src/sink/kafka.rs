@@ -46,13 +46,19 @@ use std::sync::{Arc, Mutex};
 
 use super::Show;
 use crate::dstream::{DStream, Data, EngineError};
-use crate::kafka::{Fetched, KafkaClientConfig, KafkaConn, KafkaError, ProduceRecord};
+use crate::kafka::{Fetched, KafkaClientConfig, KafkaConn, KafkaError, ProduceRecord, Retries};
 
 /// Default bytes of one produce request (under Kafka's default
 /// `max.message.bytes`, 1 MiB).
 pub const PRODUCE_BYTES_MAX_DEFAULT: usize = 900 << 10;
 /// Largest `produce_bytes_max`.
 pub const PRODUCE_BYTES_CEILING: usize = 64 << 20;
+/// Shortest request timeout of the sink, in ms: rskafka asks the broker
+/// to answer a produce within 30 s, and a produce weir gave up on earlier
+/// may still be appended after the read-back of its retry.
+pub const SINK_REQUEST_TIMEOUT_MS_MIN: u64 = 31_000;
+/// Default request timeout of the sink, in ms.
+pub const SINK_REQUEST_TIMEOUT_MS_DEFAULT: u64 = 45_000;
 /// Default records of a partition read back on a replay.
 pub const REPLAY_SCAN_RECORDS_MAX_DEFAULT: u64 = 100_000;
 /// Largest `replay_scan_records_max`.
@@ -60,8 +66,11 @@ pub const REPLAY_SCAN_RECORDS_CEILING: u64 = 100_000_000;
 /// Failpoint after each produce request of a batch but its last: a crash
 /// there leaves part of the batch in the topic.
 pub const BETWEEN_REQUESTS_FAILPOINT: &str = "kafka_between_requests";
-/// Fetches in a row that bring nothing new end a read-back early.
+/// Fetches in a row that bring nothing new end a read-back window early.
 const EMPTY_FETCHES_MAX: u32 = 20;
+/// Records of one read-back window (the read-back goes backwards from the
+/// end, window by window, and stops at the first holding this sink's).
+const SCAN_WINDOW_RECORDS: u64 = 10_000;
 /// Header naming the data directory and sink of a record.
 pub const SINK_HEADER: &str = "weir-sink";
 /// Header naming a record's place: `<batch time ms>/<P>.<p>.<i>`.
@@ -117,8 +126,10 @@ pub struct KafkaSinkConfig {
 impl KafkaSinkConfig {
     /// Writes to `topic` at `brokers`, sink id `kafka`, default limits.
     pub fn new(brokers: &[&str], topic: &str) -> KafkaSinkConfig {
+        let mut client = KafkaClientConfig::new(brokers);
+        client.request_timeout_ms = SINK_REQUEST_TIMEOUT_MS_DEFAULT;
         KafkaSinkConfig {
-            client: KafkaClientConfig::new(brokers),
+            client,
             topic: topic.to_string(),
             sink_id: "kafka".into(),
             produce_bytes_max: PRODUCE_BYTES_MAX_DEFAULT,
@@ -136,6 +147,11 @@ impl KafkaSinkConfig {
                 expected,
             })
         };
+        let ms = self.client.request_timeout_ms;
+        if ms < SINK_REQUEST_TIMEOUT_MS_MIN {
+            let expected = format!("at least {SINK_REQUEST_TIMEOUT_MS_MIN} for a sink (the broker may take 30 s to answer a produce)");
+            return bad("request_timeout_ms", ms.to_string(), expected);
+        }
         if !crate::kafka::topic_name_ok(&self.topic) {
             return bad(
                 "topic",
@@ -238,7 +254,11 @@ impl Sink {
         if let Some(c) = g.as_ref() {
             return Ok(c.clone());
         }
-        let conn = Arc::new(KafkaConn::connect(&self.cfg.client, "weir-kafka-sink")?);
+        let conn = Arc::new(KafkaConn::connect(
+            &self.cfg.client,
+            "weir-kafka-sink",
+            Retries::None,
+        )?);
         let parts = conn.partitions(&self.cfg.topic)?;
         *g = Some((conn.clone(), parts.clone()));
         Ok((conn, parts))
@@ -362,7 +382,8 @@ impl Sink {
 
     /// How many of `records` (partition `kp`'s share of batch `time_ms`)
     /// the partition already holds: the prefix up to the last record of
-    /// this sink found in its last `replay_scan_records_max` records.
+    /// this sink found in its last `replay_scan_records_max` records, read
+    /// back window by window from the end.
     fn written(
         &self,
         conn: &KafkaConn,
@@ -370,14 +391,26 @@ impl Sink {
         time_ms: u64,
         records: &[Planned],
     ) -> Result<usize, KafkaSinkError> {
+        if records.is_empty() {
+            return Ok(0);
+        }
         let topic = &self.cfg.topic;
-        let hw = conn.latest(topic, kp)?;
+        let end = conn.readable_end(topic, kp)?;
         let earliest = conn.earliest(topic, kp)?;
-        let from = hw
+        let floor = end
             .saturating_sub(self.cfg.replay_scan_records_max as i64)
             .max(earliest);
-        let Some(last) = self.last_place(conn, kp, from, hw)? else {
-            return Ok(0);
+        let window = (SCAN_WINDOW_RECORDS as i64).min(self.cfg.replay_scan_records_max as i64);
+        let mut hi = end;
+        let last = loop {
+            if hi <= floor {
+                return Ok(0);
+            }
+            let lo = hi.saturating_sub(window).max(floor);
+            if let Some(place) = self.last_place(conn, kp, lo, hi)? {
+                break place;
+            }
+            hi = lo;
         };
         let batch: u64 = last
             .split('/')
@@ -405,36 +438,32 @@ impl Sink {
         }
     }
 
-    /// The `weir-place` of the last record of this sink in `from..hw`.
+    /// The `weir-place` of the last record of this sink in `from..to`
+    /// (offsets retention removed meanwhile are passed over).
     fn last_place(
         &self,
         conn: &KafkaConn,
         kp: i32,
         from: i64,
-        hw: i64,
+        to: i64,
     ) -> Result<Option<String>, KafkaError> {
-        let mut at = from;
-        let mut last = None;
-        let mut empty_fetches = 0;
-        while at < hw {
-            let recs = match conn.fetch(
-                &self.cfg.topic,
-                kp,
-                at,
-                crate::kafka::FETCH_BYTES_MAX_DEFAULT,
-                100,
-            )? {
-                Fetched::Records(r, _) => r,
-                Fetched::OutOfRange => return Ok(last),
-            };
-            if recs.iter().all(|r| r.offset < at) {
-                empty_fetches += 1;
-                if empty_fetches >= EMPTY_FETCHES_MAX {
-                    break;
-                }
-                continue;
-            }
-            for r in recs {
+        let topic = &self.cfg.topic;
+        let (mut at, mut last, mut empty) = (from, None, 0);
+        while at < to && empty < EMPTY_FETCHES_MAX {
+            let recs =
+                match conn.fetch(topic, kp, at, crate::kafka::FETCH_BYTES_MAX_DEFAULT, 100)? {
+                    Fetched::Records(r, _) => r,
+                    Fetched::OutOfRange => {
+                        let earliest = conn.earliest(topic, kp)?;
+                        if earliest <= at {
+                            return Ok(last);
+                        }
+                        at = earliest;
+                        continue;
+                    }
+                };
+            let before = at;
+            for r in recs.into_iter().filter(|r| r.offset < to) {
                 if r.offset < at {
                     continue;
                 }
@@ -448,6 +477,7 @@ impl Sink {
                     }
                 }
             }
+            empty = if at == before { empty + 1 } else { 0 };
         }
         Ok(last)
     }
@@ -500,6 +530,15 @@ mod tests {
     fn validate_checks_every_limit_at_its_edges() {
         let ok = KafkaSinkConfig::new(&["127.0.0.1:9092"], "out");
         assert!(ok.validate().is_ok());
+        let mut c = ok.clone();
+        c.client.request_timeout_ms = SINK_REQUEST_TIMEOUT_MS_MIN;
+        assert!(c.validate().is_ok());
+        c.client.request_timeout_ms = SINK_REQUEST_TIMEOUT_MS_MIN - 1;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("request_timeout_ms"));
         let mut c = ok.clone();
         c.topic = "a/b".into();
         assert!(c.validate().is_err());

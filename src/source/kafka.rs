@@ -52,11 +52,19 @@ use crate::kafka::{Fetched, FetchedRecord, KafkaConn, KafkaError};
 pub trait PartitionLog: Send + Sync {
     /// The earliest offset held.
     fn earliest(&self) -> Result<i64, KafkaError>;
-    /// The high watermark.
+    /// The end of what a reader may read now: the last stable offset
+    /// (the high watermark unless a transaction is open).
     fn latest(&self) -> Result<i64, KafkaError>;
     /// Records from `offset` on, about `bytes_max` bytes, waiting at most
     /// `wait_ms` for the first.
     fn fetch(&self, offset: i64, bytes_max: usize, wait_ms: i32) -> Result<Fetched, KafkaError>;
+    /// Whether the log still holds a record at `offset` or after it.
+    fn holds(&self, offset: i64) -> Result<bool, KafkaError> {
+        match self.fetch(offset, 1 << 20, 100)? {
+            Fetched::Records(r, _) => Ok(r.iter().any(|r| r.offset >= offset)),
+            Fetched::OutOfRange => Ok(false),
+        }
+    }
 }
 
 /// One partition of a [`KafkaConn`] as a [`PartitionLog`].
@@ -74,18 +82,13 @@ impl PartitionLog for ConnPartition {
         self.conn.earliest(&self.topic, self.partition)
     }
     fn latest(&self) -> Result<i64, KafkaError> {
-        // The high watermark of a fetch response at the listed end: exact
-        // on every broker (tansu 0.6 lists the last record batch's base
-        // offset + 1 as the latest offset). The fetch waits 1 ms at most
-        // (tansu answers a 0 ms fetch without its topic).
-        let listed = self.conn.latest(&self.topic, self.partition)?;
-        match self.conn.fetch(&self.topic, self.partition, listed, 1, 1)? {
-            Fetched::Records(_, hw) => Ok(hw.max(listed)),
-            Fetched::OutOfRange => Ok(listed),
-        }
+        self.conn.readable_end(&self.topic, self.partition)
     }
     fn fetch(&self, offset: i64, bytes_max: usize, wait_ms: i32) -> Result<Fetched, KafkaError> {
         self.conn.fetch(&self.topic, self.partition, offset, bytes_max, wait_ms)
+    }
+    fn holds(&self, offset: i64) -> Result<bool, KafkaError> {
+        self.conn.holds(&self.topic, self.partition, offset)
     }
 }
 
@@ -467,6 +470,8 @@ impl KafkaSource {
                 continue;
             }
             if r.offset >= end {
+                // Offsets come in order: nothing is left below `end`.
+                *at = end;
                 return if matches!(given, Given::Some) { Given::Some } else { Given::PastEnd };
             }
             debug_assert!(r.offset >= *at && r.offset < end);
@@ -491,7 +496,8 @@ impl KafkaSource {
         if let Some(v) = &value {
             if v.len() > max {
                 oversized = Some(v.len());
-                value = Some(v.slice(..OVERSIZED_KEPT_BYTES.min(v.len())));
+                // A copy: a slice would keep the whole value's buffer.
+                value = Some(Bytes::copy_from_slice(&v[..OVERSIZED_KEPT_BYTES.min(v.len())]));
             }
         }
         KafkaRecord {
@@ -516,7 +522,19 @@ impl KafkaSource {
     fn out_of_range(&self, at: i64, until: u64) -> Result<(), KafkaSourceError> {
         let earliest = self.log.earliest()?;
         self.earliest.store(earliest, Ordering::Relaxed);
-        self.check_start(at as u64, until, earliest)
+        self.check_start(at as u64, until, earliest)?;
+        let end = self.log.latest()?;
+        if end <= at {
+            return Err(KafkaSourceError::Truncated {
+                topic: self.spec.topic.clone(),
+                partition: self.spec.partition,
+                stream: self.spec.stream.clone(),
+                from: at as u64,
+                until,
+                high_watermark: end,
+            });
+        }
+        Ok(())
     }
 
     fn check_start(&self, from: u64, until: u64, earliest: i64) -> Result<(), KafkaSourceError> {
@@ -557,11 +575,17 @@ impl Source<KafkaRecord> for KafkaSource {
     }
 
     fn next_cut(&self, start: u64, max_end: u64) -> u64 {
-        let hw = self.refresh();
+        let mut hw = self.refresh();
         if hw < start {
-            // Checked (and the pipeline stopped) before the next cut.
-            self.behind.fetch_min(start, Ordering::Relaxed);
-            self.behind_hw.store(hw, Ordering::Relaxed);
+            // The last allocated record still there: an end read short
+            // (a broker answering behind), not a truncation.
+            if start > 0 && self.log.holds(start as i64 - 1).unwrap_or(true) {
+                hw = start;
+            } else {
+                // Checked (and the pipeline stopped) before the next cut.
+                self.behind.fetch_min(start, Ordering::Relaxed);
+                self.behind_hw.store(hw, Ordering::Relaxed);
+            }
         }
         let cap = self
             .spec
@@ -624,7 +648,7 @@ impl Source<KafkaRecord> for KafkaSource {
         }))
     }
 
-    fn first_position(&self) -> Result<u64, BoxError> {
+    fn first_position(&self, fresh: bool) -> Result<u64, BoxError> {
         let (t, p) = (&self.spec.topic, self.spec.partition);
         let earliest = self.log.earliest()?;
         let latest = self.log.latest()?;
@@ -639,6 +663,9 @@ impl Source<KafkaRecord> for KafkaSource {
                 }))
             }
             (Some(o), _) => o,
+            // A partition added to a topic weir already reads: from its
+            // start, as Spark does, so nothing produced into it is missed.
+            (None, _) if !fresh => earliest,
             (None, StartAt::Earliest) => earliest,
             (None, StartAt::Latest) => latest,
         };

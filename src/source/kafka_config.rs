@@ -16,7 +16,6 @@ use std::collections::BTreeMap;
 use crate::dstream::OnError;
 use crate::kafka::{topic_name_ok, KafkaClientConfig, KafkaError, FETCH_BYTES_CEILING, FETCH_BYTES_MAX_DEFAULT};
 
-use super::scale_out::Assignment;
 
 /// Most topics of one Kafka input.
 pub const TOPICS_MAX: usize = 64;
@@ -87,9 +86,10 @@ pub struct KafkaSourceConfig {
     /// Topics read, 1 to [`TOPICS_MAX`]; their partitions, topic by topic
     /// in partition order, are the input's partitions.
     pub topics: Vec<String>,
-    /// Which of those partitions this instance reads (indexes into that
-    /// list; default all).
-    pub assignment: Assignment,
+    /// The partitions this instance reads, by topic and number (None:
+    /// every partition of every topic). Named, not indexed, so that a
+    /// partition added to one topic moves no other one between instances.
+    pub partitions: Option<Vec<(String, i32)>>,
     /// Where a partition new to the checkpoint starts.
     pub start: StartAt,
     /// Start offsets of particular partitions, `(topic, partition)` to
@@ -117,7 +117,7 @@ impl KafkaSourceConfig {
         KafkaSourceConfig {
             client: KafkaClientConfig::new(brokers),
             topics: topics.iter().map(|t| t.to_string()).collect(),
-            assignment: Assignment::All,
+            partitions: None,
             start: StartAt::Earliest,
             start_offsets: BTreeMap::new(),
             max_rate_per_partition: None,
@@ -146,6 +146,20 @@ impl KafkaSourceConfig {
                 return Err(bad("topics", format!("\"{t}\" twice"), "each topic once"));
             }
         }
+        if let Some(v) = &self.partitions {
+            let bad_one = v.iter().enumerate().find(|(i, (t, p))| {
+                !self.topics.contains(t) || *p < 0 || v[..*i].contains(&(t.clone(), *p))
+            });
+            if v.is_empty() || bad_one.is_some() {
+                let found = bad_one.map_or("[]".into(), |(_, (t, p))| format!("{t}:{p}"));
+                let expected = "topic:partition of a topic read, each once, at least one";
+                return Err(bad("partitions", found, expected));
+            }
+        }
+        if self.request_timeout_too_short() {
+            let expected = format!("more than fetch_wait_ms + 1000 ({} ms)", self.fetch_wait_ms as u64 + 1000);
+            return Err(bad("request_timeout_ms", self.client.request_timeout_ms, expected));
+        }
         for ((t, p), o) in &self.start_offsets {
             if !self.topics.contains(t) || *p < 0 || *o < 0 {
                 let found = format!("{t}:{p}:{o}");
@@ -168,6 +182,14 @@ impl KafkaSourceConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl KafkaSourceConfig {
+    /// A fetch waits up to `fetch_wait_ms`: the request timeout must leave
+    /// it a second more, or every fetch at the end of the log times out.
+    fn request_timeout_too_short(&self) -> bool {
+        self.client.request_timeout_ms <= u64::from(self.fetch_wait_ms) + 1000
     }
 }
 

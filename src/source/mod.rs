@@ -51,6 +51,7 @@ pub use kafka::{
     ConnPartition, KafkaPartitionStats, KafkaRecord, KafkaSource, KafkaSourceError, PartitionLog,
     PartitionSpec, READ_TRIES_MAX as KAFKA_READ_TRIES_MAX,
 };
+#[cfg_attr(not(feature = "testing"), allow(unused_imports))]
 pub use crate::kafka::topic_name_ok;
 pub use kafka_config::{
     KafkaFormat, KafkaSourceConfig, StartAt, FETCH_WAIT_MS_MAX,

@@ -199,8 +199,8 @@ impl<T> Source<T> for LeasedSource<T> {
         self.health.check()?;
         self.inner.check()
     }
-    fn first_position(&self) -> Result<u64, BoxError> {
-        self.inner.first_position()
+    fn first_position(&self, fresh: bool) -> Result<u64, BoxError> {
+        self.inner.first_position(fresh)
     }
 }
 

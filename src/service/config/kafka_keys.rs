@@ -61,7 +61,7 @@ const REQUEST_TIMEOUT_MS: KeySpec = KeySpec::whole(
     "request_timeout_ms",
     1,
     TIMEOUT_MS_MAX as i64,
-    "ms one request, with the client's retries, may take before it fails (default 30000)",
+    "ms one request, with the client's retries, may take before it fails (default 30000; a sink's default 45000, at least 31000)",
 );
 const TOPICS: KeySpec = KeySpec::of(
     "topics",
@@ -114,8 +114,8 @@ const ON_ERROR: KeySpec = KeySpec::of(
 );
 const PARTITIONS: KeySpec = KeySpec::of(
     "partitions",
-    KeyType::WholeList,
-    "indexes into the topics' partitions (topic by topic, in partition order) this instance reads, such as [0, 2] (default all)",
+    KeyType::TextList,
+    "the partitions this instance reads, as \"topic:partition\", such as [\"orders:0\", \"orders:2\"] (default all)",
 );
 const TOPIC: KeySpec = KeySpec::of("topic", KeyType::Text, "the Kafka topic written");
 const SINK_ID: KeySpec = KeySpec::of(
@@ -310,22 +310,13 @@ pub(super) fn kafka_source(item: &Item<'_>, base: &Path) -> Result<SourceKind, C
     if let Some(o) = choice(item, &ON_ERROR, on_error, "\"fail\" or \"dead_letter\"")? {
         c.on_error = o;
     }
-    if let Some(p) = item.whole_list(&PARTITIONS)? {
-        let v: Option<Vec<usize>> = p
-            .get_ref()
-            .iter()
-            .map(|&k| usize::try_from(k).ok())
-            .collect();
-        let Some(v) = v else {
-            return Err(item.err(
-                p.span(),
-                PARTITIONS.name,
-                "indexes from 0",
-                None,
-                PARTITIONS.hint,
-            ));
-        };
-        c.assignment = crate::Assignment::Partitions(v);
+    if let Some(list) = item.list(&PARTITIONS)? {
+        c.partitions = Some(
+            topic_partitions(item, &list, &PARTITIONS)?
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect(),
+        );
     }
     c.validate().map_err(|e| refused(item, e))?;
     Ok(SourceKind::Kafka(Box::new(c)))
@@ -333,32 +324,46 @@ pub(super) fn kafka_source(item: &Item<'_>, base: &Path) -> Result<SourceKind, C
 
 /// `start_offsets = ["topic:partition:offset", ...]`.
 fn start_offsets(item: &Item<'_>) -> Result<BTreeMap<(String, i32), i64>, ConfigError> {
-    let mut out = BTreeMap::new();
     let Some(list) = item.list(&START_OFFSETS)? else {
-        return Ok(out);
+        return Ok(BTreeMap::new());
     };
+    let v = topic_partitions(item, &list, &START_OFFSETS)?;
+    Ok(v.into_iter().map(|(k, o)| (k, o.unwrap_or(-1))).collect())
+}
+
+/// Items `"topic:partition"` or (for `start_offsets`) `"topic:partition:offset"`.
+#[allow(clippy::type_complexity)]
+fn topic_partitions(
+    item: &Item<'_>,
+    list: &toml::Spanned<Vec<String>>,
+    spec: &KeySpec,
+) -> Result<Vec<((String, i32), Option<i64>)>, ConfigError> {
+    let with_offset = spec.name == START_OFFSETS.name;
+    let mut out = Vec::with_capacity(list.get_ref().len());
     for s in list.get_ref() {
-        let mut it = s.rsplitn(3, ':');
-        let (o, p, t) = (it.next(), it.next(), it.next());
-        let parsed = match (
-            t,
-            p.and_then(|p| p.parse().ok()),
-            o.and_then(|o| o.parse().ok()),
-        ) {
-            (Some(t), Some(p), Some(o)) => Some(((t.to_string(), p), o)),
-            _ => None,
+        let (rest, offset) = match (with_offset, s.rsplit_once(':')) {
+            (true, Some((r, o))) => (r, o.parse::<i64>().ok()),
+            (true, None) => ("", None),
+            (false, _) => (s.as_str(), Some(0)),
         };
-        let Some((k, o)) = parsed else {
-            let found = Some(format!("\"{s}\""));
+        let parsed = rest
+            .rsplit_once(':')
+            .and_then(|(t, p)| Some((t.to_string(), p.parse::<i32>().ok()?)));
+        let (Some(k), Some(o)) = (parsed, offset) else {
+            let expected = if with_offset {
+                "\"topic:partition:offset\""
+            } else {
+                "\"topic:partition\""
+            };
             return Err(item.err(
                 list.span(),
-                START_OFFSETS.name,
-                "\"topic:partition:offset\"",
-                found,
-                START_OFFSETS.hint,
+                spec.name,
+                expected,
+                Some(format!("\"{s}\"")),
+                spec.hint,
             ));
         };
-        out.insert(k, o);
+        out.push((k, with_offset.then_some(o)));
     }
     Ok(out)
 }
@@ -369,7 +374,11 @@ pub(super) fn kafka_sink(s: &SinkIn<'_>) -> Result<SinkKind, ConfigError> {
     let client = kafka_client(item, s.base)?;
     let topic = item.required(&TOPIC, "a topic such as \"counts\"", TOPIC.hint)?;
     let mut c = crate::sink::KafkaSinkConfig::new(&[], topic.get_ref());
+    let timeout = c.client.request_timeout_ms;
     c.client = client;
+    if item.positive(&REQUEST_TIMEOUT_MS)?.is_none() {
+        c.client.request_timeout_ms = timeout;
+    }
     if let Some(id) = item.string(&SINK_ID)? {
         c.sink_id = id;
     }
@@ -386,9 +395,9 @@ pub(super) fn kafka_sink(s: &SinkIn<'_>) -> Result<SinkKind, ConfigError> {
 /// A Kafka source in words, for `weir check` and the start log.
 pub(crate) fn kafka_source_words(id: &str, cfg: &KafkaSourceConfig) -> String {
     let topics: Vec<String> = cfg.topics.iter().map(|t| format!("`{t}`")).collect();
-    let share = match &cfg.assignment {
-        crate::Assignment::Partitions(p) => format!("{} of the", p.len()),
-        _ => "every one of the".to_string(),
+    let share = match &cfg.partitions {
+        Some(p) => format!("{} of the", p.len()),
+        None => "every one of the".to_string(),
     };
     let start = match cfg.start {
         StartAt::Earliest => "the earliest offset",
