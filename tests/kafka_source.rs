@@ -871,3 +871,44 @@ fn max_rate_per_partition_caps_every_batch() {
     assert_eq!(sizes, vec![100, 100, 100, 100, 50]);
     assert_exactly_once(o.iter().flat_map(|(_, v)| v.iter()), &v);
 }
+
+/// A topic added to a source that started at `latest` is read from its
+/// earliest offset (as Spark reads new partitions): nothing produced into
+/// it before weir saw it is missed. Partitions named `topic:partition`
+/// are the only ones read.
+#[test]
+fn a_topic_added_later_starts_at_earliest_and_named_partitions_are_the_only_ones() {
+    let _g = shared();
+    let b = Broker::start();
+    b.create_topic("first", 1);
+    b.create_topic("second", 2);
+    b.produce("first", 0, &values(0, 0, 10), 10);
+    for p in 0..2 {
+        b.produce("second", p, &values(p, 100, 20), 20);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let mut cfg = source_config(&b, "first");
+    cfg.start = StartAt::Latest;
+    let (ssc, out, _) = context(dir.path(), &clock, 1000, cfg.clone());
+    ssc.start().expect("start");
+    run_batches(&ssc, &clock, 2);
+    ssc.stop(false).expect("stop");
+    drop(ssc);
+    assert_eq!(total(&out), 0, "latest: nothing produced before the start");
+
+    // Restart with `second`'s partition 1 added: read from its start.
+    cfg.topics.push("second".into());
+    cfg.partitions = Some(vec![("first".into(), 0), ("second".into(), 1)]);
+    let (ssc, out, stats) = context(dir.path(), &clock, 1000, cfg);
+    let names: Vec<&str> = stats.partitions.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["in-first-0", "in-second-1"]);
+    ssc.start().expect("restart");
+    run_until(&ssc, &clock, 20, &|| total(&out));
+    run_batches(&ssc, &clock, 2);
+    ssc.stop(false).expect("stop");
+    assert_exactly_once(
+        out.lock().unwrap().iter().flat_map(|(_, v)| v.iter()),
+        &values(1, 100, 20),
+    );
+}
