@@ -83,7 +83,7 @@ fn every_sink_and_source_kind_parses_from_its_table_entry() {
             "directory" => "path = \"in\"",
             "http" => "address = \"0.0.0.0:8080\"\nformat = \"json\"\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\ntokens_file = \"tokens\"",
             "jetstream" => "servers = [\"nats://127.0.0.1:4222\"]\nstreams = [\"EV0\"]",
-            "kafka" => "brokers = [\"kafka.example.com:9093\"]\ntopics = [\"orders\"]\ntls_ca_file = \"ca.pem\"\nstart = \"latest\"\nstart_offsets = [\"orders:0:7\"]\npartitions = [0]\nformat = \"record\"",
+            "kafka" => "brokers = [\"kafka.example.com:9093\"]\ntopics = [\"orders\"]\ntls_ca_file = \"ca.pem\"\nstart = \"latest\"\nstart_offsets = [\"orders:0:7\"]\npartitions = [\"orders:0\"]\nformat = \"record\"",
             other => panic!("add a sample for the new source `{other}` here"),
         };
         let text = format!(
