@@ -94,6 +94,11 @@ impl PartitionLog for ConnPartition {
 
 /// Bytes an oversized value keeps for its dead letter.
 pub const OVERSIZED_KEPT_BYTES: usize = 4096;
+/// Framing of a record in a record batch beyond its key, value and
+/// headers (varints, attributes, deltas), roughly, in bytes.
+const RECORD_OVERHEAD_BYTES: usize = 16;
+/// Bytes a fetch asks for beyond its estimate (a batch header, rounding).
+const FETCH_BYTES_SLACK: u64 = 16 << 10;
 /// Attempts of one read (error, timeout, nothing of the interval).
 pub const READ_TRIES_MAX: u32 = 20;
 
@@ -327,6 +332,8 @@ pub struct KafkaSource {
     hw: AtomicU64,
     /// The earliest offset as last seen.
     earliest: AtomicI64,
+    /// Average bytes of a record in the last fetch (0: none yet).
+    record_bytes_seen: AtomicU64,
     /// The position a cut found the partition ending below
     /// (`u64::MAX`: none), and the high watermark it saw.
     behind: AtomicU64,
@@ -352,6 +359,7 @@ impl KafkaSource {
             log,
             hw: AtomicU64::new(hw.max(0) as u64),
             earliest: AtomicI64::new(earliest),
+            record_bytes_seen: AtomicU64::new(0),
             behind: AtomicU64::new(u64::MAX),
             behind_hw: AtomicU64::new(0),
             stats,
@@ -416,11 +424,13 @@ impl KafkaSource {
                 std::thread::sleep(retry_pause(attempt));
             }
             let (t, p) = (&self.spec.topic, self.spec.partition);
-            let got = self
-                .log
-                .fetch(at, self.spec.fetch_bytes_max, self.spec.fetch_wait_ms as i32);
+            let want = self.fetch_bytes_for(end - at);
+            let got = self.log.fetch(at, want, self.spec.fetch_wait_ms as i32);
             let (records, hw) = match got {
-                Ok(Fetched::Records(r, hw)) => (r, hw),
+                Ok(Fetched::Records(r, hw)) => {
+                    self.learn_record_bytes(&r);
+                    (r, hw)
+                }
                 Ok(Fetched::OutOfRange) => {
                     self.out_of_range(at, range.end)?;
                     attempt += 1;
@@ -454,6 +464,29 @@ impl KafkaSource {
             }
         }
         Ok(())
+    }
+
+    /// Bytes to ask for `remaining` offsets: what they take at the record
+    /// size seen so far, with room to spare, within `fetch_bytes_max` (an
+    /// engine worker reads its share of a range: a full-size fetch near
+    /// the share's end would mostly bring records of the next share).
+    fn fetch_bytes_for(&self, remaining: i64) -> usize {
+        let per = self.record_bytes_seen.load(Ordering::Relaxed);
+        if per == 0 {
+            return self.spec.fetch_bytes_max;
+        }
+        let want = (remaining.max(1) as u64).saturating_mul(per + per / 8) + FETCH_BYTES_SLACK;
+        (want.min(self.spec.fetch_bytes_max as u64)) as usize
+    }
+
+    /// Records the average size of `records` (with their batch framing,
+    /// roughly) for [`KafkaSource::fetch_bytes_for`].
+    fn learn_record_bytes(&self, records: &[FetchedRecord]) {
+        if records.is_empty() {
+            return;
+        }
+        let bytes: usize = records.iter().map(|r| r.record.approximate_size() + RECORD_OVERHEAD_BYTES).sum();
+        self.record_bytes_seen.store((bytes / records.len()) as u64, Ordering::Relaxed);
     }
 
     /// Gives the records of `records` in `[*at, end)` to `f`, moving `at`.
