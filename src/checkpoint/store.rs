@@ -139,8 +139,11 @@ pub fn recorded_pipeline(dir: &Path) -> Result<Option<PipelineDescription>, Chec
 /// last I/O thread lets go of the file, which can be a moment after the
 /// previous opener (a stopped context in this process, or `weir` that just
 /// exited) is gone: a locked database is retried for [`LOCK_WAIT_MAX`].
+/// A store sled finds corrupt is retried once after removing snapshot
+/// files sled never finished ([`remove_unfinished_snapshots`]).
 fn open_db(path: &Path, config: &SledConfig) -> Result<sled::Db, CheckpointError> {
     let deadline = Instant::now() + LOCK_WAIT_MAX;
+    let mut unfinished_removed = false;
     loop {
         let opened = quietly(|| {
             sled::Config::new()
@@ -170,12 +173,57 @@ fn open_db(path: &Path, config: &SledConfig) -> Result<sled::Db, CheckpointError
                 }
                 std::thread::sleep(LOCK_POLL);
             }
+            Err(sled::Error::Corruption { .. })
+                if !unfinished_removed && remove_unfinished_snapshots(path)? > 0 =>
+            {
+                unfinished_removed = true;
+            }
             other => {
                 return other
                     .map_err(|e| CheckpointError::io("open the checkpoint store in", path, e))
             }
         }
     }
+}
+
+/// sled 0.34 writes a snapshot to `snap.<lsn>.generating`, fsyncs it and
+/// renames it to `snap.<lsn>`, removing older snapshots only after the
+/// rename; but its open takes the greatest `snap.` name, `.generating`
+/// included, and refuses the store when that file is short or fails its
+/// CRC. A SIGKILL inside a snapshot write therefore left a checkpoint that
+/// would not open. A `.generating` file was never made a snapshot (the
+/// rename does that), and the snapshot before it and the log it covers are
+/// still there: the file is removed (directory fsynced) and the open tried
+/// once more. Called only after an open found the store corrupt, so never
+/// while another opener holds the store (its lock would have been the error)
+/// and never on a snapshot being written. Returns how many were removed.
+pub(super) fn remove_unfinished_snapshots(path: &Path) -> Result<usize, CheckpointError> {
+    use crate::storage::{RealFs, Storage};
+    let failed = |e: std::io::Error| {
+        CheckpointError::io(
+            "remove an unfinished snapshot from",
+            path,
+            sled::Error::Io(e),
+        )
+    };
+    let fs = RealFs;
+    let mut removed = 0;
+    for name in fs.list(path).map_err(failed)? {
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!(
+                store = %path.display(),
+                file = %name,
+                "removing a snapshot file sled never finished (a kill during its write); \
+                 the store opens from the snapshot before it and its log"
+            );
+            fs.remove(&path.join(&name)).map_err(failed)?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        fs.sync_dir(path).map_err(failed)?;
+    }
+    Ok(removed)
 }
 
 impl SledCheckpointStore {

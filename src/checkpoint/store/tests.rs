@@ -421,3 +421,54 @@ fn a_store_whose_files_lost_everything_is_refused() {
         "{m}"
     );
 }
+
+/// A committed store, closed, beside a snapshot file `name` sled left
+/// unfinished (a SIGKILL inside its snapshot write) holding `contents`.
+fn store_with_unfinished_snapshot(name: &str, contents: &[u8]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ckpt = dir.path().join("checkpoint");
+    {
+        let mut s = SledCheckpointStore::open(&ckpt, SledConfig::default()).expect("open");
+        s.allocate(&spec(1000, 0, 5)).expect("allocate");
+        s.commit(1000, &[]).expect("commit");
+    }
+    std::fs::write(ckpt.join(name), contents).expect("write");
+    dir
+}
+
+#[test]
+fn a_snapshot_sled_never_finished_is_removed_and_the_store_opens() {
+    let cases: [(&str, &[u8]); 3] = [
+        ("snap.FFFFFFFFFFFFFFFE.generating", b""),
+        ("snap.FFFFFFFFFFFFFFFF.generating", b""),
+        ("snap.FFFFFFFFFFFFFFFF.generating", &[0xAB; 100]),
+    ];
+    for (name, contents) in cases {
+        let dir = store_with_unfinished_snapshot(name, contents);
+        let ckpt = dir.path().join("checkpoint");
+        // sled alone refuses it: the state a kill leaves is reproduced.
+        let raw = sled::Config::new().path(&ckpt).flush_every_ms(None).open();
+        assert!(
+            matches!(raw, Err(sled::Error::Corruption { .. })),
+            "{raw:?}"
+        );
+        drop(raw);
+        let s = SledCheckpointStore::open(&ckpt, SledConfig::default()).expect("opens");
+        let batches: Vec<_> = s.batches().collect::<Result<_, _>>().expect("read");
+        assert_eq!(batches.len(), 1);
+        assert!(batches[0].completed && batches[0].time_ms == 1000);
+        let left = std::fs::read_dir(&ckpt).expect("list").flatten();
+        assert!(left
+            .into_iter()
+            .all(|e| !e.file_name().to_string_lossy().ends_with(".generating")));
+    }
+}
+
+#[test]
+fn a_damaged_finished_snapshot_is_still_refused() {
+    let dir = store_with_unfinished_snapshot("snap.FFFFFFFFFFFFFFFF", &[0xAB; 100]);
+    let ckpt = dir.path().join("checkpoint");
+    let e = SledCheckpointStore::open(&ckpt, SledConfig::default()).expect_err("refused");
+    assert!(matches!(e, CheckpointError::Corrupt { .. }), "{e}");
+    assert!(ckpt.join("snap.FFFFFFFFFFFFFFFF").exists(), "never removed");
+}
