@@ -35,6 +35,11 @@ fn partitioned_cluster() -> Cluster {
     c
 }
 
+/// A request timeout for tests whose only allowed failure is the one they
+/// provoke (one try per batch): the default 5 s was seen to run out for a
+/// stream info request on a loaded 2-core machine running the whole suite.
+const LOADED_REQUEST_TIMEOUT_MS: u64 = 30_000;
+
 fn config(c: &Cluster, streams: &[&str]) -> JetStreamConfig {
     let urls = c.urls();
     let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
@@ -238,6 +243,7 @@ fn oversized_and_non_utf8_messages_follow_the_bad_record_policy() {
         let mut cfg = config(&c, &["B"]);
         cfg.record_bytes_max = 100;
         cfg.on_error = OnError::DeadLetter;
+        cfg.request_timeout_ms = LOADED_REQUEST_TIMEOUT_MS;
         let (s, _) = ssc.jetstream_stream("in", cfg)?;
         s.foreach_batch(|_, _| Ok(()))?;
         Ok(ssc)
@@ -271,6 +277,7 @@ fn oversized_and_non_utf8_messages_follow_the_bad_record_policy() {
         .unwrap();
     let mut cfg = config(&c, &["B"]);
     cfg.record_bytes_max = 100;
+    cfg.request_timeout_ms = LOADED_REQUEST_TIMEOUT_MS;
     let (s, _) = ssc.jetstream_stream("in", cfg).expect("stream");
     let out = collect(&s);
     ssc.start().unwrap();
