@@ -120,6 +120,7 @@ pub mod cli;
 pub mod context;
 pub mod dstream;
 pub mod ingest;
+pub mod ml;
 pub mod receiver;
 pub mod service;
 pub mod sink;

@@ -53,6 +53,24 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
             "cli",
         ],
     ),
+    // Streaming ML is an operator library on the engine, like SQL: pure
+    // arithmetic and stateful DStream operators, nothing of the runtime.
+    (
+        "ml",
+        &[
+            "wal",
+            "storage",
+            "checkpoint",
+            "scheduler",
+            "context",
+            "receiver",
+            "ingest",
+            "source",
+            "sink",
+            "service",
+            "cli",
+        ],
+    ),
     // The log knows nothing of batches, DStreams or sled.
     (
         "wal",

@@ -625,3 +625,150 @@ fn a_pending_batch_of_a_removed_stream_is_refused_not_committed_without_it() {
     got.sort();
     assert_eq!(got, ["a1", "b1", "b2"]);
 }
+
+/// A training pipeline: lines `x y label` train a k-means model (k = 2,
+/// decay 0.9) and a linear regression; both models go to text files as
+/// JSON after every batch.
+fn ml_pipeline(ssc: &StreamingContext, out: &Path) -> weir::Result<Arc<Wal>> {
+    use weir::ml::{StreamingKMeans, StreamingLinearRegressionWithSGD};
+    let (lines, wal) = ssc.wal_text_stream("input")?;
+    let nums = lines.map(|l: String| {
+        l.split_whitespace()
+            .map(|w| w.parse::<f64>().unwrap_or(0.0))
+            .collect::<Vec<f64>>()
+    });
+    let points = nums.map(|v: Vec<f64>| v[..2].to_vec());
+    let labelled = nums.map(|v: Vec<f64>| (v[2], v[..2].to_vec()));
+    let km = StreamingKMeans::new(2)
+        .decay_factor(0.9)
+        .initial_centers(vec![vec![0.0, 0.0], vec![1.0, 1.0]], vec![1.0, 1.0])
+        .expect("centers")
+        .train_on(&points)
+        .expect("kmeans")
+        .name("km");
+    let path = |name: &str| out.join(name).display().to_string();
+    km.models()
+        .map(|m| serde_json::to_string(&m).expect("json"))
+        .save_as_text_files(&path("km"), "json")?;
+    km.predict_on(&points)
+        .save_as_text_files(&path("clusters"), "txt")?;
+    let reg = StreamingLinearRegressionWithSGD::new()
+        .initial_weights(vec![0.0, 0.0])
+        .train_on(&labelled)
+        .expect("regression")
+        .name("reg");
+    reg.models()
+        .map(|m| serde_json::to_string(&m).expect("json"))
+        .save_as_text_files(&path("reg"), "json")?;
+    Ok(wal)
+}
+
+fn ml_input(batch: u64) -> Vec<String> {
+    (0..(batch % 3) * 4)
+        .map(|i| {
+            let (x, y) = ((batch * 7 + i * 3) % 11, (batch + i * 5) % 9);
+            format!("{x}.5 {y}.25 {}", x * 2 + y)
+        })
+        .collect()
+}
+
+/// Runs the training pipeline over 8 batches, crashing at `crash`;
+/// returns the restarts, the output files and the committed models.
+fn ml_run(
+    dir: &Path,
+    crash: Option<(&str, u64)>,
+) -> (usize, BTreeMap<String, Vec<u8>>, Vec<Encoded>) {
+    let inputs: Vec<Vec<String>> = (1..=8).map(ml_input).collect();
+    let restarts = run_with(dir, crash, &inputs, &ml_pipeline, &|_| {});
+    let store =
+        SledCheckpointStore::open(dir.join("checkpoint"), SledConfig::default()).expect("open");
+    let models = ["km", "reg"]
+        .iter()
+        .map(|op| sorted_state(&store, op))
+        .collect();
+    (restarts, outputs(dir), models)
+}
+
+#[test]
+fn models_are_trained_exactly_once_across_a_crash_at_every_commit_step() {
+    let _g = serial();
+    let reference = tempfile::tempdir().expect("tempdir");
+    let (_, want_files, want_models) = ml_run(reference.path(), None);
+    assert_eq!(
+        want_files.len(),
+        8 * 3,
+        "a model file per batch and model, clusters per batch"
+    );
+    assert!(
+        want_models.iter().all(|m| m.len() == 1),
+        "one committed model per operator"
+    );
+    for (point, skip) in [
+        ("after_allocate", 3),
+        ("between_outputs", 7),
+        ("sink_write", 5),
+        ("before_commit", 4),
+        ("after_commit", 2),
+    ] {
+        let crashed = tempfile::tempdir().expect("tempdir");
+        let (restarts, files, models) = ml_run(crashed.path(), Some((point, skip)));
+        assert_eq!(restarts, 1, "failpoint {point} (skip {skip}) never fired");
+        assert_eq!(
+            files, want_files,
+            "{point}: the models after each batch differ"
+        );
+        assert_eq!(models, want_models, "{point}: the committed models differ");
+    }
+    failpoint::reset();
+}
+
+/// A changed `k` is an incompatible state change: refused at start naming
+/// the operator and the way out; `reset-operator` starts the model over.
+#[test]
+fn a_changed_k_is_refused_and_reset_operator_starts_the_model_over() {
+    let _g = serial();
+    failpoint::reset();
+    let dir = tempfile::tempdir().expect("tempdir");
+    ml_run(dir.path(), None);
+    let clock = Arc::new(ManualClock::new(8000));
+    let with_k3 = || {
+        StreamingContext::get_or_create(dir.path(), |b| {
+            let ssc = b
+                .batch_interval(Duration::from_secs(1))
+                .clock(clock.clone())
+                .build()?;
+            let (lines, _wal) = ssc.wal_text_stream("input")?;
+            let points = lines.map(|_: String| vec![0.0, 0.0]);
+            weir::ml::StreamingKMeans::new(3)
+                .initial_centers(
+                    vec![vec![0.0, 0.0], vec![1.0, 1.0], vec![2.0, 2.0]],
+                    vec![1.0; 3],
+                )
+                .expect("centers")
+                .train_on(&points)
+                .expect("kmeans")
+                .name("km")
+                .models()
+                .foreach_batch(|_, _| Ok(()))?;
+            Ok(ssc)
+        })
+        .expect("build")
+    };
+    let err = with_k3()
+        .start()
+        .expect_err("a changed k is refused")
+        .to_string();
+    assert!(
+        err.contains("operator `km` parameter k changed from 2 to 3"),
+        "{err}"
+    );
+    assert!(err.contains("reset-operator"), "{err}");
+    let mut store = SledCheckpointStore::open(dir.path().join("checkpoint"), SledConfig::default())
+        .expect("open");
+    assert!(store.reset_operator("km").expect("reset") > 0);
+    store.reset_operator("reg").expect("reset");
+    drop(store);
+    let ssc = with_k3();
+    ssc.start().expect("starts over after reset-operator");
+    ssc.stop(false).expect("stop");
+}

@@ -29,6 +29,7 @@ internal! {
 mod bad;
 mod multi;
 mod pair;
+mod single;
 mod stateful;
 mod update;
 mod window;
@@ -59,11 +60,12 @@ pub use update::UpdateSpec;
 
 #[cfg(feature = "sql")]
 pub(crate) use bad::cut as cut_text;
+pub(crate) use eval::PartFn;
 #[cfg(feature = "sql")]
 pub(crate) use multi::try_transform_all;
 pub(crate) use multi::{transform_all, union_all};
 
-use eval::{MatParts, PartFn, Stream};
+use eval::{MatParts, Stream};
 use graph::{NodeId, NodeMeta, OutputEntry};
 
 use crate::codec::CodecError;

@@ -339,7 +339,7 @@ where
 }
 
 impl<T: Data> DStream<T> {
-    pub(super) fn register_stateful<K: Key + Ord + Persist, S: Data + Persist>(
+    pub(crate) fn register_stateful<K: Key + Ord + Persist, S: Data + Persist>(
         &self,
         input_slide_ms: u64,
     ) {
