@@ -1074,3 +1074,49 @@ fn source_partitions_are_checked_described_and_built() {
     logs.sort();
     assert_eq!(logs, vec!["in-p0", "in-p1", "in-p2"]);
 }
+
+/// The ML steps' mistakes are located at their key: missing features,
+/// centers that do not fit k or the features, both decay keys, weights of
+/// the wrong count, an SGD setting outside Spark's range, a non-JSON input.
+#[test]
+fn ml_step_mistakes_name_their_key() {
+    let json = format!("{HEAD}[[step]]\nop = \"parse_json\"\n[[step]]\nid = \"m\"\n");
+    let cases: [(&str, &str, &str); 7] = [
+        ("op = \"kmeans\"\nk = 2\n", "features", "the feature fields"),
+        (
+            "op = \"kmeans\"\nfeatures = [\"x\"]\nk = 3\ninitial_centers = [[0], [1]]\n",
+            "initial_centers",
+            "3 centers (k) of 1 numbers",
+        ),
+        (
+            "op = \"kmeans\"\nfeatures = [\"x\"]\nk = 1\ndecay_factor = 0.5\nhalf_life = 3\n",
+            "half_life",
+            "either decay_factor or half_life",
+        ),
+        (
+            "op = \"kmeans\"\nfeatures = [\"x\"]\nk = 1\ntime_unit = \"days\"\n",
+            "time_unit",
+            "\"batches\" or \"points\"",
+        ),
+        (
+            "op = \"linear_regression\"\nfeatures = [\"x\", \"y\"]\nlabel = \"z\"\ninitial_weights = [1]\n",
+            "initial_weights",
+            "2 weights, one per feature",
+        ),
+        (
+            "op = \"logistic_regression\"\nfeatures = [\"x\"]\nlabel = \"z\"\nmini_batch_fraction = 1.5\n",
+            "mini_batch_fraction",
+            "above 0 and at most 1",
+        ),
+        ("op = \"linear_regression\"\nfeatures = [\"x\"]\n", "label", "the field to learn"),
+    ];
+    for (step, key, expected) in cases {
+        let e = err(&format!("{json}{step}"));
+        assert_eq!(e.key, format!("step[1].{key}"), "{e}");
+        assert!(e.expected.contains(expected), "{e}");
+    }
+    let e = err(&format!(
+        "{HEAD}[[step]]\nop = \"kmeans\"\nfeatures = [\"x\"]\nk = 1\n"
+    ));
+    assert!(e.hint.contains("parse_json"), "text lines are refused: {e}");
+}

@@ -116,3 +116,21 @@ impl<T: Data> DStream<T> {
         d
     }
 }
+
+impl<T: Data> DStream<T> {
+    /// The same stream, computed once per batch however many operators
+    /// read it (a step with side effects per record, such as a drop
+    /// counter, then runs once). Keeps the partitioning.
+    pub(crate) fn computed_once(&self) -> DStream<T> {
+        let parent = self.s.clone();
+        self.materialized(
+            meta("computed_once", vec![self.id], self.slide_ms(), vec![]),
+            move |_| {
+                move |ctx: &BatchCtx| {
+                    let d = parent.prepare(ctx)?;
+                    ctx.collect(&*d)
+                }
+            },
+        )
+    }
+}

@@ -44,7 +44,7 @@ pub struct Dropped {
 }
 
 impl Dropped {
-    fn counter(&self, step: &str) -> Arc<AtomicU64> {
+    pub(super) fn counter(&self, step: &str) -> Arc<AtomicU64> {
         let c = Arc::new(AtomicU64::new(0));
         self.counters
             .lock()
@@ -199,6 +199,15 @@ fn compile_with(
             Node::Step(step) if matches!(step.op, Op::Sql(_)) => {
                 sql_step(p, step, &streams, interval, sql_dir, &session, &compiled.dropped)?
             }
+            Node::Step(step) if matches!(step.op, Op::KMeans(_) | Op::Regression(_)) => {
+                let cx = super::compile_ml::MlCtx {
+                    name: &step.name,
+                    id: &step.id,
+                    data_dir,
+                    dropped: &compiled.dropped,
+                };
+                super::compile_ml::build(&step.op, &cx, streams[step.input].clone())?
+            }
             Node::Step(step) => {
                 let st = StepCtx {
                     name: &step.name,
@@ -344,7 +353,7 @@ fn add_kv(input: &S, table: &str) -> crate::Result<()> {
 
 /// One JSON-lines file per batch, written atomically (none for an empty
 /// batch with `skip_empty`).
-fn json_files<T: Data + ToJson>(
+pub(super) fn json_files<T: Data + ToJson>(
     d: &DStream<T>,
     prefix: &str,
     suffix: &str,
@@ -397,7 +406,7 @@ fn num_of(v: &Value, path: &str) -> Result<Num, String> {
     }
 }
 
-fn truncate(s: &str) -> String {
+pub(super) fn truncate(s: &str) -> String {
     if s.len() <= 200 {
         return s.to_string();
     }
@@ -505,6 +514,8 @@ fn apply(op: &Op, st: &StepCtx<'_>, input: S) -> crate::Result<S> {
         // Built by `sql_step` (it reads several inputs); without the `sql`
         // feature the validator refuses it.
         Op::Sql(_) => return Err(st.wrong(op, &input)),
+        // Built by `compile_ml::build` (they need the data directory).
+        Op::KMeans(_) | Op::Regression(_) => return Err(st.wrong(op, &input)),
     })
 }
 

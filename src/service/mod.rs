@@ -40,6 +40,7 @@ internal! {
     mod check;
     mod compile;
     mod compile_sources;
+    mod compile_ml;
     mod compile_pg;
     #[cfg(feature = "sql")]
     mod compile_sql;
@@ -773,6 +774,7 @@ fn op_words(op: &config::Op, interval: Duration) -> String {
         }
         Op::Top { n } => format!("top {n}"),
         Op::Sql(def) => def.words(interval, &quoted),
+        Op::KMeans(_) | Op::Regression(_) => config::ml_words(op),
         Op::Lowercase | Op::Uppercase | Op::Trim | Op::CountByKey => op.name().to_string(),
     }
 }

@@ -49,6 +49,12 @@ pub enum KeyType {
     WholeList,
     /// A table of strings (`{ old = "new" }`).
     TextTable,
+    /// A finite number (integer or decimal).
+    Number,
+    /// A list of numbers.
+    NumberList,
+    /// A list of lists of numbers (`[[0.0, 1.0], [5.0, 5.0]]`).
+    NumberRows,
 }
 
 const DURATION_WORDS: &str =
@@ -71,6 +77,11 @@ impl KeyType {
             }
             KeyType::WholeList => "a list of whole numbers such as [0, 3, 6]".to_string(),
             KeyType::TextTable => "a table of strings such as { old = \"new\" }".to_string(),
+            KeyType::Number => "a number such as 0.5".to_string(),
+            KeyType::NumberList => "a list of numbers such as [0.5, 1, -2]".to_string(),
+            KeyType::NumberRows => {
+                "a list of lists of numbers such as [[0.0, 1.0], [5.0, 5.0]]".to_string()
+            }
         }
     }
 
@@ -89,6 +100,9 @@ impl KeyType {
             KeyType::Names => "string or list of strings".to_string(),
             KeyType::WholeList => "list of integers".to_string(),
             KeyType::TextTable => "table of strings".to_string(),
+            KeyType::Number => "number".to_string(),
+            KeyType::NumberList => "list of numbers".to_string(),
+            KeyType::NumberRows => "list of lists of numbers".to_string(),
         }
     }
 
@@ -103,6 +117,12 @@ impl KeyType {
             (KeyType::Names, Value::String(_)) => true,
             (KeyType::WholeList, Value::Array(a)) => a.iter().all(Value::is_integer),
             (KeyType::TextTable, Value::Table(t)) => t.values().all(Value::is_str),
+            (KeyType::Number, v) => number(v).is_some(),
+            (KeyType::NumberList, Value::Array(a)) => a.iter().all(|x| number(x).is_some()),
+            (KeyType::NumberRows, Value::Array(a)) => a.iter().all(|r| match r {
+                Value::Array(r) => r.iter().all(|x| number(x).is_some()),
+                _ => false,
+            }),
             _ => false,
         }
     }
@@ -114,6 +134,7 @@ impl KeyType {
         let ok = match self {
             KeyType::Whole { min, max } => t.parse::<i64>().is_ok_and(|n| n >= min && n <= max),
             KeyType::Bool => t == "true" || t == "false",
+            KeyType::Number => t.parse::<f64>().is_ok_and(f64::is_finite),
             _ => false,
         };
         ok.then(|| t.to_string())
@@ -436,6 +457,39 @@ impl Item<'_> {
         }))
     }
 
+    /// A number key's value.
+    pub(super) fn number(&self, spec: &KeySpec) -> Result<Option<Spanned<f64>>, ConfigError> {
+        Ok(self
+            .typed(spec)?
+            .and_then(|v| number(v.get_ref()).map(|n| Spanned::new(v.span(), n))))
+    }
+
+    /// A list-of-numbers key's value.
+    pub(super) fn numbers(&self, spec: &KeySpec) -> Result<Option<Spanned<Vec<f64>>>, ConfigError> {
+        Ok(self.typed(spec)?.and_then(|v| match v.get_ref() {
+            Value::Array(a) => Some(Spanned::new(
+                v.span(),
+                a.iter().filter_map(number).collect(),
+            )),
+            _ => None,
+        }))
+    }
+
+    /// A list-of-lists-of-numbers key's value.
+    pub(super) fn number_rows(
+        &self,
+        spec: &KeySpec,
+    ) -> Result<Option<Spanned<Vec<Vec<f64>>>>, ConfigError> {
+        let row = |r: &Value| match r {
+            Value::Array(r) => Some(r.iter().filter_map(number).collect()),
+            _ => None,
+        };
+        Ok(self.typed(spec)?.and_then(|v| match v.get_ref() {
+            Value::Array(a) => Some(Spanned::new(v.span(), a.iter().filter_map(row).collect())),
+            _ => None,
+        }))
+    }
+
     /// A duration key's value (at least 1 ms); `hint` says what it is for.
     pub(super) fn duration(
         &self,
@@ -453,6 +507,15 @@ impl Item<'_> {
         let ms = ms
             .ok_or_else(|| self.err(v.span(), spec.name, DURATION_WORDS, Some(found), spec.hint))?;
         Ok(Some(Spanned::new(v.span(), Duration::from_millis(ms))))
+    }
+}
+
+/// A TOML integer or finite float as `f64`.
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Integer(n) => Some(*n as f64),
+        Value::Float(f) if f.is_finite() => Some(*f),
+        _ => None,
     }
 }
 

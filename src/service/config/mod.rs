@@ -35,6 +35,7 @@ mod http_keys;
 mod kafka_keys;
 mod keys;
 mod listen_keys;
+mod ml_keys;
 mod model;
 mod nats_keys;
 mod ops;
@@ -55,6 +56,7 @@ use std::path::Path;
 pub use error::ConfigError;
 pub use http_keys::service_markdown;
 pub(crate) use kafka_keys::{kafka_sink_words, kafka_source_words};
+pub use ml_keys::{ml_words, KMeansStepDef, RegressionStepDef, FEATURES_MAX};
 pub use model::{
     HttpSettings, Kind, Node, OnBadRecord, Op, Pipeline, PostgresSinkDef, Predicate, Settings,
     SinkDef, SinkKind, SourceDef, SourceKind, SqlStepDef, StepDef, HTTP_ADDRESS_DEFAULT,

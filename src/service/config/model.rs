@@ -453,6 +453,12 @@ pub enum Op {
     },
     /// A SQL query over each batch (or window) of its inputs.
     Sql(Box<SqlStepDef>),
+    /// Streaming k-means: trains on every batch, adds each record's
+    /// cluster and distance (stateful: the model).
+    KMeans(Box<super::ml_keys::KMeansStepDef>),
+    /// Streaming linear or logistic regression with SGD: trains on every
+    /// batch's labelled records, adds each record's prediction (stateful).
+    Regression(Box<super::ml_keys::RegressionStepDef>),
 }
 
 /// An `op = "sql"` step (`config/sql_keys.rs` checks it, `compile.rs`
@@ -498,6 +504,9 @@ impl Op {
             Op::RunningTotal { .. } => "running_total",
             Op::Top { .. } => "top",
             Op::Sql(_) => "sql",
+            Op::KMeans(_) => "kmeans",
+            Op::Regression(r) if r.logistic => "logistic_regression",
+            Op::Regression(_) => "linear_regression",
         }
     }
 

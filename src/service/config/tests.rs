@@ -30,6 +30,14 @@ fn op_sample(name: &str) -> (&'static str, &'static str) {
         "running_total" => (keyed, "field = \"hashtags\""),
         "top" => (counts, "n = 3"),
         "sql" => ("", "query = '''SELECT upper(value) AS v FROM batch'''"),
+        "kmeans" => (
+            json,
+            "features = [\"x\", \"y\"]\nk = 2\nhalf_life = 5\ntime_unit = \"points\"\ninitial_centers = [[0, 0], [1.5, 2]]\nmodel_to = \"models/km\"",
+        ),
+        "linear_regression" | "logistic_regression" => (
+            json,
+            "features = [\"x\"]\nlabel = \"y\"\nstep_size = 0.5\nnum_iterations = 10\ninitial_weights = [1]",
+        ),
         other => panic!("add a sample for the new op `{other}` here"),
     }
 }
