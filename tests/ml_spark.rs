@@ -313,7 +313,7 @@ fn check_linear(stats: &mut Stats, got: &LinearModel, want: &Value, what: &str) 
 #[test]
 fn every_kmeans_fixture_matches_spark_through_the_stream_operators() {
     let all = fixtures("kmeans_");
-    assert_eq!(all.len(), 6, "the six pyspark k-means fixtures");
+    assert_eq!(all.len(), 7, "the seven pyspark k-means fixtures");
     for (name, d) in &all {
         let one = replay_kmeans(name, d, 1);
         assert_eq!(one, 0, "{name}: one partition per batch gives Spark's bits");
@@ -328,7 +328,7 @@ fn every_regression_fixture_matches_spark_through_the_stream_operators() {
         .into_iter()
         .chain(fixtures("logreg_"))
         .collect();
-    assert_eq!(all.len(), 3, "the three pyspark regression fixtures");
+    assert_eq!(all.len(), 4, "the four pyspark regression fixtures");
     for (name, d) in &all {
         let logistic = name.starts_with("logreg_");
         let ulp = replay_sgd(name, d, logistic, 1);

@@ -1081,7 +1081,7 @@ fn source_partitions_are_checked_described_and_built() {
 #[test]
 fn ml_step_mistakes_name_their_key() {
     let json = format!("{HEAD}[[step]]\nop = \"parse_json\"\n[[step]]\nid = \"m\"\n");
-    let cases: [(&str, &str, &str); 7] = [
+    let cases: [(&str, &str, &str); 10] = [
         ("op = \"kmeans\"\nk = 2\n", "features", "the feature fields"),
         (
             "op = \"kmeans\"\nfeatures = [\"x\"]\nk = 3\ninitial_centers = [[0], [1]]\n",
@@ -1109,6 +1109,21 @@ fn ml_step_mistakes_name_their_key() {
             "above 0 and at most 1",
         ),
         ("op = \"linear_regression\"\nfeatures = [\"x\"]\n", "label", "the field to learn"),
+        (
+            "op = \"kmeans\"\nfeatures = [\"x\"]\nk = 1\ninitial_centers = [[0]]\nseed = 4\n",
+            "seed",
+            "nothing here",
+        ),
+        (
+            "op = \"kmeans\"\nfeatures = [\"x\"]\nk = 1\ninitial_weights = [2]\n",
+            "initial_weights",
+            "nothing here",
+        ),
+        (
+            "op = \"kmeans\"\nfeatures = [\"x\"]\nk = 2\ninitial_centers = [[0], [1]]\ninitial_weights = [1]\n",
+            "initial_weights",
+            "list of numbers",
+        ),
     ];
     for (step, key, expected) in cases {
         let e = err(&format!("{json}{step}"));

@@ -12,6 +12,12 @@ pub enum MlError {
     /// The model has no clusters, or no coordinates or features.
     #[error("the model is empty (no clusters or no features): give at least one cluster and one coordinate")]
     EmptyModel,
+    /// `train_on` without an initial model: `what` says how to give one.
+    #[error("the model has no initial {what}")]
+    NoInitialModel {
+        /// The builder calls that give it, in words.
+        what: &'static str,
+    },
     /// A vector had the wrong length.
     #[error("{what}{} has {found} values but the model has {expected}: every vector must have as many values as the model", at(.index))]
     DimensionMismatch {

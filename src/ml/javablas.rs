@@ -74,7 +74,7 @@ pub(crate) fn sqdist(a: &[f64], b: &[f64]) -> f64 {
 /// `Vectors.norm(v, 2.0)` for a dense vector: `sqrt(sum v_i * v_i)` in index order.
 /// Also equals breeze's `norm(dv)` (`pow(sum pow(|v_i|, 2), 0.5)`: on JDK 17
 /// `Math.pow(x, 2.0) == x * x` and `Math.pow(s, 0.5) == Math.sqrt(s)`, checked on 2 M
-/// random values by `tests/fixtures/gen/MathCheck.java`).
+/// random values by `tests/fixtures/spark_ml/gen/MathCheck.java`).
 pub(crate) fn norm2(v: &[f64]) -> f64 {
     let mut sum = 0.0;
     for x in v {
@@ -132,11 +132,11 @@ mod tests {
         v.as_array().expect("array").iter().map(hex).collect()
     }
 
-    /// Compares with the real VectorBLAS outputs recorded by `gen/Check.java`.
+    /// Compares with the real VectorBLAS outputs recorded by `tests/fixtures/spark_ml/gen/Check.java`.
     #[test]
     fn matches_recorded_java_vector_blas() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/java_vectorblas_lanes8.json");
+            .join("tests/fixtures/spark_ml/java_vectorblas_lanes8.json");
         let text = std::fs::read_to_string(path).expect("fixture");
         let d: serde_json::Value = serde_json::from_str(&text).expect("json");
         assert_eq!(d["lanes"].as_u64(), Some(LANES as u64));

@@ -261,7 +261,25 @@ impl KMeansModel {
         decay: f64,
         unit: TimeUnit,
     ) -> Result<UpdateInfo, MlError> {
-        check_model(self)?;
+        let dim = check_model(self)?;
+        let k = self.centers.len();
+        for p in &partials {
+            let fits = p.counts.len() == k && p.sums.iter().all(|s| s.is_empty() || s.len() == dim);
+            if !fits {
+                let found = p
+                    .sums
+                    .iter()
+                    .map(Vec::len)
+                    .find(|&n| n != 0 && n != dim)
+                    .unwrap_or(p.counts.len());
+                return Err(MlError::DimensionMismatch {
+                    what: "the sums of another model",
+                    index: None,
+                    expected: if p.counts.len() == k { dim } else { k },
+                    found,
+                });
+            }
+        }
         if !decay.is_finite() || decay < 0.0 {
             return Err(MlError::InvalidParameter {
                 name: "decay",
@@ -269,7 +287,6 @@ impl KMeansModel {
                 rule: "a finite number, zero or more",
             });
         }
-        let k = self.centers.len();
         let ClusterSums { sums, counts } = merge(partials, k);
         let total: u64 = counts.iter().sum();
         let discount = match unit {

@@ -16,10 +16,12 @@
 //! Limits: at most [`DIMS_MAX`] coordinates or features per vector,
 //! [`CLUSTERS_MAX`] clusters, [`MODEL_VALUES_MAX`] center coordinates in all,
 //! [`ITERATIONS_MAX`] SGD iterations per batch; point counts exact up to
-//! 2^53. Spark sums a batch's points per partition and then adds the
-//! partitions' sums in partition order; so does weir, so one partition
+//! 2^53. k-means: Spark sums a batch's points per partition and then adds
+//! the partitions' sums in partition order; so does weir, so one partition
 //! gives Spark's single-partition bits and more partitions may differ in
-//! the last bits, as Spark's do.
+//! the last bits, as Spark's do. SGD reads the batch's partitions in
+//! order on one thread (Spark's `treeAggregate` adds per-partition
+//! gradients), so its bits do not depend on the partitioning.
 //!
 //! Must never: panic on any input (every entry point validates and returns
 //! [`MlError`]); leave a model half-updated or non-finite; read clocks,
@@ -56,8 +58,15 @@ pub const DIMS_MAX: usize = 1_000_000;
 /// Most k-means clusters.
 pub const CLUSTERS_MAX: usize = 100_000;
 
-/// Most `k * dim` of a k-means model (16 M doubles = 128 MiB).
-pub const MODEL_VALUES_MAX: usize = 16_000_000;
+/// Most `k * dim` of a k-means model (4 M doubles = 32 MiB): a model is
+/// one value of operator state, and state values are read back with a
+/// 64 MiB bound (`codec::DECODE_BYTES_MAX`).
+pub const MODEL_VALUES_MAX: usize = 4_000_000;
+
+/// Largest magnitude of a feature a pipeline step accepts: squares and
+/// sums of larger values can overflow to infinity, which would fail every
+/// retry of the batch instead of following the step's `on_error`.
+pub const FEATURE_ABS_MAX: f64 = 1e150;
 
 /// Most SGD iterations per batch.
 pub const ITERATIONS_MAX: usize = 1_000_000;

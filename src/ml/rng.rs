@@ -1,4 +1,4 @@
-//! The crate's only source of randomness: SplitMix64 (Steele, Lea & Flood 2014) and a
+//! The only source of randomness of `crate::ml`: SplitMix64 (Steele, Lea & Flood 2014) and a
 //! Box-Muller Gaussian built on it. Used for `kmeans::random_centers` and the SGD
 //! mini-batch sampler.
 //!

@@ -35,6 +35,8 @@ use crate::dstream::{BatchCtx, BoxError, DStream, Data, EngineError, PartFn};
 pub struct StreamingKMeans {
     k: usize,
     decay_factor: f64,
+    /// A half-life given instead of the decay (checked at `train_on`).
+    half_life: Option<f64>,
     time_unit: TimeUnit,
     initial: Option<KMeansModel>,
 }
@@ -46,6 +48,7 @@ impl StreamingKMeans {
         StreamingKMeans {
             k,
             decay_factor: 1.0,
+            half_life: None,
             time_unit: TimeUnit::Batches,
             initial: None,
         }
@@ -56,6 +59,7 @@ impl StreamingKMeans {
     /// points). 0 keeps only the newest batch; 1 keeps everything.
     pub fn decay_factor(mut self, a: f64) -> Self {
         self.decay_factor = a;
+        self.half_life = None;
         self
     }
 
@@ -69,6 +73,7 @@ impl StreamingKMeans {
     /// a point's weight is halved: decay `exp(ln 0.5 / half_life)`.
     pub fn half_life(mut self, half_life: f64, unit: TimeUnit) -> Self {
         self.decay_factor = decay_for_half_life(half_life);
+        self.half_life = Some(half_life);
         self.time_unit = unit;
         self
     }
@@ -97,7 +102,9 @@ impl StreamingKMeans {
     /// The checked settings and initial model.
     fn checked(&self) -> Result<KMeansModel, MlError> {
         let Some(m) = self.initial.clone() else {
-            return Err(MlError::EmptyModel);
+            return Err(MlError::NoInitialModel {
+                what: "centers: give them with .initial_centers(centers, weights) or .random_centers(dim, weight, seed)",
+            });
         };
         if m.centers.len() != self.k {
             return Err(MlError::InvalidParameter {
@@ -106,12 +113,19 @@ impl StreamingKMeans {
                 rule: "equal to k",
             });
         }
+        if let Some(h) = self.half_life.filter(|h| h.is_nan() || *h <= 0.0) {
+            return Err(MlError::InvalidParameter {
+                name: "the half-life",
+                value: h,
+                rule: "a number above 0",
+            });
+        }
         let d = self.decay_factor;
         if !d.is_finite() || d < 0.0 {
             return Err(MlError::InvalidParameter {
                 name: "the decay factor",
                 value: d,
-                rule: "a finite number, zero or more (half-lives must be above 0)",
+                rule: "a finite number, zero or more",
             });
         }
         m.predictor()?;
@@ -186,9 +200,10 @@ impl KMeansTrained {
         &self.models
     }
 
-    /// The model after the last batch this process trained (the initial
-    /// one before its first batch). A batch that fails after training is
-    /// trained again to the same model.
+    /// The model of the last batch this process trained, committed or
+    /// about to be (a batch that fails after training is trained again to
+    /// the same model); the initial one before the first batch, also after
+    /// a restart (the committed model is read by the first batch).
     pub fn latest_model(&self) -> KMeansModel {
         self.latest
             .lock()
@@ -220,19 +235,34 @@ impl KMeansTrained {
     ) -> DStream<(K, (usize, f64))> {
         let f = move |m: &KMeansModel, d: &dyn PartFn<(K, Vec<f64>)>, p: usize| {
             let pr = m.predictor()?;
-            let mut out = Vec::new();
-            let mut failed = None;
-            d.run(p, &mut |(k, x)| match pr.nearest_distance(&x) {
-                Ok((c, sq)) if failed.is_none() => out.push((k, (c, sq.sqrt()))),
-                Ok(_) => {}
-                Err(e) => failed = failed.take().or(Some(e)),
-            });
-            match failed {
-                Some(e) => Err(Box::new(e) as BoxError),
-                None => Ok(out),
-            }
+            map_pairs(d, p, |x| {
+                pr.nearest_distance(x).map(|(c, sq)| (c, sq.sqrt()))
+            })
         };
         pairs.map_parts_with_value(&self.models, "kmeans_predict", Box::new(f))
+    }
+}
+
+/// Partition `p`'s `(key, point)` pairs mapped by `f`, keys kept; the
+/// first point `f` refuses fails the partition.
+fn map_pairs<K, U>(
+    d: &dyn PartFn<(K, Vec<f64>)>,
+    p: usize,
+    mut f: impl FnMut(&[f64]) -> Result<U, MlError>,
+) -> Result<Vec<(K, U)>, BoxError> {
+    let mut out = Vec::new();
+    let mut failed = None;
+    d.run(p, &mut |(k, x)| {
+        if failed.is_none() {
+            match f(&x) {
+                Ok(u) => out.push((k, u)),
+                Err(e) => failed = Some(e),
+            }
+        }
+    });
+    match failed {
+        Some(e) => Err(Box::new(e)),
+        None => Ok(out),
     }
 }
 
@@ -292,6 +322,11 @@ macro_rules! sgd_builder {
                 self.spec.params.convergence_tol = tol;
                 self
             }
+            /// All four SGD settings at once.
+            pub fn with_params(mut self, params: SgdParams) -> Self {
+                self.spec.params = params;
+                self
+            }
             /// The initial weights (required), one per feature.
             pub fn initial_weights(mut self, weights: Vec<f64>) -> Self {
                 self.spec.initial = Some(LinearModel {
@@ -333,7 +368,9 @@ impl SgdSpec {
     ) -> Result<RegressionTrained, MlError> {
         self.params.validate()?;
         let Some(initial) = self.initial.clone() else {
-            return Err(MlError::EmptyModel);
+            return Err(MlError::NoInitialModel {
+                what: "weights: give one per feature with .initial_weights(weights)",
+            });
         };
         sgd::check_model(&initial)?;
         let latest = Arc::new(Mutex::new(initial.clone()));
@@ -379,8 +416,8 @@ impl RegressionTrained {
         &self.models
     }
 
-    /// The model after the last batch this process trained (the initial
-    /// one before its first batch).
+    /// The model of the last batch this process trained, as
+    /// [`KMeansTrained::latest_model`].
     pub fn latest_model(&self) -> LinearModel {
         self.latest
             .lock()
@@ -400,17 +437,7 @@ impl RegressionTrained {
     pub fn predict_on_values<K: Data>(&self, pairs: &DStream<(K, Vec<f64>)>) -> DStream<(K, f64)> {
         let loss = self.loss;
         let f = move |m: &LinearModel, d: &dyn PartFn<(K, Vec<f64>)>, p: usize| {
-            let mut out = Vec::new();
-            let mut failed = None;
-            d.run(p, &mut |(k, x)| match sgd::predict(m, &x, loss) {
-                Ok(y) if failed.is_none() => out.push((k, y)),
-                Ok(_) => {}
-                Err(e) => failed = failed.take().or(Some(e)),
-            });
-            match failed {
-                Some(e) => Err(Box::new(e) as BoxError),
-                None => Ok(out),
-            }
+            map_pairs(d, p, |x| sgd::predict(m, x, loss))
         };
         pairs.map_parts_with_value(&self.models, "regression_predict", Box::new(f))
     }

@@ -418,7 +418,7 @@ pub(super) fn truncate(s: &str) -> String {
 }
 
 /// The engine's policy for a step's `on_error` (`Drop` is built apart).
-fn policy(p: OnBadRecord) -> OnError {
+pub(super) fn policy(p: OnBadRecord) -> OnError {
     match p {
         OnBadRecord::DeadLetter => OnError::DeadLetter,
         OnBadRecord::Fail | OnBadRecord::Drop => OnError::Fail,

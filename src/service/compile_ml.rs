@@ -16,9 +16,9 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{json, Value};
 
-use super::compile::{field, json_files, resolve, Dropped, S};
+use super::compile::{field, json_files, resolve, truncate, Dropped, S};
 use super::config::{KMeansStepDef, OnBadRecord, Op, RegressionStepDef};
-use crate::dstream::{DStream, OnError};
+use crate::dstream::DStream;
 use crate::ml::{StreamingKMeans, StreamingLinearRegressionWithSGD, StreamingLogisticRegressionWithSGD};
 
 /// What an ML step needs besides its definition.
@@ -34,6 +34,13 @@ pub(super) struct MlCtx<'a> {
 
 /// A record, its vector and its label (when it has one).
 type Row = (Value, Vec<f64>, Option<f64>);
+
+/// The label field of a regression, and whether it must be 0 or 1.
+#[derive(Clone)]
+struct Label {
+    field: String,
+    binary: bool,
+}
 
 /// Builds an ML step on its input.
 pub(super) fn build(op: &Op, cx: &MlCtx<'_>, input: S) -> crate::Result<S> {
@@ -62,13 +69,9 @@ fn kmeans(def: &KMeansStepDef, cx: &MlCtx<'_>, d: &DStream<Value>) -> crate::Res
     let points = rows.map(|(_, x, _): Row| x).name(&format!("{}.points", cx.name));
     let trained = km.train_on(&points).map_err(|e| model_error(cx, e))?.name(cx.name);
     if let Some(to) = &def.model_to {
-        let models = trained.models().transform(|t, ms| {
-            ms.into_iter()
-                .map(|m| json!({"batch_time": t, "centers": m.centers, "weights": m.weights}))
-                .collect::<Vec<Value>>()
-        });
-        let prefix = resolve(cx.data_dir, to).display().to_string();
-        json_files(&models.name(&format!("{}.model", cx.name)), &prefix, "json", false)?;
+        write_models(cx, trained.models(), to, |t, m| {
+            json!({"batch_time": t, "centers": m.centers, "weights": m.weights})
+        })?;
     }
     let pairs = rows.map(|(v, x, _): Row| (v, x)).name(&format!("{}.pairs", cx.name));
     let out = trained.nearest_on_values(&pairs).map(|(v, (c, dist))| {
@@ -78,44 +81,43 @@ fn kmeans(def: &KMeansStepDef, cx: &MlCtx<'_>, d: &DStream<Value>) -> crate::Res
 }
 
 fn regression(def: &RegressionStepDef, cx: &MlCtx<'_>, d: &DStream<Value>) -> crate::Result<S> {
-    let rows = rows(cx, d, def.features.clone(), Some(def.label.clone()), def.on_error);
+    let label = Label { field: def.label.clone(), binary: def.logistic };
+    let rows = rows(cx, d, def.features.clone(), Some(label), def.on_error);
     let labelled = rows
         .flat_map(|(_, x, y): Row| y.map(|y| (y, x)))
         .name(&format!("{}.labelled", cx.name));
-    let p = def.params;
     let w = def.initial_weights.clone();
     let trained = match def.logistic {
-        false => StreamingLinearRegressionWithSGD::new()
-            .step_size(p.step_size)
-            .num_iterations(p.num_iterations)
-            .mini_batch_fraction(p.mini_batch_fraction)
-            .convergence_tol(p.convergence_tol)
-            .initial_weights(w)
-            .train_on(&labelled),
-        true => StreamingLogisticRegressionWithSGD::new()
-            .step_size(p.step_size)
-            .num_iterations(p.num_iterations)
-            .mini_batch_fraction(p.mini_batch_fraction)
-            .convergence_tol(p.convergence_tol)
-            .initial_weights(w)
-            .train_on(&labelled),
+        false => StreamingLinearRegressionWithSGD::new().with_params(def.params).initial_weights(w).train_on(&labelled),
+        true => StreamingLogisticRegressionWithSGD::new().with_params(def.params).initial_weights(w).train_on(&labelled),
     }
     .map_err(|e| model_error(cx, e))?
     .name(cx.name);
     if let Some(to) = &def.model_to {
-        let models = trained.models().transform(|t, ms| {
-            ms.into_iter()
-                .map(|m| json!({"batch_time": t, "weights": m.weights, "intercept": m.intercept}))
-                .collect::<Vec<Value>>()
-        });
-        let prefix = resolve(cx.data_dir, to).display().to_string();
-        json_files(&models.name(&format!("{}.model", cx.name)), &prefix, "json", false)?;
+        write_models(cx, trained.models(), to, |t, m| {
+            json!({"batch_time": t, "weights": m.weights, "intercept": m.intercept})
+        })?;
     }
     let pairs = rows.map(|(v, x, _): Row| (v, x)).name(&format!("{}.pairs", cx.name));
     let out = trained
         .predict_on_values(&pairs)
         .map(|(v, y)| with_fields(v, &[("prediction", json!(y))]));
     Ok(S::Records(out.name(&format!("{}.predict", cx.name))))
+}
+
+/// `model_to`: every batch's model as one JSON line, `as_json(batch ms,
+/// model)`, in `<to>-<batch ms>.json` (exactly once, as `json_files`).
+fn write_models<M: crate::dstream::Data>(
+    cx: &MlCtx<'_>,
+    models: &DStream<M>,
+    to: &Path,
+    as_json: fn(u64, M) -> Value,
+) -> crate::Result<()> {
+    let lines = models
+        .transform(move |t, ms| ms.into_iter().map(|m| as_json(t, m)).collect::<Vec<Value>>())
+        .name(&format!("{}.model", cx.name));
+    let prefix = resolve(cx.data_dir, to).display().to_string();
+    json_files(&lines, &prefix, "json", false)
 }
 
 /// `v` with `fields` set (a record that is not an object cannot have
@@ -136,10 +138,10 @@ fn rows(
     cx: &MlCtx<'_>,
     d: &DStream<Value>,
     features: Vec<String>,
-    label: Option<String>,
+    label: Option<Label>,
     on_error: OnBadRecord,
 ) -> DStream<Row> {
-    let read = move |v: &Value| row_of(v, &features, label.as_deref());
+    let read = move |v: &Value| row_of(v, &features, label.as_ref());
     let name = format!("{}.in", cx.name);
     let rows = match on_error {
         OnBadRecord::Drop => {
@@ -151,32 +153,71 @@ fn rows(
                 }
             })
         }
-        OnBadRecord::DeadLetter => d.try_map(OnError::DeadLetter, read),
-        OnBadRecord::Fail => d.try_map(OnError::Fail, read),
+        other => d.try_map(super::compile::policy(other), read),
     };
     rows.name(&name).computed_once()
 }
 
 /// A record's vector and label, or what is wrong with it.
-fn row_of(v: &Value, features: &[String], label: Option<&str>) -> Result<Row, String> {
+fn row_of(v: &Value, features: &[String], label: Option<&Label>) -> Result<Row, String> {
     let mut x = Vec::with_capacity(features.len());
     for f in features {
         x.push(number(v, f)?);
     }
-    let y = match label.map(|l| (l, field(v, l))) {
+    let y = match label.map(|l| (l, field(v, &l.field))) {
         None | Some((_, None | Some(Value::Null))) => None,
-        Some((l, _)) => Some(number(v, l)?),
+        Some((l, _)) => {
+            let y = number(v, &l.field)?;
+            if l.binary && y != 0.0 && y != 1.0 {
+                return Err(format!(
+                    "label `{}` is {y}, but logistic regression learns labels 0 and 1 only",
+                    l.field
+                ));
+            }
+            Some(y)
+        }
     };
     Ok((v.clone(), x, y))
 }
 
-/// The finite number at `path`, or what is there instead.
+/// The finite number at `path` no larger than
+/// [`crate::ml::FEATURE_ABS_MAX`], or what is there instead.
 fn number(v: &Value, path: &str) -> Result<f64, String> {
     match field(v, path).and_then(Value::as_f64) {
-        Some(n) if n.is_finite() => Ok(n),
-        _ => {
-            let found = field(v, path).map_or("nothing".to_string(), |x| super::compile::truncate(&x.to_string()));
+        Some(n) if n.abs() <= crate::ml::FEATURE_ABS_MAX => Ok(n),
+        Some(n) => Err(format!(
+            "field `{path}` is {n:e}, larger than a model takes (at most {:e} either way)",
+            crate::ml::FEATURE_ABS_MAX
+        )),
+        None => {
+            let found = field(v, path).map_or("nothing".to_string(), |x| truncate(&x.to_string()));
             Err(format!("field `{path}` is not a number (found {found})"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_is_read_or_refused_in_the_user_s_words() {
+        let f = vec!["x".to_string(), "p.y".to_string()];
+        let v = json!({"x": 1.5, "p": {"y": -2}, "y": 1});
+        let (_, x, y) = row_of(&v, &f, None).expect("a row");
+        assert_eq!((x, y), (vec![1.5, -2.0], None));
+        let label = Label { field: "y".into(), binary: true };
+        assert_eq!(row_of(&v, &f, Some(&label)).expect("a row").2, Some(1.0));
+        let no_label = json!({"x": 1, "p": {"y": 2}});
+        assert_eq!(row_of(&no_label, &f, Some(&label)).expect("predicted only").2, None);
+        let three = json!({"x": 1, "p": {"y": 2}, "y": 3});
+        let e = row_of(&three, &f, Some(&label)).expect_err("not 0 or 1");
+        assert!(e.contains("label `y` is 3") && e.contains("0 and 1"), "{e}");
+        let huge = json!({"x": 1e200, "p": {"y": 2}});
+        let e = row_of(&huge, &f, None).expect_err("too large");
+        assert!(e.contains("field `x` is 1e200") && e.contains("at most 1e150"), "{e}");
+        let text = json!({"x": "n/a", "p": {}});
+        let e = row_of(&text, &f, None).expect_err("not a number");
+        assert_eq!(e, "field `x` is not a number (found \"n/a\")");
     }
 }

@@ -286,7 +286,7 @@ impl Item<'_> {
     }
 
     /// Where the value of key `k` is (the item's span if it is not set).
-    fn value_span(&self, k: &str) -> Range<usize> {
+    pub(super) fn value_span(&self, k: &str) -> Range<usize> {
         self.raw.get(k).map_or(self.span(), |v| v.span())
     }
 

@@ -17,8 +17,9 @@ use super::error::ConfigError;
 use super::keys::{KeySpec, KeyType};
 use super::model::{OnBadRecord, Op};
 use super::ops::{on_error, ON_ERROR};
+use super::raw::describe;
 use super::validate::StepIn;
-use crate::ml::{KMeansModel, SgdParams, TimeUnit};
+use crate::ml::{KMeansModel, MlError, SgdParams, TimeUnit};
 
 /// Most features of a pipeline step's vector.
 pub const FEATURES_MAX: i64 = 10_000;
@@ -177,7 +178,7 @@ fn check(s: &StepIn<'_>, key: &KeySpec, v: f64, ok: bool, want: &str) -> Result<
     if ok {
         return Ok(());
     }
-    let span = s.item.raw.get(key.name).map_or(s.item.span(), |v| v.span());
+    let span = s.item.value_span(key.name);
     Err(s
         .item
         .err(span, key.name, want, Some(v.to_string()), key.hint))
@@ -185,7 +186,7 @@ fn check(s: &StepIn<'_>, key: &KeySpec, v: f64, ok: bool, want: &str) -> Result<
 
 /// A refusal of `crate::ml` shown at `key`'s value.
 fn refused(s: &StepIn<'_>, key: &KeySpec, e: crate::ml::MlError) -> ConfigError {
-    let span = s.item.raw.get(key.name).map_or(s.item.span(), |v| v.span());
+    let span = s.item.value_span(key.name);
     s.item.err(
         span,
         key.name,
@@ -208,38 +209,7 @@ pub(super) fn kmeans(s: &StepIn<'_>) -> Result<Op, ConfigError> {
         )
     })? as usize;
     let (decay, unit) = decay(s)?;
-    let dim = features.len();
-    let initial = match s.item.number_rows(&INITIAL_CENTERS)? {
-        Some(c) => {
-            let centers = c.get_ref().clone();
-            let weights = s
-                .item
-                .numbers(&INITIAL_WEIGHTS)?
-                .map_or(vec![0.0; centers.len()], |w| w.get_ref().clone());
-            let m = KMeansModel { centers, weights };
-            m.predictor().map_err(|e| refused(s, &INITIAL_CENTERS, e))?;
-            if m.centers.len() != k || m.centers[0].len() != dim {
-                let found = format!(
-                    "{} centers of {} numbers",
-                    m.centers.len(),
-                    m.centers[0].len()
-                );
-                let want = format!("{k} centers (k) of {dim} numbers (one per feature)");
-                return Err(s.item.err(
-                    c.span(),
-                    INITIAL_CENTERS.name,
-                    want,
-                    Some(found),
-                    INITIAL_CENTERS.hint,
-                ));
-            }
-            m
-        }
-        None => {
-            let seed = s.item.positive(&SEED)?.unwrap_or(0);
-            crate::ml::kmeans::random_centers(k, dim, 0.0, seed).map_err(|e| refused(s, &K, e))?
-        }
-    };
+    let initial = initial_model(s, k, features.len())?;
     Ok(Op::KMeans(Box::new(KMeansStepDef {
         features,
         decay,
@@ -248,6 +218,72 @@ pub(super) fn kmeans(s: &StepIn<'_>) -> Result<Op, ConfigError> {
         model_to: s.item.string(&MODEL_TO)?.map(PathBuf::from),
         on_error: on_error(s)?,
     })))
+}
+
+/// The initial centers and weights, or random centers from `seed`.
+fn initial_model(s: &StepIn<'_>, k: usize, dim: usize) -> Result<KMeansModel, ConfigError> {
+    let Some(c) = s.item.number_rows(&INITIAL_CENTERS)? else {
+        only_one(
+            s,
+            &INITIAL_WEIGHTS,
+            "random centers start at weight 0: give initial_centers with the weights",
+        )?;
+        let seed = s.item.positive(&SEED)?.unwrap_or(0);
+        return crate::ml::kmeans::random_centers(k, dim, 0.0, seed).map_err(|e| refused(s, &K, e));
+    };
+    only_one(
+        s,
+        &SEED,
+        "the seed draws random centers, which initial_centers replace: remove one",
+    )?;
+    let centers = c.get_ref().clone();
+    let weights = match s.item.numbers(&INITIAL_WEIGHTS)? {
+        Some(w) => w.get_ref().clone(),
+        None => vec![0.0; centers.len()],
+    };
+    let m = KMeansModel { centers, weights };
+    m.predictor().map_err(|e| {
+        let weights = matches!(
+            e,
+            MlError::WeightCountMismatch { .. } | MlError::InvalidParameter { .. }
+        );
+        refused(
+            s,
+            if weights {
+                &INITIAL_WEIGHTS
+            } else {
+                &INITIAL_CENTERS
+            },
+            e,
+        )
+    })?;
+    let width = m.centers.first().map_or(0, Vec::len);
+    if m.centers.len() != k || width != dim {
+        let found = format!("{} centers of {width} numbers", m.centers.len());
+        let want = format!("{k} centers (k) of {dim} numbers (one per feature)");
+        return Err(s.item.err(
+            c.span(),
+            INITIAL_CENTERS.name,
+            want,
+            Some(found),
+            INITIAL_CENTERS.hint,
+        ));
+    }
+    Ok(m)
+}
+
+/// An error at `key` when it is set: `why` it does not apply here.
+fn only_one(s: &StepIn<'_>, key: &KeySpec, why: &str) -> Result<(), ConfigError> {
+    match s.item.raw.get(key.name) {
+        None => Ok(()),
+        Some(v) => Err(s.item.err(
+            v.span(),
+            key.name,
+            "nothing here",
+            Some(describe(v.get_ref())),
+            why,
+        )),
+    }
 }
 
 /// `decay_factor` or `half_life` (not both), and `time_unit`.
