@@ -96,7 +96,7 @@ impl<T: Data> DStream<T> {
                     let Some(v) = values.iter().flatten().next() else {
                         return Err(EngineError::Step {
                             step: step(),
-                            reason: "its model stream produced no model in this batch".into(),
+                            reason: "its model stream produced no model in this batch (weir's own error: please report it)".into(),
                         });
                     };
                     let da = a.prepare(ctx)?;

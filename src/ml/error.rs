@@ -41,7 +41,7 @@ pub enum MlError {
         weights: usize,
     },
     /// A NaN or infinite value where a finite one is required.
-    #[error("{what}{} holds a value that is not a finite number", at(.index))]
+    #[error("{what}{} holds a value that is not a finite number (NaN or infinity): fix or filter it before the model", at(.index))]
     NonFinite {
         /// What holds it.
         what: &'static str,
@@ -59,7 +59,7 @@ pub enum MlError {
         rule: &'static str,
     },
     /// A logistic-regression label other than 0 or 1 (Spark fails the batch).
-    #[error("label {value} at position {index} is not 0 or 1, as logistic regression needs")]
+    #[error("label {value} at position {index} is not 0 or 1, as logistic regression needs: map the labels to 0 and 1, or filter the others out")]
     InvalidLabel {
         /// Position in the batch.
         index: usize,
@@ -67,7 +67,7 @@ pub enum MlError {
         value: f64,
     },
     /// A size above one of the limits of [`super`].
-    #[error("{what} is {value}, above the limit of {limit}")]
+    #[error("{what} is {value}, above weir's limit of {limit}: use a smaller model")]
     TooLarge {
         /// What was counted.
         what: &'static str,
