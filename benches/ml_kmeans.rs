@@ -15,8 +15,10 @@
 //! - the engine's delivery alone: the same batches through the same queue
 //!   into `count()`, to show what of `train_on`'s time is not training.
 //!
-//! Prints points/s per batch (median of the batches) and the ratios to the
-//! hand loop. `cargo bench --bench ml_kmeans` (about a minute);
+//! Three rounds, each measuring every way in turn (a noisy stretch of the
+//! machine hits all alike); prints points/s (median batch of the median
+//! round) and each round's ratio to the hand loop.
+//! `cargo bench --bench ml_kmeans` (about two minutes);
 //! `WEIR_BENCH_QUICK=1` for 100,000-point batches.
 
 mod support;
@@ -170,21 +172,21 @@ fn delivery_rates(batches: &[Vec<Vec<f64>>]) -> Vec<f64> {
     out
 }
 
-fn main() {
-    let n = if std::env::var_os("WEIR_BENCH_QUICK").is_some() {
-        100_000
-    } else {
-        1_000_000
-    };
-    let batches: Vec<Vec<Vec<f64>>> = (0..BATCHES).map(|b| points(n, b as u64 + 1)).collect();
+/// Rounds of the four measurements, interleaved so that a noisy stretch
+/// of the machine hits every way alike.
+const ROUNDS: usize = 3;
+
+/// One round: the median points/s of each way (asserting that the three
+/// trainers ended with the same model).
+fn round(batches: &[Vec<Vec<f64>>]) -> [f64; 4] {
     let mut hand = initial();
-    let hand_rates = rates(&batches, |b| hand_update(&mut hand, b));
+    let hand_rates = rates(batches, |b| hand_update(&mut hand, b));
     let mut model = initial();
-    let model_rates = rates(&batches, |b| {
+    let model_rates = rates(batches, |b| {
         model.update(b, DECAY, TimeUnit::Batches).expect("update");
     });
-    let (op_rates, op_model) = operator_rates(&batches);
-    let delivery = delivery_rates(&batches);
+    let (op_rates, op_model) = operator_rates(batches);
+    let delivery = delivery_rates(batches);
     let close = |a: &KMeansModel, b: &KMeansModel| {
         a.centers
             .iter()
@@ -196,19 +198,38 @@ fn main() {
         close(&model, &hand) && close(&op_model, &hand),
         "the three computed the same model"
     );
-    let base = median(hand_rates.clone());
-    println!("k-means training, {BATCHES} batches of {n} points, {DIM} dimensions, k = {K}");
-    println!("| way | points/s (median batch) | ratio to the hand loop |\n|---|---:|---:|");
-    for (name, r) in [
-        ("hand-written loop, 1 thread", hand_rates),
-        ("KMeansModel::update, 1 thread", model_rates),
-        ("train_on operator, 2 partitions", op_rates),
-        (
-            "(engine delivery alone: queue to count(), 2 partitions)",
-            delivery,
-        ),
-    ] {
-        let m = median(r);
-        println!("| {name} | {:.0} | {:.2} |", m, m / base);
+    [
+        median(hand_rates),
+        median(model_rates),
+        median(op_rates),
+        median(delivery),
+    ]
+}
+
+fn main() {
+    let n = if std::env::var_os("WEIR_BENCH_QUICK").is_some() {
+        100_000
+    } else {
+        1_000_000
+    };
+    let batches: Vec<Vec<Vec<f64>>> = (0..BATCHES).map(|b| points(n, b as u64 + 1)).collect();
+    let rounds: Vec<[f64; 4]> = (0..ROUNDS).map(|_| round(&batches)).collect();
+    println!("k-means training, {BATCHES} batches of {n} points, {DIM} dimensions, k = {K}, {ROUNDS} rounds");
+    println!("| way | points/s (median batch, median round) | ratio to the hand loop (median; rounds) |\n|---|---:|---:|");
+    let names = [
+        "hand-written loop, 1 thread",
+        "KMeansModel::update, 1 thread",
+        "train_on operator, 2 partitions",
+        "(engine delivery alone: queue to count(), 2 partitions)",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        let ratios: Vec<f64> = rounds.iter().map(|r| r[i] / r[0]).collect();
+        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        let rate = median(rounds.iter().map(|r| r[i]).collect());
+        println!(
+            "| {name} | {rate:.0} | {:.2} ({}) |",
+            median(ratios),
+            shown.join(", ")
+        );
     }
 }

@@ -62,6 +62,12 @@ pub(crate) trait PartFn<T>: Send + Sync {
         let _ = more;
         self.run(p, sink)
     }
+    /// Like `run`, lending each record: for consumers that only read
+    /// records, so that a part holding them (materialized partitions, a
+    /// queue) copies nothing. Default: `run`, lending what it hands over.
+    fn run_ref(&self, p: usize, sink: &mut dyn FnMut(&T)) {
+        self.run(p, &mut |x| sink(&x))
+    }
 }
 
 /// A stream's way of producing a batch.
@@ -88,6 +94,9 @@ impl<T: Clone + Send + Sync> PartFn<T> for MatParts<T> {
             }
             sink(x.clone())
         }
+    }
+    fn run_ref(&self, p: usize, sink: &mut dyn FnMut(&T)) {
+        self.0[p].iter().for_each(sink)
     }
 }
 

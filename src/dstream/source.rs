@@ -66,6 +66,18 @@ pub trait Source<T>: Send + Sync {
             f(p, x)
         })
     }
+    /// Like [`Source::read_each_at`], lending each record instead of
+    /// handing it over, for consumers that only read it (a model's sums).
+    /// A source that holds its records in memory (a [`Queue`]) implements
+    /// it, so that such consumers copy nothing. Default:
+    /// [`Source::read_each_at`], lending each record it hands over.
+    fn read_each_ref_at(
+        &self,
+        range: Range<u64>,
+        f: &mut dyn FnMut(u64, &T) -> bool,
+    ) -> Result<(), BoxError> {
+        self.read_each_at(range, &mut |pos, x| f(pos, &x))
+    }
     /// Checked once per batch and consumer before the batch's `range` is
     /// read (skipped ranges left out): an error if the source can tell at
     /// once that it no longer holds the start of it (a JetStream range
@@ -154,6 +166,35 @@ impl<T: Data> PartFn<T> for SourceParts<T> {
         self.run_while(p, &|| true, sink)
     }
     fn run_while(&self, p: usize, more: &dyn Fn() -> bool, sink: &mut dyn FnMut(T)) {
+        self.each_piece(p, &mut |piece, stopped| {
+            self.src.read_each_at(piece, &mut |pos, x| {
+                bad::set_position(Some((self.index, pos)));
+                sink(x);
+                *stopped = !more();
+                !*stopped
+            })
+        })
+    }
+    fn run_ref(&self, p: usize, sink: &mut dyn FnMut(&T)) {
+        self.each_piece(p, &mut |piece, _| {
+            self.src.read_each_ref_at(piece, &mut |pos, x| {
+                bad::set_position(Some((self.index, pos)));
+                sink(x);
+                true
+            })
+        })
+    }
+}
+
+impl<T: Data> SourceParts<T> {
+    /// Reads partition `p`'s sub-range with `read(piece, stopped)`, piece
+    /// by piece, until a read fails or sets `stopped`; a failure is
+    /// recorded for the batch.
+    fn each_piece(
+        &self,
+        p: usize,
+        read: &mut dyn FnMut(Range<u64>, &mut bool) -> Result<(), BoxError>,
+    ) {
         if self.failure.is_set() {
             // The batch fails anyway; do not read more of it.
             return;
@@ -162,20 +203,15 @@ impl<T: Data> PartFn<T> for SourceParts<T> {
         // Skipped ranges are never read: their records may be gone from
         // the log (a JetStream range removed by retention, then skipped).
         let mut stopped = false;
-        let mut read = Ok(());
+        let mut result = Ok(());
         for piece in unskipped(sub.clone(), &self.skipped) {
-            read = self.src.read_each_at(piece, &mut |pos, x| {
-                bad::set_position(Some((self.index, pos)));
-                sink(x);
-                stopped = !more();
-                !stopped
-            });
-            if read.is_err() || stopped {
+            result = read(piece, &mut stopped);
+            if result.is_err() || stopped {
                 break;
             }
         }
         bad::set_position(None);
-        if let Err(reason) = read {
+        if let Err(reason) = result {
             self.failure.set(&self.source_name, sub, &reason);
         }
     }
@@ -353,6 +389,24 @@ impl<T> Queue<T> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The held segments overlapping `range` (shared, not copied), or an
+    /// error if the queue no longer (or not yet) holds all of it.
+    fn segments_of(&self, range: &Range<u64>) -> Result<Vec<(u64, Arc<Vec<T>>)>, BoxError> {
+        let q = self.lock();
+        if range.start < q.released || range.end > q.end || range.start > range.end {
+            return Err(format!(
+                "queue range {}..{} not held (held {}..{})",
+                range.start, range.end, q.released, q.end
+            )
+            .into());
+        }
+        Ok(q.segments
+            .iter()
+            .filter(|(s, seg)| *s < range.end && s + seg.len() as u64 > range.start)
+            .cloned()
+            .collect())
+    }
+
     /// Queues one batch of records.
     pub fn push(&self, batch: Vec<T>) -> Result<(), QueueFull> {
         let mut q = self.lock();
@@ -430,21 +484,7 @@ impl<T: Clone + Send + Sync> Source<T> for Queue<T> {
     }
 
     fn read(&self, range: Range<u64>) -> Result<Vec<T>, BoxError> {
-        let parts: Vec<(u64, Arc<Vec<T>>)> = {
-            let q = self.lock();
-            if range.start < q.released || range.end > q.end || range.start > range.end {
-                return Err(format!(
-                    "queue range {}..{} not held (held {}..{})",
-                    range.start, range.end, q.released, q.end
-                )
-                .into());
-            }
-            q.segments
-                .iter()
-                .filter(|(s, seg)| *s < range.end && s + seg.len() as u64 > range.start)
-                .cloned()
-                .collect()
-        };
+        let parts = self.segments_of(&range)?;
         // Clone outside the lock, so parallel reads of sub-ranges scale.
         let mut out = Vec::with_capacity((range.end - range.start) as usize);
         for (s, seg) in parts {
@@ -453,6 +493,23 @@ impl<T: Clone + Send + Sync> Source<T> for Queue<T> {
             out.extend_from_slice(&seg[a..b]);
         }
         Ok(out)
+    }
+
+    fn read_each_ref_at(
+        &self,
+        range: Range<u64>,
+        f: &mut dyn FnMut(u64, &T) -> bool,
+    ) -> Result<(), BoxError> {
+        for (s, seg) in self.segments_of(&range)? {
+            let a = range.start.saturating_sub(s) as usize;
+            let b = ((range.end - s) as usize).min(seg.len());
+            for (i, x) in seg[a..b].iter().enumerate() {
+                if !f(s + (a + i) as u64, x) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 
     fn release(&self, end: u64) {
@@ -471,6 +528,33 @@ impl<T: Clone + Send + Sync> Source<T> for Queue<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queue_lends_exactly_what_it_reads_with_positions() {
+        let q: Queue<u32> = Queue::new();
+        q.push(vec![1, 2, 3]).unwrap();
+        q.push(vec![4, 5]).unwrap();
+        for range in [0..5, 1..4, 2..3, 3..5, 4..4] {
+            let mut lent = Vec::new();
+            q.read_each_ref_at(range.clone(), &mut |pos, x| {
+                lent.push((pos, *x));
+                true
+            })
+            .unwrap();
+            let read: Vec<(u64, u32)> = range.clone().zip(q.read(range.clone()).unwrap()).collect();
+            assert_eq!(lent, read, "{range:?}");
+        }
+        let mut first = Vec::new();
+        q.read_each_ref_at(0..5, &mut |_, x| {
+            first.push(*x);
+            first.len() < 2
+        })
+        .unwrap();
+        assert_eq!(first, vec![1, 2], "stops when told");
+        q.release(3);
+        assert!(q.read_each_ref_at(2..4, &mut |_, _| true).is_err(), "released");
+        assert!(q.read_each_ref_at(4..6, &mut |_, _| true).is_err(), "not yet held");
+    }
 
     #[test]
     fn one_at_a_time_cuts_at_push_boundaries_and_respects_the_cap() {

@@ -162,7 +162,7 @@ fn kmeans_batch(
     let predictor = m.predictor()?;
     let partials = ctx.par_map(d.parts(), |p| {
         let mut sums = predictor.sums();
-        d.run(p, &mut |x| sums.add(&x));
+        d.run_ref(p, &mut |x| sums.add(x));
         sums.finish()
     });
     let partials: Vec<ClusterSums> = partials.into_iter().collect::<Result<_, _>>()?;
