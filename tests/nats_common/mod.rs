@@ -255,7 +255,34 @@ impl Cluster {
             c.wait_listening(i)?;
         }
         c.wait_meta_leader()?;
+        c.wait_peers_current()?;
         Ok(c)
+    }
+
+    /// Waits until the meta leader sees every other node as a current
+    /// peer: before that, placing a replicated stream or key-value bucket
+    /// can fail with "no suitable peers for placement, peer offline" (seen
+    /// once when the whole suite loaded the machine).
+    fn wait_peers_current(&self) -> Result<(), String> {
+        let deadline = Instant::now() + NATS_DEADLINE;
+        let others = self.nodes.len().saturating_sub(1);
+        loop {
+            let current = self
+                .nodes
+                .iter()
+                .filter_map(|n| current_peers(n.http_port))
+                .max()
+                .unwrap_or(0);
+            if current >= others {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{current} of {others} peers current within {NATS_DEADLINE:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn spawn(&mut self, bin: &Path, i: usize) -> Result<(), String> {
@@ -586,6 +613,20 @@ fn meta_leader(http_port: u16) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(&body).ok()?;
     let leader = v.get("meta_cluster")?.get("leader")?.as_str()?;
     (!leader.is_empty()).then(|| leader.to_string())
+}
+
+/// How many peers the meta leader reports current, from a node's `/jsz`
+/// (only the leader lists them; `None` elsewhere).
+fn current_peers(http_port: u16) -> Option<usize> {
+    let body = http_get(http_port, "/jsz")?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let replicas = v.get("meta_cluster")?.get("replicas")?.as_array()?;
+    Some(
+        replicas
+            .iter()
+            .filter(|r| r.get("current").and_then(|c| c.as_bool()) == Some(true))
+            .count(),
+    )
 }
 
 /// A plain HTTP/1.0 GET on loopback; the body, if the server answered.
