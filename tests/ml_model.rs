@@ -148,7 +148,7 @@ fn kmeans_zero_weight_cluster_jumps_to_the_batch_mean() {
     };
     m.update(&[vec![1.0, 2.0], vec![3.0, 4.0]], 0.0, TimeUnit::Batches)
         .unwrap();
-    // lambda = 2 / max(2, 1e-16) = 1: centre * 0 + (1 / 2) * sum = the mean (2, 3).
+    // lambda = 2 / max(2, 1e-16) = 1: center * 0 + (1 / 2) * sum = the mean (2, 3).
     // Cluster 1 (weight 0 < 1e-8 * 2) is then dying, so cluster 0 is split into it.
     let mean = [0.5 * 4.0, 0.5 * 6.0];
     for (j, x) in mean.iter().enumerate() {

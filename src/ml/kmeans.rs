@@ -2,9 +2,9 @@
 //! `KMeansModel.predict` (Euclidean distance) compute it, bit for bit.
 //!
 //! Owns: the model state ([`KMeansModel`]), the per-batch update with forgetfulness
-//! (decay per batch or per point) and the dying-cluster split, nearest-centre search
+//! (decay per batch or per point) and the dying-cluster split, nearest-center search
 //! with Spark's norm bounds and triangle-inequality statistics ([`Predictor`]), and
-//! deterministic random initial centres ([`random_centers`], not Spark's generator).
+//! deterministic random initial centers ([`random_centers`], not Spark's generator).
 //!
 //! Limits (numbers): 1..=[`super::CLUSTERS_MAX`] clusters, 1..=[`super::DIMS_MAX`] coordinates,
 //! `k * dim` at most [`super::MODEL_VALUES_MAX`]; weights finite, zero or more; decay
@@ -20,7 +20,7 @@
 
 use super::javablas::{daxpy, dscal, java_compare, java_max, norm2, sqdist};
 use super::rng::SplitMix64;
-use super::{MlError, CLUSTERS_MAX, DIMS_MAX, MODEL_VALUES_MAX};
+use super::{check_vector, MlError, CLUSTERS_MAX, DIMS_MAX, MODEL_VALUES_MAX};
 use std::cmp::Ordering;
 
 /// What one unit of forgetting is: a batch, or a single point.
@@ -32,7 +32,7 @@ pub enum TimeUnit {
     Points,
 }
 
-/// Cluster centres and their weights (Spark's `clusterCenters`/`clusterWeights`).
+/// Cluster centers and their weights (Spark's `clusterCenters`/`clusterWeights`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct KMeansModel {
     /// One center per cluster, each of the model's dimension.
@@ -44,9 +44,9 @@ pub struct KMeansModel {
 /// A dying-cluster split: `dying`'s weight was below 1e-8 times `split_from`'s.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SplitInfo {
-    /// Index of the smallest cluster (first one on ties); it gets centre `x - p`.
+    /// Index of the smallest cluster (first one on ties); it gets center `x - p`.
     pub dying: usize,
-    /// Index of the largest cluster (first one on ties); it keeps centre `x + p`.
+    /// Index of the largest cluster (first one on ties); it keeps center `x + p`.
     pub split_from: usize,
     /// The dying cluster's weight before the split.
     pub min_weight: f64,
@@ -93,10 +93,10 @@ pub fn decay_for_half_life(half_life: f64) -> f64 {
     }
 }
 
-/// `k` centres of `dim` standard-normal coordinates, each with weight `weight`, like
+/// `k` centers of `dim` standard-normal coordinates, each with weight `weight`, like
 /// Spark's `setRandomCenters`, but drawn from this crate's SplitMix64 + Box-Muller
 /// generator (coordinates in row order), NOT Spark's `XORShiftRandom`: the same seed
-/// gives different centres than Spark.
+/// gives different centers than Spark.
 pub fn random_centers(
     k: usize,
     dim: usize,
@@ -156,26 +156,6 @@ fn check_shape(k: usize, dim: usize) -> Result<(), MlError> {
     Ok(())
 }
 
-fn check_vector(
-    v: &[f64],
-    dim: usize,
-    what: &'static str,
-    index: Option<usize>,
-) -> Result<(), MlError> {
-    if v.len() != dim {
-        return Err(MlError::DimensionMismatch {
-            what,
-            index,
-            expected: dim,
-            found: v.len(),
-        });
-    }
-    if v.iter().any(|x| !x.is_finite()) {
-        return Err(MlError::NonFinite { what, index });
-    }
-    Ok(())
-}
-
 /// Validates the model and returns its dimension.
 fn check_model(m: &KMeansModel) -> Result<usize, MlError> {
     let dim = match m.centers.first() {
@@ -190,7 +170,7 @@ fn check_model(m: &KMeansModel) -> Result<usize, MlError> {
         });
     }
     for (i, c) in m.centers.iter().enumerate() {
-        check_vector(c, dim, "cluster centre", Some(i))?;
+        check_vector(c, dim, "cluster center", Some(i))?;
     }
     for (i, &w) in m.weights.iter().enumerate() {
         if !w.is_finite() {
@@ -210,7 +190,7 @@ fn check_model(m: &KMeansModel) -> Result<usize, MlError> {
     Ok(dim)
 }
 
-/// Nearest-centre search over a fixed set of centres, with the norms and (for small
+/// Nearest-center search over a fixed set of centers, with the norms and (for small
 /// models) the pairwise statistics Spark's `KMeansModel` precomputes. Build it once
 /// per batch: building costs O(k^2 * dim) when the statistics are used.
 #[derive(Debug, Clone)]
@@ -222,19 +202,19 @@ pub struct Predictor<'a> {
 }
 
 impl KMeansModel {
-    /// Validates the model and prepares nearest-centre searches.
+    /// Validates the model and prepares nearest-center searches.
     pub fn predictor(&self) -> Result<Predictor<'_>, MlError> {
         let dim = check_model(self)?;
         Ok(Predictor::build(&self.centers, dim))
     }
 
-    /// Index of the nearest centre, exactly as Spark's `KMeansModel.predict` (first
+    /// Index of the nearest center, exactly as Spark's `KMeansModel.predict` (first
     /// index on ties). Builds a [`Predictor`] per call; use one for many points.
     pub fn predict(&self, p: &[f64]) -> Result<usize, MlError> {
         self.predictor()?.predict(p)
     }
 
-    /// Index of the nearest centre and the squared Euclidean distance to it, as
+    /// Index of the nearest center and the squared Euclidean distance to it, as
     /// Spark's `findClosest` returns them.
     pub fn nearest_distance(&self, p: &[f64]) -> Result<(usize, f64), MlError> {
         self.predictor()?.nearest_distance(p)
@@ -331,7 +311,7 @@ impl KMeansModel {
 
     /// The dying-cluster rule: with `max`/`min` the first largest/smallest weight (Java
     /// `Double.compare` order), if `min < 1e-8 * max` both weights become
-    /// `(max + min) / 2`, and with `x` the largest cluster's centre and
+    /// `(max + min) / 2`, and with `x` the largest cluster's center and
     /// `p_j = 1e-14 * max(|x_j|, 1)`, the largest gets `x + p` and the dying one `x - p`.
     fn split_dying_cluster(&mut self) -> Option<SplitInfo> {
         let (largest, max_w) = extreme_weight(&self.weights, Ordering::Greater)?;
@@ -381,7 +361,7 @@ fn packed_index(i: usize, j: usize) -> usize {
 
 /// `DistanceMeasure.computeStatistics` for Euclidean distance: for i < j the entry is
 /// `0.25 * d * d` with `d = sqrt(sqdist(c_i, c_j))`; the diagonal holds each row's
-/// minimum (starting from +infinity). A single centre gives `[NaN]`.
+/// minimum (starting from +infinity). A single center gives `[NaN]`.
 fn compute_statistics(centers: &[Vec<f64>]) -> Vec<f64> {
     let k = centers.len();
     if k == 1 {
@@ -422,12 +402,12 @@ impl<'a> Predictor<'a> {
         }
     }
 
-    /// Index of the nearest centre (Spark's `KMeansModel.predict`).
+    /// Index of the nearest center (Spark's `KMeansModel.predict`).
     pub fn predict(&self, p: &[f64]) -> Result<usize, MlError> {
         Ok(self.nearest_distance(p)?.0)
     }
 
-    /// Index of the nearest centre and its squared distance, as Spark's `findClosest`.
+    /// Index of the nearest center and its squared distance, as Spark's `findClosest`.
     pub fn nearest_distance(&self, p: &[f64]) -> Result<(usize, f64), MlError> {
         check_vector(p, self.dim, "point", None)?;
         Ok(self.closest(p))

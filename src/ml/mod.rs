@@ -70,3 +70,25 @@ pub const FEATURE_ABS_MAX: f64 = 1e150;
 
 /// Most SGD iterations per batch.
 pub const ITERATIONS_MAX: usize = 1_000_000;
+
+/// `v` has `dim` values, all finite; else the error naming `what` (and
+/// its position in its list, when it has one).
+pub(crate) fn check_vector(
+    v: &[f64],
+    dim: usize,
+    what: &'static str,
+    index: Option<usize>,
+) -> Result<(), MlError> {
+    if v.len() != dim {
+        return Err(MlError::DimensionMismatch {
+            what,
+            index,
+            expected: dim,
+            found: v.len(),
+        });
+    }
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(MlError::NonFinite { what, index });
+    }
+    Ok(())
+}

@@ -3,7 +3,7 @@
 //! mini-batch sampler.
 //!
 //! This is deliberately NOT Spark's `XORShiftRandom` / `BernoulliCellSampler`, so
-//! random centres and sampled mini-batches differ from Spark's for the same seed.
+//! random centers and sampled mini-batches differ from Spark's for the same seed.
 //! Limits: period 2^64; uniform doubles have 53 random bits. Must never: read any
 //! global or time-based state — the same seed gives the same stream. (The Gaussian
 //! uses `ln`, `sqrt`, `cos`, `sin` from the platform's libm, so its last bit may differ

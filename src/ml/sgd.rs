@@ -23,7 +23,7 @@
 
 use super::javablas::{daxpy, ddot, java_max};
 use super::rng::SplitMix64;
-use super::{MlError, DIMS_MAX, ITERATIONS_MAX};
+use super::{check_vector, MlError, DIMS_MAX, ITERATIONS_MAX};
 
 /// Spark's `GradientDescent` settings. `Default` is the streaming classes' default.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -111,24 +111,6 @@ pub struct SgdInfo {
     pub empty_samples: usize,
 }
 
-fn check_features(x: &[f64], dim: usize, index: Option<usize>) -> Result<(), MlError> {
-    if x.len() != dim {
-        return Err(MlError::DimensionMismatch {
-            what: "feature vector",
-            index,
-            expected: dim,
-            found: x.len(),
-        });
-    }
-    if x.iter().any(|v| !v.is_finite()) {
-        return Err(MlError::NonFinite {
-            what: "feature vector",
-            index,
-        });
-    }
-    Ok(())
-}
-
 /// Validates the model and returns the number of features.
 pub(super) fn check_model(model: &LinearModel) -> Result<usize, MlError> {
     let dim = model.weights.len();
@@ -159,7 +141,7 @@ pub(super) fn check_model(model: &LinearModel) -> Result<usize, MlError> {
 
 fn check_points(points: &[(f64, Vec<f64>)], dim: usize, loss: Loss) -> Result<(), MlError> {
     for (i, (label, x)) in points.iter().enumerate() {
-        check_features(x, dim, Some(i))?;
+        check_vector(x, dim, "feature vector", Some(i))?;
         if !label.is_finite() {
             return Err(MlError::NonFinite {
                 what: "label",
@@ -340,7 +322,7 @@ pub fn predict_probability(model: &LinearModel, x: &[f64]) -> Result<f64, MlErro
 
 fn margin(model: &LinearModel, x: &[f64]) -> Result<f64, MlError> {
     let dim = check_model(model)?;
-    check_features(x, dim, None)?;
+    check_vector(x, dim, "feature vector", None)?;
     Ok(ddot(&model.weights, x) + model.intercept)
 }
 

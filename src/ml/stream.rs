@@ -15,11 +15,13 @@
 //! k-means `k` and `dim`; regressions `features`. Learning settings (decay,
 //! step size, iterations) may change between runs.
 //!
-//! Limits: as [`super`]; a k-means batch is summed partition by partition
-//! in parallel; SGD runs on one thread per batch over the batch's points
-//! in partition order (held in memory: the whole batch). Must never: train
-//! a model on a batch twice, or emit a prediction with another batch's
-//! model.
+//! Limits: one model per operator, within [`super`]'s numbers (k at most
+//! 100,000, k·dim at most 4,000,000, at most 1,000,000 features and
+//! 1,000,000 SGD iterations per batch). A k-means batch is summed
+//! partition by partition in parallel, its points lent, never copied or
+//! held; an SGD batch is held in memory whole (its points, in partition
+//! order) and run on one thread. Must never: train a model on a batch
+//! twice, or emit a prediction with another batch's model.
 
 use std::sync::{Arc, Mutex};
 

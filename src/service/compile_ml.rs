@@ -5,8 +5,11 @@
 //! added (`cluster` and `distance` for k-means, `prediction` for the
 //! regressions); `model_to` writes the model after every batch.
 //!
-//! Limits: as `crate::ml`; a record is read once per batch
-//! (`computed_once`) however many operators use it.
+//! Limits: at most 10,000 features per step (`FEATURES_MAX`), each a
+//! finite number of magnitude at most 1e150 (`ml::FEATURE_ABS_MAX`); the
+//! models' limits are `crate::ml`'s. A batch's records are read once
+//! (`computed_once`: held in memory for the batch) however many operators
+//! use them.
 //! Must never: train on a record whose features are not all numbers (it
 //! follows the step's `on_error`), or add a prediction from another
 //! batch's model.
