@@ -222,6 +222,7 @@ fn models_trained_through_sigkills_equal_the_uninterrupted_ones() {
 /// the far ones land in `anomalies/`, the one without numbers in the
 /// dead-letter log, and the model is written after every batch.
 #[test]
+#[cfg(feature = "sql")]
 fn the_anomaly_example_flags_exactly_the_far_readings() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/pipelines/anomaly.toml");
     let port = service_common::free_port();

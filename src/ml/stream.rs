@@ -145,6 +145,9 @@ impl StreamingKMeans {
         let params = vec![("k", self.k.to_string()), ("dim", dim.to_string())];
         let next = move |ctx: &BatchCtx, op: &str, m: &KMeansModel, d: &dyn PartFn<Vec<f64>>| {
             let next = kmeans_batch(ctx, m, d, decay, unit).map_err(|e| step_error(op, e))?;
+            // A short read or a failed record upstream fails the batch:
+            // never show a model of part of it.
+            ctx.check_reads()?;
             *seen.lock().unwrap_or_else(|e| e.into_inner()) = next.clone();
             Ok(next)
         };

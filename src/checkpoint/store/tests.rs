@@ -447,7 +447,21 @@ fn a_snapshot_sled_never_finished_is_removed_and_the_store_opens() {
         let dir = store_with_unfinished_snapshot(name, contents);
         let ckpt = dir.path().join("checkpoint");
         // sled alone refuses it: the state a kill leaves is reproduced.
-        let raw = sled::Config::new().path(&ckpt).flush_every_ms(None).open();
+        // (sled lets go of its file lock a moment after the store above
+        // closed: a held lock is waited for, as `open_db` does.)
+        let deadline = Instant::now() + LOCK_WAIT_MAX;
+        let raw = loop {
+            let raw = sled::Config::new().path(&ckpt).flush_every_ms(None).open();
+            match &raw {
+                Err(sled::Error::Io(e))
+                    if e.to_string().starts_with("could not acquire lock")
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(LOCK_POLL)
+                }
+                _ => break raw,
+            }
+        };
         assert!(
             matches!(raw, Err(sled::Error::Corruption { .. })),
             "{raw:?}"
