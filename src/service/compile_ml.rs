@@ -15,6 +15,7 @@
 //! batch's model.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use serde_json::{json, Value};
@@ -35,8 +36,10 @@ pub(super) struct MlCtx<'a> {
     pub(super) dropped: &'a Dropped,
 }
 
-/// A record, its vector and its label (when it has one).
-type Row = (Value, Vec<f64>, Option<f64>);
+/// A record, its vector and its label (when it has one). The record is
+/// shared: the batch's rows are kept once and read by training and by
+/// prediction, which need not copy the JSON value to do so.
+type Row = (Arc<Value>, Vec<f64>, Option<f64>);
 
 /// The label field of a regression, and whether it must be 0 or 1.
 #[derive(Clone)]
@@ -123,9 +126,11 @@ fn write_models<M: crate::dstream::Data>(
     json_files(&lines, &prefix, "json", false)
 }
 
-/// `v` with `fields` set (a record that is not an object cannot have
-/// features, so it never gets here; it is kept as is).
-fn with_fields(mut v: Value, fields: &[(&str, Value)]) -> Value {
+/// The record `v` with `fields` set (copied out of the shared row; a
+/// record that is not an object cannot have features, so it never gets
+/// here; it is kept as is).
+fn with_fields(v: Arc<Value>, fields: &[(&str, Value)]) -> Value {
+    let mut v = Arc::unwrap_or_clone(v);
     if let Value::Object(m) = &mut v {
         for (k, x) in fields {
             m.insert((*k).to_string(), x.clone());
@@ -144,25 +149,31 @@ fn rows(
     label: Option<Label>,
     on_error: OnBadRecord,
 ) -> DStream<Row> {
-    let read = move |v: &Value| row_of(v, &features, label.as_ref());
+    let read = move |v: &Value| vector_of(v, &features, label.as_ref());
     let name = format!("{}.in", cx.name);
     let rows = match on_error {
         OnBadRecord::Drop => {
             let counter = cx.dropped.counter(cx.id);
             d.flat_map_with(move |v: Value, out| match read(&v) {
-                Ok(r) => out(r),
+                Ok((x, y)) => out((Arc::new(v), x, y)),
                 Err(_) => {
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
             })
         }
-        other => d.try_map(super::compile::policy(other), read),
+        other => d.try_map(super::compile::policy(other), move |v: &Value| {
+            read(v).map(|(x, y)| (Arc::new(v.clone()), x, y))
+        }),
     };
     rows.name(&name).computed_once()
 }
 
 /// A record's vector and label, or what is wrong with it.
-fn row_of(v: &Value, features: &[String], label: Option<&Label>) -> Result<Row, String> {
+fn vector_of(
+    v: &Value,
+    features: &[String],
+    label: Option<&Label>,
+) -> Result<(Vec<f64>, Option<f64>), String> {
     let mut x = Vec::with_capacity(features.len());
     for f in features {
         x.push(number(v, f)?);
@@ -180,7 +191,7 @@ fn row_of(v: &Value, features: &[String], label: Option<&Label>) -> Result<Row, 
             Some(y)
         }
     };
-    Ok((v.clone(), x, y))
+    Ok((x, y))
 }
 
 /// The finite number at `path` no larger than
@@ -207,20 +218,20 @@ mod tests {
     fn a_record_is_read_or_refused_in_the_user_s_words() {
         let f = vec!["x".to_string(), "p.y".to_string()];
         let v = json!({"x": 1.5, "p": {"y": -2}, "y": 1});
-        let (_, x, y) = row_of(&v, &f, None).expect("a row");
+        let (x, y) = vector_of(&v, &f, None).expect("a row");
         assert_eq!((x, y), (vec![1.5, -2.0], None));
         let label = Label { field: "y".into(), binary: true };
-        assert_eq!(row_of(&v, &f, Some(&label)).expect("a row").2, Some(1.0));
+        assert_eq!(vector_of(&v, &f, Some(&label)).expect("a row").1, Some(1.0));
         let no_label = json!({"x": 1, "p": {"y": 2}});
-        assert_eq!(row_of(&no_label, &f, Some(&label)).expect("predicted only").2, None);
+        assert_eq!(vector_of(&no_label, &f, Some(&label)).expect("predicted only").1, None);
         let three = json!({"x": 1, "p": {"y": 2}, "y": 3});
-        let e = row_of(&three, &f, Some(&label)).expect_err("not 0 or 1");
+        let e = vector_of(&three, &f, Some(&label)).expect_err("not 0 or 1");
         assert!(e.contains("label `y` is 3") && e.contains("0 and 1"), "{e}");
         let huge = json!({"x": 1e200, "p": {"y": 2}});
-        let e = row_of(&huge, &f, None).expect_err("too large");
+        let e = vector_of(&huge, &f, None).expect_err("too large");
         assert!(e.contains("field `x` is 1e200") && e.contains("at most 1e150"), "{e}");
         let text = json!({"x": "n/a", "p": {}});
-        let e = row_of(&text, &f, None).expect_err("not a number");
+        let e = vector_of(&text, &f, None).expect_err("not a number");
         assert_eq!(e, "field `x` is not a number (found \"n/a\")");
     }
 }
