@@ -58,6 +58,11 @@ fn config(c: &Cluster, assignment: Assignment, name: &str) -> JetStreamConfig {
 /// on a loaded 2-core machine running the whole suite.
 const LEASE_TTL_MS: u64 = 15_000;
 
+/// The request timeout of the `weir run` instances: the default 5 s ran
+/// out once for the stream info a start asks for, with the whole suite
+/// loading the machine (no test here waits for a request to time out).
+const REQUEST_TIMEOUT_MS: u64 = 30_000;
+
 /// An instance on `data` (its checkpoint and claims) reading `cfg`.
 fn instance(
     data: &Path,
@@ -246,7 +251,7 @@ fn pipeline_file(dir: &Path, c: &Cluster, name: &str, assign: &str) -> std::path
     let text = format!(
         "[pipeline]\nbatch_interval = \"100ms\"\n[service]\nhttp_address = \"off\"\n\
          [[source]]\nid = \"events\"\nkind = \"jetstream\"\nservers = [{}]\nstreams = [{}]\n\
-         instance_name = \"{name}\"\n{assign}\n\
+         instance_name = \"{name}\"\nrequest_timeout_ms = {REQUEST_TIMEOUT_MS}\n{assign}\n\
          [[sink]]\nkind = \"text_files\"\nprefix = \"out/n\"\nskip_empty = true\n",
         servers.join(", "),
         streams.join(", ")
