@@ -11,8 +11,10 @@
 //!   (`nats kv del weir_owners KEY`) and accept that the new owner reads
 //!   the stream again from sequence 1.
 //! - `weir_leases` (entries expire `lease_ttl_ms` after their last
-//!   update): the same key, held by the running process and renewed every
-//!   third of the TTL with the revision it last wrote (compare-and-set). A
+//!   update): the same key, held by the running process, renewed once
+//!   right after every key is claimed (the TTL counts from there), then
+//!   every third of the TTL with the revision it last wrote
+//!   (compare-and-set). A
 //!   second process with the same data directory identity (a copied
 //!   directory on another host) is refused while the lease lives
 //!   ([`LeaseError::Busy`]); the same directory on the same host and path
@@ -167,6 +169,12 @@ pub enum LostWhy {
         /// The last renewal's error.
         detail: String,
     },
+    /// The renewal right after the claims failed (the claims took long
+    /// enough for a key to expire, or the request failed).
+    AfterClaim {
+        /// The renewal's error.
+        detail: String,
+    },
 }
 
 impl std::fmt::Display for LostWhy {
@@ -175,6 +183,9 @@ impl std::fmt::Display for LostWhy {
             LostWhy::Taken => write!(f, "another process wrote the lease key"),
             LostWhy::Expired { ttl_ms, detail } => {
                 write!(f, "no renewal succeeded for {ttl_ms} ms (last error: {detail})")
+            }
+            LostWhy::AfterClaim { detail } => {
+                write!(f, "the renewal right after claiming the streams failed: {detail}")
             }
         }
     }
@@ -269,7 +280,6 @@ impl Leases {
     ) -> Result<Leases, LeaseError> {
         check_settings(me, ttl_ms)?;
         let ttl = Duration::from_millis(ttl_ms);
-        let sent = boot_clock();
         let (held, leases) = conn.runtime().block_on(async {
             let owners = open_bucket(&conn, OWNERS_BUCKET, None).await?;
             let leases = open_bucket(&conn, LEASES_BUCKET, Some(ttl)).await?;
@@ -290,6 +300,8 @@ impl Leases {
             }
             Ok::<_, LeaseError>((held, leases))
         })?;
+        let held = Arc::new(Mutex::new(held));
+        let sent = renew_after_claim(&conn, &leases, me, &held, source_id)?;
         let health = Arc::new(LeaseHealth {
             source_id: source_id.to_string(),
             ttl,
@@ -299,7 +311,6 @@ impl Leases {
                 lost: None,
             }),
         });
-        let held = Arc::new(Mutex::new(held));
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let task = conn.runtime().spawn(renew_loop(
             leases,
@@ -621,6 +632,34 @@ async fn check_bucket_ttl(store: &kv::Store, ttl_ms: u64) -> Result<(), LeaseErr
         return Ok(());
     }
     Err(LeaseError::TtlMismatch { bucket_ms, ttl_ms })
+}
+
+/// One round of renewals right after the claims, returning when it was
+/// sent: the lease window starts there, not before the first claim (a
+/// claim whose request was answered late or tried again can take longer
+/// than the TTL; the keys it wrote first may have expired meanwhile, which
+/// this round finds).
+fn renew_after_claim(
+    conn: &JetStreamConnection,
+    leases: &kv::Store,
+    me: &Claim,
+    held: &Mutex<Vec<Held>>,
+    source_id: &str,
+) -> Result<Duration, LeaseError> {
+    let sent = boot_clock();
+    let lost = |stream: String, why: LostWhy| LeaseError::Lost {
+        source_id: source_id.to_string(),
+        stream,
+        why,
+    };
+    match conn.runtime().block_on(renew_once(leases, &me.encode(), held)) {
+        Ok(()) => Ok(sent),
+        Err(RenewFailure::Taken(stream)) => Err(lost(stream, LostWhy::Taken)),
+        Err(RenewFailure::Error(detail)) => Err(lost(
+            "(every stream of this instance)".to_string(),
+            LostWhy::AfterClaim { detail },
+        )),
+    }
 }
 
 /// Renews every held lease each third of the TTL until `stopped`.
