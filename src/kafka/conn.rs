@@ -287,15 +287,6 @@ impl KafkaConn {
         }
     }
 
-    /// Whether `topic`'s partition `p` still holds a record at `offset`
-    /// (or after it): a fetch there brings one.
-    pub fn holds(&self, topic: &str, p: i32, offset: i64) -> Result<bool, KafkaError> {
-        match self.fetch(topic, p, offset, END_PROBE_BYTES, PROBE_WAIT_MS)? {
-            Fetched::Records(r, _) => Ok(r.iter().any(|r| r.offset >= offset)),
-            Fetched::OutOfRange => Ok(false),
-        }
-    }
-
     /// Records of `topic`'s partition `p` from `offset` on: at most about
     /// `bytes_max` bytes (clamped to [`FETCH_BYTES_CEILING`]), waiting at
     /// most `wait_ms` for the first.

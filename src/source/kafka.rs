@@ -58,7 +58,8 @@ pub trait PartitionLog: Send + Sync {
     /// Records from `offset` on, about `bytes_max` bytes, waiting at most
     /// `wait_ms` for the first.
     fn fetch(&self, offset: i64, bytes_max: usize, wait_ms: i32) -> Result<Fetched, KafkaError>;
-    /// Whether the log still holds a record at `offset` or after it.
+    /// Whether the log still holds a record at `offset` or after it: a
+    /// fetch there (up to 1 MiB, waiting up to 100 ms) brings one.
     fn holds(&self, offset: i64) -> Result<bool, KafkaError> {
         match self.fetch(offset, 1 << 20, 100)? {
             Fetched::Records(r, _) => Ok(r.iter().any(|r| r.offset >= offset)),
@@ -86,9 +87,6 @@ impl PartitionLog for ConnPartition {
     }
     fn fetch(&self, offset: i64, bytes_max: usize, wait_ms: i32) -> Result<Fetched, KafkaError> {
         self.conn.fetch(&self.topic, self.partition, offset, bytes_max, wait_ms)
-    }
-    fn holds(&self, offset: i64) -> Result<bool, KafkaError> {
-        self.conn.holds(&self.topic, self.partition, offset)
     }
 }
 
