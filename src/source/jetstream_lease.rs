@@ -107,6 +107,17 @@ pub enum LeaseError {
         /// What happened.
         why: LostWhy,
     },
+    /// The renewal right after the claims failed: a key expired while
+    /// the claims went on, was taken, or the requests kept failing.
+    #[error("could not renew the lease on JetStream stream `{stream}` of source `{source_id}` right after claiming it: {detail}. weir did not start reading. The claims took longer than lease_ttl_ms, or the NATS servers did not answer: check their load and reachability (or raise lease_ttl_ms) and start again")]
+    StartRenewal {
+        /// The source.
+        source_id: String,
+        /// The JetStream stream.
+        stream: String,
+        /// What happened.
+        detail: String,
+    },
     /// The key-value bucket could not be opened or created.
     #[error("could not open or create the JetStream key-value bucket `{bucket}`: {detail}. The account needs JetStream and permission to create streams KV_{bucket}")]
     Bucket {
@@ -169,12 +180,6 @@ pub enum LostWhy {
         /// The last renewal's error.
         detail: String,
     },
-    /// The renewal right after the claims failed (the claims took long
-    /// enough for a key to expire, or the request failed).
-    AfterClaim {
-        /// The renewal's error.
-        detail: String,
-    },
 }
 
 impl std::fmt::Display for LostWhy {
@@ -184,9 +189,7 @@ impl std::fmt::Display for LostWhy {
             LostWhy::Expired { ttl_ms, detail } => {
                 write!(f, "no renewal succeeded for {ttl_ms} ms (last error: {detail})")
             }
-            LostWhy::AfterClaim { detail } => {
-                write!(f, "the renewal right after claiming the streams failed: {detail}")
-            }
+
         }
     }
 }
@@ -634,11 +637,12 @@ async fn check_bucket_ttl(store: &kv::Store, ttl_ms: u64) -> Result<(), LeaseErr
     Err(LeaseError::TtlMismatch { bucket_ms, ttl_ms })
 }
 
-/// One round of renewals right after the claims, returning when it was
-/// sent: the lease window starts there, not before the first claim (a
-/// claim whose request was answered late or tried again can take longer
-/// than the TTL; the keys it wrote first may have expired meanwhile, which
-/// this round finds).
+/// A round of renewals right after the claims, returning when the round
+/// that succeeded was sent: the lease window starts there, not before the
+/// first claim (a claim whose request was answered late or tried again can
+/// take longer than the TTL). A failed request is tried again, up to
+/// [`CLAIM_TRIES_MAX`] rounds; a key found expired or taken fails at once.
+/// On failure the keys claimed are released (best effort).
 fn renew_after_claim(
     conn: &JetStreamConnection,
     leases: &kv::Store,
@@ -646,20 +650,39 @@ fn renew_after_claim(
     held: &Mutex<Vec<Held>>,
     source_id: &str,
 ) -> Result<Duration, LeaseError> {
-    let sent = boot_clock();
-    let lost = |stream: String, why: LostWhy| LeaseError::Lost {
+    let value = me.encode();
+    let mut failure = RenewFailure::Error("no round was sent".into());
+    for _ in 0..CLAIM_TRIES_MAX {
+        let sent = boot_clock();
+        match conn.runtime().block_on(renew_once(leases, &value, held)) {
+            Ok(()) => return Ok(sent),
+            Err(RenewFailure::Error(detail)) => {
+                failure = RenewFailure::Error(detail);
+                std::thread::sleep(RENEW_RETRY_PAUSE);
+            }
+            Err(f) => {
+                failure = f;
+                break;
+            }
+        }
+    }
+    let keys = std::mem::take(&mut *held.lock().unwrap_or_else(|e| e.into_inner()));
+    conn.runtime().block_on(async {
+        for h in keys {
+            let _ = leases.delete_expect_revision(&h.key, Some(h.revision)).await;
+        }
+    });
+    let every = || "(every stream of this instance)".to_string();
+    let (stream, detail) = match failure {
+        RenewFailure::Taken(stream) => (stream, "another process wrote the lease key".into()),
+        RenewFailure::Expired(stream) => (stream, "the lease key expired".into()),
+        RenewFailure::Error(detail) => (every(), detail),
+    };
+    Err(LeaseError::StartRenewal {
         source_id: source_id.to_string(),
         stream,
-        why,
-    };
-    match conn.runtime().block_on(renew_once(leases, &me.encode(), held)) {
-        Ok(()) => Ok(sent),
-        Err(RenewFailure::Taken(stream)) => Err(lost(stream, LostWhy::Taken)),
-        Err(RenewFailure::Error(detail)) => Err(lost(
-            "(every stream of this instance)".to_string(),
-            LostWhy::AfterClaim { detail },
-        )),
-    }
+        detail,
+    })
 }
 
 /// Renews every held lease each third of the TTL until `stopped`.
@@ -697,20 +720,29 @@ async fn renew_loop(
                 health.lock().lost = Some((stream, LostWhy::Taken));
                 return;
             }
+            Err(RenewFailure::Expired(stream)) => {
+                health.lock().last_error = Some(format!("the lease key of stream `{stream}` expired"));
+            }
             Err(RenewFailure::Error(e)) => health.lock().last_error = Some(e),
         }
     }
 }
 
+/// Why a round of renewals failed.
 enum RenewFailure {
+    /// The stream's key holds another process's value.
     Taken(String),
+    /// The stream's key is gone (expired).
+    Expired(String),
+    /// A request failed.
     Error(String),
 }
 
 /// One round: each held key updated at the revision this process last
 /// wrote. A key found at another revision holding this process's own
-/// value (an update stored whose acknowledgement was lost) is adopted;
-/// holding another value, it was taken.
+/// value (an update stored whose acknowledgement was lost) is adopted and
+/// written again at that revision (so every key is written in this
+/// round); holding another value, it was taken.
 async fn renew_once(
     leases: &kv::Store,
     value: &Bytes,
@@ -725,9 +757,12 @@ async fn renew_once(
                     .await
                     .map_err(|e| RenewFailure::Error(e.to_string()))?;
                 match entry {
-                    Some(e) if e.value == *value => e.revision,
+                    Some(e) if e.value == *value => leases
+                        .update(&h.key, value.clone(), e.revision)
+                        .await
+                        .map_err(|e| RenewFailure::Error(e.to_string()))?,
                     Some(_) => return Err(RenewFailure::Taken(h.stream.clone())),
-                    None => return Err(RenewFailure::Error("the lease key expired".into())),
+                    None => return Err(RenewFailure::Expired(h.stream.clone())),
                 }
             }
             Err(e) => return Err(RenewFailure::Error(e.to_string())),
